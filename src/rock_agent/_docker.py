@@ -1,0 +1,478 @@
+"""The Docker runtime: containers, exec streams and archives through the Engine API (aiodocker).
+
+Every aiodocker/aiohttp error is translated here into the `RockError` tree; nothing foreign
+leaves this module. Containers are found by label, never by guessing names, so several agents
+can share one engine (each manages only the containers labelled with its host id).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiodocker
+import aiohttp
+from aiodocker.exceptions import DockerError
+from rock_core._errors import (
+    AlreadyExists,
+    BadRequest,
+    FileNotFound,
+    ImageNotFound,
+    RockError,
+    SandboxFailed,
+    SandboxNotFound,
+    TimedOut,
+    TransportError,
+)
+from rock_core._protocol import ExecResult, SandboxInfo, SandboxSpec
+
+from ._labels import (
+    LABEL_CREATED,
+    LABEL_HOST,
+    LABEL_MANAGED,
+    LABEL_OWNER,
+    LABEL_SANDBOX,
+    LABEL_SPEC,
+    spec_digest,
+)
+
+# What a normal shell needs; Docker's default set minus MKNOD, NET_RAW, SETFCAP, SETPCAP.
+CAPABILITIES = [
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "SETGID",
+    "SETUID",
+    "NET_BIND_SERVICE",
+    "SYS_CHROOT",
+    "AUDIT_WRITE",
+]
+KEEPALIVE = ["sleep", "2147483647"]
+PULL_POLICIES = ("missing", "never", "always")
+
+
+@contextlib.contextmanager
+def engine_errors(
+    what: str, *, not_found: type[RockError] = SandboxNotFound
+) -> Iterator[None]:
+    """Translate Engine API failures of `what` into our error tree."""
+    try:
+        yield
+    except DockerError as exc:
+        message = exc.message if isinstance(exc.message, str) else str(exc.message)
+        if exc.status == 404:
+            raise not_found(f"{what}: {message}") from exc
+        if exc.status == 409:
+            raise BadRequest(f"{what}: {message}") from exc
+        if exc.status == 400:
+            raise BadRequest(f"{what}: {message}") from exc
+        raise SandboxFailed(f"{what}: engine answered {exc.status}: {message}") from exc
+    except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:
+        raise TransportError(f"{what}: cannot reach the Docker engine: {exc}") from exc
+    except aiohttp.ClientError as exc:
+        raise TransportError(f"{what}: Docker engine request failed: {exc}") from exc
+
+
+def container_name(host_id: str, sandbox_id: str) -> str:
+    """The engine-level name of a sandbox's container; the engine refuses a second one."""
+    return f"rock-{host_id}-{sandbox_id}"
+
+
+class DockerRuntime:
+    """Drives one Docker engine for one agent (one host id)."""
+
+    def __init__(self, docker: aiodocker.Docker, host_id: str) -> None:
+        self.docker = docker
+        self.host_id = host_id
+
+    # ------------------------------------------------------------------ engine
+
+    async def engine_resources(self) -> tuple[float, int]:
+        """(cpus, memory bytes) of the engine's host."""
+        with engine_errors("reading engine info"):
+            info = await self.docker.system.info()
+        return float(info.get("NCPU", 1)), int(info.get("MemTotal", 0))
+
+    async def local_images(self) -> list[str]:
+        """Tags of the images present on the engine."""
+        with engine_errors("listing images"):
+            images = await self.docker.images.list()
+        return sorted(tag for image in images for tag in (image.get("RepoTags") or []) if tag)
+
+    async def ensure_image(self, image: str, policy: str) -> None:
+        """Make `image` present according to the pull policy, or raise `ImageNotFound`."""
+        if policy not in PULL_POLICIES:
+            raise BadRequest(f"pull policy {policy!r} is not one of {', '.join(PULL_POLICIES)}")
+        present = True
+        try:
+            await self.docker.images.inspect(image)
+        except DockerError as exc:
+            if exc.status != 404:
+                with engine_errors(f"inspecting image {image}"):
+                    raise
+            present = False
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
+        if present and policy != "always":
+            return
+        if not present and policy == "never":
+            raise ImageNotFound(
+                f"image {image!r} is not on this host and the pull policy is 'never'", image=image
+            )
+        try:
+            await self.docker.images.pull(image)
+        except (DockerError, aiohttp.ClientError) as exc:
+            if present:
+                return  # 'always' but the registry is unreachable: the local copy will do
+            detail = exc.message if isinstance(exc, DockerError) else str(exc)
+            raise ImageNotFound(
+                f"image {image!r} is not on this host and could not be pulled: {detail}",
+                image=image,
+            ) from exc
+
+    # ------------------------------------------------------------------ containers
+
+    def _config(self, sandbox_id: str, spec: SandboxSpec, owner: str) -> dict[str, Any]:
+        if spec.cpus <= 0 or spec.memory <= 0 or spec.pids <= 0:
+            raise BadRequest(
+                f"cpus, memory and pids must be positive (got cpus={spec.cpus}, "
+                f"memory={spec.memory}, pids={spec.pids})"
+            )
+        if spec.memory < 6 << 20:
+            raise BadRequest(f"memory {spec.memory} bytes is below the engine's minimum of 6 MiB")
+        labels = {
+            **spec.labels,
+            LABEL_MANAGED: "1",
+            LABEL_HOST: self.host_id,
+            LABEL_SANDBOX: sandbox_id,
+            LABEL_OWNER: owner,
+            LABEL_CREATED: f"{time.time():.3f}",
+            LABEL_SPEC: spec_digest(spec),
+        }
+        host_config: dict[str, Any] = {
+            "Init": True,
+            "NanoCpus": int(spec.cpus * 1e9),
+            "Memory": spec.memory,
+            "MemorySwap": spec.memory,
+            "PidsLimit": spec.pids,
+            "Privileged": False,
+            "CapDrop": ["ALL"],
+            "CapAdd": CAPABILITIES,
+            "SecurityOpt": ["no-new-privileges"],
+            "NetworkMode": "bridge" if spec.network else "none",
+        }
+        if spec.disk:
+            host_config["StorageOpt"] = {"size": spec.disk}
+        config: dict[str, Any] = {
+            "Image": spec.image,
+            "Entrypoint": KEEPALIVE,
+            "Cmd": [],
+            "Labels": labels,
+            "Env": [f"{k}={v}" for k, v in spec.env.items()],
+            "HostConfig": host_config,
+            "Hostname": sandbox_id[:63],
+        }
+        if spec.workdir:
+            config["WorkingDir"] = spec.workdir
+        if spec.user:
+            config["User"] = spec.user
+        return config
+
+    async def create(self, sandbox_id: str, spec: SandboxSpec, owner: str) -> SandboxInfo:
+        """Create and start the sandbox's container; a retry with the same spec is a no-op."""
+        name = container_name(self.host_id, sandbox_id)
+        config = self._config(sandbox_id, spec, owner)
+        existing = await self._find(sandbox_id)
+        if existing is not None:
+            return await self._adopt_existing(existing, sandbox_id, spec)
+        await self.ensure_image(spec.image, spec.pull)
+        try:
+            container = await self.docker.containers.create(config, name=name)
+        except DockerError as exc:
+            if exc.status == 409:
+                # Lost a race with a concurrent create of the same id: answer with that one.
+                found = await self._find(sandbox_id)
+                if found is not None:
+                    return await self._adopt_existing(found, sandbox_id, spec)
+            with engine_errors(f"creating sandbox {sandbox_id}", not_found=ImageNotFound):
+                raise
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
+        try:
+            with engine_errors(f"starting sandbox {sandbox_id}"):
+                await container.start()
+        except RockError as exc:
+            with contextlib.suppress(DockerError, aiohttp.ClientError):
+                await container.delete(force=True)
+            raise SandboxFailed(f"sandbox {sandbox_id} did not start: {exc}") from exc
+        return await self.inspect(sandbox_id)
+
+    async def _adopt_existing(
+        self, container: Any, sandbox_id: str, spec: SandboxSpec
+    ) -> SandboxInfo:
+        labels = container["Labels"] or {}
+        if labels.get(LABEL_SPEC) != spec_digest(spec):
+            raise AlreadyExists(
+                f"sandbox {sandbox_id} already exists with a different spec", sandbox_id=sandbox_id
+            )
+        info = await self.inspect(sandbox_id)
+        if info.state != "running":
+            await self.start(sandbox_id)
+            info = await self.inspect(sandbox_id)
+        return info
+
+    async def _find(self, sandbox_id: str) -> Any:
+        with engine_errors("listing containers"):
+            found = await self.docker.containers.list(
+                all=True,
+                filters=json.dumps(
+                    {"label": [f"{LABEL_HOST}={self.host_id}", f"{LABEL_SANDBOX}={sandbox_id}"]}
+                ),
+            )
+        return found[0]._container if found else None
+
+    async def _container(self, sandbox_id: str) -> Any:
+        with engine_errors(f"sandbox {sandbox_id}"):
+            return await self.docker.containers.get(container_name(self.host_id, sandbox_id))
+
+    async def inspect(self, sandbox_id: str) -> SandboxInfo:
+        """The engine's view of one sandbox."""
+        container = await self._container(sandbox_id)
+        return _info(container._container)
+
+    async def list(self, owner: str = "") -> list[SandboxInfo]:
+        """Every sandbox of this host (optionally of one owner)."""
+        labels = [f"{LABEL_HOST}={self.host_id}"]
+        if owner:
+            labels.append(f"{LABEL_OWNER}={owner}")
+        with engine_errors("listing containers"):
+            found = await self.docker.containers.list(
+                all=True, filters=json.dumps({"label": labels})
+            )
+        return [_summary(c._container) for c in found]
+
+    async def start(self, sandbox_id: str) -> None:
+        """Start a stopped sandbox's container."""
+        container = await self._container(sandbox_id)
+        with engine_errors(f"starting sandbox {sandbox_id}"):
+            await container.start()
+
+    async def stop(self, sandbox_id: str, timeout: float) -> None:
+        """Stop the container (its files stay)."""
+        container = await self._container(sandbox_id)
+        with engine_errors(f"stopping sandbox {sandbox_id}"):
+            await container.stop(t=max(0, int(timeout)))
+
+    async def remove(self, sandbox_id: str) -> None:
+        """Remove the container; an already removed one is not an error here."""
+        try:
+            container = await self._container(sandbox_id)
+        except SandboxNotFound:
+            return
+        try:
+            await container.delete(force=True, v=True)
+        except DockerError as exc:
+            if exc.status == 404:
+                return
+            if exc.status == 409 and "already in progress" in str(exc.message):
+                return
+            with engine_errors(f"removing sandbox {sandbox_id}"):
+                raise
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
+
+    # ------------------------------------------------------------------ processes
+
+    async def open_exec(
+        self,
+        sandbox_id: str,
+        argv: list[str],
+        *,
+        env: dict[str, str] | None = None,
+        cwd: str = "",
+        stdin: bool = True,
+    ) -> tuple[Any, Any]:
+        """Start an attached process; returns (exec, stream) for reading and writing it."""
+        container = await self._container(sandbox_id)
+        with engine_errors(f"starting a process in sandbox {sandbox_id}"):
+            execution = await container.exec(
+                argv,
+                stdin=stdin,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                environment=[f"{k}={v}" for k, v in (env or {}).items()] or None,
+                workdir=cwd or None,
+            )
+            stream = execution.start(detach=False)
+            await stream._init()
+        return execution, stream
+
+    async def exec_pid(self, execution: Any) -> tuple[int, int | None, bool]:
+        """(host pid, exit code, running) of an exec."""
+        with engine_errors("inspecting a process"):
+            info = await execution.inspect()
+        return int(info.get("Pid") or 0), info.get("ExitCode"), bool(info.get("Running"))
+
+    async def execute(
+        self,
+        sandbox_id: str,
+        argv: list[str],
+        *,
+        cwd: str,
+        env: dict[str, str],
+        stdin: bytes,
+        timeout: float | None,
+        kill_tree: Any,
+    ) -> ExecResult:
+        """Run a one-off command with stdout and stderr apart."""
+        import anyio
+
+        if not argv:
+            raise BadRequest("execute needs a non-empty argv")
+        started = time.monotonic()
+        execution, stream = await self.open_exec(
+            sandbox_id, argv, env=env, cwd=cwd, stdin=True
+        )
+        out = bytearray()
+        err = bytearray()
+        timed_out = False
+        try:
+            if stdin:
+                await stream.write_in(stdin)
+            # Closing our half of the stream gives the process end-of-file on its stdin.
+            with contextlib.suppress(Exception):
+                await _close_write(stream)
+            with anyio.move_on_after(timeout) as scope:
+                while True:
+                    with engine_errors(f"reading a process in sandbox {sandbox_id}"):
+                        message = await stream.read_out()
+                    if message is None:
+                        break
+                    (out if message.stream == 1 else err).extend(message.data)
+            if scope.cancelled_caught:
+                timed_out = True
+                pid, _, _ = await self.exec_pid(execution)
+                kill_tree(pid, include_root=True)
+        finally:
+            with contextlib.suppress(Exception):
+                await stream.close()
+        exit_code: int | None = None
+        for _ in range(50):
+            _, exit_code, running = await self.exec_pid(execution)
+            if not running:
+                break
+            await anyio.sleep(0.02)
+        if exit_code is None and not timed_out:
+            raise SandboxFailed(f"command {argv[0]!r} in sandbox {sandbox_id} has no exit code")
+        if exit_code == 126 or exit_code == 127:
+            text = bytes(out + err).decode(errors="replace")
+            if "executable file not found" in text or "no such file or directory" in text:
+                raise FileNotFound(f"cannot run {argv[0]!r} in sandbox {sandbox_id}: {text.strip()}")
+        return ExecResult(
+            stdout=bytes(out),
+            stderr=bytes(err),
+            exit_code=exit_code,
+            timed_out=timed_out,
+            duration=time.monotonic() - started,
+        )
+
+    # ------------------------------------------------------------------ archives
+
+    async def get_archive(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
+        """Stream `path` out of the sandbox as a tar archive."""
+        await self._container(sandbox_id)
+        name = container_name(self.host_id, sandbox_id)
+        try:
+            async with self.docker._query(
+                f"containers/{name}/archive",
+                method="GET",
+                params={"path": path},
+                timeout=None,
+            ) as response:
+                async for chunk in response.content.iter_chunked(256 << 10):
+                    yield chunk
+        except DockerError as exc:
+            if exc.status == 404:
+                raise FileNotFound(f"{path}: no such file or folder in sandbox {sandbox_id}") from exc
+            with engine_errors(f"reading {path} from sandbox {sandbox_id}"):
+                raise
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
+
+    async def put_archive(
+        self, sandbox_id: str, path: str, chunks: AsyncIterator[bytes]
+    ) -> None:
+        """Unpack a tar stream into folder `path` of the sandbox."""
+        await self._container(sandbox_id)
+        name = container_name(self.host_id, sandbox_id)
+        try:
+            async with self.docker._query(
+                f"containers/{name}/archive",
+                method="PUT",
+                params={"path": path},
+                data=chunks,
+                headers={"content-type": "application/x-tar"},
+                timeout=None,
+            ):
+                pass
+        except DockerError as exc:
+            if exc.status == 404:
+                raise FileNotFound(f"{path}: no such folder in sandbox {sandbox_id}") from exc
+            with engine_errors(f"writing to {path} in sandbox {sandbox_id}"):
+                raise
+        except aiohttp.ClientError as exc:
+            raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
+
+
+async def _close_write(stream: Any) -> None:
+    """Half-close an attached exec stream so the process sees end-of-file on stdin."""
+    resp = stream._resp
+    if resp is None:
+        return
+    conn = resp.connection
+    if conn is not None and conn.transport is not None and conn.transport.can_write_eof():
+        conn.transport.write_eof()
+
+
+def _state(attrs: dict[str, Any]) -> tuple[str, int | None]:
+    state = attrs.get("State")
+    if isinstance(state, dict):
+        return str(state.get("Status", "unknown")), state.get("ExitCode")
+    return str(state or "unknown"), None
+
+
+def _info(attrs: dict[str, Any]) -> SandboxInfo:
+    labels = attrs.get("Config", {}).get("Labels") or attrs.get("Labels") or {}
+    state, exit_code = _state(attrs)
+    return SandboxInfo(
+        sandbox_id=labels.get(LABEL_SANDBOX, ""),
+        container_id=attrs.get("Id", ""),
+        image=attrs.get("Config", {}).get("Image", "") or attrs.get("Image", ""),
+        state=state,
+        owner=labels.get(LABEL_OWNER, ""),
+        created_at=float(labels.get(LABEL_CREATED, "0") or 0),
+        labels=dict(labels),
+        exit_code=exit_code if state == "exited" else None,
+    )
+
+
+def _summary(attrs: dict[str, Any]) -> SandboxInfo:
+    labels = attrs.get("Labels") or {}
+    return SandboxInfo(
+        sandbox_id=labels.get(LABEL_SANDBOX, ""),
+        container_id=attrs.get("Id", ""),
+        image=attrs.get("Image", ""),
+        state=str(attrs.get("State", "unknown")),
+        owner=labels.get(LABEL_OWNER, ""),
+        created_at=float(labels.get(LABEL_CREATED, "0") or 0),
+        labels=dict(labels),
+    )
+
+
+__all__ = ["DockerRuntime", "TimedOut", "container_name"]

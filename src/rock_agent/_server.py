@@ -1,0 +1,587 @@
+"""The agent: answers protocol requests from any number of connections against one runtime.
+
+Rules:
+- A bad request never crashes the agent, kills a session or leaks a container: every handler's
+  failure becomes an `ErrorReply` on that request only; unexpected exceptions are logged and
+  reported as internal errors.
+- Each connection belongs to an owner (from `Hello`). Sandboxes carry their owner's label; when
+  the owner's last connection ends, its sandboxes are removed. An owner that is a local process
+  and is gone (checked at start and periodically) has its sandboxes reaped too.
+- Sessions live in the agent's memory; containers are the engine's. An agent that restarts
+  adopts the containers labelled with its host id (their sessions are gone).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import socket
+import tarfile
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import IO, Any
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from rock_core._channel import CHUNK_SIZE, WINDOW, ByteStream, CreditGate, FramedChannel
+from rock_core._errors import (
+    AlreadyExists,
+    BadRequest,
+    FileNotFound,
+    ProtocolError,
+    RockError,
+    SessionNotFound,
+    TimedOut,
+    TransportError,
+)
+from rock_core._owner import local_owner_alive
+from rock_core._protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    ClientMessage,
+    CloseSession,
+    CommandReply,
+    CreateSandbox,
+    CreateSession,
+    Done,
+    Download,
+    ErrorReply,
+    ExecReply,
+    Execute,
+    Expect,
+    ExpectReply,
+    FileReply,
+    FileStat,
+    Hello,
+    InspectSandbox,
+    Interrupt,
+    ListSandboxes,
+    Output,
+    Ping,
+    Pong,
+    ReadFile,
+    RemoveSandbox,
+    Reply,
+    Request,
+    RunCommand,
+    SandboxListReply,
+    SandboxReply,
+    SendInput,
+    StartSandbox,
+    StopSandbox,
+    StreamCredit,
+    StreamData,
+    TransferReply,
+    Upload,
+    WaitCommand,
+    Welcome,
+    WriteFile,
+    decode_client_message,
+)
+from rock_core._tar import END, file_header, padding, single_file
+
+from . import _procs
+from ._docker import DockerRuntime
+from ._shell import ShellSession
+from ._version import AGENT_VERSION
+
+log = logging.getLogger("rock_agent")
+
+READ_FILE_LIMIT = 64 << 20
+CAPABILITIES = ["sessions", "interactive", "execute", "files", "archives", "owner-reaping"]
+
+
+class _Connection:
+    """Per-connection state: in-flight requests and the streams they move."""
+
+    def __init__(self, channel: FramedChannel[ClientMessage], owner: str) -> None:
+        self.channel = channel
+        self.owner = owner
+        self.scopes: dict[int, anyio.CancelScope] = {}
+        self.uploads: dict[int, MemoryObjectSendStream[bytes | None]] = {}
+        self.gates: dict[int, CreditGate] = {}
+
+    async def send(self, message: Any) -> None:
+        await self.channel.send(message)
+
+
+class AgentServer:
+    """One agent process: one runtime, many connections, the sessions of all sandboxes."""
+
+    def __init__(self, runtime: DockerRuntime, *, reap_interval: float = 30.0) -> None:
+        self.runtime = runtime
+        self.host_id = runtime.host_id
+        self.sessions: dict[tuple[str, str], ShellSession] = {}
+        self._owner_connections: dict[str, int] = {}
+        self._reap_interval = reap_interval
+        self._resources: tuple[float, int] | None = None
+        self.started_at = time.time()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def startup(self) -> None:
+        """Adopt this host's containers; reap those whose owner process is gone."""
+        self._resources = await self.runtime.engine_resources()
+        adopted = reaped = 0
+        for info in await self.runtime.list():
+            if _owner_gone(info.owner):
+                await self._remove_quietly(info.sandbox_id)
+                reaped += 1
+            else:
+                adopted += 1
+        log.info("agent started", extra={"host": self.host_id, "adopted": adopted, "reaped": reaped})
+
+    async def reap_loop(self) -> None:
+        """Periodically reap the sandboxes of local owners that died without disconnecting."""
+        while True:
+            await anyio.sleep(self._reap_interval)
+            with contextlib.suppress(RockError):
+                for info in await self.runtime.list():
+                    if _owner_gone(info.owner) and info.owner not in self._owner_connections:
+                        await self._remove_quietly(info.sandbox_id)
+
+    async def _remove_quietly(self, sandbox_id: str) -> None:
+        await self._drop_sessions(sandbox_id)
+        try:
+            await self.runtime.remove(sandbox_id)
+            log.info("removed sandbox", extra={"sandbox": sandbox_id})
+        except RockError as exc:
+            log.warning("could not remove sandbox %s: %s", sandbox_id, exc)
+
+    async def _drop_sessions(self, sandbox_id: str) -> None:
+        for key in [k for k in self.sessions if k[0] == sandbox_id]:
+            session = self.sessions.pop(key)
+            await session.kill()
+
+    async def aclose(self) -> None:
+        """Kill every session (containers stay; their owners decide)."""
+        for session in list(self.sessions.values()):
+            await session.kill()
+        self.sessions.clear()
+
+    # ------------------------------------------------------------------ connections
+
+    async def serve(self, stream: ByteStream) -> None:
+        """Serve one connection until it ends; then reap its owner's sandboxes if it was last."""
+        channel: FramedChannel[ClientMessage] = FramedChannel(stream, decode_client_message)
+        try:
+            hello = await channel.receive()
+        except RockError as exc:
+            log.warning("bad handshake: %s", exc)
+            return
+        if hello is None:
+            return
+        if not isinstance(hello, Hello):
+            await channel.send(
+                ErrorReply(id=0, code=ProtocolError.code, message="expected hello first")
+            )
+            return
+        if hello.protocol != PROTOCOL_VERSION:
+            await channel.send(
+                ErrorReply(
+                    id=0,
+                    code=ProtocolError.code,
+                    message=f"client speaks protocol {hello.protocol}; "
+                    f"agent {AGENT_VERSION} speaks {PROTOCOL_VERSION}",
+                )
+            )
+            return
+        if not hello.owner:
+            await channel.send(
+                ErrorReply(id=0, code=BadRequest.code, message="hello carries no owner")
+            )
+            return
+        cpus, memory = self._resources or await self.runtime.engine_resources()
+        await channel.send(
+            Welcome(
+                protocol=PROTOCOL_VERSION,
+                agent_version=AGENT_VERSION,
+                host_id=self.host_id,
+                cpus=cpus,
+                memory=memory,
+                capabilities=CAPABILITIES,
+                images=await self.runtime.local_images(),
+            )
+        )
+        conn = _Connection(channel, hello.owner)
+        self._owner_connections[hello.owner] = self._owner_connections.get(hello.owner, 0) + 1
+        try:
+            async with anyio.create_task_group() as tg:
+                await self._read_loop(conn, tg)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._disconnect(conn)
+
+    async def _disconnect(self, conn: _Connection) -> None:
+        left = self._owner_connections.get(conn.owner, 1) - 1
+        if left > 0:
+            self._owner_connections[conn.owner] = left
+            return
+        self._owner_connections.pop(conn.owner, None)
+        try:
+            owned = await self.runtime.list(owner=conn.owner)
+        except RockError as exc:
+            log.warning("cannot list sandboxes of %s to reap them: %s", conn.owner, exc)
+            return
+        for info in owned:
+            await self._remove_quietly(info.sandbox_id)
+
+    async def _read_loop(self, conn: _Connection, tg: TaskGroup) -> None:
+        while True:
+            try:
+                message = await conn.channel.receive()
+            except ProtocolError as exc:
+                log.warning("closing a connection that sent garbage: %s", exc)
+                with contextlib.suppress(RockError):
+                    await conn.send(ErrorReply(id=0, code=exc.code, message=str(exc)))
+                return
+            except TransportError:
+                return
+            if message is None:
+                return
+            if isinstance(message, StreamData):
+                upload = conn.uploads.get(message.id)
+                if upload is not None:
+                    with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
+                        upload.send_nowait(None if message.end else message.data)
+            elif isinstance(message, StreamCredit):
+                gate = conn.gates.get(message.id)
+                if gate is not None:
+                    gate.grant(message.chunks)
+            elif isinstance(message, Cancel):
+                scope = conn.scopes.get(message.target)
+                if scope is not None:
+                    scope.cancel()
+            elif isinstance(message, Hello):
+                await conn.send(ErrorReply(id=0, code=ProtocolError.code, message="second hello"))
+            elif message.id in conn.scopes:
+                await conn.send(
+                    ErrorReply(
+                        id=message.id,
+                        code=BadRequest.code,
+                        message=f"request id {message.id} is already in use on this connection",
+                    )
+                )
+            else:
+                scope = anyio.CancelScope()
+                conn.scopes[message.id] = scope
+                tg.start_soon(self._handle, conn, message, scope)
+
+    async def _handle(self, conn: _Connection, request: Request, scope: anyio.CancelScope) -> None:
+        reply: Reply
+        try:
+            with scope:
+                reply = await self._dispatch(conn, request)
+            if scope.cancelled_caught:
+                reply = ErrorReply(id=request.id, code=TimedOut.code, message="request cancelled")
+        except RockError as exc:
+            reply = ErrorReply(
+                id=request.id, code=exc.code, message=exc.message, details=_plain(exc.details)
+            )
+        except Exception as exc:
+            log.exception("internal error handling %s", type(request).__name__)
+            reply = ErrorReply(
+                id=request.id,
+                code=RockError.code,
+                message=f"internal agent error in {type(request).__name__}: "
+                f"{type(exc).__name__}: {exc}",
+            )
+        finally:
+            conn.scopes.pop(request.id, None)
+            upload = conn.uploads.pop(request.id, None)
+            if upload is not None:
+                upload.close()
+            conn.gates.pop(request.id, None)
+        with contextlib.suppress(TransportError):
+            await conn.send(reply)
+
+    async def _dispatch(self, conn: _Connection, request: Request) -> Reply:
+        handler = self._handlers.get(type(request))
+        if handler is None:
+            raise BadRequest(f"this agent cannot handle {type(request).__name__}")
+        return await handler(self, conn, request)
+
+    # ------------------------------------------------------------------ sandboxes
+
+    async def _ping(self, conn: _Connection, req: Ping) -> Reply:
+        return Pong(id=req.id, time=time.time())
+
+    async def _create(self, conn: _Connection, req: CreateSandbox) -> Reply:
+        _check_id(req.sandbox_id)
+        info = await self.runtime.create(req.sandbox_id, req.spec, conn.owner)
+        return SandboxReply(id=req.id, sandbox=self._with_sessions(info))
+
+    async def _stop(self, conn: _Connection, req: StopSandbox) -> Reply:
+        await self._drop_sessions(req.sandbox_id)
+        await self.runtime.stop(req.sandbox_id, req.timeout)
+        return SandboxReply(id=req.id, sandbox=await self.runtime.inspect(req.sandbox_id))
+
+    async def _start(self, conn: _Connection, req: StartSandbox) -> Reply:
+        await self.runtime.start(req.sandbox_id)
+        return SandboxReply(id=req.id, sandbox=await self.runtime.inspect(req.sandbox_id))
+
+    async def _remove(self, conn: _Connection, req: RemoveSandbox) -> Reply:
+        await self.runtime.inspect(req.sandbox_id)  # a clear not-found for unknown ids
+        await self._drop_sessions(req.sandbox_id)
+        await self.runtime.remove(req.sandbox_id)
+        return Done(id=req.id)
+
+    async def _inspect(self, conn: _Connection, req: InspectSandbox) -> Reply:
+        info = await self.runtime.inspect(req.sandbox_id)
+        return SandboxReply(id=req.id, sandbox=self._with_sessions(info))
+
+    async def _list(self, conn: _Connection, req: ListSandboxes) -> Reply:
+        infos = await self.runtime.list(owner=req.owner)
+        return SandboxListReply(id=req.id, sandboxes=[self._with_sessions(i) for i in infos])
+
+    def _with_sessions(self, info: Any) -> Any:
+        info.sessions = sorted(name for sid, name in self.sessions if sid == info.sandbox_id)
+        return info
+
+    # ------------------------------------------------------------------ sessions
+
+    def _session(self, sandbox_id: str, name: str) -> ShellSession:
+        session = self.sessions.get((sandbox_id, name))
+        if session is None:
+            raise SessionNotFound(
+                f"sandbox {sandbox_id} has no session {name!r}", sandbox_id=sandbox_id
+            )
+        return session
+
+    async def _create_session(self, conn: _Connection, req: CreateSession) -> Reply:
+        if not req.session or len(req.session) > 128:
+            raise BadRequest("a session name must have 1 to 128 characters")
+        key = (req.sandbox_id, req.session)
+        if key in self.sessions and not self.sessions[key].closed:
+            raise AlreadyExists(
+                f"sandbox {req.sandbox_id} already has a session {req.session!r}",
+                sandbox_id=req.sandbox_id,
+            )
+        sandbox_id = req.sandbox_id
+
+        async def open_exec(argv: list[str]) -> tuple[Any, Any]:
+            return await self.runtime.open_exec(
+                sandbox_id, argv, env={"PS1": "", "PS2": "", **req.env}, cwd=req.cwd
+            )
+
+        async def save_output(path: str, data: IO[bytes], size: int) -> None:
+            await self.runtime.put_archive(sandbox_id, "/", _file_tar(path, data, size))
+
+        session = await ShellSession.open(
+            req.session, open_exec, self.runtime.exec_pid, save_output
+        )
+        self.sessions[key] = session
+        return Done(id=req.id)
+
+    async def _close_session(self, conn: _Connection, req: CloseSession) -> Reply:
+        session = self._session(req.sandbox_id, req.session)
+        del self.sessions[(req.sandbox_id, req.session)]
+        await session.kill()
+        return Done(id=req.id)
+
+    def _live_session(self, sandbox_id: str, name: str) -> ShellSession:
+        session = self._session(sandbox_id, name)
+        if session.closed:
+            # Report the closed session once more, then forget it.
+            del self.sessions[(sandbox_id, name)]
+        return session
+
+    async def _run(self, conn: _Connection, req: RunCommand) -> Reply:
+        session = self._live_session(req.sandbox_id, req.session)
+        if req.timeout is not None and req.timeout <= 0:
+            raise BadRequest(f"timeout must be positive, got {req.timeout}")
+        if req.idle_timeout is not None and req.idle_timeout <= 0:
+            raise BadRequest(f"idle_timeout must be positive, got {req.idle_timeout}")
+        if req.output_limit < 0:
+            raise BadRequest(f"output_limit must not be negative, got {req.output_limit}")
+        if req.interactive:
+            await session.start_interactive(req.command, req.output_limit)
+            return Done(id=req.id)
+
+        async def forward(data: bytes) -> None:
+            await conn.send(Output(id=req.id, data=data))
+
+        result = await session.run(
+            req.command,
+            timeout=req.timeout,
+            idle_timeout=req.idle_timeout,
+            output_limit=req.output_limit,
+            on_output=forward if req.stream else None,
+        )
+        if result.session_closed:
+            self.sessions.pop((req.sandbox_id, req.session), None)
+        if req.stream:
+            result.output = b""
+        return CommandReply(id=req.id, result=result)
+
+    async def _send_input(self, conn: _Connection, req: SendInput) -> Reply:
+        await self._session(req.sandbox_id, req.session).send(req.data)
+        return Done(id=req.id)
+
+    async def _expect(self, conn: _Connection, req: Expect) -> Reply:
+        session = self._session(req.sandbox_id, req.session)
+        index, before, match = await session.expect(req.patterns, req.timeout)
+        return ExpectReply(id=req.id, index=index, before=before, match=match)
+
+    async def _wait(self, conn: _Connection, req: WaitCommand) -> Reply:
+        session = self._session(req.sandbox_id, req.session)
+        result = await session.wait(req.timeout)
+        if result.session_closed:
+            self.sessions.pop((req.sandbox_id, req.session), None)
+        return CommandReply(id=req.id, result=result)
+
+    async def _interrupt(self, conn: _Connection, req: Interrupt) -> Reply:
+        self._session(req.sandbox_id, req.session).interrupt()
+        return Done(id=req.id)
+
+    async def _execute(self, conn: _Connection, req: Execute) -> Reply:
+        if req.timeout is not None and req.timeout <= 0:
+            raise BadRequest(f"timeout must be positive, got {req.timeout}")
+        result = await self.runtime.execute(
+            req.sandbox_id,
+            req.argv,
+            cwd=req.cwd,
+            env=req.env,
+            stdin=req.stdin,
+            timeout=req.timeout,
+            kill_tree=_procs.kill_tree,
+        )
+        return ExecReply(id=req.id, result=result)
+
+    # ------------------------------------------------------------------ files
+
+    async def _read_file(self, conn: _Connection, req: ReadFile) -> Reply:
+        _check_path(req.path)
+        data = bytearray()
+        async for chunk in self.runtime.get_archive(req.sandbox_id, req.path):
+            data += chunk
+            if len(data) > READ_FILE_LIMIT + (64 << 10):
+                raise BadRequest(
+                    f"{req.path} is larger than {READ_FILE_LIMIT >> 20} MiB; use download()"
+                )
+        with tarfile.open(fileobj=io.BytesIO(bytes(data))) as archive:
+            member = archive.next()
+            if member is None:
+                raise FileNotFound(f"{req.path}: nothing there in sandbox {req.sandbox_id}")
+            if member.isdir():
+                raise BadRequest(f"{req.path} is a folder; use download() for folders")
+            if member.issym() or member.islnk():
+                raise BadRequest(f"{req.path} is a link to {member.linkname}; read the target")
+            extracted = archive.extractfile(member)
+            content = extracted.read() if extracted is not None else b""
+        return FileReply(id=req.id, data=content)
+
+    async def _write_file(self, conn: _Connection, req: WriteFile) -> Reply:
+        _check_path(req.path)
+        if req.path.endswith("/"):
+            raise BadRequest(f"{req.path} names a folder, not a file")
+
+        async def body() -> AsyncIterator[bytes]:
+            yield single_file(req.path, req.data, mode=req.mode)
+
+        await self.runtime.put_archive(req.sandbox_id, "/", body())
+        return Done(id=req.id)
+
+    async def _upload(self, conn: _Connection, req: Upload) -> Reply:
+        _check_path(req.path)
+        send, receive = anyio.create_memory_object_stream[bytes | None](WINDOW * 2)
+        conn.uploads[req.id] = send
+        received = 0
+
+        async def chunks() -> AsyncIterator[bytes]:
+            nonlocal received
+            await conn.send(StreamCredit(id=req.id, chunks=WINDOW))
+            async for chunk in _until_end(receive):
+                received += len(chunk)
+                yield chunk
+                await conn.send(StreamCredit(id=req.id, chunks=1))
+
+        await self.runtime.put_archive(req.sandbox_id, req.path, chunks())
+        return TransferReply(id=req.id, stat=FileStat(path=req.path, size=received))
+
+    async def _download(self, conn: _Connection, req: Download) -> Reply:
+        _check_path(req.path)
+        gate = conn.gates[req.id] = CreditGate()
+        sent = 0
+        pending = bytearray()
+        async for chunk in self.runtime.get_archive(req.sandbox_id, req.path):
+            pending += chunk
+            while len(pending) >= CHUNK_SIZE:
+                await gate.take()
+                await conn.send(StreamData(id=req.id, data=bytes(pending[:CHUNK_SIZE])))
+                sent += CHUNK_SIZE
+                del pending[:CHUNK_SIZE]
+        if pending:
+            await gate.take()
+            await conn.send(StreamData(id=req.id, data=bytes(pending)))
+            sent += len(pending)
+        await conn.send(StreamData(id=req.id, data=b"", end=True))
+        return TransferReply(id=req.id, stat=FileStat(path=req.path, size=sent))
+
+    _handlers: dict[type[Any], Callable[[Any, _Connection, Any], Awaitable[Reply]]] = {
+        Ping: _ping,
+        CreateSandbox: _create,
+        StopSandbox: _stop,
+        StartSandbox: _start,
+        RemoveSandbox: _remove,
+        InspectSandbox: _inspect,
+        ListSandboxes: _list,
+        CreateSession: _create_session,
+        CloseSession: _close_session,
+        RunCommand: _run,
+        SendInput: _send_input,
+        Expect: _expect,
+        WaitCommand: _wait,
+        Interrupt: _interrupt,
+        Execute: _execute,
+        ReadFile: _read_file,
+        WriteFile: _write_file,
+        Upload: _upload,
+        Download: _download,
+    }
+
+
+async def _until_end(receive: MemoryObjectReceiveStream[bytes | None]) -> AsyncIterator[bytes]:
+    async for chunk in receive:
+        if chunk is None:
+            return
+        yield chunk
+    raise TransportError("the upload stream ended before its end marker")
+
+
+async def _file_tar(path: str, data: IO[bytes], size: int) -> AsyncIterator[bytes]:
+    yield file_header(path, size)
+    while chunk := await anyio.to_thread.run_sync(data.read, 1 << 20):
+        yield chunk
+    yield padding(size) + END
+
+
+def _check_id(sandbox_id: str) -> None:
+    if not sandbox_id or len(sandbox_id) > 100:
+        raise BadRequest("a sandbox id must have 1 to 100 characters")
+    if not all(c.isalnum() or c in "-_." for c in sandbox_id) or sandbox_id[0] in "-_.":
+        raise BadRequest(
+            f"sandbox id {sandbox_id!r} may hold only letters, digits, '-', '_' and '.', "
+            "and must start with a letter or digit"
+        )
+
+
+def _check_path(path: str) -> None:
+    if not path.startswith("/"):
+        raise BadRequest(f"path {path!r} must be absolute")
+    if "\x00" in path:
+        raise BadRequest("a path cannot contain NUL bytes")
+
+
+def _owner_gone(owner: str) -> bool:
+    return local_owner_alive(owner, socket.gethostname(), _procs.alive, _procs.start_time) is False
+
+
+def _plain(details: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in details.items() if isinstance(v, str | int | float | bool | None)}
+
+
+__all__ = ["AgentServer"]

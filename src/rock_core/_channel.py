@@ -1,0 +1,134 @@
+"""A framed message channel over any byte stream, and credit-based chunk streams.
+
+Both ends of the protocol use this: the core's `AgentConnection` and the agent's server. The
+byte stream is a seam (`ByteStream`): a pipe to a local agent, an SSH channel, a unix socket or
+an in-memory pair in tests all fit it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Generic, Protocol, TypeVar
+
+import anyio
+from anyio.abc import ByteReceiveStream, ByteSendStream
+
+from ._errors import TransportError
+from ._framing import DEFAULT_MAX_FRAME, FrameDecoder, frame
+from ._protocol import Message, encode
+
+M = TypeVar("M", bound=Message)
+
+READ_SIZE = 1 << 16
+CHUNK_SIZE = 256 << 10
+WINDOW = 8  # chunks a stream sender may have in flight before it needs more credit
+
+
+class ByteStream(Protocol):
+    """What a channel needs from a transport: send bytes, receive bytes, close."""
+
+    async def send(self, item: bytes, /) -> None: ...
+
+    async def receive(self, max_bytes: int = 65536, /) -> bytes: ...
+
+    async def aclose(self) -> None: ...
+
+
+class SplitStream:
+    """Joins a receive stream and a send stream (a process's stdout and stdin) into one."""
+
+    def __init__(self, receive: ByteReceiveStream, send: ByteSendStream) -> None:
+        self._receive = receive
+        self._send = send
+
+    async def send(self, item: bytes, /) -> None:
+        await self._send.send(item)
+
+    async def receive(self, max_bytes: int = 65536, /) -> bytes:
+        return await self._receive.receive(max_bytes)
+
+    async def aclose(self) -> None:
+        try:
+            await self._send.aclose()
+        finally:
+            await self._receive.aclose()
+
+
+class FramedChannel(Generic[M]):
+    """Sends and receives whole messages; writes are serialised so frames never interleave."""
+
+    def __init__(
+        self,
+        stream: ByteStream,
+        decode: Callable[[bytes], M],
+        *,
+        max_frame: int = DEFAULT_MAX_FRAME,
+    ) -> None:
+        self.stream = stream
+        self._decode = decode
+        self._decoder = FrameDecoder(max_frame)
+        self._max_frame = max_frame
+        self._pending: list[bytes] = []
+        self._write_lock = anyio.Lock()
+        self.bytes_sent = 0
+        self.bytes_received = 0
+
+    async def send(self, message: Message) -> None:
+        """Send one message; a broken stream raises `TransportError`."""
+        data = frame(encode(message), self._max_frame)
+        async with self._write_lock:
+            try:
+                await self.stream.send(data)
+            except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
+                raise TransportError(f"cannot send to peer: {exc or type(exc).__name__}") from exc
+        self.bytes_sent += len(data)
+
+    async def receive(self) -> M | None:
+        """Return the next message, or None at a clean end of stream."""
+        while not self._pending:
+            try:
+                data = await self.stream.receive(READ_SIZE)
+            except (anyio.EndOfStream, anyio.ClosedResourceError):
+                return None
+            except (anyio.BrokenResourceError, OSError) as exc:
+                raise TransportError(f"stream from peer broke: {exc or type(exc).__name__}") from exc
+            if not data:
+                return None
+            self.bytes_received += len(data)
+            self._pending = self._decoder.feed(data)
+            self._pending.reverse()
+        return self._decode(self._pending.pop())
+
+    async def aclose(self) -> None:
+        """Close the underlying stream."""
+        await self.stream.aclose()
+
+
+class CreditGate:
+    """The sending side of a chunk stream: wait for credit before each chunk."""
+
+    def __init__(self, initial: int = 0) -> None:
+        self._credits = initial
+        self._changed = anyio.Event()
+        self._failed: BaseException | None = None
+
+    def grant(self, chunks: int) -> None:
+        """The receiver allows `chunks` more chunks."""
+        self._credits += chunks
+        self._changed.set()
+
+    def fail(self, exc: BaseException) -> None:
+        """Wake the sender with an error (the peer went away)."""
+        self._failed = exc
+        self._changed.set()
+
+    async def take(self) -> None:
+        """Wait until one chunk may be sent, and count it."""
+        while self._credits <= 0:
+            if self._failed is not None:
+                raise self._failed
+            self._changed = anyio.Event()
+            await self._changed.wait()
+        if self._failed is not None:
+            raise self._failed
+        self._credits -= 1

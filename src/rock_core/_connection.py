@@ -1,0 +1,278 @@
+"""The core's side of one agent link: requests, replies, streamed events, over a framed channel.
+
+`open_agent_connection` owns a reader task that routes every incoming message to the request
+it belongs to. A request whose caller is cancelled sends `Cancel` to the agent, so work on the
+host stops too. When the link breaks, every waiting request fails with `TransportError`.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import math
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._channel import CHUNK_SIZE, WINDOW, ByteStream, CreditGate, FramedChannel
+from ._errors import ProtocolError, RockError, TransportError, error_from_code
+from ._protocol import (
+    PROTOCOL_VERSION,
+    AgentMessage,
+    Cancel,
+    ErrorReply,
+    Hello,
+    Message,
+    Output,
+    Reply,
+    Request,
+    StreamCredit,
+    StreamData,
+    Welcome,
+    decode_agent_message,
+)
+
+log = logging.getLogger("rock_core.connection")
+
+R = TypeVar("R", bound=Reply)
+
+_Inbox = MemoryObjectSendStream[AgentMessage]
+
+
+class AgentConnection:
+    """A handshaken link to one agent. Create it with `open_agent_connection`."""
+
+    def __init__(self, channel: FramedChannel[AgentMessage], welcome: Welcome, name: str) -> None:
+        self.name = name
+        self.welcome = welcome
+        self._channel = channel
+        self._ids = itertools.count(1)
+        self._inboxes: dict[int, _Inbox] = {}
+        self._gates: dict[int, CreditGate] = {}
+        self._broken: TransportError | None = None
+
+    @property
+    def closed(self) -> bool:
+        """True once the link is broken or closed."""
+        return self._broken is not None
+
+    def next_id(self) -> int:
+        """Allocate a request id."""
+        return next(self._ids)
+
+    async def call(self, request: Request, expect: type[R]) -> R:
+        """Send `request`, ignore any events, and return its reply of type `expect`."""
+        async with self.open_request(request) as events:
+            async for message in events:
+                if isinstance(message, Reply):
+                    return _check_reply(message, expect, request)
+        raise self._lost()
+
+    def _lost(self) -> TransportError:
+        return self._broken or TransportError(f"connection to agent {self.name} is closed")
+
+    @asynccontextmanager
+    async def open_request(self, request: Request) -> AsyncIterator[RequestStream]:
+        """Send `request` and yield the stream of messages answering it (events, then the reply).
+
+        Leaving the block before the reply arrives cancels the request on the agent.
+        """
+        if self._broken is not None:
+            raise self._broken
+        # Unbounded on purpose: output is capped by the agent and byte streams by credit, so the
+        # reader never blocks on one slow request while others wait behind it.
+        send, receive = anyio.create_memory_object_stream[AgentMessage](math.inf)
+        self._inboxes[request.id] = send
+        stream = RequestStream(receive, self)
+        try:
+            await self._channel.send(request)
+            yield stream
+        finally:
+            self._inboxes.pop(request.id, None)
+            self._gates.pop(request.id, None)
+            send.close()
+            receive.close()
+            if not stream.replied:
+                await self.cancel(request.id)
+
+    async def send(self, message: Message) -> None:
+        """Send a message that is not a request (stream data, credit, cancel)."""
+        if self._broken is not None:
+            raise self._broken
+        await self._channel.send(message)
+
+    async def cancel(self, request_id: int) -> None:
+        """Ask the agent to abandon a request (best effort)."""
+        if self._broken is None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(5):
+                try:
+                    await self._channel.send(Cancel(id=self.next_id(), target=request_id))
+                except TransportError:
+                    pass
+
+    # -------------------------------------------------------------- upload side of a stream
+
+    def gate(self, request_id: int) -> CreditGate:
+        """The credit gate for chunks this side sends under `request_id`."""
+        gate = self._gates.get(request_id)
+        if gate is None:
+            gate = self._gates[request_id] = CreditGate()
+        return gate
+
+    async def send_chunks(self, request_id: int, chunks: AsyncIterator[bytes]) -> int:
+        """Send a byte stream under `request_id`, obeying the agent's credit; return its size."""
+        gate = self.gate(request_id)
+        total = 0
+        async for chunk in chunks:
+            for start in range(0, len(chunk), CHUNK_SIZE):
+                piece = chunk[start : start + CHUNK_SIZE]
+                await gate.take()
+                await self.send(StreamData(id=request_id, data=piece))
+                total += len(piece)
+        await self.send(StreamData(id=request_id, data=b"", end=True))
+        return total
+
+    async def grant(self, request_id: int, chunks: int = WINDOW) -> None:
+        """Allow the agent to send `chunks` more chunks of a download."""
+        await self.send(StreamCredit(id=request_id, chunks=chunks))
+
+    # -------------------------------------------------------------- reader
+
+    async def _read_loop(self) -> None:
+        try:
+            while True:
+                message = await self._channel.receive()
+                if message is None:
+                    raise TransportError(f"agent {self.name} closed the connection")
+                self._route(message)
+        except RockError as exc:
+            broken = exc if isinstance(exc, TransportError) else TransportError(str(exc))
+            self._fail_all(broken)
+        except anyio.get_cancelled_exc_class():
+            self._fail_all(TransportError(f"connection to agent {self.name} was closed"))
+            raise
+
+    def _route(self, message: AgentMessage) -> None:
+        if isinstance(message, StreamCredit):
+            self.gate(message.id).grant(message.chunks)
+            return
+        request_id = message.id
+        inbox = self._inboxes.get(request_id)
+        if inbox is None:
+            # A late event for a request the caller already left: nothing waits for it.
+            return
+        try:
+            inbox.send_nowait(message)
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            self._inboxes.pop(request_id, None)
+
+    def _fail_all(self, exc: TransportError) -> None:
+        if self._broken is None:
+            self._broken = exc
+        for gate in self._gates.values():
+            gate.fail(exc)
+        for inbox in self._inboxes.values():
+            inbox.close()
+        self._inboxes.clear()
+
+
+class RequestStream:
+    """The messages answering one request: events in order, then exactly one reply."""
+
+    def __init__(self, receive: MemoryObjectReceiveStream[AgentMessage], conn: AgentConnection):
+        self._receive = receive
+        self._conn = conn
+        self.replied = False
+
+    def __aiter__(self) -> RequestStream:
+        return self
+
+    async def __anext__(self) -> AgentMessage:
+        if self.replied:
+            raise StopAsyncIteration
+        try:
+            message = await self._receive.receive()
+        except (anyio.EndOfStream, anyio.ClosedResourceError):
+            raise self._conn._lost() from None
+        if isinstance(message, Reply):
+            self.replied = True
+        return message
+
+
+def _check_reply(message: Reply, expect: type[R], request: Request) -> R:
+    if isinstance(message, ErrorReply):
+        raise error_from_code(message.code, message.message, message.details)
+    if not isinstance(message, expect):
+        raise ProtocolError(
+            f"agent answered {type(request).__name__} with {type(message).__name__}, "
+            f"expected {expect.__name__}"
+        )
+    return message
+
+
+def raise_for_reply(message: Reply, expect: type[R], request: Request) -> R:
+    """Turn a final message into the expected reply, or raise the error it carries."""
+    return _check_reply(message, expect, request)
+
+
+@asynccontextmanager
+async def open_agent_connection(
+    stream: ByteStream,
+    *,
+    owner: str,
+    name: str = "agent",
+    client: str = "rock_core",
+    handshake_timeout: float = 30.0,
+    on_close: Callable[[], Any] | None = None,
+) -> AsyncIterator[AgentConnection]:
+    """Handshake with an agent over `stream` and keep the link served until the block ends."""
+    channel: FramedChannel[AgentMessage] = FramedChannel(stream, decode_agent_message)
+    try:
+        with anyio.fail_after(handshake_timeout):
+            await channel.send(Hello(protocol=PROTOCOL_VERSION, client=client, owner=owner))
+            first = await channel.receive()
+    except TimeoutError as exc:
+        await _close_quietly(channel)
+        raise TransportError(
+            f"agent {name} did not answer the handshake within {handshake_timeout:g} s"
+        ) from exc
+    except RockError:
+        await _close_quietly(channel)
+        raise
+    if first is None:
+        await _close_quietly(channel)
+        raise TransportError(f"agent {name} closed the connection during the handshake")
+    if isinstance(first, ErrorReply):
+        await _close_quietly(channel)
+        raise error_from_code(first.code, first.message, first.details)
+    if not isinstance(first, Welcome):
+        await _close_quietly(channel)
+        raise ProtocolError(f"agent {name} opened with {type(first).__name__}, not a welcome")
+    if first.protocol != PROTOCOL_VERSION:
+        await _close_quietly(channel)
+        raise ProtocolError(
+            f"agent {name} speaks protocol {first.protocol}; this core speaks {PROTOCOL_VERSION}"
+        )
+    connection = AgentConnection(channel, first, name)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(connection._read_loop)
+            try:
+                yield connection
+            finally:
+                tg.cancel_scope.cancel()
+    finally:
+        await _close_quietly(channel)
+        if on_close is not None:
+            on_close()
+
+
+async def _close_quietly(channel: FramedChannel[Any]) -> None:
+    with anyio.CancelScope(shield=True):
+        try:
+            await channel.aclose()
+        except (OSError, anyio.BrokenResourceError, anyio.ClosedResourceError):
+            log.debug("closing the agent stream failed", exc_info=True)

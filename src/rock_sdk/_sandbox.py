@@ -1,0 +1,376 @@
+"""`Sandbox`: one isolated container with named shell sessions, commands and files.
+
+With no cluster given, a `Sandbox` opens an embedded core with a local agent for itself
+(`open_cluster(["local"])`); with one, it is placed by that cluster's scheduler.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack
+from os import PathLike
+from pathlib import Path
+from types import TracebackType
+from typing import TypeVar
+
+import anyio
+from rock_core._cluster import Cluster, SandboxRecord, open_cluster
+from rock_core._connection import raise_for_reply
+from rock_core._errors import BadRequest, CommandFailed
+from rock_core._protocol import (
+    CloseSession,
+    CommandReply,
+    CreateSession,
+    Done,
+    ExecReply,
+    Execute,
+    FileReply,
+    FileStat,
+    Output,
+    ReadFile,
+    Reply,
+    Request,
+    RunCommand,
+    SandboxInfo,
+    WriteFile,
+)
+from rock_core._states import SandboxState, Transition
+
+from . import _transfer
+from ._config import SandboxConfig
+from ._interactive import InteractiveProcess
+from ._results import CommandResult, ExecResult
+
+R = TypeVar("R", bound=Reply)
+
+DEFAULT_SESSION = "default"
+DEFAULT_OUTPUT_LIMIT = 1 << 20
+
+
+class SandboxStatus:
+    """A snapshot of a sandbox: its state, host, container and full state history."""
+
+    def __init__(self, record: SandboxRecord, info: SandboxInfo | None) -> None:
+        self.sandbox_id = record.sandbox_id
+        self.state: SandboxState = record.state
+        self.host = record.host
+        self.history: list[Transition] = record.history
+        self.info = info
+        self.sessions: list[str] = list(info.sessions) if info else []
+        self.image = record.spec.image
+
+    @property
+    def is_running(self) -> bool:
+        """True while the sandbox runs."""
+        return self.state is SandboxState.RUNNING
+
+    def __repr__(self) -> str:
+        return f"<SandboxStatus {self.sandbox_id} {self.state.value} on {self.host}>"
+
+
+class Sandbox:
+    """A sandbox; use ``async with Sandbox(config) as sb`` or `start()` / `stop()`."""
+
+    def __init__(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        cluster: Cluster | None = None,
+        sandbox_id: str | None = None,
+    ) -> None:
+        self.config = config or SandboxConfig()
+        self._spec = self.config.to_spec()
+        self._cluster = cluster
+        self._requested_id = sandbox_id or self.config.sandbox_id
+        self._record: SandboxRecord | None = None
+        self._stack: AsyncExitStack | None = None
+        self._sessions: set[str] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def sandbox_id(self) -> str:
+        """The sandbox's id (known once started)."""
+        if self._record is None:
+            if self._requested_id:
+                return self._requested_id
+            raise BadRequest("the sandbox has not been started")
+        return self._record.sandbox_id
+
+    @property
+    def cluster(self) -> Cluster:
+        """The cluster that placed this sandbox."""
+        if self._cluster is None:
+            raise BadRequest("the sandbox has not been started")
+        return self._cluster
+
+    async def start(self) -> Sandbox:
+        """Create and start the sandbox (with an embedded local core if no cluster was given)."""
+        if self._record is not None and self._record.state is SandboxState.RUNNING:
+            return self
+        if self._record is not None and self._record.state is SandboxState.STOPPED:
+            await self.cluster.start_sandbox(self._record.sandbox_id)
+            self._sessions.clear()
+            return self
+        if self._cluster is None:
+            stack = AsyncExitStack()
+            self._cluster = await stack.enter_async_context(open_cluster(["local"]))
+            self._stack = stack
+        try:
+            self._record = await self._cluster.create_sandbox(
+                self._spec,
+                sandbox_id=self._requested_id,
+                queue_timeout=self.config.startup_timeout,
+            )
+        except BaseException:
+            await self._close_stack()
+            raise
+        return self
+
+    async def stop(self) -> None:
+        """Stop the sandbox; its container and files are kept, so `start()` brings it back."""
+        await self.cluster.stop_sandbox(self.sandbox_id)
+        self._sessions.clear()
+
+    async def restart(self) -> None:
+        """Stop and start again: files are kept, sessions are new."""
+        await self.stop()
+        await self.start()
+
+    async def delete(self) -> None:
+        """Remove the sandbox and everything in it (and the embedded core, if it has one)."""
+        if self._record is None:
+            return
+        try:
+            # Shielded: a cancelled caller must not leave the container behind.
+            with anyio.CancelScope(shield=True):
+                await self.cluster.delete_sandbox(self.sandbox_id)
+        finally:
+            self._sessions.clear()
+            await self._close_stack()
+
+    async def aclose(self) -> None:
+        """Delete the sandbox; the same as `delete()`."""
+        await self.delete()
+
+    async def _close_stack(self) -> None:
+        if self._stack is not None:
+            stack, self._stack = self._stack, None
+            self._cluster = None
+            await stack.aclose()
+
+    async def __aenter__(self) -> Sandbox:
+        return await self.start()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def status(self) -> SandboxStatus:
+        """State, host, container details and the full state history."""
+        record = self._require_record()
+        info = None
+        if record.state not in (SandboxState.DELETED, SandboxState.PENDING):
+            info = await self.cluster.inspect(record.sandbox_id)
+        return SandboxStatus(record, info)
+
+    def _require_record(self) -> SandboxRecord:
+        if self._record is None:
+            raise BadRequest("the sandbox has not been started")
+        return self._record
+
+    async def _call(self, request: Request, expect: type[R]) -> R:
+        self._require_record()
+        return await self.cluster.call(self.sandbox_id, request, expect)
+
+    def _next_id(self) -> int:
+        return self.cluster.connection(self.sandbox_id).next_id()
+
+    # ------------------------------------------------------------------ sessions
+
+    async def create_session(
+        self, session: str = DEFAULT_SESSION, *, env: dict[str, str] | None = None, cwd: str = ""
+    ) -> str:
+        """Start a named, stateful shell; cwd, variables and functions persist in it."""
+        await self._call(
+            CreateSession(
+                id=self._next_id(),
+                sandbox_id=self.sandbox_id,
+                session=session,
+                env=dict(env or {}),
+                cwd=cwd,
+            ),
+            Done,
+        )
+        self._sessions.add(session)
+        return session
+
+    async def close_session(self, session: str) -> None:
+        """End a session's shell and whatever it still runs."""
+        self._sessions.discard(session)
+        await self._call(
+            CloseSession(id=self._next_id(), sandbox_id=self.sandbox_id, session=session), Done
+        )
+
+    async def arun(
+        self,
+        cmd: str,
+        session: str | None = None,
+        *,
+        timeout: float | None = None,
+        idle_timeout: float | None = None,
+        check: bool = False,
+        output_limit: int = DEFAULT_OUTPUT_LIMIT,
+        on_output: Callable[[bytes], Awaitable[None] | None] | None = None,
+    ) -> CommandResult:
+        """Run `cmd` in a session (the default one if none is named) and return its result.
+
+        `timeout` bounds the whole command and `idle_timeout` the time without output; either
+        interrupts the command (the session survives) and sets `timed_out`/`idle_timed_out`.
+        With `check`, a non-zero exit raises `CommandFailed` carrying the result.
+        """
+        name = await self._session_for(session)
+        request = RunCommand(
+            id=self._next_id(),
+            sandbox_id=self.sandbox_id,
+            session=name,
+            command=cmd,
+            timeout=timeout,
+            idle_timeout=idle_timeout,
+            output_limit=output_limit,
+            stream=on_output is not None,
+        )
+        conn = self.cluster.connection(self.sandbox_id)
+        streamed = bytearray()
+        wire = None
+        async with conn.open_request(request) as answers:
+            async for message in answers:
+                if isinstance(message, Output):
+                    streamed += message.data
+                    if on_output is not None:
+                        maybe = on_output(message.data)
+                        if maybe is not None:
+                            await maybe
+                elif isinstance(message, Reply):
+                    wire = raise_for_reply(message, CommandReply, request).result
+        assert wire is not None
+        result = CommandResult.from_wire(wire, bytes(streamed) if on_output else None)
+        if result.session_closed:
+            self._sessions.discard(name)
+        if check and not result.ok:
+            why = (
+                "timed out"
+                if result.timed_out or result.idle_timed_out
+                else f"exited {result.exit_code}"
+            )
+            raise CommandFailed(f"command {cmd!r} {why}", result=result, exit_code=result.exit_code)
+        return result
+
+    async def _session_for(self, session: str | None) -> str:
+        name = session or DEFAULT_SESSION
+        if session is None and name not in self._sessions:
+            await self.create_session(name)
+        return name
+
+    async def start_interactive(
+        self, cmd: str, session: str | None = None, *, output_limit: int = DEFAULT_OUTPUT_LIMIT
+    ) -> InteractiveProcess:
+        """Start a program that reads input (a REPL, an installer's prompts) in a session.
+
+        Drive it with `expect`, `send`/`sendline`, `interrupt` and `wait`.
+        """
+        name = await self._session_for(session)
+        await self._call(
+            RunCommand(
+                id=self._next_id(),
+                sandbox_id=self.sandbox_id,
+                session=name,
+                command=cmd,
+                interactive=True,
+                output_limit=output_limit,
+            ),
+            Done,
+        )
+        return InteractiveProcess(self.cluster, self.sandbox_id, name)
+
+    async def execute(
+        self,
+        argv: Sequence[str],
+        *,
+        cwd: str = "",
+        env: dict[str, str] | None = None,
+        timeout: float | None = None,
+        stdin: bytes | str = b"",
+        check: bool = False,
+    ) -> ExecResult:
+        """Run a one-off command (no shell state) with stdout and stderr apart."""
+        if isinstance(argv, str):
+            raise BadRequest("execute takes an argv list; use arun() for a shell command line")
+        result = ExecResult.from_wire(
+            (
+                await self._call(
+                    Execute(
+                        id=self._next_id(),
+                        sandbox_id=self.sandbox_id,
+                        argv=list(argv),
+                        cwd=cwd,
+                        env=dict(env or {}),
+                        timeout=timeout,
+                        stdin=stdin.encode() if isinstance(stdin, str) else stdin,
+                    ),
+                    ExecReply,
+                )
+            ).result
+        )
+        if check and not result.ok:
+            raise CommandFailed(
+                f"{argv[0]!r} exited {result.exit_code}", result=result, exit_code=result.exit_code
+            )
+        return result
+
+    # ------------------------------------------------------------------ files
+
+    async def read_file(self, path: str) -> bytes:
+        """The exact bytes of a file; a missing file raises `FileNotFound`."""
+        reply = await self._call(
+            ReadFile(id=self._next_id(), sandbox_id=self.sandbox_id, path=path), FileReply
+        )
+        return reply.data
+
+    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
+        """A file's text."""
+        return (await self.read_file(path)).decode(encoding)
+
+    async def write_file(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
+        """Write a whole file, creating its parent folders."""
+        payload = data.encode() if isinstance(data, str) else bytes(data)
+        await self._call(
+            WriteFile(
+                id=self._next_id(), sandbox_id=self.sandbox_id, path=path, data=payload, mode=mode
+            ),
+            Done,
+        )
+
+    async def write_text(self, path: str, text: str, encoding: str = "utf-8") -> None:
+        """Write a file's text."""
+        await self.write_file(path, text.encode(encoding))
+
+    async def upload(self, local: str | PathLike[str], remote: str) -> FileStat:
+        """Copy a local file or folder to `remote`, streamed (any size)."""
+        self._require_record()
+        conn = self.cluster.connection(self.sandbox_id)
+        return await _transfer.upload(conn, self.sandbox_id, Path(local), remote)
+
+    async def download(self, remote: str, local: str | PathLike[str]) -> FileStat:
+        """Copy a file or folder out of the sandbox, streamed (any size)."""
+        self._require_record()
+        conn = self.cluster.connection(self.sandbox_id)
+        return await _transfer.download(conn, self.sandbox_id, remote, Path(local))
+
+    def __repr__(self) -> str:
+        state = self._record.state.value if self._record else "not started"
+        return f"<Sandbox {self._requested_id or ''} {self._spec.image} {state}>"
