@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import time
 from pathlib import Path
 
 PROC = Path("/proc")
@@ -40,8 +41,8 @@ def descendants(pid: int) -> list[int]:
 
 def signal_tree(pid: int, sig: int, *, include_root: bool) -> int:
     """Send `sig` to the descendants of `pid` (and `pid` itself); return how many got it."""
-    if pid <= 0:
-        return 0
+    if pid <= 1:
+        return 0  # never 0 (our own process group), -1 (everyone) or init
     targets = descendants(pid)
     if include_root:
         targets.insert(0, pid)
@@ -58,6 +59,27 @@ def signal_tree(pid: int, sig: int, *, include_root: bool) -> int:
 def kill_tree(pid: int, *, include_root: bool = True) -> int:
     """SIGKILL a whole process tree."""
     return signal_tree(pid, signal.SIGKILL, include_root=include_root)
+
+
+def now_ticks() -> int:
+    """Now, in the clock ticks since boot that /proc uses for process start times."""
+    return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
+
+
+def kill_started_since(pid: int, ticks: int) -> int:
+    """SIGKILL the descendants of `pid` that started at or after `ticks`; return the count."""
+    if pid <= 1:
+        return 0
+    killed = 0
+    for target in descendants(pid):
+        started = start_time(target)
+        if started is not None and started >= ticks:
+            try:
+                os.kill(target, signal.SIGKILL)
+                killed += 1
+            except (ProcessLookupError, PermissionError):
+                pass
+    return killed
 
 
 def alive(pid: int) -> bool:

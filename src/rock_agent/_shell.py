@@ -39,13 +39,18 @@ from rock_core._protocol import CommandResult
 
 from . import _procs
 
+# Busybox ash, interactive on a pipe, reads commands with fgets() and takes the EINTR of a
+# finished background job's SIGCHLD for end of input, so it exits; given the pipe as a script
+# file (/dev/stdin) it reads with a retrying read() instead. Bash needs no such help.
 BOOT = (
     "if command -v bash >/dev/null 2>&1; then exec bash --norc --noprofile -i 2>/dev/null; fi; "
-    "exec sh -i 2>/dev/null"
+    "exec sh -i /dev/stdin 2>/dev/null"
 )
 SETUP = (
     "PS1=''; PS2=''; PS4='+ '\n"
     '[ -n "$BASH_VERSION" ] && { set +H; set +o history; }\n'
+    # Interactive bash says "exit" on stderr when it exits; that is not the command's output.
+    "[ -n \"$BASH_VERSION\" ] && eval 'exit() { builtin exit \"$@\" 2>/dev/null; }'\n"
 )
 ESCALATION_STEP = 0.5  # seconds between escalation rounds
 ESCALATION_ROUNDS = 4  # rounds before the shell itself is killed
@@ -64,12 +69,23 @@ def quote(command: str) -> bytes:
     return b"'" + data.replace(b"'", b"'\\''") + b"'"
 
 
-def wrap(command: str, marker: bytes, *, interactive: bool) -> bytes:
-    """The lines that run `command` in the session and print `marker` with its status."""
+def wrap(command: str, marker: bytes, *, interactive: bool, bash: bool) -> bytes:
+    """The lines that run `command` in the session and print `marker` with its status.
+
+    Bash sources the command from a here-document instead of `eval`: the same shell and state,
+    but bash then does not print job notices ("[1] 1234") into the output.
+    """
     stdin = b"" if interactive else b" </dev/null"
+    # The here-document expands $__rock_c once (its delimiter is unquoted on purpose); the
+    # command's text is the expansion's result, which is never expanded again.
+    run = (
+        b". /dev/fd/3 3<<__rock_eof\n$__rock_c\n__rock_eof\n"
+        if bash
+        else b'command eval "$__rock_c"\n'
+    )
     return (
         b"__rock_c=" + quote(command) + b"\n"
-        b'{ command eval "$__rock_c"\n}' + stdin + b" 2>&1; "
+        b"{ " + run + b"}" + stdin + b" 2>&1; "
         b"printf '%s%d\\n' '" + marker + b"' \"$?\"\n"
     )
 
@@ -136,6 +152,7 @@ class ShellSession:
         self._lock = anyio.Lock()
         self._eof = False
         self.closed = False
+        self.bash = False
         self.commands = 0
         # An interactive command in progress: its marker and output so far.
         self._interactive: bytes | None = None
@@ -154,12 +171,18 @@ class ShellSession:
     ) -> ShellSession:
         """Start the shell and wait until it answers."""
         execution, stream = await open_exec(["/bin/sh", "-c", BOOT])
-        pid, _, _ = await exec_pid(execution)
-        session = cls(name, execution, stream, pid, save_output)
+        session = cls(name, execution, stream, 0, save_output)
         marker = new_marker()
-        await session._write(SETUP.encode() + b"printf '%s%d\\n' '" + marker + b"' \"$$\"\n")
+        await session._write(
+            SETUP.encode()
+            + b"printf '%s%d\\n' '"
+            + marker
+            + b"' \"${BASH_VERSION:+1}0\"\n"
+        )
         with anyio.move_on_after(READY_TIMEOUT) as scope:
             found = await session._read_until_marker(marker)
+        if not scope.cancelled_caught and found is not None:
+            session.bash = found[1] == 10
         if scope.cancelled_caught or found is None:
             text = bytes(session._buffer).decode(errors="replace").strip()
             await session.kill()
@@ -168,6 +191,17 @@ class ShellSession:
                 + (f": {text}" if text else " (does the image have /bin/sh?)")
             )
         session._buffer.clear()
+        # Only now is the process surely running; the engine may still need a moment to say so.
+        pid, running = 0, False
+        for _ in range(100):
+            pid, _, running = await exec_pid(execution)
+            if pid > 1 and running:
+                break
+            await anyio.sleep(0.02)
+        if pid <= 1 or not running:
+            await session.kill()
+            raise SandboxFailed(f"session {name!r}: the engine reports no process for the shell")
+        session.host_pid = pid
         return session
 
     # ------------------------------------------------------------------ stream helpers
@@ -217,7 +251,7 @@ class ShellSession:
         on_output: OnOutput | None = None,
     ) -> CommandResult:
         """Run a non-interactive command and return its result."""
-        data = wrap(command, marker := new_marker(), interactive=False)
+        data = wrap(command, marker := new_marker(), interactive=False, bash=self.bash)
         async with self._lock:
             self._check_usable()
             output = _Output(output_limit, on_output)
@@ -249,6 +283,7 @@ class ShellSession:
         idle_timeout: float | None,
     ) -> CommandResult:
         deadline = None if timeout is None else started + timeout
+        since = _procs.now_ticks()
         markers = [marker]
         timed_out = idle_timed_out = False
         escalation = 0
@@ -270,11 +305,12 @@ class ShellSession:
                 if status is None:
                     status = code
                 break
-            # Forward what cannot be the start of a marker.
-            keep = max(len(m) for m in markers) + 12
+            # Forward all but a tail that could still become a marker line.
+            keep = _held_back(self._buffer, markers)
             if len(self._buffer) > keep:
-                await output.add(bytes(self._buffer[:-keep]))
-                del self._buffer[:-keep]
+                forward = len(self._buffer) - keep
+                await output.add(bytes(self._buffer[:forward]))
+                del self._buffer[:forward]
             now = time.monotonic()
             wait = _next_wait(now, deadline, idle_timeout, last_output, escalation, next_escalation)
             got = True
@@ -311,6 +347,9 @@ class ShellSession:
                 self._signal(signal.SIGKILL, first=False)
             else:
                 _procs.kill_tree(self.host_pid, include_root=True)
+        if timed_out or idle_timed_out:
+            # Background jobs ignore SIGINT; kill what this command started, nothing older.
+            _procs.kill_started_since(self.host_pid, since)
         return self._result(output, status, started, timed_out, idle_timed_out, False)
 
     def _result(
@@ -349,11 +388,7 @@ class ShellSession:
             _procs.signal_tree(self.host_pid, sig, include_root=True)
         else:
             _procs.signal_tree(self.host_pid, sig, include_root=False)
-            _procs.signal_tree(self.host_pid, signal.SIGINT, include_root=False)
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                import os
-
-                os.kill(self.host_pid, signal.SIGINT)
+            _procs.signal_tree(self.host_pid, signal.SIGINT, include_root=True)
 
     async def _exit_code(self) -> int | None:
         for _ in range(50):
@@ -381,7 +416,7 @@ class ShellSession:
 
     async def start_interactive(self, command: str, output_limit: int) -> None:
         """Start a command that reads the session's input; drive it with send/expect/wait."""
-        data = wrap(command, marker := new_marker(), interactive=True)
+        data = wrap(command, marker := new_marker(), interactive=True, bash=self.bash)
         async with self._lock:
             self._check_usable()
             self.commands += 1
@@ -473,6 +508,23 @@ class ShellSession:
         _procs.kill_tree(self.host_pid, include_root=True)
         with contextlib.suppress(Exception):
             await self._stream.close()
+
+
+def _held_back(buffer: bytearray, markers: list[bytes]) -> int:
+    """How many bytes at the end of `buffer` may be the start of a marker line."""
+    longest = 0
+    for marker in markers:
+        if not marker:
+            continue
+        at = buffer.rfind(marker[:1], max(0, len(buffer) - len(marker) - 16))
+        while at >= 0:
+            tail = bytes(buffer[at:])
+            head, rest = tail[: len(marker)], tail[len(marker) :]
+            if marker.startswith(head) and (not rest or rest.isdigit() or rest[:1] == b"-"):
+                longest = max(longest, len(tail))
+                break
+            at = buffer.rfind(marker[:1], max(0, len(buffer) - len(marker) - 16), at)
+    return longest
 
 
 def _find_marker(buffer: bytearray, marker: bytes) -> tuple[bytes, int] | None:

@@ -66,6 +66,7 @@ class SandboxRecord:
         self.placed = anyio.Event()
         self.settled = anyio.Event()  # set when a create finishes, either way
         self.error: RockError | None = None
+        self.holds_resources = False  # the scheduler counts this sandbox against its host
 
     @property
     def state(self) -> SandboxState:
@@ -122,7 +123,18 @@ class Cluster:
             if record is None:
                 continue
             record.host = action.host_id
+            record.holds_resources = True
             record.placed.set()
+
+    def _release(self, record: SandboxRecord, *, failed_start: bool = False) -> None:
+        if not record.holds_resources:
+            return
+        record.holds_resources = False
+        now = time.monotonic()
+        if failed_start:
+            self._apply(self.scheduler.start_failed(record.sandbox_id, now))
+        else:
+            self._apply(self.scheduler.release(record.sandbox_id, now))
 
     # ------------------------------------------------------------------ sandboxes
 
@@ -192,9 +204,12 @@ class Cluster:
             ) from exc
         finally:
             if not placed:
-                with contextlib.suppress(RockError):
-                    self._apply(self.scheduler.cancel(record.sandbox_id))
+                if record.state is _S.PENDING:
+                    with contextlib.suppress(RockError):
+                        self._apply(self.scheduler.cancel(record.sandbox_id))
                 self._records.pop(record.sandbox_id, None)
+        if record.state is _S.DELETED:
+            raise SandboxNotFound(f"sandbox {record.sandbox_id} was deleted while it waited")
         assert record.host is not None
         record.fire(_E.PLACE, f"placed on {record.host}")
 
@@ -209,7 +224,7 @@ class Cluster:
             )
         except BaseException as exc:
             with anyio.CancelScope(shield=True):
-                self._apply(self.scheduler.start_failed(record.sandbox_id, time.monotonic()))
+                self._release(record, failed_start=True)
                 reason = str(exc) if isinstance(exc, RockError) else "cancelled"
                 record.fire(_E.CREATE_FAILED, reason)
                 if not isinstance(exc, RockError):
@@ -280,7 +295,10 @@ class Cluster:
         if record.state is _S.DELETED:
             return record
         if record.state is _S.PENDING:
+            with contextlib.suppress(RockError):
+                self._apply(self.scheduler.cancel(sandbox_id))
             record.fire(_E.DELETE, "deleted before placement")
+            record.placed.set()  # wake its create, which then reports the deletion
             return record
         record.fire(_E.DELETE, "delete requested")
         host = self._host_of(record)
@@ -294,7 +312,7 @@ class Cluster:
             record.fire(_E.FAIL, f"delete failed: {exc}")
             raise
         record.fire(_E.DELETED, "container removed")
-        self._apply(self.scheduler.release(sandbox_id, time.monotonic()))
+        self._release(record)
         return record
 
     async def inspect(self, sandbox_id: str) -> SandboxInfo:
@@ -323,9 +341,9 @@ class Cluster:
                 continue
             record = self._records.get(sandbox_id)
             if record is not None and record.state is not _S.DELETED:
-                record.lifecycle.fire(_E.DELETE, time.time(), "removed by id")
-                record.lifecycle.fire(_E.DELETED, time.time(), "container removed")
-                self._apply(self.scheduler.release(sandbox_id, time.monotonic()))
+                record.fire(_E.DELETE, "removed by id")
+                record.fire(_E.DELETED, "container removed")
+                self._release(record)
             return
         raise SandboxNotFound(f"no sandbox {sandbox_id!r} on any host")
 

@@ -1,0 +1,488 @@
+"""A sans-IO scheduler: which host each sandbox request goes to, and when.
+
+Rules:
+- A host offers `Resources`: cpus, memory (bytes) and at most `sandboxes` sandboxes (0 = no
+  limit), and at most `max_starts` container starts in flight.
+- A placement holds its demand's cpus, memory and one sandbox slot until `start_failed` or
+  `release`; it holds one start slot until `started` or `start_failed`. Cpus are counted in
+  integer nano-cpus (as Docker does), so no sum of floats drifts into over-commit.
+- Admission: a demand that no host could ever hold (total capacity of every host, draining or
+  not) raises `CapacityError` at once, naming the demand and the largest host. A request id in
+  use raises `AlreadyExists` (a `BadRequest`). A request that cannot be placed now waits in a
+  queue of at most `max_queue`; when the queue is full it raises `CapacityError`.
+- Queue order: first come, first served, with bounded bypass. When the oldest waiting request
+  does not fit, later ones that fit may pass it, but only `max_bypass` times; after that,
+  nothing is placed until the oldest is (`max_bypass=0` is strict FIFO). Requests with the same
+  cpus and memory never pass each other. A request that only a removed host could hold keeps
+  its place; the driver cancels it when it gives up waiting.
+- Eligible hosts: not draining, below their start cap and their sandbox limit, with the free
+  cpus and memory. Among them, hosts that already have the demand's image come first; then
+  `spread` picks the lowest dominant share after placing (the largest fraction used of cpus,
+  memory or sandbox slots), `binpack` the highest; ties go to fewer starts in flight, then to
+  the smaller host id.
+- Settled queue: after every call, nothing waiting could be placed under these rules. Every
+  call that can make room returns the `Place` actions it made, in the order made.
+- A host whose container started is taken to have its image (`started` records it).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Literal, TypeAlias
+
+import msgspec
+
+from ._errors import AlreadyExists, BadRequest, CapacityError, NotFound
+
+_NANO = 1_000_000_000
+
+
+class Resources(msgspec.Struct, frozen=True):
+    """What a host offers: cpus, memory in bytes, and a sandbox count limit (0 = none)."""
+
+    cpus: float
+    memory: int
+    sandboxes: int = 0
+
+
+class Demand(msgspec.Struct, frozen=True):
+    """What one sandbox needs: cpus, memory in bytes, and the image it runs (for locality)."""
+
+    cpus: float
+    memory: int
+    image: str = ""
+
+
+class Place(msgspec.Struct, frozen=True, tag=True):
+    """Create the request's container on this host now."""
+
+    request_id: str
+    host_id: str
+
+
+Action: TypeAlias = Place
+"""Everything the scheduler asks its driver to do (a union as soon as there is a second kind)."""
+
+
+class HostStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """One host's state: `used.sandboxes` is the number of sandboxes placed on it."""
+
+    host_id: str
+    capacity: Resources
+    used: Resources
+    starting: int
+    max_starts: int
+    draining: bool
+    images: tuple[str, ...]
+
+
+class SchedulerStatistics(msgspec.Struct, frozen=True, kw_only=True):
+    """A snapshot of the scheduler: hosts by id, current counts and running totals."""
+
+    hosts: tuple[HostStatistics, ...]
+    queue_depth: int
+    placed: int
+    starting: int
+    placements: int
+    rejections: int
+    oldest_queued_since: float | None
+
+
+def _nano(cpus: float) -> int:
+    return round(cpus * _NANO)
+
+
+class _Host:
+    __slots__ = (
+        "capacity",
+        "cpus",
+        "draining",
+        "host_id",
+        "images",
+        "limit",
+        "max_starts",
+        "memory",
+        "requests",
+        "starting",
+        "used_cpus",
+        "used_memory",
+    )
+
+    def __init__(
+        self, host_id: str, capacity: Resources, max_starts: int, images: Iterable[str]
+    ) -> None:
+        self.host_id = host_id
+        self.capacity = capacity
+        self.cpus = _nano(capacity.cpus)
+        self.memory = capacity.memory
+        self.limit = capacity.sandboxes
+        self.max_starts = max_starts
+        self.images = set(images)
+        self.draining = False
+        self.used_cpus = 0
+        self.used_memory = 0
+        self.starting = 0
+        self.requests: set[str] = set()
+
+    def is_open(self) -> bool:
+        return (
+            not self.draining
+            and self.starting < self.max_starts
+            and (self.limit == 0 or len(self.requests) < self.limit)
+        )
+
+    def share_after(self, cpus: int, memory: int) -> float:
+        """The largest fraction used of any limited resource, once `cpus`/`memory` are added."""
+        share = (self.used_cpus + cpus) / self.cpus if self.cpus else 0.0
+        if self.memory:
+            share = max(share, (self.used_memory + memory) / self.memory)
+        if self.limit:
+            share = max(share, (len(self.requests) + 1) / self.limit)
+        return share
+
+    def statistics(self) -> HostStatistics:
+        used = Resources(self.used_cpus / _NANO, self.used_memory, len(self.requests))
+        return HostStatistics(
+            host_id=self.host_id,
+            capacity=self.capacity,
+            used=used,
+            starting=self.starting,
+            max_starts=self.max_starts,
+            draining=self.draining,
+            images=tuple(sorted(self.images)),
+        )
+
+
+class _Placement:
+    __slots__ = ("cpus", "host", "image", "memory", "starting")
+
+    def __init__(self, host: _Host, cpus: int, memory: int, image: str) -> None:
+        self.host = host
+        self.cpus = cpus
+        self.memory = memory
+        self.image = image
+        self.starting = True
+
+
+class _Queued:
+    __slots__ = ("bypassed", "cpus", "image", "memory", "request_id", "seq", "since")
+
+    def __init__(
+        self, request_id: str, cpus: int, memory: int, image: str, seq: int, since: float
+    ) -> None:
+        self.request_id = request_id
+        self.cpus = cpus
+        self.memory = memory
+        self.image = image
+        self.seq = seq
+        self.since = since
+        self.bypassed = 0
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.cpus, self.memory)
+
+
+class Scheduler:
+    """Places sandbox requests on hosts; see the module's rules.
+
+    Plain synchronous code: the caller reports events (with `now` where time matters) and
+    performs the `Place` actions returned. Costs: a placement decision scans the eligible
+    hosts once; an event that frees room tries each distinct (cpus, memory) shape waiting in
+    the queue at most once, not each queued request.
+    """
+
+    def __init__(
+        self,
+        policy: Literal["spread", "binpack"] = "spread",
+        max_queue: int = 10_000,
+        default_max_starts: int = 8,
+        *,
+        max_bypass: int = 32,
+    ) -> None:
+        if policy not in ("spread", "binpack"):
+            raise BadRequest(f"unknown placement policy {policy!r}: use 'spread' or 'binpack'")
+        if max_queue < 0 or max_bypass < 0:
+            raise BadRequest(
+                f"max_queue and max_bypass must be >= 0, got {max_queue} and {max_bypass}"
+            )
+        if default_max_starts < 1:
+            raise BadRequest(f"default_max_starts must be >= 1, got {default_max_starts}")
+        self._spread = policy == "spread"
+        self._max_queue = max_queue
+        self._max_bypass = max_bypass
+        self._default_max_starts = default_max_starts
+        self._hosts: dict[str, _Host] = {}
+        self._open: dict[str, _Host] = {}  # hosts that can take a placement of some size
+        self._placements: dict[str, _Placement] = {}
+        self._queued: dict[str, _Queued] = {}
+        # The queue, split by shape: within a shape FIFO order is also fit order.
+        self._groups: dict[tuple[int, int], OrderedDict[str, _Queued]] = {}
+        self._seq = itertools.count()
+        self._placements_made = 0
+        self._rejections = 0
+
+    # ------------------------------------------------------------------------------ hosts
+
+    def add_host(
+        self,
+        host_id: str,
+        capacity: Resources,
+        *,
+        max_starts: int | None = None,
+        images: Iterable[str] = (),
+    ) -> list[Action]:
+        """Add a host; return the placements its room made possible."""
+        if host_id in self._hosts:
+            raise AlreadyExists(f"host {host_id!r} is already known")
+        starts = self._default_max_starts if max_starts is None else max_starts
+        if starts < 1:
+            raise BadRequest(f"max_starts for host {host_id!r} must be >= 1, got {starts}")
+        if (
+            not (math.isfinite(capacity.cpus) and capacity.cpus >= 0)
+            or min(capacity.memory, capacity.sandboxes) < 0
+        ):
+            raise BadRequest(f"host {host_id!r} has an invalid capacity: {capacity}")
+        host = _Host(host_id, capacity, starts, images)
+        self._hosts[host_id] = host
+        self._refresh(host)
+        return self._settle()
+
+    def remove_host(self, host_id: str) -> list[str]:
+        """Forget a host; return the ids of the placements that were on it, sorted.
+
+        Their resources go with the host. Queued requests stay queued, even those no remaining
+        host could hold (the host may come back).
+        """
+        host = self._host(host_id)
+        for request_id in host.requests:
+            del self._placements[request_id]
+        del self._hosts[host_id]
+        self._open.pop(host_id, None)
+        return sorted(host.requests)
+
+    def drain_host(self, host_id: str, draining: bool = True) -> list[Action]:
+        """Stop (or resume) placing on a host; its placements stay. Return new placements."""
+        host = self._host(host_id)
+        host.draining = draining
+        self._refresh(host)
+        return self._settle()
+
+    def host_images(self, host_id: str, images: Iterable[str]) -> None:
+        """Replace the set of images a host is known to have (placement prefers those)."""
+        self._host(host_id).images = set(images)
+
+    # --------------------------------------------------------------------------- requests
+
+    def submit(self, request_id: str, demand: Demand, now: float) -> list[Action]:
+        """Ask for a placement: return `[Place]` now, or `[]` if it waits in the queue."""
+        if request_id in self._queued or request_id in self._placements:
+            where = "queued" if request_id in self._queued else "placed"
+            raise AlreadyExists(f"request {request_id!r} is already {where}")
+        if not (math.isfinite(demand.cpus) and demand.cpus >= 0 and demand.memory >= 0):
+            raise BadRequest(f"request {request_id!r} has an invalid demand: {demand}")
+        entry = _Queued(
+            request_id, _nano(demand.cpus), demand.memory, demand.image, next(self._seq), now
+        )
+        if not any(h.cpus >= entry.cpus and h.memory >= entry.memory for h in self._hosts.values()):
+            self._rejections += 1
+            raise CapacityError(
+                f"no host can ever hold request {request_id!r}"
+                f" (cpus={demand.cpus:g}, memory={demand.memory}): {self._largest()}",
+                request_id=request_id,
+            )
+        # Same-shape requests already waiting do not fit (the queue is settled): skip the try.
+        waiting = entry.shape in self._groups
+        self._enqueue(entry)
+        actions = [] if waiting else self._settle(only=entry.shape)
+        if len(self._queued) > self._max_queue:  # only the new request can overflow it
+            self._dequeue(entry)
+            self._rejections += 1
+            raise CapacityError(
+                f"queue full (max_queue={self._max_queue}): request {request_id!r} rejected",
+                request_id=request_id,
+            )
+        return actions
+
+    def started(self, request_id: str, now: float) -> list[Action]:
+        """The request's container started: free its start slot. Return new placements."""
+        placement = self._starting(request_id, "marked started")
+        placement.starting = False
+        host = placement.host
+        host.starting -= 1
+        if placement.image:
+            host.images.add(placement.image)
+        self._refresh(host)
+        return self._settle()
+
+    def start_failed(self, request_id: str, now: float) -> list[Action]:
+        """The request's container did not start: free everything it held."""
+        self._starting(request_id, "marked start-failed")
+        self._unplace(request_id)
+        return self._settle()
+
+    def release(self, request_id: str, now: float) -> list[Action]:
+        """The request's sandbox is gone: free everything it held. Return new placements."""
+        self._placed(request_id, "released")
+        self._unplace(request_id)
+        return self._settle()
+
+    def cancel(self, request_id: str) -> list[Action]:
+        """Withdraw a queued request. Return the placements its departure made possible."""
+        entry = self._queued.get(request_id)
+        if entry is None:
+            placement = self._placements.get(request_id)
+            if placement is None:
+                raise _unknown(request_id, "cancelled")
+            raise BadRequest(
+                f"request {request_id!r} cannot be cancelled: it is placed on host"
+                f" {placement.host.host_id!r} (release it instead)"
+            )
+        self._dequeue(entry)
+        return self._settle()
+
+    def statistics(self) -> SchedulerStatistics:
+        """A snapshot of hosts (sorted by id), queue and totals."""
+        oldest = min((q.since for q in self._queued.values()), default=None)
+        return SchedulerStatistics(
+            hosts=tuple(self._hosts[h].statistics() for h in sorted(self._hosts)),
+            queue_depth=len(self._queued),
+            placed=len(self._placements),
+            starting=sum(h.starting for h in self._hosts.values()),
+            placements=self._placements_made,
+            rejections=self._rejections,
+            oldest_queued_since=oldest,
+        )
+
+    # ----------------------------------------------------------------------------- inside
+
+    def _host(self, host_id: str) -> _Host:
+        try:
+            return self._hosts[host_id]
+        except KeyError:
+            raise NotFound(f"no host {host_id!r}") from None
+
+    def _placed(self, request_id: str, done: str) -> _Placement:
+        placement = self._placements.get(request_id)
+        if placement is not None:
+            return placement
+        if request_id in self._queued:
+            raise BadRequest(
+                f"request {request_id!r} cannot be {done}: it is queued, not placed"
+                " (cancel it instead)"
+            )
+        raise _unknown(request_id, done)
+
+    def _starting(self, request_id: str, done: str) -> _Placement:
+        placement = self._placed(request_id, done)
+        if not placement.starting:
+            raise BadRequest(f"request {request_id!r} cannot be {done}: it has already started")
+        return placement
+
+    def _largest(self) -> str:
+        if not self._hosts:
+            return "there are no hosts"
+        hosts = sorted(self._hosts.values(), key=lambda h: h.host_id)
+        by_cpus = max(hosts, key=lambda h: h.cpus)
+        by_memory = max(hosts, key=lambda h: h.memory)
+        if by_cpus is by_memory or by_cpus.memory == by_memory.memory:
+            c = by_cpus.capacity
+            return f"the largest host is {by_cpus.host_id!r} (cpus={c.cpus:g}, memory={c.memory})"
+        return (
+            f"the most cpus is {by_cpus.capacity.cpus:g} on {by_cpus.host_id!r},"
+            f" the most memory is {by_memory.memory} on {by_memory.host_id!r}"
+        )
+
+    def _refresh(self, host: _Host) -> None:
+        if host.is_open():
+            self._open[host.host_id] = host
+        else:
+            self._open.pop(host.host_id, None)
+
+    def _enqueue(self, entry: _Queued) -> None:
+        self._queued[entry.request_id] = entry
+        self._groups.setdefault(entry.shape, OrderedDict())[entry.request_id] = entry
+
+    def _dequeue(self, entry: _Queued) -> None:
+        del self._queued[entry.request_id]
+        group = self._groups[entry.shape]
+        del group[entry.request_id]
+        if not group:
+            del self._groups[entry.shape]
+
+    def _unplace(self, request_id: str) -> None:
+        placement = self._placements.pop(request_id)
+        host = placement.host
+        host.requests.discard(request_id)
+        host.used_cpus -= placement.cpus
+        host.used_memory -= placement.memory
+        if placement.starting:
+            host.starting -= 1
+        self._refresh(host)
+
+    def _choose(self, entry: _Queued) -> _Host | None:
+        cpus, memory, image = entry.cpus, entry.memory, entry.image
+        best: _Host | None = None
+        best_key: tuple[bool, float, int, str] | None = None
+        for host in self._open.values():
+            if host.used_cpus + cpus > host.cpus or host.used_memory + memory > host.memory:
+                continue
+            share = host.share_after(cpus, memory)
+            key = (
+                bool(image) and image not in host.images,
+                share if self._spread else -share,
+                host.starting,
+                host.host_id,
+            )
+            if best_key is None or key < best_key:
+                best, best_key = host, key
+        return best
+
+    def _settle(self, only: tuple[int, int] | None = None) -> list[Action]:
+        """Place what the rules allow, oldest shape first; `only` limits the shapes tried."""
+        actions: list[Action] = []
+        blocked: set[tuple[int, int]] = set()
+        while self._open and self._queued:
+            oldest: _Queued | None = None
+            candidate: _Queued | None = None
+            for shape, group in self._groups.items():
+                head = next(iter(group.values()))
+                if oldest is None or head.seq < oldest.seq:
+                    oldest = head
+                if shape in blocked or (only is not None and shape != only):
+                    continue
+                if candidate is None or head.seq < candidate.seq:
+                    candidate = head
+            if candidate is None or oldest is None:
+                break
+            if candidate is not oldest and oldest.bypassed >= self._max_bypass:
+                break
+            host = self._choose(candidate)
+            if host is None:
+                blocked.add(candidate.shape)
+                continue
+            if candidate is not oldest:
+                oldest.bypassed += 1
+            self._dequeue(candidate)
+            actions.append(self._place(candidate, host))
+        return actions
+
+    def _place(self, entry: _Queued, host: _Host) -> Place:
+        self._placements[entry.request_id] = _Placement(host, entry.cpus, entry.memory, entry.image)
+        host.requests.add(entry.request_id)
+        host.used_cpus += entry.cpus
+        host.used_memory += entry.memory
+        host.starting += 1
+        self._refresh(host)
+        self._placements_made += 1
+        return Place(entry.request_id, host.host_id)
+
+
+def _unknown(request_id: str, done: str) -> NotFound:
+    return NotFound(
+        f"request {request_id!r} cannot be {done}: no such request"
+        " (never submitted, or already gone)"
+    )

@@ -1,0 +1,53 @@
+"""Shared test settings: which images the integration tests use, and the leak check."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from collections.abc import Iterator
+
+import pytest
+
+PY_IMAGE = os.environ.get("ROCK_TEST_PY_IMAGE", "python:3.11")
+SH_IMAGE = os.environ.get("ROCK_TEST_SH_IMAGE", "rock-test/busybox:latest")
+
+
+def rock_containers() -> list[str]:
+    """Ids of every container a rock agent made on this engine."""
+    out = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", "label=rock.managed=1"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return out.split()
+
+
+@pytest.fixture(scope="session")
+def docker_engine() -> Iterator[None]:
+    """A real engine with the test images; fails (never skips) when the host is not set up."""
+    for image in (PY_IMAGE, SH_IMAGE):
+        result = subprocess.run(["docker", "image", "inspect", image], capture_output=True)
+        if result.returncode != 0:
+            pytest.fail(f"image {image} is missing: run `bash scripts/setup-host.sh` first")
+    before = set(rock_containers())
+    yield
+    leaked = sorted(set(rock_containers()) - before)
+    if leaked:
+        details = subprocess.run(
+            ["docker", "inspect", "--format", "{{json .Config.Labels}}", *leaked],
+            capture_output=True,
+            text=True,
+        ).stdout
+        subprocess.run(["docker", "rm", "-f", *leaked], capture_output=True)
+        pytest.fail(f"the tests leaked {len(leaked)} container(s): {details}")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "integration" in str(item.fspath):
+            item.add_marker(pytest.mark.docker)
+
+
+__all__ = ["PY_IMAGE", "SH_IMAGE", "json", "rock_containers"]

@@ -1,0 +1,44 @@
+"""Integration fixtures: one embedded core with a local agent per module, real Docker."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import pytest
+from rock_core import Cluster, open_cluster
+from rock_sdk import Sandbox, SandboxConfig
+
+from ..conftest import PY_IMAGE, SH_IMAGE
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    # The agent side (aiodocker) is asyncio-only; these tests drive the SDK on asyncio. The
+    # trio runs of the core are in tests/core and tests/integration/test_trio.py.
+    return "asyncio"
+
+
+@pytest.fixture(scope="module")
+async def cluster(docker_engine: None) -> AsyncIterator[Cluster]:
+    async with open_cluster(["local"]) as c:
+        yield c
+
+
+@pytest.fixture(scope="module", params=[PY_IMAGE, SH_IMAGE], ids=["bash", "sh"])
+async def sandbox(request: pytest.FixtureRequest, cluster: Cluster) -> AsyncIterator[Sandbox]:
+    sb = Sandbox(SandboxConfig(image=request.param, memory="512m", cpus=1), cluster=cluster)
+    await sb.start()
+    try:
+        yield sb
+    finally:
+        await sb.delete()
+
+
+@pytest.fixture(scope="module")
+async def py_sandbox(cluster: Cluster) -> AsyncIterator[Sandbox]:
+    sb = Sandbox(SandboxConfig(image=PY_IMAGE, memory="512m", cpus=1), cluster=cluster)
+    await sb.start()
+    try:
+        yield sb
+    finally:
+        await sb.delete()
