@@ -39,12 +39,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dump_tasks() -> None:
+    """SIGUSR1: print every asyncio task's stack to stderr (for debugging a stuck agent)."""
+    for task in asyncio.all_tasks():
+        print(f"--- {task!r}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
+
+
 async def _serve(args: argparse.Namespace) -> None:
+    asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     docker = aiodocker.Docker(url=args.docker) if args.docker else aiodocker.Docker()
     try:
         server = AgentServer(DockerRuntime(docker, args.host_id), reap_interval=args.reap_interval)
-        await server.startup()
         async with anyio.create_task_group() as tg:
+            # Serving starts at once; adopting and reaping must never delay a handshake.
             tg.start_soon(server.reap_loop)
             tg.start_soon(_stop_on_signals, tg.cancel_scope)
             try:

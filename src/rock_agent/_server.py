@@ -20,11 +20,12 @@ import socket
 import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import IO, Any
+from typing import IO, Any, ClassVar
 
 import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
 from rock_core._channel import CHUNK_SIZE, WINDOW, ByteStream, CreditGate, FramedChannel
 from rock_core._errors import (
     AlreadyExists,
@@ -106,6 +107,10 @@ class _Connection:
     async def send(self, message: Any) -> None:
         await self.channel.send(message)
 
+    def gate(self, request_id: int) -> CreditGate:
+        """The credit gate of the stream a request sends (made on first use by either side)."""
+        return self.gates.setdefault(request_id, CreditGate())
+
 
 class AgentServer:
     """One agent process: one runtime, many connections, the sessions of all sandboxes."""
@@ -125,20 +130,22 @@ class AgentServer:
         """Adopt this host's containers; reap those whose owner process is gone."""
         self._resources = await self.runtime.engine_resources()
         adopted = reaped = 0
-        for info in await self.runtime.list():
+        for info in await self.runtime.list_sandboxes():
             if _owner_gone(info.owner):
                 await self._remove_quietly(info.sandbox_id)
                 reaped += 1
             else:
                 adopted += 1
-        log.info("agent started", extra={"host": self.host_id, "adopted": adopted, "reaped": reaped})
+        log.info(
+            "agent started", extra={"host": self.host_id, "adopted": adopted, "reaped": reaped}
+        )
 
     async def reap_loop(self) -> None:
         """Periodically reap the sandboxes of local owners that died without disconnecting."""
         while True:
             await anyio.sleep(self._reap_interval)
             with contextlib.suppress(RockError):
-                for info in await self.runtime.list():
+                for info in await self.runtime.list_sandboxes():
                     if _owner_gone(info.owner) and info.owner not in self._owner_connections:
                         await self._remove_quietly(info.sandbox_id)
 
@@ -222,7 +229,7 @@ class AgentServer:
             return
         self._owner_connections.pop(conn.owner, None)
         try:
-            owned = await self.runtime.list(owner=conn.owner)
+            owned = await self.runtime.list_sandboxes(owner=conn.owner)
         except RockError as exc:
             log.warning("cannot list sandboxes of %s to reap them: %s", conn.owner, exc)
             return
@@ -248,9 +255,9 @@ class AgentServer:
                     with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
                         upload.send_nowait(None if message.end else message.data)
             elif isinstance(message, StreamCredit):
-                gate = conn.gates.get(message.id)
-                if gate is not None:
-                    gate.grant(message.chunks)
+                # Credit may arrive before the handler that sends the stream has started.
+                if message.id in conn.scopes:
+                    conn.gate(message.id).grant(message.chunks)
             elif isinstance(message, Cancel):
                 scope = conn.scopes.get(message.target)
                 if scope is not None:
@@ -334,7 +341,7 @@ class AgentServer:
         return SandboxReply(id=req.id, sandbox=self._with_sessions(info))
 
     async def _list(self, conn: _Connection, req: ListSandboxes) -> Reply:
-        infos = await self.runtime.list(owner=req.owner)
+        infos = await self.runtime.list_sandboxes(owner=req.owner)
         return SandboxListReply(id=req.id, sandboxes=[self._with_sessions(i) for i in infos])
 
     def _with_sessions(self, info: Any) -> Any:
@@ -456,12 +463,13 @@ class AgentServer:
     async def _read_file(self, conn: _Connection, req: ReadFile) -> Reply:
         _check_path(req.path)
         data = bytearray()
-        async for chunk in self.runtime.get_archive(req.sandbox_id, req.path):
-            data += chunk
-            if len(data) > READ_FILE_LIMIT + (64 << 10):
-                raise BadRequest(
-                    f"{req.path} is larger than {READ_FILE_LIMIT >> 20} MiB; use download()"
-                )
+        async with contextlib.aclosing(self.runtime.get_archive(req.sandbox_id, req.path)) as tar:
+            async for chunk in tar:
+                data += chunk
+                if len(data) > READ_FILE_LIMIT + (64 << 10):
+                    raise BadRequest(
+                        f"{req.path} is larger than {READ_FILE_LIMIT >> 20} MiB; use download()"
+                    )
         with tarfile.open(fileobj=io.BytesIO(bytes(data))) as archive:
             member = archive.next()
             if member is None:
@@ -504,16 +512,19 @@ class AgentServer:
 
     async def _download(self, conn: _Connection, req: Download) -> Reply:
         _check_path(req.path)
-        gate = conn.gates[req.id] = CreditGate()
+        gate = conn.gate(req.id)
         sent = 0
         pending = bytearray()
-        async for chunk in self.runtime.get_archive(req.sandbox_id, req.path):
-            pending += chunk
-            while len(pending) >= CHUNK_SIZE:
-                await gate.take()
-                await conn.send(StreamData(id=req.id, data=bytes(pending[:CHUNK_SIZE])))
-                sent += CHUNK_SIZE
-                del pending[:CHUNK_SIZE]
+        # Closed on every exit, cancellation included: an abandoned archive response would
+        # keep the engine's tar process, and with it the container, busy.
+        async with contextlib.aclosing(self.runtime.get_archive(req.sandbox_id, req.path)) as tar:
+            async for chunk in tar:
+                pending += chunk
+                while len(pending) >= CHUNK_SIZE:
+                    await gate.take()
+                    await conn.send(StreamData(id=req.id, data=bytes(pending[:CHUNK_SIZE])))
+                    sent += CHUNK_SIZE
+                    del pending[:CHUNK_SIZE]
         if pending:
             await gate.take()
             await conn.send(StreamData(id=req.id, data=bytes(pending)))
@@ -521,7 +532,7 @@ class AgentServer:
         await conn.send(StreamData(id=req.id, data=b"", end=True))
         return TransferReply(id=req.id, stat=FileStat(path=req.path, size=sent))
 
-    _handlers: dict[type[Any], Callable[[Any, _Connection, Any], Awaitable[Reply]]] = {
+    _handlers: ClassVar[dict[type[Any], Callable[[Any, _Connection, Any], Awaitable[Reply]]]] = {
         Ping: _ping,
         CreateSandbox: _create,
         StopSandbox: _stop,

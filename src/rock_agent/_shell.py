@@ -34,6 +34,7 @@ from collections.abc import Awaitable, Callable
 from typing import IO, Any
 
 import anyio
+
 from rock_core._errors import BadRequest, SandboxFailed, SessionClosed, TimedOut
 from rock_core._protocol import CommandResult
 
@@ -50,7 +51,7 @@ SETUP = (
     "PS1=''; PS2=''; PS4='+ '\n"
     '[ -n "$BASH_VERSION" ] && { set +H; set +o history; }\n'
     # Interactive bash says "exit" on stderr when it exits; that is not the command's output.
-    "[ -n \"$BASH_VERSION\" ] && eval 'exit() { builtin exit \"$@\" 2>/dev/null; }'\n"
+    '[ -n "$BASH_VERSION" ] && eval \'exit() { builtin exit "$@" 2>/dev/null; }\'\n'
 )
 ESCALATION_STEP = 0.5  # seconds between escalation rounds
 ESCALATION_ROUNDS = 4  # rounds before the shell itself is killed
@@ -86,7 +87,7 @@ def wrap(command: str, marker: bytes, *, interactive: bool, bash: bool) -> bytes
     return (
         b"__rock_c=" + quote(command) + b"\n"
         b"{ " + run + b"}" + stdin + b" 2>&1; "
-        b"printf '%s%d\\n' '" + marker + b"' \"$?\"\n"
+        b"printf '%s%d\\n' '" + marker + b'\' "$?"\n'
     )
 
 
@@ -174,10 +175,7 @@ class ShellSession:
         session = cls(name, execution, stream, 0, save_output)
         marker = new_marker()
         await session._write(
-            SETUP.encode()
-            + b"printf '%s%d\\n' '"
-            + marker
-            + b"' \"${BASH_VERSION:+1}0\"\n"
+            SETUP.encode() + b"printf '%s%d\\n' '" + marker + b'\' "${BASH_VERSION:+1}0"\n'
         )
         with anyio.move_on_after(READY_TIMEOUT) as scope:
             found = await session._read_until_marker(marker)
@@ -342,7 +340,7 @@ class ShellSession:
                 recovery = new_marker()
                 markers.append(recovery)
                 self._signal(signal.SIGINT, first=True)
-                await self._write(b"printf '%s%d\\n' '" + recovery + b"' \"$?\"\n")
+                await self._write(b"printf '%s%d\\n' '" + recovery + b'\' "$?"\n')
             elif escalation <= ESCALATION_ROUNDS:
                 self._signal(signal.SIGKILL, first=False)
             else:
@@ -479,14 +477,8 @@ class ShellSession:
         output = self._interactive_output or _Output(1 << 20, None)
         async with self._lock:
             try:
-                remaining = (
-                    None
-                    if timeout is None
-                    else max(0.0, timeout)
-                )
-                result = await self._collect(
-                    marker, output, time.monotonic(), remaining, None
-                )
+                remaining = None if timeout is None else max(0.0, timeout)
+                result = await self._collect(marker, output, time.monotonic(), remaining, None)
                 result.duration = time.monotonic() - self._interactive_started
                 return await self._finish_output(result, output)
             finally:

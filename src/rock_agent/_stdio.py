@@ -11,7 +11,6 @@ import os
 import sys
 
 
-
 class StdioStream:
     """Reads frames from stdin, writes frames to the original stdout."""
 
@@ -47,5 +46,3 @@ class StdioStream:
 
     def __repr__(self) -> str:
         return "StdioStream()"
-
-

@@ -91,7 +91,9 @@ class FramedChannel(Generic[M]):
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return None
             except (anyio.BrokenResourceError, OSError) as exc:
-                raise TransportError(f"stream from peer broke: {exc or type(exc).__name__}") from exc
+                raise TransportError(
+                    f"stream from peer broke: {exc or type(exc).__name__}"
+                ) from exc
             if not data:
                 return None
             self.bytes_received += len(data)

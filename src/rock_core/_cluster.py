@@ -281,7 +281,9 @@ class Cluster:
         record.fire(_E.START, "start requested")
         conn = self._host_of(record).connection
         try:
-            reply = await conn.call(StartSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply)
+            reply = await conn.call(
+                StartSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply
+            )
         except RockError as exc:
             record.fire(_E.CREATE_FAILED, f"restart failed: {exc}")
             raise
@@ -318,7 +320,9 @@ class Cluster:
     async def inspect(self, sandbox_id: str) -> SandboxInfo:
         """The agent's live view of a sandbox."""
         conn = self.connection(sandbox_id)
-        reply = await conn.call(InspectSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply)
+        reply = await conn.call(
+            InspectSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply
+        )
         self.record(sandbox_id).info = reply.sandbox
         return reply.sandbox
 

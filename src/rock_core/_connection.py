@@ -26,7 +26,6 @@ from ._protocol import (
     ErrorReply,
     Hello,
     Message,
-    Output,
     Reply,
     Request,
     StreamCredit,
@@ -159,6 +158,8 @@ class AgentConnection:
         if isinstance(message, StreamCredit):
             self.gate(message.id).grant(message.chunks)
             return
+        if isinstance(message, Welcome):
+            return  # only valid as the first message; a late one answers nothing
         request_id = message.id
         inbox = self._inboxes.get(request_id)
         if inbox is None:

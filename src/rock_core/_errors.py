@@ -34,7 +34,7 @@ class BadRequest(RockError, ValueError):
 
 
 class AlreadyExists(BadRequest):
-    """A name the request wants to take (a session name, a sandbox id with another spec) is taken."""
+    """A name the request wants (a session name, a sandbox id with another spec) is taken."""
 
     code = "already_exists"
 

@@ -436,7 +436,8 @@ def encode_value(value: msgspec.Struct) -> bytes:
 def decode_client_message(payload: bytes) -> ClientMessage:
     """Decode a message sent by a client; garbage raises `ProtocolError`."""
     try:
-        return _client_decoder.decode(payload)
+        message: ClientMessage = _client_decoder.decode(payload)
+        return message
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"undecodable message from client: {exc}") from exc
 
@@ -444,6 +445,7 @@ def decode_client_message(payload: bytes) -> ClientMessage:
 def decode_agent_message(payload: bytes) -> AgentMessage:
     """Decode a message sent by an agent; garbage raises `ProtocolError`."""
     try:
-        return _agent_decoder.decode(payload)
+        message: AgentMessage = _agent_decoder.decode(payload)
+        return message
     except msgspec.DecodeError as exc:
         raise ProtocolError(f"undecodable message from agent: {exc}") from exc

@@ -1,7 +1,7 @@
 """rock_sdk: sandboxes, sessions, commands, files and environments for agentic RL.
 
-    async with Sandbox(SandboxConfig(image="python:3.11")) as sb:
-        r = await sb.arun("echo hello")
+async with Sandbox(SandboxConfig(image="python:3.11")) as sb:
+    r = await sb.arun("echo hello")
 """
 
 from rock_core import (

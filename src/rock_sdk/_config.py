@@ -6,6 +6,7 @@ import re
 from typing import Literal
 
 import msgspec
+
 from rock_core._errors import BadRequest
 from rock_core._protocol import SandboxSpec
 

@@ -32,7 +32,9 @@ class InteractiveProcess:
         payload = data.encode() if isinstance(data, str) else data
         await self._cluster.call(
             self.sandbox_id,
-            SendInput(id=self._id(), sandbox_id=self.sandbox_id, session=self.session, data=payload),
+            SendInput(
+                id=self._id(), sandbox_id=self.sandbox_id, session=self.session, data=payload
+            ),
             Done,
         )
 

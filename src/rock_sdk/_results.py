@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import msgspec
+
 from rock_core._protocol import CommandResult as WireCommandResult
 from rock_core._protocol import ExecResult as WireExecResult
 

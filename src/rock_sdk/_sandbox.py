@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import TypeVar
 
 import anyio
+
 from rock_core._cluster import Cluster, SandboxRecord, open_cluster
 from rock_core._connection import raise_for_reply
 from rock_core._errors import BadRequest, CommandFailed

@@ -16,8 +16,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path, PurePosixPath
 
 import anyio
+
 from rock_core._channel import WINDOW
-from rock_core._connection import AgentConnection
+from rock_core._connection import AgentConnection, raise_for_reply
 from rock_core._errors import BadRequest, FileNotFound, ProtocolError, TransportError
 from rock_core._protocol import (
     Download,
@@ -28,7 +29,6 @@ from rock_core._protocol import (
     TransferReply,
     Upload,
 )
-from rock_core._connection import raise_for_reply
 from rock_core._tar import END, dir_header, file_header, padding
 
 READ_CHUNK = 1 << 20
@@ -83,7 +83,7 @@ async def upload(conn: AgentConnection, sandbox_id: str, local: Path, remote: st
                 if isinstance(message, Reply):
                     tg.cancel_scope.cancel()
                     reply = raise_for_reply(message, TransferReply, request)
-                    return reply.stat
+                    return FileStat(path=remote, size=reply.stat.size, is_dir=local.is_dir())
     raise TransportError("the agent went away during an upload")
 
 

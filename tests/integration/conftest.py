@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import pytest
+
 from rock_core import Cluster, open_cluster
 from rock_sdk import Sandbox, SandboxConfig
 

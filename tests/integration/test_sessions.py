@@ -6,6 +6,7 @@ import itertools
 
 import anyio
 import pytest
+
 from rock_sdk import (
     AlreadyExists,
     BadRequest,
@@ -168,7 +169,9 @@ async def test_stdin_is_closed(sandbox: Sandbox) -> None:
 
 async def test_multiline_and_heredoc_followed_by_commands(sandbox: Sandbox) -> None:
     s = await fresh(sandbox)
-    r = await sandbox.arun("cat <<'EOF'\nline one\n  line 'two'\nEOF\necho after\nx=1\necho $x", session=s)
+    r = await sandbox.arun(
+        "cat <<'EOF'\nline one\n  line 'two'\nEOF\necho after\nx=1\necho $x", session=s
+    )
     assert r.output == "line one\n  line 'two'\nafter\n1\n"
 
 
@@ -176,7 +179,7 @@ async def test_quotes_and_special_characters(sandbox: Sandbox) -> None:
     r = await sandbox.arun(
         """printf '%s\\n' "it's" 'say "hi"' '$HOME' 'a\\b' '!bang'""", session=await fresh(sandbox)
     )
-    assert r.output == "it's\nsay \"hi\"\n$HOME\na\\b\n!bang\n"
+    assert r.output == 'it\'s\nsay "hi"\n$HOME\na\\b\n!bang\n'
 
 
 async def test_background_jobs(sandbox: Sandbox) -> None:
@@ -184,7 +187,9 @@ async def test_background_jobs(sandbox: Sandbox) -> None:
     r = await sandbox.arun("sleep 30 & echo pid=$!", session=s, timeout=10)
     assert not r.timed_out
     assert r.output.startswith("pid=")
-    assert (await sandbox.arun("kill %1 2>/dev/null || kill $! ; echo ok", session=s)).output.endswith("ok\n")
+    assert (
+        await sandbox.arun("kill %1 2>/dev/null || kill $! ; echo ok", session=s)
+    ).output.endswith("ok\n")
 
 
 async def test_syntax_error_is_reported_and_session_survives(sandbox: Sandbox) -> None:
@@ -234,7 +239,9 @@ async def test_output_streams_in_chunks(sandbox: Sandbox) -> None:
 
 async def test_interactive_read(sandbox: Sandbox) -> None:
     s = await fresh(sandbox)
-    proc = await sandbox.start_interactive("printf 'name? '; read name; echo hello $name", session=s)
+    proc = await sandbox.start_interactive(
+        "printf 'name? '; read name; echo hello $name", session=s
+    )
     m = await proc.expect(r"name\? ")
     assert m.index == 0
     await proc.sendline("rock")
@@ -307,5 +314,3 @@ async def test_many_sessions_at_once(sandbox: Sandbox) -> None:
 async def test_default_session(sandbox: Sandbox) -> None:
     await sandbox.arun("cd /tmp")
     assert (await sandbox.arun("pwd")).output == "/tmp\n"
-
-

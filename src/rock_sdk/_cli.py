@@ -1,0 +1,150 @@
+"""`rock`: run a command in a fresh sandbox, list and remove sandboxes, manage environments.
+
+Every subcommand uses an embedded core with a local agent: there is no server to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+import time
+from collections.abc import Sequence
+
+import anyio
+
+from rock_core import RockError, open_cluster
+
+from ._config import SandboxConfig
+from ._sandbox import Sandbox
+
+EXIT_ERROR = 125  # like `docker run`: the tool failed, not the command
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rock", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a command in a fresh sandbox, then remove it")
+    run.add_argument("image")
+    run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
+    run.add_argument("--cpus", type=float, default=1.0)
+    run.add_argument("--memory", default="1g")
+    run.add_argument("--network", action="store_true", help="give the sandbox a network")
+    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
+    run.add_argument("-w", "--workdir", default="")
+    run.add_argument("--timeout", type=float, default=None, help="seconds for the command")
+    run.add_argument("--pull", choices=["missing", "never", "always"], default="missing")
+
+    ps = sub.add_parser("ps", help="list the sandboxes on this host")
+    ps.add_argument("-q", "--quiet", action="store_true", help="only ids")
+
+    rm = sub.add_parser("rm", help="remove sandboxes by id")
+    rm.add_argument("ids", nargs="+")
+
+    sub.add_parser("version", help="print the version")
+    return parser
+
+
+def _env(pairs: Sequence[str]) -> dict[str, str]:
+    env = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise SystemExit(f"rock: --env wants KEY=VALUE, got {pair!r}")
+        env[key] = value
+    return env
+
+
+async def _run(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    if not argv:
+        raise SystemExit("rock run: give the command after --, e.g. rock run python:3.11 -- ls /")
+    config = SandboxConfig(
+        image=args.image,
+        cpus=args.cpus,
+        memory=args.memory,
+        network=args.network,
+        env=_env(args.env),
+        workdir=args.workdir,
+        pull=args.pull,
+    )
+    command = argv[0] if len(argv) == 1 else shlex.join(argv)
+    out = sys.stdout.buffer
+
+    def write(data: bytes) -> None:
+        out.write(data)
+        out.flush()
+
+    async with Sandbox(config) as sb:
+        result = await sb.arun(command, timeout=args.timeout, on_output=write)
+    if result.truncated:
+        print(f"rock: output truncated at {len(result.output_bytes)} bytes", file=sys.stderr)
+    if result.timed_out:
+        print(f"rock: command timed out after {args.timeout:g} s", file=sys.stderr)
+        return 124
+    return result.exit_code if result.exit_code is not None else EXIT_ERROR
+
+
+async def _ps(args: argparse.Namespace) -> int:
+    async with open_cluster(["local"]) as cluster:
+        found = await cluster.list_host_sandboxes()
+    if args.quiet:
+        for info in found:
+            print(info.sandbox_id)
+        return 0
+    rows = [("SANDBOX", "IMAGE", "STATE", "AGE", "OWNER")]
+    now = time.time()
+    for info in sorted(found, key=lambda i: i.created_at):
+        rows.append(
+            (info.sandbox_id, info.image, info.state, _age(now - info.created_at), info.owner)
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    return 0
+
+
+async def _rm(args: argparse.Namespace) -> int:
+    failed = 0
+    async with open_cluster(["local"]) as cluster:
+        for sandbox_id in args.ids:
+            try:
+                await cluster.remove_any(sandbox_id)
+                print(sandbox_id)
+            except RockError as exc:
+                print(f"rock rm: {exc}", file=sys.stderr)
+                failed += 1
+    return 1 if failed else 0
+
+
+def _age(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f}s"
+    if seconds < 7200:
+        return f"{seconds / 60:.0f}m"
+    return f"{seconds / 3600:.0f}h"
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of `rock`."""
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        from rock_agent import AGENT_VERSION
+
+        print(AGENT_VERSION)
+        return 0
+    handler = {"run": _run, "ps": _ps, "rm": _rm}[args.command]
+    try:
+        return anyio.run(handler, args)
+    except RockError as exc:
+        print(f"rock {args.command}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
