@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator, Iterator
 from typing import Any
 
 import aiodocker
@@ -388,7 +388,7 @@ class DockerRuntime:
 
     # ------------------------------------------------------------------ archives
 
-    async def get_archive(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
+    async def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
         """Stream `path` out of the sandbox as a tar archive."""
         await self._container(sandbox_id)
         name = container_name(self.host_id, sandbox_id)

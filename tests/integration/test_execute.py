@@ -53,7 +53,7 @@ async def test_check_raises(sandbox: Sandbox) -> None:
 
 async def test_missing_program(sandbox: Sandbox) -> None:
     with pytest.raises(
-        FileNotFound, match="cannot run 'no-such-program-xyz' in sandbox .*not found"
+        FileNotFound, match=r"cannot run 'no-such-program-xyz' in sandbox .*not found"
     ):
         await sandbox.execute(["no-such-program-xyz"])
 

@@ -43,7 +43,7 @@ async def test_file_made_by_a_command_can_be_read(sandbox: Sandbox) -> None:
 
 
 async def test_missing_file_raises_not_found(sandbox: Sandbox) -> None:
-    with pytest.raises(FileNotFound, match="/nope/missing.txt: no such file or folder"):
+    with pytest.raises(FileNotFound, match=r"/nope/missing\.txt: no such file or folder"):
         await sandbox.read_file("/nope/missing.txt")
 
 
