@@ -61,6 +61,9 @@ async def _serve(args: argparse.Namespace) -> None:
                 else:
                     await _serve_socket(server, Path(args.socket))
             finally:
+                # A short-lived client (`rock ps`) must not cut the start-up reap short.
+                with anyio.move_on_after(60, shield=True):
+                    await server.first_reap_done.wait()
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     await server.aclose()

@@ -123,6 +123,7 @@ class AgentServer:
         self._reap_interval = reap_interval
         self._resources: tuple[float, int] | None = None
         self.started_at = time.time()
+        self.first_reap_done = anyio.Event()
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -27,11 +27,14 @@ WINDOW = 8  # chunks a stream sender may have in flight before it needs more cre
 class ByteStream(Protocol):
     """What a channel needs from a transport: send bytes, receive bytes, close."""
 
-    async def send(self, item: bytes, /) -> None: ...
+    async def send(self, item: bytes, /) -> None:
+        """Send all of `item`."""
 
-    async def receive(self, max_bytes: int = 65536, /) -> bytes: ...
+    async def receive(self, max_bytes: int = 65536, /) -> bytes:
+        """Return at least one byte; raise `anyio.EndOfStream` when the peer has closed."""
 
-    async def aclose(self) -> None: ...
+    async def aclose(self) -> None:
+        """Close the stream."""
 
 
 class SplitStream:

@@ -197,16 +197,17 @@ class Cluster:
                 await record.placed.wait()
             placed = True
         except TimeoutError as exc:
-            record.fire(_E.FAIL, f"not placed within {queue_timeout:g} s")
             raise TimedOut(
                 f"sandbox {record.sandbox_id} waited {queue_timeout:g} s for room on a host",
                 sandbox_id=record.sandbox_id,
             ) from exc
         finally:
             if not placed:
+                # Leave no request behind in the queue, whatever ended the wait.
                 if record.state is _S.PENDING:
                     with contextlib.suppress(RockError):
                         self._apply(self.scheduler.cancel(record.sandbox_id))
+                    record.fire(_E.FAIL, "gave up waiting for room on a host")
                 self._records.pop(record.sandbox_id, None)
         if record.state is _S.DELETED:
             raise SandboxNotFound(f"sandbox {record.sandbox_id} was deleted while it waited")

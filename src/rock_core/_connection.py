@@ -265,6 +265,12 @@ async def open_agent_connection(
                 yield connection
             finally:
                 tg.cancel_scope.cancel()
+    except BaseExceptionGroup as group:
+        # The reader never raises, so a group holds the caller's own exception: give it back
+        # as it was raised, not wrapped.
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from group.exceptions[0].__cause__
+        raise
     finally:
         await _close_quietly(channel)
         if on_close is not None:

@@ -25,7 +25,11 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="rock", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    run = sub.add_parser("run", help="run a command in a fresh sandbox, then remove it")
+    run = sub.add_parser(
+        "run",
+        help="run a command in a fresh sandbox, then remove it",
+        usage="rock run [OPTIONS] IMAGE -- COMMAND [ARG...]",
+    )
     run.add_argument("image")
     run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     run.add_argument("--cpus", type=float, default=1.0)

@@ -34,6 +34,7 @@ class CommandResult(msgspec.Struct, kw_only=True):
 
     @classmethod
     def from_wire(cls, result: WireCommandResult, output: bytes | None = None) -> CommandResult:
+        """Build from the protocol's result (`output` replaces its bytes when streamed)."""
         data = result.output if output is None else output
         return cls(
             output=data.decode("utf-8", errors="replace"),
@@ -67,6 +68,7 @@ class ExecResult(msgspec.Struct, kw_only=True):
 
     @classmethod
     def from_wire(cls, result: WireExecResult) -> ExecResult:
+        """Build from the protocol's result."""
         return cls(
             stdout=result.stdout.decode("utf-8", errors="replace"),
             stderr=result.stderr.decode("utf-8", errors="replace"),

@@ -6,8 +6,6 @@ gymnasium's API with string observations and actions, the move being the last
 gymnasium as ``rock/NAME-v0...``.
 """
 
-from __future__ import annotations
-
 from . import _catalog
 from ._autoreset import AutoresetMode
 from ._env import Env

@@ -1,0 +1,482 @@
+"""Public fakes for testing code built on rock_core, with no Docker and no processes.
+
+- `memory_stream_pair` gives two connected in-memory `ByteStream`s (the transport seam).
+- `FakeAgent` speaks the agent protocol over any `ByteStream` for the sandbox lifecycle:
+  handshake, ping, create, stop, start, remove, inspect and list. It mirrors the real agent's
+  answers (idempotent create, `AlreadyExists` on a different spec, `SandboxNotFound` for unknown
+  ids, `ProtocolError` on a version mismatch) and answers anything else with `BadRequest`.
+- `open_fake_cluster` connects a `Cluster` to several fake agents over memory streams.
+
+Everything runs on anyio, so under asyncio and trio alike.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from contextlib import AsyncExitStack, asynccontextmanager
+from typing import Any, TypeVar
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._channel import ByteStream, FramedChannel
+from ._cluster import Cluster
+from ._connection import open_agent_connection
+from ._errors import (
+    AlreadyExists,
+    BadRequest,
+    ImageNotFound,
+    ProtocolError,
+    RockError,
+    SandboxNotFound,
+    TimedOut,
+    TransportError,
+)
+from ._protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    ClientMessage,
+    CreateSandbox,
+    Done,
+    ErrorReply,
+    Hello,
+    InspectSandbox,
+    ListSandboxes,
+    Ping,
+    Pong,
+    RemoveSandbox,
+    Reply,
+    Request,
+    SandboxInfo,
+    SandboxListReply,
+    SandboxReply,
+    SandboxSpec,
+    StartSandbox,
+    StopSandbox,
+    StreamCredit,
+    StreamData,
+    Welcome,
+    decode_client_message,
+)
+from ._scheduler import Scheduler
+
+__all__ = [
+    "FakeAgent",
+    "FakeCluster",
+    "MemoryByteStream",
+    "StartLatency",
+    "memory_stream_pair",
+    "open_fake_cluster",
+]
+
+M = TypeVar("M", bound=ClientMessage)
+
+StartLatency = float | Callable[[str], Awaitable[None]] | None
+"""How long a fake create takes: seconds, or an async callable given the sandbox id."""
+
+FAKE_AGENT_VERSION = "fake"
+_MIN_MEMORY = 6 << 20  # the real engine's minimum, mirrored so specs fail alike
+
+
+# ---------------------------------------------------------------------------- transport
+
+
+class MemoryByteStream:
+    """One end of an in-memory byte pipe; see `memory_stream_pair`."""
+
+    def __init__(
+        self, send: MemoryObjectSendStream[bytes], receive: MemoryObjectReceiveStream[bytes]
+    ) -> None:
+        self._send = send
+        self._receive = receive
+        self._rest = b""
+
+    async def send(self, item: bytes, /) -> None:
+        """Send bytes to the peer; `BrokenResourceError` once the peer has closed."""
+        await self._send.send(bytes(item))
+
+    async def receive(self, max_bytes: int = 65536, /) -> bytes:
+        """Receive at most `max_bytes`; `EndOfStream` once the peer has closed."""
+        data = self._rest or await self._receive.receive()
+        self._rest = data[max_bytes:]
+        return data[:max_bytes]
+
+    async def aclose(self) -> None:
+        """Close both directions; the peer's receive then ends with `EndOfStream`."""
+        self._send.close()
+        self._receive.close()
+
+
+def memory_stream_pair(max_buffer: float = math.inf) -> tuple[MemoryByteStream, MemoryByteStream]:
+    """Two connected in-memory byte streams: what one sends, the other receives."""
+    a_send, b_receive = anyio.create_memory_object_stream[bytes](max_buffer)
+    b_send, a_receive = anyio.create_memory_object_stream[bytes](max_buffer)
+    return MemoryByteStream(a_send, a_receive), MemoryByteStream(b_send, b_receive)
+
+
+# ---------------------------------------------------------------------------- agent
+
+
+class _Sandbox:
+    def __init__(self, info: SandboxInfo, spec: SandboxSpec) -> None:
+        self.info = info
+        self.spec = spec
+
+
+class FakeAgent:
+    """An agent without a container engine: sandboxes are records in memory.
+
+    `received` lists every message decoded from clients, in order (the `Hello` included), so
+    tests can check what a client sent. `protocol` is the version the fake claims in its
+    `Welcome` (set it to another value to test a mismatch). `start_latency` delays every create,
+    and creates of images in `fail_images` fail with `ImageNotFound`.
+    """
+
+    def __init__(
+        self,
+        *,
+        host_id: str = "fake-host",
+        cpus: float = 4.0,
+        memory: int = 16 << 30,
+        images: Iterable[str] = (),
+        protocol: int = PROTOCOL_VERSION,
+        start_latency: StartLatency = None,
+        fail_images: Collection[str] = (),
+    ) -> None:
+        self.host_id = host_id
+        self.cpus = cpus
+        self.memory = memory
+        self.images = sorted(images)
+        self.protocol = protocol
+        self.start_latency = start_latency
+        self.fail_images = frozenset(fail_images)
+        self.sandboxes: dict[str, _Sandbox] = {}
+        self.received: list[ClientMessage] = []
+        self._arrived: anyio.Event | None = None  # made lazily: needs a running event loop
+        self._streams: set[ByteStream] = set()
+        self._owner_connections: dict[str, int] = {}
+        self._container_ids = itertools.count(1)
+
+    # ------------------------------------------------------------------ observing
+
+    async def wait_received(self, kind: type[M]) -> M:
+        """Wait until a message of type `kind` has been received; return the first one."""
+        while True:
+            for message in self.received:
+                if isinstance(message, kind):
+                    return message
+            self._arrived = arrived = anyio.Event()
+            await arrived.wait()
+
+    async def disconnect(self) -> None:
+        """Close every connection this agent serves, as if the agent died."""
+        for stream in list(self._streams):
+            await stream.aclose()
+
+    # ------------------------------------------------------------------ serving
+
+    async def serve(self, stream: ByteStream) -> None:
+        """Serve one connection until the client closes it (or `disconnect`)."""
+        self._streams.add(stream)
+        channel: FramedChannel[ClientMessage] = FramedChannel(stream, decode_client_message)
+        try:
+            owner = await self._handshake(channel)
+            if owner is None:
+                return
+            self._owner_connections[owner] = self._owner_connections.get(owner, 0) + 1
+            try:
+                async with anyio.create_task_group() as tg:
+                    await self._read_loop(channel, owner, tg)
+                    tg.cancel_scope.cancel()
+            finally:
+                self._disconnected(owner)
+        finally:
+            self._streams.discard(stream)
+            with anyio.CancelScope(shield=True):
+                await stream.aclose()
+
+    def _record(self, message: ClientMessage) -> None:
+        self.received.append(message)
+        if self._arrived is not None:
+            self._arrived.set()
+
+    async def _handshake(self, channel: FramedChannel[ClientMessage]) -> str | None:
+        try:
+            hello = await channel.receive()
+        except RockError:
+            return None
+        if hello is None:
+            return None
+        self._record(hello)
+        error: str | None = None
+        code = ProtocolError.code
+        if not isinstance(hello, Hello):
+            error = "expected hello first"
+        elif hello.protocol != PROTOCOL_VERSION:
+            error = (
+                f"client speaks protocol {hello.protocol}; "
+                f"agent {FAKE_AGENT_VERSION} speaks {PROTOCOL_VERSION}"
+            )
+        elif not hello.owner:
+            error, code = "hello carries no owner", BadRequest.code
+        if error is not None or not isinstance(hello, Hello):
+            await _send_quietly(channel, ErrorReply(id=0, code=code, message=error or ""))
+            return None
+        await channel.send(
+            Welcome(
+                protocol=self.protocol,
+                agent_version=FAKE_AGENT_VERSION,
+                host_id=self.host_id,
+                cpus=self.cpus,
+                memory=self.memory,
+                capabilities=[],
+                images=self.images,
+            )
+        )
+        return hello.owner
+
+    async def _read_loop(
+        self, channel: FramedChannel[ClientMessage], owner: str, tg: TaskGroup
+    ) -> None:
+        scopes: dict[int, anyio.CancelScope] = {}
+        while True:
+            try:
+                message = await channel.receive()
+            except ProtocolError as exc:
+                await _send_quietly(channel, ErrorReply(id=0, code=exc.code, message=str(exc)))
+                return
+            except TransportError:
+                return
+            if message is None:
+                return
+            self._record(message)
+            if isinstance(message, StreamData | StreamCredit):
+                continue  # no request of this fake moves a byte stream
+            if isinstance(message, Cancel):
+                scope = scopes.get(message.target)
+                if scope is not None:
+                    scope.cancel()
+            elif isinstance(message, Hello):
+                await _send_quietly(
+                    channel, ErrorReply(id=0, code=ProtocolError.code, message="second hello")
+                )
+            elif message.id in scopes:
+                await _send_quietly(
+                    channel,
+                    ErrorReply(
+                        id=message.id,
+                        code=BadRequest.code,
+                        message=f"request id {message.id} is already in use on this connection",
+                    ),
+                )
+            else:
+                scopes[message.id] = scope = anyio.CancelScope()
+                tg.start_soon(self._handle, channel, owner, message, scope, scopes)
+
+    async def _handle(
+        self,
+        channel: FramedChannel[ClientMessage],
+        owner: str,
+        request: Request,
+        scope: anyio.CancelScope,
+        scopes: dict[int, anyio.CancelScope],
+    ) -> None:
+        reply: Reply
+        try:
+            with scope:
+                reply = await self._dispatch(owner, request)
+            if scope.cancelled_caught:
+                reply = ErrorReply(id=request.id, code=TimedOut.code, message="request cancelled")
+        except RockError as exc:
+            reply = ErrorReply(id=request.id, code=exc.code, message=exc.message)
+        finally:
+            scopes.pop(request.id, None)
+        await _send_quietly(channel, reply)
+
+    async def _dispatch(self, owner: str, request: Request) -> Reply:
+        if isinstance(request, Ping):
+            return Pong(id=request.id, time=time.time())
+        if isinstance(request, CreateSandbox):
+            info = await self._create(request.sandbox_id, request.spec, owner)
+            return SandboxReply(id=request.id, sandbox=info)
+        if isinstance(request, StopSandbox):
+            sandbox = self._sandbox(request.sandbox_id)
+            sandbox.info.state = "exited"
+            sandbox.info.exit_code = 137
+            return SandboxReply(id=request.id, sandbox=_copy(sandbox.info))
+        if isinstance(request, StartSandbox):
+            sandbox = self._sandbox(request.sandbox_id)
+            sandbox.info.state = "running"
+            sandbox.info.exit_code = None
+            return SandboxReply(id=request.id, sandbox=_copy(sandbox.info))
+        if isinstance(request, RemoveSandbox):
+            self._sandbox(request.sandbox_id)
+            del self.sandboxes[request.sandbox_id]
+            return Done(id=request.id)
+        if isinstance(request, InspectSandbox):
+            return SandboxReply(
+                id=request.id, sandbox=_copy(self._sandbox(request.sandbox_id).info)
+            )
+        if isinstance(request, ListSandboxes):
+            infos = [
+                _copy(s.info)
+                for s in self.sandboxes.values()
+                if not request.owner or s.info.owner == request.owner
+            ]
+            return SandboxListReply(id=request.id, sandboxes=infos)
+        raise BadRequest(f"this fake agent cannot handle {type(request).__name__}")
+
+    def _sandbox(self, sandbox_id: str) -> _Sandbox:
+        sandbox = self.sandboxes.get(sandbox_id)
+        if sandbox is None:
+            raise SandboxNotFound(f"no sandbox {sandbox_id!r} on host {self.host_id}")
+        return sandbox
+
+    async def _create(self, sandbox_id: str, spec: SandboxSpec, owner: str) -> SandboxInfo:
+        if spec.cpus <= 0 or spec.memory <= 0 or spec.pids <= 0:
+            raise BadRequest(
+                f"cpus, memory and pids must be positive (got cpus={spec.cpus}, "
+                f"memory={spec.memory}, pids={spec.pids})"
+            )
+        if spec.memory < _MIN_MEMORY:
+            raise BadRequest(f"memory {spec.memory} bytes is below the engine's minimum of 6 MiB")
+        existing = self._existing(sandbox_id, spec)
+        if existing is not None:
+            return existing
+        if spec.image in self.fail_images:
+            raise ImageNotFound(
+                f"image {spec.image!r} is not on this host and could not be pulled",
+                image=spec.image,
+            )
+        if spec.pull == "never" and spec.image not in self.images:
+            raise ImageNotFound(
+                f"image {spec.image!r} is not on this host and the pull policy is 'never'",
+                image=spec.image,
+            )
+        if callable(self.start_latency):
+            await self.start_latency(sandbox_id)
+        elif self.start_latency:
+            await anyio.sleep(self.start_latency)
+        existing = self._existing(sandbox_id, spec)  # a concurrent create may have won
+        if existing is not None:
+            return existing
+        info = SandboxInfo(
+            sandbox_id=sandbox_id,
+            container_id=hashlib.sha256(
+                f"{self.host_id}/{next(self._container_ids)}".encode()
+            ).hexdigest(),
+            image=spec.image,
+            state="running",
+            owner=owner,
+            created_at=time.time(),
+            labels=dict(spec.labels),
+        )
+        self.sandboxes[sandbox_id] = _Sandbox(info, spec)
+        return _copy(info)
+
+    def _existing(self, sandbox_id: str, spec: SandboxSpec) -> SandboxInfo | None:
+        sandbox = self.sandboxes.get(sandbox_id)
+        if sandbox is None:
+            return None
+        if sandbox.spec != spec:
+            raise AlreadyExists(
+                f"sandbox {sandbox_id} already exists with a different spec", sandbox_id=sandbox_id
+            )
+        sandbox.info.state = "running"
+        sandbox.info.exit_code = None
+        return _copy(sandbox.info)
+
+    def _disconnected(self, owner: str) -> None:
+        # Like the real agent: when an owner's last connection ends, its sandboxes go.
+        left = self._owner_connections.get(owner, 1) - 1
+        if left > 0:
+            self._owner_connections[owner] = left
+            return
+        self._owner_connections.pop(owner, None)
+        for sandbox_id in [k for k, s in self.sandboxes.items() if s.info.owner == owner]:
+            del self.sandboxes[sandbox_id]
+
+
+def _copy(info: SandboxInfo) -> SandboxInfo:
+    return SandboxInfo(
+        sandbox_id=info.sandbox_id,
+        container_id=info.container_id,
+        image=info.image,
+        state=info.state,
+        owner=info.owner,
+        created_at=info.created_at,
+        labels=dict(info.labels),
+        exit_code=info.exit_code,
+        sessions=list(info.sessions),
+    )
+
+
+async def _send_quietly(channel: FramedChannel[Any], message: Reply) -> None:
+    try:
+        await channel.send(message)
+    except TransportError:
+        pass  # the client is gone; nobody waits for this answer
+
+
+# ---------------------------------------------------------------------------- cluster
+
+
+class FakeCluster(Cluster):
+    """A `Cluster` whose hosts are `FakeAgent`s; `agents` maps host ids to them."""
+
+    def __init__(self, owner: str, scheduler: Scheduler) -> None:
+        super().__init__(owner, scheduler)
+        self.agents: dict[str, FakeAgent] = {}
+
+
+@asynccontextmanager
+async def open_fake_cluster(
+    n_hosts: int = 1,
+    *,
+    owner: str = "fake-owner",
+    policy: str = "spread",
+    max_queue: int = 10_000,
+    max_starts: int = 8,
+    **agent_kwargs: Any,
+) -> AsyncIterator[FakeCluster]:
+    """A cluster of `n_hosts` fake agents (host ids ``fake-0``, ``fake-1``, ...).
+
+    `agent_kwargs` go to every `FakeAgent` (all but `host_id`). On exit the cluster deletes its
+    sandboxes, then the connections close and the agents stop.
+    """
+    if n_hosts < 1:
+        raise BadRequest(f"a fake cluster needs at least one host, got {n_hosts}")
+    if "host_id" in agent_kwargs:
+        raise BadRequest("fake hosts are named fake-0, fake-1, ...: do not pass host_id")
+    if policy not in ("spread", "binpack"):
+        raise BadRequest(f"unknown placement policy {policy!r}: use 'spread' or 'binpack'")
+    scheduler = Scheduler(
+        "spread" if policy == "spread" else "binpack",
+        max_queue=max_queue,
+        default_max_starts=max_starts,
+    )
+    cluster = FakeCluster(owner, scheduler)
+    async with anyio.create_task_group() as tg:
+        try:
+            async with AsyncExitStack() as stack:
+                for index in range(n_hosts):
+                    host_id = f"fake-{index}"
+                    agent = FakeAgent(host_id=host_id, **agent_kwargs)
+                    client, server = memory_stream_pair()
+                    tg.start_soon(agent.serve, server)
+                    conn = await stack.enter_async_context(
+                        open_agent_connection(client, owner=owner, name=host_id)
+                    )
+                    cluster.agents[host_id] = agent
+                    cluster._add_host(f"fake://{host_id}", conn)
+                try:
+                    yield cluster
+                finally:
+                    await cluster._cleanup()
+        finally:
+            tg.cancel_scope.cancel()

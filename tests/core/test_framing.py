@@ -1,0 +1,79 @@
+"""Length-prefixed framing: whole frames out, however the bytes arrive."""
+
+from __future__ import annotations
+
+import itertools
+import struct
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from rock_core import ProtocolError
+from rock_core._framing import DEFAULT_MAX_FRAME, FrameDecoder, frame
+
+
+def test_round_trip() -> None:
+    decoder = FrameDecoder()
+    assert decoder.feed(frame(b"hello")) == [b"hello"]
+    assert decoder.pending == 0
+
+
+def test_empty_payload_is_a_frame() -> None:
+    assert frame(b"") == b"\x00\x00\x00\x00"
+    assert FrameDecoder().feed(frame(b"")) == [b""]
+
+
+def test_byte_by_byte_feed_yields_the_frame_once_complete() -> None:
+    data = frame(b"abcdef")
+    decoder = FrameDecoder()
+    for index, byte in enumerate(data[:-1]):
+        assert decoder.feed(bytes([byte])) == []
+        assert decoder.pending == index + 1
+    assert decoder.feed(data[-1:]) == [b"abcdef"]
+    assert decoder.pending == 0
+
+
+def test_several_frames_in_one_feed_keep_their_order_and_the_rest() -> None:
+    data = frame(b"one") + frame(b"two") + frame(b"three") + frame(b"four")[:5]
+    decoder = FrameDecoder()
+    assert decoder.feed(data) == [b"one", b"two", b"three"]
+    assert decoder.pending == 5
+    assert decoder.feed(b"our") == [b"four"]
+
+
+def test_frame_refuses_a_payload_over_the_maximum() -> None:
+    assert frame(b"x" * 8, max_frame=8) == struct.pack(">I", 8) + b"x" * 8
+    with pytest.raises(ProtocolError, match=r"^frame of 9 bytes exceeds the maximum of 8$"):
+        frame(b"x" * 9, max_frame=8)
+
+
+def test_decoder_refuses_an_announced_length_over_the_maximum() -> None:
+    decoder = FrameDecoder(max_frame=8)
+    # Refused from the header alone: no waiting for (or buffering of) the huge body.
+    with pytest.raises(
+        ProtocolError, match=r"^peer announced a frame of 9 bytes; the maximum is 8$"
+    ):
+        decoder.feed(struct.pack(">I", 9))
+
+
+def test_default_maximum_applies() -> None:
+    with pytest.raises(ProtocolError, match=f"the maximum is {DEFAULT_MAX_FRAME}$"):
+        FrameDecoder().feed(struct.pack(">I", DEFAULT_MAX_FRAME + 1))
+
+
+@given(
+    payloads=st.lists(st.binary(max_size=300), max_size=20),
+    cuts=st.lists(st.integers(min_value=0), max_size=30),
+)
+def test_any_split_of_any_frames_yields_the_same_payloads(
+    payloads: list[bytes], cuts: list[int]
+) -> None:
+    data = b"".join(frame(p) for p in payloads)
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    decoder = FrameDecoder()
+    out: list[bytes] = []
+    for start, end in itertools.pairwise(points):
+        out.extend(decoder.feed(data[start:end]))
+    assert out == payloads
+    assert decoder.pending == 0

@@ -1,0 +1,174 @@
+"""Sandbox lifecycle, limits, safe defaults and error paths against the real engine."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+
+import pytest
+
+from rock_core import Cluster
+from rock_sdk import (
+    AlreadyExists,
+    BadRequest,
+    ImageNotFound,
+    Sandbox,
+    SandboxConfig,
+    SandboxNotFound,
+    SandboxState,
+    SessionNotFound,
+)
+
+from ..conftest import PY_IMAGE, SH_IMAGE
+
+pytestmark = pytest.mark.anyio
+
+
+def inspect(container_id: str) -> dict:  # type: ignore[type-arg]
+    out = subprocess.run(
+        ["docker", "inspect", container_id], capture_output=True, text=True, check=True
+    ).stdout
+    return json.loads(out)[0]  # type: ignore[no-any-return]
+
+
+async def test_stop_start_delete_with_history(cluster: Cluster) -> None:
+    sb = Sandbox(SandboxConfig(image=SH_IMAGE), cluster=cluster)
+    await sb.start()
+    await sb.write_file("/keep/me.txt", b"kept")
+    await sb.create_session("s")
+    await sb.stop()
+    await sb.stop()  # idempotent
+    status = await sb.status()
+    assert status.state is SandboxState.STOPPED
+    await sb.start()
+    assert await sb.read_file("/keep/me.txt") == b"kept"  # files survive a restart
+    with pytest.raises(SessionNotFound):  # sessions do not
+        await sb.arun("true", session="s")
+    await sb.restart()
+    status = await sb.status()
+    assert status.is_running
+    await sb.delete()
+    await sb.delete()  # idempotent
+    steps = [(t.from_state.value, t.to_state.value) for t in (await sb.status()).history]
+    assert steps == [
+        ("pending", "creating"),
+        ("creating", "running"),
+        ("running", "stopping"),
+        ("stopping", "stopped"),
+        ("stopped", "creating"),
+        ("creating", "running"),
+        ("running", "stopping"),
+        ("stopping", "stopped"),
+        ("stopped", "creating"),
+        ("creating", "running"),
+        ("running", "deleting"),
+        ("deleting", "deleted"),
+    ]
+    assert all(t.at > 0 and t.reason for t in (await sb.status()).history)
+
+
+async def test_limits_and_safe_defaults_reach_the_engine(cluster: Cluster) -> None:
+    config = SandboxConfig(
+        image=SH_IMAGE, cpus=0.5, memory="96m", pids=77, env={"A": "1"}, workdir="/tmp"
+    )
+    async with Sandbox(config, cluster=cluster) as sb:
+        attrs = inspect((await sb.status()).info.container_id)  # type: ignore[union-attr]
+        host = attrs["HostConfig"]
+        assert host["NanoCpus"] == 500_000_000
+        assert host["Memory"] == 96 << 20
+        assert host["MemorySwap"] == 96 << 20
+        assert host["PidsLimit"] == 77
+        assert host["Init"] is True
+        assert host["Privileged"] is False
+        assert host["CapDrop"] == ["ALL"]
+        assert "SYS_ADMIN" not in host["CapAdd"]
+        assert "no-new-privileges" in host["SecurityOpt"]
+        assert host["NetworkMode"] == "none"
+        labels = attrs["Config"]["Labels"]
+        assert labels["rock.sandbox"] == sb.sandbox_id
+        assert labels["rock.owner"] == cluster.owner
+        assert float(labels["rock.created"]) > 0
+        r = await sb.arun("pwd; echo $A; ls /sys/class/net")
+        assert r.output == "/tmp\n1\nlo\n"
+
+
+async def test_network_when_asked(cluster: Cluster) -> None:
+    async with Sandbox(SandboxConfig(image=SH_IMAGE, network=True), cluster=cluster) as sb:
+        r = await sb.arun("ls /sys/class/net | sort")
+        assert r.output == "eth0\nlo\n"
+
+
+async def test_pids_limit_holds(cluster: Cluster) -> None:
+    async with Sandbox(SandboxConfig(image=SH_IMAGE, pids=20), cluster=cluster) as sb:
+        r = await sb.arun("for i in $(seq 40); do sleep 5 & done 2>&1; wait", timeout=20)
+        assert "can't fork" in r.output or "Resource temporarily unavailable" in r.output
+
+
+async def test_caller_chosen_id_makes_create_idempotent(cluster: Cluster) -> None:
+    spec = SandboxConfig(image=SH_IMAGE).to_spec()
+    first = await cluster.create_sandbox(spec, sandbox_id="retry-me-1")
+    again = await cluster.create_sandbox(spec, sandbox_id="retry-me-1")
+    assert again is first
+    found = [i for i in await cluster.list_host_sandboxes() if i.sandbox_id == "retry-me-1"]
+    assert len(found) == 1
+    other = SandboxConfig(image=SH_IMAGE, cpus=2).to_spec()
+    with pytest.raises(AlreadyExists, match="sandbox 'retry-me-1' already exists"):
+        await cluster.create_sandbox(other, sandbox_id="retry-me-1")
+    await cluster.delete_sandbox("retry-me-1")
+
+
+async def test_missing_image_fails_fast_and_clearly(cluster: Cluster) -> None:
+    with pytest.raises(ImageNotFound, match="'no-such/image:1' is not on this host and the pull"):
+        await Sandbox(SandboxConfig(image="no-such/image:1", pull="never"), cluster=cluster).start()
+    with pytest.raises(ImageNotFound, match="'no-such/image:1' is not on this host and could not"):
+        await Sandbox(SandboxConfig(image="no-such/image:1"), cluster=cluster).start()
+    assert cluster.statistics().queue_depth == 0
+    assert all(h.used.cpus == 0 and h.starting == 0 for h in cluster.statistics().hosts)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"memory": "lots"}, "memory 'lots' is not a size"),
+        ({"memory": 0}, "memory must be positive"),
+        ({"cpus": 0}, "cpus must be positive"),
+        ({"pids": 0}, "pids must be positive"),
+        ({"image": ""}, "a sandbox needs an image"),
+    ],
+)
+def test_bad_configs_are_refused_before_anything_starts(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(BadRequest, match=message):
+        SandboxConfig(**kwargs).to_spec()
+
+
+async def test_bad_sandbox_ids(cluster: Cluster) -> None:
+    spec = SandboxConfig(image=SH_IMAGE).to_spec()
+    with pytest.raises(BadRequest, match="may hold only letters, digits"):
+        await cluster.create_sandbox(spec, sandbox_id="bad id/../x")
+
+
+async def test_unknown_sandbox(cluster: Cluster) -> None:
+    with pytest.raises(SandboxNotFound, match="no sandbox 'sb-nope' in this cluster"):
+        await cluster.delete_sandbox("sb-nope")
+    with pytest.raises(SandboxNotFound, match="no sandbox 'sb-nope' on any host"):
+        await cluster.remove_any("sb-nope")
+
+
+async def test_engine_side_removal_is_a_clear_error(cluster: Cluster) -> None:
+    sb = Sandbox(SandboxConfig(image=SH_IMAGE), cluster=cluster)
+    await sb.start()
+    container = (await sb.status()).info.container_id  # type: ignore[union-attr]
+    subprocess.run(["docker", "rm", "-f", container], check=True, capture_output=True)
+    with pytest.raises(SandboxNotFound, match=f"sandbox {sb.sandbox_id}"):
+        await sb.arun("true")
+    await sb.delete()  # deleting what is already gone is fine
+
+
+async def test_python_image_quickstart_semantics(cluster: Cluster) -> None:
+    async with Sandbox(SandboxConfig(image=PY_IMAGE, memory="1g", cpus=1), cluster=cluster) as sb:
+        await sb.create_session("bash-1")
+        r = await sb.arun("cd /tmp && echo hello", session="bash-1", timeout=30)
+        assert (r.output, r.exit_code) == ("hello\n", 0)
+        assert (await sb.arun("pwd", session="bash-1")).output == "/tmp\n"
+        await sb.write_file("/work/data.bin", b"\x00\x01binary")
+        assert await sb.read_file("/work/data.bin") == b"\x00\x01binary"
