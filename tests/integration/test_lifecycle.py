@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
+import anyio
 import pytest
 
 from rock_core import Cluster
@@ -24,10 +24,8 @@ from ..conftest import PY_IMAGE, SH_IMAGE
 pytestmark = pytest.mark.anyio
 
 
-def inspect(container_id: str) -> dict:  # type: ignore[type-arg]
-    out = subprocess.run(
-        ["docker", "inspect", container_id], capture_output=True, text=True, check=True
-    ).stdout
+async def inspect(container_id: str) -> dict:  # type: ignore[type-arg]
+    out = (await anyio.run_process(["docker", "inspect", container_id])).stdout
     return json.loads(out)[0]  # type: ignore[no-any-return]
 
 
@@ -72,7 +70,7 @@ async def test_limits_and_safe_defaults_reach_the_engine(cluster: Cluster) -> No
         image=SH_IMAGE, cpus=0.5, memory="96m", pids=77, env={"A": "1"}, workdir="/tmp"
     )
     async with Sandbox(config, cluster=cluster) as sb:
-        attrs = inspect((await sb.status()).info.container_id)  # type: ignore[union-attr]
+        attrs = await inspect((await sb.status()).info.container_id)  # type: ignore[union-attr]
         host = attrs["HostConfig"]
         assert host["NanoCpus"] == 500_000_000
         assert host["Memory"] == 96 << 20
@@ -158,7 +156,7 @@ async def test_engine_side_removal_is_a_clear_error(cluster: Cluster) -> None:
     sb = Sandbox(SandboxConfig(image=SH_IMAGE), cluster=cluster)
     await sb.start()
     container = (await sb.status()).info.container_id  # type: ignore[union-attr]
-    subprocess.run(["docker", "rm", "-f", container], check=True, capture_output=True)
+    await anyio.run_process(["docker", "rm", "-f", container])
     with pytest.raises(SandboxNotFound, match=f"sandbox {sb.sandbox_id}"):
         await sb.arun("true")
     await sb.delete()  # deleting what is already gone is fine
