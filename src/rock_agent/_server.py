@@ -127,28 +127,36 @@ class AgentServer:
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def startup(self) -> None:
-        """Adopt this host's containers; reap those whose owner process is gone."""
-        self._resources = await self.runtime.engine_resources()
+    async def reap_orphans(self) -> tuple[int, int]:
+        """Adopt this host's containers; reap those whose owner process is gone.
+
+        Returns (adopted, reaped).
+        """
         adopted = reaped = 0
         for info in await self.runtime.list_sandboxes():
-            if _owner_gone(info.owner):
+            if _owner_gone(info.owner) and info.owner not in self._owner_connections:
                 await self._remove_quietly(info.sandbox_id)
                 reaped += 1
             else:
                 adopted += 1
-        log.info(
-            "agent started", extra={"host": self.host_id, "adopted": adopted, "reaped": reaped}
-        )
+        return adopted, reaped
 
     async def reap_loop(self) -> None:
-        """Periodically reap the sandboxes of local owners that died without disconnecting."""
+        """Reap orphans at start, then periodically (owners that died without disconnecting)."""
+        first = True
         while True:
+            try:
+                adopted, reaped = await self.reap_orphans()
+                if first or reaped:
+                    log.info(
+                        "checked for orphaned sandboxes",
+                        extra={"host": self.host_id, "adopted": adopted, "reaped": reaped},
+                    )
+            except RockError as exc:
+                log.warning("could not check for orphaned sandboxes: %s", exc)
+            first = False
+            self.first_reap_done.set()
             await anyio.sleep(self._reap_interval)
-            with contextlib.suppress(RockError):
-                for info in await self.runtime.list_sandboxes():
-                    if _owner_gone(info.owner) and info.owner not in self._owner_connections:
-                        await self._remove_quietly(info.sandbox_id)
 
     async def _remove_quietly(self, sandbox_id: str) -> None:
         await self._drop_sessions(sandbox_id)
