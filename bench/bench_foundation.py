@@ -46,9 +46,7 @@ from _stats import (
 
 from rock_agent._docker import CAPABILITIES, KEEPALIVE
 from rock_agent._shell import BOOT, SETUP, new_marker, wrap
-from rock_core._channel import WINDOW
 from rock_core._cluster import Cluster, open_cluster
-from rock_core._connection import AgentConnection
 from rock_core._errors import TransportError
 from rock_core._protocol import Ping, Pong, SandboxSpec
 from rock_sdk import Sandbox, SandboxConfig
@@ -420,24 +418,6 @@ class TransferHung(Exception):
     engine (a stuck archive stream blocks every other operation on that container)."""
 
 
-def delay_first_download_grant() -> None:
-    """Work around the agent dropping a download's first credit (``--download-race-workaround``).
-
-    The core sends `Download` and its first `StreamCredit` back to back; when the agent reads
-    both in one chunk it handles the credit before the download handler has made its gate, so
-    the credit is dropped and the download waits forever. Sending the first credit 20 ms later
-    lets the handler make its gate first. Costs 20 ms per download.
-    """
-    grant = AgentConnection.grant
-
-    async def late_grant(self: AgentConnection, request_id: int, chunks: int = WINDOW) -> None:
-        if chunks == WINDOW:
-            await anyio.sleep(0.02)
-        await grant(self, request_id, chunks)
-
-    AgentConnection.grant = late_grant  # type: ignore[method-assign]
-
-
 async def bench_files(cluster: Cluster, size: int, rounds: int) -> None:
     """Upload/download of one `size`-byte file: SDK (MB/s, peak RSS) vs `docker cp`."""
     agent, me = cluster_agent_pid(), os.getpid()
@@ -555,15 +535,7 @@ def main() -> int:
     """Parse arguments, run, print the summary and the container counts."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer repetitions, 50 MB file")
-    parser.add_argument(
-        "--download-race-workaround",
-        action="store_true",
-        help="delay a download's first credit by 20 ms (see delay_first_download_grant)",
-    )
     args = parser.parse_args()
-    if args.download_race_workaround:
-        delay_first_download_grant()
-        print("download race workaround ON: first download credit sent 20 ms late")
     before = [len(ids) for ids in containers()]
     print(f"containers before (rock.managed, ours, rock.bench): {before}")
     print(f"load average before: {os.getloadavg()}")
