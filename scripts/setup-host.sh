@@ -84,6 +84,7 @@ KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
 AllowStreamLocalForwarding yes
 PidFile $ssh_dir/sshd.pid
+StrictModes no
 CONF
         /usr/sbin/sshd -f "$ssh_dir/sshd_config"
     fi
