@@ -44,7 +44,7 @@ from _stats import (
     rss_kib,
 )
 
-from rock_agent._docker import CAPABILITIES, KEEPALIVE
+from rock_agent._docker import KEEPALIVE, engine_host_config
 from rock_agent._shell import BOOT, SETUP, new_marker, wrap
 from rock_core._cluster import Cluster, open_cluster
 from rock_core._errors import TransportError
@@ -85,18 +85,7 @@ class RawDocker:
             "Cmd": [],
             "Labels": {BENCH_LABEL: "1"},
             "Env": [],
-            "HostConfig": {
-                "Init": True,
-                "NanoCpus": int(spec.cpus * 1e9),
-                "Memory": spec.memory,
-                "MemorySwap": spec.memory,
-                "PidsLimit": spec.pids,
-                "Privileged": False,
-                "CapDrop": ["ALL"],
-                "CapAdd": CAPABILITIES,
-                "SecurityOpt": ["no-new-privileges"],
-                "NetworkMode": "none",
-            },
+            "HostConfig": engine_host_config(spec),
         }
 
     async def start(self, spec: SandboxSpec) -> Any:

@@ -79,6 +79,22 @@ def engine_errors(what: str, *, not_found: type[RockError] = SandboxNotFound) ->
         raise TransportError(f"{what}: Docker engine request failed: {exc}") from exc
 
 
+def engine_host_config(spec: SandboxSpec) -> dict[str, Any]:
+    """The Engine API `HostConfig` of a sandbox: its limits and its safe defaults."""
+    return {
+        "Init": True,
+        "NanoCpus": int(spec.cpus * 1e9),
+        "Memory": spec.memory,
+        "MemorySwap": spec.memory,
+        "PidsLimit": spec.pids,
+        "Privileged": False,
+        "CapDrop": ["ALL"],
+        "CapAdd": CAPABILITIES,
+        "SecurityOpt": ["no-new-privileges"],
+        "NetworkMode": "bridge" if spec.network else "none",
+    }
+
+
 def container_name(host_id: str, sandbox_id: str) -> str:
     """The engine-level name of a sandbox's container; the engine refuses a second one."""
     return f"rock-{host_id}-{sandbox_id}"
@@ -155,18 +171,7 @@ class DockerRuntime:
             LABEL_CREATED: f"{time.time():.3f}",
             LABEL_SPEC: spec_digest(spec),
         }
-        host_config: dict[str, Any] = {
-            "Init": True,
-            "NanoCpus": int(spec.cpus * 1e9),
-            "Memory": spec.memory,
-            "MemorySwap": spec.memory,
-            "PidsLimit": spec.pids,
-            "Privileged": False,
-            "CapDrop": ["ALL"],
-            "CapAdd": CAPABILITIES,
-            "SecurityOpt": ["no-new-privileges"],
-            "NetworkMode": "bridge" if spec.network else "none",
-        }
+        host_config = engine_host_config(spec)
         if spec.disk:
             host_config["StorageOpt"] = {"size": spec.disk}
         config: dict[str, Any] = {
