@@ -26,7 +26,6 @@ from rock_core._errors import (
     RockError,
     SandboxFailed,
     SandboxNotFound,
-    TimedOut,
     TransportError,
 )
 from rock_core._protocol import ExecResult, SandboxInfo, SandboxSpec
@@ -486,4 +485,4 @@ def _summary(attrs: dict[str, Any]) -> SandboxInfo:
     )
 
 
-__all__ = ["DockerRuntime", "TimedOut", "container_name"]
+__all__ = ["DockerRuntime", "container_name", "engine_host_config"]

@@ -17,7 +17,6 @@ from pathlib import Path, PurePosixPath
 
 import anyio
 
-from rock_core._channel import WINDOW
 from rock_core._connection import AgentConnection, raise_for_reply
 from rock_core._errors import BadRequest, FileNotFound, ProtocolError, TransportError
 from rock_core._protocol import (
@@ -130,4 +129,4 @@ def _unpack(spool: object, local: Path, remote: str) -> None:
         shutil.rmtree(staging, ignore_errors=True)
 
 
-__all__ = ["WINDOW", "download", "upload"]
+__all__ = ["download", "upload"]
