@@ -329,6 +329,16 @@ class DockerRuntime:
             info = await execution.inspect()
         return int(info.get("Pid") or 0), info.get("ExitCode"), bool(info.get("Running"))
 
+    async def wait_exit(self, execution: Any, *, tries: int = 50) -> int | None:
+        """The exit code of an exec whose streams have ended (the engine may lag a moment)."""
+        exit_code: int | None = None
+        for _ in range(tries):
+            _, exit_code, running = await self.exec_pid(execution)
+            if not running:
+                return exit_code
+            await anyio.sleep(0.02)
+        return exit_code
+
     async def execute(
         self,
         sandbox_id: str,
@@ -368,12 +378,7 @@ class DockerRuntime:
         finally:
             with contextlib.suppress(Exception):
                 await stream.close()
-        exit_code: int | None = None
-        for _ in range(50):
-            _, exit_code, running = await self.exec_pid(execution)
-            if not running:
-                break
-            await anyio.sleep(0.02)
+        exit_code = await self.wait_exit(execution)
         if exit_code is None and not timed_out:
             raise SandboxFailed(f"command {argv[0]!r} in sandbox {sandbox_id} has no exit code")
         if exit_code == 126 or exit_code == 127:

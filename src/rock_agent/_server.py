@@ -26,7 +26,7 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from rock_core._channel import CHUNK_SIZE, WINDOW, ByteStream, CreditGate, FramedChannel
+from rock_core._channel import WINDOW, ByteStream, CreditGate, FramedChannel, send_stream
 from rock_core._errors import (
     AlreadyExists,
     BadRequest,
@@ -122,7 +122,6 @@ class AgentServer:
         self._owner_connections: dict[str, int] = {}
         self._reap_interval = reap_interval
         self._resources: tuple[float, int] | None = None
-        self.started_at = time.time()
         self.first_reap_done = anyio.Event()
 
     # ------------------------------------------------------------------ lifecycle
@@ -209,7 +208,9 @@ class AgentServer:
                 ErrorReply(id=0, code=BadRequest.code, message="hello carries no owner")
             )
             return
-        cpus, memory = self._resources or await self.runtime.engine_resources()
+        if self._resources is None:
+            self._resources = await self.runtime.engine_resources()
+        cpus, memory = self._resources
         await channel.send(
             Welcome(
                 protocol=PROTOCOL_VERSION,
@@ -387,7 +388,7 @@ class AgentServer:
             await self.runtime.put_archive(sandbox_id, "/", _file_tar(path, data, size))
 
         session = await ShellSession.open(
-            req.session, open_exec, self.runtime.exec_pid, save_output
+            req.session, open_exec, self.runtime.exec_pid, self.runtime.wait_exit, save_output
         )
         self.sessions[key] = session
         return Done(id=req.id)
@@ -521,24 +522,10 @@ class AgentServer:
 
     async def _download(self, conn: _Connection, req: Download) -> Reply:
         _check_path(req.path)
-        gate = conn.gate(req.id)
-        sent = 0
-        pending = bytearray()
         # Closed on every exit, cancellation included: an abandoned archive response would
         # keep the engine's tar process, and with it the container, busy.
         async with contextlib.aclosing(self.runtime.get_archive(req.sandbox_id, req.path)) as tar:
-            async for chunk in tar:
-                pending += chunk
-                while len(pending) >= CHUNK_SIZE:
-                    await gate.take()
-                    await conn.send(StreamData(id=req.id, data=bytes(pending[:CHUNK_SIZE])))
-                    sent += CHUNK_SIZE
-                    del pending[:CHUNK_SIZE]
-        if pending:
-            await gate.take()
-            await conn.send(StreamData(id=req.id, data=bytes(pending)))
-            sent += len(pending)
-        await conn.send(StreamData(id=req.id, data=b"", end=True))
+            sent = await send_stream(conn.send, conn.gate(req.id), req.id, tar)
         return TransferReply(id=req.id, stat=FileStat(path=req.path, size=sent))
 
     _handlers: ClassVar[dict[type[Any], Callable[[Any, _Connection, Any], Awaitable[Reply]]]] = {

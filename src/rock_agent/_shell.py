@@ -35,7 +35,7 @@ from typing import IO, Any
 
 import anyio
 
-from rock_core._errors import BadRequest, SandboxFailed, SessionClosed, TimedOut
+from rock_core._errors import BadRequest, RockError, SandboxFailed, SessionClosed, TimedOut
 from rock_core._protocol import CommandResult
 
 from . import _procs
@@ -60,6 +60,7 @@ OUTPUT_DIR = "/tmp/.rock/output"
 
 SaveOutput = Callable[[str, IO[bytes], int], Awaitable[None]]
 OnOutput = Callable[[bytes], Awaitable[None]]
+WaitExit = Callable[[Any], Awaitable[int | None]]
 
 
 def quote(command: str) -> bytes:
@@ -143,12 +144,14 @@ class ShellSession:
         stream: Any,
         host_pid: int,
         save_output: SaveOutput,
+        wait_exit: WaitExit,
     ) -> None:
         self.name = name
         self._execution = execution
         self._stream = stream
         self.host_pid = host_pid
         self._save_output = save_output
+        self._wait_exit = wait_exit
         self._buffer = bytearray()
         self._lock = anyio.Lock()
         self._eof = False
@@ -168,11 +171,12 @@ class ShellSession:
         name: str,
         open_exec: Callable[[list[str]], Awaitable[tuple[Any, Any]]],
         exec_pid: Callable[[Any], Awaitable[tuple[int, int | None, bool]]],
+        wait_exit: WaitExit,
         save_output: SaveOutput,
     ) -> ShellSession:
         """Start the shell and wait until it answers."""
         execution, stream = await open_exec(["/bin/sh", "-c", BOOT])
-        session = cls(name, execution, stream, 0, save_output)
+        session = cls(name, execution, stream, 0, save_output, wait_exit)
         marker = new_marker()
         await session._write(
             SETUP.encode() + b"printf '%s%d\\n' '" + marker + b'\' "${BASH_VERSION:+1}0"\n'
@@ -389,16 +393,10 @@ class ShellSession:
             _procs.signal_tree(self.host_pid, signal.SIGINT, include_root=True)
 
     async def _exit_code(self) -> int | None:
-        for _ in range(50):
-            try:
-                info = await self._execution.inspect()
-            except Exception:
-                return None
-            if not info.get("Running"):
-                code = info.get("ExitCode")
-                return int(code) if code is not None else None
-            await anyio.sleep(0.02)
-        return None
+        try:
+            return await self._wait_exit(self._execution)
+        except RockError:
+            return None  # the engine lost the process too: no code to report
 
     def _check_usable(self) -> None:
         if self.closed or self._eof:

@@ -7,7 +7,7 @@ an in-memory pair in tests all fit it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Generic, Protocol, TypeVar
 
 import anyio
@@ -15,7 +15,7 @@ from anyio.abc import ByteReceiveStream, ByteSendStream
 
 from ._errors import TransportError
 from ._framing import DEFAULT_MAX_FRAME, FrameDecoder, frame
-from ._protocol import Message, encode
+from ._protocol import Message, StreamData, encode
 
 M = TypeVar("M", bound=Message)
 
@@ -137,3 +137,31 @@ class CreditGate:
         if self._failed is not None:
             raise self._failed
         self._credits -= 1
+
+
+async def send_stream(
+    send: Callable[[Message], Awaitable[None]],
+    gate: CreditGate,
+    request_id: int,
+    chunks: AsyncIterable[bytes],
+) -> int:
+    """Send a byte stream as `StreamData` chunks of `CHUNK_SIZE`, one credit each, then its end.
+
+    Returns the number of bytes sent. Both ends use it: the core for uploads, the agent for
+    downloads.
+    """
+    pending = bytearray()
+    sent = 0
+    async for chunk in chunks:
+        pending += chunk
+        while len(pending) >= CHUNK_SIZE:
+            await gate.take()
+            await send(StreamData(id=request_id, data=bytes(pending[:CHUNK_SIZE])))
+            sent += CHUNK_SIZE
+            del pending[:CHUNK_SIZE]
+    if pending:
+        await gate.take()
+        await send(StreamData(id=request_id, data=bytes(pending)))
+        sent += len(pending)
+    await send(StreamData(id=request_id, data=b"", end=True))
+    return sent

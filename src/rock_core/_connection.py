@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._channel import CHUNK_SIZE, WINDOW, ByteStream, CreditGate, FramedChannel
+from ._channel import WINDOW, ByteStream, CreditGate, FramedChannel, send_stream
 from ._errors import ProtocolError, RockError, TransportError, error_from_code
 from ._protocol import (
     PROTOCOL_VERSION,
@@ -29,7 +29,6 @@ from ._protocol import (
     Reply,
     Request,
     StreamCredit,
-    StreamData,
     Welcome,
     decode_agent_message,
 )
@@ -67,7 +66,7 @@ class AgentConnection:
         async with self.open_request(request) as events:
             async for message in events:
                 if isinstance(message, Reply):
-                    return _check_reply(message, expect, request)
+                    return raise_for_reply(message, expect, request)
         raise self._lost()
 
     def _lost(self) -> TransportError:
@@ -123,16 +122,7 @@ class AgentConnection:
 
     async def send_chunks(self, request_id: int, chunks: AsyncIterator[bytes]) -> int:
         """Send a byte stream under `request_id`, obeying the agent's credit; return its size."""
-        gate = self.gate(request_id)
-        total = 0
-        async for chunk in chunks:
-            for start in range(0, len(chunk), CHUNK_SIZE):
-                piece = chunk[start : start + CHUNK_SIZE]
-                await gate.take()
-                await self.send(StreamData(id=request_id, data=piece))
-                total += len(piece)
-        await self.send(StreamData(id=request_id, data=b"", end=True))
-        return total
+        return await send_stream(self.send, self.gate(request_id), request_id, chunks)
 
     async def grant(self, request_id: int, chunks: int = WINDOW) -> None:
         """Allow the agent to send `chunks` more chunks of a download."""
@@ -203,7 +193,8 @@ class RequestStream:
         return message
 
 
-def _check_reply(message: Reply, expect: type[R], request: Request) -> R:
+def raise_for_reply(message: Reply, expect: type[R], request: Request) -> R:
+    """Turn a final message into the expected reply, or raise the error it carries."""
     if isinstance(message, ErrorReply):
         raise error_from_code(message.code, message.message, message.details)
     if not isinstance(message, expect):
@@ -212,11 +203,6 @@ def _check_reply(message: Reply, expect: type[R], request: Request) -> R:
             f"expected {expect.__name__}"
         )
     return message
-
-
-def raise_for_reply(message: Reply, expect: type[R], request: Request) -> R:
-    """Turn a final message into the expected reply, or raise the error it carries."""
-    return _check_reply(message, expect, request)
 
 
 @asynccontextmanager
