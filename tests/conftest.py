@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 from collections.abc import Iterator
 
 import pytest
+
+from rock_agent import _procs
+from rock_core._owner import local_owner_alive
 
 PY_IMAGE = os.environ.get("ROCK_TEST_PY_IMAGE", "python:3.11")
 SH_IMAGE = os.environ.get("ROCK_TEST_SH_IMAGE", "rock-test/busybox:latest")
@@ -24,6 +28,35 @@ def rock_containers() -> list[str]:
     return out.split()
 
 
+def _ours_or_orphaned(container_ids: list[str]) -> list[str]:
+    """The containers owned by this test process, or by a local process that is gone.
+
+    Containers of other live programs (another test run on the same engine) are not ours to
+    count as leaks.
+    """
+    if not container_ids:
+        return []
+    out = subprocess.run(
+        [
+            "docker",
+            "inspect",
+            "--format",
+            '{{.Id}} {{index .Config.Labels "rock.owner"}}',
+            *container_ids,
+        ],
+        capture_output=True,
+        text=True,
+    ).stdout
+    mine = f"local:{socket.gethostname()}:{os.getpid()}:"
+    found = []
+    for line in out.splitlines():
+        cid, _, owner = line.partition(" ")
+        alive = local_owner_alive(owner, socket.gethostname(), _procs.alive, _procs.start_time)
+        if owner.startswith(mine) or alive is not True:
+            found.append(cid)
+    return found
+
+
 @pytest.fixture(scope="session")
 def docker_engine() -> Iterator[None]:
     """A real engine with the test images; fails (never skips) when the host is not set up."""
@@ -33,7 +66,7 @@ def docker_engine() -> Iterator[None]:
             pytest.fail(f"image {image} is missing: run `bash scripts/setup-host.sh` first")
     before = set(rock_containers())
     yield
-    leaked = sorted(set(rock_containers()) - before)
+    leaked = sorted(_ours_or_orphaned(sorted(set(rock_containers()) - before)))
     if leaked:
         details = subprocess.run(
             ["docker", "inspect", "--format", "{{json .Config.Labels}}", *leaked],
