@@ -62,6 +62,15 @@ if ! docker image inspect python:3.11 >/dev/null 2>&1; then
     rm -rf "$root"
 fi
 
+# ---------------------------------------------------------------- what only the tests need
+# (skipped by scripts/quickstart.sh, which sets ROCK_SETUP_SKIP_SSHD=1)
+if [ "${ROCK_SETUP_SKIP_SSHD:-0}" != 1 ]; then
+    # The tests check the agent's unit file with `systemd-analyze verify` (systemd need not run).
+    command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
+    # ssh and ssh-keygen for the SSH tests; `ip netns` for the namespace hosts of tests/cluster.
+    apt_install openssh-client iproute2
+fi
+
 # ---------------------------------------------------------------- sshd on loopback
 if [ "${ROCK_SETUP_SKIP_SSHD:-0}" != 1 ]; then
     ssh_dir=${ROCK_SSH_DIR:-/tmp/rock-sshd}

@@ -102,3 +102,23 @@ def test_testing_module_is_reachable_from_its_package() -> None:
     import rock_core
 
     assert rock_core.testing.FakeAgent.__module__ == "rock_core.testing"
+
+
+def test_make_is_reachable_from_rock_sdk_without_loading_gymnasium_first() -> None:
+    """``import rock_sdk`` stays light; ``from rock_sdk import make`` loads the envs lazily."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, rock_sdk; assert 'gymnasium' not in sys.modules, 'eager'; "
+        "from rock_sdk import make; import rock_sdk.envs; "
+        "assert make is rock_sdk.envs.make and 'gymnasium' in sys.modules; "
+        "print(make('game:Sokoban-v0-easy').reset(seed=1)[0][:20])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "You are solving the \n"
+    import rock_sdk
+
+    with pytest.raises(AttributeError, match="module 'rock_sdk' has no attribute 'nope'"):
+        rock_sdk.nope  # type: ignore[attr-defined]  # noqa: B018

@@ -10,12 +10,16 @@ import os
 import signal
 import socket
 import sys
+import time
 from pathlib import Path
 
-import aiodocker
 import anyio
 
-from ._docker import DockerRuntime
+from rock_core._errors import BadRequest
+
+from ._docker import DockerRuntime, open_docker
+from ._ensure import agent_answers, ensure_running
+from ._install import add_commands, group_id, notify_ready, run_command
 from ._logging import configure
 from ._server import AgentServer
 from ._stdio import StdioStream
@@ -31,12 +35,62 @@ def _parser() -> argparse.ArgumentParser:
     where = serve.add_mutually_exclusive_group(required=True)
     where.add_argument("--stdio", action="store_true", help="on stdin/stdout (one connection)")
     where.add_argument("--socket", metavar="PATH", help="on a unix socket (owner-only access)")
-    serve.add_argument("--host-id", default=os.environ.get("ROCK_HOST_ID") or socket.gethostname())
-    serve.add_argument("--docker", default=os.environ.get("DOCKER_HOST"), help="engine URL")
-    serve.add_argument("--log-level", default=os.environ.get("ROCK_LOG_LEVEL", "INFO"))
+    _common_options(serve)
+    serve.add_argument(
+        "--socket-group",
+        metavar="GROUP",
+        help="socket mode: let this group connect too (mode 0660 instead of 0600)",
+    )
     serve.add_argument("--reap-interval", type=float, default=30.0)
+    serve.add_argument(
+        "--idle-exit",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="socket mode: exit after this long with no connection and no sandbox (0: never)",
+    )
+    ensure = commands.add_parser(
+        "ensure",
+        help="make sure a socket agent runs (start one in the background if not); print its "
+        "socket as JSON",
+    )
+    ensure.add_argument("--socket", metavar="PATH", default=default_socket_path())
+    _common_options(ensure)
+    ensure.add_argument("--idle-exit", type=float, default=600.0, metavar="SECONDS")
     commands.add_parser("version", help="print the agent version")
+    add_commands(commands)
     return parser
+
+
+def _common_options(parser: argparse.ArgumentParser) -> None:
+    env = os.environ
+    parser.add_argument(
+        "--host-id",
+        default=env.get("ROCK_AGENT_HOST_ID") or env.get("ROCK_HOST_ID") or socket.gethostname(),
+        help="this host's name in the cluster and in container labels",
+    )
+    parser.add_argument("--docker", default=env.get("DOCKER_HOST"), help="engine URL")
+    parser.add_argument("--log-level", default=env.get("ROCK_LOG_LEVEL", "INFO"))
+    parser.add_argument(
+        "--lease",
+        type=float,
+        default=float(env.get("ROCK_AGENT_LEASE", "60")),
+        metavar="SECONDS",
+        help="how long a disconnected owner's sandboxes are kept (socket mode)",
+    )
+
+
+def default_socket_path() -> str:
+    """Where a socket agent listens unless told otherwise (the systemd unit's path for root)."""
+    custom = os.environ.get("ROCK_AGENT_SOCKET")
+    if custom:
+        return custom
+    if os.geteuid() == 0:
+        return "/run/rock-agent/agent.sock"
+    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    if runtime:
+        return f"{runtime}/rock-agent/agent.sock"
+    return f"/tmp/rock-agent-{os.geteuid()}/agent.sock"
 
 
 def _dump_tasks() -> None:
@@ -48,18 +102,26 @@ def _dump_tasks() -> None:
 
 async def _serve(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
-    docker = aiodocker.Docker(url=args.docker) if args.docker else aiodocker.Docker()
-    try:
-        server = AgentServer(DockerRuntime(docker, args.host_id), reap_interval=args.reap_interval)
+    async with open_docker(args.docker) as docker:
+        server = AgentServer(
+            DockerRuntime(docker, args.host_id),
+            reap_interval=args.reap_interval,
+            lease=args.lease,
+            reap_on_disconnect=bool(args.stdio),
+        )
         async with anyio.create_task_group() as tg:
             # Serving starts at once; adopting and reaping must never delay a handshake.
             tg.start_soon(server.reap_loop)
+            tg.start_soon(server.lease_loop)
+            tg.start_soon(server.deadline_loop)
             tg.start_soon(_stop_on_signals, tg.cancel_scope)
+            if args.socket and args.idle_exit > 0:
+                tg.start_soon(_exit_when_idle, server, args.idle_exit, tg.cancel_scope)
             try:
                 if args.stdio:
                     await server.serve(await StdioStream.open())
                 else:
-                    await _serve_socket(server, Path(args.socket))
+                    await _serve_socket(server, Path(args.socket), args.socket_gid)
             finally:
                 # A short-lived client (`rock ps`) must not cut the start-up reap short.
                 with anyio.move_on_after(60, shield=True):
@@ -67,9 +129,16 @@ async def _serve(args: argparse.Namespace) -> None:
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     await server.aclose()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await docker.close()
+
+
+async def _exit_when_idle(server: AgentServer, idle: float, scope: anyio.CancelScope) -> None:
+    while True:
+        await anyio.sleep(min(idle, 5.0))
+        since = server.idle_since()
+        if since is not None and time.monotonic() - since >= idle:
+            log.info("exiting: idle for %.0f s with no sandbox", idle)
+            scope.cancel()
+            return
 
 
 async def _stop_on_signals(scope: anyio.CancelScope) -> None:
@@ -80,7 +149,7 @@ async def _stop_on_signals(scope: anyio.CancelScope) -> None:
             return
 
 
-async def _serve_socket(server: AgentServer, path: Path) -> None:
+async def _serve_socket(server: AgentServer, path: Path, group: int | None = None) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with contextlib.suppress(FileNotFoundError):
         path.unlink()
@@ -89,7 +158,12 @@ async def _serve_socket(server: AgentServer, path: Path) -> None:
         listener = await anyio.create_unix_listener(path)
     finally:
         os.umask(old)
+    if group is not None:
+        # Group first, then mode: no moment where the wrong group may connect.
+        os.chown(path, -1, group)
+        os.chmod(path, 0o660)
     log.info("listening", extra={"socket": str(path)})
+    notify_ready()
     async with listener:
         await listener.serve(server.serve)
 
@@ -100,6 +174,35 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "version":
         print(AGENT_VERSION)
         return 0
+    if args.command == "ensure":
+        return ensure_running(args)
+    if args.command in ("install", "uninstall"):
+        return run_command(args)
+    args.socket_gid = None
+    if args.socket_group is not None:
+        if args.stdio:
+            print("rock-agent serve: --socket-group needs --socket", file=sys.stderr)
+            return 2
+        try:
+            args.socket_gid = group_id(args.socket_group)
+        except BadRequest as exc:
+            print(f"rock-agent serve: {exc}", file=sys.stderr)
+            return 2
+        if os.geteuid() != 0 and args.socket_gid not in os.getgroups():
+            print(
+                f"rock-agent serve: only root or a member of group {args.socket_group!r} "
+                "can hand it the socket",
+                file=sys.stderr,
+            )
+            return 2
+    if args.socket and agent_answers(Path(args.socket)):
+        # Never take the socket of a live agent: it would keep running, unreachable.
+        print(
+            f"rock-agent serve: an agent already listens on {args.socket}; stop it first "
+            "(an on-demand agent exits by itself once idle)",
+            file=sys.stderr,
+        )
+        return 1
     configure(args.log_level)
     try:
         asyncio.run(_serve(args))

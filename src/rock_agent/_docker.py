@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import aiodocker
@@ -37,7 +39,10 @@ from ._labels import (
     LABEL_OWNER,
     LABEL_SANDBOX,
     LABEL_SPEC,
+    LABEL_SPEC_JSON,
     spec_digest,
+    spec_from_labels,
+    spec_label,
 )
 
 # What a normal shell needs; Docker's default set minus MKNOD, NET_RAW, SETFCAP, SETPCAP.
@@ -105,6 +110,7 @@ class DockerRuntime:
     def __init__(self, docker: aiodocker.Docker, host_id: str) -> None:
         self.docker = docker
         self.host_id = host_id
+        self.extra_labels: dict[str, str] = {}  # added to every container this runtime makes
 
     # ------------------------------------------------------------------ engine
 
@@ -169,6 +175,8 @@ class DockerRuntime:
             LABEL_OWNER: owner,
             LABEL_CREATED: f"{time.time():.3f}",
             LABEL_SPEC: spec_digest(spec),
+            LABEL_SPEC_JSON: spec_label(spec),
+            **self.extra_labels,
         }
         host_config = engine_host_config(spec)
         if spec.disk:
@@ -444,6 +452,107 @@ class DockerRuntime:
         except aiohttp.ClientError as exc:
             raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
 
+    # ------------------------------------------------------------------ images, commit, stats
+
+    async def disk_usage(self) -> dict[str, Any]:
+        """The engine's disk-usage report: every image with its shared size, and the layers' total.
+
+        The engine also measures every container's writable layer for this report.
+        """
+        with engine_errors("reading the engine's disk usage"):
+            report: dict[str, Any] = await self.docker._query_json("system/df", timeout=None)
+        return report
+
+    async def data_root(self) -> str:
+        """The engine's data folder (`DockerRootDir`), where image layers live."""
+        with engine_errors("reading engine info"):
+            info = await self.docker.system.info()
+        return str(info.get("DockerRootDir") or "")
+
+    async def all_containers(self) -> list[dict[str, Any]]:
+        """Every container of the engine, any owner and any state (summaries)."""
+        with engine_errors("listing containers"):
+            found = await self.docker.containers.list(all=True)
+        return [c._container for c in found]
+
+    async def inspect_image(self, image: str) -> dict[str, Any]:
+        """The engine's view of one image; a missing one raises `ImageNotFound`."""
+        with engine_errors(f"image {image}", not_found=ImageNotFound):
+            found: dict[str, Any] = await self.docker.images.inspect(image)
+        return found
+
+    async def remove_image(self, reference: str) -> None:
+        """Remove one tag (the image goes with its last tag), never forced: used images stay."""
+        with engine_errors(f"removing image {reference}", not_found=ImageNotFound):
+            await self.docker.images.delete(reference, force=False)
+
+    async def inspect_container(self, sandbox_id: str) -> dict[str, Any]:
+        """The engine's full inspect record of a sandbox's container."""
+        container = await self._container(sandbox_id)
+        attrs: dict[str, Any] = container._container
+        return attrs
+
+    async def commit(
+        self,
+        sandbox_id: str,
+        *,
+        repository: str,
+        tag: str,
+        message: str,
+        changes: list[str],
+        config: dict[str, Any],
+        pause: bool,
+    ) -> str:
+        """Save the sandbox's file system as image `repository:tag`; return the image id."""
+        container = await self._container(sandbox_id)
+        with engine_errors(f"committing sandbox {sandbox_id}"):
+            result = await container.commit(
+                repository=repository,
+                tag=tag,
+                message=message or None,
+                changes=changes or None,
+                config=config,
+                pause=pause,
+                timeout=None,
+            )
+        return str(result["Id"])
+
+    async def stats(self, sandbox_id: str) -> dict[str, Any]:
+        """One stats reading of a sandbox (the engine compares it with one a second earlier)."""
+        container = await self._container(sandbox_id)
+        with engine_errors(f"reading the resource use of sandbox {sandbox_id}"):
+            readings = await container.stats(stream=False, timeout=30)
+        if not readings or not isinstance(readings[0], dict):
+            raise SandboxFailed(f"the engine returned no stats for sandbox {sandbox_id}")
+        reading: dict[str, Any] = readings[0]
+        return reading
+
+    # ------------------------------------------------------------------ events
+
+    async def events(self, since: float) -> AsyncIterator[dict[str, Any]]:
+        """Start, die and destroy events of this host's containers from `since` (unix time) on.
+
+        The engine replays the events since then, then streams new ones as they happen.
+        """
+        filters = {
+            "type": ["container"],
+            "label": [f"{LABEL_HOST}={self.host_id}"],
+            "event": ["start", "die", "destroy"],
+        }
+        params = {"since": f"{since:.6f}", "filters": json.dumps(filters)}
+        with engine_errors("watching the engine's events"):
+            async with self.docker._query(
+                "events", method="GET", params=params, timeout=None
+            ) as response:
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    try:
+                        event: dict[str, Any] = json.loads(line)
+                    except ValueError as exc:
+                        raise TransportError(f"the engine sent an unreadable event: {exc}") from exc
+                    yield event
+
 
 async def _close_write(stream: Any) -> None:
     """Half-close an attached exec stream so the process sees end-of-file on stdin."""
@@ -474,6 +583,7 @@ def _info(attrs: dict[str, Any]) -> SandboxInfo:
         created_at=float(labels.get(LABEL_CREATED, "0") or 0),
         labels=dict(labels),
         exit_code=exit_code if state == "exited" else None,
+        spec=spec_from_labels(labels),
     )
 
 
@@ -487,7 +597,38 @@ def _summary(attrs: dict[str, Any]) -> SandboxInfo:
         owner=labels.get(LABEL_OWNER, ""),
         created_at=float(labels.get(LABEL_CREATED, "0") or 0),
         labels=dict(labels),
+        spec=spec_from_labels(labels),
     )
 
 
-__all__ = ["DockerRuntime", "container_name", "engine_host_config"]
+@asynccontextmanager
+async def open_docker(url: str | None = None) -> AsyncIterator[aiodocker.Docker]:
+    """An engine client for the agent, closed on exit.
+
+    Every open session holds one engine connection for its whole life, so a unix-socket
+    engine gets a connector with no cap on connections: aiohttp's default of 100 would make
+    the 101st concurrent use wait forever.
+    """
+    host = url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
+    if not host.startswith("unix://"):
+        docker = aiodocker.Docker(url=host)
+        try:
+            yield docker
+        finally:
+            with anyio.CancelScope(shield=True):
+                await docker.close()
+        return
+    connector = aiohttp.UnixConnector(host[len("unix://") :], limit=0)
+    try:
+        docker = aiodocker.Docker(url="unix://localhost", connector=connector)
+        try:
+            yield docker
+        finally:
+            with anyio.CancelScope(shield=True):
+                await docker.close()
+    finally:
+        with anyio.CancelScope(shield=True):
+            await connector.close()
+
+
+__all__ = ["DockerRuntime", "container_name", "engine_host_config", "open_docker"]

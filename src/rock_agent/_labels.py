@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import hashlib
 
-from rock_core._protocol import SandboxSpec, encode_value
+import msgspec
+
+from rock_core._protocol import SandboxSpec
 
 LABEL_MANAGED = "rock.managed"
 LABEL_HOST = "rock.host"
@@ -12,8 +14,43 @@ LABEL_SANDBOX = "rock.sandbox"
 LABEL_OWNER = "rock.owner"
 LABEL_CREATED = "rock.created"
 LABEL_SPEC = "rock.spec"
+LABEL_SPEC_JSON = "rock.spec.json"
+# Set by agents that keep sandboxes for a lease after their owner disconnects (socket mode).
+# Only such sandboxes are reaped when a lease ends; those of a local program's private agent
+# live exactly as long as that program.
+LABEL_LEASED = "rock.leased"
+
+
+# Spec fields added after digests were first written: left out of a digest while they hold
+# their default, so a spec that does not use them digests as it always did.
+_LATER_FIELDS = {
+    "idle_timeout": None,
+    "lifetime": None,
+    "on_expire": "stop",
+    "auto_delete_after": None,
+}
 
 
 def spec_digest(spec: SandboxSpec) -> str:
     """A short digest of a spec: a retried create with the same spec is the same sandbox."""
-    return hashlib.sha256(encode_value(spec)).hexdigest()[:16]
+    fields = msgspec.structs.asdict(spec)
+    for name, default in _LATER_FIELDS.items():
+        if fields[name] == default:
+            del fields[name]
+    return hashlib.sha256(msgspec.msgpack.encode(fields, order="sorted")).hexdigest()[:16]
+
+
+def spec_label(spec: SandboxSpec) -> str:
+    """The whole spec as a label, so the core can adopt a sandbox and account its resources."""
+    return msgspec.json.encode(spec).decode()
+
+
+def spec_from_labels(labels: dict[str, str]) -> SandboxSpec | None:
+    """The spec a container was created with, if its labels carry it intact."""
+    raw = labels.get(LABEL_SPEC_JSON)
+    if not raw:
+        return None
+    try:
+        return msgspec.json.decode(raw, type=SandboxSpec)
+    except (msgspec.ValidationError, msgspec.DecodeError):
+        return None

@@ -4,11 +4,16 @@ Rules:
 - A bad request never crashes the agent, kills a session or leaks a container: every handler's
   failure becomes an `ErrorReply` on that request only; unexpected exceptions are logged and
   reported as internal errors.
-- Each connection belongs to an owner (from `Hello`). Sandboxes carry their owner's label; when
-  the owner's last connection ends, its sandboxes are removed. An owner that is a local process
-  and is gone (checked at start and periodically) has its sandboxes reaped too.
+- Each connection belongs to an owner (from `Hello`). Sandboxes carry their owner's label, and
+  every owner holds a lease (`_leases`) that each of its messages renews. An agent serving one
+  local program (`reap_on_disconnect`, the stdio mode) removes the owner's sandboxes as soon as
+  its connection ends. A shared agent (the socket mode, over SSH) keeps them for the rest of
+  the lease, so a program whose link drops can reconnect and find them; when the lease ends
+  they are removed. An owner that is a local process and is gone (checked at start and
+  periodically) has its sandboxes reaped at once.
 - Sessions live in the agent's memory; containers are the engine's. An agent that restarts
-  adopts the containers labelled with its host id (their sessions are gone).
+  adopts the containers labelled with its host id (their sessions are gone, and a request for
+  one says so); their owners get a fresh lease from that moment.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+import secrets
 import socket
 import tarfile
 import time
@@ -44,8 +50,10 @@ from rock_core._protocol import (
     ClientMessage,
     CloseSession,
     CommandReply,
+    CommitSandbox,
     CreateSandbox,
     CreateSession,
+    DeadlinesReply,
     Done,
     Download,
     ErrorReply,
@@ -55,21 +63,29 @@ from rock_core._protocol import (
     ExpectReply,
     FileReply,
     FileStat,
+    ForwardPort,
     Hello,
     InspectSandbox,
     Interrupt,
+    Keepalive,
+    ListImages,
     ListSandboxes,
     Output,
     Ping,
     Pong,
+    PruneImages,
     ReadFile,
+    ReadStats,
     RemoveSandbox,
     Reply,
     Request,
     RunCommand,
+    SandboxChanged,
+    SandboxInfo,
     SandboxListReply,
     SandboxReply,
     SendInput,
+    SetTimeouts,
     StartSandbox,
     StopSandbox,
     StreamCredit,
@@ -77,29 +93,51 @@ from rock_core._protocol import (
     TransferReply,
     Upload,
     WaitCommand,
+    WarmImage,
     Welcome,
     WriteFile,
     decode_client_message,
 )
 from rock_core._tar import END, file_header, padding, single_file
 
-from . import _procs
+from . import _images, _ports, _procs, _stats
 from ._docker import DockerRuntime
+from ._expiry import DeadlineKeeper
+from ._labels import LABEL_LEASED
+from ._leases import Leases
 from ._shell import ShellSession
 from ._version import AGENT_VERSION
 
 log = logging.getLogger("rock_agent")
 
 READ_FILE_LIMIT = 64 << 20
-CAPABILITIES = ["sessions", "interactive", "execute", "files", "archives", "owner-reaping"]
+SESSION_OPENS = 16  # shells being started at once, per agent
+CAPABILITIES = [
+    "sessions",
+    "interactive",
+    "execute",
+    "files",
+    "archives",
+    "owner-reaping",
+    "leases",
+    "images",
+    "commit",
+    "stats",
+    "ports",
+    "timeouts",
+    "events",
+]
 
 
 class _Connection:
     """Per-connection state: in-flight requests and the streams they move."""
 
-    def __init__(self, channel: FramedChannel[ClientMessage], owner: str) -> None:
+    def __init__(
+        self, channel: FramedChannel[ClientMessage], owner: str, accepts: list[str]
+    ) -> None:
         self.channel = channel
         self.owner = owner
+        self.accepts = frozenset(accepts)  # unasked messages it understands
         self.scopes: dict[int, anyio.CancelScope] = {}
         self.uploads: dict[int, MemoryObjectSendStream[bytes | None]] = {}
         self.gates: dict[int, CreditGate] = {}
@@ -115,14 +153,35 @@ class _Connection:
 class AgentServer:
     """One agent process: one runtime, many connections, the sessions of all sandboxes."""
 
-    def __init__(self, runtime: DockerRuntime, *, reap_interval: float = 30.0) -> None:
+    def __init__(
+        self,
+        runtime: DockerRuntime,
+        *,
+        reap_interval: float = 30.0,
+        lease: float = 60.0,
+        reap_on_disconnect: bool = True,
+    ) -> None:
         self.runtime = runtime
         self.host_id = runtime.host_id
+        self.instance = secrets.token_hex(8)
         self.sessions: dict[tuple[str, str], ShellSession] = {}
-        self._owner_connections: dict[str, int] = {}
+        self.leases = Leases(lease)
+        self.reap_on_disconnect = reap_on_disconnect
+        if not reap_on_disconnect:
+            runtime.extra_labels[LABEL_LEASED] = "1"
+        self.connections = 0
+        self.last_activity = time.monotonic()
         self._reap_interval = reap_interval
         self._resources: tuple[float, int] | None = None
+        self._created_here: set[str] = set()
+        self._session_opens = anyio.CapacityLimiter(SESSION_OPENS)
+        self._adopted: set[str] = set()
         self.first_reap_done = anyio.Event()
+        self.image_usage = _images.ImageUsage()
+        self.keeper = DeadlineKeeper(
+            runtime, notify=self._notify, drop_sessions=self._drop_sessions
+        )
+        self._owner_connections: dict[str, set[_Connection]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -132,13 +191,70 @@ class AgentServer:
         Returns (adopted, reaped).
         """
         adopted = reaped = 0
+        now = time.monotonic()
+        leased_owners: set[str] = set()
         for info in await self.runtime.list_sandboxes():
-            if _owner_gone(info.owner) and info.owner not in self._owner_connections:
+            if _owner_gone(info.owner) and not self.leases.connected(info.owner):
                 await self._remove_quietly(info.sandbox_id)
                 reaped += 1
-            else:
-                adopted += 1
+                continue
+            adopted += 1
+            if info.labels.get(LABEL_LEASED) == "1" and not self.reap_on_disconnect:
+                # Only a socket agent keeps leases; a program's private agent (`rock ps`,
+                # `rock port`) must never end the lease of another owner's sandboxes.
+                self.leases.seen(info.owner, now)
+                leased_owners.add(info.owner)
+            if info.sandbox_id not in self._created_here:
+                self._adopted.add(info.sandbox_id)
+        for owner in leased_owners:
+            await self.keeper.track_owner(owner)  # their deadlines hold while no one connects
         return adopted, reaped
+
+    async def reap_expired(self) -> int:
+        """Remove the sandboxes of owners whose lease has ended; return how many."""
+        removed = 0
+        for owner in self.leases.expired(time.monotonic()):
+            try:
+                owned = await self.runtime.list_sandboxes(owner=owner)
+            except RockError as exc:
+                log.warning("cannot list sandboxes of %s to reap them: %s", owner, exc)
+                continue
+            if self.leases.connected(owner):
+                continue  # it came back while we listed
+            owned = [info for info in owned if info.labels.get(LABEL_LEASED) == "1"]
+            for info in owned:
+                await self._remove_quietly(info.sandbox_id)
+                removed += 1
+            log.info("lease ended", extra={"owner": owner, "removed": len(owned)})
+            self.leases.forget(owner)
+            self.keeper.forget_owner(owner)
+        return removed
+
+    async def lease_loop(self) -> None:
+        """Check for ended leases often enough to act within a few seconds of the deadline."""
+        interval = max(0.2, min(2.0, self.leases.default / 10))
+        await self.first_reap_done.wait()
+        while True:
+            await self.reap_expired()
+            await anyio.sleep(interval)
+
+    async def deadline_loop(self) -> None:
+        """Enforce idle timeouts, lifetimes and auto-delete (after the start-up adoption)."""
+        await self.first_reap_done.wait()
+        await self.keeper.run()
+
+    async def _notify(self, owner: str, change: SandboxChanged) -> None:
+        """Tell the owner's connections that accept it that one of its sandboxes changed."""
+        for conn in list(self._owner_connections.get(owner, ())):
+            if "changed" in conn.accepts:
+                with contextlib.suppress(TransportError), anyio.move_on_after(5):
+                    await conn.send(change)
+
+    def idle_since(self) -> float | None:
+        """Since when this agent has had no connection and no lease to keep; None if busy."""
+        if self.connections or len(self.leases):
+            return None
+        return self.last_activity
 
     async def reap_loop(self) -> None:
         """Reap orphans at start, then periodically (owners that died without disconnecting)."""
@@ -158,9 +274,11 @@ class AgentServer:
             await anyio.sleep(self._reap_interval)
 
     async def _remove_quietly(self, sandbox_id: str) -> None:
+        self._adopted.discard(sandbox_id)
         await self._drop_sessions(sandbox_id)
         try:
             await self.runtime.remove(sandbox_id)
+            self.keeper.forget(sandbox_id)
             log.info("removed sandbox", extra={"sandbox": sandbox_id})
         except RockError as exc:
             log.warning("could not remove sandbox %s: %s", sandbox_id, exc)
@@ -211,21 +329,27 @@ class AgentServer:
         if self._resources is None:
             self._resources = await self.runtime.engine_resources()
         cpus, memory = self._resources
-        await channel.send(
-            Welcome(
-                protocol=PROTOCOL_VERSION,
-                agent_version=AGENT_VERSION,
-                host_id=self.host_id,
-                cpus=cpus,
-                memory=memory,
-                capabilities=CAPABILITIES,
-                images=await self.runtime.local_images(),
-            )
-        )
-        conn = _Connection(channel, hello.owner)
-        self._owner_connections[hello.owner] = self._owner_connections.get(hello.owner, 0) + 1
+        images = await self.runtime.local_images()
+        lease = self.leases.connect(hello.owner, time.monotonic(), hello.lease)
+        self.connections += 1
+        conn = _Connection(channel, hello.owner, hello.accepts)
+        self._owner_connections.setdefault(hello.owner, set()).add(conn)
         try:
+            await channel.send(
+                Welcome(
+                    protocol=PROTOCOL_VERSION,
+                    agent_version=AGENT_VERSION,
+                    host_id=self.host_id,
+                    cpus=cpus,
+                    memory=memory,
+                    capabilities=CAPABILITIES,
+                    images=images,
+                    instance=self.instance,
+                    lease=lease,
+                )
+            )
             async with anyio.create_task_group() as tg:
+                tg.start_soon(self.keeper.track_owner, hello.owner)
                 await self._read_loop(conn, tg)
                 tg.cancel_scope.cancel()
         finally:
@@ -233,11 +357,13 @@ class AgentServer:
                 await self._disconnect(conn)
 
     async def _disconnect(self, conn: _Connection) -> None:
-        left = self._owner_connections.get(conn.owner, 1) - 1
-        if left > 0:
-            self._owner_connections[conn.owner] = left
+        self.connections -= 1
+        self._owner_connections.get(conn.owner, set()).discard(conn)
+        self.last_activity = time.monotonic()
+        left = self.leases.disconnect(conn.owner, self.last_activity)
+        if left > 0 or not self.reap_on_disconnect:
             return
-        self._owner_connections.pop(conn.owner, None)
+        self.leases.forget(conn.owner)
         try:
             owned = await self.runtime.list_sandboxes(owner=conn.owner)
         except RockError as exc:
@@ -247,9 +373,11 @@ class AgentServer:
             await self._remove_quietly(info.sandbox_id)
 
     async def _read_loop(self, conn: _Connection, tg: TaskGroup) -> None:
+        leases, owner = self.leases, conn.owner
         while True:
             try:
                 message = await conn.channel.receive()
+                leases.renew(owner, time.monotonic())
             except ProtocolError as exc:
                 log.warning("closing a connection that sent garbage: %s", exc)
                 with contextlib.suppress(RockError):
@@ -290,7 +418,7 @@ class AgentServer:
     async def _handle(self, conn: _Connection, request: Request, scope: anyio.CancelScope) -> None:
         reply: Reply
         try:
-            with scope:
+            with scope, self.keeper.use(request, conn.owner):
                 reply = await self._dispatch(conn, request)
             if scope.cancelled_caught:
                 reply = ErrorReply(id=request.id, code=TimedOut.code, message="request cancelled")
@@ -328,31 +456,66 @@ class AgentServer:
 
     async def _create(self, conn: _Connection, req: CreateSandbox) -> Reply:
         _check_id(req.sandbox_id)
+        self.keeper.check(req.spec)
+        self._created_here.add(req.sandbox_id)
         info = await self.runtime.create(req.sandbox_id, req.spec, conn.owner)
+        self.keeper.created(info, req.spec, conn.owner)
+        await _images.note_use(self, req.spec.image)
         return SandboxReply(id=req.id, sandbox=self._with_sessions(info))
 
     async def _stop(self, conn: _Connection, req: StopSandbox) -> Reply:
+        keeper = self.keeper
+        keeper.note(req.sandbox_id, "request", f"stopped at the request of {conn.owner}", "die")
         await self._drop_sessions(req.sandbox_id)
         await self.runtime.stop(req.sandbox_id, req.timeout)
-        return SandboxReply(id=req.id, sandbox=await self.runtime.inspect(req.sandbox_id))
+        keeper.stopped_now(req.sandbox_id, "request")
+        return SandboxReply(id=req.id, sandbox=await self._inspected(req.sandbox_id))
 
     async def _start(self, conn: _Connection, req: StartSandbox) -> Reply:
+        keeper = self.keeper
+        keeper.note(req.sandbox_id, "request", f"started at the request of {conn.owner}", "start")
         await self.runtime.start(req.sandbox_id)
-        return SandboxReply(id=req.id, sandbox=await self.runtime.inspect(req.sandbox_id))
+        keeper.started_now(req.sandbox_id)
+        return SandboxReply(id=req.id, sandbox=await self._inspected(req.sandbox_id))
 
     async def _remove(self, conn: _Connection, req: RemoveSandbox) -> Reply:
         await self.runtime.inspect(req.sandbox_id)  # a clear not-found for unknown ids
+        why = f"removed at the request of {conn.owner}"
+        self.keeper.note(req.sandbox_id, "request", why, "destroy")
         await self._drop_sessions(req.sandbox_id)
         await self.runtime.remove(req.sandbox_id)
         return Done(id=req.id)
 
     async def _inspect(self, conn: _Connection, req: InspectSandbox) -> Reply:
-        info = await self.runtime.inspect(req.sandbox_id)
-        return SandboxReply(id=req.id, sandbox=self._with_sessions(info))
+        return SandboxReply(
+            id=req.id, sandbox=self._with_sessions(await self._inspected(req.sandbox_id))
+        )
+
+    async def _inspected(self, sandbox_id: str) -> SandboxInfo:
+        info = await self.runtime.inspect(sandbox_id)
+        info.deadlines = await self.keeper.view(info)
+        return info
 
     async def _list(self, conn: _Connection, req: ListSandboxes) -> Reply:
+        removed = []
+        if req.owner:
+            with anyio.move_on_after(30):
+                await self.keeper.track_owner(req.owner)  # deadlines of its sandboxes known
+            removed = self.keeper.removed_for(req.owner)
         infos = await self.runtime.list_sandboxes(owner=req.owner)
-        return SandboxListReply(id=req.id, sandboxes=[self._with_sessions(i) for i in infos])
+        for info in infos:
+            info.deadlines = self.keeper.table.view(info.sandbox_id)
+        return SandboxListReply(
+            id=req.id, sandboxes=[self._with_sessions(i) for i in infos], removed=removed
+        )
+
+    async def _set_timeouts(self, conn: _Connection, req: SetTimeouts) -> Reply:
+        deadlines = await self.keeper.set_timeouts(req, conn.owner)
+        return DeadlinesReply(id=req.id, deadlines=deadlines)
+
+    async def _keepalive(self, conn: _Connection, req: Keepalive) -> Reply:
+        deadlines = await self.keeper.keepalive(req.sandbox_id, conn.owner)
+        return DeadlinesReply(id=req.id, deadlines=deadlines)
 
     def _with_sessions(self, info: Any) -> Any:
         info.sessions = sorted(name for sid, name in self.sessions if sid == info.sandbox_id)
@@ -363,8 +526,14 @@ class AgentServer:
     def _session(self, sandbox_id: str, name: str) -> ShellSession:
         session = self.sessions.get((sandbox_id, name))
         if session is None:
+            why = (
+                " (sessions do not survive an agent restart: this agent adopted the sandbox"
+                " from its labels; create the session again)"
+                if sandbox_id in self._adopted
+                else ""
+            )
             raise SessionNotFound(
-                f"sandbox {sandbox_id} has no session {name!r}", sandbox_id=sandbox_id
+                f"sandbox {sandbox_id} has no session {name!r}{why}", sandbox_id=sandbox_id
             )
         return session
 
@@ -387,9 +556,12 @@ class AgentServer:
         async def save_output(path: str, data: IO[bytes], size: int) -> None:
             await self.runtime.put_archive(sandbox_id, "/", _file_tar(path, data, size))
 
-        session = await ShellSession.open(
-            req.session, open_exec, self.runtime.exec_pid, self.runtime.wait_exit, save_output
-        )
+        # The engine starts about 20 execs a second: opening hundreds of shells at once would
+        # only queue them there, each eating its own start-up deadline while it waits.
+        async with self._session_opens:
+            session = await ShellSession.open(
+                req.session, open_exec, self.runtime.exec_pid, self.runtime.wait_exit, save_output
+            )
         self.sessions[key] = session
         return Done(id=req.id)
 
@@ -548,6 +720,14 @@ class AgentServer:
         WriteFile: _write_file,
         Upload: _upload,
         Download: _download,
+        ListImages: _images.list_images,
+        WarmImage: _images.warm_image,
+        PruneImages: _images.prune_images,
+        CommitSandbox: _images.commit_sandbox,
+        ReadStats: _stats.read_stats,
+        ForwardPort: _ports.forward_port,
+        SetTimeouts: _set_timeouts,
+        Keepalive: _keepalive,
     }
 
 

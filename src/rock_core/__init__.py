@@ -4,20 +4,26 @@ Runs under asyncio and trio (anyio). No server: a program embeds it with `open_c
 """
 
 from ._channel import ByteStream
-from ._cluster import Cluster, SandboxRecord, new_sandbox_id, open_cluster
+from ._cluster import Cluster, Host, SandboxRecord, new_sandbox_id, open_cluster
 from ._connection import AgentConnection, open_agent_connection
 from ._errors import (
+    AgentNotInstalled,
     AlreadyExists,
+    AuthenticationFailed,
     BadRequest,
     CapacityError,
     CommandFailed,
     FileNotFound,
+    HostKeyMismatch,
+    HostUnavailable,
+    HostUnreachable,
     IllegalTransition,
     ImageNotFound,
     NotFound,
     ProtocolError,
     RockError,
     SandboxFailed,
+    SandboxLost,
     SandboxNotFound,
     SessionClosed,
     SessionNotFound,
@@ -25,24 +31,36 @@ from ._errors import (
     TransportError,
 )
 from ._owner import local_owner
+from ._pool import Pool, open_pool
 from ._protocol import PROTOCOL_VERSION, SandboxInfo, SandboxSpec
 from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
+from ._ssh import SshOptions
 from ._states import SandboxEvent, SandboxLifecycle, SandboxState, Transition, state_diagram
+from ._statistics import ClusterStatistics, PoolStatistics
 
 __all__ = [
     "PROTOCOL_VERSION",
     "AgentConnection",
+    "AgentNotInstalled",
     "AlreadyExists",
+    "AuthenticationFailed",
     "BadRequest",
     "ByteStream",
     "CapacityError",
     "Cluster",
+    "ClusterStatistics",
     "CommandFailed",
     "Demand",
     "FileNotFound",
+    "Host",
+    "HostKeyMismatch",
+    "HostUnavailable",
+    "HostUnreachable",
     "IllegalTransition",
     "ImageNotFound",
     "NotFound",
+    "Pool",
+    "PoolStatistics",
     "ProtocolError",
     "Resources",
     "RockError",
@@ -50,6 +68,7 @@ __all__ = [
     "SandboxFailed",
     "SandboxInfo",
     "SandboxLifecycle",
+    "SandboxLost",
     "SandboxNotFound",
     "SandboxRecord",
     "SandboxSpec",
@@ -58,6 +77,7 @@ __all__ = [
     "SchedulerStatistics",
     "SessionClosed",
     "SessionNotFound",
+    "SshOptions",
     "TimedOut",
     "Transition",
     "TransportError",
@@ -65,5 +85,6 @@ __all__ = [
     "new_sandbox_id",
     "open_agent_connection",
     "open_cluster",
+    "open_pool",
     "state_diagram",
 ]

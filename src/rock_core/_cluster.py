@@ -9,20 +9,27 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
-from typing import TypeVar
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, TypeVar
 
 import anyio
+import anyio.abc
+from anyio.abc import TaskGroup
 
-from ._connection import AgentConnection
+from ._addresses import HostAddress, expand, parse
+from ._connection import AgentConnection, unwrap_single_errors
 from ._errors import (
     AlreadyExists,
     BadRequest,
+    HostUnavailable,
+    NotFound,
     RockError,
     SandboxFailed,
+    SandboxLost,
     SandboxNotFound,
     TimedOut,
     TransportError,
@@ -34,9 +41,12 @@ from ._protocol import (
     Done,
     InspectSandbox,
     ListSandboxes,
+    Ping,
+    Pong,
     RemoveSandbox,
     Reply,
     Request,
+    SandboxChanged,
     SandboxInfo,
     SandboxListReply,
     SandboxReply,
@@ -44,12 +54,20 @@ from ._protocol import (
     StartSandbox,
     StopSandbox,
 )
-from ._scheduler import Action, Demand, Resources, Scheduler, SchedulerStatistics
-from ._states import SandboxEvent, SandboxLifecycle, SandboxState, Transition
+from ._scheduler import Action, Demand, Resources, Scheduler
+from ._ssh import SshOptions
+from ._states import TRANSITIONS, SandboxEvent, SandboxLifecycle, SandboxState, Transition
+from ._statistics import ClusterStatistics
+
+if TYPE_CHECKING:
+    from ._pool import Pool
 
 log = logging.getLogger("rock_core")
 
 R = TypeVar("R", bound=Reply)
+
+RECONNECT_BASE = 0.5  # seconds before the first reconnect; doubles up to RECONNECT_MAX
+RECONNECT_MAX = 15.0
 _E = SandboxEvent
 _S = SandboxState
 
@@ -67,6 +85,16 @@ class SandboxRecord:
         self.settled = anyio.Event()  # set when a create finishes, either way
         self.error: RockError | None = None
         self.holds_resources = False  # the scheduler counts this sandbox against its host
+        self.chosen_id = False  # the caller named it: a create whose reply was lost may retry
+
+    @property
+    def retryable(self) -> bool:
+        """A create with a chosen id failed on a broken link: its container may exist."""
+        return (
+            self.chosen_id
+            and self.state is SandboxState.FAILED
+            and isinstance(self.error, TransportError)
+        )
 
     @property
     def state(self) -> SandboxState:
@@ -84,38 +112,341 @@ class SandboxRecord:
 
 
 class Host:
-    """One connected agent."""
+    """One agent of the cluster, connected or not.
 
-    def __init__(self, host_id: str, address: str, connection: AgentConnection) -> None:
+    `state` is ``connected``, ``reconnecting`` (the link broke; the core keeps trying, and
+    the host takes no new placements) or ``lost`` (it stayed away past the grace period: its
+    sandboxes are `lost` and their resources released). A host that comes back is reconciled.
+    """
+
+    def __init__(self, host_id: str, address: str, connection: AgentConnection | None) -> None:
         self.host_id = host_id
         self.address = address
         self.connection = connection
+        self.state = "connected"
+        self.down_since: float | None = None
+        self.last_error = ""
+        self.instance = connection.welcome.instance if connection else ""
+        self.generation = 0  # counts connections; a grace timer acts only on its own
+        self.drained = False  # asked by the user (`drain_host`), not by a broken link
+
+    def link(self) -> AgentConnection:
+        """The live connection, or `HostUnavailable` while the link is down."""
+        if self.connection is None or self.connection.closed:
+            since = (
+                ""
+                if self.down_since is None
+                else (f" for {time.monotonic() - self.down_since:.1f} s")
+            )
+            error = f" (last error: {self.last_error})" if self.last_error else ""
+            raise HostUnavailable(
+                f"host {self.host_id} is {self.state}: its link has been down{since}{error}",
+                host=self.host_id,
+            )
+        return self.connection
 
 
 class Cluster:
     """Sandboxes across the agents of `open_cluster`; every method is safe to call concurrently."""
 
-    def __init__(self, owner: str, scheduler: Scheduler) -> None:
+    def __init__(
+        self,
+        owner: str,
+        scheduler: Scheduler,
+        *,
+        lease: float = 60.0,
+        grace: float = 30.0,
+        heartbeat: float = 5.0,
+        heartbeat_timeout: float = 10.0,
+        ssh: SshOptions | None = None,
+    ) -> None:
         self.owner = owner
         self.scheduler = scheduler
         self.hosts: dict[str, Host] = {}
+        self.lease = lease
+        self.grace = grace
+        self.heartbeat = heartbeat
+        self.heartbeat_timeout = heartbeat_timeout
+        self.ssh = ssh
         self._records: dict[str, SandboxRecord] = {}
+        self._tg: TaskGroup | None = None
+        self._pools: dict[str, Pool] = {}  # open warm pools by name (`_pool`)
 
     # ------------------------------------------------------------------ hosts
 
-    def _add_host(self, address: str, connection: AgentConnection) -> None:
+    def _add_host(self, address: str, connection: AgentConnection) -> Host:
+        """Register a connected agent as a new host (no supervision: the caller owns the link)."""
         welcome = connection.welcome
-        host_id = welcome.host_id
-        if host_id in self.hosts:
-            raise AlreadyExists(f"two addresses lead to the same host {host_id!r}")
-        self.hosts[host_id] = Host(host_id, address, connection)
+        if welcome.host_id in self.hosts:
+            raise AlreadyExists(f"two addresses lead to the same host {welcome.host_id!r}")
+        host = self.hosts[welcome.host_id] = Host(welcome.host_id, address, connection)
+        self._listen(host, connection)
         self._apply(
             self.scheduler.add_host(
-                host_id,
+                welcome.host_id,
                 Resources(cpus=welcome.cpus, memory=welcome.memory),
                 images=welcome.images,
             )
         )
+        return host
+
+    def _attach(self, address: str, connection: AgentConnection, host: Host | None) -> Host:
+        """A link to `address` is up: register the host, or bring a known one back."""
+        if host is None:
+            return self._add_host(address, connection)
+        welcome = connection.welcome
+        if welcome.host_id != host.host_id:
+            raise TransportError(
+                f"{address} now answers as host {welcome.host_id!r}, not {host.host_id!r}"
+            )
+        if host.instance and welcome.instance != host.instance:
+            log.warning(
+                "the agent on %s restarted: it adopted its containers, but their sessions are gone",
+                host.host_id,
+            )
+        if host.state == "lost":
+            self._apply(
+                self.scheduler.add_host(
+                    host.host_id,
+                    Resources(cpus=welcome.cpus, memory=welcome.memory),
+                    images=welcome.images,
+                )
+            )
+            if host.drained:
+                self.scheduler.drain_host(host.host_id)
+        else:
+            self.scheduler.host_images(host.host_id, welcome.images)
+            if not host.drained:
+                self._apply(self.scheduler.drain_host(host.host_id, False))
+        host.connection = connection
+        self._listen(host, connection)
+        host.instance = welcome.instance
+        host.state = "connected"
+        host.down_since = None
+        host.generation += 1
+        log.info("host %s connected (%s)", host.host_id, address)
+        return host
+
+    def _listen(self, host: Host, connection: AgentConnection) -> None:
+        """Apply what the agent of `host` reports unasked (`SandboxChanged`) to our records."""
+        host_id = host.host_id
+
+        def on_event(change: SandboxChanged) -> None:
+            record = self._records.get(change.sandbox_id)
+            if record is not None and record.host == host_id:
+                self._apply_change(record, change)
+
+        connection.on_event = on_event
+
+    def _apply_change(self, record: SandboxRecord, change: SandboxChanged) -> None:
+        """A sandbox changed outside our requests (a deadline, another program, the engine).
+
+        Only settled states move: a record with a request of ours in flight (creating,
+        stopping, deleting) is left to that request, which reports the same outcome.
+        """
+        state, expired = record.state, change.cause in ("idle", "lifetime")
+        reason = change.reason or change.cause
+        if change.state == "stopped" and state is _S.RUNNING:
+            record.fire(_E.EXPIRE if expired else _E.STOP, reason)
+            record.fire(_E.STOPPED, reason)
+        elif change.state == "running" and state is _S.STOPPED:
+            record.fire(_E.START, reason)
+            record.fire(_E.CREATED, reason)
+        elif change.state == "deleted" and state in (_S.RUNNING, _S.STOPPED):
+            if state is _S.RUNNING and expired:
+                record.fire(_E.EXPIRE, reason)
+            record.fire(_E.DELETE, reason)
+            record.fire(_E.DELETED, reason)
+            self._release(record)
+
+    def _detach(self, host: Host, error: str) -> None:
+        """The link to `host` broke: stop placing there and start its grace period."""
+        host.connection = None
+        host.last_error = error
+        if host.state != "connected":
+            return
+        host.state = "reconnecting"
+        host.down_since = time.monotonic()
+        self._apply(self.scheduler.drain_host(host.host_id))
+        log.warning("lost the link to host %s: %s", host.host_id, error or "closed")
+        if self._tg is not None:
+            self._tg.start_soon(self._grace_timer, host, host.generation)
+
+    async def _grace_timer(self, host: Host, generation: int) -> None:
+        await anyio.sleep(self.grace)
+        if host.generation == generation and host.state == "reconnecting":
+            self._mark_lost(host)
+
+    def _mark_lost(self, host: Host) -> None:
+        host.state = "lost"
+        self.scheduler.remove_host(host.host_id)
+        reason = f"host {host.host_id} unreachable for more than {self.grace:g} s"
+        for record in self._records.values():
+            if record.host != host.host_id:
+                continue
+            record.holds_resources = False
+            if (record.state, _E.LOSE) in TRANSITIONS:
+                record.fire(_E.LOSE, reason)
+        log.warning("host %s is lost: %s", host.host_id, reason)
+
+    async def _supervise(
+        self, address: HostAddress, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        """Keep one host connected: heartbeats, reconnects with backoff, reconciliation."""
+        host: Host | None = None
+        started = False
+        failures = 0
+        while True:
+            error = ""
+            try:
+                async with open_host(
+                    address, owner=self.owner, lease=self.lease, ssh=self.ssh
+                ) as conn:
+                    host = self._attach(address.text, conn, host)
+                    await self._reconcile(host, conn)
+                    if not started:
+                        task_status.started()
+                        started = True
+                    failures = 0
+                    error = await self._heartbeat(conn)
+            except RockError as exc:
+                if not started or host is None:
+                    raise  # the first connection: the caller hears of it
+                error = str(exc)
+            self._detach(host, error)
+            failures += 1
+            delay = min(RECONNECT_MAX, RECONNECT_BASE * 2 ** min(failures - 1, 10))
+            await anyio.sleep(delay * random.uniform(0.5, 1.5))
+
+    async def _heartbeat(self, conn: AgentConnection) -> str:
+        """Ping until the link fails; return why. Each ping also renews this owner's lease."""
+        while True:
+            with anyio.move_on_after(self.heartbeat):
+                await conn.wait_closed()
+                return "the agent closed the link"
+            try:
+                with anyio.fail_after(self.heartbeat_timeout):
+                    await conn.call(Ping(id=conn.next_id()), Pong)
+            except TimeoutError:
+                return f"no heartbeat answer within {self.heartbeat_timeout:g} s"
+            except TransportError as exc:
+                return str(exc)
+
+    async def _reconcile(self, host: Host, conn: AgentConnection) -> None:
+        """Match the agent's view of this owner's containers with ours."""
+        reply = await conn.call(
+            ListSandboxes(id=conn.next_id(), owner=self.owner), SandboxListReply
+        )
+        found = {info.sandbox_id: info for info in reply.sandboxes}
+        for change in reply.removed:  # removed by the agent while we were away: not failures
+            gone = self._records.get(change.sandbox_id)
+            if gone is not None and gone.host == host.host_id and gone.sandbox_id not in found:
+                self._apply_change(gone, change)
+        for record in list(self._records.values()):
+            if record.host != host.host_id or record.state in (_S.PENDING, _S.CREATING):
+                continue
+            self._reconcile_one(host, record, found.pop(record.sandbox_id, None))
+        for info in found.values():
+            if info.sandbox_id in self._records:
+                continue  # a create in flight, or a record on another host
+            self._adopt(host, info)
+
+    def _reconcile_one(self, host: Host, record: SandboxRecord, info: SandboxInfo | None) -> None:
+        state = record.state
+        if info is None:
+            if state is _S.DELETING:
+                record.fire(_E.DELETED, "gone from the host")
+            elif state not in (_S.DELETED, _S.FAILED):
+                record.fire(
+                    _E.FAIL,
+                    f"its container is gone from host {host.host_id} (removed, or reaped when "
+                    "this program's lease ended)",
+                )
+            self._release(record)
+            return
+        record.info = info
+        running = info.state == "running"
+        if state is _S.LOST:
+            record.fire(_E.FOUND_RUNNING if running else _E.FOUND_STOPPED, "host reconciled")
+            self._hold(host, record)
+        elif state is _S.RUNNING and not running:
+            cause = info.deadlines.stop_cause if info.deadlines else ""
+            if cause:  # its agent stopped it (a deadline, or a request) while we were away
+                why = f"stopped while the link was down ({cause})"
+                change = SandboxChanged(
+                    sandbox_id=record.sandbox_id, state="stopped", cause=cause, reason=why
+                )
+                self._apply_change(record, change)
+            else:
+                record.fire(_E.FAIL, f"its container is {info.state} (exit code {info.exit_code})")
+        elif state is _S.FAILED and record.retryable:
+            pass  # the create's reply was lost: kept for a retry with its id (or a delete)
+        elif state in (_S.DELETING, _S.FAILED) and self._tg is not None:
+            # We meant to delete it, or its create failed on a link that broke: remove it.
+            self._tg.start_soon(self._finish_delete, record)
+
+    def _adopt(self, host: Host, info: SandboxInfo) -> None:
+        """A sandbox of this owner that this cluster does not know: take it over."""
+        spec = info.spec or SandboxSpec(image=info.image)
+        record = SandboxRecord(info.sandbox_id, spec)
+        record.host = host.host_id
+        record.info = info
+        record.fire(_E.PLACE, f"adopted on {host.host_id}")
+        record.fire(_E.CREATED, "found running" if info.state == "running" else "found")
+        if info.state != "running":
+            record.fire(_E.STOP, "found stopped")
+            record.fire(_E.STOPPED, f"container {info.state}")
+        record.placed.set()
+        record.settled.set()
+        self._records[info.sandbox_id] = record
+        self._hold(host, record)
+        log.info("adopted sandbox %s on host %s", info.sandbox_id, host.host_id)
+
+    def _hold(self, host: Host, record: SandboxRecord) -> None:
+        if record.holds_resources:
+            return
+        spec = record.spec
+        self.scheduler.adopt(
+            record.sandbox_id, host.host_id, Demand(cpus=spec.cpus, memory=spec.memory)
+        )
+        record.holds_resources = True
+
+    async def _finish_delete(self, record: SandboxRecord) -> None:
+        with contextlib.suppress(RockError):
+            if record.state is _S.FAILED:
+                record.fire(_E.DELETE, "leftover of a failed create")
+            await self._remove_on_host(record)
+
+    async def _connect_all(self, addresses: list[HostAddress]) -> None:
+        """Connect every host at once; raise the first failure (after logging the others)."""
+        assert self._tg is not None
+        tg = self._tg
+        failures: list[RockError] = []
+
+        async def connect(address: HostAddress) -> None:
+            try:
+                await tg.start(self._supervise, address)
+            except RockError as exc:
+                log.error("cannot connect to host %s: %s", address.text, exc)
+                failures.append(exc)
+
+        async with anyio.create_task_group() as starting:
+            for address in addresses:
+                starting.start_soon(connect, address)
+        if failures:
+            first = failures[0]
+            if len(failures) > 1:
+                first.add_note(f"{len(failures)} of {len(addresses)} hosts failed to connect")
+            raise first
+
+    def drain_host(self, host_id: str, draining: bool = True) -> None:
+        """Stop (or resume) placing new sandboxes on a host; its sandboxes stay."""
+        host = self.hosts.get(host_id)
+        if host is None:
+            raise NotFound(f"no host {host_id!r} in this cluster (hosts: {sorted(self.hosts)})")
+        host.drained = draining
+        if host.state == "connected":
+            self._apply(self.scheduler.drain_host(host_id, draining))
 
     def _apply(self, actions: list[Action]) -> None:
         for action in actions:
@@ -157,6 +488,7 @@ class Cluster:
         queue_timeout: float | None = None,
     ) -> SandboxRecord:
         """Place and start a sandbox; with a `sandbox_id`, a retry returns the same sandbox."""
+        chosen = sandbox_id is not None
         sandbox_id = sandbox_id or new_sandbox_id()
         existing = self._records.get(sandbox_id)
         if existing is not None and existing.state is not _S.DELETED:
@@ -166,10 +498,13 @@ class Cluster:
                     sandbox_id=sandbox_id,
                 )
             await existing.settled.wait()
+            if existing.retryable:
+                return await self._retry_create(existing)
             if existing.error is not None and existing.state is _S.FAILED:
                 raise existing.error
             return existing
         record = SandboxRecord(sandbox_id, spec)
+        record.chosen_id = chosen
         self._records[sandbox_id] = record
         try:
             await self._place(record, queue_timeout)
@@ -182,6 +517,33 @@ class Cluster:
             record.settled.set()
         return record
 
+    async def _retry_create(self, failed: SandboxRecord) -> SandboxRecord:
+        """Create again on the same host a sandbox whose first create lost its reply.
+
+        The agent's create is idempotent for an id and spec: it answers with the container the
+        first attempt made, or makes it now. Never another host: the first container may exist.
+        """
+        host = self._host_of(failed)
+        conn = host.link()  # HostUnavailable while the link is still down
+        reply = await conn.call(
+            CreateSandbox(id=conn.next_id(), sandbox_id=failed.sandbox_id, spec=failed.spec),
+            SandboxReply,
+        )
+        current = self._records.get(failed.sandbox_id)
+        if current is not failed and current is not None:
+            return current  # a concurrent retry (or the reconcile) got there first
+        record = SandboxRecord(failed.sandbox_id, failed.spec)
+        record.chosen_id = True
+        record.host = host.host_id
+        record.info = reply.sandbox
+        record.fire(_E.PLACE, f"create retried on {host.host_id} (first attempt: {failed.error})")
+        record.fire(_E.CREATED, f"container {reply.sandbox.container_id[:12]} running")
+        record.placed.set()
+        record.settled.set()
+        self._records[record.sandbox_id] = record
+        self._hold(host, record)
+        return record
+
     async def _place(self, record: SandboxRecord, queue_timeout: float | None) -> None:
         spec = record.spec
         self._apply(
@@ -191,11 +553,14 @@ class Cluster:
                 time.monotonic(),
             )
         )
-        placed = False
+        placed = record.placed.is_set()
         try:
-            with anyio.fail_after(queue_timeout):
-                await record.placed.wait()
-            placed = True
+            if not placed:
+                # Placed at once (the common case) goes straight on to the start: a
+                # checkpoint here would put every request of a burst ahead of it.
+                with anyio.fail_after(queue_timeout):
+                    await record.placed.wait()
+                placed = True
         except TimeoutError as exc:
             raise TimedOut(
                 f"sandbox {record.sandbox_id} waited {queue_timeout:g} s for room on a host",
@@ -205,8 +570,11 @@ class Cluster:
             if not placed:
                 # Leave no request behind in the queue, whatever ended the wait.
                 if record.state is _S.PENDING:
-                    with contextlib.suppress(RockError):
-                        self._apply(self.scheduler.cancel(record.sandbox_id))
+                    if record.holds_resources:  # placed just as the wait was cancelled
+                        self._release(record, failed_start=True)
+                    else:
+                        with contextlib.suppress(RockError):
+                            self._apply(self.scheduler.cancel(record.sandbox_id))
                     record.fire(_E.FAIL, "gave up waiting for room on a host")
                 self._records.pop(record.sandbox_id, None)
         if record.state is _S.DELETED:
@@ -217,10 +585,10 @@ class Cluster:
     async def _start(self, record: SandboxRecord) -> None:
         host = self._host_of(record)
         try:
-            reply = await host.connection.call(
-                CreateSandbox(
-                    id=host.connection.next_id(), sandbox_id=record.sandbox_id, spec=record.spec
-                ),
+            conn = host.link()
+            _check_features(conn, record.spec)
+            reply = await conn.call(
+                CreateSandbox(id=conn.next_id(), sandbox_id=record.sandbox_id, spec=record.spec),
                 SandboxReply,
             )
         except BaseException as exc:
@@ -239,29 +607,40 @@ class Cluster:
     def _host_of(self, record: SandboxRecord) -> Host:
         if record.host is None or record.host not in self.hosts:
             raise SandboxFailed(f"sandbox {record.sandbox_id} has no reachable host")
-        return self.hosts[record.host]
+        host = self.hosts[record.host]
+        if record.state is _S.LOST:
+            raise SandboxLost(
+                f"sandbox {record.sandbox_id} is lost: host {host.host_id} has been unreachable"
+                f" for more than {self.grace:g} s; it is reconciled if the host comes back",
+                sandbox_id=record.sandbox_id,
+                host=host.host_id,
+            )
+        return host
+
+    def _link(self, record: SandboxRecord) -> AgentConnection:
+        return self._host_of(record).link()
 
     async def call(self, sandbox_id: str, request: Request, expect: type[R]) -> R:
         """Send a request about a sandbox to its host's agent."""
         record = self.record(sandbox_id)
         if record.state is _S.DELETED:
             raise SandboxNotFound(f"sandbox {sandbox_id} was deleted")
-        return await self._host_of(record).connection.call(request, expect)
+        return await self._link(record).call(request, expect)
 
     def connection(self, sandbox_id: str) -> AgentConnection:
         """The link to the agent that holds a sandbox."""
         record = self.record(sandbox_id)
         if record.state is _S.DELETED:
             raise SandboxNotFound(f"sandbox {sandbox_id} was deleted")
-        return self._host_of(record).connection
+        return self._link(record)
 
     async def stop_sandbox(self, sandbox_id: str, *, timeout: float = 10.0) -> SandboxRecord:
         """Stop a running sandbox (kept, restartable); stopping a stopped one is a no-op."""
         record = self.record(sandbox_id)
         if record.state in (_S.STOPPED, _S.DELETED):
             return record
+        conn = self._link(record)
         record.fire(_E.STOP, "stop requested")
-        conn = self._host_of(record).connection
         try:
             reply = await conn.call(
                 StopSandbox(id=conn.next_id(), sandbox_id=sandbox_id, timeout=timeout),
@@ -279,8 +658,8 @@ class Cluster:
         record = self.record(sandbox_id)
         if record.state is _S.RUNNING:
             return record
+        conn = self._link(record)
         record.fire(_E.START, "start requested")
-        conn = self._host_of(record).connection
         try:
             reply = await conn.call(
                 StartSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply
@@ -303,12 +682,21 @@ class Cluster:
             record.fire(_E.DELETE, "deleted before placement")
             record.placed.set()  # wake its create, which then reports the deletion
             return record
-        record.fire(_E.DELETE, "delete requested")
-        host = self._host_of(record)
+        if record.state is _S.LOST:
+            # Its host is away: the delete completes when the host is reconciled (or the
+            # agent reaps it when this program's lease ends).
+            record.fire(_E.DELETE, "delete requested while its host is lost")
+            return record
+        if record.state is not _S.DELETING:
+            record.fire(_E.DELETE, "delete requested")
+        await self._remove_on_host(record)
+        return record
+
+    async def _remove_on_host(self, record: SandboxRecord) -> None:
+        """Remove a `deleting` sandbox's container; `deleted` when it is gone."""
         try:
-            await host.connection.call(
-                RemoveSandbox(id=host.connection.next_id(), sandbox_id=sandbox_id), Done
-            )
+            conn = self._host_of(record).link()
+            await conn.call(RemoveSandbox(id=conn.next_id(), sandbox_id=record.sandbox_id), Done)
         except SandboxNotFound:
             pass  # already gone on the host: the goal is reached
         except RockError as exc:
@@ -316,7 +704,6 @@ class Cluster:
             raise
         record.fire(_E.DELETED, "container removed")
         self._release(record)
-        return record
 
     async def inspect(self, sandbox_id: str) -> SandboxInfo:
         """The agent's live view of a sandbox."""
@@ -331,7 +718,7 @@ class Cluster:
         """Every sandbox on every connected host (all owners unless one is named)."""
         found: list[SandboxInfo] = []
         for host in self.hosts.values():
-            conn = host.connection
+            conn = host.link()
             reply = await conn.call(ListSandboxes(id=conn.next_id(), owner=owner), SandboxListReply)
             found.extend(reply.sandboxes)
         return found
@@ -339,7 +726,7 @@ class Cluster:
     async def remove_any(self, sandbox_id: str) -> None:
         """Remove a sandbox by id on whichever host has it, whoever owns it."""
         for host in self.hosts.values():
-            conn = host.connection
+            conn = host.link()
             try:
                 await conn.call(RemoveSandbox(id=conn.next_id(), sandbox_id=sandbox_id), Done)
             except SandboxNotFound:
@@ -352,18 +739,28 @@ class Cluster:
             return
         raise SandboxNotFound(f"no sandbox {sandbox_id!r} on any host")
 
-    def statistics(self) -> SchedulerStatistics:
-        """Hosts, capacity, use and queue depth, from the scheduler."""
-        return self.scheduler.statistics()
+    def statistics(self) -> ClusterStatistics:
+        """Hosts, capacity, use and queue depth, from the scheduler; and every open pool."""
+        pools = [pool.statistics() for pool in self._pools.values()]
+        return ClusterStatistics.of(self.scheduler.statistics(), pools)
 
     async def _remove_quietly(self, host: Host, sandbox_id: str) -> None:
-        conn = host.connection
         with contextlib.suppress(RockError), anyio.move_on_after(30):
+            conn = host.link()
             await conn.call(RemoveSandbox(id=conn.next_id(), sandbox_id=sandbox_id), Done)
 
     async def _cleanup(self) -> None:
         """Delete every sandbox this cluster still holds (on exit, even after a crash)."""
-        live = [r for r in self._records.values() if r.state not in (_S.DELETED, _S.PENDING)]
+        with anyio.CancelScope(shield=True):
+            for pool in list(self._pools.values()):
+                await pool.halt()  # no refill may start while the sandboxes go
+        live = [
+            r
+            for r in self._records.values()
+            if r.state not in (_S.DELETED, _S.PENDING, _S.LOST)
+            and r.host in self.hosts
+            and self.hosts[r.host].state == "connected"
+        ]
 
         async def delete(record: SandboxRecord) -> None:
             with contextlib.suppress(RockError):
@@ -381,6 +778,16 @@ class Cluster:
                     tg.start_soon(bounded, record)
 
 
+def _check_features(conn: AgentConnection, spec: SandboxSpec) -> None:
+    """Refuse a spec the agent would not honour (an older agent ignores unknown fields)."""
+    timed = (spec.idle_timeout, spec.lifetime, spec.auto_delete_after) != (None, None, None)
+    if timed and "timeouts" not in conn.welcome.capabilities:
+        raise BadRequest(
+            f"the agent of host {conn.welcome.host_id} ({conn.welcome.agent_version}) cannot "
+            "enforce timeouts; upgrade it, or create the sandbox without them"
+        )
+
+
 def new_sandbox_id() -> str:
     """A fresh random sandbox id."""
     return "sb-" + secrets.token_hex(6)
@@ -388,34 +795,63 @@ def new_sandbox_id() -> str:
 
 @asynccontextmanager
 async def open_cluster(
-    hosts: Sequence[str] = ("local",),
+    hosts: Sequence[str] | str = ("local",),
     *,
     owner: str | None = None,
     policy: str = "spread",
     max_queue: int = 10_000,
     max_starts: int = 8,
+    lease: float = 60.0,
+    grace: float = 30.0,
+    heartbeat: float = 5.0,
+    heartbeat_timeout: float = 10.0,
+    ssh: SshOptions | None = None,
 ) -> AsyncIterator[Cluster]:
-    """Connect to every host's agent; on exit delete this cluster's sandboxes and disconnect."""
+    """Connect to every host's agent; on exit delete this cluster's sandboxes and disconnect.
+
+    - `hosts`: addresses (see `rock_core._addresses`): ``local``, ``unix:///path``,
+      ``ssh://[user@]host[:port]``, with ``[01-40]`` ranges. All are connected at once; the
+      first failure is raised (each kind of failure has its own error class).
+    - `owner`: who the sandboxes belong to; a program that reconnects with the same owner
+      before its lease ends adopts its sandboxes again. Default: a fresh id for this process.
+    - `lease`: seconds an agent keeps this owner's sandboxes after it stops hearing from it.
+    - `grace`: seconds a host may stay unreachable before its sandboxes are marked `lost`.
+    - `heartbeat`, `heartbeat_timeout`: how often each link is pinged, and how long an answer
+      may take before the link counts as broken (then: reconnect with backoff and jitter).
+    - `ssh`: how to connect to ``ssh://`` hosts (`SshOptions`; default: the user's setup).
+    """
     if isinstance(hosts, str):
         hosts = [hosts]
-    if not hosts:
+    addresses = [parse(text) for text in expand(hosts)]
+    if not addresses:
         raise BadRequest("a cluster needs at least one host")
     if policy not in ("spread", "binpack"):
         raise BadRequest(f"unknown placement policy {policy!r}: use 'spread' or 'binpack'")
+    for name, value in (("lease", lease), ("grace", grace), ("heartbeat", heartbeat)):
+        if not value > 0:
+            raise BadRequest(f"{name} must be a positive number of seconds, got {value!r}")
     scheduler = Scheduler(
         "spread" if policy == "spread" else "binpack",
         max_queue=max_queue,
         default_max_starts=max_starts,
     )
-    cluster = Cluster(owner or local_owner(), scheduler)
-    async with AsyncExitStack() as stack:
-        for address in hosts:
+    cluster = Cluster(
+        owner or local_owner(),
+        scheduler,
+        lease=lease,
+        grace=grace,
+        heartbeat=heartbeat,
+        heartbeat_timeout=heartbeat_timeout,
+        ssh=ssh,
+    )
+    with unwrap_single_errors():
+        async with anyio.create_task_group() as tg:
+            cluster._tg = tg
             try:
-                conn = await stack.enter_async_context(open_host(address, owner=cluster.owner))
-            except TransportError as exc:
-                raise TransportError(f"cannot connect to host {address}: {exc}") from exc
-            cluster._add_host(address, conn)
-        try:
-            yield cluster
-        finally:
-            await cluster._cleanup()
+                await cluster._connect_all(addresses)
+                try:
+                    yield cluster
+                finally:
+                    await cluster._cleanup()
+            finally:
+                tg.cancel_scope.cancel()

@@ -3,6 +3,8 @@
 `open_agent_connection` owns a reader task that routes every incoming message to the request
 it belongs to. A request whose caller is cancelled sends `Cancel` to the agent, so work on the
 host stops too. When the link breaks, every waiting request fails with `TransportError`.
+Messages the agent sends unasked (`SandboxChanged`) go to the `on_event` callback, if one is
+installed (the cluster installs one); it runs in the reader task and must not block.
 """
 
 from __future__ import annotations
@@ -10,8 +12,8 @@ from __future__ import annotations
 import itertools
 import logging
 import math
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import anyio
@@ -28,6 +30,7 @@ from ._protocol import (
     Message,
     Reply,
     Request,
+    SandboxChanged,
     StreamCredit,
     Welcome,
     decode_agent_message,
@@ -51,11 +54,18 @@ class AgentConnection:
         self._inboxes: dict[int, _Inbox] = {}
         self._gates: dict[int, CreditGate] = {}
         self._broken: TransportError | None = None
+        self._closed = anyio.Event()
+        # Called with each `SandboxChanged` the agent sends unasked; must not block or raise.
+        self.on_event: Callable[[SandboxChanged], None] | None = None
 
     @property
     def closed(self) -> bool:
         """True once the link is broken or closed."""
         return self._broken is not None
+
+    async def wait_closed(self) -> None:
+        """Return once the link is broken or closed."""
+        await self._closed.wait()
 
     def next_id(self) -> int:
         """Allocate a request id."""
@@ -150,6 +160,14 @@ class AgentConnection:
             return
         if isinstance(message, Welcome):
             return  # only valid as the first message; a late one answers nothing
+        if isinstance(message, SandboxChanged):
+            if self.on_event is not None:
+                try:
+                    self.on_event(message)
+                except Exception:
+                    # A bug in the handler must not break the link for every request on it.
+                    log.exception("handling %r from agent %s failed", message, self.name)
+            return
         request_id = message.id
         inbox = self._inboxes.get(request_id)
         if inbox is None:
@@ -163,6 +181,7 @@ class AgentConnection:
     def _fail_all(self, exc: TransportError) -> None:
         if self._broken is None:
             self._broken = exc
+        self._closed.set()
         for gate in self._gates.values():
             gate.fail(exc)
         for inbox in self._inboxes.values():
@@ -214,12 +233,21 @@ async def open_agent_connection(
     client: str = "rock_core",
     handshake_timeout: float = 30.0,
     on_close: Callable[[], Any] | None = None,
+    lease: float = 0.0,
 ) -> AsyncIterator[AgentConnection]:
     """Handshake with an agent over `stream` and keep the link served until the block ends."""
     channel: FramedChannel[AgentMessage] = FramedChannel(stream, decode_agent_message)
     try:
         with anyio.fail_after(handshake_timeout):
-            await channel.send(Hello(protocol=PROTOCOL_VERSION, client=client, owner=owner))
+            await channel.send(
+                Hello(
+                    protocol=PROTOCOL_VERSION,
+                    client=client,
+                    owner=owner,
+                    lease=lease,
+                    accepts=["changed"],
+                )
+            )
             first = await channel.receive()
     except TimeoutError as exc:
         await _close_quietly(channel)
@@ -245,22 +273,30 @@ async def open_agent_connection(
         )
     connection = AgentConnection(channel, first, name)
     try:
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(connection._read_loop)
-            try:
-                yield connection
-            finally:
-                tg.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        # The reader never raises, so a group holds the caller's own exception: give it back
-        # as it was raised, not wrapped.
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from group.exceptions[0].__cause__
-        raise
+        # The reader never raises, so an error here is the caller's own: give it back as it
+        # was raised, not wrapped in a group.
+        with unwrap_single_errors():
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(connection._read_loop)
+                try:
+                    yield connection
+                finally:
+                    tg.cancel_scope.cancel()
     finally:
         await _close_quietly(channel)
         if on_close is not None:
             on_close()
+
+
+@contextmanager
+def unwrap_single_errors() -> Iterator[None]:
+    """Re-raise a task group's lone exception as itself, not inside an exception group."""
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        if len(group.exceptions) == 1:
+            raise group.exceptions[0] from group.exceptions[0].__cause__
+        raise
 
 
 async def _close_quietly(channel: FramedChannel[Any]) -> None:

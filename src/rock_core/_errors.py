@@ -99,6 +99,36 @@ class ProtocolError(TransportError):
     code = "protocol"
 
 
+class HostUnreachable(TransportError):
+    """No network path to the host: refused, timed out, no route, unknown name."""
+
+    code = "host_unreachable"
+
+
+class AuthenticationFailed(TransportError):
+    """The host refused every credential offered (keys, ssh-agent)."""
+
+    code = "authentication_failed"
+
+
+class HostKeyMismatch(TransportError):
+    """The host's key is not the one `known_hosts` lists for it, or it is not listed at all."""
+
+    code = "host_key_mismatch"
+
+
+class AgentNotInstalled(TransportError):
+    """The host answers, but has no `rock-agent` to run."""
+
+    code = "agent_not_installed"
+
+
+class HostUnavailable(TransportError):
+    """The host's link is down right now; the core is reconnecting to it."""
+
+    code = "host_unavailable"
+
+
 class SandboxFailed(RockError):
     """The sandbox (its container) failed: it did not start, died, or the engine refused."""
 
@@ -109,6 +139,12 @@ class SessionClosed(SandboxFailed):
     """The session's shell has exited (for example after `exit`); open a new session."""
 
     code = "session_closed"
+
+
+class SandboxLost(SandboxFailed):
+    """The sandbox's host stayed unreachable past the grace period; its state is unknown."""
+
+    code = "sandbox_lost"
 
 
 class CommandFailed(RockError):
@@ -137,7 +173,13 @@ ERROR_CLASSES: dict[str, type[RockError]] = {
         CapacityError,
         TransportError,
         ProtocolError,
+        HostUnreachable,
+        AuthenticationFailed,
+        HostKeyMismatch,
+        AgentNotInstalled,
+        HostUnavailable,
         SandboxFailed,
+        SandboxLost,
         SessionClosed,
         CommandFailed,
     )

@@ -4,6 +4,9 @@
   agent lives exactly as long as this link: when this program dies, the pipe closes and the
   agent removes this program's sandboxes before it exits.
 - ``unix:///path/to/agent.sock``: a running agent (for example the systemd service).
+- ``ssh://[user@]host[:port]``: an agent on another machine, over SSH only (`_ssh`).
+
+`_addresses` parses them.
 """
 
 from __future__ import annotations
@@ -17,9 +20,11 @@ from contextlib import asynccontextmanager
 
 import anyio
 
-from ._channel import SplitStream
+from ._addresses import HostAddress, parse
+from ._channel import ByteStream, SplitStream
 from ._connection import AgentConnection, open_agent_connection
-from ._errors import BadRequest, TransportError
+from ._errors import TransportError
+from ._ssh import SshOptions, open_ssh_stream
 
 AGENT_COMMAND_ENV = "ROCK_AGENT_COMMAND"
 
@@ -33,23 +38,37 @@ def agent_command() -> list[str]:
 
 
 @asynccontextmanager
-async def open_host(address: str, *, owner: str) -> AsyncIterator[AgentConnection]:
-    """Connect to the agent at `address` and handshake as `owner`."""
-    if address == "local":
+async def open_host(
+    address: str | HostAddress,
+    *,
+    owner: str,
+    lease: float = 0.0,
+    ssh: SshOptions | None = None,
+) -> AsyncIterator[AgentConnection]:
+    """Connect to the agent at `address` and handshake as `owner` (asking for `lease` s)."""
+    where = parse(address) if isinstance(address, str) else address
+    if where.scheme == "local":
         async with _open_local(owner) as conn:
             yield conn
-    elif address.startswith("unix://"):
-        path = address[len("unix://") :]
-        try:
-            stream = await anyio.connect_unix(path)
-        except OSError as exc:
-            raise TransportError(f"no agent listens on {path}: {exc.strerror or exc}") from exc
-        async with open_agent_connection(stream, owner=owner, name=address) as conn:
+        return
+    async with _open_stream(where, ssh or SshOptions()) as stream:
+        async with open_agent_connection(
+            stream, owner=owner, name=where.text, lease=lease
+        ) as conn:
             yield conn
-    else:
-        raise BadRequest(
-            f"cannot reach host {address!r}: use 'local' or 'unix:///path/to/agent.sock'"
-        )
+
+
+@asynccontextmanager
+async def _open_stream(where: HostAddress, ssh: SshOptions) -> AsyncIterator[ByteStream]:
+    if where.scheme == "ssh":
+        async with open_ssh_stream(where, ssh) as stream:
+            yield stream
+        return
+    try:
+        unix = await anyio.connect_unix(where.path)
+    except OSError as exc:
+        raise TransportError(f"no agent listens on {where.path}: {exc.strerror or exc}") from exc
+    yield unix
 
 
 @asynccontextmanager

@@ -7,6 +7,8 @@ Rules:
 - Every request carries an `id` unique on its connection. The agent answers each request with
   exactly one final message carrying the same `id`: a `*Reply` or an `ErrorReply`. Before it, a
   request may produce any number of `Output` / `StreamData` events with that id.
+- The agent sends a message unasked (id 0, `SandboxChanged`) only to a client that listed its
+  tag in `Hello.accepts`, so older clients never receive a message they cannot decode.
 - Byte streams (uploads, downloads) use credit flow control: the receiver grants `StreamCredit`
   and the sender never has more than the granted chunks in flight, so a 200 MB file is never
   held whole in memory on either side and one transfer never blocks the others.
@@ -16,11 +18,12 @@ Rules:
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
 
-from ._errors import ProtocolError
+from ._errors import BadRequest, ProtocolError
 
 PROTOCOL_VERSION = 1
 
@@ -41,6 +44,11 @@ class SandboxSpec(msgspec.Struct, kw_only=True, frozen=True):
     labels: dict[str, str] = {}
     pull: str = "missing"  # "missing" | "never" | "always"
     user: str = ""
+    # Lifetime, enforced by the agent (see `SandboxDeadlines`); None: no limit.
+    idle_timeout: float | None = None  # seconds without a request naming the sandbox
+    lifetime: float | None = None  # seconds from its latest start
+    on_expire: str = "stop"  # what expiry does: "stop" (files kept) or "delete"
+    auto_delete_after: float | None = None  # seconds after any stop
 
 
 class SandboxInfo(msgspec.Struct, kw_only=True):
@@ -55,6 +63,8 @@ class SandboxInfo(msgspec.Struct, kw_only=True):
     labels: dict[str, str] = {}
     exit_code: int | None = None
     sessions: list[str] = []
+    spec: SandboxSpec | None = None  # as created; None for containers from older agents
+    deadlines: SandboxDeadlines | None = None  # None from agents without timeouts
 
 
 class CommandResult(msgspec.Struct, kw_only=True):
@@ -102,6 +112,11 @@ class Hello(Message, tag="hello"):
     protocol: int
     client: str
     owner: str
+    # Seconds the agent keeps this owner's sandboxes after its last message; 0: the agent's
+    # default. Every message renews it.
+    lease: float = 0.0
+    # Unasked messages the client understands (the agent sends no others): "changed".
+    accepts: list[str] = []
 
 
 class Welcome(Message, tag="welcome"):
@@ -114,6 +129,8 @@ class Welcome(Message, tag="welcome"):
     memory: int
     capabilities: list[str] = []
     images: list[str] = []
+    instance: str = ""  # differs each time the agent process starts
+    lease: float = 0.0  # the lease the agent granted this owner, in seconds
 
 
 # ---------------------------------------------------------------------------- requests
@@ -333,6 +350,8 @@ class SandboxListReply(Reply, tag="sandboxes"):
     """Answer carrying several sandboxes."""
 
     sandboxes: list[SandboxInfo]
+    # Sandboxes of the owner asked for that the agent removed on its own lately (a deadline).
+    removed: list[SandboxChanged] = []
 
 
 class CommandReply(Reply, tag="result"):
@@ -375,6 +394,230 @@ class ErrorReply(Reply, tag="error"):
     details: dict[str, Any] = {}
 
 
+# ---------------------------------------------------------------------------- images, commit,
+# stats and ports (requests, values and replies of "using what runs inside")
+
+
+class ImageInfo(msgspec.Struct, kw_only=True):
+    """One image on a host, as the engine reports it plus the agent's record of its use."""
+
+    image_id: str
+    tags: list[str] = []
+    size: int = 0  # bytes, all its layers
+    shared_size: int = 0  # bytes of `size` that other images use too
+    created: float = 0.0  # unix time
+    last_used: float = 0.0  # unix time; see docs/using-sandboxes.md for how it is derived
+    containers: int = 0  # containers (any state) created from it
+
+
+class ImageReport(msgspec.Struct, kw_only=True):
+    """The images of one host and how much disk they take."""
+
+    images: list[ImageInfo]
+    total_size: int = 0  # bytes all image layers take on disk (shared layers counted once)
+    disk_size: int = 0  # capacity of the file system holding them; 0 if unknown
+
+
+class PruneResult(msgspec.Struct, kw_only=True):
+    """What a prune removed, and the images' total size against its limit."""
+
+    limit: int  # bytes the images may take
+    total_before: int  # bytes all images took before
+    total_after: int  # measured after (estimated for a dry run)
+    freed: int
+    removed: list[ImageInfo] = []
+    errors: list[str] = []  # images that could not be removed, and why
+    dry_run: bool = False
+
+
+class SandboxStats(msgspec.Struct, kw_only=True):
+    """Live resource use of one sandbox, from the engine's stats API."""
+
+    sandbox_id: str
+    time: float  # unix time of the reading
+    cpu_percent: float  # 100 = one full cpu, over `interval`
+    cpu_seconds: float  # cpu time used since the sandbox started
+    interval: float  # seconds between the two readings `cpu_percent` compares
+    online_cpus: int = 0
+    memory: int = 0  # bytes in use, reclaimable page cache not counted
+    memory_limit: int = 0
+    memory_peak: int = 0
+    pids: int = 0
+    pids_limit: int = 0  # 0: no limit
+
+
+class ListImages(Request, tag="images_list"):
+    """Report the images of this host."""
+
+
+class WarmImage(Request, tag="image_warm"):
+    """Make `image` present on this host (pull it unless it is there already)."""
+
+    image: str
+
+
+class PruneImages(Request, tag="images_prune"):
+    """Remove least recently used images while all images take more than the limit.
+
+    Exactly one of `max_bytes` and `max_percent` (of the capacity of the file system holding the
+    engine's data) sets the limit. Images a container (any state) uses are never removed; with
+    `only`, just images with a tag matching one of these shell patterns are candidates.
+    """
+
+    max_bytes: int | None = None
+    max_percent: float | None = None
+    only: list[str] = []
+    dry_run: bool = False
+
+
+class CommitSandbox(Request, tag="commit"):
+    """Save a sandbox's file system as the image `image` (``name:tag``)."""
+
+    sandbox_id: str
+    image: str
+    message: str = ""
+    changes: list[str] = []  # Dockerfile instructions applied to the image's config
+    pause: bool = True
+
+
+class ReadStats(Request, tag="stats"):
+    """Report a sandbox's live resource use."""
+
+    sandbox_id: str
+
+
+class ForwardPort(Request, tag="forward"):
+    """Carry one TCP connection to `port` inside a sandbox as a two-way stream.
+
+    The agent connects inside the sandbox's network namespace, then grants `StreamCredit`; both
+    sides send `StreamData` under the other's credit, and an ``end`` chunk half-closes that
+    direction. The reply comes when both directions have ended.
+    """
+
+    sandbox_id: str
+    port: int
+    address: str = "127.0.0.1"  # where to connect, seen from inside the sandbox
+
+
+class ImageListReply(Reply, tag="images"):
+    """Answer to `ListImages`."""
+
+    report: ImageReport
+
+
+class ImageReply(Reply, tag="image"):
+    """Answer carrying one image (to `WarmImage` and `CommitSandbox`)."""
+
+    image: ImageInfo
+
+
+class PruneReply(Reply, tag="pruned"):
+    """Answer to `PruneImages`."""
+
+    result: PruneResult
+
+
+class StatsReply(Reply, tag="stats_result"):
+    """Answer to `ReadStats`."""
+
+    stats: SandboxStats
+
+
+class ForwardReply(Reply, tag="forwarded"):
+    """Answer to `ForwardPort` once both directions of the connection have ended."""
+
+    bytes_in: int  # bytes carried from the caller into the sandbox
+    bytes_out: int  # bytes carried from the sandbox to the caller
+
+
+# ---------------------------------------------------------------------------- timeouts and
+# lifecycle events (idle timeout, hard lifetime, expiry policy, auto-delete; docs/lifecycle.md)
+
+NO_LIMIT = math.inf
+"""In `SetTimeouts` (and the SDK's `set_timeouts`): remove that limit. None there leaves it."""
+EXPIRE_POLICIES = ("stop", "delete")
+
+
+def check_limit(name: str, value: float | None) -> float | None:
+    """A timeout as kept: positive seconds, or None for no limit (given as None or infinity)."""
+    if value is None or value == math.inf:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise BadRequest(f"{name} must be a number of seconds, got {value!r}")
+    if not (math.isfinite(value) and value > 0):
+        raise BadRequest(
+            f"{name} must be a positive number of seconds or infinity (no limit), got {value!r}"
+        )
+    return float(value)
+
+
+def check_policy(value: str) -> str:
+    """An expiry policy: "stop" or "delete"."""
+    if value not in EXPIRE_POLICIES:
+        raise BadRequest(f"on_expire must be 'stop' or 'delete', got {value!r}")
+    return value
+
+
+class SandboxDeadlines(msgspec.Struct, kw_only=True):
+    """A sandbox's timeouts as they stand now, and when each runs out (unix times; None: never).
+
+    `idle_at` is when the idle timeout runs out if nothing uses the sandbox before; while a
+    request naming it is in flight (`in_use`) it cannot run out. `lifetime_at` counts from the
+    latest start, `delete_at` (auto-delete) from the latest stop.
+    """
+
+    idle_timeout: float | None = None
+    lifetime: float | None = None
+    on_expire: str = "stop"
+    auto_delete_after: float | None = None
+    started_at: float | None = None
+    stopped_at: float | None = None  # set while it is stopped
+    last_used: float | None = None  # None: not known here (another agent process tracks it)
+    in_use: bool = False
+    idle_at: float | None = None
+    lifetime_at: float | None = None
+    delete_at: float | None = None
+    stop_cause: str = ""  # why it last stopped, where known: "idle", "lifetime", "request"
+
+
+class SetTimeouts(Request, tag="timeouts"):
+    """Change a sandbox's timeouts while it exists: None leaves a value, `NO_LIMIT` removes it."""
+
+    sandbox_id: str
+    idle_timeout: float | None = None
+    lifetime: float | None = None
+    on_expire: str = ""  # "stop" | "delete"; empty leaves it
+    auto_delete_after: float | None = None
+
+
+class Keepalive(Request, tag="keepalive"):
+    """A use of the sandbox with nothing to do: its idle timeout runs again from now."""
+
+    sandbox_id: str
+
+
+class DeadlinesReply(Reply, tag="deadlines"):
+    """Answer to `SetTimeouts` and `Keepalive`: the sandbox's deadlines now."""
+
+    deadlines: SandboxDeadlines
+
+
+class SandboxChanged(Message, tag="changed", kw_only=True):
+    """Sent unasked (id 0) to its owner's connections: a sandbox changed outside their requests.
+
+    Only clients whose `Hello.accepts` lists "changed" get it. `cause` says what did it:
+    "idle" or "lifetime" (it expired), "auto_delete", "request" (a request of another client),
+    "engine" (something outside rock, or a stop whose cause this agent does not know).
+    """
+
+    id: int = 0
+    sandbox_id: str
+    state: str  # what it is now: "running", "stopped" or "deleted"
+    cause: str
+    reason: str = ""
+    at: float = 0.0  # unix time of the change
+
+
 ClientMessage = (
     Hello
     | Ping
@@ -399,6 +642,14 @@ ClientMessage = (
     | Cancel
     | StreamData
     | StreamCredit
+    | ListImages
+    | WarmImage
+    | PruneImages
+    | CommitSandbox
+    | ReadStats
+    | ForwardPort
+    | SetTimeouts
+    | Keepalive
 )
 
 AgentMessage = (
@@ -416,6 +667,13 @@ AgentMessage = (
     | Output
     | StreamData
     | StreamCredit
+    | ImageListReply
+    | ImageReply
+    | PruneReply
+    | StatsReply
+    | ForwardReply
+    | DeadlinesReply
+    | SandboxChanged
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")

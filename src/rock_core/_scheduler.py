@@ -23,6 +23,9 @@ Rules:
 - Settled queue: after every call, nothing waiting could be placed under these rules. Every
   call that can make room returns the `Place` actions it made, in the order made.
 - A host whose container started is taken to have its image (`started` records it).
+- `adopt` records a sandbox that already runs on a host (found there after a reconnect or by
+  an owner that came back): it holds its resources at once, with no start slot, even when
+  that over-commits the host (it exists; refusing it would not free anything).
 """
 
 from __future__ import annotations
@@ -329,6 +332,22 @@ class Scheduler:
         self._placed(request_id, "released")
         self._unplace(request_id)
         return self._settle()
+
+    def adopt(self, request_id: str, host_id: str, demand: Demand) -> None:
+        """Count a sandbox that already exists on `host_id` against that host."""
+        if request_id in self._queued or request_id in self._placements:
+            where = "queued" if request_id in self._queued else "placed"
+            raise AlreadyExists(f"request {request_id!r} is already {where}")
+        host = self._host(host_id)
+        placement = _Placement(host, _nano(demand.cpus), demand.memory, demand.image)
+        placement.starting = False
+        self._placements[request_id] = placement
+        host.requests.add(request_id)
+        host.used_cpus += placement.cpus
+        host.used_memory += placement.memory
+        if demand.image:
+            host.images.add(demand.image)
+        self._refresh(host)
 
     def cancel(self, request_id: str) -> list[Action]:
         """Withdraw a queued request. Return the placements its departure made possible."""

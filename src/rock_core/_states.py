@@ -14,7 +14,8 @@ Rules:
   (the container died or the engine refused) -> `failed`.
 - `stopping` -> `stopped` on `stopped`, or `failed` on `fail`.
 - `stopped`: the container exists but does not run. `start` goes back through `creating`, so
-  a restart may fail like a first start. A restart of a running sandbox is `stop`, `stopped`,
+  a restart may fail like a first start. `fail`: the container vanished (found missing when a
+  host was reconciled). A restart of a running sandbox is `stop`, `stopped`,
   `start`, `created`; the driver sequences it.
 - `delete` is legal from every state that may own a container: `creating`, `running`,
   `stopping`, `stopped`, `failed`, `lost`; the driver cancels any operation in flight, then
@@ -98,6 +99,7 @@ TRANSITIONS: Mapping[tuple[SandboxState, SandboxEvent], SandboxState] = MappingP
         (_S.STOPPED, _E.START): _S.CREATING,
         (_S.STOPPED, _E.DELETE): _S.DELETING,
         (_S.STOPPED, _E.LOSE): _S.LOST,
+        (_S.STOPPED, _E.FAIL): _S.FAILED,
         (_S.DELETING, _E.DELETED): _S.DELETED,
         (_S.DELETING, _E.FAIL): _S.FAILED,
         (_S.DELETING, _E.LOSE): _S.LOST,

@@ -5,6 +5,9 @@
   handshake, ping, create, stop, start, remove, inspect and list. It mirrors the real agent's
   answers (idempotent create, `AlreadyExists` on a different spec, `SandboxNotFound` for unknown
   ids, `ProtocolError` on a version mismatch) and answers anything else with `BadRequest`.
+  Its creates can take a realistic time: a start latency (fixed, or drawn per sandbox from a
+  `LatencyDistribution` such as `LognormalLatency`) behind an engine that begins at most
+  `engine_rate` creates per second; each create's timing is kept in `FakeAgent.starts`.
 - `open_fake_cluster` connects a `Cluster` to several fake agents over memory streams.
 
 Everything runs on anyio, so under asyncio and trio alike.
@@ -12,12 +15,15 @@ Everything runs on anyio, so under asyncio and trio alike.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import itertools
 import math
+import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import AsyncExitStack, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -68,6 +74,9 @@ from ._scheduler import Scheduler
 __all__ = [
     "FakeAgent",
     "FakeCluster",
+    "FakeStart",
+    "LatencyDistribution",
+    "LognormalLatency",
     "MemoryByteStream",
     "StartLatency",
     "memory_stream_pair",
@@ -76,11 +85,95 @@ __all__ = [
 
 M = TypeVar("M", bound=ClientMessage)
 
-StartLatency = float | Callable[[str], Awaitable[None]] | None
-"""How long a fake create takes: seconds, or an async callable given the sandbox id."""
-
 FAKE_AGENT_VERSION = "fake"
 _MIN_MEMORY = 6 << 20  # the real engine's minimum, mirrored so specs fail alike
+
+
+# ---------------------------------------------------------------------------- start latency
+
+
+class LatencyDistribution(abc.ABC):
+    """Start latencies drawn per sandbox id: the same id (and seed) always draws the same value.
+
+    Drawing by id rather than from a shared random stream keeps a run reproducible however
+    the event loop happens to order the creates.
+    """
+
+    @abc.abstractmethod
+    def sample(self, key: str) -> float:
+        """The latency in seconds (>= 0) for the sandbox `key`."""
+
+
+class LognormalLatency(LatencyDistribution):
+    """Lognormal start latencies: `median` seconds times ``exp(sigma * z)``, z standard normal.
+
+    `sigma` sets the tail: 0 is a fixed latency; 0.5 puts p99 at about 3.2x the median and the
+    largest of 16,000 draws near 7x. Draws are clipped to [`minimum`, `maximum`]. `seed` picks
+    an independent set of draws.
+    """
+
+    def __init__(
+        self,
+        median: float,
+        sigma: float,
+        *,
+        seed: int = 0,
+        minimum: float = 0.0,
+        maximum: float = math.inf,
+    ) -> None:
+        if not (math.isfinite(median) and median > 0):
+            raise BadRequest(f"median latency must be a positive number of seconds, got {median}")
+        if not (math.isfinite(sigma) and sigma >= 0):
+            raise BadRequest(f"sigma must be a finite number >= 0, got {sigma}")
+        if not (0 <= minimum <= maximum) or math.isnan(maximum):
+            raise BadRequest(
+                f"latency bounds must satisfy 0 <= minimum <= maximum, got [{minimum}, {maximum}]"
+            )
+        self.median = median
+        self.sigma = sigma
+        self.seed = seed
+        self.minimum = minimum
+        self.maximum = maximum
+        self._normal = statistics.NormalDist()
+
+    def sample(self, key: str) -> float:
+        """The latency for sandbox `key`: a fixed draw for each (seed, key)."""
+        digest = hashlib.blake2b(f"{self.seed}\0{key}".encode(), digest_size=8).digest()
+        u = ((int.from_bytes(digest, "big") >> 11) + 0.5) / (1 << 53)  # uniform in (0, 1)
+        return self.quantile(u)
+
+    def quantile(self, q: float) -> float:
+        """The latency below which a fraction `q` (0 < q < 1) of draws fall, after clipping."""
+        value = self.median * math.exp(self.sigma * self._normal.inv_cdf(q))
+        return min(max(value, self.minimum), self.maximum)
+
+    def __repr__(self) -> str:
+        return (
+            f"LognormalLatency(median={self.median:g}, sigma={self.sigma:g}, seed={self.seed},"
+            f" minimum={self.minimum:g}, maximum={self.maximum:g})"
+        )
+
+
+StartLatency = float | LatencyDistribution | Callable[[str], Awaitable[None]] | None
+"""How long a fake create takes: seconds, a `LatencyDistribution` drawn per sandbox id, or an
+async callable given the sandbox id (the create waits for it)."""
+
+
+@dataclass(frozen=True, slots=True)
+class FakeStart:
+    """How one fake create spent its time, in seconds of anyio's clock.
+
+    `began` is the clock's time when the create reached the engine (after its checks);
+    `engine_wait` is the wait for the engine's turn (see `FakeAgent`'s `engine_rate`) and
+    `latency` the start latency after it (fixed, drawn, or as long as the callable took);
+    together they are the delay the fake meant to add. `slept` is the time the create really
+    spent in both: more than the sum when the event loop is late to wake it.
+    """
+
+    began: float
+    engine_wait: float
+    latency: float
+    slept: float
 
 
 # ---------------------------------------------------------------------------- transport
@@ -133,8 +226,18 @@ class FakeAgent:
 
     `received` lists every message decoded from clients, in order (the `Hello` included), so
     tests can check what a client sent. `protocol` is the version the fake claims in its
-    `Welcome` (set it to another value to test a mismatch). `start_latency` delays every create,
-    and creates of images in `fail_images` fail with `ImageNotFound`.
+    `Welcome` (set it to another value to test a mismatch). Creates of images in `fail_images`
+    fail with `ImageNotFound`.
+
+    Start timing (both off by default, when a create answers at once):
+    - `start_latency` delays every new create (see `StartLatency`): a number of seconds, a
+      `LatencyDistribution` drawn per sandbox id, or an async callable.
+    - `engine_rate` caps this host's engine: it begins at most that many creates per second,
+      first come first served, each waiting its turn before its start latency runs (a real
+      engine tops out near 7 creates/s per host). Alone, a create takes its latency; many at
+      once finish at about `engine_rate` per second.
+
+    `starts` maps each sandbox id to the `FakeStart` of its latest create that made a sandbox.
     """
 
     def __init__(
@@ -147,7 +250,12 @@ class FakeAgent:
         protocol: int = PROTOCOL_VERSION,
         start_latency: StartLatency = None,
         fail_images: Collection[str] = (),
+        engine_rate: float | None = None,
     ) -> None:
+        if engine_rate is not None and not (math.isfinite(engine_rate) and engine_rate > 0):
+            raise BadRequest(
+                f"engine_rate must be a positive number of creates per second, got {engine_rate}"
+            )
         self.host_id = host_id
         self.cpus = cpus
         self.memory = memory
@@ -155,12 +263,15 @@ class FakeAgent:
         self.protocol = protocol
         self.start_latency = start_latency
         self.fail_images = frozenset(fail_images)
+        self.engine_rate = engine_rate
+        self.starts: dict[str, FakeStart] = {}
         self.sandboxes: dict[str, _Sandbox] = {}
         self.received: list[ClientMessage] = []
         self._arrived: anyio.Event | None = None  # made lazily: needs a running event loop
         self._streams: set[ByteStream] = set()
         self._owner_connections: dict[str, int] = {}
         self._container_ids = itertools.count(1)
+        self._engine_next = -math.inf  # anyio clock time of the engine's next free turn
 
     # ------------------------------------------------------------------ observing
 
@@ -358,10 +469,7 @@ class FakeAgent:
                 f"image {spec.image!r} is not on this host and the pull policy is 'never'",
                 image=spec.image,
             )
-        if callable(self.start_latency):
-            await self.start_latency(sandbox_id)
-        elif self.start_latency:
-            await anyio.sleep(self.start_latency)
+        start = await self._start_delay(sandbox_id)
         existing = self._existing(sandbox_id, spec)  # a concurrent create may have won
         if existing is not None:
             return existing
@@ -377,7 +485,33 @@ class FakeAgent:
             labels=dict(spec.labels),
         )
         self.sandboxes[sandbox_id] = _Sandbox(info, spec)
+        self.starts[sandbox_id] = start
         return _copy(info)
+
+    async def _start_delay(self, sandbox_id: str) -> FakeStart:
+        """Wait for the engine's turn, then the start latency; return how the time went."""
+        latency = self.start_latency
+        began = anyio.current_time()
+        if not latency and self.engine_rate is None:
+            return FakeStart(began, engine_wait=0.0, latency=0.0, slept=0.0)  # no checkpoint
+        engine_wait = 0.0
+        if self.engine_rate is not None:
+            turn = max(began, self._engine_next)
+            self._engine_next = turn + 1 / self.engine_rate
+            engine_wait = turn - began
+        if isinstance(latency, LatencyDistribution):
+            drawn = latency.sample(sandbox_id)
+        elif callable(latency):
+            if engine_wait:
+                await anyio.sleep_until(began + engine_wait)
+            called = anyio.current_time()
+            await latency(sandbox_id)
+            ended = anyio.current_time()
+            return FakeStart(began, engine_wait, latency=ended - called, slept=ended - began)
+        else:
+            drawn = latency or 0.0
+        await anyio.sleep_until(began + engine_wait + drawn)
+        return FakeStart(began, engine_wait, latency=drawn, slept=anyio.current_time() - began)
 
     def _existing(self, sandbox_id: str, spec: SandboxSpec) -> SandboxInfo | None:
         sandbox = self.sandboxes.get(sandbox_id)
@@ -462,6 +596,7 @@ async def open_fake_cluster(
     )
     cluster = FakeCluster(owner, scheduler)
     async with anyio.create_task_group() as tg:
+        cluster._tg = tg  # the cluster's background work (warm pools' refills) runs here
         try:
             async with AsyncExitStack() as stack:
                 for index in range(n_hosts):

@@ -2,58 +2,117 @@
 
 async with Sandbox(SandboxConfig(image="python:3.11")) as sb:
     r = await sb.arun("echo hello")
+
+``from rock_sdk import make`` gives `rock_sdk.envs.make`, imported on first use so that
+``import rock_sdk`` alone does not load gymnasium.
 """
 
+from typing import TYPE_CHECKING as _TYPE_CHECKING
+from typing import Any as _Any
+
 from rock_core import (
+    AgentNotInstalled,
     AlreadyExists,
+    AuthenticationFailed,
     BadRequest,
     CapacityError,
+    ClusterStatistics,
     CommandFailed,
     FileNotFound,
+    HostKeyMismatch,
+    HostUnavailable,
+    HostUnreachable,
     IllegalTransition,
     ImageNotFound,
     NotFound,
+    PoolStatistics,
     ProtocolError,
     RockError,
     SandboxFailed,
+    SandboxLost,
     SandboxNotFound,
     SandboxState,
     SessionClosed,
     SessionNotFound,
+    SshOptions,
     TimedOut,
     TransportError,
-    open_cluster,
+)
+from rock_core._ports import PortForward
+from rock_core._protocol import (
+    NO_LIMIT,
+    ImageInfo,
+    ImageReport,
+    PruneResult,
+    SandboxDeadlines,
+    SandboxStats,
 )
 
+from ._bulk import CreateFailure, CreateManyResult, CreateProgress
+from ._cluster import SandboxCluster, open_cluster
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
+from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
 from ._sandbox import Sandbox, SandboxStatus
 
+if _TYPE_CHECKING:
+    from .envs import make
+
 __all__ = [
+    "NO_LIMIT",
+    "AgentNotInstalled",
     "AlreadyExists",
+    "AuthenticationFailed",
     "BadRequest",
     "CapacityError",
+    "ClusterStatistics",
     "CommandFailed",
     "CommandResult",
+    "CreateFailure",
+    "CreateManyResult",
+    "CreateProgress",
     "ExecResult",
     "ExpectMatch",
     "FileNotFound",
+    "HostKeyMismatch",
+    "HostUnavailable",
+    "HostUnreachable",
     "IllegalTransition",
+    "ImageInfo",
     "ImageNotFound",
+    "ImageReport",
     "InteractiveProcess",
     "NotFound",
+    "Pool",
+    "PoolStatistics",
+    "PortForward",
     "ProtocolError",
+    "PruneResult",
     "RockError",
     "Sandbox",
+    "SandboxCluster",
     "SandboxConfig",
+    "SandboxDeadlines",
     "SandboxFailed",
+    "SandboxLost",
     "SandboxNotFound",
     "SandboxState",
+    "SandboxStats",
     "SandboxStatus",
     "SessionClosed",
     "SessionNotFound",
+    "SshOptions",
     "TimedOut",
     "TransportError",
+    "make",
     "open_cluster",
 ]
+
+
+def __getattr__(name: str) -> _Any:
+    if name == "make":
+        from .envs import make
+
+        return make
+    raise AttributeError(f"module 'rock_sdk' has no attribute {name!r}")

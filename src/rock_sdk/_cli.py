@@ -15,8 +15,12 @@ import anyio
 
 from rock_core import RockError, open_cluster
 
+from ._cli_host import add_host_parsers, host_handler
+from ._cli_lifecycle import add_lifecycle_parsers, lifecycle_handler
+from ._cli_pool import add_pool_parser, pool_handler
 from ._config import SandboxConfig
 from ._sandbox import Sandbox
+from .envs._cli import add_env_parser, run_env
 
 EXIT_ERROR = 125  # like `docker run`: the tool failed, not the command
 
@@ -47,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     rm.add_argument("ids", nargs="+")
 
     sub.add_parser("version", help="print the version")
+    add_env_parser(sub)
+    add_host_parsers(sub)
+    add_lifecycle_parsers(sub)
+    add_pool_parser(sub)
     return parser
 
 
@@ -140,7 +148,14 @@ def main(argv: list[str] | None = None) -> int:
 
         print(AGENT_VERSION)
         return 0
-    handler = {"run": _run, "ps": _ps, "rm": _rm}[args.command]
+    if args.command == "env":
+        return run_env(args)
+    handler = (
+        host_handler(args)
+        or pool_handler(args)
+        or lifecycle_handler(args)
+        or {"run": _run, "ps": _ps, "rm": _rm}[args.command]
+    )
     try:
         return anyio.run(handler, args)
     except RockError as exc:

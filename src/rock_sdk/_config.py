@@ -8,7 +8,7 @@ from typing import Literal
 import msgspec
 
 from rock_core._errors import BadRequest
-from rock_core._protocol import SandboxSpec
+from rock_core._protocol import SandboxSpec, check_limit, check_policy
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -34,6 +34,12 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     """A sandbox's image, limits and settings (names follow ROCK's `SandboxConfig`).
 
     Defaults are safe: 1 cpu, 1 GiB, at most 1024 processes, no network, no privileges.
+
+    Timeouts (seconds; None or ``math.inf``: no limit) are kept by the host's agent, so they
+    hold even when this program is gone: `idle_timeout` runs out after that long with no
+    request naming the sandbox (commands, files, sessions, status, `keepalive()`); `lifetime`
+    counts from its latest start; either then stops it (`on_expire="stop"`, files kept) or
+    deletes it (``"delete"``). `auto_delete_after` deletes it that long after any stop.
     """
 
     image: str = "python:3.11"
@@ -49,6 +55,10 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     pull: Literal["missing", "never", "always"] = "missing"
     sandbox_id: str | None = None
     startup_timeout: float | None = None
+    idle_timeout: float | None = None
+    lifetime: float | None = None
+    on_expire: Literal["stop", "delete"] = "stop"
+    auto_delete_after: float | None = None
 
     def to_spec(self) -> SandboxSpec:
         """The wire spec, with every value checked."""
@@ -72,4 +82,8 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
             labels=dict(self.labels),
             pull=self.pull,
             user=self.user,
+            idle_timeout=check_limit("idle_timeout", self.idle_timeout),
+            lifetime=check_limit("lifetime", self.lifetime),
+            on_expire=check_policy(self.on_expire),
+            auto_delete_after=check_limit("auto_delete_after", self.auto_delete_after),
         )

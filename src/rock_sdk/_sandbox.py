@@ -6,35 +6,55 @@ With no cluster given, a `Sandbox` opens an embedded core with a local agent for
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
-from typing import TypeVar
+from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
 from rock_core._cluster import Cluster, SandboxRecord, open_cluster
 from rock_core._connection import raise_for_reply
-from rock_core._errors import BadRequest, CommandFailed
+from rock_core._errors import (
+    AlreadyExists,
+    BadRequest,
+    CommandFailed,
+    RockError,
+    SessionNotFound,
+)
+from rock_core._ports import PortForward, open_port_forward
 from rock_core._protocol import (
     CloseSession,
     CommandReply,
+    CommitSandbox,
     CreateSession,
+    DeadlinesReply,
     Done,
     ExecReply,
     Execute,
     FileReply,
     FileStat,
+    ImageInfo,
+    ImageReply,
+    Keepalive,
     Output,
     ReadFile,
+    ReadStats,
     Reply,
     Request,
     RunCommand,
+    SandboxDeadlines,
     SandboxInfo,
+    SandboxStats,
+    SetTimeouts,
+    StatsReply,
     WriteFile,
+    check_limit,
+    check_policy,
 )
+from rock_core._protocol import CommandResult as WireCommandResult
 from rock_core._states import SandboxState, Transition
 
 from . import _transfer
@@ -48,8 +68,20 @@ DEFAULT_SESSION = "default"
 DEFAULT_OUTPUT_LIMIT = 1 << 20
 
 
+@runtime_checkable
+class _HasCore(Protocol):
+    """An SDK cluster: anything that wraps a core `Cluster` as `core`."""
+
+    @property
+    def core(self) -> Cluster: ...
+
+
 class SandboxStatus:
-    """A snapshot of a sandbox: its state, host, container and full state history."""
+    """A snapshot of a sandbox: its state, host, container, deadlines and full state history.
+
+    `deadlines` holds its timeouts and when each runs out (unix times; see `SandboxDeadlines`),
+    as its agent keeps them; None once it is deleted or when its agent predates timeouts.
+    """
 
     def __init__(self, record: SandboxRecord, info: SandboxInfo | None) -> None:
         self.sandbox_id = record.sandbox_id
@@ -59,6 +91,7 @@ class SandboxStatus:
         self.info = info
         self.sessions: list[str] = list(info.sessions) if info else []
         self.image = record.spec.image
+        self.deadlines: SandboxDeadlines | None = info.deadlines if info else None
 
     @property
     def is_running(self) -> bool:
@@ -76,16 +109,25 @@ class Sandbox:
         self,
         config: SandboxConfig | None = None,
         *,
-        cluster: Cluster | None = None,
+        cluster: Cluster | _HasCore | None = None,
         sandbox_id: str | None = None,
     ) -> None:
         self.config = config or SandboxConfig()
         self._spec = self.config.to_spec()
-        self._cluster = cluster
+        self._cluster = cluster.core if isinstance(cluster, _HasCore) else cluster
         self._requested_id = sandbox_id or self.config.sandbox_id
         self._record: SandboxRecord | None = None
         self._stack: AsyncExitStack | None = None
         self._sessions: set[str] = set()
+
+    @classmethod
+    def attach(cls, cluster: Cluster, sandbox_id: str) -> Sandbox:
+        """A `Sandbox` for a sandbox `cluster` already holds (for example one it adopted)."""
+        record = cluster.record(sandbox_id)
+        sandbox = cls(SandboxConfig(image=record.spec.image), cluster=cluster)
+        sandbox._spec = record.spec
+        sandbox._record = record
+        return sandbox
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -97,6 +139,13 @@ class Sandbox:
                 return self._requested_id
             raise BadRequest("the sandbox has not been started")
         return self._record.sandbox_id
+
+    @property
+    def state(self) -> SandboxState:
+        """The core's current view of the sandbox's state (no call to the agent)."""
+        if self._record is None:
+            return SandboxState.PENDING
+        return self._record.state
 
     @property
     def cluster(self) -> Cluster:
@@ -179,6 +228,56 @@ class Sandbox:
             info = await self.cluster.inspect(record.sandbox_id)
         return SandboxStatus(record, info)
 
+    async def keepalive(self) -> SandboxDeadlines:
+        """Count as a use now: the idle timeout runs again from this moment."""
+        reply = await self._timeouts_call(Keepalive(id=self._next_id(), sandbox_id=self.sandbox_id))
+        return reply.deadlines
+
+    async def set_timeouts(
+        self,
+        *,
+        idle_timeout: float | None = None,
+        lifetime: float | None = None,
+        on_expire: Literal["stop", "delete"] | None = None,
+        auto_delete_after: float | None = None,
+    ) -> SandboxDeadlines:
+        """Change the sandbox's timeouts while it exists; returns its deadlines now.
+
+        None leaves a value as it is; ``math.inf`` removes that limit. A deadline moved into
+        the past acts within about a second.
+        """
+        for name, value in (
+            ("idle_timeout", idle_timeout),
+            ("lifetime", lifetime),
+            ("auto_delete_after", auto_delete_after),
+        ):
+            if value is not None:
+                check_limit(name, value)
+        reply = await self._timeouts_call(
+            SetTimeouts(
+                id=self._next_id(),
+                sandbox_id=self.sandbox_id,
+                idle_timeout=idle_timeout,
+                lifetime=lifetime,
+                on_expire="" if on_expire is None else check_policy(on_expire),
+                auto_delete_after=auto_delete_after,
+            )
+        )
+        return reply.deadlines
+
+    async def _timeouts_call(self, request: Request) -> DeadlinesReply:
+        record = self._require_record()
+        welcome = self.cluster.connection(self.sandbox_id).welcome
+        if "timeouts" not in welcome.capabilities:
+            raise BadRequest(
+                f"the agent of host {welcome.host_id} ({welcome.agent_version}) has no timeouts;"
+                " upgrade it"
+            )
+        reply = await self._call(request, DeadlinesReply)
+        if record.info is not None:
+            record.info.deadlines = reply.deadlines
+        return reply
+
     def _require_record(self) -> SandboxRecord:
         if self._record is None:
             raise BadRequest("the sandbox has not been started")
@@ -235,6 +334,41 @@ class Sandbox:
         With `check`, a non-zero exit raises `CommandFailed` carrying the result.
         """
         name = await self._session_for(session)
+        try:
+            wire, streamed = await self._run(
+                cmd, name, timeout, idle_timeout, output_limit, on_output
+            )
+        except SessionNotFound:
+            if session is not None:
+                raise
+            # The default session is gone (its agent restarted): the command never ran, so
+            # open the session again and run it there.
+            self._sessions.discard(name)
+            name = await self._session_for(None)
+            wire, streamed = await self._run(
+                cmd, name, timeout, idle_timeout, output_limit, on_output
+            )
+        result = CommandResult.from_wire(wire, bytes(streamed) if on_output else None)
+        if result.session_closed:
+            self._sessions.discard(name)
+        if check and not result.ok:
+            why = (
+                "timed out"
+                if result.timed_out or result.idle_timed_out
+                else f"exited {result.exit_code}"
+            )
+            raise CommandFailed(f"command {cmd!r} {why}", result=result, exit_code=result.exit_code)
+        return result
+
+    async def _run(
+        self,
+        cmd: str,
+        name: str,
+        timeout: float | None,
+        idle_timeout: float | None,
+        output_limit: int,
+        on_output: Callable[[bytes], Awaitable[None] | None] | None,
+    ) -> tuple[WireCommandResult, bytearray]:
         request = RunCommand(
             id=self._next_id(),
             sandbox_id=self.sandbox_id,
@@ -259,22 +393,15 @@ class Sandbox:
                 elif isinstance(message, Reply):
                     wire = raise_for_reply(message, CommandReply, request).result
         assert wire is not None
-        result = CommandResult.from_wire(wire, bytes(streamed) if on_output else None)
-        if result.session_closed:
-            self._sessions.discard(name)
-        if check and not result.ok:
-            why = (
-                "timed out"
-                if result.timed_out or result.idle_timed_out
-                else f"exited {result.exit_code}"
-            )
-            raise CommandFailed(f"command {cmd!r} {why}", result=result, exit_code=result.exit_code)
-        return result
+        return wire, streamed
 
     async def _session_for(self, session: str | None) -> str:
         name = session or DEFAULT_SESSION
         if session is None and name not in self._sessions:
-            await self.create_session(name)
+            try:
+                await self.create_session(name)
+            except AlreadyExists:
+                self._sessions.add(name)  # an adopted sandbox whose agent kept it
         return name
 
     async def start_interactive(
@@ -371,6 +498,77 @@ class Sandbox:
         self._require_record()
         conn = self.cluster.connection(self.sandbox_id)
         return await _transfer.download(conn, self.sandbox_id, remote, Path(local))
+
+    # ------------------------------------------------------------------ images, stats, ports
+
+    async def commit(
+        self,
+        image: str,
+        *,
+        message: str = "",
+        changes: Sequence[str] = (),
+        pause: bool = True,
+    ) -> ImageInfo:
+        """Save the sandbox's file system as image `image` (``name:tag``) on its host.
+
+        A new sandbox can then start from it (``SandboxConfig(image=image)``). `changes` are
+        Dockerfile instructions for the image's config (``"ENV A=1"``, ``"WORKDIR /app"``);
+        `pause` freezes the sandbox's processes while the image is written.
+        """
+        if isinstance(changes, str):
+            raise BadRequest("changes takes a list of Dockerfile instructions, not one string")
+        reply = await self._call(
+            CommitSandbox(
+                id=self._next_id(),
+                sandbox_id=self.sandbox_id,
+                image=image,
+                message=message,
+                changes=list(changes),
+                pause=pause,
+            ),
+            ImageReply,
+        )
+        return reply.image
+
+    async def stats(self) -> SandboxStats:
+        """Live resource use: cpu (percent over about a second, and seconds), memory, pids.
+
+        Takes one to two seconds: the engine compares two samples about a second apart.
+        """
+        reply = await self._call(
+            ReadStats(id=self._next_id(), sandbox_id=self.sandbox_id), StatsReply
+        )
+        return reply.stats
+
+    @asynccontextmanager
+    async def expose_port(
+        self,
+        port: int,
+        *,
+        local_port: int = 0,
+        local_host: str = "127.0.0.1",
+        address: str = "127.0.0.1",
+        on_error: Callable[[RockError], object] | None = None,
+    ) -> AsyncIterator[PortForward]:
+        """Make `port` of the sandbox reachable at a local address while the block runs.
+
+        ``async with sb.expose_port(8000) as (host, port):`` then connect to ``host:port``.
+        Every connection is carried through the agent link into the sandbox (it needs no
+        network); a failed one is reset, and its error is kept in the forward's `errors` and
+        given to `on_error`.
+        """
+        self._require_record()
+        conn = self.cluster.connection(self.sandbox_id)
+        async with open_port_forward(
+            conn,
+            self.sandbox_id,
+            port,
+            local_host=local_host,
+            local_port=local_port,
+            address=address,
+            on_error=on_error,
+        ) as forward:
+            yield forward
 
     def __repr__(self) -> str:
         state = self._record.state.value if self._record else "not started"

@@ -56,6 +56,23 @@ V1_TAGS = {
     "file": "FileReply",
     "transferred": "TransferReply",
     "error": "ErrorReply",
+    # Images, commit, stats and ports.
+    "images_list": "ListImages",
+    "image_warm": "WarmImage",
+    "images_prune": "PruneImages",
+    "commit": "CommitSandbox",
+    "stats": "ReadStats",
+    "forward": "ForwardPort",
+    "images": "ImageListReply",
+    "image": "ImageReply",
+    "pruned": "PruneReply",
+    "stats_result": "StatsReply",
+    "forwarded": "ForwardReply",
+    # Timeouts and lifecycle events.
+    "timeouts": "SetTimeouts",
+    "keepalive": "Keepalive",
+    "deadlines": "DeadlinesReply",
+    "changed": "SandboxChanged",
 }
 
 
@@ -172,6 +189,15 @@ def test_nested_spec_without_newer_fields_decodes_with_defaults() -> None:
     )
 
 
+def _sent_fields(decoded: object, sent: object) -> object:
+    """`decoded` cut down to the fields the old peer sent (new fields have defaults)."""
+    if isinstance(decoded, dict) and isinstance(sent, dict):
+        return {k: _sent_fields(decoded[k], v) for k, v in sent.items() if k in decoded}
+    if isinstance(decoded, list) and isinstance(sent, list) and len(decoded) == len(sent):
+        return [_sent_fields(d, v) for d, v in zip(decoded, sent, strict=True)]
+    return decoded
+
+
 def _fixture() -> list[bytes]:
     payloads = msgspec.msgpack.decode(FIXTURE.read_bytes(), type=list[bytes])
     assert payloads, "the v1 fixture is empty"
@@ -197,4 +223,4 @@ def test_v1_messages_still_decode(index: int) -> None:
         # Every field the v1 peer sent still means the same value.
         decoded = msgspec.to_builtins(message, builtin_types=(bytes,))
         for key, value in raw.items():
-            assert decoded[key] == value, (expected, key)
+            assert _sent_fields(decoded[key], value) == value, (expected, key)

@@ -37,3 +37,18 @@ def test_vector_example_rolls_out_64_games(backend: str) -> None:
     output = _run("games_vector.py", backend)
     assert output.startswith("64 envs x 60 steps:")
     assert "episodes finished" in output
+
+
+def test_chat_example_wins_by_binary_search() -> None:
+    output = _run("env_chat.py")
+    assert output.startswith("   system: You play number games.\n     user: You are playing")
+    assert output.endswith("reward 1.0 after 5 replies\n")
+
+
+def test_hub_example_registers_lists_makes_and_deletes() -> None:
+    output = _run("env_hub.py")
+    assert "tagged games: ['sokoban-long']" in output
+    assert "hub:sokoban-long -> SokobanEnv, max_turns=80" in output
+    assert "hub:hello-file -> TaskEnv, max_turns=3" in output
+    assert "did you mean 'sokoban-long'?" in output
+    assert output.endswith("left: ['hello-file']\n")

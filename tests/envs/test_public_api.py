@@ -17,6 +17,8 @@ def test_all_names_exist_and_nothing_private_is_exported() -> None:
     required = {
         "Env", "make", "register", "list_envs", "registry", "EnvSpec",
         "SyncVectorEnv", "AsyncVectorEnv", "ProcessVectorEnv",
+        "TaskSpec", "TaskEnv", "RemoteEnv", "ChatEnv", "SandboxFactory", "ColdStart",
+        "Hub", "HubSpec",
     }  # fmt: skip
     assert required <= set(envs.__all__)
 

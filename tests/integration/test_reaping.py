@@ -85,6 +85,8 @@ def test_owner_killed_its_sandboxes_are_reaped(docker_engine: None) -> None:
 def test_owner_and_agent_killed_next_agent_reaps(docker_engine: None) -> None:
     proc, sandbox_id = start_owner()
     agent = agent_of(proc.pid)
+    # Freeze the owner first: it would reconnect to a new agent when its agent dies.
+    proc.send_signal(signal.SIGSTOP)
     os.kill(agent, signal.SIGKILL)
     proc.send_signal(signal.SIGKILL)
     proc.wait()

@@ -12,10 +12,16 @@ import random
 import string
 from typing import Any
 
-import gymnasium
-from gymnasium import spaces
-
 from rock_core._errors import BadRequest
+
+try:
+    import gymnasium
+    from gymnasium import spaces
+except ModuleNotFoundError as missing:  # only in a sandbox's bare python3 (see `_nogym`)
+    if missing.name != "gymnasium":
+        raise
+    from . import _nogym as gymnasium  # type: ignore[no-redef]
+    from ._nogym import spaces  # type: ignore[no-redef]
 
 __all__ = ["MAX_TEXT_LENGTH", "TEXT_CHARSET", "Env", "ResetResult", "StepResult", "text_space"]
 

@@ -22,7 +22,7 @@ from rock_core._errors import AlreadyExists, BadRequest, NotFound
 
 from ._env import Env
 
-__all__ = ["EnvSpec", "Registry", "list_envs", "make", "register", "registry"]
+__all__ = ["EnvSpec", "Registry", "list_envs", "register", "registry"]
 
 EntryPoint = Callable[..., Env] | str
 
@@ -34,6 +34,9 @@ class EnvSpec:
     id: str
     entry_point: EntryPoint
     kwargs: Mapping[str, Any] = field(default_factory=dict)
+    #: The image the environment runs in by default (a sandbox via `RemoteEnv`); empty: in
+    #: this process. Set by specs from the hub; ``register`` makes in-process specs.
+    image: str = ""
 
     def load(self) -> Callable[..., Env]:
         """The callable behind the entry point, importing it if it is a string."""
@@ -135,11 +138,6 @@ registry = Registry()
 def register(env_id: str, entry_point: EntryPoint, **defaults: Any) -> EnvSpec:
     """Register `env_id` in the global registry; see `Registry.register`."""
     return registry.register(env_id, entry_point, **defaults)
-
-
-def make(env_id: str, **kwargs: Any) -> Env:
-    """Build a registered environment; call-time `kwargs` override the registered defaults."""
-    return registry.make(env_id, **kwargs)
 
 
 def list_envs(prefix: str = "") -> list[str]:

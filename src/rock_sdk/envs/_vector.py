@@ -2,7 +2,8 @@
 
 Rules:
 - A vector env is built from a list of ids, or from one id and ``num_envs``; extra keyword
-  arguments go to every environment's `make`.
+  arguments go to every environment's `make` (so ``sandbox=`` and ``cluster=`` work, and
+  ``hub:NAME`` ids).
 - ``reset(seed=s)`` seeds environment ``i`` with ``s + i`` (``i`` its index in the vector,
   also when only some indices are reset); a list gives one seed per reset environment.
 - ``step(actions, indices=None)`` steps every environment, or only those at ``indices``
@@ -15,12 +16,15 @@ from __future__ import annotations
 
 import operator
 from collections.abc import Sequence
-from typing import Any
+from types import TracebackType
+from typing import Any, ClassVar, Self
 
 from rock_core._errors import BadRequest
 
-from ._autoreset import AutoresetMode, Transition
-from ._registry import EnvSpec, registry
+from ._autoreset import AutoresetMode, Slot, Transition
+from ._env import Env
+from ._make import build, resolve
+from ._registry import EnvSpec
 
 __all__ = ["SeedArg", "VectorEnv", "VectorReset", "VectorStep"]
 
@@ -36,6 +40,9 @@ SeedArg = int | Sequence[int | None] | None
 
 class VectorEnv:
     """Shared construction and argument checks of the vector envs (not used directly)."""
+
+    #: Whether the environments live in this process (built here into `envs`).
+    _in_process: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -71,8 +78,44 @@ class VectorEnv:
         #: When a finished environment is reset (see `AutoresetMode`).
         self.autoreset_mode = mode
         #: The registry spec of each environment, by index (checked when built).
-        self.specs: list[EnvSpec] = [registry.spec(env_id) for env_id in ids]
+        self.specs: list[EnvSpec] = [resolve(env_id) for env_id in ids]
         self._env_kwargs = env_kwargs
+        #: The environments, by index (empty when they live in other processes).
+        self.envs: list[Env] = (
+            [build(spec, **env_kwargs) for spec in self.specs] if self._in_process else []
+        )
+        self._slots = [Slot(self.autoreset_mode) for _ in self.envs]
+
+    def close(self) -> None:
+        """Close every environment."""
+        for env in self.envs:
+            env.close()
+
+    async def aclose(self) -> None:
+        """Async twin of `close`."""
+        self.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
 
     def _indices(self, indices: Sequence[int] | None) -> list[int]:
         if indices is None:

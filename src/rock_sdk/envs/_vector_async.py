@@ -13,14 +13,14 @@ Rules:
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from functools import partial
-from types import TracebackType
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import anyio
 
-from ._autoreset import AutoresetMode, Slot, arun_plan
+from ._autoreset import arun_plan
 from ._env import Env
 from ._vector import SeedArg, VectorEnv, VectorReset, VectorStep
 
@@ -36,19 +36,10 @@ class AsyncVectorEnv(VectorEnv):
     see `VectorEnv` for seeds and indices and `AutoresetMode` for autoreset.
     """
 
-    def __init__(
-        self,
-        env_ids: str | Sequence[str],
-        num_envs: int | None = None,
-        *,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
-        **env_kwargs: Any,
-    ) -> None:
-        super().__init__(env_ids, num_envs, autoreset_mode=autoreset_mode, **env_kwargs)
-        #: The environments, by index.
-        self.envs: list[Env] = [spec.make(**env_kwargs) for spec in self.specs]
-        self._slots = [Slot(self.autoreset_mode) for _ in self.envs]
-        self._waits = [_overrides_a_twin(env) for env in self.envs]
+    @functools.cached_property
+    def _waits(self) -> list[bool]:
+        """Per environment: whether it overrides an async twin (and so gets a task)."""
+        return [_overrides_a_twin(env) for env in self.envs]
 
     async def areset(
         self, seed: SeedArg = None, indices: Sequence[int] | None = None
@@ -73,17 +64,6 @@ class AsyncVectorEnv(VectorEnv):
     async def aclose(self) -> None:
         """Close every environment, concurrently."""
         await self._gather([(env.aclose, index) for index, env in enumerate(self.envs)])
-
-    async def __aenter__(self) -> AsyncVectorEnv:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
     async def _gather(self, jobs: Sequence[tuple[Callable[[], Awaitable[T]], int]]) -> list[T]:
         """Await each (job, env index); results in order, or the lowest position's error."""

@@ -27,7 +27,6 @@ import weakref
 from collections.abc import Iterable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from types import TracebackType
 from typing import Any, NoReturn
 
 import anyio.to_thread
@@ -36,6 +35,7 @@ from rock_core._errors import BadRequest, RockError, TransportError
 
 from ._autoreset import AutoresetMode, Slot, Transition, run_plan
 from ._env import Env
+from ._make import build
 from ._registry import EnvSpec
 from ._vector import SeedArg, VectorEnv, VectorReset, VectorStep
 
@@ -52,6 +52,8 @@ class ProcessVectorEnv(VectorEnv):
     from several threads wait for each other. The async twins run the blocking call in a
     worker thread, so an event loop stays responsive.
     """
+
+    _in_process = False
 
     def __init__(
         self,
@@ -144,17 +146,6 @@ class ProcessVectorEnv(VectorEnv):
         """Async twin of `close`, waiting in a thread."""
         await anyio.to_thread.run_sync(self.close)
 
-    def __enter__(self) -> ProcessVectorEnv:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()
-
     def _run(self, command: str, calls: Sequence[tuple[int, Any]]) -> list[Transition]:
         by_worker: dict[int, list[tuple[int, Any]]] = {}
         for index, argument in calls:
@@ -233,7 +224,7 @@ def _worker_main(
     try:
         try:
             for index, spec, kwargs in assigned:
-                envs[index] = spec.make(**kwargs)
+                envs[index] = build(spec, **kwargs)
         except Exception as exc:
             conn.send(("error", _portable(exc)))
             return

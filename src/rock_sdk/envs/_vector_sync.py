@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from types import TracebackType
-from typing import Any
 
-from ._autoreset import AutoresetMode, Slot, run_plan
-from ._env import Env
+from ._autoreset import run_plan
 from ._vector import SeedArg, VectorEnv, VectorReset, VectorStep
 
 __all__ = ["SyncVectorEnv"]
@@ -19,19 +16,6 @@ class SyncVectorEnv(VectorEnv):
     ``with SyncVectorEnv("game:Sudoku-v0-easy", 8) as envs: ...`` closes them on exit. The
     async twins (`areset`, `astep`, `aclose`) just call the synchronous methods.
     """
-
-    def __init__(
-        self,
-        env_ids: str | Sequence[str],
-        num_envs: int | None = None,
-        *,
-        autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
-        **env_kwargs: Any,
-    ) -> None:
-        super().__init__(env_ids, num_envs, autoreset_mode=autoreset_mode, **env_kwargs)
-        #: The environments, by index.
-        self.envs: list[Env] = [spec.make(**env_kwargs) for spec in self.specs]
-        self._slots = [Slot(self.autoreset_mode) for _ in self.envs]
 
     def reset(self, seed: SeedArg = None, indices: Sequence[int] | None = None) -> VectorReset:
         """Reset every environment (or those at `indices`); seeds as `VectorEnv` says."""
@@ -51,11 +35,6 @@ class SyncVectorEnv(VectorEnv):
             ]
         )
 
-    def close(self) -> None:
-        """Close every environment."""
-        for env in self.envs:
-            env.close()
-
     async def areset(
         self, seed: SeedArg = None, indices: Sequence[int] | None = None
     ) -> VectorReset:
@@ -67,18 +46,3 @@ class SyncVectorEnv(VectorEnv):
     ) -> VectorStep:
         """Async twin of `step`."""
         return self.step(actions, indices)
-
-    async def aclose(self) -> None:
-        """Async twin of `close`."""
-        self.close()
-
-    def __enter__(self) -> SyncVectorEnv:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.close()

@@ -1,0 +1,98 @@
+"""Owner leases: how long an agent keeps the sandboxes of an owner it no longer hears from.
+
+Rules (plain synchronous code; the caller passes `now`, a monotonic time in seconds):
+- Every owner with sandboxes on this host holds a lease. While the owner has a connection
+  open, its lease cannot expire; each message renews it to `now + lease`.
+- When the owner's last connection ends, the lease runs from its last renewal. An owner that
+  reconnects before it ends finds its sandboxes as it left them (and may adopt them again).
+- An owner first seen through its containers' labels (the agent restarted, or the owner never
+  connected to this agent process) gets a full lease from the moment it is seen.
+- `expired(now)` names the owners whose lease ended; the agent removes their sandboxes and
+  then `forget`s them.
+"""
+
+from __future__ import annotations
+
+
+class _Lease:
+    __slots__ = ("connections", "deadline", "length")
+
+    def __init__(self, length: float, deadline: float) -> None:
+        self.length = length
+        self.deadline = deadline
+        self.connections = 0
+
+
+class Leases:
+    """The lease of every owner this agent knows."""
+
+    def __init__(self, default: float = 60.0, *, minimum: float = 1.0, maximum: float = 86400.0):
+        self.default = default
+        self.minimum = minimum
+        self.maximum = maximum
+        self._leases: dict[str, _Lease] = {}
+
+    def grant(self, requested: float) -> float:
+        """The lease length an owner gets when it asks for `requested` seconds (0: default)."""
+        if requested <= 0:
+            return self.default
+        return min(max(requested, self.minimum), self.maximum)
+
+    def connect(self, owner: str, now: float, requested: float = 0.0) -> float:
+        """A connection of `owner` opened; return the lease length granted."""
+        length = self.grant(requested)
+        lease = self._leases.get(owner)
+        if lease is None:
+            lease = self._leases[owner] = _Lease(length, now + length)
+        lease.length = length
+        lease.deadline = now + length
+        lease.connections += 1
+        return length
+
+    def renew(self, owner: str, now: float) -> None:
+        """The owner said something: its lease runs from now."""
+        lease = self._leases.get(owner)
+        if lease is not None:
+            lease.deadline = now + lease.length
+
+    def disconnect(self, owner: str, now: float) -> int:
+        """A connection of `owner` closed; return how many it still has open."""
+        lease = self._leases.get(owner)
+        if lease is None:
+            return 0
+        lease.connections = max(0, lease.connections - 1)
+        lease.deadline = now + lease.length
+        return lease.connections
+
+    def seen(self, owner: str, now: float) -> None:
+        """The owner has sandboxes here: give it a lease from now unless it holds one."""
+        if owner not in self._leases:
+            self._leases[owner] = _Lease(self.default, now + self.default)
+
+    def connected(self, owner: str) -> bool:
+        """True while the owner has a connection open."""
+        lease = self._leases.get(owner)
+        return lease is not None and lease.connections > 0
+
+    def deadline(self, owner: str) -> float | None:
+        """When the owner's lease ends, if it has one and no connection holds it open."""
+        lease = self._leases.get(owner)
+        if lease is None or lease.connections > 0:
+            return None
+        return lease.deadline
+
+    def expired(self, now: float) -> list[str]:
+        """Owners without a connection whose lease has ended, oldest deadline first."""
+        gone = [
+            (lease.deadline, owner)
+            for owner, lease in self._leases.items()
+            if lease.connections == 0 and lease.deadline <= now
+        ]
+        return [owner for _, owner in sorted(gone)]
+
+    def forget(self, owner: str) -> None:
+        """Drop an owner (its sandboxes are gone)."""
+        self._leases.pop(owner, None)
+
+    def __len__(self) -> int:
+        return len(self._leases)

@@ -1,0 +1,102 @@
+"""Images on every host of a cluster: list, warm (pre-pull) and prune, all hosts at once.
+
+Each function asks every connected agent concurrently and returns a result per host id. When
+some hosts fail, the others' work is still done (an image warmed there stays warm), and the
+error raised is the first failing host's error class, its message naming every failing host.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import TypeVar
+
+import anyio
+
+from ._cluster import Cluster
+from ._errors import RockError
+from ._ports import HostLink
+from ._protocol import (
+    ImageInfo,
+    ImageListReply,
+    ImageReply,
+    ImageReport,
+    ListImages,
+    PruneImages,
+    PruneReply,
+    PruneResult,
+    Reply,
+    Request,
+    WarmImage,
+)
+
+R = TypeVar("R", bound=Reply)
+
+
+async def on_every_host(
+    hosts: Mapping[str, HostLink],
+    make: Callable[[int], Request],
+    expect: type[R],
+) -> dict[str, R]:
+    """Send one request to every host at once; the replies by host id, or the failures raised.
+
+    A host whose link is down counts as failed (`HostUnavailable`).
+    """
+    replies: dict[str, R] = {}
+    failures: dict[str, RockError] = {}
+
+    async def ask(host_id: str, host: HostLink) -> None:
+        try:
+            conn = host.link()
+            replies[host_id] = await conn.call(make(conn.next_id()), expect)
+        except RockError as exc:
+            failures[host_id] = exc
+
+    async with anyio.create_task_group() as tg:
+        for host_id, host in hosts.items():
+            tg.start_soon(ask, host_id, host)
+    if failures:
+        first = next(host_id for host_id in hosts if host_id in failures)
+        message = "; ".join(f"host {h}: {failures[h]}" for h in hosts if h in failures)
+        error = type(failures[first])(message, **failures[first].details)
+        raise error from failures[first]
+    return {host_id: replies[host_id] for host_id in hosts}
+
+
+async def list_images(cluster: Cluster) -> dict[str, ImageReport]:
+    """The images of every host, most recently used first, with their disk use."""
+    replies = await on_every_host(cluster.hosts, lambda i: ListImages(id=i), ImageListReply)
+    return {host_id: reply.report for host_id, reply in replies.items()}
+
+
+async def warm_image(cluster: Cluster, image: str) -> dict[str, ImageInfo]:
+    """Make `image` present on every host (a quick no-op where it is); `ImageNotFound` if not."""
+    replies = await on_every_host(cluster.hosts, lambda i: WarmImage(id=i, image=image), ImageReply)
+    return {host_id: reply.image for host_id, reply in replies.items()}
+
+
+async def prune_images(
+    cluster: Cluster,
+    *,
+    max_bytes: int | None = None,
+    max_percent: float | None = None,
+    only: list[str] | None = None,
+    dry_run: bool = False,
+) -> dict[str, PruneResult]:
+    """On every host, remove least recently used unused images while images take over the limit.
+
+    Give exactly one limit: `max_bytes`, or `max_percent` of the capacity of the file system
+    holding the engine's data. `only` restricts candidates to images whose every tag matches
+    one of these shell patterns; `dry_run` reports what would go without removing anything.
+    """
+    replies = await on_every_host(
+        cluster.hosts,
+        lambda i: PruneImages(
+            id=i,
+            max_bytes=max_bytes,
+            max_percent=max_percent,
+            only=list(only or []),
+            dry_run=dry_run,
+        ),
+        PruneReply,
+    )
+    return {host_id: reply.result for host_id, reply in replies.items()}

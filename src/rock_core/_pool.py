@@ -1,0 +1,572 @@
+"""Warm pools: running sandboxes of one spec, made ahead so that an acquire takes microseconds.
+
+Rules:
+- A pool makes sandboxes of one spec, labelled ``rock.pool=NAME``, through its cluster like any
+  create (placement, the per-host start cap, the queue). They are ordinary sandboxes of that
+  cluster: deleted when it exits, reaped by the agents' leases when the program dies.
+- `ready` members run and have never been handed out (or were reset); `in_flight` members are
+  being made. `size = ready + in_flight` never exceeds `max_size`.
+- Target: starts at `min_size`. Each miss raises it by one, up to `max_size` (demand outran the
+  pool); each `shrink_after` seconds without a miss lowers it by one, down to `min_size`.
+- Refill: while `size < target`, refills start, at most `refill_concurrency` at once, and only
+  while no create waits in the cluster's queue and some host has a free start slot and room
+  for the spec: user creates go first, and refills take only start slots nobody waits for. A
+  refill that still finds no room gives up after `refill_queue_timeout`. After a failed refill
+  the next one waits (0.5 s, doubling up to 30 s; a success resets the wait). No refill starts
+  within 50 ms of a hit, so that the caller's first commands run before the engine starts a
+  container (on a small host the two compete for the same cores).
+- Trim: ready members beyond the target that have been idle for `shrink_after` are deleted,
+  oldest first.
+- Acquire: the oldest ready member that still runs is handed out (a hit) with no await between
+  choosing it and recording it as handed out, so no two acquires ever get the same member.
+  Ready members found not running are discarded (deleted in the background). With none ready,
+  a cold start of the pool's spec is handed out (a miss). Every member, hit or miss, went
+  through `prepare`.
+- Release: `reset=False` deletes the sandbox: nobody gets it again. `reset=True` restarts it
+  (its processes and sessions end, its file system is kept), prepares it again and puts it
+  back as ready if the pool is open and below `max_size`; otherwise it is deleted.
+- Close: refilling stops (refills in flight are cancelled and their containers removed) and
+  ready members are deleted. Handed-out members stay with their holders; releasing one later
+  deletes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import re
+import time
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING
+
+import anyio
+import anyio.abc
+import anyio.lowlevel
+import msgspec
+
+from ._errors import AlreadyExists, BadRequest, RockError, SandboxFailed
+from ._protocol import SandboxSpec
+from ._states import SandboxState
+from ._statistics import PoolStatistics
+
+if TYPE_CHECKING:
+    from ._cluster import Cluster, SandboxRecord
+
+log = logging.getLogger("rock_core")
+
+POOL_LABEL = "rock.pool"
+DEFAULT_REFILL_CONCURRENCY = 4
+BACKOFF_BASE = 0.5  # seconds before retrying after a failed refill; doubles up to BACKOFF_MAX
+BACKOFF_MAX = 30.0
+CHECK_INTERVAL = 1.0  # seconds between looks for dead members when nothing else happens
+BLOCKED_POLL = 0.05  # how often to look again while the cluster has no room for a refill
+RATE_WINDOW = 60.0  # seconds over which `refill_rate` is measured
+REFILL_DELAY = 0.05  # seconds a refill waits after a hit: the caller's first commands go first
+RESET_STOP_TIMEOUT = 1.0  # seconds a reset gives processes to exit before they are killed
+CLOSE_TIMEOUT = 60.0  # seconds closing waits for idle members to be deleted
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
+_S = SandboxState
+
+Prepare = Callable[["SandboxRecord"], Awaitable[None]]
+"""Run on every member before it is handed out (after a reset too); an error discards it."""
+
+
+class _Member:
+    __slots__ = ("record", "since")
+
+    def __init__(self, record: SandboxRecord, since: float) -> None:
+        self.record = record
+        self.since = since  # when it became ready
+
+
+def default_pool_name(spec: SandboxSpec) -> str:
+    """A stable name for a pool of `spec`: the image made label-safe plus a digest of the spec."""
+    digest = hashlib.sha256(msgspec.msgpack.encode(spec)).hexdigest()[:6]
+    image = re.sub(r"[^A-Za-z0-9_.-]+", "-", spec.image).strip("-_.") or "pool"
+    return f"{image[:48]}-{digest}"
+
+
+class Pool:
+    """A warm pool of one sandbox spec in a cluster; see the module's rules.
+
+    Make one with `open_pool`. Every method is safe to call from many tasks at once.
+    """
+
+    def __init__(
+        self,
+        cluster: Cluster,
+        spec: SandboxSpec,
+        *,
+        name: str | None = None,
+        min_size: int = 1,
+        max_size: int | None = None,
+        refill_concurrency: int = DEFAULT_REFILL_CONCURRENCY,
+        refill_queue_timeout: float = 2.0,
+        shrink_after: float = 60.0,
+        prepare: Prepare | None = None,
+    ) -> None:
+        max_size = max(min_size, 1) if max_size is None else max_size
+        if min_size < 0:
+            raise BadRequest(f"min_size must be >= 0, got {min_size}")
+        if max_size < max(min_size, 1):
+            raise BadRequest(
+                f"max_size must be >= min_size and >= 1, got min_size={min_size}, "
+                f"max_size={max_size}"
+            )
+        if refill_concurrency < 1:
+            raise BadRequest(f"refill_concurrency must be >= 1, got {refill_concurrency}")
+        for what, value in (
+            ("refill_queue_timeout", refill_queue_timeout),
+            ("shrink_after", shrink_after),
+        ):
+            if not value > 0:
+                raise BadRequest(f"{what} must be a positive number of seconds, got {value!r}")
+        name = default_pool_name(spec) if name is None else name
+        if not _NAME.match(name):
+            raise BadRequest(
+                f"pool name {name!r} must be 1-63 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit"
+            )
+        labelled = spec.labels.get(POOL_LABEL)
+        if labelled is not None and labelled != name:
+            raise BadRequest(
+                f"the spec's label {POOL_LABEL}={labelled!r} differs from the pool's name {name!r}"
+            )
+        self.cluster = cluster
+        self.name = name
+        self.spec = msgspec.structs.replace(spec, labels={**spec.labels, POOL_LABEL: name})
+        self.min_size = min_size
+        self.max_size = max_size
+        self.refill_concurrency = refill_concurrency
+        self.refill_queue_timeout = refill_queue_timeout
+        self.shrink_after = shrink_after
+        self._prepare = prepare
+        self._ready: deque[_Member] = deque()
+        self._out: dict[str, SandboxRecord] = {}
+        self._doomed: list[SandboxRecord] = []  # to delete in the background
+        self._in_flight = 0
+        self._target = min_size
+        self._target_since = time.monotonic()  # the last miss, or the last shrink step
+        self._opened = time.monotonic()
+        self._refill_times: deque[float] = deque()
+        self._hits = self._misses = self._refills = self._failures = 0
+        self._resets = self._discarded = 0
+        self._failures_in_row = 0
+        self._retry_at = 0.0
+        self._hit_at = -REFILL_DELAY
+        self._last_error = ""
+        self._last_exception: Exception | None = None
+        self._wakeup = anyio.Event()  # wakes the refill loop
+        self._changed = anyio.Event()  # wakes `wait_ready`
+        self._closed = False
+        self._scope: anyio.CancelScope | None = None
+        self._stopped = anyio.Event()
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def closed(self) -> bool:
+        """True once the pool is closed (or its cluster is closing)."""
+        return self._closed
+
+    async def acquire(self) -> SandboxRecord:
+        """A running sandbox that is now the caller's: a ready member, else a cold start."""
+        await anyio.lowlevel.checkpoint_if_cancelled()
+        self._check_open()
+        record = self._take()
+        if record is not None:
+            # The member is the caller's from here on: a cancellation now must not lose it.
+            await anyio.lowlevel.cancel_shielded_checkpoint()
+            return record
+        return await self._cold_start()
+
+    async def release(self, sandbox_id: str, *, reset: bool = False) -> None:
+        """Give back a sandbox `acquire` handed out: deleted, or with `reset` restarted and
+        put back for the next acquire (see the module's rules)."""
+        record = self._out.pop(sandbox_id, None)
+        if record is None:
+            with contextlib.suppress(RockError):
+                known = self.cluster.record(sandbox_id)
+                if known.state is _S.DELETED and known.spec.labels.get(POOL_LABEL) == self.name:
+                    return  # deleted already (by its holder, or by `rock pool rm`)
+            raise BadRequest(
+                f"sandbox {sandbox_id} is not handed out by pool {self.name!r} "
+                "(never acquired from it, or released already)"
+            )
+        # Shielded: a cancelled caller must not leave the sandbox half reset or undeleted.
+        with anyio.CancelScope(shield=True):
+            if reset and await self._reset(record):
+                return
+            self._wake()
+            if record.state is not _S.DELETED:
+                await self.cluster.delete_sandbox(sandbox_id)
+
+    async def wait_ready(self, count: int | None = None) -> None:
+        """Wait until `count` members (default `min_size`) are ready.
+
+        A `count` above the current target raises the target to it (like misses do). Raises
+        `BadRequest` if `count` exceeds `max_size` or the pool closes, and the error of the
+        first refill that fails while it waits.
+        """
+        want = self.min_size if count is None else count
+        if want > self.max_size:
+            raise BadRequest(
+                f"pool {self.name!r} holds at most {self.max_size} sandboxes; cannot wait "
+                f"for {want} ready"
+            )
+        if want > self._target:
+            self._target = want
+            self._target_since = time.monotonic()
+            self._wake()
+        failures = self._failures
+        while len(self._ready) < want:
+            self._check_open()
+            if self._failures > failures and self._last_exception is not None:
+                exc = self._last_exception
+                if isinstance(exc, RockError):
+                    raise type(exc)(
+                        f"pool {self.name!r} could not refill: {exc.message}", **exc.details
+                    ) from exc
+                raise SandboxFailed(
+                    f"pool {self.name!r} could not refill: prepare raised "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            await self._changed.wait()
+        await anyio.lowlevel.checkpoint()
+
+    def statistics(self) -> PoolStatistics:
+        """Size, ready, in flight, handed out, hits, misses, refill rate, failures."""
+        now = time.monotonic()
+        while self._refill_times and self._refill_times[0] < now - RATE_WINDOW:
+            self._refill_times.popleft()
+        window = min(RATE_WINDOW, max(now - self._opened, 1e-3))
+        handed_out = sum(1 for r in self._out.values() if r.state is not _S.DELETED)
+        return PoolStatistics(
+            name=self.name,
+            image=self.spec.image,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            target=self._target,
+            size=len(self._ready) + self._in_flight,
+            ready=len(self._ready),
+            in_flight=self._in_flight,
+            handed_out=handed_out,
+            hits=self._hits,
+            misses=self._misses,
+            refills=self._refills,
+            refill_rate=len(self._refill_times) / window,
+            failures=self._failures,
+            resets=self._resets,
+            discarded=self._discarded,
+            last_error=self._last_error,
+        )
+
+    async def halt(self) -> None:
+        """Stop refilling (refills in flight are cancelled) and refuse acquires; the members
+        stay. The cluster halts its pools before it deletes its sandboxes."""
+        self._closed = True
+        self._notify()
+        if self._scope is not None:
+            self._scope.cancel()
+            await self._stopped.wait()
+
+    async def aclose(self) -> None:
+        """Close the pool: halt it and delete its idle members (see the module's rules)."""
+        with anyio.CancelScope(shield=True):
+            await self.halt()
+            idle = [m.record for m in self._ready] + self._doomed
+            self._ready.clear()
+            self._doomed = []
+            with anyio.move_on_after(CLOSE_TIMEOUT):
+                limiter = anyio.CapacityLimiter(16)
+
+                async def delete(record: SandboxRecord) -> None:
+                    async with limiter:
+                        await self._delete_quietly(record)
+
+                async with anyio.create_task_group() as tg:
+                    for record in idle:
+                        tg.start_soon(delete, record)
+            if self.cluster._pools.get(self.name) is self:
+                del self.cluster._pools[self.name]
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"{len(self._ready)} ready"
+        return f"<Pool {self.name} {self.spec.image} {state}>"
+
+    # ------------------------------------------------------------------ hand-outs
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise BadRequest(f"pool {self.name!r} is closed")
+
+    def _take(self) -> SandboxRecord | None:
+        """Hand out the oldest ready member that still runs (no await: nobody else can)."""
+        while self._ready:
+            record = self._ready.popleft().record
+            if record.state is _S.RUNNING:
+                self._out[record.sandbox_id] = record
+                self._hits += 1
+                self._hit_at = time.monotonic()
+                self._wake()
+                return record
+            self._discard(record)
+        return None
+
+    async def _cold_start(self) -> SandboxRecord:
+        self._misses += 1
+        if self._target < self.max_size:
+            self._target += 1
+        self._target_since = time.monotonic()
+        self._wake()
+        record = await self.cluster.create_sandbox(self.spec)
+        try:
+            if self._prepare is not None:
+                await self._prepare(record)
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await self._delete_quietly(record)
+            raise
+        self._out[record.sandbox_id] = record
+        return record
+
+    async def _reset(self, record: SandboxRecord) -> bool:
+        """Restart a released member and put it back; False if it should be deleted."""
+        if not self._room_for_reset() or record.state is not _S.RUNNING:
+            return False
+        try:
+            await self.cluster.stop_sandbox(record.sandbox_id, timeout=RESET_STOP_TIMEOUT)
+            await self.cluster.start_sandbox(record.sandbox_id)
+            if self._prepare is not None:
+                await self._prepare(record)
+        except Exception as exc:  # a RockError, or whatever the caller's `prepare` raised
+            self._failed(f"reset of {record.sandbox_id}", exc)
+            return False
+        if not self._room_for_reset():
+            return False
+        self._ready.append(_Member(record, time.monotonic()))
+        self._resets += 1
+        self._notify()
+        return True
+
+    def _room_for_reset(self) -> bool:
+        return not self._closed and len(self._ready) + self._in_flight < self.max_size
+
+    def _discard(self, record: SandboxRecord) -> None:
+        self._discarded += 1
+        self._doomed.append(record)
+        self._wake()
+        log.info("pool %s: member %s is %s; discarded", self.name, record.sandbox_id, record.state)
+
+    # ------------------------------------------------------------------ refill loop
+
+    async def _open(self) -> None:
+        tg = self.cluster._tg
+        if tg is None:
+            raise BadRequest("pools need an open cluster: open them inside its `async with`")
+        if self.name in self.cluster._pools:
+            raise AlreadyExists(f"a pool named {self.name!r} is already open in this cluster")
+        self.cluster._pools[self.name] = self
+        try:
+            await tg.start(self._run)
+        except BaseException:
+            del self.cluster._pools[self.name]
+            raise
+
+    async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
+        try:
+            with anyio.CancelScope() as self._scope:
+                async with anyio.create_task_group() as workers:
+                    task_status.started()
+                    while True:
+                        self._wakeup = anyio.Event()
+                        now = time.monotonic()
+                        self._tidy(now)
+                        for record in self._doomed:
+                            workers.start_soon(self._delete_quietly, record)
+                        self._doomed = []
+                        blocker = self._refill_blocker(now)
+                        if blocker is None:
+                            free = self._free_starts()
+                            while blocker is None and free > 0:
+                                self._in_flight += 1
+                                workers.start_soon(self._refill_one)
+                                free -= 1
+                                blocker = self._refill_blocker(now)
+                            blocker = blocker or "cluster"
+                        with anyio.move_on_after(self._next_look(now, blocker)):
+                            await self._wakeup.wait()
+        finally:
+            self._stopped.set()
+
+    def _tidy(self, now: float) -> None:
+        """Drop dead ready members, forget deleted hand-outs, shrink the target, trim."""
+        if any(m.record.state is not _S.RUNNING for m in self._ready):
+            for member in [m for m in self._ready if m.record.state is not _S.RUNNING]:
+                self._ready.remove(member)
+                self._discard(member.record)
+        for sandbox_id in [i for i, r in self._out.items() if r.state is _S.DELETED]:
+            del self._out[sandbox_id]
+        if self._target > self.min_size and now - self._target_since >= self.shrink_after:
+            self._target -= 1
+            self._target_since = now
+        while (
+            self._ready
+            and len(self._ready) + self._in_flight > self._target
+            and now - self._ready[0].since >= self.shrink_after
+        ):
+            self._doomed.append(self._ready.popleft().record)
+
+    def _refill_blocker(self, now: float) -> str | None:
+        """Why the pool itself lets no refill start now (None: it would let one)."""
+        if self._closed or len(self._ready) + self._in_flight >= self._target:
+            return "full"
+        if self._in_flight >= self.refill_concurrency:
+            return "busy"
+        if now < self._retry_at:
+            return "backoff"
+        if now < self._hit_at + REFILL_DELAY:
+            return "after a hit"
+        return None
+
+    def _free_starts(self) -> int:
+        """How many creates of the spec the hosts could start right now, with nobody waiting
+        in the queue (0 while anyone waits: user creates go first)."""
+        stats = self.cluster.scheduler.statistics()
+        if stats.queue_depth:
+            return 0
+        spec = self.spec
+        free = 0
+        for host in stats.hosts:
+            if host.draining:
+                continue
+            capacity, used = host.capacity, host.used
+            room = [host.max_starts - host.starting]
+            if capacity.sandboxes:
+                room.append(capacity.sandboxes - used.sandboxes)
+            if spec.cpus > 0:
+                room.append(int((capacity.cpus - used.cpus) / spec.cpus + 1e-9))
+            if spec.memory > 0:
+                room.append((capacity.memory - used.memory) // spec.memory)
+            free += max(0, min(room))
+        return free
+
+    def _next_look(self, now: float, blocker: str) -> float:
+        """Seconds until the loop should look again if nothing wakes it."""
+        delay = CHECK_INTERVAL
+        if blocker == "backoff":
+            delay = min(delay, self._retry_at - now)
+        elif blocker == "after a hit":
+            delay = min(delay, self._hit_at + REFILL_DELAY - now)
+        elif blocker == "cluster":  # no start slot or room free: the scheduler has no signal
+            delay = BLOCKED_POLL
+        if self._target > self.min_size:
+            delay = min(delay, self._target_since + self.shrink_after - now)
+        if self._ready and len(self._ready) > self._target:
+            delay = min(delay, self._ready[0].since + self.shrink_after - now)
+        return max(delay, 0.0)
+
+    async def _refill_one(self) -> None:
+        record: SandboxRecord | None = None
+        try:
+            try:
+                record = await self.cluster.create_sandbox(
+                    self.spec, queue_timeout=self.refill_queue_timeout
+                )
+                if self._prepare is not None:
+                    await self._prepare(record)
+            except Exception as exc:  # a RockError, or whatever the caller's `prepare` raised
+                self._failed("refill", exc)
+                self._failures_in_row += 1
+                backoff = BACKOFF_BASE * 2 ** min(self._failures_in_row - 1, 10)
+                self._retry_at = time.monotonic() + min(BACKOFF_MAX, backoff)
+                if record is not None:
+                    await self._delete_quietly(record)
+                return
+            except BaseException:
+                if record is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self._delete_quietly(record)
+                raise
+        finally:
+            self._in_flight -= 1
+            self._wake()
+        now = time.monotonic()
+        self._ready.append(_Member(record, now))
+        self._refills += 1
+        self._refill_times.append(now)
+        self._failures_in_row = 0
+        self._retry_at = 0.0
+        self._notify()
+
+    def _failed(self, what: str, exc: Exception) -> None:
+        self._failures += 1
+        self._last_error = f"{what}: {type(exc).__name__}: {exc}"
+        self._last_exception = exc
+        self._notify()
+        if isinstance(exc, RockError):
+            log.warning("pool %s: %s", self.name, self._last_error)
+        else:  # not ours: most likely a bug in the caller's `prepare`; keep its traceback
+            log.error("pool %s: %s", self.name, self._last_error, exc_info=exc)
+
+    async def _delete_quietly(self, record: SandboxRecord) -> None:
+        try:
+            await self.cluster.delete_sandbox(record.sandbox_id)
+        except RockError as exc:
+            log.warning("pool %s: could not delete %s: %s", self.name, record.sandbox_id, exc)
+
+    def _wake(self) -> None:
+        self._wakeup.set()
+
+    def _notify(self) -> None:
+        self._changed.set()
+        self._changed = anyio.Event()
+
+
+@asynccontextmanager
+async def open_pool(
+    cluster: Cluster,
+    spec: SandboxSpec,
+    *,
+    min_size: int = 1,
+    max_size: int | None = None,
+    name: str | None = None,
+    refill_concurrency: int = DEFAULT_REFILL_CONCURRENCY,
+    refill_queue_timeout: float = 2.0,
+    shrink_after: float = 60.0,
+    prepare: Prepare | None = None,
+) -> AsyncIterator[Pool]:
+    """Open a warm pool of `spec` in `cluster` (refilled in the cluster's task group); on exit
+    close it: refilling stops and its idle members are deleted.
+
+    - `min_size`: members kept ready; `max_size` (default `min_size`, at least 1): the most the
+      pool holds (ready and being made) when misses have raised its target.
+    - `name`: labels members ``rock.pool=NAME`` (default: the image and a digest of the spec);
+      unique among the cluster's open pools.
+    - `refill_concurrency`: refills in flight at most; `refill_queue_timeout`: seconds a refill
+      waits for room before it gives up; `shrink_after`: seconds without a miss before the
+      target drops by one and idle members beyond it are deleted.
+    - `prepare`: awaited with every member before it is handed out (after a reset too).
+    """
+    pool = Pool(
+        cluster,
+        spec,
+        name=name,
+        min_size=min_size,
+        max_size=max_size,
+        refill_concurrency=refill_concurrency,
+        refill_queue_timeout=refill_queue_timeout,
+        shrink_after=shrink_after,
+        prepare=prepare,
+    )
+    await pool._open()
+    try:
+        yield pool
+    finally:
+        await pool.aclose()
+
+
+__all__ = ["POOL_LABEL", "Pool", "Prepare", "default_pool_name", "open_pool"]

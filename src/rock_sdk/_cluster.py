@@ -1,0 +1,189 @@
+"""`open_cluster` for SDK users: the core's cluster, handing out `Sandbox` objects.
+
+    async with open_cluster(["ssh://rl@gpu-01", "ssh://cpu-[01-40]"]) as cluster:
+        sb = await cluster.create_sandbox(SandboxConfig(image="python:3.11", cpus=1))
+
+Everything about hosts, placement and failures is the core's (`rock_core.open_cluster`); this
+wrapper only turns records into `Sandbox` objects.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+
+from rock_core._cluster import Cluster, Host
+from rock_core._cluster import open_cluster as open_core_cluster
+from rock_core._images import list_images, prune_images, warm_image
+from rock_core._pool import DEFAULT_REFILL_CONCURRENCY
+from rock_core._protocol import ImageInfo, ImageReport, PruneResult
+from rock_core._ssh import SshOptions
+from rock_core._statistics import ClusterStatistics
+
+from ._bulk import CreateManyResult, CreateProgress, create_many
+from ._config import SandboxConfig
+from ._pool import Pool, SandboxPrepare, open_pool
+from ._sandbox import Sandbox
+
+
+class SandboxCluster:
+    """Sandboxes across hosts; `core` is the underlying `rock_core.Cluster`."""
+
+    def __init__(self, core: Cluster) -> None:
+        self.core = core
+
+    @property
+    def owner(self) -> str:
+        """The owner identity this cluster's sandboxes carry."""
+        return self.core.owner
+
+    @property
+    def hosts(self) -> dict[str, Host]:
+        """The cluster's hosts by id, with their link state."""
+        return dict(self.core.hosts)
+
+    async def create_sandbox(
+        self, config: SandboxConfig | None = None, *, sandbox_id: str | None = None
+    ) -> Sandbox:
+        """Place and start a sandbox; with a `sandbox_id`, a retry returns the same sandbox."""
+        sandbox = Sandbox(config, cluster=self.core, sandbox_id=sandbox_id)
+        await sandbox.start()
+        return sandbox
+
+    def sandbox(self, sandbox_id: str) -> Sandbox:
+        """A `Sandbox` for a sandbox this cluster knows (created here or adopted)."""
+        return Sandbox.attach(self.core, sandbox_id)
+
+    def sandboxes(self) -> list[Sandbox]:
+        """Every sandbox this cluster knows that is not deleted."""
+        return [
+            Sandbox.attach(self.core, record.sandbox_id)
+            for record in self.core.records()
+            if record.state.value != "deleted"
+        ]
+
+    def drain_host(self, host_id: str, draining: bool = True) -> None:
+        """Stop (or resume) placing new sandboxes on a host; its sandboxes stay."""
+        self.core.drain_host(host_id, draining)
+
+    def statistics(self) -> ClusterStatistics:
+        """Hosts, capacity, use and queue depth, and every open pool."""
+        return self.core.statistics()
+
+    async def create_many(
+        self,
+        config: SandboxConfig | Sequence[SandboxConfig] | None,
+        n: int | None = None,
+        *,
+        concurrency: int | None = None,
+        sandbox_ids: Sequence[str] | None = None,
+        on_progress: Callable[[CreateProgress], object] | None = None,
+        progress: bool = False,
+        check: bool = False,
+    ) -> CreateManyResult:
+        """Start `n` sandboxes of `config` (or one per config of a list), with bounded
+        concurrency and progress; return what started and an error per sandbox that did not.
+
+        A partial failure raises nothing unless `check=True`. See docs/pools.md.
+        """
+        return await create_many(
+            self.core,
+            config,
+            n,
+            concurrency=concurrency,
+            sandbox_ids=sandbox_ids,
+            on_progress=on_progress,
+            progress=progress,
+            check=check,
+        )
+
+    @asynccontextmanager
+    async def open_pool(
+        self,
+        config: SandboxConfig | None = None,
+        *,
+        min_size: int = 1,
+        max_size: int | None = None,
+        name: str | None = None,
+        session: bool = True,
+        prepare: SandboxPrepare | None = None,
+        refill_concurrency: int = DEFAULT_REFILL_CONCURRENCY,
+        shrink_after: float = 60.0,
+    ) -> AsyncIterator[Pool]:
+        """A warm pool of `config`, refilled in the background; closed when the block ends.
+
+        `min_size` sandboxes are kept ready; misses raise the pool's target up to `max_size`
+        (default `min_size`). See docs/pools.md.
+        """
+        async with open_pool(
+            self.core,
+            config,
+            min_size=min_size,
+            max_size=max_size,
+            name=name,
+            session=session,
+            prepare=prepare,
+            refill_concurrency=refill_concurrency,
+            shrink_after=shrink_after,
+        ) as pool:
+            yield pool
+
+    async def list_images(self) -> dict[str, ImageReport]:
+        """Every host's images, most recently used first, with their disk use."""
+        return await list_images(self.core)
+
+    async def warm_image(self, image: str) -> dict[str, ImageInfo]:
+        """Make `image` present on every host; `ImageNotFound` where it cannot be had."""
+        return await warm_image(self.core, image)
+
+    async def prune_images(
+        self,
+        *,
+        max_bytes: int | None = None,
+        max_percent: float | None = None,
+        only: list[str] | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, PruneResult]:
+        """On every host, remove least recently used unused images above one limit."""
+        return await prune_images(
+            self.core, max_bytes=max_bytes, max_percent=max_percent, only=only, dry_run=dry_run
+        )
+
+
+@asynccontextmanager
+async def open_cluster(
+    hosts: Sequence[str] | str = ("local",),
+    *,
+    owner: str | None = None,
+    policy: str = "spread",
+    max_queue: int = 10_000,
+    max_starts: int = 8,
+    lease: float = 60.0,
+    grace: float = 30.0,
+    heartbeat: float = 5.0,
+    heartbeat_timeout: float = 10.0,
+    ssh: SshOptions | None = None,
+) -> AsyncIterator[SandboxCluster]:
+    """Connect to `hosts` and yield the cluster; on exit its sandboxes are deleted.
+
+    The options are `rock_core.open_cluster`'s: addresses (``local``, ``unix:///path``,
+    ``ssh://[user@]host[:port]`` with ``[01-40]`` ranges), the owner identity, the placement
+    policy, the queue and start limits, the owner lease, the grace period before a silent
+    host's sandboxes are lost, heartbeats, and `SshOptions`.
+    """
+    async with open_core_cluster(
+        hosts,
+        owner=owner,
+        policy=policy,
+        max_queue=max_queue,
+        max_starts=max_starts,
+        lease=lease,
+        grace=grace,
+        heartbeat=heartbeat,
+        heartbeat_timeout=heartbeat_timeout,
+        ssh=ssh,
+    ) as core:
+        yield SandboxCluster(core)
+
+
+__all__ = ["SandboxCluster", "open_cluster"]

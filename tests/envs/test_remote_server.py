@@ -1,0 +1,158 @@
+"""The in-sandbox server and its code bundle, run here on a bare interpreter (``python3 -S``).
+
+``-S`` leaves out site-packages, so the server sees what a sandbox's python3 sees: the
+standard library and the bundle, no gymnasium, no msgspec.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from rock_core._errors import BadRequest, NotFound
+from rock_sdk.envs import make, registry
+from rock_sdk.envs._bundle import bundle_for
+from rock_sdk.envs._loop import LoopThread
+from rock_sdk.envs._remote import entry_point_name
+from rock_sdk.envs._remote_server import REPLY_PREFIX
+
+EASY = [env_id for env_id in registry.ids("game:") if env_id.endswith("-easy")]
+
+
+def _serve(bundle: Path, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    boot = (
+        f"import sys; sys.path.insert(0, {str(bundle)!r}); "
+        "from rock_sdk.envs._remote_server import main; main()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-S", "-c", boot],
+        input="".join(json.dumps(r) + "\n" for r in requests),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    replies = [line for line in done.stdout.split("\n") if line]  # not splitlines: \x1e
+    assert all(line.startswith(REPLY_PREFIX) for line in replies), done.stdout
+    return [json.loads(line[len(REPLY_PREFIX) :]) for line in replies]
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("bundle") / "envs.zip"
+    path.write_bytes(bundle_for("tests.envs.custom_envs").data)
+    return path
+
+
+def _make_request(env_id: str) -> dict[str, Any]:
+    spec = registry.spec(env_id)
+    return {"op": "make", "entry_point": entry_point_name(spec), "kwargs": dict(spec.kwargs)}
+
+
+@pytest.mark.parametrize("env_id", EASY)
+def test_the_server_plays_exactly_as_in_process(bundle: Path, env_id: str) -> None:
+    local = make(env_id)
+    rng = random.Random(env_id)
+    requests: list[dict[str, Any]] = [_make_request(env_id), {"op": "reset", "seed": 11}]
+    expected: list[Any] = [None, list(local.reset(seed=11))]
+    for _ in range(60):
+        action = local.sample_random_action() if rng.random() > 0.1 else "no box"
+        step = local.step(action)
+        requests.append({"op": "step", "action": action})
+        expected.append(list(step))
+        if step[2] or step[3]:
+            requests.append({"op": "reset", "seed": None})
+            expected.append(list(local.reset()))
+    requests = [{**r, "id": n} for n, r in enumerate(requests)] + [{"op": "close", "id": -1}]
+    replies = _serve(bundle, requests)
+    assert [r["id"] for r in replies] == [*range(len(expected)), -1]
+    assert all(r["ok"] for r in replies), [r for r in replies if not r["ok"]][:1]
+    assert [r["result"] for r in replies[:-1]] == json.loads(json.dumps(expected))
+
+
+def test_errors_carry_the_kits_codes(bundle: Path) -> None:
+    replies = _serve(
+        bundle,
+        [
+            {"op": "step", "action": "x", "id": 1},
+            {"op": "make", "entry_point": "nope.module:Env", "id": 2},
+            {"op": "make", "entry_point": "rock_sdk.envs._sokoban:SokobanEnv",
+             "kwargs": {"num_boxes": 0}, "id": 3},
+            {"op": "make", "entry_point": "tests.envs.custom_envs:EchoEnv", "id": 4},
+            {"op": "step", "action": "boom", "id": 5},
+            {"op": "reset", "seed": 1, "options": {"a": 1}, "id": 6},
+            {"op": "step", "action": "noise", "id": 7},
+            {"op": "fly", "id": 8},
+        ],
+    )  # fmt: skip
+    codes = [(r["id"], r["ok"], r.get("code")) for r in replies]
+    assert codes == [
+        (1, False, "bad_request"),
+        (2, False, "not_found"),
+        (3, False, "bad_request"),
+        (4, True, None),
+        (5, False, "rock_error"),
+        (6, True, None),
+        (7, True, None),
+        (8, False, "bad_request"),
+    ]
+    assert replies[0]["message"] == "'step' before make"
+    assert replies[1]["message"].startswith("cannot import entry point 'nope.module:Env'")
+    assert replies[2]["message"] == "Sokoban: num_boxes must be at least 1, got 0"
+    assert replies[4]["message"] == "the environment raised RuntimeError: the environment blew up"
+    assert "Traceback" in replies[4]["traceback"]
+    assert replies[5]["result"] == ["hello 1", {"options": {"a": 1}, "gymnasium": False}]
+    assert replies[7]["message"] == "unknown op 'fly'"
+
+
+def test_the_bundle_is_deterministic_and_self_contained() -> None:
+    ours = bundle_for()
+    assert bundle_for() is ours  # cached
+    names = zipfile.ZipFile(io.BytesIO(ours.data)).namelist()
+    assert names == sorted(names)
+    for name in (
+        "rock_core/__init__.py",
+        "rock_core/_errors.py",
+        "rock_sdk/__init__.py",
+        "rock_sdk/envs/__init__.py",
+        "rock_sdk/envs/_remote_server.py",
+        "rock_sdk/envs/_nogym.py",
+        "rock_sdk/envs/data/words.txt",
+    ):
+        assert name in names
+    assert not any("__pycache__" in name or name.startswith("tests/") for name in names)
+    assert ours.path == f"/tmp/rock-envs/{ours.digest}.zip"
+    theirs = zipfile.ZipFile(io.BytesIO(bundle_for("tests.envs.custom_envs").data)).namelist()
+    assert "tests/envs/custom_envs.py" in theirs and "tests/__init__.py" in theirs
+    assert bundle_for("json").data == ours.data  # the standard library is there already
+    with pytest.raises(BadRequest, match="defined in the script being run"):
+        bundle_for("__main__")
+    with pytest.raises(NotFound, match="cannot find module 'no_such_module_here'"):
+        bundle_for("no_such_module_here.sub")
+
+
+def test_the_loop_thread_runs_coroutines_and_stops() -> None:
+    loop = LoopThread()
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    async def fail() -> None:
+        raise BadRequest("nope")
+
+    assert loop.running and loop.call(double, 21) == 42
+    with pytest.raises(BadRequest, match="nope"):
+        loop.call(fail)
+    loop.stop()
+    loop.stop()  # twice is fine
+    assert not loop.running
+    with pytest.raises(BadRequest, match="this environment is closed"):
+        loop.call(double, 1)

@@ -1,0 +1,238 @@
+"""Registered environments run inside real sandboxes (`make(id, sandbox=...)`)."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from rock_core import Cluster
+from rock_sdk import (
+    BadRequest,
+    NotFound,
+    RockError,
+    Sandbox,
+    SandboxConfig,
+    SandboxFailed,
+    SessionNotFound,
+)
+from rock_sdk.envs import (
+    AsyncVectorEnv,
+    ChatEnv,
+    Hub,
+    HubSpec,
+    RemoteEnv,
+    SyncVectorEnv,
+    TextGame,
+    list_envs,
+    make,
+    register,
+)
+
+from ..conftest import PY_IMAGE
+from ..envs.custom_envs import EchoEnv
+from .test_task_env import containers_of
+
+pytestmark = pytest.mark.anyio
+
+EASY = [env_id for env_id in list_envs("game:") if env_id.endswith("-easy")]
+
+register("test:Echo-v0", "tests.envs.custom_envs:EchoEnv", greeting="hi")
+
+
+@pytest.fixture(scope="module")
+async def shared(cluster: Cluster) -> AsyncIterator[Sandbox]:
+    """One sandbox that several remote envs share, each in its own session."""
+    sb = Sandbox(SandboxConfig(image=PY_IMAGE, cpus=0.5, memory="512m"), cluster=cluster)
+    await sb.start()
+    try:
+        yield sb
+    finally:
+        await sb.delete()
+
+
+def _script(env_id: str, seed: int, steps: int) -> list[str]:
+    """Random well-formed moves from the local game's own generator, fixed by `seed`."""
+    game = make(env_id)
+    assert isinstance(game, TextGame)
+    game.reset(seed=seed)
+    rng = random.Random(seed)
+    moves = [game.sample_random_action() for _ in range(steps)]
+    return [m if rng.random() > 0.05 else "no box here" for m in moves]
+
+
+@pytest.mark.parametrize("env_id", EASY)
+async def test_a_game_in_a_sandbox_matches_it_in_process(shared: Sandbox, env_id: str) -> None:
+    local = make(env_id)
+    remote = make(env_id, sandbox=shared)
+    assert isinstance(remote, RemoteEnv) and remote.env_id == env_id
+    try:
+        for seed in (0, 7):
+            assert await remote.areset(seed=seed) == local.reset(seed=seed)
+            for action in _script(env_id, seed, 40):
+                expected = local.step(action)
+                assert await remote.astep(action) == expected
+                if expected[2] or expected[3]:
+                    assert await remote.areset() == local.reset()
+    finally:
+        await remote.aclose()
+    assert remote.sandbox is None
+    assert (await shared.status()).is_running  # the caller's sandbox is kept
+
+
+async def test_custom_code_is_shipped_and_runs_without_gymnasium(shared: Sandbox) -> None:
+    env = make("test:Echo-v0", sandbox=shared, max_turns=2)
+    try:
+        observation, info = await env.areset(seed=5, options={"level": 2})
+        assert (observation, info) == ("hi 5", {"options": {"level": 2}, "gymnasium": False})
+        assert await env.astep("noise") == ("noise", 0.5, False, False, {"turn": 1})
+        assert await env.astep("two") == ("two", 0.5, False, True, {"turn": 2})
+    finally:
+        await env.aclose()
+
+
+async def test_errors_inside_the_sandbox_come_back_as_ours(shared: Sandbox) -> None:
+    bad = make("game:Sokoban-v0-easy", sandbox=shared, num_boxes=0)
+    with pytest.raises(BadRequest, match=r"^Sokoban: num_boxes must be at least 1, got 0$"):
+        await bad.areset()
+    assert bad.sandbox is None  # a failed start gives the sandbox back (and ends the session)
+
+    env = make("test:Echo-v0", sandbox=shared)
+    try:
+        with pytest.raises(BadRequest, match="call reset"):
+            await env.astep("x")
+        await env.areset()
+        with pytest.raises(
+            RockError, match="the environment raised RuntimeError: the environment blew up"
+        ) as raised:
+            await env.astep("boom")
+        assert "Traceback" in raised.value.details["remote_traceback"]
+        assert (await env.astep("still here"))[0] == "still here"
+        with pytest.raises(SandboxFailed, match=r"the environment server .* exited: .*dying now"):
+            await env.astep("die")
+        with pytest.raises(BadRequest, match="closed"):
+            await env.astep("after")
+    finally:
+        await env.aclose()
+
+
+async def test_bad_ids_and_arguments_fail_before_any_sandbox_starts(shared: Sandbox) -> None:
+    with pytest.raises(NotFound, match="did you mean 'game:Sokoban-v0-easy'"):
+        make("game:Sokobann-v0-easy", sandbox=shared)
+    with pytest.raises(BadRequest, match="bad arguments"):
+        make("game:Sokoban-v0-easy", sandbox=shared, boxes=3)
+    with pytest.raises(BadRequest, match="must be JSON values"):
+        make("test:Echo-v0", sandbox=shared, greeting=object())
+    register("test:Main-v0", type("Local", (EchoEnv,), {"__module__": "__main__"}))
+    with pytest.raises(BadRequest, match="defined in the script being run"):
+        make("test:Main-v0", sandbox=shared)
+    register("test:Missing-v0", "tests.envs.custom_envs:NoSuchEnv")
+    with pytest.raises(NotFound, match="cannot import entry point"):
+        make("test:Missing-v0", sandbox=shared)
+    with pytest.raises(BadRequest, match="sandbox= takes"):
+        make("game:Sokoban-v0-easy", sandbox="yes")  # type: ignore[arg-type]
+    with pytest.raises(BadRequest, match="cluster= only applies with sandbox="):
+        make("game:Sokoban-v0-easy", cluster=shared.cluster)
+
+
+async def test_a_session_of_the_callers_sandbox_is_all_it_uses(shared: Sandbox) -> None:
+    env = make("game:GuessTheNumber-v0-easy", sandbox=shared)
+    assert isinstance(env, RemoteEnv)
+    await env.areset(seed=1)
+    session = env._session
+    assert session in (await shared.status()).sessions
+    await env.aclose()
+    assert session not in (await shared.status()).sessions
+    with pytest.raises(SessionNotFound):
+        await shared.arun("true", session=session)
+
+
+async def test_many_envs_share_a_sandbox_in_an_async_vector_env(shared: Sandbox) -> None:
+    ids = EASY * 2
+    async with AsyncVectorEnv(ids, sandbox=shared) as remote:
+        with SyncVectorEnv(ids) as local:
+            assert await remote.areset(seed=3) == local.reset(seed=3)
+            for turn in range(12):
+                actions = [f"\\boxed{{{('up', 'left', 'down', 'right')[turn % 4]}}}"] * len(ids)
+                assert await remote.astep(actions) == local.step(actions)
+
+
+async def test_new_sandboxes_on_a_cluster_are_deleted_on_close(cluster: Cluster) -> None:
+    env = make("game:Hangman-v0-easy", sandbox=True, cluster=cluster)
+    await env.areset(seed=2)
+    sandbox = env.sandbox
+    assert sandbox is not None and sandbox.config.cpus == 0.25
+    await env.aclose()
+    assert not (await sandbox.status()).is_running
+
+
+async def test_a_hub_spec_with_an_image_runs_in_a_sandbox(
+    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("ROCK_HOME", str(tmp_path))
+    Hub().register(
+        HubSpec(
+            name="wordle", env="game:Wordle-v0-easy", image=PY_IMAGE, parameters={"max_turns": 3}
+        )
+    )
+    env = make("hub:wordle", cluster=cluster)
+    assert isinstance(env, RemoteEnv) and env.env_id == "hub:wordle"
+    try:
+        _, info = await env.areset(seed=4)
+        assert info["max_turns"] == 3
+    finally:
+        await env.aclose()
+    assert make("hub:wordle", sandbox=False).reset(seed=4)[1]["max_turns"] == 3
+
+
+def test_the_sync_api_with_a_sandbox_of_its_own(docker_engine: None) -> None:
+    env = make("game:Sokoban-v0-easy", sandbox=True)
+    chat = ChatEnv(env)
+    try:
+        messages, _ = chat.reset(seed=42)
+        local = make("game:Sokoban-v0-easy")
+        observation, info = local.reset(seed=42)
+        assert messages == [{"role": "user", "content": f"{observation}\n{info['suffix']}"}]
+        messages, reward, *_ = chat.step("\\boxed{up}")
+        expected = local.step("\\boxed{up}")
+        assert reward == expected[1]
+        assert messages[-1]["content"] == f"{expected[0]}\n{expected[4]['suffix']}"
+        assert isinstance(env, RemoteEnv) and env.sandbox is not None
+        sandbox_id = env.sandbox.sandbox_id
+    finally:
+        chat.close()
+    assert containers_of(sandbox_id) == []
+
+
+def test_sandbox_envs_run_in_a_trio_loop(docker_engine: None) -> None:
+    from rock_core import open_cluster
+    from rock_sdk.envs import TaskEnv, TaskSpec
+
+    task = TaskSpec(
+        instruction="Say hi.", verifier="true", image=PY_IMAGE, cpus=0.25, memory="256m"
+    )
+
+    async def main() -> None:
+        async with open_cluster(["local"]) as cluster:
+            remote = make("game:Mastermind-v0-easy", sandbox=True, cluster=cluster)
+            local = make("game:Mastermind-v0-easy")
+            try:
+                assert await remote.areset(seed=9) == local.reset(seed=9)
+                assert await remote.astep("\\boxed{1 2}") == local.step("\\boxed{1 2}")
+            finally:
+                await remote.aclose()
+            env = TaskEnv(task, cluster=cluster)
+            try:
+                await env.areset()
+                assert (await env.astep("<bash>echo hi</bash>"))[0] == "hi\n"
+                assert (await env.astep("<submit/>"))[1] == 1.0
+            finally:
+                await env.aclose()
+
+    # In a thread of its own: this module's async fixtures keep an asyncio loop in this one.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        pool.submit(anyio.run, main, backend="trio").result()
