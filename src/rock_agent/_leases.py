@@ -55,14 +55,20 @@ class Leases:
         if lease is not None:
             lease.deadline = now + lease.length
 
-    def disconnect(self, owner: str, now: float) -> int:
-        """A connection of `owner` closed; return how many it still has open."""
+    def disconnect(self, owner: str, last_heard: float) -> int:
+        """A connection of `owner` closed, last heard from at `last_heard`; return how many it
+        still has open. The lease runs from the owner's latest message on any connection."""
         lease = self._leases.get(owner)
         if lease is None:
             return 0
         lease.connections = max(0, lease.connections - 1)
-        lease.deadline = now + lease.length
+        lease.deadline = max(lease.deadline, last_heard + lease.length)
         return lease.connections
+
+    def length(self, owner: str) -> float:
+        """The lease length granted to `owner` (the default if it holds none)."""
+        lease = self._leases.get(owner)
+        return self.default if lease is None else lease.length
 
     def seen(self, owner: str, now: float) -> None:
         """The owner has sandboxes here: give it a lease from now unless it holds one."""

@@ -7,6 +7,10 @@ Rules:
   and exits. A socket stays in the namespace it was made in, so the event loop then uses it like
   any other; the loop's own thread never changes namespace, and a thread that did is never
   reused. This works the same for "none" and "bridge" sandboxes, and needs a root agent.
+- A connect may take up to `CONNECT_TIMEOUT`, so the threads waiting for connects have a
+  limiter of their own (`CONNECT_THREADS` at once): slow connects never starve anyio's default
+  thread pool. A cancelled request does not wait for its connect: whichever ends last, the
+  request or the thread, closes the socket, so none is left to the garbage collector.
 - The agent grants credit only once connected: until then the caller sends nothing. Each
   direction is a credit-controlled `StreamData` stream (one chunk is what one read returned,
   sent at once, so interactive protocols are not delayed); an ``end`` chunk half-closes it.
@@ -29,6 +33,7 @@ from typing import Any, Protocol
 
 import anyio
 from anyio.abc import SocketStream
+from anyio.lowlevel import RunVar
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from rock_core._channel import CHUNK_SIZE, WINDOW, CreditGate
@@ -39,7 +44,10 @@ from ._docker import DockerRuntime
 
 CLONE_NEWNET = 0x40000000
 CONNECT_TIMEOUT = 10.0
+#: Connects waited for at once; more wait their turn (anyio's default thread pool is not used).
+CONNECT_THREADS = 64
 _libc = ctypes.CDLL(None, use_errno=True)
+_connect_limiter: RunVar[anyio.CapacityLimiter] = RunVar("rock_agent_connect_limiter")
 
 
 class _Server(Protocol):
@@ -64,13 +72,29 @@ def _enter_netns(pid: int) -> None:
         os.close(fd)
 
 
-def _connect_in_thread(
-    pid: int, family: socket.AddressFamily, address: str, port: int
-) -> socket.socket:
-    """Connect from inside the network namespace of `pid`, in a thread used only for this."""
-    outcome: list[socket.socket | BaseException] = []
+class _Connect:
+    """One connect from inside the network namespace of `pid`, in a thread used only for it.
 
-    def work() -> None:
+    The outcome waits under a lock until the caller `claim`s it; a caller that gives up calls
+    `abandon`, and the socket is closed by whoever comes last: `abandon`, or the thread.
+    """
+
+    def __init__(self, pid: int, family: socket.AddressFamily, address: str, port: int) -> None:
+        self._target = (pid, family, address, port)
+        self._lock = threading.Lock()
+        self._abandoned = False
+        self._outcome: socket.socket | BaseException | None = None
+
+    def run(self) -> None:
+        """Connect in a new thread and wait for it (call from a worker thread)."""
+        pid = self._target[0]
+        thread = threading.Thread(target=self._work, name=f"rock-netns-{pid}", daemon=True)
+        thread.start()
+        thread.join()
+
+    def _work(self) -> None:
+        pid, family, address, port = self._target
+        outcome: socket.socket | BaseException
         try:
             _enter_netns(pid)
             sock = socket.socket(family, socket.SOCK_STREAM)
@@ -80,27 +104,57 @@ def _connect_in_thread(
             except BaseException:
                 sock.close()
                 raise
-            outcome.append(sock)
+            outcome = sock
         except BaseException as exc:
-            outcome.append(exc)
+            outcome = exc
+        with self._lock:
+            if not self._abandoned:
+                self._outcome = outcome
+                return
+        if isinstance(outcome, socket.socket):
+            outcome.close()
 
-    thread = threading.Thread(target=work, name=f"rock-netns-{pid}", daemon=True)
-    thread.start()
-    thread.join()
-    result = outcome[0]
-    if isinstance(result, BaseException):
-        raise result
-    return result
+    def claim(self) -> socket.socket:
+        """The connected socket, now the caller's; or the connect's error, raised."""
+        with self._lock:
+            outcome, self._outcome = self._outcome, None
+        assert outcome is not None, "claimed before the connecting thread ended"
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+
+    def abandon(self) -> None:
+        """The caller gives up: close the socket now if it is there, else when it comes."""
+        with self._lock:
+            self._abandoned = True
+            outcome, self._outcome = self._outcome, None
+        if isinstance(outcome, socket.socket):
+            outcome.close()
+
+
+def _limiter() -> anyio.CapacityLimiter:
+    try:
+        return _connect_limiter.get()
+    except LookupError:
+        limiter = anyio.CapacityLimiter(CONNECT_THREADS)
+        _connect_limiter.set(limiter)
+        return limiter
 
 
 async def connect_inside(sandbox_id: str, pid: int, address: str, port: int) -> SocketStream:
     """A TCP stream to `address:port` as seen from inside the sandbox whose init is `pid`."""
     family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
     where = f"{address}:{port} in sandbox {sandbox_id}"
+    attempt = _Connect(pid, family, address, port)
     try:
         # The waiting happens in a pool thread; the connecting thread is a fresh one (above),
         # because a thread that entered a namespace must not run anything else afterwards.
-        sock = await anyio.to_thread.run_sync(_connect_in_thread, pid, family, address, port)
+        await anyio.to_thread.run_sync(attempt.run, abandon_on_cancel=True, limiter=_limiter())
+    except BaseException:
+        attempt.abandon()  # cancelled: the socket, if any, is closed now or when it comes
+        raise
+    try:
+        sock = attempt.claim()
     except ConnectionRefusedError as exc:
         raise NotFound(f"nothing listens on {where} (connection refused)") from exc
     except TimeoutError as exc:
@@ -114,9 +168,13 @@ async def connect_inside(sandbox_id: str, pid: int, address: str, port: int) -> 
         raise SandboxFailed(f"sandbox {sandbox_id} stopped while connecting to {where}") from exc
     except OSError as exc:
         raise SandboxFailed(f"cannot connect to {where}: {exc.strerror or exc}") from exc
-    sock.setblocking(False)
-    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return await SocketStream.from_socket(sock)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        return await SocketStream.from_socket(sock)
+    except BaseException:
+        sock.close()  # cancelled (or failed) before the stream took it over
+        raise
 
 
 async def _until_end(receive: MemoryObjectReceiveStream[bytes | None]) -> AsyncIterator[bytes]:

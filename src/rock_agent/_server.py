@@ -141,6 +141,8 @@ class _Connection:
         self.scopes: dict[int, anyio.CancelScope] = {}
         self.uploads: dict[int, MemoryObjectSendStream[bytes | None]] = {}
         self.gates: dict[int, CreditGate] = {}
+        self.last_seen = time.monotonic()  # when this connection last said anything
+        self.scope: anyio.CancelScope | None = None  # cancelling it closes the connection
 
     async def send(self, message: Any) -> None:
         await self.channel.send(message)
@@ -235,8 +237,30 @@ class AgentServer:
         interval = max(0.2, min(2.0, self.leases.default / 10))
         await self.first_reap_done.wait()
         while True:
+            self.close_silent_connections()
             await self.reap_expired()
             await anyio.sleep(interval)
+
+    def close_silent_connections(self) -> None:
+        """Close connections silent for longer than their owner's lease (a socket agent).
+
+        A client that vanished without closing (power loss, a partition) can leave its
+        connection open for hours (sshd keeps a forwarded channel; TCP keepalive takes about
+        2 h), and an open connection holds the lease. A live core sends heartbeats far more
+        often than a lease lasts.
+        """
+        if self.reap_on_disconnect:
+            return
+        now = time.monotonic()
+        for connections in self._owner_connections.values():
+            for conn in connections:
+                silent = now - conn.last_seen
+                if silent > self.leases.length(conn.owner) and conn.scope is not None:
+                    log.warning(
+                        "closing a silent connection",
+                        extra={"owner": conn.owner, "silent_seconds": round(silent, 1)},
+                    )
+                    conn.scope.cancel()
 
     async def deadline_loop(self) -> None:
         """Enforce idle timeouts, lifetimes and auto-delete (after the start-up adoption)."""
@@ -349,18 +373,21 @@ class AgentServer:
                 )
             )
             async with anyio.create_task_group() as tg:
+                conn.scope = tg.cancel_scope
                 tg.start_soon(self.keeper.track_owner, hello.owner)
                 await self._read_loop(conn, tg)
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):
                 await self._disconnect(conn)
+                with contextlib.suppress(OSError, anyio.BrokenResourceError, RockError):
+                    await channel.aclose()  # the peer sees end-of-stream; the socket is freed
 
     async def _disconnect(self, conn: _Connection) -> None:
         self.connections -= 1
         self._owner_connections.get(conn.owner, set()).discard(conn)
         self.last_activity = time.monotonic()
-        left = self.leases.disconnect(conn.owner, self.last_activity)
+        left = self.leases.disconnect(conn.owner, conn.last_seen)
         if left > 0 or not self.reap_on_disconnect:
             return
         self.leases.forget(conn.owner)
@@ -377,7 +404,8 @@ class AgentServer:
         while True:
             try:
                 message = await conn.channel.receive()
-                leases.renew(owner, time.monotonic())
+                conn.last_seen = now = time.monotonic()
+                leases.renew(owner, now)
             except ProtocolError as exc:
                 log.warning("closing a connection that sent garbage: %s", exc)
                 with contextlib.suppress(RockError):

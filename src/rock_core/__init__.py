@@ -31,7 +31,7 @@ from ._errors import (
     TransportError,
 )
 from ._owner import local_owner
-from ._pool import Pool, open_pool
+from ._pool import RecordPool, open_pool
 from ._protocol import PROTOCOL_VERSION, SandboxInfo, SandboxSpec
 from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
 from ._ssh import SshOptions
@@ -59,9 +59,9 @@ __all__ = [
     "IllegalTransition",
     "ImageNotFound",
     "NotFound",
-    "Pool",
     "PoolStatistics",
     "ProtocolError",
+    "RecordPool",
     "Resources",
     "RockError",
     "SandboxEvent",

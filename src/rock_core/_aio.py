@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar
@@ -72,9 +73,20 @@ async def _in_bridge(fn: Callable[..., Awaitable[T]], *args: Any, **kwargs: Any)
     try:
         await done.wait()
     except BaseException:
-        future.cancel()
+        if not future.cancel():
+            _close_orphan(future)
         raise
     return future.result()
+
+
+def _close_orphan(future: concurrent.futures.Future[Any]) -> None:
+    """The call finished just as its caller was cancelled: close what it made (an SSH
+    connection, say), since nobody will."""
+    with contextlib.suppress(BaseException):
+        result = future.result(timeout=0)
+        close = getattr(result, "close", None)
+        if callable(close):
+            bridge_loop().call_soon_threadsafe(close)
 
 
 __all__ = ["bridge_loop", "on_asyncio", "run_asyncio"]

@@ -60,7 +60,7 @@ from ._states import TRANSITIONS, SandboxEvent, SandboxLifecycle, SandboxState, 
 from ._statistics import ClusterStatistics
 
 if TYPE_CHECKING:
-    from ._pool import Pool
+    from ._pool import RecordPool
 
 log = logging.getLogger("rock_core")
 
@@ -68,6 +68,8 @@ R = TypeVar("R", bound=Reply)
 
 RECONNECT_BASE = 0.5  # seconds before the first reconnect; doubles up to RECONNECT_MAX
 RECONNECT_MAX = 15.0
+SWEEP_EVERY = 1024  # creates between two sweeps of deleted records
+FORGET_DELETED_AFTER = 300.0  # seconds a deleted sandbox's record is kept (for status, retries)
 _E = SandboxEvent
 _S = SandboxState
 
@@ -86,6 +88,15 @@ class SandboxRecord:
         self.error: RockError | None = None
         self.holds_resources = False  # the scheduler counts this sandbox against its host
         self.chosen_id = False  # the caller named it: a create whose reply was lost may retry
+        self.create_scope: anyio.CancelScope | None = None  # the create in flight, if any
+        self._lock: anyio.Lock | None = None
+
+    @property
+    def lock(self) -> anyio.Lock:
+        """Held by stop, start and delete: one lifecycle operation at a time per sandbox."""
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        return self._lock
 
     @property
     def retryable(self) -> bool:
@@ -109,6 +120,15 @@ class SandboxRecord:
     def fire(self, event: SandboxEvent, reason: str = "") -> None:
         """Apply a lifecycle event now."""
         self.lifecycle.fire(event, time.time(), reason)
+
+    def fire_if(self, event: SandboxEvent, reason: str = "") -> bool:
+        """Apply `event` if the current state allows it (an outcome that arrives after
+        something else, such as a lost host or a pushed change, already moved the sandbox)."""
+        if (self.state, event) not in TRANSITIONS:
+            log.debug("sandbox %s: %s ignored in state %s", self.sandbox_id, event, self.state)
+            return False
+        self.fire(event, reason)
+        return True
 
 
 class Host:
@@ -169,8 +189,9 @@ class Cluster:
         self.heartbeat_timeout = heartbeat_timeout
         self.ssh = ssh
         self._records: dict[str, SandboxRecord] = {}
+        self._creates = 0
         self._tg: TaskGroup | None = None
-        self._pools: dict[str, Pool] = {}  # open warm pools by name (`_pool`)
+        self._pools: dict[str, RecordPool] = {}  # open warm pools by name (`_pool`)
 
     # ------------------------------------------------------------------ hosts
 
@@ -500,22 +521,43 @@ class Cluster:
             await existing.settled.wait()
             if existing.retryable:
                 return await self._retry_create(existing)
-            if existing.error is not None and existing.state is _S.FAILED:
+            if existing.state is _S.FAILED and existing.error is not None:
                 raise existing.error
-            return existing
+            if existing.state not in (_S.FAILED, _S.DELETED, _S.DELETING, _S.PENDING):
+                return existing
+            # Its create was cancelled or it was deleted meanwhile: this one starts afresh.
+        self._sweep_deleted()
         record = SandboxRecord(sandbox_id, spec)
         record.chosen_id = chosen
         self._records[sandbox_id] = record
         try:
             await self._place(record, queue_timeout)
-            await self._start(record)
+            with anyio.CancelScope() as scope:
+                record.create_scope = scope
+                await self._start(record)
+            if scope.cancelled_caught:
+                raise SandboxNotFound(
+                    f"sandbox {sandbox_id} was deleted while it was being created",
+                    sandbox_id=sandbox_id,
+                )
         except BaseException as exc:
             if isinstance(exc, RockError):
                 record.error = exc
             raise
         finally:
+            record.create_scope = None
             record.settled.set()
         return record
+
+    def _sweep_deleted(self) -> None:
+        """Forget deleted sandboxes once in a while, so records do not grow without end."""
+        self._creates += 1
+        if self._creates % SWEEP_EVERY:
+            return
+        horizon = time.time() - FORGET_DELETED_AFTER
+        for sandbox_id, record in list(self._records.items()):
+            if record.state is _S.DELETED and record.lifecycle.history[-1].at < horizon:
+                del self._records[sandbox_id]
 
     async def _retry_create(self, failed: SandboxRecord) -> SandboxRecord:
         """Create again on the same host a sandbox whose first create lost its reply.
@@ -553,14 +595,11 @@ class Cluster:
                 time.monotonic(),
             )
         )
-        placed = record.placed.is_set()
+        placed = False
         try:
-            if not placed:
-                # Placed at once (the common case) goes straight on to the start: a
-                # checkpoint here would put every request of a burst ahead of it.
-                with anyio.fail_after(queue_timeout):
-                    await record.placed.wait()
-                placed = True
+            with anyio.fail_after(queue_timeout):
+                await record.placed.wait()
+            placed = True
         except TimeoutError as exc:
             raise TimedOut(
                 f"sandbox {record.sandbox_id} waited {queue_timeout:g} s for room on a host",
@@ -595,14 +634,15 @@ class Cluster:
             with anyio.CancelScope(shield=True):
                 self._release(record, failed_start=True)
                 reason = str(exc) if isinstance(exc, RockError) else "cancelled"
-                record.fire(_E.CREATE_FAILED, reason)
+                record.fire_if(_E.CREATE_FAILED, reason)
                 if not isinstance(exc, RockError):
                     # Cancelled mid-create: the container may exist; do not leave it behind.
                     await self._remove_quietly(host, record.sandbox_id)
             raise
-        self._apply(self.scheduler.started(record.sandbox_id, time.monotonic()))
+        if record.holds_resources:
+            self._apply(self.scheduler.started(record.sandbox_id, time.monotonic()))
         record.info = reply.sandbox
-        record.fire(_E.CREATED, f"container {reply.sandbox.container_id[:12]} running")
+        record.fire_if(_E.CREATED, f"container {reply.sandbox.container_id[:12]} running")
 
     def _host_of(self, record: SandboxRecord) -> Host:
         if record.host is None or record.host not in self.hosts:
@@ -634,62 +674,101 @@ class Cluster:
             raise SandboxNotFound(f"sandbox {sandbox_id} was deleted")
         return self._link(record)
 
+    async def _settle_create(self, record: SandboxRecord) -> None:
+        """Wait for a create in flight to finish (either way) before acting on its sandbox."""
+        if record.state in (_S.PENDING, _S.CREATING) and record.create_scope is not None:
+            await record.settled.wait()
+        elif record.state is _S.PENDING and not record.settled.is_set():
+            await record.settled.wait()
+
+    def _usable(self, record: SandboxRecord, doing: str) -> None:
+        if record.state is _S.DELETED:
+            raise SandboxNotFound(
+                f"cannot {doing} sandbox {record.sandbox_id}: it was deleted",
+                sandbox_id=record.sandbox_id,
+            )
+        if record.state is _S.FAILED:
+            why = record.history[-1].reason if record.history else ""
+            raise SandboxFailed(
+                f"cannot {doing} sandbox {record.sandbox_id}: it failed ({why}); delete it",
+                sandbox_id=record.sandbox_id,
+            )
+
     async def stop_sandbox(self, sandbox_id: str, *, timeout: float = 10.0) -> SandboxRecord:
         """Stop a running sandbox (kept, restartable); stopping a stopped one is a no-op."""
         record = self.record(sandbox_id)
-        if record.state in (_S.STOPPED, _S.DELETED):
-            return record
-        conn = self._link(record)
-        record.fire(_E.STOP, "stop requested")
-        try:
-            reply = await conn.call(
-                StopSandbox(id=conn.next_id(), sandbox_id=sandbox_id, timeout=timeout),
-                SandboxReply,
-            )
-        except RockError as exc:
-            record.fire(_E.FAIL, f"stop failed: {exc}")
-            raise
-        record.info = reply.sandbox
-        record.fire(_E.STOPPED, "container stopped")
+        await self._settle_create(record)
+        async with record.lock:
+            if record.state is _S.STOPPED:
+                return record
+            self._usable(record, "stop")
+            conn = self._link(record)
+            record.fire(_E.STOP, "stop requested")
+            try:
+                reply = await conn.call(
+                    StopSandbox(id=conn.next_id(), sandbox_id=sandbox_id, timeout=timeout),
+                    SandboxReply,
+                )
+            except RockError as exc:
+                record.fire_if(_E.FAIL, f"stop failed: {exc}")
+                raise
+            record.info = reply.sandbox
+            record.fire_if(_E.STOPPED, "container stopped")
         return record
 
     async def start_sandbox(self, sandbox_id: str) -> SandboxRecord:
         """Start a stopped sandbox again (its files are kept; sessions are new)."""
         record = self.record(sandbox_id)
-        if record.state is _S.RUNNING:
-            return record
-        conn = self._link(record)
-        record.fire(_E.START, "start requested")
-        try:
-            reply = await conn.call(
-                StartSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply
-            )
-        except RockError as exc:
-            record.fire(_E.CREATE_FAILED, f"restart failed: {exc}")
-            raise
-        record.info = reply.sandbox
-        record.fire(_E.CREATED, "container running again")
+        await self._settle_create(record)
+        async with record.lock:
+            if record.state is _S.RUNNING:
+                return record
+            self._usable(record, "start")
+            conn = self._link(record)
+            record.fire(_E.START, "start requested")
+            try:
+                reply = await conn.call(
+                    StartSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply
+                )
+            except RockError as exc:
+                record.fire_if(_E.CREATE_FAILED, f"restart failed: {exc}")
+                raise
+            record.info = reply.sandbox
+            record.fire_if(_E.CREATED, "container running again")
         return record
 
     async def delete_sandbox(self, sandbox_id: str) -> SandboxRecord:
-        """Remove a sandbox and its container; deleting a deleted one is a no-op."""
+        """Remove a sandbox and its container; deleting a deleted one is a no-op.
+
+        A create in flight is cancelled first (its caller gets `SandboxNotFound`).
+        """
         record = self.record(sandbox_id)
         if record.state is _S.DELETED:
             return record
         if record.state is _S.PENDING:
-            with contextlib.suppress(RockError):
-                self._apply(self.scheduler.cancel(sandbox_id))
+            if record.holds_resources:
+                # Placed, but its create has not resumed yet: give the room back now.
+                self._release(record, failed_start=True)
+            else:
+                with contextlib.suppress(RockError):
+                    self._apply(self.scheduler.cancel(sandbox_id))
             record.fire(_E.DELETE, "deleted before placement")
             record.placed.set()  # wake its create, which then reports the deletion
             return record
-        if record.state is _S.LOST:
-            # Its host is away: the delete completes when the host is reconciled (or the
-            # agent reaps it when this program's lease ends).
-            record.fire(_E.DELETE, "delete requested while its host is lost")
-            return record
-        if record.state is not _S.DELETING:
-            record.fire(_E.DELETE, "delete requested")
-        await self._remove_on_host(record)
+        if record.create_scope is not None:
+            record.create_scope.cancel()
+            await record.settled.wait()
+        async with record.lock:
+            if record.lifecycle.state is _S.DELETED:  # deleted while we waited
+                return record
+            if record.state is _S.LOST:
+                # Its host is away: the delete completes when the host is reconciled (or the
+                # agent reaps it when this program's lease ends).
+                record.fire(_E.DELETE, "delete requested while its host is lost")
+                return record
+            if record.state is not _S.DELETING:
+                record.fire_if(_E.DELETE, "delete requested")
+            await self._remove_on_host(record)
         return record
 
     async def _remove_on_host(self, record: SandboxRecord) -> None:
@@ -700,9 +779,9 @@ class Cluster:
         except SandboxNotFound:
             pass  # already gone on the host: the goal is reached
         except RockError as exc:
-            record.fire(_E.FAIL, f"delete failed: {exc}")
+            record.fire_if(_E.FAIL, f"delete failed: {exc}")
             raise
-        record.fire(_E.DELETED, "container removed")
+        record.fire_if(_E.DELETED, "container removed")
         self._release(record)
 
     async def inspect(self, sandbox_id: str) -> SandboxInfo:
@@ -718,6 +797,8 @@ class Cluster:
         """Every sandbox on every connected host (all owners unless one is named)."""
         found: list[SandboxInfo] = []
         for host in self.hosts.values():
+            if host.state != "connected":
+                continue
             conn = host.link()
             reply = await conn.call(ListSandboxes(id=conn.next_id(), owner=owner), SandboxListReply)
             found.extend(reply.sandboxes)
@@ -725,7 +806,10 @@ class Cluster:
 
     async def remove_any(self, sandbox_id: str) -> None:
         """Remove a sandbox by id on whichever host has it, whoever owns it."""
+        away = [h.host_id for h in self.hosts.values() if h.state != "connected"]
         for host in self.hosts.values():
+            if host.state != "connected":
+                continue
             conn = host.link()
             try:
                 await conn.call(RemoveSandbox(id=conn.next_id(), sandbox_id=sandbox_id), Done)
@@ -733,11 +817,12 @@ class Cluster:
                 continue
             record = self._records.get(sandbox_id)
             if record is not None and record.state is not _S.DELETED:
-                record.fire(_E.DELETE, "removed by id")
-                record.fire(_E.DELETED, "container removed")
+                if record.fire_if(_E.DELETE, "removed by id"):
+                    record.fire(_E.DELETED, "container removed")
                 self._release(record)
             return
-        raise SandboxNotFound(f"no sandbox {sandbox_id!r} on any host")
+        also = f" (hosts not reachable now: {', '.join(away)})" if away else ""
+        raise SandboxNotFound(f"no sandbox {sandbox_id!r} on any host{also}")
 
     def statistics(self) -> ClusterStatistics:
         """Hosts, capacity, use and queue depth, from the scheduler; and every open pool."""
@@ -753,7 +838,7 @@ class Cluster:
         """Delete every sandbox this cluster still holds (on exit, even after a crash)."""
         with anyio.CancelScope(shield=True):
             for pool in list(self._pools.values()):
-                await pool.halt()  # no refill may start while the sandboxes go
+                await pool._halt()  # no refill may start while the sandboxes go
         live = [
             r
             for r in self._records.values()
@@ -780,12 +865,19 @@ class Cluster:
 
 def _check_features(conn: AgentConnection, spec: SandboxSpec) -> None:
     """Refuse a spec the agent would not honour (an older agent ignores unknown fields)."""
-    timed = (spec.idle_timeout, spec.lifetime, spec.auto_delete_after) != (None, None, None)
-    if timed and "timeouts" not in conn.welcome.capabilities:
-        raise BadRequest(
-            f"the agent of host {conn.welcome.host_id} ({conn.welcome.agent_version}) cannot "
-            "enforce timeouts; upgrade it, or create the sandbox without them"
-        )
+    if (spec.idle_timeout, spec.lifetime, spec.auto_delete_after) != (None, None, None):
+        conn.require("timeouts", "enforce timeouts (create the sandbox without them)")
+
+
+def make_scheduler(policy: str, max_queue: int, max_starts: int) -> Scheduler:
+    """The scheduler of a cluster; `BadRequest` for an unknown policy."""
+    if policy not in ("spread", "binpack"):
+        raise BadRequest(f"unknown placement policy {policy!r}: use 'spread' or 'binpack'")
+    return Scheduler(
+        "spread" if policy == "spread" else "binpack",
+        max_queue=max_queue,
+        default_max_starts=max_starts,
+    )
 
 
 def new_sandbox_id() -> str:
@@ -825,16 +917,16 @@ async def open_cluster(
     addresses = [parse(text) for text in expand(hosts)]
     if not addresses:
         raise BadRequest("a cluster needs at least one host")
-    if policy not in ("spread", "binpack"):
-        raise BadRequest(f"unknown placement policy {policy!r}: use 'spread' or 'binpack'")
-    for name, value in (("lease", lease), ("grace", grace), ("heartbeat", heartbeat)):
+    scheduler = make_scheduler(policy, max_queue, max_starts)
+    checks = (
+        ("lease", lease),
+        ("grace", grace),
+        ("heartbeat", heartbeat),
+        ("heartbeat_timeout", heartbeat_timeout),
+    )
+    for name, value in checks:
         if not value > 0:
             raise BadRequest(f"{name} must be a positive number of seconds, got {value!r}")
-    scheduler = Scheduler(
-        "spread" if policy == "spread" else "binpack",
-        max_queue=max_queue,
-        default_max_starts=max_starts,
-    )
     cluster = Cluster(
         owner or local_owner(),
         scheduler,

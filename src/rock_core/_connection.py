@@ -20,7 +20,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._channel import WINDOW, ByteStream, CreditGate, FramedChannel, send_stream
-from ._errors import ProtocolError, RockError, TransportError, error_from_code
+from ._errors import BadRequest, ProtocolError, RockError, TransportError, error_from_code
 from ._protocol import (
     PROTOCOL_VERSION,
     AgentMessage,
@@ -70,6 +70,16 @@ class AgentConnection:
     def next_id(self) -> int:
         """Allocate a request id."""
         return next(self._ids)
+
+    def require(self, capability: str, what: str) -> None:
+        """`BadRequest` unless the agent announced `capability` (an older agent would take the
+        request it cannot decode for garbage and drop the whole link)."""
+        welcome = self.welcome
+        if capability not in welcome.capabilities:
+            raise BadRequest(
+                f"the agent of host {welcome.host_id} (version {welcome.agent_version}) cannot "
+                f"{what}: upgrade rock-agent there"
+            )
 
     async def call(self, request: Request, expect: type[R]) -> R:
         """Send `request`, ignore any events, and return its reply of type `expect`."""

@@ -47,6 +47,7 @@ async def on_every_host(
     async def ask(host_id: str, host: HostLink) -> None:
         try:
             conn = host.link()
+            conn.require("images", "manage images")
             replies[host_id] = await conn.call(make(conn.next_id()), expect)
         except RockError as exc:
             failures[host_id] = exc

@@ -21,13 +21,17 @@ Rules:
   choosing it and recording it as handed out, so no two acquires ever get the same member.
   Ready members found not running are discarded (deleted in the background). With none ready,
   a cold start of the pool's spec is handed out (a miss). Every member, hit or miss, went
-  through `prepare`.
+  through `prepare`; a `prepare` that runs longer than `prepare_timeout` fails with `TimedOut`.
 - Release: `reset=False` deletes the sandbox: nobody gets it again. `reset=True` restarts it
   (its processes and sessions end, its file system is kept), prepares it again and puts it
   back as ready if the pool is open and below `max_size`; otherwise it is deleted.
-- Close: refilling stops (refills in flight are cancelled and their containers removed) and
-  ready members are deleted. Handed-out members stay with their holders; releasing one later
-  deletes it.
+- Close: refilling stops (refills in flight are cancelled and their containers removed), and
+  every member that is not handed out is deleted: ready ones, and discarded, trimmed or failed
+  ones whose background delete had not finished. Handed-out members stay with their holders;
+  releasing one later deletes it.
+- Cleanup that must finish even when its caller is cancelled (deleting members, a reset) is
+  shielded, and bounded by `CLEANUP_TIMEOUT`: a hung engine never hangs a cancel or an exit.
+  What it leaves is deleted by the cluster when it exits (or reaped by the agents' leases).
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
@@ -47,7 +51,7 @@ import anyio.abc
 import anyio.lowlevel
 import msgspec
 
-from ._errors import AlreadyExists, BadRequest, RockError, SandboxFailed
+from ._errors import AlreadyExists, BadRequest, RockError, SandboxFailed, TimedOut
 from ._protocol import SandboxSpec
 from ._states import SandboxState
 from ._statistics import PoolStatistics
@@ -66,7 +70,9 @@ BLOCKED_POLL = 0.05  # how often to look again while the cluster has no room for
 RATE_WINDOW = 60.0  # seconds over which `refill_rate` is measured
 REFILL_DELAY = 0.05  # seconds a refill waits after a hit: the caller's first commands go first
 RESET_STOP_TIMEOUT = 1.0  # seconds a reset gives processes to exit before they are killed
-CLOSE_TIMEOUT = 60.0  # seconds closing waits for idle members to be deleted
+CLEANUP_TIMEOUT = 60.0  # seconds a shielded cleanup (deletes, a reset's restart) may take
+DEFAULT_PREPARE_TIMEOUT = 300.0  # seconds `prepare` may take on one member
+DELETE_CONCURRENCY = 16  # deletes in flight at most when many go at once
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$")
 _S = SandboxState
 
@@ -89,8 +95,47 @@ def default_pool_name(spec: SandboxSpec) -> str:
     return f"{image[:48]}-{digest}"
 
 
-class Pool:
-    """A warm pool of one sandbox spec in a cluster; see the module's rules.
+async def delete_quietly(
+    cluster: Cluster,
+    sandbox_ids: Iterable[str],
+    *,
+    who: str,
+    limit: int = DELETE_CONCURRENCY,
+    shield: bool = True,
+) -> None:
+    """Delete sandboxes of `cluster`, `limit` at once, logging (not raising) each failure.
+
+    Shielded unless `shield` is false (a cancelled caller must not leave containers behind),
+    and bounded by `CLEANUP_TIMEOUT` in all (a hung engine must not hang a cancel or an exit).
+    What is not deleted by then is left to the cluster, which deletes it when it exits. `who`
+    names the caller in the log.
+    """
+    limiter = anyio.CapacityLimiter(limit)
+
+    async def delete(sandbox_id: str) -> None:
+        async with limiter:
+            try:
+                await cluster.delete_sandbox(sandbox_id)
+            except RockError as exc:
+                log.warning("%s: could not delete sandbox %s: %s", who, sandbox_id, exc)
+
+    timeout = CLEANUP_TIMEOUT
+    with anyio.CancelScope(shield=shield), anyio.move_on_after(timeout) as bound:
+        async with anyio.create_task_group() as tg:
+            for sandbox_id in sandbox_ids:
+                tg.start_soon(delete, sandbox_id)
+    if bound.cancelled_caught:
+        log.warning(
+            "%s: deletes did not finish within %g s; the cluster deletes what is left when it "
+            "exits",
+            who,
+            timeout,
+        )
+
+
+class RecordPool:
+    """A warm pool of one sandbox spec in a cluster, handing out `SandboxRecord`s; see the
+    module's rules. (`rock_sdk.Pool` wraps it and hands out `Sandbox` objects.)
 
     Make one with `open_pool`. Every method is safe to call from many tasks at once.
     """
@@ -107,6 +152,7 @@ class Pool:
         refill_queue_timeout: float = 2.0,
         shrink_after: float = 60.0,
         prepare: Prepare | None = None,
+        prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
     ) -> None:
         max_size = max(min_size, 1) if max_size is None else max_size
         if min_size < 0:
@@ -121,6 +167,7 @@ class Pool:
         for what, value in (
             ("refill_queue_timeout", refill_queue_timeout),
             ("shrink_after", shrink_after),
+            ("prepare_timeout", prepare_timeout),
         ):
             if not value > 0:
                 raise BadRequest(f"{what} must be a positive number of seconds, got {value!r}")
@@ -143,10 +190,14 @@ class Pool:
         self.refill_concurrency = refill_concurrency
         self.refill_queue_timeout = refill_queue_timeout
         self.shrink_after = shrink_after
+        self.prepare_timeout = prepare_timeout
         self._prepare = prepare
         self._ready: deque[_Member] = deque()
         self._out: dict[str, SandboxRecord] = {}
-        self._doomed: list[SandboxRecord] = []  # to delete in the background
+        # Members to delete: each stays here until its delete is done, so that `aclose` deletes
+        # those whose background delete was cut short.
+        self._doomed: set[str] = set()
+        self._deleting: set[str] = set()  # doomed members whose background delete runs now
         self._in_flight = 0
         self._target = min_size
         self._target_since = time.monotonic()  # the last miss, or the last shrink step
@@ -197,12 +248,22 @@ class Pool:
                 "(never acquired from it, or released already)"
             )
         # Shielded: a cancelled caller must not leave the sandbox half reset or undeleted.
+        # Bounded: a hung engine or `prepare` must not hang the caller's cancel.
         with anyio.CancelScope(shield=True):
             if reset and await self._reset(record):
                 return
             self._wake()
-            if record.state is not _S.DELETED:
+            if record.state is _S.DELETED:
+                return
+            with anyio.move_on_after(CLEANUP_TIMEOUT) as bound:
                 await self.cluster.delete_sandbox(sandbox_id)
+        if bound.cancelled_caught:
+            await anyio.lowlevel.checkpoint_if_cancelled()  # a cancelled caller sees its cancel
+            raise TimedOut(
+                f"pool {self.name!r}: deleting sandbox {sandbox_id} did not finish within "
+                f"{CLEANUP_TIMEOUT:g} s; the cluster deletes it when it exits",
+                sandbox_id=sandbox_id,
+            )
 
     async def wait_ready(self, count: int | None = None) -> None:
         """Wait until `count` members (default `min_size`) are ready.
@@ -264,38 +325,31 @@ class Pool:
             last_error=self._last_error,
         )
 
-    async def halt(self) -> None:
-        """Stop refilling (refills in flight are cancelled) and refuse acquires; the members
-        stay. The cluster halts its pools before it deletes its sandboxes."""
-        self._closed = True
-        self._notify()
-        if self._scope is not None:
-            self._scope.cancel()
-            await self._stopped.wait()
-
     async def aclose(self) -> None:
-        """Close the pool: halt it and delete its idle members (see the module's rules)."""
+        """Close the pool: stop refilling and delete every member that is not handed out
+        (see the module's rules)."""
         with anyio.CancelScope(shield=True):
-            await self.halt()
-            idle = [m.record for m in self._ready] + self._doomed
+            await self._halt()
+            idle = [m.record.sandbox_id for m in self._ready] + sorted(self._doomed)
             self._ready.clear()
-            self._doomed = []
-            with anyio.move_on_after(CLOSE_TIMEOUT):
-                limiter = anyio.CapacityLimiter(16)
-
-                async def delete(record: SandboxRecord) -> None:
-                    async with limiter:
-                        await self._delete_quietly(record)
-
-                async with anyio.create_task_group() as tg:
-                    for record in idle:
-                        tg.start_soon(delete, record)
+            self._doomed.clear()
+            await delete_quietly(self.cluster, idle, who=f"pool {self.name}")
             if self.cluster._pools.get(self.name) is self:
                 del self.cluster._pools[self.name]
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._ready)} ready"
-        return f"<Pool {self.name} {self.spec.image} {state}>"
+        return f"<RecordPool {self.name} {self.spec.image} {state}>"
+
+    async def _halt(self) -> None:
+        """Stop refilling (refills and background deletes in flight are cancelled) and refuse
+        acquires; the members stay. The cluster halts its pools before it deletes its
+        sandboxes; `aclose` halts before it deletes the members."""
+        self._closed = True
+        self._notify()
+        if self._scope is not None:
+            self._scope.cancel()
+            await self._stopped.wait()
 
     # ------------------------------------------------------------------ hand-outs
 
@@ -324,11 +378,9 @@ class Pool:
         self._wake()
         record = await self.cluster.create_sandbox(self.spec)
         try:
-            if self._prepare is not None:
-                await self._prepare(record)
+            await self._run_prepare(record)
         except BaseException:
-            with anyio.CancelScope(shield=True):
-                await self._delete_quietly(record)
+            await delete_quietly(self.cluster, [record.sandbox_id], who=f"pool {self.name}")
             raise
         self._out[record.sandbox_id] = record
         return record
@@ -338,10 +390,16 @@ class Pool:
         if not self._room_for_reset() or record.state is not _S.RUNNING:
             return False
         try:
-            await self.cluster.stop_sandbox(record.sandbox_id, timeout=RESET_STOP_TIMEOUT)
-            await self.cluster.start_sandbox(record.sandbox_id)
-            if self._prepare is not None:
-                await self._prepare(record)
+            with anyio.move_on_after(CLEANUP_TIMEOUT) as bound:
+                await self.cluster.stop_sandbox(record.sandbox_id, timeout=RESET_STOP_TIMEOUT)
+                await self.cluster.start_sandbox(record.sandbox_id)
+            if bound.cancelled_caught:
+                raise TimedOut(
+                    f"restarting sandbox {record.sandbox_id} in pool {self.name!r} did not "
+                    f"finish within {CLEANUP_TIMEOUT:g} s",
+                    sandbox_id=record.sandbox_id,
+                )
+            await self._run_prepare(record)
         except Exception as exc:  # a RockError, or whatever the caller's `prepare` raised
             self._failed(f"reset of {record.sandbox_id}", exc)
             return False
@@ -352,13 +410,25 @@ class Pool:
         self._notify()
         return True
 
+    async def _run_prepare(self, record: SandboxRecord) -> None:
+        """Await the caller's `prepare` on `record`, `TimedOut` after `prepare_timeout`."""
+        if self._prepare is None:
+            return
+        with anyio.move_on_after(self.prepare_timeout) as bound:
+            await self._prepare(record)
+        if bound.cancelled_caught:
+            raise TimedOut(
+                f"prepare of sandbox {record.sandbox_id} in pool {self.name!r} did not finish "
+                f"within {self.prepare_timeout:g} s",
+                sandbox_id=record.sandbox_id,
+            )
+
     def _room_for_reset(self) -> bool:
         return not self._closed and len(self._ready) + self._in_flight < self.max_size
 
     def _discard(self, record: SandboxRecord) -> None:
         self._discarded += 1
-        self._doomed.append(record)
-        self._wake()
+        self._doom(record)
         log.info("pool %s: member %s is %s; discarded", self.name, record.sandbox_id, record.state)
 
     # ------------------------------------------------------------------ refill loop
@@ -385,9 +455,9 @@ class Pool:
                         self._wakeup = anyio.Event()
                         now = time.monotonic()
                         self._tidy(now)
-                        for record in self._doomed:
-                            workers.start_soon(self._delete_quietly, record)
-                        self._doomed = []
+                        for sandbox_id in sorted(self._doomed - self._deleting):
+                            self._deleting.add(sandbox_id)
+                            workers.start_soon(self._delete_doomed, sandbox_id)
                         blocker = self._refill_blocker(now)
                         if blocker is None:
                             free = self._free_starts()
@@ -418,7 +488,7 @@ class Pool:
             and len(self._ready) + self._in_flight > self._target
             and now - self._ready[0].since >= self.shrink_after
         ):
-            self._doomed.append(self._ready.popleft().record)
+            self._doom(self._ready.popleft().record)
 
     def _refill_blocker(self, now: float) -> str | None:
         """Why the pool itself lets no refill start now (None: it would let one)."""
@@ -471,29 +541,27 @@ class Pool:
 
     async def _refill_one(self) -> None:
         record: SandboxRecord | None = None
+        made = False
         try:
-            try:
-                record = await self.cluster.create_sandbox(
-                    self.spec, queue_timeout=self.refill_queue_timeout
-                )
-                if self._prepare is not None:
-                    await self._prepare(record)
-            except Exception as exc:  # a RockError, or whatever the caller's `prepare` raised
-                self._failed("refill", exc)
-                self._failures_in_row += 1
-                backoff = BACKOFF_BASE * 2 ** min(self._failures_in_row - 1, 10)
-                self._retry_at = time.monotonic() + min(BACKOFF_MAX, backoff)
-                if record is not None:
-                    await self._delete_quietly(record)
-                return
-            except BaseException:
-                if record is not None:
-                    with anyio.CancelScope(shield=True):
-                        await self._delete_quietly(record)
-                raise
+            record = await self.cluster.create_sandbox(
+                self.spec, queue_timeout=self.refill_queue_timeout
+            )
+            await self._run_prepare(record)
+            made = True
+        except Exception as exc:  # a RockError, or whatever the caller's `prepare` raised
+            self._failed("refill", exc)
+            self._failures_in_row += 1
+            backoff = BACKOFF_BASE * 2 ** min(self._failures_in_row - 1, 10)
+            self._retry_at = time.monotonic() + min(BACKOFF_MAX, backoff)
         finally:
             self._in_flight -= 1
+            if record is not None and not made:
+                # Failed or cancelled (the pool halts): deleted in the background, by `aclose`,
+                # or by the cluster when it exits; never awaited here, so a halt never waits.
+                self._doom(record)
             self._wake()
+        if record is None or not made:
+            return
         now = time.monotonic()
         self._ready.append(_Member(record, now))
         self._refills += 1
@@ -512,11 +580,17 @@ class Pool:
         else:  # not ours: most likely a bug in the caller's `prepare`; keep its traceback
             log.error("pool %s: %s", self.name, self._last_error, exc_info=exc)
 
-    async def _delete_quietly(self, record: SandboxRecord) -> None:
+    def _doom(self, record: SandboxRecord) -> None:
+        """Have the refill loop delete `record` in the background (or `aclose`, if it closes)."""
+        self._doomed.add(record.sandbox_id)
+        self._wake()
+
+    async def _delete_doomed(self, sandbox_id: str) -> None:
         try:
-            await self.cluster.delete_sandbox(record.sandbox_id)
-        except RockError as exc:
-            log.warning("pool %s: could not delete %s: %s", self.name, record.sandbox_id, exc)
+            await delete_quietly(self.cluster, [sandbox_id], who=f"pool {self.name}", shield=False)
+        finally:
+            self._deleting.discard(sandbox_id)
+        self._doomed.discard(sandbox_id)  # not reached if cancelled: `aclose` deletes it then
 
     def _wake(self) -> None:
         self._wakeup.set()
@@ -538,7 +612,8 @@ async def open_pool(
     refill_queue_timeout: float = 2.0,
     shrink_after: float = 60.0,
     prepare: Prepare | None = None,
-) -> AsyncIterator[Pool]:
+    prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
+) -> AsyncIterator[RecordPool]:
     """Open a warm pool of `spec` in `cluster` (refilled in the cluster's task group); on exit
     close it: refilling stops and its idle members are deleted.
 
@@ -549,9 +624,11 @@ async def open_pool(
     - `refill_concurrency`: refills in flight at most; `refill_queue_timeout`: seconds a refill
       waits for room before it gives up; `shrink_after`: seconds without a miss before the
       target drops by one and idle members beyond it are deleted.
-    - `prepare`: awaited with every member before it is handed out (after a reset too).
+    - `prepare`: awaited with every member before it is handed out (after a reset too); one
+      that runs longer than `prepare_timeout` seconds fails with `TimedOut` (and the member
+      is deleted).
     """
-    pool = Pool(
+    pool = RecordPool(
         cluster,
         spec,
         name=name,
@@ -561,6 +638,7 @@ async def open_pool(
         refill_queue_timeout=refill_queue_timeout,
         shrink_after=shrink_after,
         prepare=prepare,
+        prepare_timeout=prepare_timeout,
     )
     await pool._open()
     try:
@@ -569,4 +647,13 @@ async def open_pool(
         await pool.aclose()
 
 
-__all__ = ["POOL_LABEL", "Pool", "Prepare", "default_pool_name", "open_pool"]
+# The class's old name, kept only because `_cluster.py` still imports it for an annotation.
+
+__all__ = [
+    "POOL_LABEL",
+    "Prepare",
+    "RecordPool",
+    "default_pool_name",
+    "delete_quietly",
+    "open_pool",
+]

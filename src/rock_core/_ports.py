@@ -6,8 +6,13 @@ credit-controlled `StreamData` (see `rock_agent._ports` for the agent's half). O
 is the SSH channel the cluster already uses: no port is opened on the sandbox's host.
 
 Rules:
-- A connection that fails (nothing listens inside, the sandbox stopped, the link broke) is reset
-  for the local client, and the error is kept in `PortForward.errors` and given to `on_error`.
+- The agent link is looked up again for every accepted connection (the forward takes a
+  resolver such as ``lambda: cluster.connection(sandbox_id)``), so a forward outlives a broken
+  link: connections made while the host is away fail with `HostUnavailable`, and those made
+  after the cluster reconnected use the new link.
+- A connection that fails (nothing listens inside, the sandbox stopped, the link broke or is
+  down) is reset for the local client, and the error is kept in `PortForward.errors` and given
+  to `on_error`.
 - A local client that closes its sending side half-closes the connection inside, and the
   other way round; the forward of a connection ends when both sides are done.
 - Forwarding never touches a sandbox's owner or lifetime: it only reads and writes bytes.
@@ -115,9 +120,13 @@ async def locate_sandbox(
     raise SandboxNotFound(f"no sandbox {sandbox_id!r} on any host{why}", sandbox_id=sandbox_id)
 
 
+#: The agent link of a forward: a fixed connection, or a resolver called per local connection.
+LinkSource = AgentConnection | Callable[[], AgentConnection]
+
+
 @asynccontextmanager
 async def open_port_forward(
-    conn: AgentConnection,
+    link: LinkSource,
     sandbox_id: str,
     port: int,
     *,
@@ -128,16 +137,20 @@ async def open_port_forward(
 ) -> AsyncIterator[PortForward]:
     """Listen on `local_host:local_port` (0: any free port) and carry each connection to `port`.
 
-    `address` is where the agent connects, as seen from inside the sandbox. The sandbox must be
-    running when the forward opens; it is checked once, and each connection reports its own
-    errors afterwards.
+    `link` is the agent connection, or better a resolver returning the live one (raising
+    `HostUnavailable` while the link is down): it is called once per accepted connection, so
+    the forward keeps working across reconnects. `address` is where the agent connects, as
+    seen from inside the sandbox. The sandbox must be running when the forward opens; it is
+    checked once, and each connection reports its own errors afterwards.
     """
+    resolve = _resolver(link)
     if not 1 <= port <= 65535:
         raise BadRequest(f"port must be between 1 and 65535, got {port}")
     try:
         ipaddress.ip_address(address)
     except ValueError as exc:
         raise BadRequest(f"address {address!r} is not an IP address") from exc
+    conn = resolve()
     info = (
         await conn.call(InspectSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply)
     ).sandbox
@@ -161,7 +174,7 @@ async def open_port_forward(
         forward.connections += 1
         forward.active += 1
         try:
-            await _carry(conn, forward, address, local, on_error)
+            await _carry(resolve, forward, address, local, on_error)
         finally:
             forward.active -= 1
 
@@ -173,20 +186,30 @@ async def open_port_forward(
             tg.cancel_scope.cancel()
 
 
+def _resolver(link: LinkSource) -> Callable[[], AgentConnection]:
+    if isinstance(link, AgentConnection):
+        return lambda: link
+    return link
+
+
 async def _carry(
-    conn: AgentConnection,
+    resolve: Callable[[], AgentConnection],
     forward: PortForward,
     address: str,
     local: SocketStream,
     on_error: Callable[[RockError], object] | None,
 ) -> None:
     """Carry one local connection; a failure resets it and is recorded, never raised."""
-    request = ForwardPort(
-        id=conn.next_id(), sandbox_id=forward.sandbox_id, port=forward.remote_port, address=address
-    )
     failure: RockError | None = None
     async with local:
         try:
+            conn = resolve()  # the link live now: it may have been replaced since the last one
+            request = ForwardPort(
+                id=conn.next_id(),
+                sandbox_id=forward.sandbox_id,
+                port=forward.remote_port,
+                address=address,
+            )
             await _exchange(conn, request, forward, local)
         except RockError as exc:
             failure = exc

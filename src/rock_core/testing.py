@@ -31,7 +31,7 @@ from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._channel import ByteStream, FramedChannel
-from ._cluster import Cluster
+from ._cluster import Cluster, make_scheduler
 from ._connection import open_agent_connection
 from ._errors import (
     AlreadyExists,
@@ -587,13 +587,7 @@ async def open_fake_cluster(
         raise BadRequest(f"a fake cluster needs at least one host, got {n_hosts}")
     if "host_id" in agent_kwargs:
         raise BadRequest("fake hosts are named fake-0, fake-1, ...: do not pass host_id")
-    if policy not in ("spread", "binpack"):
-        raise BadRequest(f"unknown placement policy {policy!r}: use 'spread' or 'binpack'")
-    scheduler = Scheduler(
-        "spread" if policy == "spread" else "binpack",
-        max_queue=max_queue,
-        default_max_starts=max_starts,
-    )
+    scheduler = make_scheduler(policy, max_queue, max_starts)
     cluster = FakeCluster(owner, scheduler)
     async with anyio.create_task_group() as tg:
         cluster._tg = tg  # the cluster's background work (warm pools' refills) runs here

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -18,6 +18,7 @@ import anyio
 
 from rock_core._cluster import Cluster, new_sandbox_id
 from rock_core._errors import BadRequest, RockError
+from rock_core._pool import delete_quietly
 
 from ._config import SandboxConfig
 from ._sandbox import Sandbox
@@ -210,7 +211,7 @@ async def create_many(
             for index in range(n):
                 tg.start_soon(one, index)
     except BaseException:
-        await _delete_all(list(started.values()), limit)
+        await _delete_all(cluster, started.values(), limit)
         raise
     result = CreateManyResult(
         sandboxes=[started[i] for i in sorted(started)],
@@ -218,26 +219,16 @@ async def create_many(
         elapsed=time.monotonic() - began,
     )
     if check and not result.ok:
-        await _delete_all(result.sandboxes, limit)
+        await _delete_all(cluster, result.sandboxes, limit)
         result.raise_on_failure()
     return result
 
 
-async def _delete_all(sandboxes: list[Sandbox], limit: int) -> None:
-    """Delete `sandboxes` (shielded: also when the caller is cancelled), best effort."""
-    limiter = anyio.CapacityLimiter(limit)
-
-    async def delete(sandbox: Sandbox) -> None:
-        async with limiter:
-            try:
-                await sandbox.delete()
-            except RockError:
-                pass  # the cluster deletes what is left when it closes
-
-    with anyio.CancelScope(shield=True):
-        async with anyio.create_task_group() as tg:
-            for sandbox in sandboxes:
-                tg.start_soon(delete, sandbox)
+async def _delete_all(cluster: Cluster, sandboxes: Iterable[Sandbox], limit: int) -> None:
+    """Delete what a failed or cancelled call started: shielded, bounded, best effort (the
+    cluster deletes what is left when it exits)."""
+    ids = [sandbox.sandbox_id for sandbox in sandboxes]
+    await delete_quietly(cluster, ids, who="create_many", limit=limit)
 
 
 __all__ = ["CreateFailure", "CreateManyResult", "CreateProgress", "create_many"]

@@ -182,8 +182,9 @@ async def _port(args: argparse.Namespace) -> int:
         def report(exc: RockError) -> None:
             print(f"rock port: {exc}", file=sys.stderr, flush=True)
 
+        conn.require("ports", "forward ports")
         async with open_port_forward(
-            conn,
+            cluster.hosts[conn.welcome.host_id].link,  # the live link, after any reconnect
             args.sandbox_id,
             args.port,
             local_host=args.local_host,

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from rock_core._cluster import Cluster, Host
 from rock_core._cluster import open_cluster as open_core_cluster
 from rock_core._images import list_images, prune_images, warm_image
-from rock_core._pool import DEFAULT_REFILL_CONCURRENCY
+from rock_core._pool import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY
 from rock_core._protocol import ImageInfo, ImageReport, PruneResult
 from rock_core._ssh import SshOptions
 from rock_core._statistics import ClusterStatistics
@@ -109,6 +109,7 @@ class SandboxCluster:
         prepare: SandboxPrepare | None = None,
         refill_concurrency: int = DEFAULT_REFILL_CONCURRENCY,
         shrink_after: float = 60.0,
+        prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
     ) -> AsyncIterator[Pool]:
         """A warm pool of `config`, refilled in the background; closed when the block ends.
 
@@ -125,6 +126,7 @@ class SandboxCluster:
             prepare=prepare,
             refill_concurrency=refill_concurrency,
             shrink_after=shrink_after,
+            prepare_timeout=prepare_timeout,
         ) as pool:
             yield pool
 

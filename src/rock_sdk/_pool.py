@@ -5,7 +5,7 @@
             async with pool.sandbox() as sb:          # ready in well under a millisecond
                 await sb.arun("python3 -V")           # one round trip: the shell is open
 
-The core's pool (`rock_core.Pool`) does the work: refills in the cluster's task group within
+The core's pool (`rock_core.RecordPool`) does the work: refills in the cluster's task group within
 the hosts' start budget, hits and misses, release and reset, statistics. This wrapper opens
 each member's default session before it is handed out (so the first command is one round
 trip, not a shell start), runs an optional `prepare(sandbox)`, and hands out `Sandbox`es.
@@ -18,8 +18,7 @@ from contextlib import asynccontextmanager
 
 from rock_core._cluster import Cluster, SandboxRecord
 from rock_core._errors import AlreadyExists
-from rock_core._pool import DEFAULT_REFILL_CONCURRENCY
-from rock_core._pool import Pool as CorePool
+from rock_core._pool import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY, RecordPool
 from rock_core._pool import open_pool as open_core_pool
 from rock_core._statistics import PoolStatistics
 
@@ -33,12 +32,12 @@ SandboxPrepare = Callable[[Sandbox], Awaitable[None]]
 class Pool:
     """Warm sandboxes of one config; `acquire` a ready one (or a cold start), `release` it.
 
-    `core` is the underlying `rock_core.Pool` (its module documents every rule). A released
+    `core` is the underlying `rock_core.RecordPool` (its module documents every rule). A released
     sandbox is deleted, or with ``reset=True`` restarted (processes and sessions end, files
     stay) and handed out again later. Hold no reference to a sandbox after releasing it.
     """
 
-    def __init__(self, core: CorePool, config: SandboxConfig, *, session: bool) -> None:
+    def __init__(self, core: RecordPool, config: SandboxConfig, *, session: bool) -> None:
         self.core = core
         self.config = config
         self._session = session
@@ -72,7 +71,7 @@ class Pool:
             await self.release(sandbox, reset=reset)
 
     async def wait_ready(self, count: int | None = None) -> None:
-        """Wait until `count` members (default `min_size`) are ready; see `rock_core.Pool`."""
+        """Wait until `count` members (default `min_size`) are ready; see `rock_core.RecordPool`."""
         await self.core.wait_ready(count)
 
     def statistics(self) -> PoolStatistics:
@@ -80,7 +79,8 @@ class Pool:
         return self.core.statistics()
 
     async def aclose(self) -> None:
-        """Stop refilling and delete the idle members; handed-out ones stay with their holders."""
+        """Stop refilling and delete every member not handed out; handed-out ones stay with
+        their holders."""
         await self.core.aclose()
 
     def __repr__(self) -> str:
@@ -99,11 +99,14 @@ async def open_pool(
     prepare: SandboxPrepare | None = None,
     refill_concurrency: int = DEFAULT_REFILL_CONCURRENCY,
     shrink_after: float = 60.0,
+    prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
 ) -> AsyncIterator[Pool]:
     """A warm pool of `config` in `cluster`; closed (idle members deleted) when the block ends.
 
     `session` opens each member's default session ahead; `prepare(sandbox)` runs after it.
-    The other options are `rock_core.open_pool`'s.
+    Both together must finish within `prepare_timeout` seconds, else the member is deleted
+    and the acquire (or refill) fails with `TimedOut`. The other options are
+    `rock_core.open_pool`'s.
     """
     config = config or SandboxConfig()
     spec = config.to_spec()
@@ -126,6 +129,7 @@ async def open_pool(
         name=name,
         refill_concurrency=refill_concurrency,
         shrink_after=shrink_after,
+        prepare_timeout=prepare_timeout,
         prepare=prepare_member if session or prepare is not None else None,
     ) as core:
         yield Pool(core, config, session=session)

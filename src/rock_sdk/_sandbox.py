@@ -191,6 +191,9 @@ class Sandbox:
         """Remove the sandbox and everything in it (and the embedded core, if it has one)."""
         if self._record is None:
             return
+        if self._record.state is SandboxState.DELETED:
+            await self._close_stack()  # the cluster may have forgotten it by now
+            return
         try:
             # Shielded: a cancelled caller must not leave the container behind.
             with anyio.CancelScope(shield=True):
@@ -267,12 +270,7 @@ class Sandbox:
 
     async def _timeouts_call(self, request: Request) -> DeadlinesReply:
         record = self._require_record()
-        welcome = self.cluster.connection(self.sandbox_id).welcome
-        if "timeouts" not in welcome.capabilities:
-            raise BadRequest(
-                f"the agent of host {welcome.host_id} ({welcome.agent_version}) has no timeouts;"
-                " upgrade it"
-            )
+        self.cluster.connection(self.sandbox_id).require("timeouts", "change timeouts")
         reply = await self._call(request, DeadlinesReply)
         if record.info is not None:
             record.info.deadlines = reply.deadlines
@@ -517,6 +515,7 @@ class Sandbox:
         """
         if isinstance(changes, str):
             raise BadRequest("changes takes a list of Dockerfile instructions, not one string")
+        self.cluster.connection(self.sandbox_id).require("commit", "commit a sandbox")
         reply = await self._call(
             CommitSandbox(
                 id=self._next_id(),
@@ -535,6 +534,7 @@ class Sandbox:
 
         Takes one to two seconds: the engine compares two samples about a second apart.
         """
+        self.cluster.connection(self.sandbox_id).require("stats", "report resource use")
         reply = await self._call(
             ReadStats(id=self._next_id(), sandbox_id=self.sandbox_id), StatsReply
         )
@@ -555,13 +555,15 @@ class Sandbox:
         ``async with sb.expose_port(8000) as (host, port):`` then connect to ``host:port``.
         Every connection is carried through the agent link into the sandbox (it needs no
         network); a failed one is reset, and its error is kept in the forward's `errors` and
-        given to `on_error`.
+        given to `on_error`. The link is looked up per connection, so the forward keeps
+        working after the cluster reconnects to the sandbox's host.
         """
         self._require_record()
-        conn = self.cluster.connection(self.sandbox_id)
+        cluster, sandbox_id = self.cluster, self.sandbox_id
+        cluster.connection(sandbox_id).require("ports", "forward ports")
         async with open_port_forward(
-            conn,
-            self.sandbox_id,
+            lambda: cluster.connection(sandbox_id),
+            sandbox_id,
             port,
             local_host=local_host,
             local_port=local_port,

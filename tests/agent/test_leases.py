@@ -16,7 +16,7 @@ def test_the_lease_runs_from_the_last_message_after_disconnect() -> None:
     leases = Leases(10)
     leases.connect("a", now=0)
     leases.renew("a", now=5)
-    assert leases.disconnect("a", now=6) == 0
+    assert leases.disconnect("a", last_heard=6) == 0
     assert leases.deadline("a") == 16
     assert leases.expired(15.9) == []
     assert leases.expired(16) == ["a"]
@@ -27,7 +27,7 @@ def test_the_lease_runs_from_the_last_message_after_disconnect() -> None:
 def test_reconnecting_before_the_end_keeps_the_owner() -> None:
     leases = Leases(10)
     leases.connect("a", now=0)
-    leases.disconnect("a", now=1)
+    leases.disconnect("a", last_heard=1)
     leases.connect("a", now=9)
     assert leases.expired(50) == []
     assert leases.connected("a")
@@ -37,9 +37,9 @@ def test_an_owner_with_two_connections_needs_both_closed() -> None:
     leases = Leases(10)
     leases.connect("a", now=0)
     leases.connect("a", now=0)
-    assert leases.disconnect("a", now=1) == 1
+    assert leases.disconnect("a", last_heard=1) == 1
     assert leases.expired(100) == []
-    assert leases.disconnect("a", now=2) == 0
+    assert leases.disconnect("a", last_heard=2) == 0
     assert leases.expired(12) == ["a"]
 
 
@@ -57,7 +57,7 @@ def test_requested_lease_is_clamped_and_zero_means_default() -> None:
     assert leases.grant(1) == 5
     assert leases.grant(10_000) == 600
     assert leases.connect("a", now=0, requested=30) == 30
-    leases.disconnect("a", now=0)
+    leases.disconnect("a", last_heard=0)
     assert leases.deadline("a") == 30
 
 
@@ -65,12 +65,23 @@ def test_expired_owners_come_oldest_first() -> None:
     leases = Leases(10)
     for owner, at in (("b", 5), ("a", 1), ("c", 3)):
         leases.connect(owner, now=at)
-        leases.disconnect(owner, now=at)
+        leases.disconnect(owner, last_heard=at)
     assert leases.expired(100) == ["a", "c", "b"]
 
 
 def test_renewing_an_unknown_owner_is_harmless() -> None:
     leases = Leases(10)
     leases.renew("ghost", now=1)
-    assert leases.disconnect("ghost", now=1) == 0
+    assert leases.disconnect("ghost", last_heard=1) == 0
     assert len(leases) == 0
+
+
+def test_a_stale_connection_closing_never_shortens_the_lease() -> None:
+    leases = Leases(10)
+    leases.connect("a", now=0)
+    leases.connect("a", now=0)
+    leases.renew("a", now=50)  # heard on the second connection
+    leases.disconnect("a", last_heard=1)  # the first one, silent since 1, is closed
+    leases.disconnect("a", last_heard=50)
+    assert leases.deadline("a") == 60
+    assert leases.length("a") == 10 and leases.length("unknown") == 10

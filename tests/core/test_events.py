@@ -378,7 +378,9 @@ async def test_timeouts_need_an_agent_that_enforces_them() -> None:
     agent = ScriptedAgent(capabilities=())
     async with scripted_cluster(agent) as cluster:
         timed = SandboxSpec(image="img:1", memory=1 << 30, idle_timeout=30)
-        with pytest.raises(BadRequest, match=r"^the agent of host h1 \(scripted\) cannot enforce"):
+        with pytest.raises(
+            BadRequest, match=r"^the agent of host h1 \(version scripted\) cannot enforce timeouts"
+        ):
             await cluster.create_sandbox(timed, sandbox_id="sb-t")
         assert agent.creates == []
         await cluster.create_sandbox(SPEC, sandbox_id="sb-plain")

@@ -4,30 +4,37 @@ release, close; `create_many`'s failures, concurrency, progress and cancellation
 from __future__ import annotations
 
 import io
+import logging
 import re
+import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 
 import anyio
 import anyio.lowlevel
 import pytest
 
+import rock_core
+import rock_core._pool
+import rock_sdk
 from rock_core import (
     AlreadyExists,
     BadRequest,
     Cluster,
     ImageNotFound,
     NotFound,
-    Pool,
+    RecordPool,
     SandboxFailed,
     SandboxRecord,
     SandboxSpec,
     SandboxState,
     Scheduler,
+    TimedOut,
     open_pool,
 )
-from rock_core._pool import POOL_LABEL, default_pool_name
-from rock_core._protocol import CreateSandbox
-from rock_core.testing import FakeCluster, open_fake_cluster
+from rock_core._pool import POOL_LABEL, default_pool_name, delete_quietly
+from rock_core._protocol import CreateSandbox, RemoveSandbox, Reply, Request
+from rock_core.testing import FakeAgent, FakeCluster, open_fake_cluster
 from rock_sdk import CreateProgress, SandboxConfig
 from rock_sdk._bulk import create_many
 
@@ -75,6 +82,56 @@ class Gate:
     async def __call__(self, sandbox_id: str) -> None:
         self.waiting.append(sandbox_id)
         await self.opened.wait()
+
+
+def before_removes(
+    monkeypatch: pytest.MonkeyPatch, agent: FakeAgent, hook: Callable[[str], Awaitable[None]]
+) -> None:
+    """Await `hook(sandbox_id)` before the fake agent serves each remove: a hung or failing
+    `docker rm` (a hook that raises a `RockError` makes the remove fail with it)."""
+    dispatch = agent._dispatch
+
+    async def hooked(owner: str, request: Request) -> Reply:
+        if isinstance(request, RemoveSandbox):
+            await hook(request.sandbox_id)
+        return await dispatch(owner, request)
+
+    monkeypatch.setattr(agent, "_dispatch", hooked)
+
+
+HANG = 5.0  # seconds a "hung" engine or prepare takes: far beyond any bound under test
+
+
+class HungRemoves:
+    """A remove hook that hangs, like a `docker rm` that does not return: until `let_go` is
+    set, or for `HANG` seconds (then the engine recovers, so a test that waited for it fails
+    on its timing instead of hanging for good inside a shielded scope).
+
+    It holds the removes of `only` (default: every sandbox), `times` times per sandbox at most
+    (default: always); `held` lists each remove it held, in order.
+    """
+
+    def __init__(self, *, only: set[str] | None = None, times: int | None = None) -> None:
+        self.only = only
+        self.times = times
+        self.held: list[str] = []
+        self.let_go = anyio.Event()
+
+    async def __call__(self, sandbox_id: str) -> None:
+        if self.only is not None and sandbox_id not in self.only:
+            return
+        if self.times is not None and self.held.count(sandbox_id) >= self.times:
+            return
+        self.held.append(sandbox_id)
+        with anyio.move_on_after(HANG):
+            await self.let_go.wait()
+
+
+@pytest.fixture
+def short_cleanups(monkeypatch: pytest.MonkeyPatch) -> float:
+    """Shielded cleanups give up after 0.2 s instead of a minute."""
+    monkeypatch.setattr(rock_core._pool, "CLEANUP_TIMEOUT", 0.2)
+    return 0.2
 
 
 async def test_fills_to_min_size_with_labelled_members() -> None:
@@ -263,6 +320,7 @@ async def test_the_target_shrinks_and_idle_extras_are_trimmed() -> None:
             await pool.wait_ready(4)
             await until(lambda: pool.statistics().target == 1, "the target to shrink")
             await until(lambda: pool.statistics().ready == 1, "idle extras to be trimmed")
+            await until(lambda: not pool._doomed, "the trimmed extras to be deleted")
             stats = pool.statistics()
             assert (stats.size, stats.handed_out) == (1, 4)
             kept = pool._ready[0].record.sandbox_id
@@ -384,7 +442,7 @@ async def test_close_cancels_refills_in_flight() -> None:
 
 async def test_cluster_exit_stops_refills_of_a_pool_left_open() -> None:
     async with open_fake_cluster(1, cpus=16, memory=64 * GiB) as cluster:
-        pool = Pool(cluster, SPEC, min_size=2)
+        pool = RecordPool(cluster, SPEC, min_size=2)
         await pool._open()
         await pool.wait_ready()
         held = await pool.acquire()
@@ -392,6 +450,188 @@ async def test_cluster_exit_stops_refills_of_a_pool_left_open() -> None:
     assert held.state is DELETED
     assert all(r.state is DELETED for r in cluster.records())
     assert_no_resources_in_use(cluster)
+
+
+# ------------------------------------------------------------------ bounded cleanups
+
+
+async def test_a_hanging_prepare_times_out_in_resets_misses_and_refills() -> None:
+    hang = False
+
+    async def prepare(record: SandboxRecord) -> None:
+        if hang:
+            await anyio.sleep(HANG)
+
+    timed_out = r"prepare of sandbox sb-[0-9a-f]+ in pool 'slow' did not finish within 0.2 s"
+    async with open_fake_cluster(1, cpus=16, memory=64 * GiB) as cluster:
+        async with open_pool(
+            cluster, SPEC, min_size=1, max_size=3, name="slow", prepare=prepare, prepare_timeout=0.2
+        ) as pool:
+            await pool.wait_ready()
+            held = await pool.acquire()
+            await pool.wait_ready()
+            hang = True
+            began = time.monotonic()
+            await pool.release(held.sandbox_id, reset=True)  # shielded, but not for ever
+            assert time.monotonic() - began < 2
+            assert held.state is DELETED
+            stats = pool.statistics()
+            assert (stats.resets, stats.failures) == (0, 1)
+            assert stats.last_error == (
+                f"reset of {held.sandbox_id}: TimedOut: prepare of sandbox {held.sandbox_id} "
+                "in pool 'slow' did not finish within 0.2 s"
+            )
+            hit = await pool.acquire()
+            began = time.monotonic()
+            with pytest.raises(TimedOut, match=f"^{timed_out}$"):
+                await pool.acquire()  # a miss: the cold start's prepare hangs
+            assert time.monotonic() - began < 2
+            with pytest.raises(TimedOut, match=f"^pool 'slow' could not refill: {timed_out}$"):
+                await pool.wait_ready()
+            await pool.release(hit.sandbox_id)
+        assert all(r.state is DELETED for r in cluster.records())
+        assert live_on_agents(cluster) == set()
+
+
+async def test_release_gives_up_on_a_hung_delete(
+    monkeypatch: pytest.MonkeyPatch, short_cleanups: float
+) -> None:
+    async with open_fake_cluster(1, cpus=16, memory=64 * GiB) as cluster:
+        hung = HungRemoves()
+        before_removes(monkeypatch, cluster.agents["fake-0"], hung)
+        async with open_pool(cluster, SPEC, min_size=2, name="p") as pool:
+            await pool.wait_ready()
+            held, other = await pool.acquire(), await pool.acquire()
+            began = time.monotonic()
+            with pytest.raises(
+                TimedOut,
+                match=rf"^pool 'p': deleting sandbox {held.sandbox_id} did not finish within "
+                r"0.2 s; the cluster deletes it when it exits$",
+            ):
+                await pool.release(held.sandbox_id)
+            assert time.monotonic() - began < 2
+            # A cancelled caller (Ctrl-C) gets its cancellation, as soon.
+            began = time.monotonic()
+            with anyio.move_on_after(0.05) as cancelled:
+                await pool.release(other.sandbox_id)
+            assert cancelled.cancelled_caught
+            assert time.monotonic() - began < 2
+            assert hung.held == [held.sandbox_id, other.sandbox_id]
+            assert held.state is other.state is SandboxState.DELETING
+            assert pool.statistics().handed_out == 0
+            hung.let_go.set()
+    assert held.state is other.state is DELETED  # the cluster deleted them when it exited
+    assert live_on_agents(cluster) == set()
+
+
+async def test_a_cancelled_miss_is_not_held_up_by_a_hung_delete(
+    monkeypatch: pytest.MonkeyPatch, short_cleanups: float
+) -> None:
+    async def prepare(record: SandboxRecord) -> None:
+        await anyio.sleep_forever()
+
+    async with open_fake_cluster(1, cpus=16, memory=64 * GiB) as cluster:
+        hung = HungRemoves()
+        before_removes(monkeypatch, cluster.agents["fake-0"], hung)
+        async with open_pool(cluster, SPEC, min_size=0, name="p", prepare=prepare) as pool:
+            began = time.monotonic()
+            with anyio.move_on_after(0.05) as cancelled:
+                await pool.acquire()  # a miss, cancelled in its prepare
+            assert cancelled.cancelled_caught
+            assert time.monotonic() - began < 2
+            assert len(hung.held) == 1  # the cold start's delete, given up after 0.2 s
+            assert cluster.record(hung.held[0]).state is SandboxState.DELETING
+            assert pool.statistics().handed_out == 0
+            hung.let_go.set()
+    assert live_on_agents(cluster) == set()
+
+
+async def test_closing_is_not_held_up_by_a_hung_delete(
+    monkeypatch: pytest.MonkeyPatch, short_cleanups: float
+) -> None:
+    preparing: list[SandboxRecord] = []
+
+    async def prepare(record: SandboxRecord) -> None:
+        preparing.append(record)
+        await anyio.sleep_forever()
+
+    async with open_fake_cluster(1, cpus=16, memory=64 * GiB) as cluster:
+        hung = HungRemoves()
+        before_removes(monkeypatch, cluster.agents["fake-0"], hung)
+        async with open_pool(cluster, SPEC, min_size=1, name="p", prepare=prepare) as pool:
+            await until(lambda: preparing, "a refill in its prepare")
+            began = time.monotonic()
+        # The refill was cancelled and its sandbox deleted by `aclose`, which gave up after
+        # 0.2 s; the halt never waited for a delete.
+        assert time.monotonic() - began < 2
+        assert pool.closed
+        [refill] = preparing
+        assert hung.held == [refill.sandbox_id]
+        assert refill.state is SandboxState.DELETING
+        hung.let_go.set()
+    assert refill.state is DELETED  # the cluster deleted it when it exited
+    assert live_on_agents(cluster) == set()
+
+
+async def test_closing_deletes_members_whose_background_delete_was_cut_short(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with open_fake_cluster(1, cpus=16, memory=64 * GiB) as cluster:
+        agent = cluster.agents["fake-0"]
+        async with open_pool(cluster, SPEC, min_size=2, name="p") as pool:
+            await pool.wait_ready()
+            dead = pool._ready[0].record
+            hung = HungRemoves(only={dead.sandbox_id}, times=1)
+            before_removes(monkeypatch, agent, hung)
+            await cluster.stop_sandbox(dead.sandbox_id)  # found not running: discarded
+            await until(lambda: hung.held == [dead.sandbox_id], "its background delete to hang")
+            assert pool.statistics().discarded == 1
+            assert dead.state is SandboxState.DELETING
+        # Closing cancelled the background delete, then deleted the member itself.
+        assert dead.state is DELETED
+        assert dead.sandbox_id not in agent.sandboxes
+        assert all(r.state is DELETED for r in cluster.records())
+        assert agent.sandboxes == {}
+
+
+async def test_delete_quietly_is_shielded_bounded_and_logs_each_failure(
+    monkeypatch: pytest.MonkeyPatch, short_cleanups: float, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with open_fake_cluster(1, cpus=16, memory=64 * GiB) as cluster:
+        ok, refused, hanging = [await cluster.create_sandbox(SPEC) for _ in range(3)]
+        hung = HungRemoves(only={hanging.sandbox_id}, times=1)
+        refuse = {refused.sandbox_id}
+
+        async def hook(sandbox_id: str) -> None:
+            if sandbox_id in refuse:
+                refuse.discard(sandbox_id)
+                raise SandboxFailed("the engine refused")
+            await hung(sandbox_id)
+
+        before_removes(monkeypatch, cluster.agents["fake-0"], hook)
+        ids = [ok.sandbox_id, refused.sandbox_id, hanging.sandbox_id]
+        began = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="rock_core"), anyio.CancelScope() as scope:
+            scope.cancel()  # shielded: a cancelled caller still deletes
+            await delete_quietly(cluster, ids, who="test")
+        assert time.monotonic() - began < 2
+        assert ok.state is DELETED
+        assert refused.state is SandboxState.FAILED
+        assert hanging.state is SandboxState.DELETING
+        assert [r.getMessage() for r in caplog.records if r.name == "rock_core"] == [
+            f"test: could not delete sandbox {refused.sandbox_id}: the engine refused",
+            "test: deletes did not finish within 0.2 s; the cluster deletes what is left when "
+            "it exits",
+        ]
+    assert all(r.state is DELETED for r in cluster.records())
+    assert live_on_agents(cluster) == set()
+
+
+def test_the_core_pool_is_a_record_pool_with_no_public_halt() -> None:
+    assert "RecordPool" in rock_core.__all__ and "Pool" not in rock_core.__all__
+    assert not hasattr(rock_core, "Pool")
+    assert rock_sdk.Pool is not RecordPool
+    assert not hasattr(RecordPool, "halt") and callable(RecordPool._halt)
 
 
 async def test_statistics_show_pools_beside_the_scheduler() -> None:
@@ -557,6 +797,10 @@ async def test_bad_settings_are_refused() -> None:
             ({"min_size": 0, "max_size": 0}, r"^max_size must be >= min_size and >= 1"),
             ({"refill_concurrency": 0}, r"^refill_concurrency must be >= 1, got 0$"),
             ({"shrink_after": 0}, r"^shrink_after must be a positive number of seconds, got 0$"),
+            (
+                {"prepare_timeout": -1.0},
+                r"^prepare_timeout must be a positive number of seconds, got -1.0$",
+            ),
             ({"name": "bad name"}, r"^pool name 'bad name' must be 1-63 letters, digits"),
             ({"name": "-x"}, r"^pool name '-x' must be 1-63 letters"),
         ]
@@ -631,6 +875,21 @@ async def test_create_many_with_check_deletes_what_started() -> None:
         assert info.value.__notes__[0] == "1 of 3 sandboxes failed to start:"
         assert live_on_agents(cluster) == set()
         assert_no_resources_in_use(cluster)
+
+
+async def test_create_many_gives_up_on_hung_deletes(
+    monkeypatch: pytest.MonkeyPatch, short_cleanups: float
+) -> None:
+    async with open_fake_cluster(1, cpus=16, memory=64 * GiB, fail_images={"bad:1"}) as cluster:
+        hung = HungRemoves()
+        before_removes(monkeypatch, cluster.agents["fake-0"], hung)
+        began = time.monotonic()
+        with pytest.raises(ImageNotFound, match=r"^image 'bad:1' is not on this host"):
+            await create_many(cluster, [OK, OK, BAD], check=True)
+        assert time.monotonic() - began < 2  # the deletes gave up after 0.2 s
+        assert len(hung.held) == 2
+        hung.let_go.set()
+    assert live_on_agents(cluster) == set()
 
 
 async def test_create_many_bounds_its_concurrency() -> None:

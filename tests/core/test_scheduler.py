@@ -735,8 +735,8 @@ class SchedulerModel(RuleBasedStateMachine):
             return
         self.add_host("rescue", 8, 32, 0, 8)
         for host_id in sorted(self.draining):
+            self.draining.discard(host_id)  # before applying: it may place there at once
             self.apply(self.sched.drain_host(host_id, False))
-        self.draining.clear()
         while self.queued:
             waiting = len(self.queued)
             for request_id in sorted(self.placed()):

@@ -22,9 +22,15 @@ from rock_sdk.envs import make, registry
 from rock_sdk.envs._bundle import bundle_for
 from rock_sdk.envs._loop import LoopThread
 from rock_sdk.envs._remote import entry_point_name
-from rock_sdk.envs._remote_server import REPLY_PREFIX
+from rock_sdk.envs._remote_server import REPLY_PREFIX, serve
 
 EASY = [env_id for env_id in registry.ids("game:") if env_id.endswith("-easy")]
+
+
+def _replies(output: str) -> list[dict[str, Any]]:
+    lines = [line for line in output.split("\n") if line]  # not splitlines: \x1e
+    assert all(line.startswith(REPLY_PREFIX) for line in lines), output
+    return [json.loads(line[len(REPLY_PREFIX) :]) for line in lines]
 
 
 def _serve(bundle: Path, requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -40,9 +46,7 @@ def _serve(bundle: Path, requests: list[dict[str, Any]]) -> list[dict[str, Any]]
         timeout=60,
         check=True,
     )
-    replies = [line for line in done.stdout.split("\n") if line]  # not splitlines: \x1e
-    assert all(line.startswith(REPLY_PREFIX) for line in replies), done.stdout
-    return [json.loads(line[len(REPLY_PREFIX) :]) for line in replies]
+    return _replies(done.stdout)
 
 
 @pytest.fixture(scope="module")
@@ -111,6 +115,59 @@ def test_errors_carry_the_kits_codes(bundle: Path) -> None:
     assert "Traceback" in replies[4]["traceback"]
     assert replies[5]["result"] == ["hello 1", {"options": {"a": 1}, "gymnasium": False}]
     assert replies[7]["message"] == "unknown op 'fly'"
+
+
+class OddInfoEnv:
+    """Steps whose info JSON cannot hold: ``tuple`` gives a tuple key, ``loop`` a cycle."""
+
+    def reset(
+        self, seed: int | None = None, *, options: dict[str, Any] | None = None
+    ) -> tuple[str, dict[str, Any]]:
+        return "start", {"seed": seed}
+
+    def step(self, action: str) -> tuple[str, float, bool, bool, dict[Any, Any]]:
+        info: dict[Any, Any] = {"turn": 1, "odd": object()}  # repr'd: still sendable
+        if action == "tuple":
+            info = {(1, 2): "a pair"}
+        elif action == "loop":
+            info["self"] = info
+        return action, 1.0, False, False, info
+
+    def close(self) -> None:
+        pass
+
+
+def test_a_result_json_cannot_hold_is_an_error_reply_and_the_server_goes_on() -> None:
+    requests = [
+        {"op": "make", "entry_point": f"{__name__}:OddInfoEnv", "id": 1},
+        {"op": "reset", "seed": 3, "id": 2},
+        {"op": "step", "action": "tuple", "id": 3},
+        {"op": "step", "action": "loop", "id": 4},
+        {"op": "step", "action": "fine", "id": 5},
+        {"op": "close", "id": 6},
+    ]
+    out = io.StringIO()
+    serve(io.StringIO("".join(json.dumps(r) + "\n" for r in requests)), out)
+    replies = _replies(out.getvalue())
+    assert [(r["id"], r["ok"], r.get("code")) for r in replies] == [
+        (1, True, None),
+        (2, True, None),
+        (3, False, "rock_error"),
+        (4, False, "rock_error"),
+        (5, True, None),
+        (6, True, None),
+    ]
+    assert replies[2]["message"] == (
+        "the environment's step result cannot be sent as JSON: "
+        "keys must be str, int, float, bool or None, not tuple"
+    )
+    assert replies[3]["message"] == (
+        "the environment's step result cannot be sent as JSON: Circular reference detected"
+    )
+    assert "TypeError" in replies[2]["traceback"]
+    result = replies[4]["result"]
+    assert result[:4] == ["fine", 1.0, False, False]
+    assert result[4]["turn"] == 1 and result[4]["odd"].startswith("<object object at ")
 
 
 def test_the_bundle_is_deterministic_and_self_contained() -> None:

@@ -252,3 +252,21 @@ def test_a_second_agent_never_takes_a_live_agents_socket(agent: SocketAgent) -> 
     assert result.returncode == 1
     assert f"an agent already listens on {agent.socket}" in result.stderr
     assert agent.ensure()["started"] is False  # the first one still answers
+
+
+async def test_a_silent_connection_is_closed_and_its_lease_ends(agent: SocketAgent) -> None:
+    # A client that vanished without closing its connection (power loss, partition) must
+    # not hold its lease forever: a raw connection sends no heartbeats.
+    sandbox_id = "sb-" + secrets.token_hex(4)
+    async with open_host(agent.address, owner="remote:vanished") as conn:
+        await conn.call(
+            CreateSandbox(
+                id=conn.next_id(),
+                sandbox_id=sandbox_id,
+                spec=SandboxSpec(image=SH_IMAGE, memory=64 << 20),
+            ),
+            SandboxReply,
+        )
+        with anyio.fail_after(20):
+            await conn.wait_closed()  # the agent closed it after a lease of silence
+    await wait_for(lambda: not agent.containers(), 20, "reaped after the lease")

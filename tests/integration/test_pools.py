@@ -5,11 +5,12 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 
 import anyio
 import pytest
 
-from rock_core import Cluster, ImageNotFound, SandboxState
+from rock_core import Cluster, ImageNotFound, SandboxState, TimedOut
 from rock_core._pool import POOL_LABEL
 from rock_sdk import (
     CreateProgress,
@@ -19,6 +20,7 @@ from rock_sdk import (
     SandboxConfig,
     open_cluster,
 )
+from rock_sdk._pool import open_pool
 
 from ..conftest import PY_IMAGE, SH_IMAGE
 
@@ -140,6 +142,24 @@ async def test_closing_deletes_idle_members_and_keeps_the_held_one(sdk: SandboxC
     await pool.release(held, reset=True)  # the pool is closed: deleted
     assert pool_containers("it-close") == set()
     assert sdk.statistics().pools == ()
+
+
+async def test_a_hanging_prepare_times_out_and_leaves_no_container(sdk: SandboxCluster) -> None:
+    async def prepare(sb: Sandbox) -> None:
+        await sb.arun("sleep 600")  # a prepare stuck in the sandbox
+
+    timed_out = r"prepare of sandbox sb-[0-9a-f]+ in pool 'it-stuck' did not finish within 1 s"
+    began = time.monotonic()
+    async with open_pool(
+        sdk.core, SMALL, min_size=1, name="it-stuck", prepare=prepare, prepare_timeout=1.0
+    ) as pool:
+        with pytest.raises(TimedOut, match=f"^pool 'it-stuck' could not refill: {timed_out}$"):
+            await pool.wait_ready()
+        with pytest.raises(TimedOut, match=f"^{timed_out}$"):
+            await pool.acquire()  # a miss: its prepare times out too, and it is deleted
+        assert pool.statistics().handed_out == 0
+    assert time.monotonic() - began < 30
+    assert pool_containers("it-stuck") == set()
 
 
 async def test_statistics_and_the_cli_see_the_pool(sdk: SandboxCluster) -> None:

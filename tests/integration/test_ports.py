@@ -10,18 +10,30 @@ import os
 import signal
 import socket
 import sys
+import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import anyio
 import pytest
 
-from rock_core import BadRequest, Cluster, NotFound, RockError, SandboxNotFound
+from rock_agent import _ports as agent_ports
+from rock_core import (
+    BadRequest,
+    Cluster,
+    HostUnavailable,
+    NotFound,
+    RockError,
+    SandboxNotFound,
+)
 from rock_core._ports import open_port_forward
 from rock_sdk import Sandbox, SandboxConfig
+from rock_sdk import open_cluster as open_sdk_cluster
 
 from ..conftest import PY_IMAGE, SH_IMAGE
 from .test_cli import rock
+from .test_leases import FAST, SocketAgent, wait_for
+from .test_leases import agent as agent  # the fixture: a socket agent this test can kill
 
 pytestmark = pytest.mark.anyio
 
@@ -254,3 +266,84 @@ async def test_rock_port_of_an_unknown_sandbox(docker_engine: None) -> None:
     r = await anyio.to_thread.run_sync(lambda: rock("port", "sb-no-such-sandbox", "80"))
     assert r.returncode == 125
     assert "rock port: no sandbox 'sb-no-such-sandbox' on any host" in r.stderr
+
+
+async def test_a_forward_outlives_an_agent_restart(agent: SocketAgent) -> None:
+    seen: list[RockError] = []
+    async with open_sdk_cluster([agent.address], lease=30, **FAST) as cluster:
+        sb = await cluster.create_sandbox(SandboxConfig(image=PY_IMAGE, memory="256m"))
+        await sb.write_file("/srv/page.txt", "served\n")
+        await sb.arun("cd /srv && (python3 -m http.server 8000 > /dev/null 2>&1 &)", check=True)
+        await wait_listening(sb, 8000)
+        host = cluster.core.hosts[agent.host_id]
+        async with sb.expose_port(8000, on_error=seen.append) as forward:
+            assert await get(f"{forward.url}/page.txt") == (200, b"served\n")
+            await wait_for(lambda: not forward.active, 10, "first connection ended")
+
+            agent.kill()
+            await wait_for(lambda: host.state != "connected", 10, "link loss noticed")
+            with pytest.raises(ConnectionResetError):
+                await anyio.to_thread.run_sync(connect_and_read, *forward)
+            await wait_for(lambda: not forward.active, 10, "failed connection ended")
+            (error,) = seen
+            assert isinstance(error, HostUnavailable)
+            assert str(error).startswith(
+                f"host {agent.host_id} is reconnecting: its link has been down for "
+            )
+
+            assert agent.ensure()["started"] is True
+            await wait_for(lambda: host.state == "connected", 30, "reconnected")
+            # The same forward, on the cluster's new link to the restarted agent.
+            assert await get(f"{forward.url}/page.txt") == (200, b"served\n")
+            assert await get(f"{forward.url}/page.txt") == (200, b"served\n")
+        assert (forward.connections, forward.errors) == (4, [error])
+
+
+@pytest.fixture
+def full_listener() -> Iterator[socket.socket]:
+    """A listener whose accept queue is full: a connect to it hangs until room is made."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        with socket.create_connection(listener.getsockname(), timeout=5):
+            yield listener
+
+
+async def test_slow_connects_neither_hold_the_default_thread_pool_nor_delay_a_cancel(
+    full_listener: socket.socket,
+) -> None:
+    # The agent connects from inside a network namespace; this process's own will do here.
+    port = full_listener.getsockname()[1]
+    default_pool = anyio.to_thread.current_default_thread_limiter()
+    count = int(default_pool.total_tokens) + 5
+    async with anyio.create_task_group() as tg:
+        for _ in range(count):
+            tg.start_soon(agent_ports.connect_inside, "sb-test", os.getpid(), "127.0.0.1", port)
+        await anyio.sleep(0.5)
+        assert default_pool.borrowed_tokens == 0
+        with anyio.fail_after(5):
+            assert await anyio.to_thread.run_sync(lambda: "still served") == "still served"
+        started = time.monotonic()
+        tg.cancel_scope.cancel()
+    assert time.monotonic() - started < 2, "a cancelled request waited for its connect"
+
+
+def accept_one(listener: socket.socket, timeout: float) -> socket.socket:
+    listener.settimeout(timeout)
+    conn, _ = listener.accept()
+    conn.settimeout(timeout)
+    return conn
+
+
+async def test_a_cancelled_connect_closes_its_socket_when_it_connects(
+    full_listener: socket.socket,
+) -> None:
+    host, port = full_listener.getsockname()
+    with anyio.move_on_after(0.3) as scope:
+        await agent_ports.connect_inside("sb-test", os.getpid(), host, port)
+    assert scope.cancelled_caught
+    # Room for the abandoned connect: the queued connection goes, the retried SYN gets in.
+    accept_one(full_listener, 5).close()
+    conn = await anyio.to_thread.run_sync(accept_one, full_listener, 10)
+    with conn:
+        assert await anyio.to_thread.run_sync(conn.recv, 1) == b""  # closed at once, not leaked

@@ -8,9 +8,10 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import anyio
+import anyio.lowlevel
 import pytest
 
-from rock_core import Cluster
+from rock_core import Cluster, SandboxState
 from rock_sdk import (
     BadRequest,
     NotFound,
@@ -23,6 +24,7 @@ from rock_sdk import (
 from rock_sdk.envs import (
     AsyncVectorEnv,
     ChatEnv,
+    ColdStart,
     Hub,
     HubSpec,
     RemoteEnv,
@@ -42,6 +44,8 @@ pytestmark = pytest.mark.anyio
 EASY = [env_id for env_id in list_envs("game:") if env_id.endswith("-easy")]
 
 register("test:Echo-v0", "tests.envs.custom_envs:EchoEnv", greeting="hi")
+# An "environment" whose construction in the sandbox hangs: the start can be cancelled midway.
+register("test:SlowMake-v0", "subprocess:run", args=["sleep", "120"])
 
 
 @pytest.fixture(scope="module")
@@ -236,3 +240,57 @@ def test_sandbox_envs_run_in_a_trio_loop(docker_engine: None) -> None:
     # In a thread of its own: this module's async fixtures keep an asyncio loop in this one.
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         pool.submit(anyio.run, main, backend="trio").result()
+
+
+async def cancel_during_make(env: RemoteEnv) -> Sandbox:
+    """Start `env`, cancel it while the server builds the environment; the sandbox it had."""
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(env.areset)
+        with anyio.fail_after(60):
+            while env._process is None:  # noqa: ASYNC110
+                await anyio.sleep(0.05)
+        sandbox = env.sandbox
+        tg.cancel_scope.cancel()
+    assert sandbox is not None and env.sandbox is None
+    return sandbox
+
+
+async def test_a_start_cancelled_in_a_callers_sandbox_ends_its_session(shared: Sandbox) -> None:
+    env = make("test:SlowMake-v0", sandbox=shared)
+    assert isinstance(env, RemoteEnv)
+    assert await cancel_during_make(env) is shared
+    assert env._session not in (await shared.status()).sessions
+    assert (await shared.status()).is_running  # the caller's sandbox is kept
+    running = await shared.execute(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"])
+    assert "sleep 120" not in running.stdout  # the server and its work ended with the session
+
+
+class BookkeepingColdStart(ColdStart):
+    """A factory that does async work of its own before deleting, unshielded (as a pool may)."""
+
+    def __init__(self, config: SandboxConfig, cluster: Cluster) -> None:
+        super().__init__(config, cluster)
+        self.released: list[str] = []
+
+    async def release(self, sandbox: Sandbox) -> None:
+        await anyio.lowlevel.checkpoint()
+        self.released.append(sandbox.sandbox_id)
+        await super().release(sandbox)
+
+
+@pytest.mark.parametrize("source", ["config", "factory"])
+async def test_a_start_cancelled_on_a_cluster_deletes_its_new_sandbox(
+    cluster: Cluster, source: str
+) -> None:
+    factory = BookkeepingColdStart(SandboxConfig(image=PY_IMAGE, memory="256m"), cluster)
+    if source == "config":
+        env = make("test:SlowMake-v0", sandbox=True, cluster=cluster)
+    else:
+        env = make("test:SlowMake-v0", sandbox=factory)
+    assert isinstance(env, RemoteEnv)
+    sandbox = await cancel_during_make(env)
+    if source == "factory":
+        assert factory.released == [sandbox.sandbox_id]
+    # Deleted before the cancelled call returned, not when the cluster exits.
+    assert cluster.record(sandbox.sandbox_id).state is SandboxState.DELETED
+    assert containers_of(sandbox.sandbox_id) == []

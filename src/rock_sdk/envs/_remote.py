@@ -17,6 +17,9 @@ Rules:
   with the last of its output.
 - A request that gets no reply within ``step_timeout`` seconds raises `TimedOut`; replies
   carry the request's number, so a late reply is never taken for the next one.
+- A start that fails or is cancelled gives its sandbox back (ending its session, deleting a
+  sandbox it made) before it returns: that cleanup is shielded from the cancellation and
+  bounded by `CLEANUP_TIMEOUT`; its own failure is logged, and the start's error is raised.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ import logging
 import secrets
 from typing import Any
 
+import anyio
+
 from rock_core._cluster import Cluster
-from rock_core._errors import BadRequest, SandboxFailed, error_from_code
+from rock_core._errors import BadRequest, RockError, SandboxFailed, error_from_code
 
 from .._config import SandboxConfig
 from .._interactive import InteractiveProcess
@@ -45,6 +50,9 @@ log = logging.getLogger("rock_sdk.envs")
 
 #: The sandbox a remote env gets when ``sandbox=True``: python3, a quarter of a cpu.
 DEFAULT_REMOTE_CONFIG = SandboxConfig(image="python:3.11", cpus=0.25, memory="256m")
+
+#: Seconds a failed or cancelled start may spend giving its sandbox back.
+CLEANUP_TIMEOUT = 30.0
 
 _BOOT = (
     'python3 -u -c \'import sys; sys.path.insert(0, "{path}"); '
@@ -178,7 +186,24 @@ class RemoteEnv(SandboxEnv):
             )
             await self._call(dict(self._make_request))
         except BaseException:
-            await self._aclose()
+            # Shielded: a cancelled start must not leave its session or new sandbox behind.
+            with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as cleanup:
+                try:
+                    await self._aclose()
+                except RockError as exc:
+                    log.warning(
+                        "%s: giving back sandbox %s failed: %s",
+                        self.env_id,
+                        sandbox.sandbox_id,
+                        exc,
+                    )
+            if cleanup.cancelled_caught:
+                log.warning(
+                    "%s: giving back sandbox %s took over %g s; left to its cluster",
+                    self.env_id,
+                    sandbox.sandbox_id,
+                    CLEANUP_TIMEOUT,
+                )
             raise
 
     async def _call(self, request: dict[str, Any]) -> Any:

@@ -18,7 +18,9 @@ Wire format (UTF-8, one JSON object per line, ASCII-escaped so no line holds a r
   starts with an ASCII record separator so a reply can never be confused with what the
   environment itself prints (the server points ``sys.stdout`` at stderr, and both reach the
   same stream).
-- Values that JSON cannot hold in an info dict are sent as their ``repr``.
+- Values that JSON cannot hold in an info dict are sent as their ``repr``. A result that
+  still cannot be encoded (a key that is not a string, number or null; a value that contains
+  itself) is answered with a ``rock_error`` naming why, and the server goes on serving.
 """
 
 from __future__ import annotations
@@ -60,9 +62,26 @@ def _build(entry_point: str, kwargs: dict[str, Any]) -> Any:
     return factory(**kwargs)
 
 
-def _reply(out: TextIO, payload: dict[str, Any]) -> None:
-    out.write(REPLY_PREFIX + json.dumps(payload, default=repr) + "\n")
+def _encode(payload: dict[str, Any]) -> str:
+    return REPLY_PREFIX + json.dumps(payload, default=repr) + "\n"
+
+
+def _write(out: TextIO, line: str) -> None:
+    out.write(line)
     out.flush()
+
+
+def _reply(out: TextIO, payload: dict[str, Any]) -> None:
+    _write(out, _encode(payload))
+
+
+def _encode_result(op: Any, number: Any, result: Any) -> str:
+    try:
+        return _encode({"ok": True, "id": number, "result": result})
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise _Failure(
+            "rock_error", f"the environment's {op} result cannot be sent as JSON: {exc}"
+        ) from exc
 
 
 def _error(exc: BaseException) -> dict[str, Any]:
@@ -102,10 +121,10 @@ def serve(requests: TextIO, out: TextIO) -> None:
                 result = list(env.step(request["action"]))
             else:
                 raise _Failure("bad_request", f"unknown op {op!r}")
+            reply = _encode_result(op, number, result)
         except Exception as exc:
-            _reply(out, {**_error(exc), "id": number})
-        else:
-            _reply(out, {"ok": True, "id": number, "result": result})
+            reply = _encode({**_error(exc), "id": number})
+        _write(out, reply)
 
 
 def main() -> None:
