@@ -14,9 +14,8 @@ Measures on this machine's Docker engine:
    the scheduler never over-commits), every env stepped once per round. Reported: env-steps
    per second, the time of a whole round, each env's own step latency (its `astep`, timed
    from inside the round), and the same vector of games in process. Each env holds one
-   session, and one local agent serves at most about 95 sessions at once (its Engine API
-   connection pool has 100 connections and an open session keeps one), so the sandboxes
-   are spread over ``--agents`` local agents (one `open_cluster(["local"])` each).
+   session; ``--agents`` spreads the sandboxes over that many local agents (one
+   `open_cluster(["local"])` each; default 1).
 
     PYTHONPATH=src python bench/bench_envs_sandbox.py [--steps 2000] [--envs 256]
 """
@@ -259,7 +258,7 @@ def main() -> None:
     parser.add_argument("--envs", type=int, default=256)
     parser.add_argument("--per-sandbox", type=int, default=16)
     parser.add_argument(
-        "--agents", type=int, default=4, help="local agents (clusters) the sandboxes spread over"
+        "--agents", type=int, default=1, help="local agents (clusters) the sandboxes spread over"
     )
     parser.add_argument("--rounds", type=int, default=50)
     parser.add_argument("--vector-game", default="game:Sokoban-v0-easy")
