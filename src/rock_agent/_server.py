@@ -112,6 +112,7 @@ log = logging.getLogger("rock_agent")
 
 READ_FILE_LIMIT = 64 << 20
 SESSION_OPENS = 16  # shells being started at once, per agent
+NOTIFY_TIMEOUT = 2.0  # seconds a connection may take to accept a pushed event
 CAPABILITIES = [
     "sessions",
     "interactive",
@@ -268,11 +269,25 @@ class AgentServer:
         await self.keeper.run()
 
     async def _notify(self, owner: str, change: SandboxChanged) -> None:
-        """Tell the owner's connections that accept it that one of its sandboxes changed."""
-        for conn in list(self._owner_connections.get(owner, ())):
-            if "changed" in conn.accepts:
-                with contextlib.suppress(TransportError), anyio.move_on_after(5):
+        """Tell the owner's connections that accept it that one of its sandboxes changed.
+
+        All at once, each bounded: engine events wait for this. A connection that cannot take
+        a small message within `NOTIFY_TIMEOUT` is closed (a send cut short may have left half
+        a frame on it); its client reconnects and reconciles.
+        """
+        targets = [c for c in self._owner_connections.get(owner, ()) if "changed" in c.accepts]
+
+        async def tell(conn: _Connection) -> None:
+            with contextlib.suppress(TransportError):
+                with anyio.move_on_after(NOTIFY_TIMEOUT) as scope:
                     await conn.send(change)
+                if scope.cancelled_caught and conn.scope is not None:
+                    log.warning("closing a connection that takes no events", extra={"owner": owner})
+                    conn.scope.cancel()
+
+        async with anyio.create_task_group() as tg:
+            for conn in targets:
+                tg.start_soon(tell, conn)
 
     def idle_since(self) -> float | None:
         """Since when this agent has had no connection and no lease to keep; None if busy."""

@@ -137,15 +137,6 @@ class _Host:
             and (self.limit == 0 or len(self.requests) < self.limit)
         )
 
-    def share_after(self, cpus: int, memory: int) -> float:
-        """The largest fraction used of any limited resource, once `cpus`/`memory` are added."""
-        share = (self.used_cpus + cpus) / self.cpus if self.cpus else 0.0
-        if self.memory:
-            share = max(share, (self.used_memory + memory) / self.memory)
-        if self.limit:
-            share = max(share, (len(self.requests) + 1) / self.limit)
-        return share
-
     def statistics(self) -> HostStatistics:
         used = Resources(self.used_cpus / _NANO, self.used_memory, len(self.requests))
         return HostStatistics(
@@ -443,21 +434,43 @@ class Scheduler:
         self._refresh(host)
 
     def _choose(self, entry: _Queued) -> _Host | None:
+        """The best eligible host: image first, then the dominant share after placing (the
+        largest fraction used of cpus, memory or sandbox slots), then starts in flight, then
+        host id. Written out flat: this loop runs over every open host for every placement."""
         cpus, memory, image = entry.cpus, entry.memory, entry.image
+        spread = self._spread
         best: _Host | None = None
-        best_key: tuple[bool, float, int, str] | None = None
+        best_missing = True
+        best_share = 0.0
         for host in self._open.values():
-            if host.used_cpus + cpus > host.cpus or host.used_memory + memory > host.memory:
+            used_cpus = host.used_cpus + cpus
+            used_memory = host.used_memory + memory
+            if used_cpus > host.cpus or used_memory > host.memory:
                 continue
-            share = host.share_after(cpus, memory)
-            key = (
-                bool(image) and image not in host.images,
-                share if self._spread else -share,
-                host.starting,
-                host.host_id,
-            )
-            if best_key is None or key < best_key:
-                best, best_key = host, key
+            share = used_cpus / host.cpus if host.cpus else 0.0
+            if host.memory:
+                by_memory = used_memory / host.memory
+                if by_memory > share:
+                    share = by_memory
+            if host.limit:
+                by_count = (len(host.requests) + 1) / host.limit
+                if by_count > share:
+                    share = by_count
+            if not spread:
+                share = -share
+            missing = bool(image) and image not in host.images
+            if best is not None:
+                if missing != best_missing:
+                    if missing:
+                        continue
+                elif share > best_share:
+                    continue
+                elif share == best_share and (host.starting, host.host_id) >= (
+                    best.starting,
+                    best.host_id,
+                ):
+                    continue
+            best, best_missing, best_share = host, missing, share
         return best
 
     def _settle(self, only: tuple[int, int] | None = None) -> list[Action]:
