@@ -270,7 +270,10 @@ class NetnsHost:
         self._spawned.append(proc)
         launcher = " ".join(argv[:4])
         deadline = time.monotonic() + _KILL_WAIT
-        while proc.poll() is None and (_cmdline(proc.pid) or "").startswith(launcher):
+        # An empty or unreadable command line is a process between fork and exec: wait on.
+        while proc.poll() is None and (
+            not (_cmdline(proc.pid) or "") or (_cmdline(proc.pid) or "").startswith(launcher)
+        ):
             if time.monotonic() > deadline:
                 raise NetnsError(f"{cmd!r} on {self.alias}: `{launcher}` did not exec it")
             time.sleep(0.001)
