@@ -12,7 +12,7 @@ import logging
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, TypeVar
 
@@ -696,45 +696,54 @@ class Cluster:
 
     async def stop_sandbox(self, sandbox_id: str, *, timeout: float = 10.0) -> SandboxRecord:
         """Stop a running sandbox (kept, restartable); stopping a stopped one is a no-op."""
-        record = self.record(sandbox_id)
-        await self._settle_create(record)
-        async with record.lock:
-            if record.state is _S.STOPPED:
-                return record
-            self._usable(record, "stop")
-            conn = self._link(record)
-            record.fire(_E.STOP, "stop requested")
-            try:
-                reply = await conn.call(
-                    StopSandbox(id=conn.next_id(), sandbox_id=sandbox_id, timeout=timeout),
-                    SandboxReply,
-                )
-            except RockError as exc:
-                record.fire_if(_E.FAIL, f"stop failed: {exc}")
-                raise
-            record.info = reply.sandbox
-            record.fire_if(_E.STOPPED, "container stopped")
-        return record
+        return await self._change(
+            sandbox_id,
+            "stop",
+            already=_S.STOPPED,
+            events=(_E.STOP, _E.FAIL, _E.STOPPED),
+            reasons=("stop failed", "container stopped"),
+            request=lambda i: StopSandbox(id=i, sandbox_id=sandbox_id, timeout=timeout),
+        )
 
     async def start_sandbox(self, sandbox_id: str) -> SandboxRecord:
         """Start a stopped sandbox again (its files are kept; sessions are new)."""
+        return await self._change(
+            sandbox_id,
+            "start",
+            already=_S.RUNNING,
+            events=(_E.START, _E.CREATE_FAILED, _E.CREATED),
+            reasons=("restart failed", "container running again"),
+            request=lambda i: StartSandbox(id=i, sandbox_id=sandbox_id),
+        )
+
+    async def _change(
+        self,
+        sandbox_id: str,
+        doing: str,
+        *,
+        already: SandboxState,
+        events: tuple[SandboxEvent, SandboxEvent, SandboxEvent],
+        reasons: tuple[str, str],
+        request: Callable[[int], Request],
+    ) -> SandboxRecord:
+        """Stop or start: one lifecycle call at a time per sandbox; a no-op if it is
+        `already` there. `events` are (begin, failed, done); `reasons` (failed, done)."""
         record = self.record(sandbox_id)
         await self._settle_create(record)
+        begin, failed, done = events
         async with record.lock:
-            if record.state is _S.RUNNING:
+            if record.state is already:
                 return record
-            self._usable(record, "start")
+            self._usable(record, doing)
             conn = self._link(record)
-            record.fire(_E.START, "start requested")
+            record.fire(begin, f"{doing} requested")
             try:
-                reply = await conn.call(
-                    StartSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply
-                )
+                reply = await conn.call(request(conn.next_id()), SandboxReply)
             except RockError as exc:
-                record.fire_if(_E.CREATE_FAILED, f"restart failed: {exc}")
+                record.fire_if(failed, f"{reasons[0]}: {exc}")
                 raise
             record.info = reply.sandbox
-            record.fire_if(_E.CREATED, "container running again")
+            record.fire_if(done, reasons[1])
         return record
 
     async def delete_sandbox(self, sandbox_id: str) -> SandboxRecord:
