@@ -26,6 +26,7 @@ import socket
 import tarfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from functools import partial
 from typing import IO, Any, ClassVar
 
 import anyio
@@ -217,18 +218,13 @@ class AgentServer:
         """Remove the sandboxes of owners whose lease has ended; return how many."""
         removed = 0
         for owner in self.leases.expired(time.monotonic()):
-            try:
-                owned = await self.runtime.list_sandboxes(owner=owner)
-            except RockError as exc:
-                log.warning("cannot list sandboxes of %s to reap them: %s", owner, exc)
-                continue
-            if self.leases.connected(owner):
-                continue  # it came back while we listed
-            owned = [info for info in owned if info.labels.get(LABEL_LEASED) == "1"]
-            for info in owned:
-                await self._remove_quietly(info.sandbox_id)
-                removed += 1
-            log.info("lease ended", extra={"owner": owner, "removed": len(owned)})
+            count = await self._remove_owned(
+                owner, leased_only=True, unless=partial(self.leases.connected, owner)
+            )
+            if count is None:
+                continue  # not listed, or it came back while we listed
+            removed += count
+            log.info("lease ended", extra={"owner": owner, "removed": count})
             self.leases.forget(owner)
             self.keeper.forget_owner(owner)
         return removed
@@ -406,13 +402,30 @@ class AgentServer:
         if left > 0 or not self.reap_on_disconnect:
             return
         self.leases.forget(conn.owner)
+        await self._remove_owned(conn.owner)
+
+    async def _remove_owned(
+        self,
+        owner: str,
+        *,
+        leased_only: bool = False,
+        unless: Callable[[], bool] | None = None,
+    ) -> int | None:
+        """Remove `owner`'s sandboxes (only those kept under a lease, with `leased_only`);
+        return how many, or None if they could not be listed or `unless()` turned true
+        while they were."""
         try:
-            owned = await self.runtime.list_sandboxes(owner=conn.owner)
+            owned = await self.runtime.list_sandboxes(owner=owner)
         except RockError as exc:
-            log.warning("cannot list sandboxes of %s to reap them: %s", conn.owner, exc)
-            return
+            log.warning("cannot list sandboxes of %s to reap them: %s", owner, exc)
+            return None
+        if unless is not None and unless():
+            return None
+        if leased_only:
+            owned = [info for info in owned if info.labels.get(LABEL_LEASED) == "1"]
         for info in owned:
             await self._remove_quietly(info.sandbox_id)
+        return len(owned)
 
     async def _read_loop(self, conn: _Connection, tg: TaskGroup) -> None:
         leases, owner = self.leases, conn.owner
