@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 
 
@@ -33,6 +33,21 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
     print("  ".join("-" * w for w in widths))
     for row in cells:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)))
+
+
+async def compare_rates(
+    title: str, sides: dict[str, Callable[[], Awaitable[float]]], count: int, rounds: int
+) -> dict[str, float]:
+    """Run each side `rounds` times, rotating who goes first; each returns the seconds it
+    took for `count` items. Print median/min/max rates; return the median rate per side."""
+    rates: dict[str, list[float]] = {k: [] for k in sides}
+    names = list(sides)
+    for r in range(rounds):
+        for name in names[r % len(names) :] + names[: r % len(names)]:
+            rates[name].append(count / await sides[name]())
+    rows = [[k, median(v), min(v), max(v)] for k, v in rates.items()]
+    print_table(title, ["side", "median", "min", "max"], rows)
+    return {k: median(v) for k, v in rates.items()}
 
 
 def _cell(value: object) -> str:

@@ -35,6 +35,7 @@ import aiodocker
 import anyio
 from _stats import (
     child_pids,
+    compare_rates,
     cpu_seconds,
     median,
     peak_rss_kib,
@@ -342,20 +343,12 @@ async def bench_throughput(cluster: Cluster, raw: RawDocker, count: int, rounds:
         f"raw, {count} in flight": lambda: raw_side(count),
         "raw, 8 in flight": lambda: raw_side(8),
     }
-    rates: dict[str, list[float]] = {k: [] for k in sides}
+    title = f"3. throughput, {count} at once, {rounds} rounds, sandboxes/s"
+    rates = await compare_rates(title, sides, count, rounds)
     names = list(sides)
-    for r in range(rounds):
-        for name in names[r % 3 :] + names[: r % 3]:  # rotate who goes first
-            rates[name].append(count / await sides[name]())
-    rows = [[k, median(v), min(v), max(v)] for k, v in rates.items()]
-    print_table(
-        f"3. throughput, {count} at once, {rounds} rounds, sandboxes/s",
-        ["side", "median", "min", "max"],
-        rows,
-    )
-    sdk_rate = median(rates[names[0]])
+    sdk_rate = rates[names[0]]
     for name in names[1:]:
-        ratio = sdk_rate / median(rates[name])
+        ratio = sdk_rate / rates[name]
         print(f"ratio sdk / {name} = {ratio:.3f} (target >= 0.9)")
         target(f"throughput sdk / {name}", f"{ratio:.3f}", ">= 0.9", ratio >= 0.9)
 

@@ -27,7 +27,7 @@ from typing import Any
 
 import aiodocker
 import anyio
-from _stats import median, percentile, print_table
+from _stats import compare_rates, median, percentile, print_table
 from bench_foundation import RawDocker, containers, gather, gather_each, ms, timed
 
 from rock_sdk import Sandbox, SandboxCluster, SandboxConfig, open_cluster
@@ -212,24 +212,16 @@ async def bench_bulk(cluster: SandboxCluster, raw: RawDocker, count: int, rounds
         "raw, 8 in flight": lambda: raw_side(8),
         f"raw, {count} in flight": lambda: raw_side(count),
     }
-    rates: dict[str, list[float]] = {k: [] for k in sides}
+    title = f"3. bulk create of {count}, {rounds} rounds, sandboxes/s"
+    rates = await compare_rates(title, sides, count, rounds)
     names = list(sides)
-    for r in range(rounds):
-        for name in names[r % 3 :] + names[: r % 3]:  # rotate who goes first
-            rates[name].append(count / await sides[name]())
-    rows = [[k, median(v), min(v), max(v)] for k, v in rates.items()]
-    print_table(
-        f"3. bulk create of {count}, {rounds} rounds, sandboxes/s",
-        ["side", "median", "min", "max"],
-        rows,
-    )
-    sdk_rate = median(rates[names[0]])
+    sdk_rate = rates[names[0]]
     for name in names[1:]:
-        ratio = sdk_rate / median(rates[name])
+        ratio = sdk_rate / rates[name]
         print(f"ratio sdk / {name} = {ratio:.3f}")
     # The same concurrency on both sides is the fair comparison; the other shows what the
     # cluster's start cap (8 per host, `open_cluster(max_starts=...)`) costs here.
-    ratio = sdk_rate / median(rates[names[1]])
+    ratio = sdk_rate / rates[names[1]]
     target(f"bulk create sdk / {names[1]}", f"{ratio:.3f}", ">= 0.9", ratio >= 0.9)
 
 
