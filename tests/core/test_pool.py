@@ -587,6 +587,9 @@ async def test_closing_deletes_members_whose_background_delete_was_cut_short(
             await until(lambda: hung.held == [dead.sandbox_id], "its background delete to hang")
             assert pool.statistics().discarded == 1
             assert dead.state is SandboxState.DELETING
+            # Let the refill that replaces it finish: a create cancelled by the close would
+            # leave a failed record (its container removed), racing the checks below.
+            await pool.wait_ready()
         # Closing cancelled the background delete, then deleted the member itself.
         assert dead.state is DELETED
         assert dead.sandbox_id not in agent.sandboxes
