@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ from rock_core._errors import BadRequest
 from ._docker import DockerRuntime, open_docker
 from ._ensure import agent_answers, ensure_running
 from ._install import add_commands, group_id, notify_ready, run_command
+from ._listen import serve_socket, stdio_peer
 from ._logging import configure
 from ._server import AgentServer
 from ._stdio import StdioStream
@@ -119,9 +119,15 @@ async def _serve(args: argparse.Namespace) -> None:
                 tg.start_soon(_exit_when_idle, server, args.idle_exit, tg.cancel_scope)
             try:
                 if args.stdio:
-                    await server.serve(await StdioStream.open())
+                    await server.serve(await StdioStream.open(), stdio_peer())
+                    await server.linger()
                 else:
-                    await _serve_socket(server, Path(args.socket), args.socket_gid)
+                    await serve_socket(
+                        Path(args.socket),
+                        server.serve,
+                        group=args.socket_gid,
+                        on_listening=notify_ready,
+                    )
             finally:
                 # A short-lived client (`rock ps`) must not cut the start-up reap short.
                 with anyio.move_on_after(60, shield=True):
@@ -147,25 +153,6 @@ async def _stop_on_signals(scope: anyio.CancelScope) -> None:
             log.info("stopping on signal %s", signal.Signals(signum).name)
             scope.cancel()
             return
-
-
-async def _serve_socket(server: AgentServer, path: Path, group: int | None = None) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with contextlib.suppress(FileNotFoundError):
-        path.unlink()
-    old = os.umask(0o177)  # the socket is the owner's alone
-    try:
-        listener = await anyio.create_unix_listener(path)
-    finally:
-        os.umask(old)
-    if group is not None:
-        # Group first, then mode: no moment where the wrong group may connect.
-        os.chown(path, -1, group)
-        os.chmod(path, 0o660)
-    log.info("listening", extra={"socket": str(path)})
-    notify_ready()
-    async with listener:
-        await listener.serve(server.serve)
 
 
 def main(argv: list[str] | None = None) -> int:

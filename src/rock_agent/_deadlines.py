@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from rock_core._protocol import SandboxDeadlines, SandboxSpec, check_limit, check_policy
+from rock_core._protocol import SandboxDeadlines, SandboxSpec, as_limit
 
 RETRY = 5.0  # seconds before an action the engine refused is due again
 
@@ -39,12 +39,12 @@ class Timeouts:
 
     @classmethod
     def from_spec(cls, spec: SandboxSpec) -> Timeouts:
-        """The limits a spec asks for, checked (`BadRequest` names the bad one)."""
+        """The limits a spec asks for (the schema has checked them)."""
         return cls(
-            idle=check_limit("idle_timeout", spec.idle_timeout),
-            lifetime=check_limit("lifetime", spec.lifetime),
-            on_expire=check_policy(spec.on_expire),
-            auto_delete=check_limit("auto_delete_after", spec.auto_delete_after),
+            idle=as_limit(spec.idle_timeout),
+            lifetime=as_limit(spec.lifetime),
+            on_expire=spec.on_expire,
+            auto_delete=as_limit(spec.auto_delete_after),
         )
 
     @property
@@ -237,18 +237,18 @@ class DeadlineTable:
     ) -> Timeouts:
         """Change a tracked sandbox's limits: None (or "") leaves one, infinity removes it.
 
-        Every value is checked before any is applied; returns the limits now in force.
+        The values come validated (`SetTimeouts`'s schema); returns the limits now in force.
         """
         entry = self._entries[sandbox_id]
         new = entry.timeouts
         if idle is not None:
-            new = replace(new, idle=check_limit("idle_timeout", idle))
+            new = replace(new, idle=as_limit(idle))
         if lifetime is not None:
-            new = replace(new, lifetime=check_limit("lifetime", lifetime))
+            new = replace(new, lifetime=as_limit(lifetime))
         if on_expire:
-            new = replace(new, on_expire=check_policy(on_expire))
+            new = replace(new, on_expire=on_expire)
         if auto_delete is not None:
-            new = replace(new, auto_delete=check_limit("auto_delete_after", auto_delete))
+            new = replace(new, auto_delete=as_limit(auto_delete))
         entry.timeouts = new
         return new
 

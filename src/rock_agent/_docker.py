@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,26 +23,30 @@ from aiodocker.exceptions import DockerError
 from rock_core._errors import (
     AlreadyExists,
     BadRequest,
-    FileNotFound,
     ImageNotFound,
     RockError,
     SandboxFailed,
     SandboxNotFound,
     TransportError,
 )
-from rock_core._protocol import ExecResult, SandboxInfo, SandboxSpec
+from rock_core._protocol import SandboxInfo, SandboxSpec
 
+from . import _archive
+from ._engine import engine_errors
 from ._labels import (
     LABEL_CREATED,
     LABEL_HOST,
     LABEL_MANAGED,
     LABEL_OWNER,
+    LABEL_OWNER_UID,
     LABEL_SANDBOX,
     LABEL_SPEC,
     LABEL_SPEC_JSON,
+    owner_uid,
     spec_digest,
     spec_from_labels,
     spec_label,
+    split_owner_key,
 )
 
 # What a normal shell needs; Docker's default set minus MKNOD, NET_RAW, SETFCAP, SETPCAP.
@@ -61,26 +65,6 @@ CAPABILITIES = [
 KEEPALIVE = ["sleep", "2147483647"]
 PULL_POLICIES = ("missing", "never", "always")
 REMOVE_TIMEOUT = 60.0
-
-
-@contextlib.contextmanager
-def engine_errors(what: str, *, not_found: type[RockError] = SandboxNotFound) -> Iterator[None]:
-    """Translate Engine API failures of `what` into our error tree."""
-    try:
-        yield
-    except DockerError as exc:
-        message = exc.message if isinstance(exc.message, str) else str(exc.message)
-        if exc.status == 404:
-            raise not_found(f"{what}: {message}") from exc
-        if exc.status == 409:
-            raise BadRequest(f"{what}: {message}") from exc
-        if exc.status == 400:
-            raise BadRequest(f"{what}: {message}") from exc
-        raise SandboxFailed(f"{what}: engine answered {exc.status}: {message}") from exc
-    except (aiohttp.ClientConnectionError, FileNotFoundError, ConnectionError) as exc:
-        raise TransportError(f"{what}: cannot reach the Docker engine: {exc}") from exc
-    except aiohttp.ClientError as exc:
-        raise TransportError(f"{what}: Docker engine request failed: {exc}") from exc
 
 
 def engine_host_config(spec: SandboxSpec) -> dict[str, Any]:
@@ -111,6 +95,7 @@ class DockerRuntime:
         self.docker = docker
         self.host_id = host_id
         self.extra_labels: dict[str, str] = {}  # added to every container this runtime makes
+        self.uid = os.getuid()  # the owner's uid of containers from agents that did not label it
 
     # ------------------------------------------------------------------ engine
 
@@ -159,20 +144,14 @@ class DockerRuntime:
 
     # ------------------------------------------------------------------ containers
 
-    def _config(self, sandbox_id: str, spec: SandboxSpec, owner: str) -> dict[str, Any]:
-        if spec.cpus <= 0 or spec.memory <= 0 or spec.pids <= 0:
-            raise BadRequest(
-                f"cpus, memory and pids must be positive (got cpus={spec.cpus}, "
-                f"memory={spec.memory}, pids={spec.pids})"
-            )
-        if spec.memory < 6 << 20:
-            raise BadRequest(f"memory {spec.memory} bytes is below the engine's minimum of 6 MiB")
+    def _config(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> dict[str, Any]:
         labels = {
             **spec.labels,
             LABEL_MANAGED: "1",
             LABEL_HOST: self.host_id,
             LABEL_SANDBOX: sandbox_id,
             LABEL_OWNER: owner,
+            LABEL_OWNER_UID: str(uid),
             LABEL_CREATED: f"{time.time():.3f}",
             LABEL_SPEC: spec_digest(spec),
             LABEL_SPEC_JSON: spec_label(spec),
@@ -196,13 +175,18 @@ class DockerRuntime:
             config["User"] = spec.user
         return config
 
-    async def create(self, sandbox_id: str, spec: SandboxSpec, owner: str) -> SandboxInfo:
-        """Create and start the sandbox's container; a retry with the same spec is a no-op."""
+    async def create(
+        self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int
+    ) -> SandboxInfo:
+        """Create and start the sandbox's container; a retry with the same spec is a no-op.
+
+        Sandbox ids are names on the host: another owner's id is `AlreadyExists`, never theirs.
+        """
         name = container_name(self.host_id, sandbox_id)
-        config = self._config(sandbox_id, spec, owner)
+        config = self._config(sandbox_id, spec, owner, uid)
         existing = await self._find(sandbox_id)
         if existing is not None:
-            return await self._adopt_existing(existing, sandbox_id, spec)
+            return await self._adopt_existing(existing, sandbox_id, spec, owner, uid)
         await self.ensure_image(spec.image, spec.pull)
         try:
             container = await self.docker.containers.create(config, name=name)
@@ -211,7 +195,7 @@ class DockerRuntime:
                 # Lost a race with a concurrent create of the same id: answer with that one.
                 found = await self._find(sandbox_id)
                 if found is not None:
-                    return await self._adopt_existing(found, sandbox_id, spec)
+                    return await self._adopt_existing(found, sandbox_id, spec, owner, uid)
             with engine_errors(f"creating sandbox {sandbox_id}", not_found=ImageNotFound):
                 raise
         except aiohttp.ClientError as exc:
@@ -226,9 +210,15 @@ class DockerRuntime:
         return await self.inspect(sandbox_id)
 
     async def _adopt_existing(
-        self, container: Any, sandbox_id: str, spec: SandboxSpec
+        self, container: Any, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int
     ) -> SandboxInfo:
         labels = container["Labels"] or {}
+        if (labels.get(LABEL_OWNER), owner_uid(labels, self.uid)) != (owner, uid):
+            raise AlreadyExists(
+                f"sandbox id {sandbox_id!r} is taken on host {self.host_id} by another owner: "
+                "choose another id",
+                sandbox_id=sandbox_id,
+            )
         if labels.get(LABEL_SPEC) != spec_digest(spec):
             raise AlreadyExists(
                 f"sandbox {sandbox_id} already exists with a different spec", sandbox_id=sandbox_id
@@ -256,18 +246,21 @@ class DockerRuntime:
     async def inspect(self, sandbox_id: str) -> SandboxInfo:
         """The engine's view of one sandbox."""
         container = await self._container(sandbox_id)
-        return _info(container._container)
+        return _info(container._container, self.uid)
 
     async def list_sandboxes(self, owner: str = "") -> list[SandboxInfo]:
-        """Every sandbox of this host (optionally of one owner)."""
+        """Every sandbox of this host, or of one owner (an `owner_key`: uid and owner)."""
         labels = [f"{LABEL_HOST}={self.host_id}"]
+        uid = None
         if owner:
-            labels.append(f"{LABEL_OWNER}={owner}")
+            uid, name = split_owner_key(owner)
+            labels.append(f"{LABEL_OWNER}={name}")
         with engine_errors("listing containers"):
             found = await self.docker.containers.list(
                 all=True, filters=json.dumps({"label": labels})
             )
-        return [_summary(c._container) for c in found]
+        infos = [_summary(c._container, self.uid) for c in found]
+        return [i for i in infos if uid is None or i.owner_uid == uid]
 
     async def start(self, sandbox_id: str) -> None:
         """Start a stopped sandbox's container."""
@@ -347,110 +340,30 @@ class DockerRuntime:
             await anyio.sleep(0.02)
         return exit_code
 
-    async def execute(
-        self,
-        sandbox_id: str,
-        argv: list[str],
-        *,
-        cwd: str,
-        env: dict[str, str],
-        stdin: bytes,
-        timeout: float | None,
-        kill_tree: Any,
-    ) -> ExecResult:
-        """Run a one-off command with stdout and stderr apart."""
-        if not argv:
-            raise BadRequest("execute needs a non-empty argv")
-        started = time.monotonic()
-        execution, stream = await self.open_exec(sandbox_id, argv, env=env, cwd=cwd, stdin=True)
-        out = bytearray()
-        err = bytearray()
-        timed_out = False
-        try:
-            if stdin:
-                await stream.write_in(stdin)
-            # Closing our half of the stream gives the process end-of-file on its stdin.
-            with contextlib.suppress(Exception):
-                await _close_write(stream)
-            with anyio.move_on_after(timeout) as scope:
-                while True:
-                    with engine_errors(f"reading a process in sandbox {sandbox_id}"):
-                        message = await stream.read_out()
-                    if message is None:
-                        break
-                    (out if message.stream == 1 else err).extend(message.data)
-            if scope.cancelled_caught:
-                timed_out = True
-                pid, _, _ = await self.exec_pid(execution)
-                kill_tree(pid, include_root=True)
-        finally:
-            with contextlib.suppress(Exception):
-                await stream.close()
-        exit_code = await self.wait_exit(execution)
-        if exit_code is None and not timed_out:
-            raise SandboxFailed(f"command {argv[0]!r} in sandbox {sandbox_id} has no exit code")
-        if exit_code == 126 or exit_code == 127:
-            text = bytes(out + err).decode(errors="replace")
-            if "executable file not found" in text or "no such file or directory" in text:
-                raise FileNotFound(
-                    f"cannot run {argv[0]!r} in sandbox {sandbox_id}: {text.strip()}"
-                )
-        return ExecResult(
-            stdout=bytes(out),
-            stderr=bytes(err),
-            exit_code=exit_code,
-            timed_out=timed_out,
-            duration=time.monotonic() - started,
-        )
+    async def close_input(self, stream: Any) -> None:
+        """Half-close an attached exec stream: the process sees end-of-file on its stdin."""
+        with contextlib.suppress(Exception):
+            await _close_write(stream)
 
-    # ------------------------------------------------------------------ archives
+    async def close_stream(self, stream: Any) -> None:
+        """Close an attached exec stream (the process may go on; its output is dropped)."""
+        with contextlib.suppress(Exception):
+            await stream.close()
 
     async def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
-        """Stream `path` out of the sandbox as a tar archive."""
+        """Stream `path` out of the sandbox as a tar archive (see `_archive`)."""
         await self._container(sandbox_id)
-        name = container_name(self.host_id, sandbox_id)
-        try:
-            async with self.docker._query(
-                f"containers/{name}/archive",
-                method="GET",
-                params={"path": path},
-                # Without this the engine gzips the tar stream: about 8x slower here.
-                headers={"Accept-Encoding": "identity"},
-                timeout=None,
-            ) as response:
-                async for chunk in response.content.iter_chunked(256 << 10):
-                    yield chunk
-        except DockerError as exc:
-            if exc.status == 404:
-                raise FileNotFound(
-                    f"{path}: no such file or folder in sandbox {sandbox_id}"
-                ) from exc
-            with engine_errors(f"reading {path} from sandbox {sandbox_id}"):
-                raise
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
+        async for chunk in _archive.get_archive(
+            self.docker, container_name(self.host_id, sandbox_id), sandbox_id, path
+        ):
+            yield chunk
 
     async def put_archive(self, sandbox_id: str, path: str, chunks: AsyncIterator[bytes]) -> None:
-        """Unpack a tar stream into folder `path` of the sandbox."""
+        """Unpack a tar stream into folder `path` of the sandbox (see `_archive`)."""
         await self._container(sandbox_id)
-        name = container_name(self.host_id, sandbox_id)
-        try:
-            async with self.docker._query(
-                f"containers/{name}/archive",
-                method="PUT",
-                params={"path": path},
-                data=chunks,
-                headers={"content-type": "application/x-tar"},
-                timeout=None,
-            ):
-                pass
-        except DockerError as exc:
-            if exc.status == 404:
-                raise FileNotFound(f"{path}: no such folder in sandbox {sandbox_id}") from exc
-            with engine_errors(f"writing to {path} in sandbox {sandbox_id}"):
-                raise
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
+        await _archive.put_archive(
+            self.docker, container_name(self.host_id, sandbox_id), sandbox_id, path, chunks
+        )
 
     # ------------------------------------------------------------------ images, commit, stats
 
@@ -571,7 +484,7 @@ def _state(attrs: dict[str, Any]) -> tuple[str, int | None]:
     return str(state or "unknown"), None
 
 
-def _info(attrs: dict[str, Any]) -> SandboxInfo:
+def _info(attrs: dict[str, Any], default_uid: int) -> SandboxInfo:
     labels = attrs.get("Config", {}).get("Labels") or attrs.get("Labels") or {}
     state, exit_code = _state(attrs)
     return SandboxInfo(
@@ -584,10 +497,11 @@ def _info(attrs: dict[str, Any]) -> SandboxInfo:
         labels=dict(labels),
         exit_code=exit_code if state == "exited" else None,
         spec=spec_from_labels(labels),
+        owner_uid=owner_uid(labels, default_uid),
     )
 
 
-def _summary(attrs: dict[str, Any]) -> SandboxInfo:
+def _summary(attrs: dict[str, Any], default_uid: int) -> SandboxInfo:
     labels = attrs.get("Labels") or {}
     return SandboxInfo(
         sandbox_id=labels.get(LABEL_SANDBOX, ""),
@@ -598,6 +512,7 @@ def _summary(attrs: dict[str, Any]) -> SandboxInfo:
         created_at=float(labels.get(LABEL_CREATED, "0") or 0),
         labels=dict(labels),
         spec=spec_from_labels(labels),
+        owner_uid=owner_uid(labels, default_uid),
     )
 
 

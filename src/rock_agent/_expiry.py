@@ -17,6 +17,7 @@ Rules:
   changed while the sandbox exists (written before `SetTimeouts` is answered), its last use
   and the cause of its latest stop (written at most once a second). A restarted agent restores
   from it; another agent process (`rock status`) reads it to show deadlines it does not keep.
+- Owners here are owner keys (`_labels.owner_key`: the owner scoped by its user's uid).
 - Removals are remembered (the latest `REMEMBER` per owner) and reported in `ListSandboxes`,
   so a core whose link was down when its sandbox went learns why.
 """
@@ -47,7 +48,7 @@ from rock_core._protocol import (
 from ._deadline_store import DeadlineStore, StoredDeadlines
 from ._deadlines import DeadlineTable, Due, Timeouts, project
 from ._docker import DockerRuntime
-from ._labels import LABEL_OWNER, LABEL_SANDBOX
+from ._labels import LABEL_OWNER, LABEL_SANDBOX, owner_key, owner_uid
 from ._stats import engine_time
 
 log = logging.getLogger("rock_agent.deadlines")
@@ -98,11 +99,6 @@ class DeadlineKeeper:
         self._forgotten: set[str] = set()  # container ids whose entry is to go
 
     # ------------------------------------------------------------------ tracking
-
-    @staticmethod
-    def check(spec: SandboxSpec) -> Timeouts:
-        """A spec's limits, checked (`BadRequest`) before anything is created."""
-        return Timeouts.from_spec(spec)
 
     def created(self, info: SandboxInfo, spec: SandboxSpec, owner: str) -> None:
         """A sandbox this agent created (or found again by a retried create) runs now."""
@@ -160,7 +156,7 @@ class DeadlineKeeper:
             running = bool(state.get("Running"))
         self.table.track(
             info.sandbox_id,
-            info.owner,
+            owner_key(info.owner_uid, info.owner),
             timeouts,
             now=time.time(),
             running=running,
@@ -220,7 +216,7 @@ class DeadlineKeeper:
         if sandbox_id in self.table:
             return
         info = await self.runtime.inspect(sandbox_id)  # SandboxNotFound for unknown ids
-        if info.owner != owner:
+        if owner_key(info.owner_uid, info.owner) != owner:
             raise BadRequest(
                 f"sandbox {sandbox_id} belongs to another program, whose agent keeps its "
                 f"deadlines: only its owner can {what}"
@@ -343,7 +339,9 @@ class DeadlineKeeper:
         sandbox_id = attributes.get(LABEL_SANDBOX, "")
         owner = self.table.owner(sandbox_id)
         meta = self._meta.get(sandbox_id)
-        if owner is None or meta is None or owner != attributes.get(LABEL_OWNER):
+        uid = owner_uid(attributes, self.runtime.uid)
+        labelled = owner_key(uid, attributes.get(LABEL_OWNER, ""))
+        if owner is None or meta is None or owner != labelled:
             return
         if event.get("id") != meta.container_id:
             return  # an earlier container of the same sandbox id (replayed)

@@ -12,6 +12,8 @@ LABEL_MANAGED = "rock.managed"
 LABEL_HOST = "rock.host"
 LABEL_SANDBOX = "rock.sandbox"
 LABEL_OWNER = "rock.owner"
+# The user (uid) whose connection created it: owners are scoped by user (see `owner_key`).
+LABEL_OWNER_UID = "rock.owner-uid"
 LABEL_CREATED = "rock.created"
 LABEL_SPEC = "rock.spec"
 LABEL_SPEC_JSON = "rock.spec.json"
@@ -19,6 +21,28 @@ LABEL_SPEC_JSON = "rock.spec.json"
 # Only such sandboxes are reaped when a lease ends; those of a local program's private agent
 # live exactly as long as that program.
 LABEL_LEASED = "rock.leased"
+
+
+def owner_key(uid: int, owner: str) -> str:
+    """An owner as the agent keys it (leases, connections, deadlines): scoped by its user.
+
+    The same as `rock_core._endpoint.Principal.key`.
+    """
+    return f"{uid}:{owner}"
+
+
+def split_owner_key(key: str) -> tuple[int, str]:
+    """(uid, owner) of an `owner_key`."""
+    uid, _, owner = key.partition(":")
+    return int(uid), owner
+
+
+def owner_uid(labels: dict[str, str], default: int) -> int:
+    """The uid a container's labels name as its owner's (`default` for older containers)."""
+    try:
+        return int(labels.get(LABEL_OWNER_UID, default))
+    except ValueError:
+        return -1  # garbled: no connection but root's administrator may touch it
 
 
 # Spec fields added after digests were first written: left out of a digest while they hold

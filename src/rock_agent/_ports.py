@@ -28,19 +28,20 @@ import ipaddress
 import os
 import socket
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 import anyio
 from anyio.abc import SocketStream
 from anyio.lowlevel import RunVar
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from rock_core._channel import CHUNK_SIZE, WINDOW, CreditGate
 from rock_core._errors import BadRequest, NotFound, RockError, SandboxFailed, TimedOut
 from rock_core._protocol import ForwardPort, ForwardReply, Message, Reply, StreamCredit, StreamData
 
 from ._docker import DockerRuntime
+from ._files import until_end
 
 CLONE_NEWNET = 0x40000000
 CONNECT_TIMEOUT = 10.0
@@ -55,11 +56,13 @@ class _Server(Protocol):
 
 
 class _Conn(Protocol):
-    uploads: dict[int, MemoryObjectSendStream[bytes | None]]
-
     async def send(self, message: Any) -> None: ...
 
     def gate(self, request_id: int) -> CreditGate: ...
+
+    def open_inbound(
+        self, request_id: int, window: int
+    ) -> MemoryObjectReceiveStream[bytes | None]: ...
 
 
 def _enter_netns(pid: int) -> None:
@@ -177,13 +180,6 @@ async def connect_inside(sandbox_id: str, pid: int, address: str, port: int) -> 
         raise
 
 
-async def _until_end(receive: MemoryObjectReceiveStream[bytes | None]) -> AsyncIterator[bytes]:
-    async for chunk in receive:
-        if chunk is None:
-            return
-        yield chunk
-
-
 class _Counts:
     def __init__(self) -> None:
         self.bytes_in = 0
@@ -222,7 +218,7 @@ async def _caller_to_inside(
 ) -> None:
     credit: Message = StreamCredit(id=request_id, chunks=1)
     await conn.send(StreamCredit(id=request_id, chunks=WINDOW))
-    async for chunk in _until_end(receive):
+    async for chunk in until_end(receive):
         try:
             await inside.send(chunk)
         except (anyio.BrokenResourceError, OSError) as exc:
@@ -235,8 +231,6 @@ async def _caller_to_inside(
 
 async def forward_port(server: _Server, conn: _Conn, req: ForwardPort) -> Reply:
     """Handler of `ForwardPort`: carry one connection both ways until both ends are done."""
-    if not 1 <= req.port <= 65535:
-        raise BadRequest(f"port must be between 1 and 65535, got {req.port}")
     try:
         ipaddress.ip_address(req.address)
     except ValueError as exc:
@@ -253,8 +247,7 @@ async def forward_port(server: _Server, conn: _Conn, req: ForwardPort) -> Reply:
     where = f"port {req.port} in sandbox {req.sandbox_id}"
     inside = await connect_inside(req.sandbox_id, pid, req.address, req.port)
     # Room for a full window plus the end marker: the caller never sends more than granted.
-    send, receive = anyio.create_memory_object_stream[bytes | None](WINDOW * 2)
-    conn.uploads[req.id] = send
+    receive = conn.open_inbound(req.id, WINDOW * 2)
     counts = _Counts()
     failures: list[RockError] = []
     async with inside, receive:

@@ -158,6 +158,7 @@ class ShellSession:
         self.closed = False
         self.bash = False
         self.commands = 0
+        self.sandbox_owner: tuple[int, str] = (-1, "")  # (uid, owner) of its sandbox
         # An interactive command in progress: its marker and output so far.
         self._interactive: bytes | None = None
         self._interactive_started = 0.0

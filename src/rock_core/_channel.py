@@ -17,7 +17,7 @@ from ._errors import TransportError
 from ._framing import DEFAULT_MAX_FRAME, FrameDecoder, frame
 from ._protocol import Message, StreamData, encode
 
-M = TypeVar("M", bound=Message)
+M = TypeVar("M")
 
 READ_SIZE = 1 << 16
 CHUNK_SIZE = 256 << 10
@@ -76,9 +76,22 @@ class FramedChannel(Generic[M]):
         self.bytes_sent = 0
         self.bytes_received = 0
 
+    @property
+    def max_frame(self) -> int:
+        """The largest frame either way, in bytes (an agent raises it after the handshake)."""
+        return self._max_frame
+
+    @max_frame.setter
+    def max_frame(self, value: int) -> None:
+        self._max_frame = self._decoder.max_frame = value
+
     async def send(self, message: Message) -> None:
         """Send one message; a broken stream raises `TransportError`."""
-        data = frame(encode(message), self._max_frame)
+        await self.send_payload(encode(message))
+
+    async def send_payload(self, payload: bytes) -> None:
+        """Send one message already encoded (see `encode_request`)."""
+        data = frame(payload, self._max_frame)
         async with self._write_lock:
             try:
                 await self.stream.send(data)

@@ -179,8 +179,10 @@ class Cluster:
         heartbeat: float = 5.0,
         heartbeat_timeout: float = 10.0,
         ssh: SshOptions | None = None,
+        admin: bool = False,
     ) -> None:
         self.owner = owner
+        self.admin = admin
         self.scheduler = scheduler
         self.hosts: dict[str, Host] = {}
         self.lease = lease
@@ -321,7 +323,7 @@ class Cluster:
             error = ""
             try:
                 async with open_host(
-                    address, owner=self.owner, lease=self.lease, ssh=self.ssh
+                    address, owner=self.owner, lease=self.lease, ssh=self.ssh, admin=self.admin
                 ) as conn:
                     host = self._attach(address.text, conn, host)
                     await self._reconcile(host, conn)
@@ -907,6 +909,7 @@ async def open_cluster(
     heartbeat: float = 5.0,
     heartbeat_timeout: float = 10.0,
     ssh: SshOptions | None = None,
+    admin: bool = False,
 ) -> AsyncIterator[Cluster]:
     """Connect to every host's agent; on exit delete this cluster's sandboxes and disconnect.
 
@@ -920,6 +923,8 @@ async def open_cluster(
     - `heartbeat`, `heartbeat_timeout`: how often each link is pinged, and how long an answer
       may take before the link counts as broken (then: reconnect with backoff and jitter).
     - `ssh`: how to connect to ``ssh://`` hosts (`SshOptions`; default: the user's setup).
+    - `admin`: connect as an administrator (the `rock` CLI): list, stop, start and remove the
+      sandboxes of every owner of this user (of every user, as root) by id; create none.
     """
     if isinstance(hosts, str):
         hosts = [hosts]
@@ -944,6 +949,7 @@ async def open_cluster(
         heartbeat=heartbeat,
         heartbeat_timeout=heartbeat_timeout,
         ssh=ssh,
+        admin=admin,
     )
     with unwrap_single_errors():
         async with anyio.create_task_group() as tg:

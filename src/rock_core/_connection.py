@@ -34,6 +34,7 @@ from ._protocol import (
     StreamCredit,
     Welcome,
     decode_agent_message,
+    encode_request,
 )
 
 log = logging.getLogger("rock_core.connection")
@@ -100,13 +101,14 @@ class AgentConnection:
         """
         if self._broken is not None:
             raise self._broken
+        payload = encode_request(request)  # a value the agent would refuse never leaves
         # Unbounded on purpose: output is capped by the agent and byte streams by credit, so the
         # reader never blocks on one slow request while others wait behind it.
         send, receive = anyio.create_memory_object_stream[AgentMessage](math.inf)
         self._inboxes[request.id] = send
         stream = RequestStream(receive, self)
         try:
-            await self._channel.send(request)
+            await self._channel.send_payload(payload)
             yield stream
         finally:
             self._inboxes.pop(request.id, None)
@@ -244,20 +246,25 @@ async def open_agent_connection(
     handshake_timeout: float = 30.0,
     on_close: Callable[[], Any] | None = None,
     lease: float = 0.0,
+    admin: bool = False,
 ) -> AsyncIterator[AgentConnection]:
-    """Handshake with an agent over `stream` and keep the link served until the block ends."""
+    """Handshake with an agent over `stream` and keep the link served until the block ends.
+
+    With `admin`, the connection is an administrator's (see `Hello.admin`).
+    """
     channel: FramedChannel[AgentMessage] = FramedChannel(stream, decode_agent_message)
+    hello = Hello(
+        protocol=PROTOCOL_VERSION,
+        client=client,
+        owner=owner,
+        lease=lease,
+        accepts=["changed"],
+        admin=admin,
+    )
     try:
+        payload = encode_request(hello)
         with anyio.fail_after(handshake_timeout):
-            await channel.send(
-                Hello(
-                    protocol=PROTOCOL_VERSION,
-                    client=client,
-                    owner=owner,
-                    lease=lease,
-                    accepts=["changed"],
-                )
-            )
+            await channel.send_payload(payload)
             first = await channel.receive()
     except TimeoutError as exc:
         await _close_quietly(channel)

@@ -129,6 +129,18 @@ class HostUnavailable(TransportError):
     code = "host_unavailable"
 
 
+class EngineUnavailable(TransportError):
+    """The host's agent runs, but no container engine answers it (not running, no permission)."""
+
+    code = "engine_unavailable"
+
+
+class InternalError(RockError):
+    """A bug: the agent (or the core) failed in a way it does not expect. Please report it."""
+
+    code = "internal_error"
+
+
 class SandboxFailed(RockError):
     """The sandbox (its container) failed: it did not start, died, or the engine refused."""
 
@@ -178,6 +190,8 @@ ERROR_CLASSES: dict[str, type[RockError]] = {
         HostKeyMismatch,
         AgentNotInstalled,
         HostUnavailable,
+        EngineUnavailable,
+        InternalError,
         SandboxFailed,
         SandboxLost,
         SessionClosed,

@@ -44,16 +44,20 @@ async def open_host(
     owner: str,
     lease: float = 0.0,
     ssh: SshOptions | None = None,
+    admin: bool = False,
 ) -> AsyncIterator[AgentConnection]:
-    """Connect to the agent at `address` and handshake as `owner` (asking for `lease` s)."""
+    """Connect to the agent at `address` and handshake as `owner` (asking for `lease` s).
+
+    With `admin`, as an administrator's connection (see `Hello.admin`).
+    """
     where = parse(address) if isinstance(address, str) else address
     if where.scheme == "local":
-        async with _open_local(owner) as conn:
+        async with _open_local(owner, admin) as conn:
             yield conn
         return
     async with _open_stream(where, ssh or SshOptions()) as stream:
         async with open_agent_connection(
-            stream, owner=owner, name=where.text, lease=lease
+            stream, owner=owner, name=where.text, lease=lease, admin=admin
         ) as conn:
             yield conn
 
@@ -72,7 +76,7 @@ async def _open_stream(where: HostAddress, ssh: SshOptions) -> AsyncIterator[Byt
 
 
 @asynccontextmanager
-async def _open_local(owner: str) -> AsyncIterator[AgentConnection]:
+async def _open_local(owner: str, admin: bool) -> AsyncIterator[AgentConnection]:
     command = [*agent_command(), "serve", "--stdio", "--log-level", "WARNING"]
     try:
         process = await anyio.open_process(
@@ -89,7 +93,7 @@ async def _open_local(owner: str) -> AsyncIterator[AgentConnection]:
     assert process.stdin is not None and process.stdout is not None
     stream = SplitStream(process.stdout, process.stdin)
     try:
-        async with open_agent_connection(stream, owner=owner, name="local") as conn:
+        async with open_agent_connection(stream, owner=owner, name="local", admin=admin) as conn:
             yield conn
     finally:
         with anyio.CancelScope(shield=True):

@@ -19,11 +19,44 @@ Rules:
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
-from ._errors import BadRequest, ProtocolError
+from ._errors import BadRequest, ProtocolError, RockError
+from ._schema import (
+    TEXT_PATTERN,
+    AbsPath,
+    AbsPathOrEmpty,
+    Argv,
+    Bytes,
+    Cpus,
+    Credit,
+    DiskSize,
+    Env,
+    ExpirePolicy,
+    FileMode,
+    GraceSeconds,
+    Image,
+    Labels,
+    LeaseSeconds,
+    Memory,
+    OutputLimit,
+    Owner,
+    Patterns,
+    Percent,
+    Pids,
+    Port,
+    PullPolicy,
+    RequestId,
+    SandboxId,
+    Seconds,
+    SecondsOrInf,
+    SessionName,
+    ShortText,
+    Text,
+    bad_request,
+)
 
 PROTOCOL_VERSION = 1
 
@@ -31,24 +64,24 @@ PROTOCOL_VERSION = 1
 
 
 class SandboxSpec(msgspec.Struct, kw_only=True, frozen=True):
-    """Everything an agent needs to create a sandbox's container."""
+    """Everything an agent needs to create a sandbox's container (constraints: `_schema`)."""
 
-    image: str
-    cpus: float = 1.0
-    memory: int = 1 << 30  # bytes; swap is capped at the same value
-    pids: int = 1024
-    disk: str = ""  # engine storage-opt size, e.g. "10G"; empty = engine default
+    image: Image
+    cpus: Cpus = 1.0
+    memory: Memory = 1 << 30  # bytes; swap is capped at the same value
+    pids: Pids = 1024
+    disk: DiskSize = ""  # engine storage-opt size, e.g. "10G"; empty = engine default
     network: bool = False
-    env: dict[str, str] = {}
-    workdir: str = ""
-    labels: dict[str, str] = {}
-    pull: str = "missing"  # "missing" | "never" | "always"
-    user: str = ""
+    env: Env = {}
+    workdir: AbsPathOrEmpty = ""
+    labels: Labels = {}
+    pull: PullPolicy = "missing"
+    user: ShortText = ""
     # Lifetime, enforced by the agent (see `SandboxDeadlines`); None: no limit.
-    idle_timeout: float | None = None  # seconds without a request naming the sandbox
-    lifetime: float | None = None  # seconds from its latest start
-    on_expire: str = "stop"  # what expiry does: "stop" (files kept) or "delete"
-    auto_delete_after: float | None = None  # seconds after any stop
+    idle_timeout: Seconds | None = None  # seconds without a request naming the sandbox
+    lifetime: Seconds | None = None  # seconds from its latest start
+    on_expire: ExpirePolicy = "stop"  # what expiry does: "stop" (files kept) or "delete"
+    auto_delete_after: Seconds | None = None  # seconds after any stop
 
 
 class SandboxInfo(msgspec.Struct, kw_only=True):
@@ -65,6 +98,7 @@ class SandboxInfo(msgspec.Struct, kw_only=True):
     sessions: list[str] = []
     spec: SandboxSpec | None = None  # as created; None for containers from older agents
     deadlines: SandboxDeadlines | None = None  # None from agents without timeouts
+    owner_uid: int = -1  # the user of the owner's connections; -1 from older agents
 
 
 class CommandResult(msgspec.Struct, kw_only=True):
@@ -79,6 +113,7 @@ class CommandResult(msgspec.Struct, kw_only=True):
     output_path: str = ""  # full output inside the sandbox, when truncated
     session_closed: bool = False
     duration: float = 0.0
+    oom_killed: bool = False  # the kernel killed a process of the sandbox for memory meanwhile
 
 
 class ExecResult(msgspec.Struct, kw_only=True):
@@ -89,6 +124,7 @@ class ExecResult(msgspec.Struct, kw_only=True):
     exit_code: int | None
     timed_out: bool = False
     duration: float = 0.0
+    oom_killed: bool = False  # the kernel killed a process of the sandbox for memory meanwhile
 
 
 class FileStat(msgspec.Struct, kw_only=True):
@@ -97,6 +133,7 @@ class FileStat(msgspec.Struct, kw_only=True):
     path: str
     size: int
     is_dir: bool = False
+    skipped: list[str] = []  # entries that could not be copied (device files, ...), and why
 
 
 # ---------------------------------------------------------------------------- handshake
@@ -110,13 +147,16 @@ class Hello(Message, tag="hello"):
     """The client's opening message."""
 
     protocol: int
-    client: str
-    owner: str
+    client: ShortText
+    owner: Owner
     # Seconds the agent keeps this owner's sandboxes after its last message; 0: the agent's
     # default. Every message renews it.
-    lease: float = 0.0
+    lease: LeaseSeconds = 0.0
     # Unasked messages the client understands (the agent sends no others): "changed".
-    accepts: list[str] = []
+    accepts: Annotated[list[ShortText], msgspec.Meta(max_length=16)] = []
+    # An administrator's connection (the `rock` CLI): it may act on the sandboxes of every
+    # owner of its user (of every user, for root), and owns none itself.
+    admin: bool = False
 
 
 class Welcome(Message, tag="welcome"):
@@ -139,7 +179,7 @@ class Welcome(Message, tag="welcome"):
 class Request(Message):
     """Base of every request; `id` ties replies and events to it."""
 
-    id: int
+    id: RequestId
 
 
 class Ping(Request, tag="ping"):
@@ -149,55 +189,55 @@ class Ping(Request, tag="ping"):
 class CreateSandbox(Request, tag="create"):
     """Create and start a container for `sandbox_id` (idempotent for the same spec)."""
 
-    sandbox_id: str
+    sandbox_id: SandboxId
     spec: SandboxSpec
 
 
 class StopSandbox(Request, tag="stop"):
     """Stop the container (kept, restartable)."""
 
-    sandbox_id: str
-    timeout: float = 10.0
+    sandbox_id: SandboxId
+    timeout: GraceSeconds = 10.0
 
 
 class StartSandbox(Request, tag="start"):
     """Start a stopped container again."""
 
-    sandbox_id: str
+    sandbox_id: SandboxId
 
 
 class RemoveSandbox(Request, tag="remove"):
     """Remove the container and everything in it."""
 
-    sandbox_id: str
+    sandbox_id: SandboxId
 
 
 class InspectSandbox(Request, tag="inspect"):
     """Report one sandbox."""
 
-    sandbox_id: str
+    sandbox_id: SandboxId
 
 
 class ListSandboxes(Request, tag="list"):
     """Report the sandboxes of this host (all owners, or one)."""
 
-    owner: str = ""
+    owner: Annotated[str, msgspec.Meta(max_length=256)] = ""
 
 
 class CreateSession(Request, tag="session_create"):
     """Start a named, stateful shell in a sandbox."""
 
-    sandbox_id: str
-    session: str
-    env: dict[str, str] = {}
-    cwd: str = ""
+    sandbox_id: SandboxId
+    session: SessionName
+    env: Env = {}
+    cwd: AbsPathOrEmpty = ""
 
 
 class CloseSession(Request, tag="session_close"):
     """End a session's shell."""
 
-    sandbox_id: str
-    session: str
+    sandbox_id: SandboxId
+    session: SessionName
 
 
 class RunCommand(Request, tag="run"):
@@ -207,12 +247,12 @@ class RunCommand(Request, tag="run"):
     comes at once; `WaitCommand` later collects the result.
     """
 
-    sandbox_id: str
-    session: str
-    command: str
-    timeout: float | None = None
-    idle_timeout: float | None = None
-    output_limit: int = 1 << 20
+    sandbox_id: SandboxId
+    session: SessionName
+    command: Text
+    timeout: Seconds | None = None
+    idle_timeout: Seconds | None = None
+    output_limit: OutputLimit = 1 << 20
     interactive: bool = False
     stream: bool = True
 
@@ -220,80 +260,80 @@ class RunCommand(Request, tag="run"):
 class SendInput(Request, tag="send"):
     """Write bytes to the input of a session's interactive command."""
 
-    sandbox_id: str
-    session: str
+    sandbox_id: SandboxId
+    session: SessionName
     data: bytes
 
 
 class Expect(Request, tag="expect"):
     """Wait until the session's interactive output matches one of the regex patterns."""
 
-    sandbox_id: str
-    session: str
-    patterns: list[str]
-    timeout: float = 30.0
+    sandbox_id: SandboxId
+    session: SessionName
+    patterns: Patterns
+    timeout: Seconds = 30.0
 
 
 class WaitCommand(Request, tag="wait"):
     """Wait for a session's interactive command to end and return its result."""
 
-    sandbox_id: str
-    session: str
-    timeout: float | None = None
+    sandbox_id: SandboxId
+    session: SessionName
+    timeout: Seconds | None = None
 
 
 class Interrupt(Request, tag="interrupt"):
     """Send SIGINT to what the session is running (the shell itself survives)."""
 
-    sandbox_id: str
-    session: str
+    sandbox_id: SandboxId
+    session: SessionName
 
 
 class Execute(Request, tag="exec"):
     """Run a one-off command (argv, no shell state) with stdout and stderr apart."""
 
-    sandbox_id: str
-    argv: list[str]
-    cwd: str = ""
-    env: dict[str, str] = {}
-    timeout: float | None = None
+    sandbox_id: SandboxId
+    argv: Argv
+    cwd: AbsPathOrEmpty = ""
+    env: Env = {}
+    timeout: Seconds | None = None
     stdin: bytes = b""
 
 
 class ReadFile(Request, tag="read"):
     """Read a whole (small) file; large files go through `Download`."""
 
-    sandbox_id: str
-    path: str
+    sandbox_id: SandboxId
+    path: AbsPath
 
 
 class WriteFile(Request, tag="write"):
     """Write a whole file, creating parent folders."""
 
-    sandbox_id: str
-    path: str
+    sandbox_id: SandboxId
+    path: AbsPath
     data: bytes
-    mode: int = 0o644
+    mode: FileMode = 0o644
 
 
 class Upload(Request, tag="upload"):
     """Receive a tar stream (`StreamData` from the client) and unpack it at `path`."""
 
-    sandbox_id: str
-    path: str
+    sandbox_id: SandboxId
+    path: AbsPath
 
 
 class Download(Request, tag="download"):
     """Send `path` (file or folder) as a tar stream of `StreamData` events."""
 
-    sandbox_id: str
-    path: str
+    sandbox_id: SandboxId
+    path: AbsPath
 
 
 class Cancel(Request, tag="cancel"):
     """Abandon the request `target`; it ends with a `TimedOut`/cancelled error reply."""
 
-    target: int
+    target: RequestId
 
 
 # ---------------------------------------------------------------------------- events
@@ -309,16 +349,16 @@ class Output(Message, tag="output"):
 class StreamData(Message, tag="data"):
     """A chunk of a byte stream; empty `data` with ``end`` closes it."""
 
-    id: int
-    data: bytes
+    id: RequestId
+    data: Annotated[bytes, msgspec.Meta(max_length=1 << 20)]
     end: bool = False
 
 
 class StreamCredit(Message, tag="credit"):
     """The receiver of a stream may take `chunks` more chunks."""
 
-    id: int
-    chunks: int
+    id: RequestId
+    chunks: Credit
 
 
 # ---------------------------------------------------------------------------- replies
@@ -453,7 +493,7 @@ class ListImages(Request, tag="images_list"):
 class WarmImage(Request, tag="image_warm"):
     """Make `image` present on this host (pull it unless it is there already)."""
 
-    image: str
+    image: Image
 
 
 class PruneImages(Request, tag="images_prune"):
@@ -464,26 +504,27 @@ class PruneImages(Request, tag="images_prune"):
     `only`, just images with a tag matching one of these shell patterns are candidates.
     """
 
-    max_bytes: int | None = None
-    max_percent: float | None = None
-    only: list[str] = []
+    max_bytes: Bytes | None = None
+    max_percent: Percent | None = None
+    only: Annotated[list[ShortText], msgspec.Meta(max_length=256)] = []
     dry_run: bool = False
 
 
 class CommitSandbox(Request, tag="commit"):
     """Save a sandbox's file system as the image `image` (``name:tag``)."""
 
-    sandbox_id: str
-    image: str
-    message: str = ""
-    changes: list[str] = []  # Dockerfile instructions applied to the image's config
+    sandbox_id: SandboxId
+    image: Image
+    message: Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN, max_length=65536)] = ""
+    # Dockerfile instructions applied to the image's config
+    changes: Annotated[list[ShortText], msgspec.Meta(max_length=256)] = []
     pause: bool = True
 
 
 class ReadStats(Request, tag="stats"):
     """Report a sandbox's live resource use."""
 
-    sandbox_id: str
+    sandbox_id: SandboxId
 
 
 class ForwardPort(Request, tag="forward"):
@@ -494,9 +535,12 @@ class ForwardPort(Request, tag="forward"):
     direction. The reply comes when both directions have ended.
     """
 
-    sandbox_id: str
-    port: int
-    address: str = "127.0.0.1"  # where to connect, seen from inside the sandbox
+    sandbox_id: SandboxId
+    port: Port
+    # Where to connect, seen from inside the sandbox.
+    address: Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN, min_length=1, max_length=255)] = (
+        "127.0.0.1"
+    )
 
 
 class ImageListReply(Reply, tag="images"):
@@ -538,24 +582,9 @@ NO_LIMIT = math.inf
 EXPIRE_POLICIES = ("stop", "delete")
 
 
-def check_limit(name: str, value: float | None) -> float | None:
-    """A timeout as kept: positive seconds, or None for no limit (given as None or infinity)."""
-    if value is None or value == math.inf:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise BadRequest(f"{name} must be a number of seconds, got {value!r}")
-    if not (math.isfinite(value) and value > 0):
-        raise BadRequest(
-            f"{name} must be a positive number of seconds or infinity (no limit), got {value!r}"
-        )
-    return float(value)
-
-
-def check_policy(value: str) -> str:
-    """An expiry policy: "stop" or "delete"."""
-    if value not in EXPIRE_POLICIES:
-        raise BadRequest(f"on_expire must be 'stop' or 'delete', got {value!r}")
-    return value
+def as_limit(value: float | None) -> float | None:
+    """A validated time limit as kept: seconds, or None for no limit (None or infinity)."""
+    return None if value is None or value == math.inf else float(value)
 
 
 class SandboxDeadlines(msgspec.Struct, kw_only=True):
@@ -583,17 +612,17 @@ class SandboxDeadlines(msgspec.Struct, kw_only=True):
 class SetTimeouts(Request, tag="timeouts"):
     """Change a sandbox's timeouts while it exists: None leaves a value, `NO_LIMIT` removes it."""
 
-    sandbox_id: str
-    idle_timeout: float | None = None
-    lifetime: float | None = None
-    on_expire: str = ""  # "stop" | "delete"; empty leaves it
-    auto_delete_after: float | None = None
+    sandbox_id: SandboxId
+    idle_timeout: SecondsOrInf | None = None
+    lifetime: SecondsOrInf | None = None
+    on_expire: Literal["", "stop", "delete"] = ""  # "stop" | "delete"; empty leaves it
+    auto_delete_after: SecondsOrInf | None = None
 
 
 class Keepalive(Request, tag="keepalive"):
     """A use of the sandbox with nothing to do: its idle timeout runs again from now."""
 
-    sandbox_id: str
+    sandbox_id: SandboxId
 
 
 class DeadlinesReply(Reply, tag="deadlines"):
@@ -678,6 +707,9 @@ AgentMessage = (
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
 _client_decoder = msgspec.msgpack.Decoder(ClientMessage)
+_CLIENT_TAGS = frozenset(
+    cls.__struct_config__.tag for cls in ClientMessage.__args__
+)
 _agent_decoder = msgspec.msgpack.Decoder(AgentMessage)
 
 
@@ -691,13 +723,61 @@ def encode_value(value: msgspec.Struct) -> bytes:
     return _encoder.encode(value)
 
 
-def decode_client_message(payload: bytes) -> ClientMessage:
-    """Decode a message sent by a client; garbage raises `ProtocolError`."""
+class Rejected(msgspec.Struct, frozen=True):
+    """A frame from a client that holds no valid message: answer `error` on request `id`.
+
+    `id` is 0 when the frame does not even say which request it is.
+    """
+
+    id: int
+    error: RockError
+
+
+class _Envelope(msgspec.Struct):
+    """What every message has, decoded leniently to answer a request that fails to decode."""
+
+    op: object = None
+    id: object = None
+
+
+_envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
+
+
+def decode_client_message(payload: bytes) -> ClientMessage | Rejected:
+    """Decode a message sent by a client.
+
+    A message that fails its schema is `Rejected` with a `BadRequest` on its own request id, so
+    one bad request never costs the others on its connection; undecodable bytes are `Rejected`
+    with a `ProtocolError` on id 0.
+    """
     try:
         message: ClientMessage = _client_decoder.decode(payload)
         return message
+    except msgspec.ValidationError as exc:
+        try:
+            envelope = _envelope_decoder.decode(payload)
+        except msgspec.DecodeError:
+            return Rejected(0, ProtocolError(f"undecodable message from client: {exc}"))
+        op, request_id = envelope.op, envelope.id
+        rid = request_id if type(request_id) is int and 0 < request_id < 1 << 63 else 0
+        if not isinstance(op, str) or op not in _CLIENT_TAGS:
+            return Rejected(rid, BadRequest(f"unknown request kind {op!r}"))
+        return Rejected(rid, bad_request(exc, f"{op!r} request"))
     except msgspec.DecodeError as exc:
-        raise ProtocolError(f"undecodable message from client: {exc}") from exc
+        return Rejected(0, ProtocolError(f"undecodable message from client: {exc}"))
+
+
+def encode_request(message: Message) -> bytes:
+    """Encode a message a client sends, checked against the schema as its agent will decode it.
+
+    A value the agent would refuse raises `BadRequest` here, before anything is sent.
+    """
+    try:
+        payload = _encoder.encode(message)
+        _client_decoder.decode(payload)
+    except (msgspec.ValidationError, msgspec.EncodeError, TypeError, UnicodeError) as exc:
+        raise bad_request(exc, f"{message.__struct_config__.tag!r} request", message) from exc
+    return payload
 
 
 def decode_agent_message(payload: bytes) -> AgentMessage:

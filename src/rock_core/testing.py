@@ -19,6 +19,7 @@ import abc
 import hashlib
 import itertools
 import math
+import os
 import statistics
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
@@ -27,30 +28,23 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
-from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._channel import ByteStream, FramedChannel
+from ._channel import ByteStream
 from ._cluster import Cluster, make_scheduler
 from ._connection import open_agent_connection
+from ._endpoint import Connection, Peer, Principal, serve_connection
 from ._errors import (
     AlreadyExists,
     BadRequest,
     ImageNotFound,
-    ProtocolError,
-    RockError,
     SandboxNotFound,
-    TimedOut,
-    TransportError,
 )
 from ._protocol import (
     PROTOCOL_VERSION,
-    Cancel,
     ClientMessage,
     CreateSandbox,
     Done,
-    ErrorReply,
-    Hello,
     InspectSandbox,
     ListSandboxes,
     Ping,
@@ -64,10 +58,7 @@ from ._protocol import (
     SandboxSpec,
     StartSandbox,
     StopSandbox,
-    StreamCredit,
-    StreamData,
     Welcome,
-    decode_client_message,
 )
 from ._scheduler import Scheduler
 
@@ -86,7 +77,6 @@ __all__ = [
 M = TypeVar("M", bound=ClientMessage)
 
 FAKE_AGENT_VERSION = "fake"
-_MIN_MEMORY = 6 << 20  # the real engine's minimum, mirrored so specs fail alike
 
 
 # ---------------------------------------------------------------------------- start latency
@@ -216,9 +206,10 @@ def memory_stream_pair(max_buffer: float = math.inf) -> tuple[MemoryByteStream, 
 
 
 class _Sandbox:
-    def __init__(self, info: SandboxInfo, spec: SandboxSpec) -> None:
+    def __init__(self, info: SandboxInfo, spec: SandboxSpec, principal: Principal) -> None:
         self.info = info
         self.spec = spec
+        self.principal = principal
 
 
 class FakeAgent:
@@ -239,6 +230,8 @@ class FakeAgent:
 
     `starts` maps each sandbox id to the `FakeStart` of its latest create that made a sandbox.
     """
+
+    version = FAKE_AGENT_VERSION
 
     def __init__(
         self,
@@ -291,172 +284,97 @@ class FakeAgent:
 
     # ------------------------------------------------------------------ serving
 
-    async def serve(self, stream: ByteStream) -> None:
-        """Serve one connection until the client closes it (or `disconnect`)."""
+    async def serve(self, stream: ByteStream, *, peer: Peer | None = None) -> None:
+        """Serve one connection until the client closes it (or `disconnect`).
+
+        `peer` is who the operating system says connected (default: this process's user).
+        """
         self._streams.add(stream)
-        channel: FramedChannel[ClientMessage] = FramedChannel(stream, decode_client_message)
         try:
-            owner = await self._handshake(channel)
-            if owner is None:
-                return
-            self._owner_connections[owner] = self._owner_connections.get(owner, 0) + 1
-            try:
-                async with anyio.create_task_group() as tg:
-                    await self._read_loop(channel, owner, tg)
-                    tg.cancel_scope.cancel()
-            finally:
-                self._disconnected(owner)
+            await serve_connection(stream, self, peer=peer or Peer(uid=os.getuid()))
         finally:
             self._streams.discard(stream)
-            with anyio.CancelScope(shield=True):
-                await stream.aclose()
 
-    def _record(self, message: ClientMessage) -> None:
+    # ------------------------------------------------------------------ AgentHandler
+
+    def heard(self, conn: Connection, message: ClientMessage) -> None:
+        """Record every message a client sends (see `received`)."""
         self.received.append(message)
         if self._arrived is not None:
             self._arrived.set()
 
-    async def _handshake(self, channel: FramedChannel[ClientMessage]) -> str | None:
-        try:
-            hello = await channel.receive()
-        except RockError:
-            return None
-        if hello is None:
-            return None
-        self._record(hello)
-        error: str | None = None
-        code = ProtocolError.code
-        if not isinstance(hello, Hello):
-            error = "expected hello first"
-        elif hello.protocol != PROTOCOL_VERSION:
-            error = (
-                f"client speaks protocol {hello.protocol}; "
-                f"agent {FAKE_AGENT_VERSION} speaks {PROTOCOL_VERSION}"
-            )
-        elif not hello.owner:
-            error, code = "hello carries no owner", BadRequest.code
-        if error is not None or not isinstance(hello, Hello):
-            await _send_quietly(channel, ErrorReply(id=0, code=code, message=error or ""))
-            return None
-        await channel.send(
-            Welcome(
-                protocol=self.protocol,
-                agent_version=FAKE_AGENT_VERSION,
-                host_id=self.host_id,
-                cpus=self.cpus,
-                memory=self.memory,
-                capabilities=[],
-                images=self.images,
-            )
+    async def accept(self, conn: Connection) -> Welcome:
+        """Welcome any client (after the endpoint's checks)."""
+        key = conn.principal.key
+        self._owner_connections[key] = self._owner_connections.get(key, 0) + 1
+        return Welcome(
+            protocol=self.protocol,
+            agent_version=FAKE_AGENT_VERSION,
+            host_id=self.host_id,
+            cpus=self.cpus,
+            memory=self.memory,
+            capabilities=["owners"],
+            images=self.images,
         )
-        return hello.owner
 
-    async def _read_loop(
-        self, channel: FramedChannel[ClientMessage], owner: str, tg: TaskGroup
-    ) -> None:
-        scopes: dict[int, anyio.CancelScope] = {}
-        while True:
-            try:
-                message = await channel.receive()
-            except ProtocolError as exc:
-                await _send_quietly(channel, ErrorReply(id=0, code=exc.code, message=str(exc)))
-                return
-            except TransportError:
-                return
-            if message is None:
-                return
-            self._record(message)
-            if isinstance(message, StreamData | StreamCredit):
-                continue  # no request of this fake moves a byte stream
-            if isinstance(message, Cancel):
-                scope = scopes.get(message.target)
-                if scope is not None:
-                    scope.cancel()
-            elif isinstance(message, Hello):
-                await _send_quietly(
-                    channel, ErrorReply(id=0, code=ProtocolError.code, message="second hello")
-                )
-            elif message.id in scopes:
-                await _send_quietly(
-                    channel,
-                    ErrorReply(
-                        id=message.id,
-                        code=BadRequest.code,
-                        message=f"request id {message.id} is already in use on this connection",
-                    ),
-                )
-            else:
-                scopes[message.id] = scope = anyio.CancelScope()
-                tg.start_soon(self._handle, channel, owner, message, scope, scopes)
+    async def closed(self, conn: Connection) -> None:
+        """Like the real local agent: when an owner's last connection ends, its sandboxes go."""
+        key = conn.principal.key
+        left = self._owner_connections.get(key, 1) - 1
+        if left > 0:
+            self._owner_connections[key] = left
+            return
+        self._owner_connections.pop(key, None)
+        for sandbox_id in [k for k, s in self.sandboxes.items() if s.principal == conn.principal]:
+            del self.sandboxes[sandbox_id]
 
-    async def _handle(
-        self,
-        channel: FramedChannel[ClientMessage],
-        owner: str,
-        request: Request,
-        scope: anyio.CancelScope,
-        scopes: dict[int, anyio.CancelScope],
-    ) -> None:
-        reply: Reply
-        try:
-            with scope:
-                reply = await self._dispatch(owner, request)
-            if scope.cancelled_caught:
-                reply = ErrorReply(id=request.id, code=TimedOut.code, message="request cancelled")
-        except RockError as exc:
-            reply = ErrorReply(id=request.id, code=exc.code, message=exc.message)
-        finally:
-            scopes.pop(request.id, None)
-        await _send_quietly(channel, reply)
-
-    async def _dispatch(self, owner: str, request: Request) -> Reply:
+    async def handle(self, conn: Connection, request: Request) -> Reply:
+        """Carry out a lifecycle request; anything else is a `BadRequest`."""
+        who = conn.principal
         if isinstance(request, Ping):
             return Pong(id=request.id, time=time.time())
         if isinstance(request, CreateSandbox):
-            info = await self._create(request.sandbox_id, request.spec, owner)
+            info = await self._create(request.sandbox_id, request.spec, who)
             return SandboxReply(id=request.id, sandbox=info)
         if isinstance(request, StopSandbox):
-            sandbox = self._sandbox(request.sandbox_id)
+            sandbox = self._sandbox(request.sandbox_id, who)
             sandbox.info.state = "exited"
             sandbox.info.exit_code = 137
             return SandboxReply(id=request.id, sandbox=_copy(sandbox.info))
         if isinstance(request, StartSandbox):
-            sandbox = self._sandbox(request.sandbox_id)
+            sandbox = self._sandbox(request.sandbox_id, who)
             sandbox.info.state = "running"
             sandbox.info.exit_code = None
             return SandboxReply(id=request.id, sandbox=_copy(sandbox.info))
         if isinstance(request, RemoveSandbox):
-            self._sandbox(request.sandbox_id)
+            self._sandbox(request.sandbox_id, who)
             del self.sandboxes[request.sandbox_id]
             return Done(id=request.id)
         if isinstance(request, InspectSandbox):
             return SandboxReply(
-                id=request.id, sandbox=_copy(self._sandbox(request.sandbox_id).info)
+                id=request.id, sandbox=_copy(self._sandbox(request.sandbox_id, who).info)
             )
         if isinstance(request, ListSandboxes):
+            owner = request.owner if who.admin else who.owner
             infos = [
                 _copy(s.info)
                 for s in self.sandboxes.values()
-                if not request.owner or s.info.owner == request.owner
+                if who.may_act_on(s.principal.uid, s.info.owner)
+                and (not owner or s.info.owner == owner)
             ]
             return SandboxListReply(id=request.id, sandboxes=infos)
         raise BadRequest(f"this fake agent cannot handle {type(request).__name__}")
 
-    def _sandbox(self, sandbox_id: str) -> _Sandbox:
+    def _sandbox(self, sandbox_id: str, who: Principal) -> _Sandbox:
         sandbox = self.sandboxes.get(sandbox_id)
-        if sandbox is None:
+        if sandbox is None or not who.may_act_on(sandbox.principal.uid, sandbox.info.owner):
             raise SandboxNotFound(f"no sandbox {sandbox_id!r} on host {self.host_id}")
         return sandbox
 
-    async def _create(self, sandbox_id: str, spec: SandboxSpec, owner: str) -> SandboxInfo:
-        if spec.cpus <= 0 or spec.memory <= 0 or spec.pids <= 0:
-            raise BadRequest(
-                f"cpus, memory and pids must be positive (got cpus={spec.cpus}, "
-                f"memory={spec.memory}, pids={spec.pids})"
-            )
-        if spec.memory < _MIN_MEMORY:
-            raise BadRequest(f"memory {spec.memory} bytes is below the engine's minimum of 6 MiB")
-        existing = self._existing(sandbox_id, spec)
+    async def _create(self, sandbox_id: str, spec: SandboxSpec, who: Principal) -> SandboxInfo:
+        if who.admin:
+            raise BadRequest("an administrator's connection owns no sandboxes: it cannot create")
+        existing = self._existing(sandbox_id, spec, who)
         if existing is not None:
             return existing
         if spec.image in self.fail_images:
@@ -470,7 +388,7 @@ class FakeAgent:
                 image=spec.image,
             )
         start = await self._start_delay(sandbox_id)
-        existing = self._existing(sandbox_id, spec)  # a concurrent create may have won
+        existing = self._existing(sandbox_id, spec, who)  # a concurrent create may have won
         if existing is not None:
             return existing
         info = SandboxInfo(
@@ -480,11 +398,11 @@ class FakeAgent:
             ).hexdigest(),
             image=spec.image,
             state="running",
-            owner=owner,
+            owner=who.owner,
             created_at=time.time(),
             labels=dict(spec.labels),
         )
-        self.sandboxes[sandbox_id] = _Sandbox(info, spec)
+        self.sandboxes[sandbox_id] = _Sandbox(info, spec, who)
         self.starts[sandbox_id] = start
         return _copy(info)
 
@@ -513,10 +431,15 @@ class FakeAgent:
         await anyio.sleep_until(began + engine_wait + drawn)
         return FakeStart(began, engine_wait, latency=drawn, slept=anyio.current_time() - began)
 
-    def _existing(self, sandbox_id: str, spec: SandboxSpec) -> SandboxInfo | None:
+    def _existing(self, sandbox_id: str, spec: SandboxSpec, who: Principal) -> SandboxInfo | None:
         sandbox = self.sandboxes.get(sandbox_id)
         if sandbox is None:
             return None
+        if sandbox.principal != who:
+            raise AlreadyExists(
+                f"sandbox id {sandbox_id!r} is taken on host {self.host_id} by another owner",
+                sandbox_id=sandbox_id,
+            )
         if sandbox.spec != spec:
             raise AlreadyExists(
                 f"sandbox {sandbox_id} already exists with a different spec", sandbox_id=sandbox_id
@@ -524,16 +447,6 @@ class FakeAgent:
         sandbox.info.state = "running"
         sandbox.info.exit_code = None
         return _copy(sandbox.info)
-
-    def _disconnected(self, owner: str) -> None:
-        # Like the real agent: when an owner's last connection ends, its sandboxes go.
-        left = self._owner_connections.get(owner, 1) - 1
-        if left > 0:
-            self._owner_connections[owner] = left
-            return
-        self._owner_connections.pop(owner, None)
-        for sandbox_id in [k for k, s in self.sandboxes.items() if s.info.owner == owner]:
-            del self.sandboxes[sandbox_id]
 
 
 def _copy(info: SandboxInfo) -> SandboxInfo:
@@ -548,13 +461,6 @@ def _copy(info: SandboxInfo) -> SandboxInfo:
         exit_code=info.exit_code,
         sessions=list(info.sessions),
     )
-
-
-async def _send_quietly(channel: FramedChannel[Any], message: Reply) -> None:
-    try:
-        await channel.send(message)
-    except TransportError:
-        pass  # the client is gone; nobody waits for this answer
 
 
 # ---------------------------------------------------------------------------- cluster

@@ -101,7 +101,7 @@ async def _run(args: argparse.Namespace) -> int:
 
 
 async def _ps(args: argparse.Namespace) -> int:
-    async with open_cluster(["local"]) as cluster:
+    async with open_cluster(["local"], admin=True) as cluster:
         found = await cluster.list_host_sandboxes()
     if args.quiet:
         for info in found:
@@ -121,7 +121,7 @@ async def _ps(args: argparse.Namespace) -> int:
 
 async def _rm(args: argparse.Namespace) -> int:
     failed = 0
-    async with open_cluster(["local"]) as cluster:
+    async with open_cluster(["local"], admin=True) as cluster:
         for sandbox_id in args.ids:
             try:
                 await cluster.remove_any(sandbox_id)

@@ -98,7 +98,7 @@ def _table(rows: list[tuple[str, ...]]) -> None:
 
 
 async def _list(args: argparse.Namespace) -> int:
-    async with open_cluster(["local"]) as cluster:
+    async with open_cluster(["local"], admin=True) as cluster:
         reports = await list_images(cluster)
     rows: list[tuple[str, ...]] = [
         ("HOST", "IMAGE", "ID", "SIZE", "CREATED", "LAST USED", "CONTAINERS")
@@ -124,7 +124,7 @@ async def _list(args: argparse.Namespace) -> int:
 
 
 async def _warm(args: argparse.Namespace) -> int:
-    async with open_cluster(["local"]) as cluster:
+    async with open_cluster(["local"], admin=True) as cluster:
         warmed = await warm_image(cluster, args.image)
     for host_id, info in warmed.items():
         short = info.image_id.removeprefix("sha256:")[:12]
@@ -150,7 +150,7 @@ def prune_limit(text: str) -> tuple[int | None, float | None]:
 
 async def _prune(args: argparse.Namespace) -> int:
     max_bytes, max_percent = prune_limit(args.max_size)
-    async with open_cluster(["local"]) as cluster:
+    async with open_cluster(["local"], admin=True) as cluster:
         results = await prune_images(
             cluster,
             max_bytes=max_bytes,
@@ -176,7 +176,7 @@ async def _prune(args: argparse.Namespace) -> int:
 
 
 async def _port(args: argparse.Namespace) -> int:
-    async with open_cluster(["local"]) as cluster:
+    async with open_cluster(["local"], admin=True) as cluster:
         conn, _ = await locate_sandbox(cluster.hosts, args.sandbox_id)
 
         def report(exc: RockError) -> None:

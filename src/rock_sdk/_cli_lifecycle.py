@@ -49,7 +49,7 @@ def lifecycle_handler(
 
 
 async def _status(args: argparse.Namespace) -> int:
-    async with open_cluster(["local"]) as cluster:
+    async with open_cluster(["local"], admin=True) as cluster:
         conn, info = await locate_sandbox(cluster.hosts, args.sandbox_id)
         host = conn.welcome.host_id
     if args.json:
@@ -70,7 +70,7 @@ async def _restart(args: argparse.Namespace) -> int:
 
 async def _each(args: argparse.Namespace, verb: str, *, stop: bool, start: bool) -> int:
     failed = 0
-    async with open_cluster(["local"]) as cluster:
+    async with open_cluster(["local"], admin=True) as cluster:
         for sandbox_id in args.ids:
             try:
                 conn, _ = await locate_sandbox(cluster.hosts, sandbox_id)

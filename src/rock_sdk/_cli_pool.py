@@ -58,7 +58,7 @@ async def _members(cluster: Cluster, name: str | None, owner: str = "") -> list[
 async def _ls(args: argparse.Namespace) -> int:
     from ._cli import _age  # shared with `rock ps`; imported late: `_cli` imports this module
 
-    async with open_cluster(["local"]) as cluster:
+    async with open_cluster(["local"], admin=True) as cluster:
         members = await _members(cluster, args.name)
     if args.quiet:
         for info in members:
@@ -77,7 +77,7 @@ async def _ls(args: argparse.Namespace) -> int:
 
 async def _rm(args: argparse.Namespace) -> int:
     failed = 0
-    async with open_cluster(["local"]) as cluster:
+    async with open_cluster(["local"], admin=True) as cluster:
         members = await _members(cluster, args.name, args.owner)
         if not members:
             whose = f" owned by {args.owner}" if args.owner else ""

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
 import msgspec
 
 from rock_core._errors import BadRequest
-from rock_core._protocol import SandboxSpec, check_limit, check_policy
+from rock_core._protocol import SandboxSpec
+from rock_core._schema import validate
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -16,7 +18,7 @@ _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE
 
 def parse_size(value: int | str, what: str = "memory") -> int:
     """Bytes from an int or a size such as "512m", "1g", "1.5GiB"."""
-    if isinstance(value, bool):
+    if isinstance(value, bool) or not isinstance(value, int | str):
         raise BadRequest(f"{what} must be a size such as '1g' or a number of bytes, got {value!r}")
     if isinstance(value, int):
         size = value
@@ -61,29 +63,16 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     auto_delete_after: float | None = None
 
     def to_spec(self) -> SandboxSpec:
-        """The wire spec, with every value checked."""
-        if not self.image:
-            raise BadRequest("a sandbox needs an image")
-        if not (self.cpus > 0):
-            raise BadRequest(f"cpus must be positive, got {self.cpus!r}")
-        if self.pids <= 0:
-            raise BadRequest(f"pids must be positive, got {self.pids!r}")
-        if self.pull not in ("missing", "never", "always"):
-            raise BadRequest(f"pull must be 'missing', 'never' or 'always', got {self.pull!r}")
-        return SandboxSpec(
-            image=self.image,
-            cpus=float(self.cpus),
-            memory=parse_size(self.memory),
-            pids=self.pids,
-            disk=self.disk,
-            network=self.network,
-            env=dict(self.env),
-            workdir=self.workdir,
-            labels=dict(self.labels),
-            pull=self.pull,
-            user=self.user,
-            idle_timeout=check_limit("idle_timeout", self.idle_timeout),
-            lifetime=check_limit("lifetime", self.lifetime),
-            on_expire=check_policy(self.on_expire),
-            auto_delete_after=check_limit("auto_delete_after", self.auto_delete_after),
-        )
+        """The wire spec, every value checked by the protocol's schema (`BadRequest`)."""
+        values = msgspec.structs.asdict(self)
+        for name in ("sandbox_id", "startup_timeout"):
+            del values[name]
+        values["memory"] = parse_size(self.memory)
+        for name in ("idle_timeout", "lifetime", "auto_delete_after"):
+            values[name] = _no_limit_as_none(values[name])
+        return validate(values, SandboxSpec, "sandbox config")
+
+
+def _no_limit_as_none(value: object) -> object:
+    """`math.inf` (no limit) is kept as None on the wire."""
+    return None if value == math.inf else value

@@ -51,8 +51,6 @@ from rock_core._protocol import (
     SetTimeouts,
     StatsReply,
     WriteFile,
-    check_limit,
-    check_policy,
 )
 from rock_core._protocol import CommandResult as WireCommandResult
 from rock_core._states import SandboxState, Transition
@@ -249,20 +247,13 @@ class Sandbox:
         None leaves a value as it is; ``math.inf`` removes that limit. A deadline moved into
         the past acts within about a second.
         """
-        for name, value in (
-            ("idle_timeout", idle_timeout),
-            ("lifetime", lifetime),
-            ("auto_delete_after", auto_delete_after),
-        ):
-            if value is not None:
-                check_limit(name, value)
         reply = await self._timeouts_call(
             SetTimeouts(
                 id=self._next_id(),
                 sandbox_id=self.sandbox_id,
                 idle_timeout=idle_timeout,
                 lifetime=lifetime,
-                on_expire="" if on_expire is None else check_policy(on_expire),
+                on_expire="" if on_expire is None else on_expire,
                 auto_delete_after=auto_delete_after,
             )
         )

@@ -13,6 +13,7 @@ from rock_core import (
     AgentConnection,
     AlreadyExists,
     BadRequest,
+    EngineUnavailable,
     ImageNotFound,
     ProtocolError,
     RockError,
@@ -22,6 +23,7 @@ from rock_core import (
     open_agent_connection,
 )
 from rock_core._channel import FramedChannel
+from rock_core._endpoint import Connection
 from rock_core._protocol import (
     AgentMessage,
     Cancel,
@@ -36,6 +38,7 @@ from rock_core._protocol import (
     Request,
     RunCommand,
     SandboxReply,
+    Welcome,
     decode_agent_message,
 )
 from rock_core.testing import FakeAgent, memory_stream_pair
@@ -112,12 +115,33 @@ async def test_agent_refuses_a_client_with_another_version() -> None:
         await channel.aclose()
 
 
+async def test_a_hello_the_agent_would_refuse_is_never_sent() -> None:
+    client, server = memory_stream_pair()
+    agent = FakeAgent()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(agent.serve, server)
+        with pytest.raises(
+            BadRequest, match=r"^invalid 'hello' request: owner '': Expected `str` of length >= 1$"
+        ):
+            async with open_agent_connection(client, owner="", name="fake"):
+                pytest.fail("the handshake should have failed")
+        tg.cancel_scope.cancel()
+    assert agent.received == []
+
+
+class EngineDown(FakeAgent):
+    async def accept(self, conn: Connection) -> Welcome:
+        raise EngineUnavailable("no Docker engine answers at unix:///nowhere")
+
+
 async def test_agent_error_in_the_handshake_is_raised_as_its_class() -> None:
     client, server = memory_stream_pair()
     async with anyio.create_task_group() as tg:
-        tg.start_soon(FakeAgent().serve, server)
-        with pytest.raises(BadRequest, match=r"^hello carries no owner$"):
-            async with open_agent_connection(client, owner="", name="fake"):
+        tg.start_soon(EngineDown().serve, server)
+        with pytest.raises(
+            EngineUnavailable, match=r"^no Docker engine answers at unix:///nowhere$"
+        ):
+            async with open_agent_connection(client, owner="me", name="fake"):
                 pytest.fail("the handshake should have failed")
 
 
@@ -174,7 +198,9 @@ async def test_error_replies_become_their_error_classes() -> None:
             AlreadyExists, match=r"^sandbox sb-1 already exists with a different spec$"
         ):
             await conn.call(create(conn, "sb-1", cpus=2), SandboxReply)
-        with pytest.raises(BadRequest, match=r"^cpus, memory and pids must be positive"):
+        with pytest.raises(
+            BadRequest, match=r"^invalid 'create' request: spec.cpus 0: Expected `float` >= 0.01$"
+        ):
             await conn.call(create(conn, "sb-2", cpus=0), SandboxReply)
         run = RunCommand(id=conn.next_id(), sandbox_id="sb-1", session="s", command="ls")
         with pytest.raises(BadRequest, match=r"^this fake agent cannot handle RunCommand$") as info:

@@ -32,6 +32,7 @@ from rock_core import (
     TimedOut,
     open_pool,
 )
+from rock_core._endpoint import Connection
 from rock_core._pool import POOL_LABEL, default_pool_name, delete_quietly
 from rock_core._protocol import CreateSandbox, RemoveSandbox, Reply, Request
 from rock_core.testing import FakeAgent, FakeCluster, open_fake_cluster
@@ -89,14 +90,14 @@ def before_removes(
 ) -> None:
     """Await `hook(sandbox_id)` before the fake agent serves each remove: a hung or failing
     `docker rm` (a hook that raises a `RockError` makes the remove fail with it)."""
-    dispatch = agent._dispatch
+    handle = agent.handle
 
-    async def hooked(owner: str, request: Request) -> Reply:
+    async def hooked(conn: Connection, request: Request) -> Reply:
         if isinstance(request, RemoveSandbox):
             await hook(request.sandbox_id)
-        return await dispatch(owner, request)
+        return await handle(conn, request)
 
-    monkeypatch.setattr(agent, "_dispatch", hooked)
+    monkeypatch.setattr(agent, "handle", hooked)
 
 
 HANG = 5.0  # seconds a "hung" engine or prepare takes: far beyond any bound under test
@@ -1000,7 +1001,7 @@ async def test_create_many_refuses_bad_arguments_before_starting_anything() -> N
             ({"config": OK, "n": 2, "concurrency": 0}, r"^concurrency must be >= 1, got 0$"),
             (
                 {"config": [OK, SandboxConfig(image="img:1", cpus=0)]},
-                r"^cpus must be positive, got 0$",
+                r"^invalid sandbox config: cpus 0: Expected `float` >= 0.01$",
             ),
         ]
         for kwargs, message in cases:

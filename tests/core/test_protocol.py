@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from rock_core import ProtocolError
+from rock_core import BadRequest, ProtocolError
 from rock_core import _protocol as p
 from tests.core.fixtures.make_protocol_v1 import MESSAGES
 
@@ -113,13 +113,25 @@ def test_every_message_round_trips_on_each_side_that_receives_it(message: p.Mess
 ONE_SIDED = [m for m in MESSAGES if (type(m) in CLIENT_CLASSES) != (type(m) in AGENT_CLASSES)]
 
 
+def client_rejects(payload: bytes) -> p.Rejected:
+    """What the agent's decoder makes of a frame that holds no valid client message."""
+    decoded = p.decode_client_message(payload)
+    assert isinstance(decoded, p.Rejected), decoded
+    return decoded
+
+
 @pytest.mark.parametrize("message", ONE_SIDED, ids=_ids)
 def test_messages_are_refused_by_the_side_that_never_receives_them(message: p.Message) -> None:
     cls = type(message)
-    wrong = p.decode_agent_message if cls in CLIENT_CLASSES else p.decode_client_message
-    side = "agent" if cls in CLIENT_CLASSES else "client"
-    with pytest.raises(ProtocolError, match=f"^undecodable message from {side}: .*{_tag(cls)}"):
-        wrong(p.encode(message))
+    if cls in CLIENT_CLASSES:
+        with pytest.raises(ProtocolError, match=f"^undecodable message from agent: .*{_tag(cls)}"):
+            p.decode_agent_message(p.encode(message))
+        return
+    # An agent answers a client's wrong message on its own request id and keeps the link.
+    rejected = client_rejects(p.encode(message))
+    assert rejected.id == getattr(message, "id", 0)
+    assert isinstance(rejected.error, BadRequest)
+    assert rejected.error.message == f"unknown request kind {_tag(cls)!r}"
 
 
 def test_encoding_is_deterministic() -> None:
@@ -129,29 +141,28 @@ def test_encoding_is_deterministic() -> None:
 
 
 @pytest.mark.parametrize("garbage", [b"", b"\xc1", b"not msgpack at all", b"\x92\x01\x02"])
-@pytest.mark.parametrize(
-    ("decode", "side"),
-    [(p.decode_client_message, "client"), (p.decode_agent_message, "agent")],
-)
-def test_garbage_is_a_protocol_error(garbage: bytes, decode: Any, side: str) -> None:
-    with pytest.raises(ProtocolError, match=f"^undecodable message from {side}: ") as info:
-        decode(garbage)
+def test_garbage_is_a_protocol_error(garbage: bytes) -> None:
+    with pytest.raises(ProtocolError, match=r"^undecodable message from agent: ") as info:
+        p.decode_agent_message(garbage)
     assert isinstance(info.value.__cause__, msgspec.DecodeError)
+    rejected = client_rejects(garbage)
+    assert rejected.id == 0 and isinstance(rejected.error, ProtocolError)
+    assert rejected.error.message.startswith("undecodable message from client: ")
 
 
-def test_unknown_tag_is_a_protocol_error_naming_it() -> None:
+def test_unknown_tag_is_refused_naming_it() -> None:
     payload = msgspec.msgpack.encode({"op": "teleport", "id": 1})
-    with pytest.raises(ProtocolError, match=r"^undecodable message from client: .*teleport"):
-        p.decode_client_message(payload)
+    assert client_rejects(payload).error.message == "unknown request kind 'teleport'"
     with pytest.raises(ProtocolError, match=r"^undecodable message from agent: .*teleport"):
         p.decode_agent_message(payload)
 
 
-def test_missing_tag_or_required_field_is_a_protocol_error() -> None:
-    with pytest.raises(ProtocolError, match="undecodable message from client"):
-        p.decode_client_message(msgspec.msgpack.encode({"id": 1}))
-    with pytest.raises(ProtocolError, match="sandbox_id"):
-        p.decode_client_message(msgspec.msgpack.encode({"op": "stop", "id": 1}))
+def test_missing_tag_or_required_field_is_a_bad_request_on_its_id() -> None:
+    no_tag = client_rejects(msgspec.msgpack.encode({"id": 1}))
+    assert (no_tag.id, no_tag.error.message) == (1, "unknown request kind None")
+    no_field = client_rejects(msgspec.msgpack.encode({"op": "stop", "id": 1}))
+    assert no_field.id == 1 and isinstance(no_field.error, BadRequest)
+    assert "sandbox_id" in no_field.error.message
 
 
 @pytest.mark.parametrize("message", MESSAGES, ids=_ids)

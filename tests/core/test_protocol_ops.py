@@ -5,6 +5,7 @@ and trio.
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 from collections.abc import AsyncIterator
@@ -16,7 +17,7 @@ import msgspec
 import pytest
 from anyio.abc import SocketAttribute, SocketStream, TaskGroup
 
-from rock_core import PROTOCOL_VERSION, NotFound, ProtocolError, open_agent_connection
+from rock_core import PROTOCOL_VERSION, BadRequest, NotFound, open_agent_connection
 from rock_core import _protocol as p
 from rock_core._channel import CHUNK_SIZE, FramedChannel
 from rock_core._ports import PortForward, open_port_forward
@@ -115,11 +116,13 @@ def test_short_replies_decode_with_defaults() -> None:
         ({"op": "stats", "id": 1}, "sandbox_id"),
     ],
 )
-def test_requests_without_a_required_field_are_protocol_errors(
+def test_requests_without_a_required_field_are_bad_requests_on_their_id(
     raw: dict[str, Any], missing: str
 ) -> None:
-    with pytest.raises(ProtocolError, match=rf"^undecodable message from client: .*`{missing}`"):
-        p.decode_client_message(msgspec.msgpack.encode(raw))
+    rejected = p.decode_client_message(msgspec.msgpack.encode(raw))
+    assert isinstance(rejected, p.Rejected) and rejected.id == 1
+    assert isinstance(rejected.error, BadRequest)
+    assert re.match(rf"^invalid '{raw['op']}' request: .*`{missing}`", rejected.error.message)
 
 
 @pytest.mark.parametrize(

@@ -71,9 +71,15 @@ async def test_commit_then_start_a_new_sandbox_from_the_image(
 async def test_commit_errors(cluster: Cluster, py_sandbox: Sandbox) -> None:
     with pytest.raises(BadRequest, match=r"^commit to a name:tag, not a digest: 'a@sha256:00'$"):
         await py_sandbox.commit("a@sha256:00")
-    with pytest.raises(BadRequest, match=r"^commit needs an image name such as 'me/saved:1'$"):
+    with pytest.raises(
+        BadRequest,
+        match=r"^invalid 'commit' request: image ' ': must be an image reference \(1 to 512 char",
+    ):
         await py_sandbox.commit(" ")
-    with pytest.raises(BadRequest, match=r"^'Not A Valid/Name:1' is not a valid image name: "):
+    with pytest.raises(
+        BadRequest,
+        match=r"^invalid 'commit' request: image 'Not A Valid/Name:1': must be an image reference",
+    ):
         await py_sandbox.commit("Not A Valid/Name:1")
     with pytest.raises(BadRequest, match=r"^changes takes a list of Dockerfile instructions"):
         await py_sandbox.commit("x/y:1", changes="ENV A=1")

@@ -59,9 +59,13 @@ async def test_missing_program(sandbox: Sandbox) -> None:
 
 
 async def test_bad_arguments(sandbox: Sandbox) -> None:
-    with pytest.raises(BadRequest, match="execute needs a non-empty argv"):
+    with pytest.raises(
+        BadRequest, match=r"^invalid 'exec' request: argv \[\]: Expected `array` of length >= 1$"
+    ):
         await sandbox.execute([])
     with pytest.raises(BadRequest, match="takes an argv list"):
         await sandbox.execute("ls -l")  # type: ignore[arg-type]
-    with pytest.raises(BadRequest, match="timeout must be positive"):
+    with pytest.raises(
+        BadRequest, match=r"^invalid 'exec' request: timeout -1: Expected `float` > 0.0$"
+    ):
         await sandbox.execute(["true"], timeout=-1)

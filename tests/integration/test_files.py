@@ -54,9 +54,10 @@ async def test_reading_a_folder_is_a_bad_request(sandbox: Sandbox) -> None:
 
 @pytest.mark.parametrize("path", ["relative.txt", "tmp/x"])
 async def test_relative_paths_are_refused(sandbox: Sandbox, path: str) -> None:
-    with pytest.raises(BadRequest, match=f"path '{path}' must be absolute"):
+    must = f"request: path '{path}': must be an absolute path"
+    with pytest.raises(BadRequest, match=f"^invalid 'write' {must}"):
         await sandbox.write_file(path, b"x")
-    with pytest.raises(BadRequest, match=f"path '{path}' must be absolute"):
+    with pytest.raises(BadRequest, match=f"^invalid 'read' {must}"):
         await sandbox.read_file(path)
 
 

@@ -228,8 +228,15 @@ async def test_prune_only_takes_images_whose_every_tag_matches(
             {"max_bytes": 1, "max_percent": 1.0},
             "^host .*: prune needs exactly one limit: max_bytes or max_percent$",
         ),
-        ({"max_bytes": -1}, "^host .*: max_bytes must not be negative, got -1$"),
-        ({"max_percent": 101.0}, "^host .*: max_percent must be between 0 and 100, got 101$"),
+        (
+            {"max_bytes": -1},
+            r"^host .*: invalid 'images_prune' request: max_bytes -1: Expected `int` >= 0$",
+        ),
+        (
+            {"max_percent": 101.0},
+            r"^host .*: invalid 'images_prune' request: max_percent 101.0: "
+            r"Expected `float` <= 100.0$",
+        ),
     ],
 )
 async def test_prune_limit_errors(cluster: Cluster, limits: dict[str, float], message: str) -> None:

@@ -129,9 +129,9 @@ async def test_missing_image_fails_fast_and_clearly(cluster: Cluster) -> None:
     [
         ({"memory": "lots"}, "memory 'lots' is not a size"),
         ({"memory": 0}, "memory must be positive"),
-        ({"cpus": 0}, "cpus must be positive"),
-        ({"pids": 0}, "pids must be positive"),
-        ({"image": ""}, "a sandbox needs an image"),
+        ({"cpus": 0}, r"^invalid sandbox config: cpus 0: Expected `float` >= 0.01$"),
+        ({"pids": 0}, r"^invalid sandbox config: pids 0: Expected `int` >= 1$"),
+        ({"image": ""}, r"^invalid sandbox config: image '': must be an image reference"),
     ],
 )
 def test_bad_configs_are_refused_before_anything_starts(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
@@ -141,7 +141,9 @@ def test_bad_configs_are_refused_before_anything_starts(kwargs: dict, message: s
 
 async def test_bad_sandbox_ids(cluster: Cluster) -> None:
     spec = SandboxConfig(image=SH_IMAGE).to_spec()
-    with pytest.raises(BadRequest, match="may hold only letters, digits"):
+    with pytest.raises(
+        BadRequest, match=r"sandbox_id 'bad id/../x': must be 1 to 100 letters, digits"
+    ):
         await cluster.create_sandbox(spec, sandbox_id="bad id/../x")
 
 

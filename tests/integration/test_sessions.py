@@ -271,9 +271,13 @@ async def test_session_errors(sandbox: Sandbox) -> None:
         await sandbox.create_session(s)
     with pytest.raises(SessionNotFound, match="has no session 'nope'"):
         await sandbox.arun("true", session="nope")
-    with pytest.raises(BadRequest, match="cannot contain NUL bytes"):
+    with pytest.raises(
+        BadRequest, match=r"^invalid 'run' request: command .*: must be text with no NUL byte$"
+    ):
         await sandbox.arun("echo \x00", session=s)
-    with pytest.raises(BadRequest, match="timeout must be positive"):
+    with pytest.raises(
+        BadRequest, match=r"^invalid 'run' request: timeout 0: Expected `float` > 0.0$"
+    ):
         await sandbox.arun("true", session=s, timeout=0)
     with pytest.raises(BadRequest, match="no interactive command running"):
         from rock_sdk import InteractiveProcess

@@ -206,19 +206,30 @@ async def test_timeouts_change_while_the_sandbox_runs(
 
 
 async def test_bad_timeouts_are_refused(cluster: Cluster, started: list[Sandbox]) -> None:
-    with pytest.raises(BadRequest, match=r"^idle_timeout must be a positive number of seconds"):
+    with pytest.raises(
+        BadRequest, match=r"^invalid sandbox config: idle_timeout 0: Expected `float` > 0.0$"
+    ):
         config(idle_timeout=0).to_spec()
-    with pytest.raises(BadRequest, match=r"^on_expire must be 'stop' or 'delete', got 'keep'$"):
+    with pytest.raises(
+        BadRequest, match=r"^invalid sandbox config: on_expire 'keep': Invalid enum value 'keep'$"
+    ):
         config(on_expire="keep").to_spec()
     sb = await start(cluster, started, idle_timeout=30)
-    with pytest.raises(BadRequest, match=r"^lifetime must be a positive number of seconds"):
+    with pytest.raises(
+        BadRequest, match=r"^invalid 'timeouts' request: lifetime -1: Expected `float` > 0.0$"
+    ):
         await sb.set_timeouts(lifetime=-1)
-    with pytest.raises(BadRequest, match=r"^on_expire must be 'stop' or 'delete', got 'x'$"):
+    with pytest.raises(
+        BadRequest, match=r"^invalid 'timeouts' request: on_expire 'x': Invalid enum value 'x'$"
+    ):
         await sb.set_timeouts(on_expire="x")  # type: ignore[arg-type]
-    # Checked by the agent too, for callers that skip the SDK's checks.
+    # Checked before it leaves the core too, for callers that skip the SDK's config.
     spec = config().to_spec()
     bad = type(spec)(image=spec.image, memory=spec.memory, auto_delete_after=-5)
-    with pytest.raises(BadRequest, match=r"^auto_delete_after must be a positive number"):
+    with pytest.raises(
+        BadRequest,
+        match=r"^invalid 'create' request: spec.auto_delete_after -5: Expected `float` > 0.0$",
+    ):
         await cluster.create_sandbox(bad)
     deadlines = (await sb.status()).deadlines
     assert deadlines is not None and deadlines.idle_timeout == 30

@@ -1,0 +1,75 @@
+"""One-off commands: argv, cwd, env and stdin, with stdout and stderr kept apart.
+
+Rules:
+- One engine exec per command (not the hot path: sessions are). Stdin is written, then closed,
+  so a program reading it sees end-of-file.
+- A timeout kills the command's whole process tree and returns what it printed so far.
+- A program that cannot be started is an error (`FileNotFound`), not a result.
+"""
+
+from __future__ import annotations
+
+import time
+
+import anyio
+
+from rock_core._errors import FileNotFound, SandboxFailed
+from rock_core._protocol import ExecResult
+
+from . import _procs
+from ._docker import DockerRuntime
+from ._engine import engine_errors
+
+
+async def execute(
+    runtime: DockerRuntime,
+    sandbox_id: str,
+    argv: list[str],
+    *,
+    cwd: str,
+    env: dict[str, str],
+    stdin: bytes,
+    timeout: float | None,
+) -> ExecResult:
+    """Run a one-off command in a sandbox with stdout and stderr apart."""
+    started = time.monotonic()
+    execution, stream = await runtime.open_exec(sandbox_id, argv, env=env, cwd=cwd, stdin=True)
+    out = bytearray()
+    err = bytearray()
+    timed_out = False
+    try:
+        if stdin:
+            await stream.write_in(stdin)
+        # Closing our half of the stream gives the process end-of-file on its stdin.
+        await runtime.close_input(stream)
+        with anyio.move_on_after(timeout) as scope:
+            while True:
+                with engine_errors(f"reading a process in sandbox {sandbox_id}"):
+                    message = await stream.read_out()
+                if message is None:
+                    break
+                (out if message.stream == 1 else err).extend(message.data)
+        if scope.cancelled_caught:
+            timed_out = True
+            pid, _, _ = await runtime.exec_pid(execution)
+            _procs.kill_tree(pid, include_root=True)
+    finally:
+        with anyio.CancelScope(shield=True):
+            await runtime.close_stream(stream)
+    exit_code = await runtime.wait_exit(execution)
+    if exit_code is None and not timed_out:
+        raise SandboxFailed(f"command {argv[0]!r} in sandbox {sandbox_id} has no exit code")
+    if exit_code == 126 or exit_code == 127:
+        text = bytes(out + err).decode(errors="replace")
+        if "executable file not found" in text or "no such file or directory" in text:
+            raise FileNotFound(f"cannot run {argv[0]!r} in sandbox {sandbox_id}: {text.strip()}")
+    return ExecResult(
+        stdout=bytes(out),
+        stderr=bytes(err),
+        exit_code=exit_code,
+        timed_out=timed_out,
+        duration=time.monotonic() - started,
+    )
+
+
+__all__ = ["execute"]

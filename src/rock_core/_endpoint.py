@@ -1,0 +1,369 @@
+"""The agent's side of the protocol, for every agent: the real one and the fakes alike.
+
+`serve_connection` runs one connection against an `AgentHandler`, which only decides what each
+request does. Everything about the connection itself lives here once, so no agent can drift.
+
+Rules:
+- The handshake comes first: one `Hello` frame of at most `HELLO_MAX_FRAME` bytes within
+  `handshake_timeout` seconds. Anything else is answered with an `ErrorReply` (id 0) and the
+  connection ends; so does a handler that refuses the client (`AgentHandler.accept` raising).
+- After the handshake a connection ends only at end of stream, on a framing violation (a frame
+  announced larger than the maximum) or when the handler closes it. A frame that holds no
+  valid message is answered on its own request id (0 if it names none) and the rest go on.
+- Each request runs in its own task with its own cancel scope; `Cancel` cancels it. It ends
+  with exactly one final answer: the handler's reply, an `ErrorReply` for the `RockError` it
+  raised, or an `InternalError` for anything else (logged with its traceback).
+- Nothing raises out of `serve_connection`: a peer that hangs up at any moment, even before
+  its answer, only ends its own connection.
+- A byte stream the client sends (`StreamData`) goes to the request that opened an inbound
+  stream for its id (`Connection.open_inbound`), under credit: a client that sends past the
+  credit it was granted fails that request with a `ProtocolError` and nothing else.
+- `Principal` decides who may act on a sandbox: the owner of the same user (peer uid), or an
+  administrator's connection (`Hello.admin`) for every owner of its user, every user for root.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import anyio
+from anyio.abc import TaskGroup
+from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
+
+from ._channel import ByteStream, CreditGate, FramedChannel
+from ._errors import InternalError, ProtocolError, RockError, TimedOut, TransportError
+from ._framing import DEFAULT_MAX_FRAME
+from ._protocol import (
+    PROTOCOL_VERSION,
+    Cancel,
+    ClientMessage,
+    ErrorReply,
+    Hello,
+    Message,
+    Rejected,
+    Reply,
+    Request,
+    StreamCredit,
+    StreamData,
+    Welcome,
+    decode_client_message,
+)
+
+log = logging.getLogger("rock_core.endpoint")
+
+HELLO_MAX_FRAME = 64 << 10
+HANDSHAKE_TIMEOUT = 10.0
+SEND_TIMEOUT = 60.0  # a peer that takes nothing for this long is gone
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    """Who is at the other end of a connection, as the operating system says (not the peer)."""
+
+    uid: int
+    pid: int | None = None
+    description: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Whom a connection acts for: an owner of one user, or that user's administrator."""
+
+    uid: int
+    owner: str
+    admin: bool = False
+
+    @property
+    def key(self) -> str:
+        """The owner as an agent keys it: owners of different users never share a key."""
+        return f"{self.uid}:{self.owner}"
+
+    def may_act_on(self, owner_uid: int, owner: str) -> bool:
+        """True if this connection may see and change a sandbox of `owner` (of `owner_uid`)."""
+        if self.admin:
+            return self.uid == 0 or owner_uid == self.uid
+        return owner_uid == self.uid and owner == self.owner
+
+
+class Connection:
+    """One client's connection, after its handshake: what a handler may use of it."""
+
+    def __init__(self, channel: FramedChannel[Any], hello: Hello, peer: Peer) -> None:
+        self.channel = channel
+        self.hello = hello
+        self.peer = peer
+        self.principal = Principal(peer.uid, hello.owner, hello.admin)
+        self.owner = hello.owner
+        self.accepts = frozenset(hello.accepts)  # unasked messages it understands
+        self.last_seen = time.monotonic()  # when this connection last said anything
+        self._scopes: dict[int, anyio.CancelScope] = {}
+        self._inbound: dict[int, MemoryObjectSendStream[bytes | None]] = {}
+        self._gates: dict[int, CreditGate] = {}
+        self._violations: dict[int, RockError] = {}
+        self._scope: anyio.CancelScope | None = None
+
+    async def send(self, message: Message) -> None:
+        """Send a message; `TransportError` if the peer is gone (the connection then ends)."""
+        try:
+            with anyio.fail_after(SEND_TIMEOUT):
+                await self.channel.send(message)
+        except TimeoutError as exc:
+            self.close()
+            raise TransportError(f"the client took nothing for {SEND_TIMEOUT:g} s") from exc
+        except TransportError:
+            self.close()
+            raise
+
+    async def send_quietly(self, message: Message) -> None:
+        """Send a message if the peer is still there; nobody waits for it otherwise."""
+        with contextlib.suppress(TransportError):
+            await self.send(message)
+
+    def close(self) -> None:
+        """End the connection (its requests are cancelled)."""
+        if self._scope is not None:
+            self._scope.cancel()
+
+    def gate(self, request_id: int) -> CreditGate:
+        """The credit gate of the stream a request sends (made on first use by either side)."""
+        gate = self._gates.get(request_id)
+        if gate is None:
+            gate = self._gates[request_id] = CreditGate()
+        return gate
+
+    def open_inbound(
+        self, request_id: int, window: int
+    ) -> MemoryObjectReceiveStream[bytes | None]:
+        """The chunks the client sends under `request_id` (None marks its end).
+
+        The handler grants the client at most `window` chunks ahead of what it has taken; a
+        client that sends more fails the request.
+        """
+        send, receive = anyio.create_memory_object_stream[bytes | None](window)
+        self._inbound[request_id] = send
+        return receive
+
+    def _deliver(self, message: StreamData) -> None:
+        inbound = self._inbound.get(message.id)
+        if inbound is None:
+            return  # a late chunk of a request that ended: nothing waits for it
+        try:
+            inbound.send_nowait(None if message.end else message.data)
+        except anyio.WouldBlock:
+            self._fail(
+                message.id, ProtocolError("the client sent stream data past the credit granted")
+            )
+        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
+            pass
+
+    def _fail(self, request_id: int, error: RockError) -> None:
+        scope = self._scopes.get(request_id)
+        if scope is not None:
+            self._violations.setdefault(request_id, error)
+            scope.cancel()
+
+    def _finish(self, request_id: int) -> RockError | None:
+        self._scopes.pop(request_id, None)
+        self._gates.pop(request_id, None)
+        inbound = self._inbound.pop(request_id, None)
+        if inbound is not None:
+            inbound.close()
+        return self._violations.pop(request_id, None)
+
+    @property
+    def requests(self) -> int:
+        """Requests in flight on this connection."""
+        return len(self._scopes)
+
+
+class AgentHandler(Protocol):
+    """What an agent decides; the endpoint does the rest."""
+
+    version: str  # the agent's version, for messages
+    async def accept(self, conn: Connection) -> Welcome:
+        """The answer to a client's `Hello`; raise a `RockError` to refuse the client."""
+
+    async def handle(self, conn: Connection, request: Request) -> Reply:
+        """Carry out one request and return its reply (or raise a `RockError`)."""
+
+    def heard(self, conn: Connection, message: ClientMessage) -> None:
+        """The client said something (called for every message, before it is acted on)."""
+
+    async def closed(self, conn: Connection) -> None:
+        """The connection of an accepted client ended (called shielded, exactly once)."""
+
+
+async def serve_connection(
+    stream: ByteStream,
+    handler: AgentHandler,
+    *,
+    peer: Peer,
+    handshake_timeout: float = HANDSHAKE_TIMEOUT,
+    max_frame: int = DEFAULT_MAX_FRAME,
+) -> None:
+    """Serve one connection until it ends; never raises (but cancellation)."""
+    channel: FramedChannel[ClientMessage | Rejected] = FramedChannel(
+        stream, decode_client_message, max_frame=HELLO_MAX_FRAME
+    )
+    try:
+        hello = await _handshake(channel, handshake_timeout, handler.version)
+        if hello is None:
+            return
+        conn = Connection(channel, hello, peer)
+        handler.heard(conn, hello)
+        try:
+            welcome = await handler.accept(conn)
+        except RockError as exc:
+            await _send_quietly(channel, _error_reply(0, exc))
+            return
+        channel.max_frame = max_frame
+        try:
+            async with anyio.create_task_group() as tg:
+                conn._scope = tg.cancel_scope
+                try:
+                    await conn.send(welcome)
+                except TransportError:
+                    return
+                await _read_loop(conn, handler, tg)
+                tg.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                try:
+                    await handler.closed(conn)
+                except Exception:
+                    log.exception("cleaning up after a connection failed")
+    except Exception:
+        log.exception("serving a connection failed")  # a bug, but it must not stop the agent
+    finally:
+        with anyio.CancelScope(shield=True):
+            with contextlib.suppress(Exception):
+                await channel.aclose()  # the peer sees end-of-stream; the socket is freed
+
+
+async def _handshake(
+    channel: FramedChannel[ClientMessage | Rejected], timeout: float, version: str
+) -> Hello | None:
+    first: ClientMessage | Rejected | None = None
+    try:
+        with anyio.move_on_after(timeout) as waited:
+            first = await channel.receive()
+    except RockError as exc:
+        await _send_quietly(channel, _error_reply(0, exc))
+        return None
+    if waited.cancelled_caught:
+        log.info("closing a connection that sent no hello within %g s", timeout)
+        return None
+    if first is None:
+        return None
+    error: RockError | None = None
+    if isinstance(first, Rejected):
+        error = first.error
+    elif not isinstance(first, Hello):
+        error = ProtocolError(f"expected hello first, got {first.__struct_config__.tag!r}")
+    elif first.protocol != PROTOCOL_VERSION:
+        error = ProtocolError(
+            f"client speaks protocol {first.protocol}; agent {version} speaks {PROTOCOL_VERSION}"
+        )
+    if error is not None:
+        await _send_quietly(channel, _error_reply(0, error))
+        return None
+    assert isinstance(first, Hello)
+    return first
+
+
+async def _read_loop(conn: Connection, handler: AgentHandler, tg: TaskGroup) -> None:
+    channel = conn.channel
+    while True:
+        try:
+            message = await channel.receive()
+        except ProtocolError as exc:  # a framing violation: the stream cannot be trusted
+            log.warning("closing a connection that broke the framing: %s", exc)
+            await conn.send_quietly(_error_reply(0, exc))
+            return
+        except TransportError:
+            return
+        if message is None:
+            return
+        conn.last_seen = time.monotonic()
+        if isinstance(message, Rejected):
+            request_id = 0 if message.id in conn._scopes else message.id
+            await conn.send_quietly(_error_reply(request_id, message.error))
+            continue
+        handler.heard(conn, message)
+        if isinstance(message, StreamData):
+            conn._deliver(message)
+        elif isinstance(message, StreamCredit):
+            # Credit may arrive before the handler that sends the stream has started.
+            if message.id in conn._scopes:
+                conn.gate(message.id).grant(message.chunks)
+        elif isinstance(message, Cancel):
+            scope = conn._scopes.get(message.target)
+            if scope is not None:
+                scope.cancel()
+        elif isinstance(message, Hello):
+            await conn.send_quietly(_error_reply(0, ProtocolError("second hello")))
+        elif message.id in conn._scopes:
+            await conn.send_quietly(
+                _error_reply(
+                    0, ProtocolError(f"request id {message.id} is already in use on this link")
+                )
+            )
+        else:
+            scope = conn._scopes[message.id] = anyio.CancelScope()
+            tg.start_soon(_run_request, conn, handler, message, scope)
+
+
+async def _run_request(
+    conn: Connection, handler: AgentHandler, request: Request, scope: anyio.CancelScope
+) -> None:
+    reply: Reply
+    try:
+        with scope:
+            reply = await handler.handle(conn, request)
+        if scope.cancelled_caught:
+            reply = _error_reply(request.id, TimedOut("request cancelled"))
+    except RockError as exc:
+        reply = _error_reply(request.id, exc)
+    except Exception as exc:
+        log.exception("internal error handling %s", type(request).__name__)
+        reply = _error_reply(
+            request.id,
+            InternalError(
+                f"internal agent error in {type(request).__name__}: {type(exc).__name__}: {exc}"
+            ),
+        )
+    finally:
+        violation = conn._finish(request.id)
+    if violation is not None:
+        reply = _error_reply(request.id, violation)
+    await conn.send_quietly(reply)
+
+
+def _error_reply(request_id: int, exc: RockError) -> ErrorReply:
+    details = {k: v for k, v in exc.details.items() if _plain(v)}
+    return ErrorReply(id=request_id, code=exc.code, message=exc.message, details=details)
+
+
+def _plain(value: object) -> bool:
+    if isinstance(value, float):
+        return math.isfinite(value)
+    return isinstance(value, str | int | bool) or value is None
+
+
+async def _send_quietly(channel: FramedChannel[Any], message: Message) -> None:
+    with contextlib.suppress(Exception), anyio.move_on_after(SEND_TIMEOUT):
+        await channel.send(message)
+
+
+__all__ = [
+    "AgentHandler",
+    "Connection",
+    "Peer",
+    "Principal",
+    "serve_connection",
+]
