@@ -46,8 +46,6 @@ from rock_core._protocol import (
     CommitSandbox,
     CreateSandbox,
     CreateSession,
-    DeadlinesReply,
-    Done,
     Download,
     Execute,
     Expect,
@@ -58,7 +56,6 @@ from rock_core._protocol import (
     ListImages,
     ListSandboxes,
     Ping,
-    Pong,
     PruneImages,
     ReadFile,
     ReadStats,
@@ -67,9 +64,6 @@ from rock_core._protocol import (
     Request,
     RunCommand,
     SandboxChanged,
-    SandboxInfo,
-    SandboxListReply,
-    SandboxReply,
     SendInput,
     SetTimeouts,
     StartSandbox,
@@ -82,7 +76,7 @@ from rock_core._protocol import (
 )
 from rock_core._protocol import CloseSession as CloseSessionRequest
 
-from . import _commands, _files, _images, _ports, _procs, _stats
+from . import _commands, _files, _images, _ports, _procs, _sandboxes, _stats
 from ._docker import DockerRuntime
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key, split_owner_key
@@ -138,14 +132,12 @@ class AgentServer:
         self.last_activity = time.monotonic()
         self._reap_interval = reap_interval
         self._resources: tuple[float, int] | None = None
-        self._created_here: set[str] = set()
+        self.created_here: set[str] = set()
         self._adopted: set[str] = set()
         self._lingering: set[str] = set()  # owner keys disconnected while their process lives
         self.first_reap_done = anyio.Event()
         self.image_usage = _images.ImageUsage()
-        self.keeper = DeadlineKeeper(
-            runtime, notify=self._notify, drop_sessions=self._drop_sessions
-        )
+        self.keeper = DeadlineKeeper(runtime, notify=self._notify, drop_sessions=self.drop_sessions)
         self._owner_connections: dict[str, set[Connection]] = {}
 
     def adopted(self, sandbox_id: str) -> bool:
@@ -174,7 +166,7 @@ class AgentServer:
                 # `rock port`) must never end the lease of another owner's sandboxes.
                 self.leases.seen(key, now)
                 leased_owners.add(key)
-            if info.sandbox_id not in self._created_here:
+            if info.sandbox_id not in self.created_here:
                 self._adopted.add(info.sandbox_id)
         for key in leased_owners:
             await self.keeper.track_owner(key)  # their deadlines hold while no one connects
@@ -291,7 +283,7 @@ class AgentServer:
 
     async def _remove_quietly(self, sandbox_id: str) -> None:
         self._adopted.discard(sandbox_id)
-        await self._drop_sessions(sandbox_id)
+        await self.drop_sessions(sandbox_id)
         try:
             await self.runtime.remove(sandbox_id)
             self.keeper.forget(sandbox_id)
@@ -299,7 +291,7 @@ class AgentServer:
         except RockError as exc:
             log.warning("could not remove sandbox %s: %s", sandbox_id, exc)
 
-    async def _drop_sessions(self, sandbox_id: str) -> None:
+    async def drop_sessions(self, sandbox_id: str) -> None:
         for key in [k for k in self.sessions if k[0] == sandbox_id]:
             session = self.sessions.pop(key)
             await session.kill()
@@ -425,94 +417,14 @@ class AgentServer:
             await self._remove_quietly(info.sandbox_id)
         return len(owned)
 
-    # ------------------------------------------------------------------ sandboxes
-
-    async def _ping(self, conn: Connection, req: Ping) -> Reply:
-        return Pong(id=req.id, time=time.time())
-
-    async def _create(self, conn: Connection, req: CreateSandbox) -> Reply:
-        who = conn.principal
-        if who.admin:
-            raise BadRequest("an administrator's connection owns no sandboxes: it cannot create")
-        self._created_here.add(req.sandbox_id)
-        info = await self.runtime.create(req.sandbox_id, req.spec, who.owner, who.uid)
-        self.keeper.created(info, req.spec, who.key)
-        await _images.note_use(self, req.spec.image)
-        return SandboxReply(id=req.id, sandbox=self._with_sessions(info))
-
-    async def _stop(self, conn: Connection, req: StopSandbox) -> Reply:
-        keeper = self.keeper
-        keeper.note(req.sandbox_id, "request", f"stopped at the request of {conn.owner}", "die")
-        await self._drop_sessions(req.sandbox_id)
-        await self.runtime.stop(req.sandbox_id, req.timeout)
-        keeper.stopped_now(req.sandbox_id, "request")
-        return SandboxReply(id=req.id, sandbox=await self._inspected(req.sandbox_id))
-
-    async def _start(self, conn: Connection, req: StartSandbox) -> Reply:
-        keeper = self.keeper
-        keeper.note(req.sandbox_id, "request", f"started at the request of {conn.owner}", "start")
-        await self.runtime.start(req.sandbox_id)
-        keeper.started_now(req.sandbox_id)
-        return SandboxReply(id=req.id, sandbox=await self._inspected(req.sandbox_id))
-
-    async def _remove(self, conn: Connection, req: RemoveSandbox) -> Reply:
-        why = f"removed at the request of {conn.owner}"
-        self.keeper.note(req.sandbox_id, "request", why, "destroy")
-        await self._drop_sessions(req.sandbox_id)
-        await self.runtime.remove(req.sandbox_id)
-        return Done(id=req.id)
-
-    async def _inspect(self, conn: Connection, req: InspectSandbox) -> Reply:
-        return SandboxReply(
-            id=req.id, sandbox=self._with_sessions(await self._inspected(req.sandbox_id))
-        )
-
-    async def _inspected(self, sandbox_id: str) -> SandboxInfo:
-        info = await self.runtime.inspect(sandbox_id)
-        info.deadlines = await self.keeper.view(info)
-        return info
-
-    async def _list(self, conn: Connection, req: ListSandboxes) -> Reply:
-        who = conn.principal
-        owner = req.owner if who.admin else who.owner
-        key = owner_key(who.uid, owner) if owner and (not who.admin or who.uid != 0) else ""
-        removed = []
-        if key:
-            with anyio.move_on_after(30):
-                await self.keeper.track_owner(key)  # deadlines of its sandboxes known
-            removed = self.keeper.removed_for(key)
-        infos = await self.runtime.list_sandboxes(owner=key)
-        infos = [
-            info
-            for info in infos
-            if who.may_act_on(info.owner_uid, info.owner) and (not owner or info.owner == owner)
-        ]
-        for info in infos:
-            info.deadlines = self.keeper.table.view(info.sandbox_id)
-        return SandboxListReply(
-            id=req.id, sandboxes=[self._with_sessions(i) for i in infos], removed=removed
-        )
-
-    async def _set_timeouts(self, conn: Connection, req: SetTimeouts) -> Reply:
-        deadlines = await self.keeper.set_timeouts(req, conn.principal.key)
-        return DeadlinesReply(id=req.id, deadlines=deadlines)
-
-    async def _keepalive(self, conn: Connection, req: Keepalive) -> Reply:
-        deadlines = await self.keeper.keepalive(req.sandbox_id, conn.principal.key)
-        return DeadlinesReply(id=req.id, deadlines=deadlines)
-
-    def _with_sessions(self, info: Any) -> Any:
-        info.sessions = sorted(name for sid, name in self.sessions if sid == info.sandbox_id)
-        return info
-
     _handlers: ClassVar[dict[type[Any], Callable[[Any, Connection, Any], Awaitable[Reply]]]] = {
-        Ping: _ping,
-        CreateSandbox: _create,
-        StopSandbox: _stop,
-        StartSandbox: _start,
-        RemoveSandbox: _remove,
-        InspectSandbox: _inspect,
-        ListSandboxes: _list,
+        Ping: _sandboxes.ping,
+        CreateSandbox: _sandboxes.create,
+        StopSandbox: _sandboxes.stop,
+        StartSandbox: _sandboxes.start,
+        RemoveSandbox: _sandboxes.remove,
+        InspectSandbox: _sandboxes.inspect,
+        ListSandboxes: _sandboxes.list_sandboxes,
         CreateSession: _commands.create_session,
         CloseSessionRequest: _commands.close_session,
         RunCommand: _commands.run,
@@ -531,8 +443,8 @@ class AgentServer:
         CommitSandbox: _images.commit_sandbox,
         ReadStats: _stats.read_stats,
         ForwardPort: _ports.forward_port,
-        SetTimeouts: _set_timeouts,
-        Keepalive: _keepalive,
+        SetTimeouts: _sandboxes.set_timeouts,
+        Keepalive: _sandboxes.keepalive,
     }
 
 
