@@ -91,10 +91,12 @@ async def serve_socket(
         while True:
             try:
                 stream = await listener.accept()
-            except OSError as exc:
-                if exc.errno not in _RETRY_ERRNOS:
+            except (OSError, anyio.BrokenResourceError) as exc:
+                # anyio wraps the accept's OSError; the listening socket itself is still fine.
+                cause = exc if isinstance(exc, OSError) else exc.__cause__
+                if not isinstance(cause, OSError) or cause.errno not in _RETRY_ERRNOS:
                     raise
-                log.warning("cannot accept a connection (%s): retrying in %.2f s", exc, pause)
+                log.warning("cannot accept a connection (%s): retrying in %.2f s", cause, pause)
                 await anyio.sleep(pause)
                 pause = min(pause * 2, 1.0)
                 continue

@@ -151,7 +151,9 @@ class Connection:
     def _deliver(self, message: StreamData) -> None:
         inbound = self._inbound.get(message.id)
         if inbound is None:
-            return  # a late chunk of a request that ended: nothing waits for it
+            if message.id in self._scopes:  # in flight, but it granted no credit
+                self._fail(message.id, ProtocolError("the client sent stream data without credit"))
+            return  # else a late chunk of a request that ended: nothing waits for it
         try:
             inbound.send_nowait(None if message.end else message.data)
         except anyio.WouldBlock:
