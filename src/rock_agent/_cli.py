@@ -25,7 +25,7 @@ import anyio
 from rock_core._errors import BadRequest, RockError
 
 from ._docker import DockerRuntime, open_docker
-from ._ensure import agent_answers, ensure_running
+from ._ensure import EXIT_UNSAFE, agent_answers, ensure_running, socket_problem
 from ._install import add_commands, group_id, notify_ready, run_command
 from ._listen import serve_socket, stdio_peer
 from ._logging import configure
@@ -214,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    problem = socket_problem(Path(args.socket)) if args.socket else None
+    if problem is not None:
+        print(f"rock-agent serve: {problem}", file=sys.stderr)
+        return EXIT_UNSAFE
     if args.socket and agent_answers(Path(args.socket)):
         # Never take the socket of a live agent: it would keep running, unreachable.
         print(
