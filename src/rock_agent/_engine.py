@@ -270,7 +270,11 @@ class Execution:
         """(host pid, exit code, running), as the engine says now."""
         with engine_call(f"inspecting a process in sandbox {self.sandbox_id}", self._bound):
             info = await self.raw.inspect()
-        pid, exit_code, running = int(info.get("Pid") or 0), info.get("ExitCode"), info["Running"]
+        pid, exit_code, running = (
+            int(info.get("Pid") or 0),
+            info.get("ExitCode"),
+            info.get("Running"),
+        )
         if not running:
             self.ended, self.pid, self.exit_code = True, pid, exit_code
         return pid, exit_code, bool(running)
@@ -327,6 +331,9 @@ class ExecStream:
                     await self.raw.write_in(data)
             except RockError as exc:
                 failure = exc
+            except (RuntimeError, AssertionError) as exc:  # aiodocker: the stream was closed
+                failure = TransportError(f"{what}: the stream is closed")
+                failure.__cause__ = exc
             tg.cancel_scope.cancel()
         if failure is None and not execution.ended:
             return

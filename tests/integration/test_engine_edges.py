@@ -565,3 +565,48 @@ async def test_containers_with_odd_labels_are_listed_not_fatal() -> None:
             assert (await runtime.inspect("odd")).created_at == 0.0
     finally:
         await anyio.run_process(["docker", "rm", "-f", name], check=False)
+
+
+@pytest.fixture(scope="module")
+async def plain_box() -> AsyncIterator[tuple[DockerRuntime, str]]:
+    """A runtime of its own host id, and a running container it takes for its sandbox 'x'."""
+    host = f"edge-{secrets.token_hex(3)}"
+    name = f"rock-{host}-x"
+    labels = [f"--label={LABEL_HOST}={host}", f"--label={LABEL_SANDBOX}=x"]
+    await anyio.run_process(
+        ["docker", "run", "-d", "--name", name, *labels, SH_IMAGE, "sleep", "600"]
+    )
+    try:
+        async with open_docker() as docker:
+            yield DockerRuntime(docker, host), "x"
+    finally:
+        await anyio.run_process(["docker", "rm", "-f", name], check=False)
+
+
+async def test_input_to_a_process_that_ended_is_a_transport_error(
+    plain_box: tuple[DockerRuntime, str],
+) -> None:
+    runtime, sandbox_id = plain_box
+    execution, stream = await runtime.open_exec(sandbox_id, ["true"])
+    try:
+        with pytest.raises(TransportError) as caught:
+            for _ in range(64):  # 64 MiB: more than any buffer on the way
+                await stream.write_in(b"x" * (1 << 20))
+        assert type(caught.value) is TransportError
+        assert str(caught.value).startswith(f"writing to a process in sandbox {sandbox_id}: the ")
+        assert await runtime.wait_exit(execution) == 0
+    finally:
+        await runtime.close_stream(stream)
+
+
+async def test_input_to_a_closed_stream_is_a_transport_error(
+    plain_box: tuple[DockerRuntime, str],
+) -> None:
+    runtime, sandbox_id = plain_box
+    _, stream = await runtime.open_exec(sandbox_id, ["cat"])
+    await runtime.close_stream(stream)
+    with pytest.raises(TransportError) as caught:
+        await stream.write_in(b"late")
+    assert (
+        str(caught.value) == f"writing to a process in sandbox {sandbox_id}: the stream is closed"
+    )
