@@ -28,7 +28,13 @@ import pytest
 from aiohttp import web
 
 from rock_agent._docker import DockerRuntime
-from rock_agent._engine import Bounds, engine_errors, engine_unavailable, open_docker
+from rock_agent._engine import (
+    Bounds,
+    disk_limit_problem,
+    engine_errors,
+    engine_unavailable,
+    open_docker,
+)
 from rock_agent._labels import LABEL_CREATED, LABEL_HOST, LABEL_OWNER, LABEL_SANDBOX
 from rock_core import open_cluster
 from rock_core._errors import (
@@ -609,4 +615,55 @@ async def test_input_to_a_closed_stream_is_a_transport_error(
         await stream.write_in(b"late")
     assert (
         str(caught.value) == f"writing to a process in sandbox {sandbox_id}: the stream is closed"
+    )
+
+
+# ---------------------------------------------------------------------------- disk limits, as data
+
+ROOT = "/var/lib/docker"
+
+
+def mountinfo(fs: str, options: str, point: str = "/var/lib/docker") -> str:
+    return (
+        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
+        f"40 22 8:17 / {point} rw,relatime shared:9 - {fs} /dev/sdb1 {options}\n"
+    )
+
+
+def overlay(backing: str) -> dict[str, object]:
+    return {
+        "Driver": "overlay2",
+        "DriverStatus": [["Backing Filesystem", backing], ["Supports d_type", "true"]],
+        "DockerRootDir": ROOT,
+    }
+
+
+def test_disk_limits_need_overlay2_on_xfs_with_project_quota() -> None:
+    need = "disk limits need the overlay2 storage driver on xfs mounted with pquota"
+    assert disk_limit_problem(overlay("extfs"), None) == f"{need} (this engine: overlay2 on extfs)"
+    quota = mountinfo("xfs", "rw,attr2,inode64,prjquota")
+    assert disk_limit_problem(overlay("xfs"), quota) is None
+    plain = mountinfo("xfs", "rw,attr2,inode64,noquota")
+    assert disk_limit_problem(overlay("xfs"), plain) == (
+        f"{need} (this engine: overlay2 on xfs without pquota)"
+    )
+    # The data folder's own mount decides, not the longest path that only starts alike.
+    elsewhere = mountinfo("xfs", "rw,prjquota", point="/var/lib/docker-old")
+    assert disk_limit_problem(overlay("xfs"), elsewhere + plain) == (
+        f"{need} (this engine: overlay2 on xfs without pquota)"
+    )
+    # An engine whose mounts this machine cannot see is taken at its word.
+    assert disk_limit_problem(overlay("xfs"), None) is None
+
+
+def test_disk_limits_of_other_storage_drivers() -> None:
+    assert disk_limit_problem({"Driver": "btrfs"}, None) is None
+    assert disk_limit_problem({"Driver": "zfs"}, None) is None
+    assert disk_limit_problem({"Driver": "fuse-overlayfs"}, None) == (
+        "disk limits need a storage driver that enforces them (overlay2 on xfs mounted with "
+        "pquota, btrfs, zfs or devicemapper); this engine uses fuse-overlayfs"
+    )
+    assert disk_limit_problem({}, None) == (
+        "disk limits need a storage driver that enforces them (overlay2 on xfs mounted with "
+        "pquota, btrfs, zfs or devicemapper); this engine uses unknown"
     )
