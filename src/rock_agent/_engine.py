@@ -162,7 +162,7 @@ _USER = re.compile(r"unable to find (?P<kind>user|group) (?P<name>[^:]+): (?P<wh
 def start_failure(text: str, head: str) -> RockError | None:
     """The error for a process the container runtime could not start, from what it said.
 
-    `head` names the attempt ("cannot start 'ls' in sandbox x"). A missing working folder or
+    `head` names the attempt ("cannot run 'ls' in sandbox x"). A missing working folder or
     program is `FileNotFound`, an unknown user or group, or a program that cannot be run,
     `BadRequest`; None if the text names no cause known here.
     """

@@ -100,6 +100,13 @@ class FakeEngine:
         self.garbled: set[str] = set()  # answered with something that is no JSON
         self.failing: set[str] = set()  # answered with a 500
         self.images: set[str] = set()  # images present
+        self.runner: web.AppRunner | None = None
+
+    async def stop(self) -> None:
+        """The engine goes away (its socket closes)."""
+        runner, self.runner = self.runner, None
+        if runner is not None:
+            await runner.cleanup()
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         path = re.sub(r"^/v[0-9.]+", "", request.path)
@@ -180,10 +187,11 @@ async def engine(tmp_path: Path) -> AsyncIterator[FakeEngine]:
     await runner.setup()
     site = web.UnixSite(runner, str(tmp_path / "engine.sock"))
     await site.start()
+    fake.runner = runner
     try:
         yield fake
     finally:
-        await runner.cleanup()
+        await fake.stop()
 
 
 @pytest.fixture
@@ -453,6 +461,38 @@ async def test_a_socket_agent_without_an_engine_keeps_serving_and_says_so_once(
         f"no Docker engine answers at {missing_engine}: {ENOENT_FIX} "
         "(clients are refused until it answers)"
     ]
+
+
+async def test_a_socket_agent_whose_engine_goes_away_keeps_serving(
+    engine: FakeEngine, tmp_path: Path
+) -> None:
+    path = tmp_path / "agent.sock"
+    command = [sys.executable, "-m", "rock_agent", "serve", "--socket", str(path)]
+    command += ["--host-id", HOST, "--reap-interval", "0.2", "--lease", "1"]
+    async with await anyio.open_process(
+        command,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "DOCKER_HOST": f"unix://{tmp_path / 'engine.sock'}"},
+    ) as agent:
+        try:
+            await wait_for_socket(path)
+            async with open_cluster([f"unix://{path}"]) as cluster:
+                assert await cluster.list_host_sandboxes() == []
+            await engine.stop()
+            await anyio.sleep(1.5)  # the background loops meet the missing engine meanwhile
+            for _ in range(2):
+                with pytest.raises(EngineUnavailable, match=r"^no Docker engine answers at "):
+                    async with open_cluster([f"unix://{path}"]):
+                        pass
+            assert agent.returncode is None  # still serving
+        finally:
+            agent.terminate()
+            code = await agent.wait()
+        assert agent.stdout is not None
+        lines = (await agent.stdout.receive()).decode().splitlines()
+    assert code == 0, lines
+    records = [json.loads(line) for line in lines]  # one JSON record a line: no tracebacks
+    assert [r for r in records if r["level"] in ("error", "critical")] == []
 
 
 async def wait_for_socket(path: Path) -> None:
