@@ -1,4 +1,12 @@
-"""`rock-agent`: serve the protocol on stdio or a unix socket; print the version."""
+"""`rock-agent`: serve the protocol on stdio or a unix socket; print the version.
+
+Rules:
+- Serving starts at once, engine or not: a client of an agent whose engine does not answer
+  is refused in the handshake with `EngineUnavailable` naming the cause and the fix.
+- The background work (adopting and reaping containers, leases, deadlines) starts once the
+  engine answers; until then the agent looks for it every `ENGINE_POLL` seconds, and a socket
+  agent says once in its log that it waits (a stdio agent's client hears it in the handshake).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +22,10 @@ from pathlib import Path
 
 import anyio
 
-from rock_core._errors import BadRequest
+from rock_core._errors import BadRequest, RockError
 
 from ._docker import DockerRuntime, open_docker
-from ._ensure import agent_answers, ensure_running
+from ._ensure import EXIT_UNSAFE, agent_answers, ensure_running, socket_problem
 from ._install import add_commands, group_id, notify_ready, run_command
 from ._listen import serve_socket, stdio_peer
 from ._logging import configure
@@ -26,6 +34,8 @@ from ._stdio import StdioStream
 from ._version import AGENT_VERSION
 
 log = logging.getLogger("rock_agent")
+
+ENGINE_POLL = 5.0  # seconds between looks for an engine that did not answer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,11 +119,10 @@ async def _serve(args: argparse.Namespace) -> None:
             lease=args.lease,
             reap_on_disconnect=bool(args.stdio),
         )
+        working = anyio.Event()  # set once the background work runs
         async with anyio.create_task_group() as tg:
             # Serving starts at once; adopting and reaping must never delay a handshake.
-            tg.start_soon(server.reap_loop)
-            tg.start_soon(server.lease_loop)
-            tg.start_soon(server.deadline_loop)
+            tg.start_soon(_work_once_engine_answers, server, bool(args.stdio), working)
             tg.start_soon(_stop_on_signals, tg.cancel_scope)
             if args.socket and args.idle_exit > 0:
                 tg.start_soon(_exit_when_idle, server, args.idle_exit, tg.cancel_scope)
@@ -130,11 +139,34 @@ async def _serve(args: argparse.Namespace) -> None:
                     )
             finally:
                 # A short-lived client (`rock ps`) must not cut the start-up reap short.
-                with anyio.move_on_after(60, shield=True):
-                    await server.first_reap_done.wait()
+                if working.is_set():
+                    with anyio.move_on_after(60, shield=True):
+                        await server.first_reap_done.wait()
                 tg.cancel_scope.cancel()
                 with anyio.CancelScope(shield=True):
                     await server.aclose()
+
+
+async def _work_once_engine_answers(server: AgentServer, quiet: bool, working: anyio.Event) -> None:
+    """Run the background loops once the engine answers (without one they have nothing to
+    do, and would only report the same failure again and again)."""
+    waiting = False
+    while True:
+        try:
+            await server.runtime.engine_info()
+            break
+        except RockError as exc:
+            if not waiting and not quiet:
+                log.warning("%s (clients are refused until it answers)", exc)
+            waiting = True
+        await anyio.sleep(ENGINE_POLL)
+    if waiting:
+        log.info("the container engine answers now")
+    working.set()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(server.reap_loop)
+        tg.start_soon(server.lease_loop)
+        tg.start_soon(server.deadline_loop)
 
 
 async def _exit_when_idle(server: AgentServer, idle: float, scope: anyio.CancelScope) -> None:
@@ -182,6 +214,10 @@ def main(argv: list[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return 2
+    problem = socket_problem(Path(args.socket)) if args.socket else None
+    if problem is not None:
+        print(f"rock-agent serve: {problem}", file=sys.stderr)
+        return EXIT_UNSAFE
     if args.socket and agent_answers(Path(args.socket)):
         # Never take the socket of a live agent: it would keep running, unreachable.
         print(

@@ -1,8 +1,12 @@
 """The Docker runtime: containers, exec streams and archives through the Engine API (aiodocker).
 
-Every aiodocker/aiohttp error is translated here into the `RockError` tree; nothing foreign
-leaves this module. Containers are found by label, never by guessing names, so several agents
-can share one engine (each manages only the containers labelled with its host id).
+Rules:
+- Every engine call goes through `_engine`: it is bounded (`Bounds`) and its failures become
+  our tree; nothing foreign leaves this module.
+- Containers are found by label, never by guessing names, so several agents can share one
+  engine (each manages only the containers labelled with its host id).
+- A request the engine could never carry out here is refused before anything is made: a
+  `disk` limit on an engine that cannot enforce one is `BadRequest`, not the engine's 500.
 """
 
 from __future__ import annotations
@@ -12,27 +16,37 @@ import json
 import os
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import aiodocker
-import aiohttp
 import anyio
 from aiodocker.exceptions import DockerError
 
 from rock_core._errors import (
     AlreadyExists,
     BadRequest,
+    EngineUnavailable,
     ImageNotFound,
     RockError,
     SandboxFailed,
     SandboxNotFound,
+    TimedOut,
     TransportError,
 )
 from rock_core._protocol import SandboxInfo, SandboxSpec
 
 from . import _archive
-from ._engine import engine_errors
+from ._engine import (
+    Bounds,
+    ExecStream,
+    Execution,
+    disk_limit_problem,
+    engine_call,
+    engine_errors,
+    open_docker,
+    start_failure,
+)
 from ._labels import (
     LABEL_CREATED,
     LABEL_HOST,
@@ -43,8 +57,8 @@ from ._labels import (
     LABEL_SPEC,
     LABEL_SPEC_JSON,
     owner_uid,
+    sandbox_info,
     spec_digest,
-    spec_from_labels,
     spec_label,
     split_owner_key,
 )
@@ -64,7 +78,7 @@ CAPABILITIES = [
 ]
 KEEPALIVE = ["sleep", "2147483647"]
 PULL_POLICIES = ("missing", "never", "always")
-REMOVE_TIMEOUT = 60.0
+MOUNTINFO = Path("/proc/self/mountinfo")
 
 
 def engine_host_config(spec: SandboxSpec) -> dict[str, Any]:
@@ -91,40 +105,69 @@ def container_name(host_id: str, sandbox_id: str) -> str:
 class DockerRuntime:
     """Drives one Docker engine for one agent (one host id)."""
 
-    def __init__(self, docker: aiodocker.Docker, host_id: str) -> None:
+    def __init__(
+        self, docker: aiodocker.Docker, host_id: str, *, bounds: Bounds | None = None
+    ) -> None:
         self.docker = docker
         self.host_id = host_id
+        self.bounds = bounds or Bounds()
         self.extra_labels: dict[str, str] = {}  # added to every container this runtime makes
         self.uid = os.getuid()  # the owner's uid of containers from agents that did not label it
+        self._info: dict[str, Any] | None = None  # `docker info`, once the engine answered
+        self._disk_problem: tuple[str | None] | None = None  # why no disk limits, once known
 
     # ------------------------------------------------------------------ engine
 
+    async def engine_info(self) -> dict[str, Any]:
+        """The engine's `docker info`, read once (`EngineUnavailable` if no engine answers)."""
+        if self._info is None:
+            with engine_call("reading engine info", self.bounds.control):
+                info = await self.docker.system.info()
+            self._info = dict(info)
+        return self._info
+
     async def engine_resources(self) -> tuple[float, int]:
         """(cpus, memory bytes) of the engine's host."""
-        with engine_errors("reading engine info"):
-            info = await self.docker.system.info()
-        return float(info.get("NCPU", 1)), int(info.get("MemTotal", 0))
+        info = await self.engine_info()
+        return float(info.get("NCPU") or 1), int(info.get("MemTotal") or 0)
 
     async def local_images(self) -> list[str]:
         """Tags of the images present on the engine."""
-        with engine_errors("listing images"):
+        with engine_call("listing images", self.bounds.control):
             images = await self.docker.images.list()
         return sorted(tag for image in images for tag in (image.get("RepoTags") or []) if tag)
+
+    async def disk_limit_problem(self) -> str | None:
+        """Why this engine cannot enforce a sandbox's `disk` limit; None if it can."""
+        if self._disk_problem is None:
+            info = await self.engine_info()
+            root = str(info.get("DockerRootDir") or "")
+            mountinfo = await anyio.to_thread.run_sync(self._local_mountinfo, root)
+            self._disk_problem = (disk_limit_problem(info, mountinfo),)
+        return self._disk_problem[0]
+
+    async def supports_disk_limits(self) -> bool:
+        """True if a `disk` limit can be enforced here (the "disk-limits" capability)."""
+        return await self.disk_limit_problem() is None
+
+    def _local_mountinfo(self, root: str) -> str | None:
+        """This machine's mount table, if the engine keeps its data here (else None)."""
+        if not str(self.docker.docker_host).startswith("unix://") or not os.path.isdir(root):
+            return None
+        try:
+            return MOUNTINFO.read_text()
+        except OSError:
+            return None
 
     async def ensure_image(self, image: str, policy: str) -> None:
         """Make `image` present according to the pull policy, or raise `ImageNotFound`."""
         if policy not in PULL_POLICIES:
             raise BadRequest(f"pull policy {policy!r} is not one of {', '.join(PULL_POLICIES)}")
-        present = True
         try:
-            await self.docker.images.inspect(image)
-        except DockerError as exc:
-            if exc.status != 404:
-                with engine_errors(f"inspecting image {image}"):
-                    raise
+            await self.inspect_image(image)
+            present = True
+        except ImageNotFound:
             present = False
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
         if present and policy != "always":
             return
         if not present and policy == "never":
@@ -132,15 +175,32 @@ class DockerRuntime:
                 f"image {image!r} is not on this host and the pull policy is 'never'", image=image
             )
         try:
-            await self.docker.images.pull(image)
-        except (DockerError, aiohttp.ClientError) as exc:
+            await self._pull(image)
+        except (EngineUnavailable, TimedOut) as exc:
+            if present and isinstance(exc, TimedOut):
+                return  # 'always' but the registry stalls: the local copy will do
+            raise
+        except RockError as exc:
             if present:
                 return  # 'always' but the registry is unreachable: the local copy will do
-            detail = exc.message if isinstance(exc, DockerError) else str(exc)
             raise ImageNotFound(
-                f"image {image!r} is not on this host and could not be pulled: {detail}",
+                f"image {image!r} is not on this host and could not be pulled: {exc}",
                 image=image,
             ) from exc
+
+    async def _pull(self, image: str) -> None:
+        """Pull `image`, bounded by its progress: the engine must say something regularly."""
+        progress: Any = self.docker.images.pull(image, stream=True)
+        try:
+            while True:
+                with engine_call(f"pulling image {image}", self.bounds.pull_idle):
+                    try:
+                        await anext(progress)
+                    except StopAsyncIteration:
+                        return
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await progress.aclose()
 
     # ------------------------------------------------------------------ containers
 
@@ -175,39 +235,62 @@ class DockerRuntime:
             config["User"] = spec.user
         return config
 
-    async def create(
-        self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int
-    ) -> SandboxInfo:
+    async def create(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> SandboxInfo:
         """Create and start the sandbox's container; a retry with the same spec is a no-op.
 
         Sandbox ids are names on the host: another owner's id is `AlreadyExists`, never theirs.
+        A spec this engine cannot honour is `BadRequest` before anything is made.
         """
+        if spec.disk:
+            problem = await self.disk_limit_problem()
+            if problem is not None:
+                raise BadRequest(f"sandbox {sandbox_id} asks for disk={spec.disk!r}: {problem}")
         name = container_name(self.host_id, sandbox_id)
         config = self._config(sandbox_id, spec, owner, uid)
         existing = await self._find(sandbox_id)
         if existing is not None:
             return await self._adopt_existing(existing, sandbox_id, spec, owner, uid)
         await self.ensure_image(spec.image, spec.pull)
+        container = await self._create_container(sandbox_id, config, name)
+        if container is None:
+            # Lost a race with a concurrent create of the same id: answer with that one.
+            found = await self._find(sandbox_id)
+            if found is None:
+                raise AlreadyExists(
+                    f"sandbox id {sandbox_id!r} is taken on host {self.host_id}: a container "
+                    f"this agent does not manage is named {name}",
+                    sandbox_id=sandbox_id,
+                )
+            return await self._adopt_existing(found, sandbox_id, spec, owner, uid)
         try:
-            container = await self.docker.containers.create(config, name=name)
-        except DockerError as exc:
-            if exc.status == 409:
-                # Lost a race with a concurrent create of the same id: answer with that one.
-                found = await self._find(sandbox_id)
-                if found is not None:
-                    return await self._adopt_existing(found, sandbox_id, spec, owner, uid)
-            with engine_errors(f"creating sandbox {sandbox_id}", not_found=ImageNotFound):
-                raise
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
-        try:
-            with engine_errors(f"starting sandbox {sandbox_id}"):
+            with engine_call(f"starting sandbox {sandbox_id}", self.bounds.create):
                 await container.start()
         except RockError as exc:
-            with contextlib.suppress(DockerError, aiohttp.ClientError):
-                await container.delete(force=True)
-            raise SandboxFailed(f"sandbox {sandbox_id} did not start: {exc}") from exc
+            with anyio.CancelScope(shield=True):
+                await self._discard(container, sandbox_id)
+            if isinstance(exc, TransportError | TimedOut):
+                raise
+            head = f"sandbox {sandbox_id} did not start"
+            raise (start_failure(str(exc), head) or SandboxFailed(f"{head}: {exc}")) from exc
         return await self.inspect(sandbox_id)
+
+    async def _create_container(self, sandbox_id: str, config: dict[str, Any], name: str) -> Any:
+        """The new container; None if one of that name exists already."""
+        with engine_call(
+            f"creating sandbox {sandbox_id}", self.bounds.create, not_found=ImageNotFound
+        ):
+            try:
+                return await self.docker.containers.create(config, name=name)
+            except DockerError as exc:
+                if exc.status == 409:
+                    return None
+                raise
+
+    async def _discard(self, container: Any, sandbox_id: str) -> None:
+        """Remove a container that failed to start; a failure is left to the reaper."""
+        with contextlib.suppress(RockError):
+            with engine_call(f"removing sandbox {sandbox_id}", self.bounds.remove):
+                await container.delete(force=True, v=True)
 
     async def _adopt_existing(
         self, container: Any, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int
@@ -230,7 +313,7 @@ class DockerRuntime:
         return info
 
     async def _find(self, sandbox_id: str) -> Any:
-        with engine_errors("listing containers"):
+        with engine_call(f"looking for sandbox {sandbox_id}", self.bounds.control):
             found = await self.docker.containers.list(
                 all=True,
                 filters=json.dumps(
@@ -240,13 +323,13 @@ class DockerRuntime:
         return found[0]._container if found else None
 
     async def _container(self, sandbox_id: str) -> Any:
-        with engine_errors(f"sandbox {sandbox_id}"):
+        with engine_call(f"inspecting sandbox {sandbox_id}", self.bounds.control):
             return await self.docker.containers.get(container_name(self.host_id, sandbox_id))
 
     async def inspect(self, sandbox_id: str) -> SandboxInfo:
         """The engine's view of one sandbox."""
         container = await self._container(sandbox_id)
-        return _info(container._container, self.uid)
+        return sandbox_info(container._container, self.uid)
 
     async def list_sandboxes(self, owner: str = "") -> list[SandboxInfo]:
         """Every sandbox of this host, or of one owner (an `owner_key`: uid and owner)."""
@@ -255,24 +338,25 @@ class DockerRuntime:
         if owner:
             uid, name = split_owner_key(owner)
             labels.append(f"{LABEL_OWNER}={name}")
-        with engine_errors("listing containers"):
+        with engine_call("listing sandboxes", self.bounds.control):
             found = await self.docker.containers.list(
                 all=True, filters=json.dumps({"label": labels})
             )
-        infos = [_summary(c._container, self.uid) for c in found]
+        infos = [sandbox_info(c._container, self.uid) for c in found]
         return [i for i in infos if uid is None or i.owner_uid == uid]
 
     async def start(self, sandbox_id: str) -> None:
         """Start a stopped sandbox's container."""
         container = await self._container(sandbox_id)
-        with engine_errors(f"starting sandbox {sandbox_id}"):
+        with engine_call(f"starting sandbox {sandbox_id}", self.bounds.create):
             await container.start()
 
     async def stop(self, sandbox_id: str, timeout: float) -> None:
-        """Stop the container (its files stay)."""
+        """Stop the container (its files stay): SIGTERM, then SIGKILL after `timeout` s."""
         container = await self._container(sandbox_id)
-        with engine_errors(f"stopping sandbox {sandbox_id}"):
-            await container.stop(t=max(0, int(timeout)))
+        grace = max(0, int(timeout))
+        with engine_call(f"stopping sandbox {sandbox_id}", grace + self.bounds.stop_margin):
+            await container.stop(t=grace)
 
     async def remove(self, sandbox_id: str) -> None:
         """Remove the container; an already removed one is not an error here."""
@@ -280,22 +364,15 @@ class DockerRuntime:
             container = await self._container(sandbox_id)
         except SandboxNotFound:
             return
-        try:
-            with anyio.fail_after(REMOVE_TIMEOUT):
+        with engine_call(f"removing sandbox {sandbox_id}", self.bounds.remove):
+            try:
                 await container.delete(force=True, v=True)
-        except TimeoutError as exc:
-            raise SandboxFailed(
-                f"the engine did not remove sandbox {sandbox_id} within {REMOVE_TIMEOUT:g} s"
-            ) from exc
-        except DockerError as exc:
-            if exc.status == 404:
-                return
-            if exc.status == 409 and "already in progress" in str(exc.message):
-                return
-            with engine_errors(f"removing sandbox {sandbox_id}"):
+            except DockerError as exc:
+                if exc.status == 404:
+                    return
+                if exc.status == 409 and "already in progress" in str(exc.message):
+                    return
                 raise
-        except aiohttp.ClientError as exc:
-            raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
 
     # ------------------------------------------------------------------ processes
 
@@ -307,11 +384,15 @@ class DockerRuntime:
         env: dict[str, str] | None = None,
         cwd: str = "",
         stdin: bool = True,
-    ) -> tuple[Any, Any]:
-        """Start an attached process; returns (exec, stream) for reading and writing it."""
+    ) -> tuple[Execution, ExecStream]:
+        """Start an attached process; returns (execution, stream) for reading and writing it.
+
+        A process the runtime cannot start (no such working folder, program or user) ends its
+        stream with the error naming that cause (see `ExecStream`).
+        """
         container = await self._container(sandbox_id)
-        with engine_errors(f"starting a process in sandbox {sandbox_id}"):
-            execution = await container.exec(
+        with engine_call(f"starting a process in sandbox {sandbox_id}", self.bounds.control):
+            raw = await container.exec(
                 argv,
                 stdin=stdin,
                 stdout=True,
@@ -320,32 +401,30 @@ class DockerRuntime:
                 environment=[f"{k}={v}" for k, v in (env or {}).items()] or None,
                 workdir=cwd or None,
             )
-            stream = execution.start(detach=False)
-            await stream._init()
-        return execution, stream
+            attached = raw.start(detach=False)
+            try:
+                await attached._init()
+            except BaseException:
+                with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                    await attached.close()
+                raise
+        execution = Execution(raw, sandbox_id, argv[0], self.bounds.control)
+        return execution, ExecStream(execution, attached)
 
-    async def exec_pid(self, execution: Any) -> tuple[int, int | None, bool]:
+    async def exec_pid(self, execution: Execution) -> tuple[int, int | None, bool]:
         """(host pid, exit code, running) of an exec."""
-        with engine_errors("inspecting a process"):
-            info = await execution.inspect()
-        return int(info.get("Pid") or 0), info.get("ExitCode"), bool(info.get("Running"))
+        return await execution.state()
 
-    async def wait_exit(self, execution: Any, *, tries: int = 50) -> int | None:
+    async def wait_exit(self, execution: Execution, *, tries: int = 50) -> int | None:
         """The exit code of an exec whose streams have ended (the engine may lag a moment)."""
-        exit_code: int | None = None
-        for _ in range(tries):
-            _, exit_code, running = await self.exec_pid(execution)
-            if not running:
-                return exit_code
-            await anyio.sleep(0.02)
-        return exit_code
+        return await execution.wait_exit(tries)
 
-    async def close_input(self, stream: Any) -> None:
+    async def close_input(self, stream: ExecStream) -> None:
         """Half-close an attached exec stream: the process sees end-of-file on its stdin."""
         with contextlib.suppress(Exception):
-            await _close_write(stream)
+            await _close_write(stream.raw)
 
-    async def close_stream(self, stream: Any) -> None:
+    async def close_stream(self, stream: ExecStream) -> None:
         """Close an attached exec stream (the process may go on; its output is dropped)."""
         with contextlib.suppress(Exception):
             await stream.close()
@@ -353,17 +432,19 @@ class DockerRuntime:
     async def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
         """Stream `path` out of the sandbox as a tar archive (see `_archive`)."""
         await self._container(sandbox_id)
-        async for chunk in _archive.get_archive(
-            self.docker, container_name(self.host_id, sandbox_id), sandbox_id, path
-        ):
-            yield chunk
+        with engine_errors(f"reading {path} from sandbox {sandbox_id}"):
+            async for chunk in _archive.get_archive(
+                self.docker, container_name(self.host_id, sandbox_id), sandbox_id, path
+            ):
+                yield chunk
 
     async def put_archive(self, sandbox_id: str, path: str, chunks: AsyncIterator[bytes]) -> None:
         """Unpack a tar stream into folder `path` of the sandbox (see `_archive`)."""
         await self._container(sandbox_id)
-        await _archive.put_archive(
-            self.docker, container_name(self.host_id, sandbox_id), sandbox_id, path, chunks
-        )
+        with engine_errors(f"writing to {path} in sandbox {sandbox_id}"):
+            await _archive.put_archive(
+                self.docker, container_name(self.host_id, sandbox_id), sandbox_id, path, chunks
+            )
 
     # ------------------------------------------------------------------ images, commit, stats
 
@@ -372,31 +453,31 @@ class DockerRuntime:
 
         The engine also measures every container's writable layer for this report.
         """
-        with engine_errors("reading the engine's disk usage"):
+        with engine_call("reading the engine's disk usage", self.bounds.disk_usage):
             report: dict[str, Any] = await self.docker._query_json("system/df", timeout=None)
         return report
 
     async def data_root(self) -> str:
         """The engine's data folder (`DockerRootDir`), where image layers live."""
-        with engine_errors("reading engine info"):
-            info = await self.docker.system.info()
-        return str(info.get("DockerRootDir") or "")
+        return str((await self.engine_info()).get("DockerRootDir") or "")
 
     async def all_containers(self) -> list[dict[str, Any]]:
         """Every container of the engine, any owner and any state (summaries)."""
-        with engine_errors("listing containers"):
+        with engine_call("listing containers", self.bounds.control):
             found = await self.docker.containers.list(all=True)
         return [c._container for c in found]
 
     async def inspect_image(self, image: str) -> dict[str, Any]:
         """The engine's view of one image; a missing one raises `ImageNotFound`."""
-        with engine_errors(f"image {image}", not_found=ImageNotFound):
+        with engine_call(f"image {image}", self.bounds.control, not_found=ImageNotFound):
             found: dict[str, Any] = await self.docker.images.inspect(image)
         return found
 
     async def remove_image(self, reference: str) -> None:
         """Remove one tag (the image goes with its last tag), never forced: used images stay."""
-        with engine_errors(f"removing image {reference}", not_found=ImageNotFound):
+        with engine_call(
+            f"removing image {reference}", self.bounds.remove, not_found=ImageNotFound
+        ):
             await self.docker.images.delete(reference, force=False)
 
     async def inspect_container(self, sandbox_id: str) -> dict[str, Any]:
@@ -418,7 +499,7 @@ class DockerRuntime:
     ) -> str:
         """Save the sandbox's file system as image `repository:tag`; return the image id."""
         container = await self._container(sandbox_id)
-        with engine_errors(f"committing sandbox {sandbox_id}"):
+        with engine_call(f"committing sandbox {sandbox_id}", self.bounds.commit):
             result = await container.commit(
                 repository=repository,
                 tag=tag,
@@ -428,13 +509,17 @@ class DockerRuntime:
                 pause=pause,
                 timeout=None,
             )
-        return str(result["Id"])
+        image_id = result.get("Id") if isinstance(result, dict) else None
+        if not isinstance(image_id, str) or not image_id:
+            raise SandboxFailed(f"committing sandbox {sandbox_id}: the engine named no image")
+        return image_id
 
     async def stats(self, sandbox_id: str) -> dict[str, Any]:
         """One stats reading of a sandbox (the engine compares it with one a second earlier)."""
         container = await self._container(sandbox_id)
-        with engine_errors(f"reading the resource use of sandbox {sandbox_id}"):
-            readings = await container.stats(stream=False, timeout=30)
+        what = f"reading the resource use of sandbox {sandbox_id}"
+        with engine_call(what, self.bounds.stats):
+            readings = await container.stats(stream=False, timeout=None)
         if not readings or not isinstance(readings[0], dict):
             raise SandboxFailed(f"the engine returned no stats for sandbox {sandbox_id}")
         reading: dict[str, Any] = readings[0]
@@ -475,75 +560,6 @@ async def _close_write(stream: Any) -> None:
     conn = resp.connection
     if conn is not None and conn.transport is not None and conn.transport.can_write_eof():
         conn.transport.write_eof()
-
-
-def _state(attrs: dict[str, Any]) -> tuple[str, int | None]:
-    state = attrs.get("State")
-    if isinstance(state, dict):
-        return str(state.get("Status", "unknown")), state.get("ExitCode")
-    return str(state or "unknown"), None
-
-
-def _info(attrs: dict[str, Any], default_uid: int) -> SandboxInfo:
-    labels = attrs.get("Config", {}).get("Labels") or attrs.get("Labels") or {}
-    state, exit_code = _state(attrs)
-    return SandboxInfo(
-        sandbox_id=labels.get(LABEL_SANDBOX, ""),
-        container_id=attrs.get("Id", ""),
-        image=attrs.get("Config", {}).get("Image", "") or attrs.get("Image", ""),
-        state=state,
-        owner=labels.get(LABEL_OWNER, ""),
-        created_at=float(labels.get(LABEL_CREATED, "0") or 0),
-        labels=dict(labels),
-        exit_code=exit_code if state == "exited" else None,
-        spec=spec_from_labels(labels),
-        owner_uid=owner_uid(labels, default_uid),
-    )
-
-
-def _summary(attrs: dict[str, Any], default_uid: int) -> SandboxInfo:
-    labels = attrs.get("Labels") or {}
-    return SandboxInfo(
-        sandbox_id=labels.get(LABEL_SANDBOX, ""),
-        container_id=attrs.get("Id", ""),
-        image=attrs.get("Image", ""),
-        state=str(attrs.get("State", "unknown")),
-        owner=labels.get(LABEL_OWNER, ""),
-        created_at=float(labels.get(LABEL_CREATED, "0") or 0),
-        labels=dict(labels),
-        spec=spec_from_labels(labels),
-        owner_uid=owner_uid(labels, default_uid),
-    )
-
-
-@asynccontextmanager
-async def open_docker(url: str | None = None) -> AsyncIterator[aiodocker.Docker]:
-    """An engine client for the agent, closed on exit.
-
-    Every open session holds one engine connection for its whole life, so a unix-socket
-    engine gets a connector with no cap on connections: aiohttp's default of 100 would make
-    the 101st concurrent use wait forever.
-    """
-    host = url or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
-    if not host.startswith("unix://"):
-        docker = aiodocker.Docker(url=host)
-        try:
-            yield docker
-        finally:
-            with anyio.CancelScope(shield=True):
-                await docker.close()
-        return
-    connector = aiohttp.UnixConnector(host[len("unix://") :], limit=0)
-    try:
-        docker = aiodocker.Docker(url="unix://localhost", connector=connector)
-        try:
-            yield docker
-        finally:
-            with anyio.CancelScope(shield=True):
-                await docker.close()
-    finally:
-        with anyio.CancelScope(shield=True):
-            await connector.close()
 
 
 __all__ = ["DockerRuntime", "container_name", "engine_host_config", "open_docker"]

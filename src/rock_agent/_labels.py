@@ -1,12 +1,19 @@
-"""Container labels: how an agent recognises its own sandboxes and their owners."""
+"""Container labels: how an agent recognises its own sandboxes and their owners.
+
+Rules:
+- Labels are read from containers anyone may have made: a garbled label gives a default
+  (and never an exception), so one odd container cannot stop a listing.
+"""
 
 from __future__ import annotations
 
 import hashlib
+import math
+from typing import Any
 
 import msgspec
 
-from rock_core._protocol import SandboxSpec
+from rock_core._protocol import SandboxInfo, SandboxSpec
 
 LABEL_MANAGED = "rock.managed"
 LABEL_HOST = "rock.host"
@@ -78,3 +85,49 @@ def spec_from_labels(labels: dict[str, str]) -> SandboxSpec | None:
         return msgspec.json.decode(raw, type=SandboxSpec)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
+
+
+def created_at(labels: dict[str, str]) -> float:
+    """When the sandbox was created (unix time) by its label; 0.0 if missing or garbled."""
+    try:
+        when = float(labels.get(LABEL_CREATED) or 0)
+    except ValueError:
+        return 0.0
+    return when if math.isfinite(when) else 0.0
+
+
+def _labels(attrs: dict[str, Any]) -> dict[str, str]:
+    config = attrs.get("Config")
+    labels = (config.get("Labels") if isinstance(config, dict) else None) or attrs.get("Labels")
+    if not isinstance(labels, dict):
+        return {}
+    return {str(k): str(v) for k, v in labels.items()}
+
+
+def sandbox_info(attrs: dict[str, Any], default_uid: int) -> SandboxInfo:
+    """A sandbox as the engine describes its container: a full inspect record or a summary
+    from a listing (where `State` is a word and the image and labels sit at the top)."""
+    labels = _labels(attrs)
+    config = attrs.get("Config")
+    if not isinstance(config, dict):
+        config = {}
+    state = attrs.get("State")
+    exit_code = None
+    if isinstance(state, dict):
+        status = str(state.get("Status", "unknown"))
+        code = state.get("ExitCode")
+        exit_code = code if isinstance(code, int) and status == "exited" else None
+    else:
+        status = str(state or "unknown")
+    return SandboxInfo(
+        sandbox_id=labels.get(LABEL_SANDBOX, ""),
+        container_id=str(attrs.get("Id", "")),
+        image=str(config.get("Image", "") or attrs.get("Image", "")),
+        state=status,
+        owner=labels.get(LABEL_OWNER, ""),
+        created_at=created_at(labels),
+        labels=labels,
+        exit_code=exit_code,
+        spec=spec_from_labels(labels),
+        owner_uid=owner_uid(labels, default_uid),
+    )

@@ -1,15 +1,24 @@
 """`rock`: run a command in a fresh sandbox, list and remove sandboxes, manage environments.
 
 Every subcommand uses an embedded core with a local agent: there is no server to start.
+
+Rules:
+- A failure is said once, on one line (``rock CMD: what went wrong``), and the command exits
+  with `EXIT_ERROR`. The kit's log shows on stderr as ``rock: ...`` (warnings and up, or
+  ``$ROCK_LOG_LEVEL``); an error logged with the very error the command reports (a host that
+  cannot be reached) is not shown again.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
+import os
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import anyio
 
@@ -140,6 +149,55 @@ def _age(seconds: float) -> str:
     return f"{seconds / 3600:.0f}h"
 
 
+class _Log(logging.Handler):
+    """The kit's log on stderr. An error record about a `RockError` waits for the command's
+    end: if the command reports that same error, it is not said twice."""
+
+    def __init__(self, level: int | str) -> None:
+        super().__init__(level)
+        self.setFormatter(logging.Formatter("rock: %(message)s"))
+        self._held: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.levelno >= logging.ERROR and _errors_of(record):
+            self._held.append(record)
+            return
+        self._write(record)
+
+    def show_held(self, reported: BaseException | None) -> None:
+        """Show the held records, but those about `reported` (the command says it itself)."""
+        held, self._held = self._held, []
+        for record in held:
+            if not any(error is reported for error in _errors_of(record)):
+                self._write(record)
+
+    def _write(self, record: logging.LogRecord) -> None:
+        try:
+            print(self.format(record), file=sys.stderr, flush=True)
+        except Exception:
+            self.handleError(record)
+
+
+def _errors_of(record: logging.LogRecord) -> list[RockError]:
+    args = record.args if isinstance(record.args, tuple) else ()
+    return [arg for arg in args if isinstance(arg, RockError)]
+
+
+@contextlib.contextmanager
+def _logging_to_stderr() -> Iterator[_Log]:
+    level = os.environ.get("ROCK_LOG_LEVEL", "WARNING").upper()
+    handler = _Log(level if level in logging.getLevelNamesMapping() else "WARNING")
+    root = logging.getLogger()
+    saved = root.level
+    root.addHandler(handler)
+    root.setLevel(min(saved or logging.WARNING, handler.level))
+    try:
+        yield handler
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(saved)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `rock`."""
     args = _parser().parse_args(argv)
@@ -156,13 +214,19 @@ def main(argv: list[str] | None = None) -> int:
         or lifecycle_handler(args)
         or {"run": _run, "ps": _ps, "rm": _rm}[args.command]
     )
-    try:
-        return anyio.run(handler, args)
-    except RockError as exc:
-        print(f"rock {args.command}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
+    with _logging_to_stderr() as log:
+        reported: RockError | None = None
+        try:
+            return anyio.run(handler, args)
+        except RockError as exc:
+            reported = exc
+            log.show_held(reported)
+            print(f"rock {args.command}: {exc}", file=sys.stderr)
+            return EXIT_ERROR
+        except KeyboardInterrupt:
+            return 130
+        finally:
+            log.show_held(reported)
 
 
 if __name__ == "__main__":
