@@ -59,6 +59,8 @@ PERSIST_INTERVAL = 1.0
 STOP_TIMEOUT = 10.0  # seconds an expired sandbox's processes get to end
 CAUSE_TTL = 60.0  # a cause noted for a change whose event never came is dropped after this
 REMEMBER = 1000
+WATCH_RETRY = 1.0  # seconds before the event stream is read again after it failed; doubles
+WATCH_RETRY_MAX = 30.0
 LOOKS = (InspectSandbox, ReadStats)  # by another owner, these never count as a use
 
 Notify = Callable[[str, SandboxChanged], Awaitable[None]]
@@ -324,15 +326,20 @@ class DeadlineKeeper:
 
     async def _watch(self) -> None:
         """Follow the engine's events from the keeper's start; reconnect if the stream ends."""
+        pause = WATCH_RETRY
         while True:
             try:
                 async for event in self.runtime.events(self._since):
+                    pause = WATCH_RETRY  # the stream works again
                     at = (event.get("timeNano") or 0) / 1e9 or float(event.get("time") or 0)
                     self._since = max(self._since, at)
                     await self._on_event(event, at)
             except RockError as exc:
-                log.warning("the engine's event stream failed (reading it again): %s", exc)
-            await anyio.sleep(1.0)
+                # Warn once per outage, not once a second while the engine is away.
+                level = logging.WARNING if pause == WATCH_RETRY else logging.DEBUG
+                log.log(level, "the engine's event stream failed (reading it again): %s", exc)
+            await anyio.sleep(pause)
+            pause = min(pause * 2, WATCH_RETRY_MAX)
 
     async def _on_event(self, event: dict[str, Any], at: float) -> None:
         attributes = (event.get("Actor") or {}).get("Attributes") or {}

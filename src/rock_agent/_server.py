@@ -314,6 +314,7 @@ class AgentServer:
             self._resources = await self.runtime.engine_resources()
         cpus, memory = self._resources
         images = await self.runtime.local_images()
+        disk = ["disk-limits"] if await self.runtime.supports_disk_limits() else []
         key = conn.principal.key
         lease = 0.0
         if not conn.principal.admin:
@@ -327,7 +328,7 @@ class AgentServer:
             host_id=self.host_id,
             cpus=cpus,
             memory=memory,
-            capabilities=CAPABILITIES,
+            capabilities=CAPABILITIES + disk,
             images=images,
             instance=self.instance,
             lease=lease,
