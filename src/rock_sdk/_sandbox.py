@@ -1,13 +1,14 @@
 """`Sandbox`: one isolated container with named shell sessions, commands and files.
 
-With no cluster given, a `Sandbox` opens an embedded core with a local agent for itself
-(`open_cluster(["local"])`); with one, it is placed by that cluster's scheduler.
+With no cluster given, a `Sandbox` borrows its event loop's shared embedded core with one local
+agent (`_embedded`): any task may start, use or delete it. With a cluster, it is placed by that
+cluster's scheduler.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from os import PathLike
 from pathlib import Path
 from types import TracebackType
@@ -15,13 +16,14 @@ from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
-from rock_core._cluster import Cluster, SandboxRecord, open_cluster
+from rock_core._cluster import Cluster, SandboxRecord
 from rock_core._connection import raise_for_reply
 from rock_core._errors import (
     AlreadyExists,
     BadRequest,
     CommandFailed,
     RockError,
+    SandboxNotFound,
     SessionNotFound,
 )
 from rock_core._ports import PortForward, open_port_forward
@@ -57,6 +59,7 @@ from rock_core._states import SandboxState, Transition
 
 from . import _transfer
 from ._config import SandboxConfig
+from ._embedded import SharedCluster, borrow
 from ._interactive import InteractiveProcess
 from ._results import CommandResult, ExecResult
 
@@ -115,7 +118,7 @@ class Sandbox:
         self._cluster = cluster.core if isinstance(cluster, _HasCore) else cluster
         self._requested_id = sandbox_id or self.config.sandbox_id
         self._record: SandboxRecord | None = None
-        self._stack: AsyncExitStack | None = None
+        self._shared: SharedCluster | None = None  # the borrowed embedded core, if any
         self._sessions: set[str] = set()
 
     @classmethod
@@ -161,9 +164,9 @@ class Sandbox:
             self._sessions.clear()
             return self
         if self._cluster is None:
-            stack = AsyncExitStack()
-            self._cluster = await stack.enter_async_context(open_cluster(["local"]))
-            self._stack = stack
+            self._shared = await borrow()
+            self._cluster = self._shared.cluster
+        assert self._cluster is not None
         try:
             self._record = await self._cluster.create_sandbox(
                 self._spec,
@@ -171,7 +174,7 @@ class Sandbox:
                 queue_timeout=self.config.startup_timeout,
             )
         except BaseException:
-            await self._close_stack()
+            await self._give_back()
             raise
         return self
 
@@ -186,11 +189,12 @@ class Sandbox:
         await self.start()
 
     async def delete(self) -> None:
-        """Remove the sandbox and everything in it (and the embedded core, if it has one)."""
+        """Remove the sandbox and everything in it; a stand-alone one gives back the shared
+        embedded core (closed with its last user). Any task may call it."""
         if self._record is None:
             return
         if self._record.state is SandboxState.DELETED:
-            await self._close_stack()  # the cluster may have forgotten it by now
+            await self._give_back()  # the cluster may have forgotten it by now
             return
         try:
             # Shielded: a cancelled caller must not leave the container behind.
@@ -198,17 +202,17 @@ class Sandbox:
                 await self.cluster.delete_sandbox(self.sandbox_id)
         finally:
             self._sessions.clear()
-            await self._close_stack()
+            await self._give_back()
 
     async def aclose(self) -> None:
         """Delete the sandbox; the same as `delete()`."""
         await self.delete()
 
-    async def _close_stack(self) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
+    async def _give_back(self) -> None:
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
             self._cluster = None
-            await stack.aclose()
+            await shared.give_back()
 
     async def __aenter__(self) -> Sandbox:
         return await self.start()
@@ -340,6 +344,11 @@ class Sandbox:
         result = CommandResult.from_wire(wire, bytes(streamed) if on_output else None)
         if result.session_closed:
             self._sessions.discard(name)
+            if self.state in (SandboxState.DELETING, SandboxState.DELETED):
+                raise SandboxNotFound(
+                    f"sandbox {self.sandbox_id} was deleted while command {cmd!r} ran",
+                    sandbox_id=self.sandbox_id,
+                )
         if check and not result.ok:
             why = (
                 "timed out"
