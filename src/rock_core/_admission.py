@@ -74,6 +74,7 @@ class QueueWaits:
     def __init__(self, room: Callable[[Demand], Room]) -> None:
         self._room = room
         self._changed: anyio.Event | None = None
+        self.waiting: set[str] = set()  # the sandbox ids of the creates waiting now
 
     async def changed(self) -> None:
         """Wait until a create starts or stops waiting."""
@@ -104,6 +105,7 @@ class QueueWaits:
             explain(room),
         )
         began = time.monotonic()
+        self.waiting.add(sandbox_id)
         self._notify()
         try:
             budget = timeout
@@ -116,6 +118,7 @@ class QueueWaits:
                     break
                 budget = TURN_RECHECK
         finally:
+            self.waiting.discard(sandbox_id)
             self._notify()
         assert timeout is not None
         raise CapacityError(

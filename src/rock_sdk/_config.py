@@ -7,8 +7,10 @@ import re
 from typing import Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from rock_core._errors import BadRequest
+from rock_core._options import queue_timeout
 from rock_core._protocol import SandboxSpec
 from rock_core._schema import validate
 
@@ -42,6 +44,10 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     request naming the sandbox (commands, files, sessions, status, `keepalive()`); `lifetime`
     counts from its latest start; either then stops it (`on_expire="stop"`, files kept) or
     deletes it (``"delete"``). `auto_delete_after` deletes it that long after any stop.
+
+    `startup_timeout` bounds how long a create waits for room on a host before it raises
+    `CapacityError`: unset, the cluster's `queue_timeout` (60 s by default); None (or
+    ``math.inf``) waits without a limit.
     """
 
     image: str = "python:3.11"
@@ -56,7 +62,7 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     labels: dict[str, str] = {}
     pull: Literal["missing", "never", "always"] = "missing"
     sandbox_id: str | None = None
-    startup_timeout: float | None = None
+    startup_timeout: float | UnsetType | None = UNSET
     idle_timeout: float | None = None
     lifetime: float | None = None
     on_expire: Literal["stop", "delete"] = "stop"
@@ -67,10 +73,17 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
         values = msgspec.structs.asdict(self)
         for name in ("sandbox_id", "startup_timeout"):
             del values[name]
+        self.queue_timeout()
         values["memory"] = parse_size(self.memory)
         for name in ("idle_timeout", "lifetime", "auto_delete_after"):
             values[name] = _no_limit_as_none(values[name])
         return validate(values, SandboxSpec, "sandbox config")
+
+    def queue_timeout(self) -> float | UnsetType | None:
+        """`startup_timeout`, checked: UNSET (the cluster's), None (no limit) or seconds."""
+        if self.startup_timeout is UNSET:
+            return UNSET
+        return queue_timeout(self.startup_timeout, "startup_timeout")
 
 
 def _no_limit_as_none(value: object) -> object:

@@ -171,7 +171,7 @@ class Sandbox:
             self._record = await self._cluster.create_sandbox(
                 self._spec,
                 sandbox_id=self._requested_id,
-                queue_timeout=self.config.startup_timeout,
+                queue_timeout=self.config.queue_timeout(),
             )
         except BaseException:
             await self._give_back()
