@@ -1,10 +1,11 @@
 """Admission and the queue, seen from the cluster: features a spec needs, and bounded waits.
 
 Rules:
-- A spec that needs what no host can do is refused before placement (`BadRequest` naming the
-  hosts and the requirement); one placed on a host that cannot do it is refused before its
-  create is sent. Today: a `disk` limit needs an agent that announces ``disk-limits``, and
-  timeouts one that announces ``timeouts``.
+- A create with a bad sandbox id or spec is refused before placement with the `BadRequest` its
+  agent would give. A spec that needs what no host can do is refused before placement
+  (`BadRequest` naming the hosts and the requirement); one placed on a host that cannot do it
+  is refused before its create is sent. Today: a `disk` limit needs an agent that announces
+  ``disk-limits``, and timeouts one that announces ``timeouts``.
 - A create that finds no room waits in the scheduler's queue, and says so once, when it starts
   waiting: a warning naming what it needs and what each host has free (or that every host is
   draining); only a debug line when a host has room and it just waits for its turn.
@@ -25,7 +26,7 @@ import anyio
 
 from ._connection import AgentConnection
 from ._errors import BadRequest, CapacityError
-from ._protocol import SandboxSpec
+from ._protocol import CreateSandbox, SandboxSpec, encode_request
 from ._room import Room, explain, needs
 from ._scheduler import Demand
 
@@ -51,9 +52,13 @@ def check_features(conn: AgentConnection, spec: SandboxSpec) -> None:
         )
 
 
-def check_admission(spec: SandboxSpec, links: Iterable[AgentConnection]) -> None:
-    """Refuse before placement a spec that no connected host could honour (`links`: the live
+def check_admission(
+    sandbox_id: str, spec: SandboxSpec, links: Iterable[AgentConnection]
+) -> None:
+    """Refuse before placement a create its agent would refuse (a bad id or spec: the same
+    `BadRequest` as when it is sent), or one no connected host could honour (`links`: the live
     connections; with none, nothing is known yet and the create's own check decides)."""
+    encode_request(CreateSandbox(id=1, sandbox_id=sandbox_id, spec=spec))
     if not spec.disk:
         return
     links = list(links)

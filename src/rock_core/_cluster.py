@@ -388,6 +388,8 @@ class Cluster:
         host = self.hosts.get(host_id)
         if host is None:
             raise NotFound(f"no host {host_id!r} in this cluster (hosts: {sorted(self.hosts)})")
+        if not isinstance(draining, bool):
+            raise BadRequest(f"draining must be True or False, got {draining!r}")
         host.drained = draining
         if host.state == "connected":
             self._apply(self.scheduler.drain_host(host_id, draining))
@@ -439,9 +441,11 @@ class Cluster:
         timeout = (
             self.queue_timeout if queue_timeout is UNSET else check_queue_timeout(queue_timeout)
         )
-        check_admission(spec, [h.connection for h in self.hosts.values() if h.connection])
         chosen = sandbox_id is not None
-        sandbox_id = sandbox_id or new_sandbox_id()
+        sandbox_id = new_sandbox_id() if sandbox_id is None else sandbox_id
+        check_admission(
+            sandbox_id, spec, [h.connection for h in self.hosts.values() if h.connection]
+        )
         existing = self._records.get(sandbox_id)
         if existing is not None and existing.state is not _S.DELETED:
             if existing.spec != spec:

@@ -20,6 +20,7 @@ from rock_core._cluster import Cluster, new_sandbox_id
 from rock_core._errors import BadRequest, RockError
 from rock_core._pool import delete_quietly
 
+from . import _arguments as args
 from ._config import SandboxConfig
 from ._sandbox import Sandbox
 
@@ -122,13 +123,16 @@ def _configs(
 ) -> list[SandboxConfig]:
     """One config per sandbox, each checked: a bad config fails once, before anything starts."""
     if isinstance(config, SandboxConfig) or config is None:
-        if n is None or n < 0:
-            raise BadRequest(f"n must be a number of sandboxes >= 0, got {n!r}")
-        configs = [config or SandboxConfig()] * n
+        configs = [config or SandboxConfig()] * args.count(n, "n", 0)
     else:
-        configs = list(config)
+        configs = args.strings(config, "config", "[SandboxConfig(...), ...]")
+        wrong = [c for c in configs if not isinstance(c, SandboxConfig)]
+        if wrong:
+            raise BadRequest(
+                f"config must be a SandboxConfig or a list of them, got {wrong[0]!r} in it"
+            )
         if n is not None and n != len(configs):
-            raise BadRequest(f"n={n} but {len(configs)} configs were given")
+            raise BadRequest(f"n={n!r} but {len(configs)} configs were given")
     for checked in {id(c): c for c in configs}.values():
         checked.to_spec()
     return configs
@@ -168,8 +172,12 @@ async def create_many(
     """
     configs = _configs(config, n)
     n = len(configs)
+    args.callback(on_progress, "on_progress", "a CreateProgress")
+    args.flag(check, "check")
+    if not isinstance(progress, bool) and not callable(getattr(progress, "write", None)):
+        raise BadRequest(f"progress must be True, False or a text stream, got {progress!r}")
     if sandbox_ids is not None:
-        ids = list(sandbox_ids)
+        ids = args.strings(sandbox_ids, "sandbox_ids", "['sb-1', 'sb-2']")
         if len(ids) != n:
             raise BadRequest(f"sandbox_ids has {len(ids)} ids for {n} sandboxes")
         if len(set(ids)) != n:
@@ -182,9 +190,11 @@ async def create_many(
             raise BadRequest(
                 "config.sandbox_id names one sandbox, not several: pass sandbox_ids=[...]"
             )
-    limit = _default_concurrency(cluster) if concurrency is None else concurrency
-    if limit < 1:
-        raise BadRequest(f"concurrency must be >= 1, got {concurrency}")
+    limit = (
+        _default_concurrency(cluster)
+        if concurrency is None
+        else args.count(concurrency, "concurrency", 1)
+    )
     line = None
     if progress:
         line = _ProgressLine(sys.stderr if progress is True else progress)

@@ -12,7 +12,7 @@ from msgspec import UNSET, UnsetType
 from rock_core._errors import BadRequest
 from rock_core._options import queue_timeout
 from rock_core._protocol import SandboxSpec
-from rock_core._schema import validate
+from rock_core._schema import SandboxId, validate
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -71,8 +71,8 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     def to_spec(self) -> SandboxSpec:
         """The wire spec, every value checked by the protocol's schema (`BadRequest`)."""
         values = msgspec.structs.asdict(self)
-        for name in ("sandbox_id", "startup_timeout"):
-            del values[name]
+        validate({"sandbox_id": values.pop("sandbox_id")}, _Extra, "sandbox config")
+        del values["startup_timeout"]
         self.queue_timeout()
         values["memory"] = parse_size(self.memory)
         for name in ("idle_timeout", "lifetime", "auto_delete_after"):
@@ -84,6 +84,12 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
         if self.startup_timeout is UNSET:
             return UNSET
         return queue_timeout(self.startup_timeout, "startup_timeout")
+
+
+class _Extra(msgspec.Struct):
+    """The config's fields that are not part of the spec (and are checked like it)."""
+
+    sandbox_id: SandboxId | None = None
 
 
 def _no_limit_as_none(value: object) -> object:
