@@ -35,8 +35,8 @@ log = logging.getLogger("rock_core")
 DISK_LIMITS = "disk-limits"
 TURN_RECHECK = 1.0  # seconds between looks, past the timeout, at a create that waits its turn
 _DISK_WHY = (
-    "its engine cannot limit a container's disk (that needs a storage driver with quotas,"
-    " such as overlay2 on xfs mounted with pquota)"
+    "an engine limits a container's disk only with a storage driver that has quotas, such as"
+    " overlay2 on xfs mounted with pquota"
 )
 
 
@@ -63,10 +63,15 @@ def check_admission(
         return
     links = list(links)
     if links and not any(DISK_LIMITS in c.welcome.capabilities for c in links):
-        names = ", ".join(sorted(c.welcome.host_id for c in links))
+        names = sorted(c.welcome.host_id for c in links)
+        agents = (
+            f"the agent of host {names[0]} does not"
+            if len(names) == 1
+            else f"the agents of hosts {', '.join(names)} do not"
+        )
         raise BadRequest(
-            f"no host can enforce disk={spec.disk!r}: the agents of hosts {names} do not"
-            f" announce {DISK_LIMITS!r} ({_DISK_WHY}); create the sandbox without a disk limit"
+            f"no host can enforce disk={spec.disk!r}: {agents} announce {DISK_LIMITS!r}"
+            f" ({_DISK_WHY}); create the sandbox without a disk limit"
         )
 
 

@@ -281,8 +281,8 @@ async def mixed_cluster(*agents: FakeAgent) -> AsyncIterator[FakeCluster]:
 
 DISK_SPEC = SandboxSpec(image="img:1", cpus=1, memory=GiB, disk="1G")
 NO_QUOTA = (
-    "its engine cannot limit a container's disk (that needs a storage driver with quotas,"
-    " such as overlay2 on xfs mounted with pquota)"
+    "an engine limits a container's disk only with a storage driver that has quotas, such as"
+    " overlay2 on xfs mounted with pquota"
 )
 
 

@@ -239,3 +239,22 @@ def test_a_bad_startup_timeout_is_refused(startup_timeout: object, message: str)
         "startup_timeout must be a positive number of seconds, or None to wait without a"
         f" limit, {message}"
     )
+
+
+async def test_a_disk_limit_this_engine_cannot_enforce_is_refused_before_placement(
+    cluster: Cluster,
+) -> None:
+    """This machine's engine (overlay2 without xfs project quotas) cannot limit disk: its
+    agent does not announce 'disk-limits', so the create never reaches the engine."""
+    (host,) = cluster.hosts
+    records = len(cluster.records())
+    with pytest.raises(BadRequest) as info:
+        await Sandbox(SandboxConfig(image=SH_IMAGE, disk="1G"), cluster=cluster).start()
+    assert str(info.value) == (
+        f"no host can enforce disk='1G': the agent of host {host} does not announce"
+        " 'disk-limits' (an engine limits a container's disk only with a storage driver that"
+        " has quotas, such as overlay2 on xfs mounted with pquota); create the sandbox without"
+        " a disk limit"
+    )
+    assert len(cluster.records()) == records  # nothing placed, nothing created
+    assert cluster.statistics().queue_depth == 0
