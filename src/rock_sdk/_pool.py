@@ -67,6 +67,7 @@ class Pool:
     @asynccontextmanager
     async def sandbox(self, *, reset: bool = False) -> AsyncIterator[Sandbox]:
         """``async with pool.sandbox() as sb:`` acquires, and releases when the block ends."""
+        args.flag(reset, "reset")
         sandbox = await self.acquire()
         try:
             yield sandbox

@@ -100,8 +100,11 @@ class Sandbox:
         self._sessions: set[str] = set()
 
     @classmethod
-    def attach(cls, cluster: Cluster, sandbox_id: str) -> Sandbox:
+    def attach(cls, cluster: Cluster | _HasCore, sandbox_id: str) -> Sandbox:
         """A `Sandbox` for a sandbox `cluster` already holds (for example one it adopted)."""
+        if not isinstance(cluster, Cluster | _HasCore):
+            raise BadRequest(f"cluster must be a cluster (open_cluster), got {cluster!r}")
+        cluster = cluster.core if isinstance(cluster, _HasCore) else cluster
         record = cluster.record(sandbox_id)
         sandbox = cls(SandboxConfig(image=record.spec.image), cluster=cluster)
         sandbox._spec = record.spec
