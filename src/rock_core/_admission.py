@@ -52,9 +52,7 @@ def check_features(conn: AgentConnection, spec: SandboxSpec) -> None:
         )
 
 
-def check_admission(
-    sandbox_id: str, spec: SandboxSpec, links: Iterable[AgentConnection]
-) -> None:
+def check_admission(sandbox_id: str, spec: SandboxSpec, links: Iterable[AgentConnection]) -> None:
     """Refuse before placement a create its agent would refuse (a bad id or spec: the same
     `BadRequest` as when it is sent), or one no connected host could honour (`links`: the live
     connections; with none, nothing is known yet and the create's own check decides)."""
@@ -78,11 +76,14 @@ def check_admission(
 class QueueWaits:
     """The creates of one cluster that wait for room; see the module's rules.
 
-    `room(demand)` is the cluster's view of its hosts for a demand, at the time of the call.
+    `room(demand)` is the cluster's view of its hosts for a demand, at the time of the call;
+    `has_room(demand)` the cheap part of it: whether a host has room now (then the create only
+    waits for its turn). Only a create that finds no room pays for the whole view.
     """
 
-    def __init__(self, room: Callable[[Demand], Room]) -> None:
+    def __init__(self, room: Callable[[Demand], Room], has_room: Callable[[Demand], bool]) -> None:
         self._room = room
+        self._has_room = has_room
         self._changed: anyio.Event | None = None
         self.waiting: set[str] = set()  # the sandbox ids of the creates waiting now
 
@@ -104,16 +105,19 @@ class QueueWaits:
         it and no host has room (see the module's rules)."""
         if placed.is_set():
             return
-        room = self._room(demand)
-        turn = room.blocker == "turn"
-        log.log(
-            logging.DEBUG if turn else logging.WARNING,
-            "sandbox %s waits for %s: it needs %s; %s",
-            sandbox_id,
-            "its turn" if turn else "room",
-            needs(demand),
-            explain(room),
-        )
+        turn = self._has_room(demand)
+        level = logging.DEBUG if turn else logging.WARNING
+        if log.isEnabledFor(level):
+            why = explain(self._room(demand))
+            what = "its turn" if turn else "room"
+            log.log(
+                level,
+                "sandbox %s waits for %s: it needs %s; %s",
+                sandbox_id,
+                what,
+                needs(demand),
+                why,
+            )
         began = time.monotonic()
         self.waiting.add(sandbox_id)
         self._notify()
@@ -123,14 +127,14 @@ class QueueWaits:
                 with anyio.move_on_after(budget):
                     await placed.wait()
                     return
-                room = self._room(demand)
-                if room.blocker != "turn":
+                if not self._has_room(demand):
                     break
                 budget = TURN_RECHECK
         finally:
             self.waiting.discard(sandbox_id)
             self._notify()
         assert timeout is not None
+        room = self._room(demand)
         raise CapacityError(
             f"sandbox {sandbox_id} found no room within {timeout:g} s: it needs"
             f" {needs(demand)}; {explain(room)}. (queue_timeout=None waits without a limit.)",

@@ -110,7 +110,7 @@ class Cluster:
         self.heartbeat_timeout = heartbeat_timeout
         self.ssh = ssh
         self.queue_timeout = queue_timeout  # a create's default wait for room (None: no bound)
-        self.waits = QueueWaits(self._room)  # creates waiting for room (`_admission`)
+        self.waits = QueueWaits(self._room, scheduler.has_room)  # waits for room (`_admission`)
         self._records: dict[str, SandboxRecord] = {}
         self._creates = 0
         self._tg: TaskGroup | None = None

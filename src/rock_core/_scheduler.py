@@ -375,6 +375,19 @@ class Scheduler:
             for q in entries
         )
 
+    def has_room(self, demand: Demand) -> bool:
+        """True when a host that takes placements (not draining, below its sandbox limit) has
+        the free cpus and memory for `demand` now, start slots aside: a request of it that
+        waits only waits for its turn."""
+        cpus, memory = _nano(demand.cpus), demand.memory
+        return any(
+            not host.draining
+            and (host.limit == 0 or len(host.requests) < host.limit)
+            and host.used_cpus + cpus <= host.cpus
+            and host.used_memory + memory <= host.memory
+            for host in self._hosts.values()
+        )
+
     def is_queued(self, request_id: str) -> bool:
         """True while the request waits in the queue (submitted, not yet placed)."""
         return request_id in self._queued

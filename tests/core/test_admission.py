@@ -124,6 +124,18 @@ def test_a_host_at_its_sandbox_limit_takes_nothing() -> None:
     assert "free 7 cpus and 7 GiB, at its limit of 1 sandboxes." in explain(room)
 
 
+def test_has_room_agrees_with_the_blocker() -> None:
+    sched = two_hosts(max_starts=1)
+    sched.submit("r0", Demand(1, GiB), now=0)
+    sched.submit("r1", Demand(1, GiB), now=0)
+    for demand in (Demand(1, GiB), Demand(3, GiB), Demand(1, 7 * GiB), Demand(5, GiB)):
+        room = room_for(sched.statistics(), demand)
+        assert sched.has_room(demand) == (room.blocker == "turn"), demand
+    sched.drain_host("a")
+    sched.drain_host("b")
+    assert not sched.has_room(Demand(1, GiB))
+
+
 def test_no_hosts() -> None:
     room = room_for(Scheduler().statistics(), Demand(1, GiB))
     assert room.blocker == "no-hosts"
