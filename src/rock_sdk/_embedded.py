@@ -65,6 +65,8 @@ class SharedCluster:
                     tg.cancel_scope.cancel()
         except anyio.get_cancelled_exc_class():
             pass  # asyncio's loop end cancels every task: `_serve` cleaned up what it could
+        except (KeyboardInterrupt, SystemExit):
+            raise  # asyncio only: a trio system task never sees them
         except BaseException as exc:  # never out of this task: the borrowers get it
             self._error = exc
         finally:

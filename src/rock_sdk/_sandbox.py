@@ -552,7 +552,8 @@ class Sandbox:
         given to `on_error`. The link is looked up per connection, so the forward keeps
         working after the cluster reconnects to the sandbox's host.
         """
-        args.count(port, "port", 1, 65535)
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise BadRequest(f"port must be between 1 and 65535, got {port!r}")  # as `_ports`
         args.count(local_port, "local_port", 0, 65535)
         args.text(local_host, "local_host")
         args.text(address, "address")

@@ -428,19 +428,19 @@ CASES: list[tuple[str, Call, type[RockError], str]] = [
         "expose_port 0",
         lambda sb, _: forward(sb, port=0),
         BadRequest,
-        "port must be a whole number between 1 and 65535, got 0",
+        "port must be between 1 and 65535, got 0",
     ),
     (
         "expose_port 70000",
         lambda sb, _: forward(sb, port=70000),
         BadRequest,
-        "port must be a whole number between 1 and 65535, got 70000",
+        "port must be between 1 and 65535, got 70000",
     ),
     (
         "expose_port str",
         lambda sb, _: forward(sb, port="80"),
         BadRequest,
-        "port must be a whole number between 1 and 65535, got '80'",
+        "port must be between 1 and 65535, got '80'",
     ),
     (
         "expose_port local_port",
