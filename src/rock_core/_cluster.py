@@ -19,22 +19,29 @@ from typing import TYPE_CHECKING, TypeVar
 import anyio
 import anyio.abc
 from anyio.abc import TaskGroup
+from msgspec import UNSET, UnsetType
 
 from ._addresses import HostAddress, expand, parse
+from ._admission import QueueWaits, check_admission, check_features
 from ._connection import AgentConnection, unwrap_single_errors
 from ._errors import (
     AlreadyExists,
     BadRequest,
-    HostUnavailable,
     NotFound,
     RockError,
     SandboxFailed,
     SandboxLost,
     SandboxNotFound,
-    TimedOut,
     TransportError,
 )
 from ._hosts import open_host
+from ._options import (
+    DEFAULT_QUEUE_TIMEOUT,
+    check_cluster_options,
+    host_list,
+)
+from ._options import make_scheduler as make_scheduler  # re-exported: `testing` imports it here
+from ._options import queue_timeout as check_queue_timeout
 from ._owner import local_owner
 from ._protocol import (
     CreateSandbox,
@@ -54,9 +61,12 @@ from ._protocol import (
     StartSandbox,
     StopSandbox,
 )
+from ._records import Host as Host  # re-exported: the public names live in `_cluster`
+from ._records import SandboxRecord as SandboxRecord
+from ._room import Room, room_for
 from ._scheduler import Action, Demand, Resources, Scheduler
 from ._ssh import SshOptions
-from ._states import TRANSITIONS, SandboxEvent, SandboxLifecycle, SandboxState, Transition
+from ._states import TRANSITIONS, SandboxEvent, SandboxState
 from ._statistics import ClusterStatistics
 
 if TYPE_CHECKING:
@@ -74,98 +84,6 @@ _E = SandboxEvent
 _S = SandboxState
 
 
-class SandboxRecord:
-    """The core's view of one sandbox: spec, host, lifecycle with its full history."""
-
-    def __init__(self, sandbox_id: str, spec: SandboxSpec) -> None:
-        self.sandbox_id = sandbox_id
-        self.spec = spec
-        self.host: str | None = None
-        self.lifecycle = SandboxLifecycle()
-        self.info: SandboxInfo | None = None
-        self.placed = anyio.Event()
-        self.settled = anyio.Event()  # set when a create finishes, either way
-        self.error: RockError | None = None
-        self.holds_resources = False  # the scheduler counts this sandbox against its host
-        self.chosen_id = False  # the caller named it: a create whose reply was lost may retry
-        self.create_scope: anyio.CancelScope | None = None  # the create in flight, if any
-        self._lock: anyio.Lock | None = None
-
-    @property
-    def lock(self) -> anyio.Lock:
-        """Held by stop, start and delete: one lifecycle operation at a time per sandbox."""
-        if self._lock is None:
-            self._lock = anyio.Lock()
-        return self._lock
-
-    @property
-    def retryable(self) -> bool:
-        """A create with a chosen id failed on a broken link: its container may exist."""
-        return (
-            self.chosen_id
-            and self.state is SandboxState.FAILED
-            and isinstance(self.error, TransportError)
-        )
-
-    @property
-    def state(self) -> SandboxState:
-        """The current lifecycle state."""
-        return self.lifecycle.state
-
-    @property
-    def history(self) -> list[Transition]:
-        """Every transition so far, oldest first."""
-        return list(self.lifecycle.history)
-
-    def fire(self, event: SandboxEvent, reason: str = "") -> None:
-        """Apply a lifecycle event now."""
-        self.lifecycle.fire(event, time.time(), reason)
-
-    def fire_if(self, event: SandboxEvent, reason: str = "") -> bool:
-        """Apply `event` if the current state allows it (an outcome that arrives after
-        something else, such as a lost host or a pushed change, already moved the sandbox)."""
-        if (self.state, event) not in TRANSITIONS:
-            log.debug("sandbox %s: %s ignored in state %s", self.sandbox_id, event, self.state)
-            return False
-        self.fire(event, reason)
-        return True
-
-
-class Host:
-    """One agent of the cluster, connected or not.
-
-    `state` is ``connected``, ``reconnecting`` (the link broke; the core keeps trying, and
-    the host takes no new placements) or ``lost`` (it stayed away past the grace period: its
-    sandboxes are `lost` and their resources released). A host that comes back is reconciled.
-    """
-
-    def __init__(self, host_id: str, address: str, connection: AgentConnection | None) -> None:
-        self.host_id = host_id
-        self.address = address
-        self.connection = connection
-        self.state = "connected"
-        self.down_since: float | None = None
-        self.last_error = ""
-        self.instance = connection.welcome.instance if connection else ""
-        self.generation = 0  # counts connections; a grace timer acts only on its own
-        self.drained = False  # asked by the user (`drain_host`), not by a broken link
-
-    def link(self) -> AgentConnection:
-        """The live connection, or `HostUnavailable` while the link is down."""
-        if self.connection is None or self.connection.closed:
-            since = (
-                ""
-                if self.down_since is None
-                else (f" for {time.monotonic() - self.down_since:.1f} s")
-            )
-            error = f" (last error: {self.last_error})" if self.last_error else ""
-            raise HostUnavailable(
-                f"host {self.host_id} is {self.state}: its link has been down{since}{error}",
-                host=self.host_id,
-            )
-        return self.connection
-
-
 class Cluster:
     """Sandboxes across the agents of `open_cluster`; every method is safe to call concurrently."""
 
@@ -180,6 +98,7 @@ class Cluster:
         heartbeat_timeout: float = 10.0,
         ssh: SshOptions | None = None,
         admin: bool = False,
+        queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT,
     ) -> None:
         self.owner = owner
         self.admin = admin
@@ -190,6 +109,8 @@ class Cluster:
         self.heartbeat = heartbeat
         self.heartbeat_timeout = heartbeat_timeout
         self.ssh = ssh
+        self.queue_timeout = queue_timeout  # a create's default wait for room (None: no bound)
+        self.waits = QueueWaits(self._room, scheduler.has_room)  # waits for room (`_admission`)
         self._records: dict[str, SandboxRecord] = {}
         self._creates = 0
         self._tg: TaskGroup | None = None
@@ -467,6 +388,8 @@ class Cluster:
         host = self.hosts.get(host_id)
         if host is None:
             raise NotFound(f"no host {host_id!r} in this cluster (hosts: {sorted(self.hosts)})")
+        if not isinstance(draining, bool):
+            raise BadRequest(f"draining must be True or False, got {draining!r}")
         host.drained = draining
         if host.state == "connected":
             self._apply(self.scheduler.drain_host(host_id, draining))
@@ -508,11 +431,21 @@ class Cluster:
         spec: SandboxSpec,
         *,
         sandbox_id: str | None = None,
-        queue_timeout: float | None = None,
+        queue_timeout: float | UnsetType | None = UNSET,
     ) -> SandboxRecord:
-        """Place and start a sandbox; with a `sandbox_id`, a retry returns the same sandbox."""
+        """Place and start a sandbox; with a `sandbox_id`, a retry returns the same sandbox.
+
+        A create that finds no room waits in the queue, at most `queue_timeout` seconds (default:
+        the cluster's; None: no limit), then raises `CapacityError` (see `_admission`).
+        """
+        timeout = (
+            self.queue_timeout if queue_timeout is UNSET else check_queue_timeout(queue_timeout)
+        )
         chosen = sandbox_id is not None
-        sandbox_id = sandbox_id or new_sandbox_id()
+        sandbox_id = new_sandbox_id() if sandbox_id is None else sandbox_id
+        check_admission(
+            sandbox_id, spec, [h.connection for h in self.hosts.values() if h.connection]
+        )
         existing = self._records.get(sandbox_id)
         if existing is not None and existing.state is not _S.DELETED:
             if existing.spec != spec:
@@ -533,7 +466,7 @@ class Cluster:
         record.chosen_id = chosen
         self._records[sandbox_id] = record
         try:
-            await self._place(record, queue_timeout)
+            await self._place(record, timeout)
             with anyio.CancelScope() as scope:
                 record.create_scope = scope
                 await self._start(record)
@@ -590,23 +523,12 @@ class Cluster:
 
     async def _place(self, record: SandboxRecord, queue_timeout: float | None) -> None:
         spec = record.spec
-        self._apply(
-            self.scheduler.submit(
-                record.sandbox_id,
-                Demand(cpus=spec.cpus, memory=spec.memory, image=spec.image),
-                time.monotonic(),
-            )
-        )
+        demand = Demand(cpus=spec.cpus, memory=spec.memory, image=spec.image)
+        self._apply(self.scheduler.submit(record.sandbox_id, demand, time.monotonic()))
         placed = False
         try:
-            with anyio.fail_after(queue_timeout):
-                await record.placed.wait()
+            await self.waits.wait(record.sandbox_id, demand, record.placed, queue_timeout)
             placed = True
-        except TimeoutError as exc:
-            raise TimedOut(
-                f"sandbox {record.sandbox_id} waited {queue_timeout:g} s for room on a host",
-                sandbox_id=record.sandbox_id,
-            ) from exc
         finally:
             if not placed:
                 # Leave no request behind in the queue, whatever ended the wait.
@@ -627,7 +549,7 @@ class Cluster:
         host = self._host_of(record)
         try:
             conn = host.link()
-            _check_features(conn, record.spec)
+            check_features(conn, record.spec)
             reply = await conn.call(
                 CreateSandbox(id=conn.next_id(), sandbox_id=record.sandbox_id, spec=record.spec),
                 SandboxReply,
@@ -836,9 +758,19 @@ class Cluster:
         raise SandboxNotFound(f"no sandbox {sandbox_id!r} on any host{also}")
 
     def statistics(self) -> ClusterStatistics:
-        """Hosts, capacity, use and queue depth, from the scheduler; and every open pool."""
+        """Hosts, capacity, use and queue depth, from the scheduler; every open pool; and the
+        creates waiting for room, with what each needs and how long it has waited."""
         pools = [pool.statistics() for pool in self._pools.values()]
-        return ClusterStatistics.of(self.scheduler.statistics(), pools)
+        scheduler = self.scheduler
+        return ClusterStatistics.of(
+            scheduler.statistics(), pools, scheduler.queued(), time.monotonic()
+        )
+
+    def _room(self, demand: Demand) -> Room:
+        """Every host's room for `demand` now (hosts whose link is down are named away)."""
+        hosts = self.hosts.values()
+        away = {h.host_id: f"its link is {h.state}" for h in hosts if h.state != "connected"}
+        return room_for(self.scheduler.statistics(), demand, away)
 
     async def _remove_quietly(self, host: Host, sandbox_id: str) -> None:
         with contextlib.suppress(RockError), anyio.move_on_after(30):
@@ -874,23 +806,6 @@ class Cluster:
                     tg.start_soon(bounded, record)
 
 
-def _check_features(conn: AgentConnection, spec: SandboxSpec) -> None:
-    """Refuse a spec the agent would not honour (an older agent ignores unknown fields)."""
-    if (spec.idle_timeout, spec.lifetime, spec.auto_delete_after) != (None, None, None):
-        conn.require("timeouts", "enforce timeouts (create the sandbox without them)")
-
-
-def make_scheduler(policy: str, max_queue: int, max_starts: int) -> Scheduler:
-    """The scheduler of a cluster; `BadRequest` for an unknown policy."""
-    if policy not in ("spread", "binpack"):
-        raise BadRequest(f"unknown placement policy {policy!r}: use 'spread' or 'binpack'")
-    return Scheduler(
-        "spread" if policy == "spread" else "binpack",
-        max_queue=max_queue,
-        default_max_starts=max_starts,
-    )
-
-
 def new_sandbox_id() -> str:
     """A fresh random sandbox id."""
     return "sb-" + secrets.token_hex(6)
@@ -910,6 +825,7 @@ async def open_cluster(
     heartbeat_timeout: float = 10.0,
     ssh: SshOptions | None = None,
     admin: bool = False,
+    queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT,
 ) -> AsyncIterator[Cluster]:
     """Connect to every host's agent; on exit delete this cluster's sandboxes and disconnect.
 
@@ -919,28 +835,33 @@ async def open_cluster(
     - `owner`: who the sandboxes belong to; a program that reconnects with the same owner
       before its lease ends adopts its sandboxes again. Default: a fresh id for this process.
     - `lease`: seconds an agent keeps this owner's sandboxes after it stops hearing from it.
+      It must be longer than ``heartbeat + heartbeat_timeout``: a live link can be silent
+      that long between two answered pings, and an agent drops a link silent for longer than
+      its lease (see `_options`).
     - `grace`: seconds a host may stay unreachable before its sandboxes are marked `lost`.
     - `heartbeat`, `heartbeat_timeout`: how often each link is pinged, and how long an answer
       may take before the link counts as broken (then: reconnect with backoff and jitter).
     - `ssh`: how to connect to ``ssh://`` hosts (`SshOptions`; default: the user's setup).
     - `admin`: connect as an administrator (the `rock` CLI): list, stop, start and remove the
       sandboxes of every owner of this user (of every user, as root) by id; create none.
+    - `queue_timeout`: seconds a create may wait for room before `CapacityError` (default 60;
+      None: no limit); each create may set its own.
+
+    Every option is checked first: a bad one raises `BadRequest` naming it and its value.
     """
-    if isinstance(hosts, str):
-        hosts = [hosts]
-    addresses = [parse(text) for text in expand(hosts)]
+    addresses = [parse(text) for text in expand(host_list(hosts))]
     if not addresses:
         raise BadRequest("a cluster needs at least one host")
     scheduler = make_scheduler(policy, max_queue, max_starts)
-    checks = (
-        ("lease", lease),
-        ("grace", grace),
-        ("heartbeat", heartbeat),
-        ("heartbeat_timeout", heartbeat_timeout),
+    check_cluster_options(
+        owner=owner,
+        lease=lease,
+        grace=grace,
+        heartbeat=heartbeat,
+        heartbeat_timeout=heartbeat_timeout,
+        ssh=ssh,
+        admin=admin,
     )
-    for name, value in checks:
-        if not value > 0:
-            raise BadRequest(f"{name} must be a positive number of seconds, got {value!r}")
     cluster = Cluster(
         owner or local_owner(),
         scheduler,
@@ -950,6 +871,7 @@ async def open_cluster(
         heartbeat_timeout=heartbeat_timeout,
         ssh=ssh,
         admin=admin,
+        queue_timeout=check_queue_timeout(queue_timeout),
     )
     with unwrap_single_errors():
         async with anyio.create_task_group() as tg:

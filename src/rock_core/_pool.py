@@ -52,6 +52,7 @@ import anyio.lowlevel
 import msgspec
 
 from ._errors import AlreadyExists, BadRequest, RockError, SandboxFailed, TimedOut
+from ._options import seconds, whole
 from ._protocol import SandboxSpec
 from ._states import SandboxState
 from ._statistics import PoolStatistics
@@ -154,23 +155,22 @@ class RecordPool:
         prepare: Prepare | None = None,
         prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
     ) -> None:
-        max_size = max(min_size, 1) if max_size is None else max_size
-        if min_size < 0:
-            raise BadRequest(f"min_size must be >= 0, got {min_size}")
+        min_size = whole(min_size, "min_size", 0)
+        max_size = max(min_size, 1) if max_size is None else whole(max_size, "max_size", 1)
         if max_size < max(min_size, 1):
             raise BadRequest(
                 f"max_size must be >= min_size and >= 1, got min_size={min_size}, "
                 f"max_size={max_size}"
             )
-        if refill_concurrency < 1:
-            raise BadRequest(f"refill_concurrency must be >= 1, got {refill_concurrency}")
+        whole(refill_concurrency, "refill_concurrency", 1)
         for what, value in (
             ("refill_queue_timeout", refill_queue_timeout),
             ("shrink_after", shrink_after),
             ("prepare_timeout", prepare_timeout),
         ):
-            if not value > 0:
-                raise BadRequest(f"{what} must be a positive number of seconds, got {value!r}")
+            seconds(value, what)
+        if prepare is not None and not callable(prepare):
+            raise BadRequest(f"prepare must be an async callable or None, got {prepare!r}")
         name = default_pool_name(spec) if name is None else name
         if not _NAME.match(name):
             raise BadRequest(
@@ -272,7 +272,7 @@ class RecordPool:
         `BadRequest` if `count` exceeds `max_size` or the pool closes, and the error of the
         first refill that fails while it waits.
         """
-        want = self.min_size if count is None else count
+        want = self.min_size if count is None else whole(count, "count", 0)
         if want > self.max_size:
             raise BadRequest(
                 f"pool {self.name!r} holds at most {self.max_size} sandboxes; cannot wait "

@@ -82,6 +82,14 @@ class HostStatistics(msgspec.Struct, frozen=True, kw_only=True):
     images: tuple[str, ...]
 
 
+class QueuedRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A request waiting in the queue: what it needs, and since when (the `now` of `submit`)."""
+
+    request_id: str
+    demand: Demand
+    since: float
+
+
 class SchedulerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     """A snapshot of the scheduler: hosts by id, current counts and running totals."""
 
@@ -353,6 +361,36 @@ class Scheduler:
             )
         self._dequeue(entry)
         return self._settle()
+
+    def queued(self) -> tuple[QueuedRequest, ...]:
+        """Every request waiting in the queue, oldest first (apart from `statistics`, which
+        stays cheap however long the queue grows)."""
+        entries = sorted(self._queued.values(), key=lambda q: q.seq)
+        return tuple(
+            QueuedRequest(
+                request_id=q.request_id,
+                demand=Demand(q.cpus / _NANO, q.memory, q.image),
+                since=q.since,
+            )
+            for q in entries
+        )
+
+    def has_room(self, demand: Demand) -> bool:
+        """True when a host that takes placements (not draining, below its sandbox limit) has
+        the free cpus and memory for `demand` now, start slots aside: a request of it that
+        waits only waits for its turn."""
+        cpus, memory = _nano(demand.cpus), demand.memory
+        return any(
+            not host.draining
+            and (host.limit == 0 or len(host.requests) < host.limit)
+            and host.used_cpus + cpus <= host.cpus
+            and host.used_memory + memory <= host.memory
+            for host in self._hosts.values()
+        )
+
+    def is_queued(self, request_id: str) -> bool:
+        """True while the request waits in the queue (submitted, not yet placed)."""
+        return request_id in self._queued
 
     def statistics(self) -> SchedulerStatistics:
         """A snapshot of hosts (sorted by id), queue and totals."""

@@ -11,7 +11,7 @@ from collections.abc import Iterable
 import msgspec
 
 from ._errors import NotFound
-from ._scheduler import SchedulerStatistics
+from ._scheduler import QueuedRequest, SchedulerStatistics
 
 
 class PoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,19 +55,46 @@ class PoolStatistics(msgspec.Struct, frozen=True, kw_only=True):
         return self.hits / total if total else 0.0
 
 
+class QueuedCreate(msgspec.Struct, frozen=True, kw_only=True):
+    """A create waiting for room on a host: what it needs and how long it has waited (s)."""
+
+    sandbox_id: str
+    cpus: float
+    memory: int
+    image: str
+    waited: float
+
+
 class ClusterStatistics(SchedulerStatistics, frozen=True, kw_only=True):
-    """A cluster's snapshot: every field of `SchedulerStatistics` plus its open pools by name."""
+    """A cluster's snapshot: every field of `SchedulerStatistics`, its open pools by name, and
+    the creates waiting in its queue (`queued`, oldest first)."""
 
     pools: tuple[PoolStatistics, ...] = ()
+    queued: tuple[QueuedCreate, ...] = ()
 
     @classmethod
     def of(
-        cls, scheduler: SchedulerStatistics, pools: Iterable[PoolStatistics]
+        cls,
+        scheduler: SchedulerStatistics,
+        pools: Iterable[PoolStatistics],
+        queued: Iterable[QueuedRequest] = (),
+        now: float = 0.0,
     ) -> ClusterStatistics:
-        """The scheduler's snapshot with `pools` added (sorted by name)."""
+        """The scheduler's snapshot with `pools` added (sorted by name), and its `queued`
+        requests with the seconds each has waited at `now` (the clock of their `since`)."""
         return cls(
             **msgspec.structs.asdict(scheduler),
             pools=tuple(sorted(pools, key=lambda p: p.name)),
+            queued=tuple(
+                QueuedCreate(
+                    sandbox_id=q.request_id,
+                    cpus=q.demand.cpus,
+                    memory=q.demand.memory,
+                    image=q.demand.image,
+                    waited=max(0.0, now - q.since),
+                )
+                for q in queued
+            ),
         )
 
     def pool(self, name: str) -> PoolStatistics:

@@ -56,7 +56,8 @@ from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
 from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
-from ._sandbox import Sandbox, SandboxStatus
+from ._sandbox import Sandbox
+from ._status import SandboxStatus
 
 if _TYPE_CHECKING:
     from .envs import make

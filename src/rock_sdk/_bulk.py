@@ -20,18 +20,23 @@ from rock_core._cluster import Cluster, new_sandbox_id
 from rock_core._errors import BadRequest, RockError
 from rock_core._pool import delete_quietly
 
+from . import _arguments as args
 from ._config import SandboxConfig
 from ._sandbox import Sandbox
+
+WAITS_COALESCE = 0.1  # seconds between two looks at the creates waiting for room
 
 
 @dataclass(frozen=True, slots=True)
 class CreateProgress:
-    """Where a `create_many` stands: `started` and `failed` of `total`, `elapsed` seconds in."""
+    """Where a `create_many` stands: `started` and `failed` of `total`, `elapsed` seconds in,
+    and how many of its creates are `waiting` for room on a host now."""
 
     total: int
     started: int
     failed: int
     elapsed: float
+    waiting: int = 0
 
     @property
     def done(self) -> int:
@@ -45,8 +50,9 @@ class CreateProgress:
 
     def __str__(self) -> str:
         failed = f", {self.failed} failed" if self.failed else ""
+        waiting = f", waiting for room: {self.waiting}" if self.waiting else ""
         return (
-            f"{self.started}/{self.total} sandboxes started{failed} "
+            f"{self.started}/{self.total} sandboxes started{failed}{waiting} "
             f"({self.rate:.1f}/s, {self.elapsed:.1f} s)"
         )
 
@@ -96,7 +102,7 @@ class _ProgressLine:
     def __init__(self, stream: TextIO) -> None:
         self.stream = stream
         self.tty = stream.isatty()
-        self.shown_tenth = -1
+        self.shown: tuple[int, int] = (-1, -1)  # (tenth of the work done, waiting)
 
     def show(self, progress: CreateProgress) -> None:
         text = f"create_many: {progress}"
@@ -104,10 +110,10 @@ class _ProgressLine:
             end = "\n" if progress.done == progress.total else ""
             self.stream.write(f"\r{text}\x1b[K{end}")
         else:
-            tenth = progress.done * 10 // max(progress.total, 1)
-            if tenth == self.shown_tenth:
+            shown = (progress.done * 10 // max(progress.total, 1), progress.waiting)
+            if shown == self.shown:
                 return
-            self.shown_tenth = tenth
+            self.shown = shown
             self.stream.write(text + "\n")
         self.stream.flush()
 
@@ -117,13 +123,16 @@ def _configs(
 ) -> list[SandboxConfig]:
     """One config per sandbox, each checked: a bad config fails once, before anything starts."""
     if isinstance(config, SandboxConfig) or config is None:
-        if n is None or n < 0:
-            raise BadRequest(f"n must be a number of sandboxes >= 0, got {n!r}")
-        configs = [config or SandboxConfig()] * n
+        configs = [config or SandboxConfig()] * args.count(n, "n", 0)
     else:
-        configs = list(config)
+        configs = args.strings(config, "config", "[SandboxConfig(...), ...]")
+        wrong = [c for c in configs if not isinstance(c, SandboxConfig)]
+        if wrong:
+            raise BadRequest(
+                f"config must be a SandboxConfig or a list of them, got {wrong[0]!r} in it"
+            )
         if n is not None and n != len(configs):
-            raise BadRequest(f"n={n} but {len(configs)} configs were given")
+            raise BadRequest(f"n={n!r} but {len(configs)} configs were given")
     for checked in {id(c): c for c in configs}.values():
         checked.to_spec()
     return configs
@@ -151,8 +160,11 @@ async def create_many(
     - `concurrency`: default, the start slots of the cluster's hosts (8 per host by default).
     - `sandbox_ids`: one id per sandbox, making the whole call idempotent: a retry returns the
       same sandboxes (`config.sandbox_id` must then be empty).
-    - `on_progress(CreateProgress)` is called after each create finishes; `progress=True`
-      writes a progress line to stderr (or to the stream given).
+    - `on_progress(CreateProgress)` is called after each create finishes, and when the number
+      of its creates waiting for room changes; `progress=True` writes a progress line to
+      stderr (or to the stream given). A create waits for room at most its config's
+      `startup_timeout` (default: the cluster's `queue_timeout`), then fails with
+      `CapacityError`.
     - `check`: raise the first failure (its note lists the others) after deleting the
       sandboxes that started, instead of returning a partial result.
 
@@ -160,8 +172,12 @@ async def create_many(
     """
     configs = _configs(config, n)
     n = len(configs)
+    args.callback(on_progress, "on_progress", "a CreateProgress")
+    args.flag(check, "check")
+    if not isinstance(progress, bool) and not callable(getattr(progress, "write", None)):
+        raise BadRequest(f"progress must be True, False or a text stream, got {progress!r}")
     if sandbox_ids is not None:
-        ids = list(sandbox_ids)
+        ids = args.strings(sandbox_ids, "sandbox_ids", "['sb-1', 'sb-2']")
         if len(ids) != n:
             raise BadRequest(f"sandbox_ids has {len(ids)} ids for {n} sandboxes")
         if len(set(ids)) != n:
@@ -174,9 +190,11 @@ async def create_many(
             raise BadRequest(
                 "config.sandbox_id names one sandbox, not several: pass sandbox_ids=[...]"
             )
-    limit = _default_concurrency(cluster) if concurrency is None else concurrency
-    if limit < 1:
-        raise BadRequest(f"concurrency must be >= 1, got {concurrency}")
+    limit = (
+        _default_concurrency(cluster)
+        if concurrency is None
+        else args.count(concurrency, "concurrency", 1)
+    )
     line = None
     if progress:
         line = _ProgressLine(sys.stderr if progress is True else progress)
@@ -186,10 +204,15 @@ async def create_many(
     began = time.monotonic()
     limiter = anyio.CapacityLimiter(limit)
 
+    waiting = 0
+    mine = set(ids)
+
     def report() -> None:
+        nonlocal waiting
         if on_progress is None and line is None:
             return
-        now = CreateProgress(n, len(started), len(failed), time.monotonic() - began)
+        waiting = min(waiting, n - len(started) - len(failed))  # the watcher may lag behind
+        now = CreateProgress(n, len(started), len(failed), time.monotonic() - began, waiting)
         if line is not None:
             line.show(now)
         if on_progress is not None:
@@ -206,10 +229,25 @@ async def create_many(
                 started[index] = sandbox
         report()
 
+    async def watch_waits() -> None:
+        """Report whenever the number of this call's creates waiting for room changes."""
+        nonlocal waiting
+        while True:
+            now = len(mine & cluster.waits.waiting)
+            if now != waiting:
+                waiting = now
+                report()
+            await cluster.waits.changed()
+            await anyio.sleep(WAITS_COALESCE)  # one report for a burst of changes
+
     try:
-        async with anyio.create_task_group() as tg:
-            for index in range(n):
-                tg.start_soon(one, index)
+        async with anyio.create_task_group() as outer:
+            if on_progress is not None or line is not None:
+                outer.start_soon(watch_waits)
+            async with anyio.create_task_group() as tg:
+                for index in range(n):
+                    tg.start_soon(one, index)
+            outer.cancel_scope.cancel()
     except BaseException:
         await _delete_all(cluster, started.values(), limit)
         raise

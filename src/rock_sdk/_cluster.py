@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from rock_core._cluster import Cluster, Host
 from rock_core._cluster import open_cluster as open_core_cluster
 from rock_core._images import list_images, prune_images, warm_image
+from rock_core._options import DEFAULT_QUEUE_TIMEOUT
 from rock_core._pool import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY
 from rock_core._protocol import ImageInfo, ImageReport, PruneResult
 from rock_core._ssh import SshOptions
@@ -165,13 +166,16 @@ async def open_cluster(
     heartbeat: float = 5.0,
     heartbeat_timeout: float = 10.0,
     ssh: SshOptions | None = None,
+    queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT,
 ) -> AsyncIterator[SandboxCluster]:
     """Connect to `hosts` and yield the cluster; on exit its sandboxes are deleted.
 
     The options are `rock_core.open_cluster`'s: addresses (``local``, ``unix:///path``,
     ``ssh://[user@]host[:port]`` with ``[01-40]`` ranges), the owner identity, the placement
     policy, the queue and start limits, the owner lease, the grace period before a silent
-    host's sandboxes are lost, heartbeats, and `SshOptions`.
+    host's sandboxes are lost, heartbeats (the lease must be longer than heartbeat +
+    heartbeat_timeout), `SshOptions`, and `queue_timeout`: how long a create may wait for room
+    before `CapacityError` (None: no limit; a config's `startup_timeout` overrides it).
     """
     async with open_core_cluster(
         hosts,
@@ -184,6 +188,7 @@ async def open_cluster(
         heartbeat=heartbeat,
         heartbeat_timeout=heartbeat_timeout,
         ssh=ssh,
+        queue_timeout=queue_timeout,
     ) as core:
         yield SandboxCluster(core)
 

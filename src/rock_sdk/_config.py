@@ -7,10 +7,12 @@ import re
 from typing import Literal
 
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from rock_core._errors import BadRequest
+from rock_core._options import queue_timeout
 from rock_core._protocol import SandboxSpec
-from rock_core._schema import validate
+from rock_core._schema import SandboxId, validate
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)
@@ -42,6 +44,10 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     request naming the sandbox (commands, files, sessions, status, `keepalive()`); `lifetime`
     counts from its latest start; either then stops it (`on_expire="stop"`, files kept) or
     deletes it (``"delete"``). `auto_delete_after` deletes it that long after any stop.
+
+    `startup_timeout` bounds how long a create waits for room on a host before it raises
+    `CapacityError`: unset, the cluster's `queue_timeout` (60 s by default); None (or
+    ``math.inf``) waits without a limit.
     """
 
     image: str = "python:3.11"
@@ -56,7 +62,7 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     labels: dict[str, str] = {}
     pull: Literal["missing", "never", "always"] = "missing"
     sandbox_id: str | None = None
-    startup_timeout: float | None = None
+    startup_timeout: float | UnsetType | None = UNSET
     idle_timeout: float | None = None
     lifetime: float | None = None
     on_expire: Literal["stop", "delete"] = "stop"
@@ -65,12 +71,25 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     def to_spec(self) -> SandboxSpec:
         """The wire spec, every value checked by the protocol's schema (`BadRequest`)."""
         values = msgspec.structs.asdict(self)
-        for name in ("sandbox_id", "startup_timeout"):
-            del values[name]
+        validate({"sandbox_id": values.pop("sandbox_id")}, _Extra, "sandbox config")
+        del values["startup_timeout"]
+        self.queue_timeout()
         values["memory"] = parse_size(self.memory)
         for name in ("idle_timeout", "lifetime", "auto_delete_after"):
             values[name] = _no_limit_as_none(values[name])
         return validate(values, SandboxSpec, "sandbox config")
+
+    def queue_timeout(self) -> float | UnsetType | None:
+        """`startup_timeout`, checked: UNSET (the cluster's), None (no limit) or seconds."""
+        if self.startup_timeout is UNSET:
+            return UNSET
+        return queue_timeout(self.startup_timeout, "startup_timeout")
+
+
+class _Extra(msgspec.Struct):
+    """The config's fields that are not part of the spec (and are checked like it)."""
+
+    sandbox_id: SandboxId | None = None
 
 
 def _no_limit_as_none(value: object) -> object:

@@ -13,6 +13,7 @@ from rock_core._protocol import (
     WaitCommand,
 )
 
+from . import _arguments as args
 from ._results import CommandResult, ExpectMatch
 
 
@@ -29,7 +30,7 @@ class InteractiveProcess:
 
     async def send(self, data: str | bytes) -> None:
         """Write to the program's input."""
-        payload = data.encode() if isinstance(data, str) else data
+        payload = args.data(data)
         await self._cluster.call(
             self.sandbox_id,
             SendInput(
@@ -40,7 +41,7 @@ class InteractiveProcess:
 
     async def sendline(self, line: str = "") -> None:
         """Write a line to the program's input."""
-        await self.send(line + "\n")
+        await self.send(args.text(line, "line") + "\n")
 
     async def expect(self, *patterns: str, timeout: float = 30.0) -> ExpectMatch:
         """Wait for output matching one of the regular expressions; `TimedOut` if none does.

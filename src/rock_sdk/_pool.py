@@ -17,11 +17,12 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from rock_core._cluster import Cluster, SandboxRecord
-from rock_core._errors import AlreadyExists
+from rock_core._errors import AlreadyExists, BadRequest
 from rock_core._pool import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY, RecordPool
 from rock_core._pool import open_pool as open_core_pool
 from rock_core._statistics import PoolStatistics
 
+from . import _arguments as args
 from ._config import SandboxConfig
 from ._sandbox import DEFAULT_SESSION, Sandbox
 
@@ -58,12 +59,15 @@ class Pool:
 
     async def release(self, sandbox: Sandbox | str, *, reset: bool = False) -> None:
         """Give a sandbox back: it is deleted, or with `reset` restarted and put back."""
+        if not isinstance(sandbox, Sandbox | str):
+            raise BadRequest(f"release takes a Sandbox or a sandbox id, got {sandbox!r}")
         sandbox_id = sandbox if isinstance(sandbox, str) else sandbox.sandbox_id
-        await self.core.release(sandbox_id, reset=reset)
+        await self.core.release(sandbox_id, reset=args.flag(reset, "reset"))
 
     @asynccontextmanager
     async def sandbox(self, *, reset: bool = False) -> AsyncIterator[Sandbox]:
         """``async with pool.sandbox() as sb:`` acquires, and releases when the block ends."""
+        args.flag(reset, "reset")
         sandbox = await self.acquire()
         try:
             yield sandbox
@@ -108,8 +112,12 @@ async def open_pool(
     and the acquire (or refill) fails with `TimedOut`. The other options are
     `rock_core.open_pool`'s.
     """
+    if config is not None and not isinstance(config, SandboxConfig):
+        raise BadRequest(f"config must be a SandboxConfig or None, got {config!r}")
     config = config or SandboxConfig()
     spec = config.to_spec()
+    args.flag(session, "session")
+    args.callback(prepare, "prepare", "a Sandbox (async)")
 
     async def prepare_member(record: SandboxRecord) -> None:
         sandbox = Sandbox.attach(cluster, record.sandbox_id)

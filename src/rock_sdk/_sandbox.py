@@ -1,27 +1,28 @@
 """`Sandbox`: one isolated container with named shell sessions, commands and files.
 
-With no cluster given, a `Sandbox` opens an embedded core with a local agent for itself
-(`open_cluster(["local"])`); with one, it is placed by that cluster's scheduler.
+With no cluster given, a `Sandbox` borrows its event loop's shared embedded core with one local
+agent (`_embedded`): any task may start, use or delete it. With a cluster, it is placed by that
+cluster's scheduler.
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 from os import PathLike
-from pathlib import Path
 from types import TracebackType
 from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
-from rock_core._cluster import Cluster, SandboxRecord, open_cluster
+from rock_core._cluster import Cluster, SandboxRecord
 from rock_core._connection import raise_for_reply
 from rock_core._errors import (
     AlreadyExists,
     BadRequest,
     CommandFailed,
     RockError,
+    SandboxNotFound,
     SessionNotFound,
 )
 from rock_core._ports import PortForward, open_port_forward
@@ -46,19 +47,21 @@ from rock_core._protocol import (
     Request,
     RunCommand,
     SandboxDeadlines,
-    SandboxInfo,
     SandboxStats,
     SetTimeouts,
     StatsReply,
     WriteFile,
 )
 from rock_core._protocol import CommandResult as WireCommandResult
-from rock_core._states import SandboxState, Transition
+from rock_core._states import SandboxState
 
+from . import _arguments as args
 from . import _transfer
 from ._config import SandboxConfig
+from ._embedded import SharedCluster, borrow
 from ._interactive import InteractiveProcess
 from ._results import CommandResult, ExecResult
+from ._status import SandboxStatus
 
 R = TypeVar("R", bound=Reply)
 
@@ -74,32 +77,6 @@ class _HasCore(Protocol):
     def core(self) -> Cluster: ...
 
 
-class SandboxStatus:
-    """A snapshot of a sandbox: its state, host, container, deadlines and full state history.
-
-    `deadlines` holds its timeouts and when each runs out (unix times; see `SandboxDeadlines`),
-    as its agent keeps them; None once it is deleted or when its agent predates timeouts.
-    """
-
-    def __init__(self, record: SandboxRecord, info: SandboxInfo | None) -> None:
-        self.sandbox_id = record.sandbox_id
-        self.state: SandboxState = record.state
-        self.host = record.host
-        self.history: list[Transition] = record.history
-        self.info = info
-        self.sessions: list[str] = list(info.sessions) if info else []
-        self.image = record.spec.image
-        self.deadlines: SandboxDeadlines | None = info.deadlines if info else None
-
-    @property
-    def is_running(self) -> bool:
-        """True while the sandbox runs."""
-        return self.state is SandboxState.RUNNING
-
-    def __repr__(self) -> str:
-        return f"<SandboxStatus {self.sandbox_id} {self.state.value} on {self.host}>"
-
-
 class Sandbox:
     """A sandbox; use ``async with Sandbox(config) as sb`` or `start()` / `stop()`."""
 
@@ -110,17 +87,24 @@ class Sandbox:
         cluster: Cluster | _HasCore | None = None,
         sandbox_id: str | None = None,
     ) -> None:
+        if config is not None and not isinstance(config, SandboxConfig):
+            raise BadRequest(f"config must be a SandboxConfig or None, got {config!r}")
+        if cluster is not None and not isinstance(cluster, Cluster | _HasCore):
+            raise BadRequest(f"cluster must be a cluster (open_cluster) or None, got {cluster!r}")
         self.config = config or SandboxConfig()
         self._spec = self.config.to_spec()
         self._cluster = cluster.core if isinstance(cluster, _HasCore) else cluster
         self._requested_id = sandbox_id or self.config.sandbox_id
         self._record: SandboxRecord | None = None
-        self._stack: AsyncExitStack | None = None
+        self._shared: SharedCluster | None = None  # the borrowed embedded core, if any
         self._sessions: set[str] = set()
 
     @classmethod
-    def attach(cls, cluster: Cluster, sandbox_id: str) -> Sandbox:
+    def attach(cls, cluster: Cluster | _HasCore, sandbox_id: str) -> Sandbox:
         """A `Sandbox` for a sandbox `cluster` already holds (for example one it adopted)."""
+        if not isinstance(cluster, Cluster | _HasCore):
+            raise BadRequest(f"cluster must be a cluster (open_cluster), got {cluster!r}")
+        cluster = cluster.core if isinstance(cluster, _HasCore) else cluster
         record = cluster.record(sandbox_id)
         sandbox = cls(SandboxConfig(image=record.spec.image), cluster=cluster)
         sandbox._spec = record.spec
@@ -161,17 +145,17 @@ class Sandbox:
             self._sessions.clear()
             return self
         if self._cluster is None:
-            stack = AsyncExitStack()
-            self._cluster = await stack.enter_async_context(open_cluster(["local"]))
-            self._stack = stack
+            self._shared = await borrow()
+            self._cluster = self._shared.cluster
+        assert self._cluster is not None
         try:
             self._record = await self._cluster.create_sandbox(
                 self._spec,
                 sandbox_id=self._requested_id,
-                queue_timeout=self.config.startup_timeout,
+                queue_timeout=self.config.queue_timeout(),
             )
         except BaseException:
-            await self._close_stack()
+            await self._give_back()
             raise
         return self
 
@@ -186,11 +170,12 @@ class Sandbox:
         await self.start()
 
     async def delete(self) -> None:
-        """Remove the sandbox and everything in it (and the embedded core, if it has one)."""
+        """Remove the sandbox and everything in it; a stand-alone one gives back the shared
+        embedded core (closed with its last user). Any task may call it."""
         if self._record is None:
             return
         if self._record.state is SandboxState.DELETED:
-            await self._close_stack()  # the cluster may have forgotten it by now
+            await self._give_back()  # the cluster may have forgotten it by now
             return
         try:
             # Shielded: a cancelled caller must not leave the container behind.
@@ -198,17 +183,17 @@ class Sandbox:
                 await self.cluster.delete_sandbox(self.sandbox_id)
         finally:
             self._sessions.clear()
-            await self._close_stack()
+            await self._give_back()
 
     async def aclose(self) -> None:
         """Delete the sandbox; the same as `delete()`."""
         await self.delete()
 
-    async def _close_stack(self) -> None:
-        if self._stack is not None:
-            stack, self._stack = self._stack, None
+    async def _give_back(self) -> None:
+        if self._shared is not None:
+            shared, self._shared = self._shared, None
             self._cluster = None
-            await stack.aclose()
+            await shared.give_back()
 
     async def __aenter__(self) -> Sandbox:
         return await self.start()
@@ -290,7 +275,7 @@ class Sandbox:
                 id=self._next_id(),
                 sandbox_id=self.sandbox_id,
                 session=session,
-                env=dict(env or {}),
+                env=args.env(env),
                 cwd=cwd,
             ),
             Done,
@@ -322,6 +307,8 @@ class Sandbox:
         interrupts the command (the session survives) and sets `timed_out`/`idle_timed_out`.
         With `check`, a non-zero exit raises `CommandFailed` carrying the result.
         """
+        args.callback(on_output, "on_output", "each chunk of output (bytes)")
+        args.flag(check, "check")
         name = await self._session_for(session)
         try:
             wire, streamed = await self._run(
@@ -340,6 +327,11 @@ class Sandbox:
         result = CommandResult.from_wire(wire, bytes(streamed) if on_output else None)
         if result.session_closed:
             self._sessions.discard(name)
+            if self.state in (SandboxState.DELETING, SandboxState.DELETED):
+                raise SandboxNotFound(
+                    f"sandbox {self.sandbox_id} was deleted while command {cmd!r} ran",
+                    sandbox_id=self.sandbox_id,
+                )
         if check and not result.ok:
             why = (
                 "timed out"
@@ -385,7 +377,7 @@ class Sandbox:
         return wire, streamed
 
     async def _session_for(self, session: str | None) -> str:
-        name = session or DEFAULT_SESSION
+        name = DEFAULT_SESSION if session is None else session
         if session is None and name not in self._sessions:
             try:
                 await self.create_session(name)
@@ -427,6 +419,8 @@ class Sandbox:
         """Run a one-off command (no shell state) with stdout and stderr apart."""
         if isinstance(argv, str):
             raise BadRequest("execute takes an argv list; use arun() for a shell command line")
+        argv = args.strings(argv, "argv", "['ls', '-l']")
+        args.flag(check, "check")
         result = ExecResult.from_wire(
             (
                 await self._call(
@@ -435,9 +429,9 @@ class Sandbox:
                         sandbox_id=self.sandbox_id,
                         argv=list(argv),
                         cwd=cwd,
-                        env=dict(env or {}),
+                        env=args.env(env),
                         timeout=timeout,
-                        stdin=stdin.encode() if isinstance(stdin, str) else stdin,
+                        stdin=args.data(stdin, "stdin"),
                     ),
                     ExecReply,
                 )
@@ -459,12 +453,13 @@ class Sandbox:
         return reply.data
 
     async def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        """A file's text."""
-        return (await self.read_file(path)).decode(encoding)
+        """A file's text; `BadRequest` if it is not text in `encoding`."""
+        codec = args.encoding(encoding)
+        return args.decode(await self.read_file(path), codec, f"file {path}")
 
     async def write_file(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
         """Write a whole file, creating its parent folders."""
-        payload = data.encode() if isinstance(data, str) else bytes(data)
+        payload = args.data(data)
         await self._call(
             WriteFile(
                 id=self._next_id(), sandbox_id=self.sandbox_id, path=path, data=payload, mode=mode
@@ -474,19 +469,26 @@ class Sandbox:
 
     async def write_text(self, path: str, text: str, encoding: str = "utf-8") -> None:
         """Write a file's text."""
-        await self.write_file(path, text.encode(encoding))
+        codec = args.encoding(encoding)
+        try:
+            payload = args.text(text, "text").encode(codec)
+        except UnicodeEncodeError as exc:
+            raise BadRequest(f"text cannot be written as {codec}: {exc}") from None
+        await self.write_file(path, payload)
 
     async def upload(self, local: str | PathLike[str], remote: str) -> FileStat:
         """Copy a local file or folder to `remote`, streamed (any size)."""
         self._require_record()
         conn = self.cluster.connection(self.sandbox_id)
-        return await _transfer.upload(conn, self.sandbox_id, Path(local), remote)
+        source = args.local_path(local, "local")
+        return await _transfer.upload(conn, self.sandbox_id, source, args.text(remote, "remote"))
 
     async def download(self, remote: str, local: str | PathLike[str]) -> FileStat:
         """Copy a file or folder out of the sandbox, streamed (any size)."""
         self._require_record()
         conn = self.cluster.connection(self.sandbox_id)
-        return await _transfer.download(conn, self.sandbox_id, remote, Path(local))
+        target = args.local_path(local, "local")
+        return await _transfer.download(conn, self.sandbox_id, remote, target)
 
     # ------------------------------------------------------------------ images, stats, ports
 
@@ -506,6 +508,7 @@ class Sandbox:
         """
         if isinstance(changes, str):
             raise BadRequest("changes takes a list of Dockerfile instructions, not one string")
+        changes = args.strings(changes, "changes", "['ENV A=1']")
         self.cluster.connection(self.sandbox_id).require("commit", "commit a sandbox")
         reply = await self._call(
             CommitSandbox(
@@ -513,7 +516,7 @@ class Sandbox:
                 sandbox_id=self.sandbox_id,
                 image=image,
                 message=message,
-                changes=list(changes),
+                changes=changes,
                 pause=pause,
             ),
             ImageReply,
@@ -549,6 +552,12 @@ class Sandbox:
         given to `on_error`. The link is looked up per connection, so the forward keeps
         working after the cluster reconnects to the sandbox's host.
         """
+        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
+            raise BadRequest(f"port must be between 1 and 65535, got {port!r}")  # as `_ports`
+        args.count(local_port, "local_port", 0, 65535)
+        args.text(local_host, "local_host")
+        args.text(address, "address")
+        args.callback(on_error, "on_error", "the error of a failed connection")
         self._require_record()
         cluster, sandbox_id = self.cluster, self.sandbox_id
         cluster.connection(sandbox_id).require("ports", "forward ports")

@@ -16,7 +16,6 @@ from rock_core import (
     SandboxRecord,
     SandboxSpec,
     SandboxState,
-    TimedOut,
 )
 from rock_core.testing import open_fake_cluster
 
@@ -166,14 +165,21 @@ async def test_a_full_host_queues_the_next_sandbox_until_room_is_made() -> None:
         assert set(cluster.agents["fake-0"].sandboxes) == {"sb-2", "sb-3"}
 
 
-async def test_queue_timeout_is_timed_out() -> None:
+async def test_queue_timeout_is_a_capacity_error_saying_what_holds_the_host() -> None:
     async with open_fake_cluster(1, cpus=1, memory=8 * GiB) as cluster:
         await cluster.create_sandbox(SPEC, sandbox_id="sb-1")
-        with pytest.raises(
-            TimedOut, match=r"^sandbox sb-2 waited 0.05 s for room on a host$"
-        ) as info:
+        with pytest.raises(CapacityError) as info:
             await cluster.create_sandbox(SPEC, sandbox_id="sb-2", queue_timeout=0.05)
-        assert info.value.details == {"sandbox_id": "sb-2"}
+        assert str(info.value) == (
+            "sandbox sb-2 found no room within 0.05 s: it needs 1 cpu and 1 GiB;"
+            " host fake-0 (1 cpu, 8 GiB): this cluster holds 1 sandbox (1 cpu, 1 GiB),"
+            " free 0 cpus and 7 GiB. Only this cluster's sandboxes are counted: other owners'"
+            " and the engine's own limits are not. Nothing fits now on any host."
+            " (queue_timeout=None waits without a limit.)"
+        )
+        assert info.value.details["sandbox_id"] == "sb-2"
+        assert info.value.details["queue_timeout"] == 0.05
+        assert info.value.details["waited"] > 0
         with pytest.raises(SandboxNotFound):
             cluster.record("sb-2")  # a request that never got a host is forgotten
         assert cluster.agents["fake-0"].sandboxes.keys() == {"sb-1"}
@@ -182,7 +188,7 @@ async def test_queue_timeout_is_timed_out() -> None:
 async def test_queue_timeout_leaves_nothing_queued_or_held() -> None:
     async with open_fake_cluster(1, cpus=1, memory=8 * GiB) as cluster:
         await cluster.create_sandbox(SPEC, sandbox_id="sb-1")
-        with pytest.raises(TimedOut):
+        with pytest.raises(CapacityError, match=r"^sandbox sb-2 found no room within 0.01 s: "):
             await cluster.create_sandbox(SPEC, sandbox_id="sb-2", queue_timeout=0.01)
         assert cluster.statistics().queue_depth == 0
         await cluster.delete_sandbox("sb-1")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import re
 import time
 from collections.abc import Awaitable, Callable
@@ -793,18 +794,28 @@ async def test_a_prepare_that_raises_a_foreign_error_fails_the_refill_not_the_cl
 async def test_bad_settings_are_refused() -> None:
     async with open_fake_cluster(1) as cluster:
         cases: list[tuple[dict[str, object], str]] = [
-            ({"min_size": -1}, r"^min_size must be >= 0, got -1$"),
+            ({"min_size": -1}, r"^min_size must be a whole number >= 0, got -1$"),
+            ({"min_size": "1"}, r"^min_size must be a whole number >= 0, got '1'$"),
+            ({"max_size": 1.5}, r"^max_size must be a whole number >= 1, got 1.5$"),
             (
                 {"min_size": 3, "max_size": 2},
                 r"^max_size must be >= min_size and >= 1, got min_size=3, max_size=2$",
             ),
-            ({"min_size": 0, "max_size": 0}, r"^max_size must be >= min_size and >= 1"),
-            ({"refill_concurrency": 0}, r"^refill_concurrency must be >= 1, got 0$"),
-            ({"shrink_after": 0}, r"^shrink_after must be a positive number of seconds, got 0$"),
+            ({"min_size": 0, "max_size": 0}, r"^max_size must be a whole number >= 1, got 0$"),
+            ({"refill_concurrency": 0}, r"^refill_concurrency must be a whole number >= 1, got 0$"),
+            (
+                {"shrink_after": 0},
+                r"^shrink_after must be a positive, finite number of seconds, got 0$",
+            ),
+            (
+                {"shrink_after": math.nan},
+                r"^shrink_after must be a positive, finite number of seconds, got nan$",
+            ),
             (
                 {"prepare_timeout": -1.0},
-                r"^prepare_timeout must be a positive number of seconds, got -1.0$",
+                r"^prepare_timeout must be a positive, finite number of seconds, got -1.0$",
             ),
+            ({"prepare": 5}, r"^prepare must be an async callable or None, got 5$"),
             ({"name": "bad name"}, r"^pool name 'bad name' must be 1-63 letters, digits"),
             ({"name": "-x"}, r"^pool name '-x' must be 1-63 letters"),
         ]
@@ -818,7 +829,9 @@ async def test_bad_settings_are_refused() -> None:
         ):
             async with open_pool(cluster, labelled, name="mine"):
                 pass
-        async with open_pool(cluster, SPEC, name="one"):
+        async with open_pool(cluster, SPEC, name="one") as one:
+            with pytest.raises(BadRequest, match=r"^count must be a whole number >= 0, got '2'$"):
+                await one.wait_ready("2")  # type: ignore[arg-type]
             with pytest.raises(
                 AlreadyExists, match=r"^a pool named 'one' is already open in this cluster$"
             ):
@@ -975,8 +988,31 @@ async def test_create_many_progress_line() -> None:
 async def test_create_many_refuses_bad_arguments_before_starting_anything() -> None:
     async with open_fake_cluster(1) as cluster:
         cases: list[tuple[dict[str, object], str]] = [
-            ({"config": OK, "n": -1}, r"^n must be a number of sandboxes >= 0, got -1$"),
-            ({"config": OK}, r"^n must be a number of sandboxes >= 0, got None$"),
+            ({"config": OK, "n": -1}, r"^n must be a whole number >= 0, got -1$"),
+            ({"config": OK}, r"^n must be a whole number >= 0, got None$"),
+            ({"config": OK, "n": "3"}, r"^n must be a whole number >= 0, got '3'$"),
+            ({"config": OK, "n": True}, r"^n must be a whole number >= 0, got True$"),
+            (
+                {"config": "x", "n": 1},
+                r"^config must be a list such as \[SandboxConfig\(...\), ...\], got 'x'$",
+            ),
+            (
+                {"config": [OK, "x"]},
+                r"^config must be a SandboxConfig or a list of them, got 'x' in it$",
+            ),
+            (
+                {"config": OK, "n": 1, "on_progress": 5},
+                r"^on_progress must be a callable taking a CreateProgress, or None, got 5$",
+            ),
+            (
+                {"config": OK, "n": 1, "progress": "yes"},
+                r"^progress must be True, False or a text stream, got 'yes'$",
+            ),
+            ({"config": OK, "n": 1, "check": "no"}, r"^check must be True or False, got 'no'$"),
+            (
+                {"config": OK, "n": 3, "sandbox_ids": "abc"},
+                r"^sandbox_ids must be a list such as \['sb-1', 'sb-2'\], got 'abc'$",
+            ),
             ({"config": [OK, OK], "n": 3}, r"^n=3 but 2 configs were given$"),
             (
                 {"config": OK, "n": 2, "sandbox_ids": ["x"]},
@@ -998,7 +1034,14 @@ async def test_create_many_refuses_bad_arguments_before_starting_anything() -> N
                 },
                 r"^give the ids either as config.sandbox_id or as sandbox_ids, not both$",
             ),
-            ({"config": OK, "n": 2, "concurrency": 0}, r"^concurrency must be >= 1, got 0$"),
+            (
+                {"config": OK, "n": 2, "concurrency": 0},
+                r"^concurrency must be a whole number >= 1, got 0$",
+            ),
+            (
+                {"config": OK, "n": 2, "concurrency": "2"},
+                r"^concurrency must be a whole number >= 1, got '2'$",
+            ),
             (
                 {"config": [OK, SandboxConfig(image="img:1", cpus=0)]},
                 r"^invalid sandbox config: cpus 0: Expected `float` >= 0.01$",

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import math
+import re
 
 import anyio
 import pytest
@@ -11,6 +13,7 @@ from rock_core import Cluster
 from rock_sdk import (
     AlreadyExists,
     BadRequest,
+    CapacityError,
     ImageNotFound,
     Sandbox,
     SandboxConfig,
@@ -18,6 +21,7 @@ from rock_sdk import (
     SandboxState,
     SessionNotFound,
 )
+from rock_sdk import open_cluster as open_sdk_cluster
 
 from ..conftest import PY_IMAGE, SH_IMAGE
 
@@ -172,3 +176,85 @@ async def test_python_image_quickstart_semantics(cluster: Cluster) -> None:
         assert (await sb.arun("pwd", session="bash-1")).output == "/tmp\n"
         await sb.write_file("/work/data.bin", b"\x00\x01binary")
         assert await sb.read_file("/work/data.bin") == b"\x00\x01binary"
+
+
+# ------------------------------------------------------------------ a full host
+
+
+async def test_a_create_on_a_full_host_ends_in_a_capacity_error_saying_why(
+    docker_engine: None,
+) -> None:
+    async with open_sdk_cluster(queue_timeout=1) as sdk:
+        (host,) = sdk.statistics().hosts
+        whole = SandboxConfig(image=SH_IMAGE, cpus=1, memory="64m")
+        held = [await sdk.create_sandbox(whole) for _ in range(int(host.capacity.cpus))]
+        with pytest.raises(CapacityError) as info:
+            await sdk.create_sandbox(whole, sandbox_id="sb-no-room")
+        cpus = int(host.capacity.cpus)
+        assert re.fullmatch(
+            rf"sandbox sb-no-room found no room within 1 s: it needs 1 cpu and 64 MiB;"
+            rf" host {host.host_id} \({cpus} cpus, [\d.]+ GiB\): this cluster holds {cpus}"
+            rf" sandboxes \({cpus} cpus, {64 * cpus} MiB\), free 0 cpus and [\d.]+ GiB\. Only"
+            r" this cluster's sandboxes are counted: other owners' and the engine's own limits"
+            r" are not\. Nothing fits now on any host\. \(queue_timeout=None waits without a"
+            r" limit\.\)",
+            str(info.value),
+        ), str(info.value)
+        assert info.value.details["queue_timeout"] == 1
+        # A config's startup_timeout overrides the cluster's; the others still run.
+        quick = SandboxConfig(image=SH_IMAGE, cpus=1, memory="64m", startup_timeout=0.2)
+        with pytest.raises(CapacityError, match=r"^sandbox \S+ found no room within 0.2 s: "):
+            await sdk.create_sandbox(quick)
+        assert sdk.statistics().queue_depth == 0
+        assert [(await sb.arun("echo held")).output for sb in held] == ["held\n"] * cpus
+
+
+async def test_a_create_after_drain_host_says_how_to_undrain(docker_engine: None) -> None:
+    async with open_sdk_cluster(queue_timeout=0.5) as sdk:
+        (host_id,) = sdk.hosts
+        sdk.drain_host(host_id)
+        with pytest.raises(CapacityError) as info:
+            await sdk.create_sandbox(SandboxConfig(image=SH_IMAGE, memory="64m"))
+        assert (
+            f"found no room within 0.5 s: it needs 1 cpu and 64 MiB; all hosts are draining:"
+            f" undrain one with drain_host({host_id!r}, False) (host {host_id} ("
+        ) in str(info.value)
+        sdk.drain_host(host_id, False)
+        sb = await sdk.create_sandbox(SandboxConfig(image=SH_IMAGE, memory="64m"))
+        assert (await sb.arun("echo placed")).output == "placed\n"
+
+
+@pytest.mark.parametrize(
+    ("startup_timeout", "message"),
+    [
+        (-1, "got -1"),
+        (math.nan, "got nan"),
+        ("5", "got '5'"),
+    ],
+)
+def test_a_bad_startup_timeout_is_refused(startup_timeout: object, message: str) -> None:
+    with pytest.raises(BadRequest) as info:
+        SandboxConfig(startup_timeout=startup_timeout).to_spec()  # type: ignore[arg-type]
+    assert str(info.value) == (
+        "startup_timeout must be a positive number of seconds, or None to wait without a"
+        f" limit, {message}"
+    )
+
+
+async def test_a_disk_limit_this_engine_cannot_enforce_is_refused_before_placement(
+    cluster: Cluster,
+) -> None:
+    """This machine's engine (overlay2 without xfs project quotas) cannot limit disk: its
+    agent does not announce 'disk-limits', so the create never reaches the engine."""
+    (host,) = cluster.hosts
+    records = len(cluster.records())
+    with pytest.raises(BadRequest) as info:
+        await Sandbox(SandboxConfig(image=SH_IMAGE, disk="1G"), cluster=cluster).start()
+    assert str(info.value) == (
+        f"no host can enforce disk='1G': the agent of host {host} does not announce"
+        " 'disk-limits' (an engine limits a container's disk only with a storage driver that"
+        " has quotas, such as overlay2 on xfs mounted with pquota); create the sandbox without"
+        " a disk limit"
+    )
+    assert len(cluster.records()) == records  # nothing placed, nothing created
+    assert cluster.statistics().queue_depth == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -10,7 +11,7 @@ import time
 import anyio
 import pytest
 
-from rock_core import Cluster, ImageNotFound, SandboxState, TimedOut
+from rock_core import CapacityError, Cluster, ImageNotFound, SandboxState, TimedOut
 from rock_core._pool import POOL_LABEL
 from rock_sdk import (
     CreateProgress,
@@ -302,3 +303,29 @@ async def test_a_pool_serves_task_environments(sdk: SandboxCluster) -> None:
         assert pool.statistics().hits == 2 and pool.statistics().misses == 0
         assert len(set(used)) == 2  # a fresh sandbox per episode
         assert not set(used) & pool_containers("it-task")  # each deleted when it ended
+
+
+async def test_create_many_past_the_hosts_room_shows_who_waits_and_fails_the_rest(
+    docker_engine: None,
+) -> None:
+    async with open_cluster(queue_timeout=2) as sdk:
+        (host,) = sdk.statistics().hosts
+        cpus = int(host.capacity.cpus)
+        whole = SandboxConfig(image=SH_IMAGE, cpus=1, memory="64m")
+        seen: list[CreateProgress] = []
+        out = io.StringIO()
+        result = await sdk.create_many(whole, cpus + 1, on_progress=seen.append, progress=out)
+        assert len(result.sandboxes) == cpus
+        (failure,) = result.failures
+        assert isinstance(failure.error, CapacityError)
+        assert str(failure.error).startswith(
+            f"sandbox {failure.sandbox_id} found no room within 2 s: it needs 1 cpu and 64 MiB;"
+            f" host {host.host_id} ({cpus} cpus, "
+        )
+        assert any(p.waiting == 1 and p.started == cpus for p in seen), seen
+        assert seen[-1].waiting == 0 and seen[-1].failed == 1
+        lines = out.getvalue().splitlines()
+        stuck = f"create_many: {cpus}/{cpus + 1} sandboxes started, waiting for room: 1 ("
+        assert any(line.startswith(stuck) for line in lines), lines
+        done = f"create_many: {cpus}/{cpus + 1} sandboxes started, 1 failed ("
+        assert lines[-1].startswith(done), lines

@@ -1,0 +1,147 @@
+"""Admission and the queue, seen from the cluster: features a spec needs, and bounded waits.
+
+Rules:
+- A create with a bad sandbox id or spec is refused before placement with the `BadRequest` its
+  agent would give. A spec that needs what no host can do is refused before placement
+  (`BadRequest` naming the hosts and the requirement); one placed on a host that cannot do it
+  is refused before its create is sent. Today: a `disk` limit needs an agent that announces
+  ``disk-limits``, and timeouts one that announces ``timeouts``.
+- A create that finds no room waits in the scheduler's queue, and says so once, when it starts
+  waiting: a warning naming what it needs and what each host has free (or that every host is
+  draining); only a debug line when a host has room and it just waits for its turn.
+- The wait is bounded by its queue timeout (None: no bound). When the timeout passes and a host
+  has room (the create only waits for a start slot there, which frees by itself, or for older
+  requests), it keeps waiting; otherwise it raises `CapacityError` saying what holds the hosts
+  and what would fit now, with ``queue_timeout`` and ``waited`` in its details.
+- Every create that starts or stops waiting wakes `QueueWaits.changed` (progress displays).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterable
+
+import anyio
+
+from ._connection import AgentConnection
+from ._errors import BadRequest, CapacityError
+from ._protocol import CreateSandbox, SandboxSpec, encode_request
+from ._room import Room, explain, needs
+from ._scheduler import Demand
+
+log = logging.getLogger("rock_core")
+
+DISK_LIMITS = "disk-limits"
+TURN_RECHECK = 1.0  # seconds between looks, past the timeout, at a create that waits its turn
+_DISK_WHY = (
+    "an engine limits a container's disk only with a storage driver that has quotas, such as"
+    " overlay2 on xfs mounted with pquota"
+)
+
+
+def check_features(conn: AgentConnection, spec: SandboxSpec) -> None:
+    """Refuse a spec the agent of `conn` would not honour (an older agent ignores unknown
+    fields; an engine without quotas cannot limit disk)."""
+    if (spec.idle_timeout, spec.lifetime, spec.auto_delete_after) != (None, None, None):
+        conn.require("timeouts", "enforce timeouts (create the sandbox without them)")
+    if spec.disk and DISK_LIMITS not in conn.welcome.capabilities:
+        raise BadRequest(
+            f"host {conn.welcome.host_id} cannot enforce disk={spec.disk!r}: its agent does not"
+            f" announce {DISK_LIMITS!r} ({_DISK_WHY}); create the sandbox without a disk limit"
+        )
+
+
+def check_admission(sandbox_id: str, spec: SandboxSpec, links: Iterable[AgentConnection]) -> None:
+    """Refuse before placement a create its agent would refuse (a bad id or spec: the same
+    `BadRequest` as when it is sent), or one no connected host could honour (`links`: the live
+    connections; with none, nothing is known yet and the create's own check decides)."""
+    encode_request(CreateSandbox(id=1, sandbox_id=sandbox_id, spec=spec))
+    if not spec.disk:
+        return
+    links = list(links)
+    if links and not any(DISK_LIMITS in c.welcome.capabilities for c in links):
+        names = sorted(c.welcome.host_id for c in links)
+        agents = (
+            f"the agent of host {names[0]} does not"
+            if len(names) == 1
+            else f"the agents of hosts {', '.join(names)} do not"
+        )
+        raise BadRequest(
+            f"no host can enforce disk={spec.disk!r}: {agents} announce {DISK_LIMITS!r}"
+            f" ({_DISK_WHY}); create the sandbox without a disk limit"
+        )
+
+
+class QueueWaits:
+    """The creates of one cluster that wait for room; see the module's rules.
+
+    `room(demand)` is the cluster's view of its hosts for a demand, at the time of the call;
+    `has_room(demand)` the cheap part of it: whether a host has room now (then the create only
+    waits for its turn). Only a create that finds no room pays for the whole view.
+    """
+
+    def __init__(self, room: Callable[[Demand], Room], has_room: Callable[[Demand], bool]) -> None:
+        self._room = room
+        self._has_room = has_room
+        self._changed: anyio.Event | None = None
+        self.waiting: set[str] = set()  # the sandbox ids of the creates waiting now
+
+    async def changed(self) -> None:
+        """Wait until a create starts or stops waiting."""
+        if self._changed is None:
+            self._changed = anyio.Event()
+        await self._changed.wait()
+
+    def _notify(self) -> None:
+        if self._changed is not None:
+            self._changed.set()
+            self._changed = None
+
+    async def wait(
+        self, sandbox_id: str, demand: Demand, placed: anyio.Event, timeout: float | None
+    ) -> None:
+        """Wait until `placed` is set; `CapacityError` once `timeout` seconds passed without
+        it and no host has room (see the module's rules)."""
+        if placed.is_set():
+            return
+        turn = self._has_room(demand)
+        level = logging.DEBUG if turn else logging.WARNING
+        if log.isEnabledFor(level):
+            why = explain(self._room(demand))
+            what = "its turn" if turn else "room"
+            log.log(
+                level,
+                "sandbox %s waits for %s: it needs %s; %s",
+                sandbox_id,
+                what,
+                needs(demand),
+                why,
+            )
+        began = time.monotonic()
+        self.waiting.add(sandbox_id)
+        self._notify()
+        try:
+            budget = timeout
+            while True:
+                with anyio.move_on_after(budget):
+                    await placed.wait()
+                    return
+                if not self._has_room(demand):
+                    break
+                budget = TURN_RECHECK
+        finally:
+            self.waiting.discard(sandbox_id)
+            self._notify()
+        assert timeout is not None
+        room = self._room(demand)
+        raise CapacityError(
+            f"sandbox {sandbox_id} found no room within {timeout:g} s: it needs"
+            f" {needs(demand)}; {explain(room)}. (queue_timeout=None waits without a limit.)",
+            sandbox_id=sandbox_id,
+            queue_timeout=timeout,
+            waited=round(time.monotonic() - began, 3),
+        )
+
+
+__all__ = ["DISK_LIMITS", "QueueWaits", "check_admission", "check_features"]

@@ -1,0 +1,131 @@
+"""The options of `open_cluster` (and a create's `queue_timeout`), checked before anything starts.
+
+Rules:
+- A time is a number of seconds: an int or float (never a bool or a str), finite and > 0.
+  A queue timeout may also be None or ``math.inf``: wait for room without a limit.
+- A count is an int (never a bool) within its bounds.
+- The lease must outlast the longest silence of a live link. The core pings each agent
+  `heartbeat` seconds after the previous answer and waits at most `heartbeat_timeout` seconds
+  for the next one (else it takes the link for broken and reconnects), and every message renews
+  the owner's lease. So a healthy link can be silent for up to ``heartbeat + heartbeat_timeout``
+  seconds, while a socket agent closes a link silent for longer than the lease (and reaps the
+  owner's sandboxes once the lease then ends): ``lease > heartbeat + heartbeat_timeout``.
+- Every refusal is a `BadRequest` naming the option and the value given.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import get_args
+
+from ._errors import BadRequest
+from ._scheduler import Scheduler
+from ._schema import LeaseSeconds
+from ._ssh import SshOptions
+
+MAX_LEASE: float = get_args(LeaseSeconds)[1].le
+DEFAULT_QUEUE_TIMEOUT = 60.0  # seconds a create waits for room before `CapacityError`
+
+
+def seconds(value: object, what: str) -> float:
+    """`value` as a positive, finite number of seconds, or `BadRequest` naming `what`."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not (math.isfinite(value) and value > 0)
+    ):
+        raise BadRequest(f"{what} must be a positive, finite number of seconds, got {value!r}")
+    return float(value)
+
+
+def queue_timeout(value: object, what: str = "queue_timeout") -> float | None:
+    """A queue timeout: None (or inf) waits for room without a limit; else `seconds`."""
+    if value is None or (isinstance(value, float) and value == math.inf):
+        return None
+    try:
+        return seconds(value, what)
+    except BadRequest:
+        raise BadRequest(
+            f"{what} must be a positive number of seconds, or None to wait without a limit,"
+            f" got {value!r}"
+        ) from None
+
+
+def whole(value: object, what: str, minimum: int) -> int:
+    """`value` as an int >= `minimum`, or `BadRequest` naming `what`."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise BadRequest(f"{what} must be a whole number >= {minimum}, got {value!r}")
+    return value
+
+
+def host_list(hosts: object) -> list[str]:
+    """The addresses of `hosts` (one address, or a sequence of them)."""
+    if isinstance(hosts, str):
+        return [hosts]
+    if not isinstance(hosts, Sequence) or not all(isinstance(h, str) for h in hosts):
+        raise BadRequest(f"hosts must be an address or a list of addresses (str), got {hosts!r}")
+    return list(hosts)
+
+
+def check_cluster_options(
+    *,
+    owner: object,
+    lease: object,
+    grace: object,
+    heartbeat: object,
+    heartbeat_timeout: object,
+    ssh: object,
+    admin: object,
+) -> None:
+    """Refuse a bad option of `open_cluster` (see the module's rules)."""
+    if owner is not None and (
+        not isinstance(owner, str) or not 0 < len(owner) <= 256 or "\x00" in owner
+    ):
+        raise BadRequest(
+            f"owner must be None or 1 to 256 characters with no NUL byte, got {owner!r}"
+        )
+    times = {
+        name: seconds(value, name)
+        for name, value in (
+            ("lease", lease),
+            ("grace", grace),
+            ("heartbeat", heartbeat),
+            ("heartbeat_timeout", heartbeat_timeout),
+        )
+    }
+    if times["lease"] > MAX_LEASE:
+        raise BadRequest(f"lease must be at most {MAX_LEASE:g} s (7 days), got {lease!r}")
+    silence = times["heartbeat"] + times["heartbeat_timeout"]
+    if times["lease"] <= silence:
+        raise BadRequest(
+            f"lease ({lease!r} s) must be longer than heartbeat + heartbeat_timeout"
+            f" ({heartbeat!r} + {heartbeat_timeout!r} = {silence:g} s): a live link can be"
+            " silent that long, and an agent drops a link silent for longer than its lease"
+        )
+    if ssh is not None and not isinstance(ssh, SshOptions):
+        raise BadRequest(f"ssh must be None or an SshOptions, got {ssh!r}")
+    if not isinstance(admin, bool):
+        raise BadRequest(f"admin must be True or False, got {admin!r}")
+
+
+def make_scheduler(policy: object, max_queue: object, max_starts: object) -> Scheduler:
+    """The scheduler of a cluster; `BadRequest` for an unknown policy or a bad limit."""
+    if policy not in ("spread", "binpack"):
+        raise BadRequest(f"unknown placement policy {policy!r}: use 'spread' or 'binpack'")
+    return Scheduler(
+        "spread" if policy == "spread" else "binpack",
+        max_queue=whole(max_queue, "max_queue", 0),
+        default_max_starts=whole(max_starts, "max_starts", 1),
+    )
+
+
+__all__ = [
+    "DEFAULT_QUEUE_TIMEOUT",
+    "check_cluster_options",
+    "host_list",
+    "make_scheduler",
+    "queue_timeout",
+    "seconds",
+    "whole",
+]

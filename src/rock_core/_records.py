@@ -1,0 +1,113 @@
+"""The cluster's records: one per sandbox (spec, host, lifecycle) and one per host (its link).
+
+Plain state with no I/O of its own; `_cluster` drives both.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import anyio
+
+from ._connection import AgentConnection
+from ._errors import HostUnavailable, RockError, TransportError
+from ._protocol import SandboxInfo, SandboxSpec
+from ._states import TRANSITIONS, SandboxEvent, SandboxLifecycle, SandboxState, Transition
+
+log = logging.getLogger("rock_core")
+
+
+class SandboxRecord:
+    """The core's view of one sandbox: spec, host, lifecycle with its full history."""
+
+    def __init__(self, sandbox_id: str, spec: SandboxSpec) -> None:
+        self.sandbox_id = sandbox_id
+        self.spec = spec
+        self.host: str | None = None
+        self.lifecycle = SandboxLifecycle()
+        self.info: SandboxInfo | None = None
+        self.placed = anyio.Event()
+        self.settled = anyio.Event()  # set when a create finishes, either way
+        self.error: RockError | None = None
+        self.holds_resources = False  # the scheduler counts this sandbox against its host
+        self.chosen_id = False  # the caller named it: a create whose reply was lost may retry
+        self.create_scope: anyio.CancelScope | None = None  # the create in flight, if any
+        self._lock: anyio.Lock | None = None
+
+    @property
+    def lock(self) -> anyio.Lock:
+        """Held by stop, start and delete: one lifecycle operation at a time per sandbox."""
+        if self._lock is None:
+            self._lock = anyio.Lock()
+        return self._lock
+
+    @property
+    def retryable(self) -> bool:
+        """A create with a chosen id failed on a broken link: its container may exist."""
+        return (
+            self.chosen_id
+            and self.state is SandboxState.FAILED
+            and isinstance(self.error, TransportError)
+        )
+
+    @property
+    def state(self) -> SandboxState:
+        """The current lifecycle state."""
+        return self.lifecycle.state
+
+    @property
+    def history(self) -> list[Transition]:
+        """Every transition so far, oldest first."""
+        return list(self.lifecycle.history)
+
+    def fire(self, event: SandboxEvent, reason: str = "") -> None:
+        """Apply a lifecycle event now."""
+        self.lifecycle.fire(event, time.time(), reason)
+
+    def fire_if(self, event: SandboxEvent, reason: str = "") -> bool:
+        """Apply `event` if the current state allows it (an outcome that arrives after
+        something else, such as a lost host or a pushed change, already moved the sandbox)."""
+        if (self.state, event) not in TRANSITIONS:
+            log.debug("sandbox %s: %s ignored in state %s", self.sandbox_id, event, self.state)
+            return False
+        self.fire(event, reason)
+        return True
+
+
+class Host:
+    """One agent of the cluster, connected or not.
+
+    `state` is ``connected``, ``reconnecting`` (the link broke; the core keeps trying, and
+    the host takes no new placements) or ``lost`` (it stayed away past the grace period: its
+    sandboxes are `lost` and their resources released). A host that comes back is reconciled.
+    """
+
+    def __init__(self, host_id: str, address: str, connection: AgentConnection | None) -> None:
+        self.host_id = host_id
+        self.address = address
+        self.connection = connection
+        self.state = "connected"
+        self.down_since: float | None = None
+        self.last_error = ""
+        self.instance = connection.welcome.instance if connection else ""
+        self.generation = 0  # counts connections; a grace timer acts only on its own
+        self.drained = False  # asked by the user (`drain_host`), not by a broken link
+
+    def link(self) -> AgentConnection:
+        """The live connection, or `HostUnavailable` while the link is down."""
+        if self.connection is None or self.connection.closed:
+            since = (
+                ""
+                if self.down_since is None
+                else (f" for {time.monotonic() - self.down_since:.1f} s")
+            )
+            error = f" (last error: {self.last_error})" if self.last_error else ""
+            raise HostUnavailable(
+                f"host {self.host_id} is {self.state}: its link has been down{since}{error}",
+                host=self.host_id,
+            )
+        return self.connection
+
+
+__all__ = ["Host", "SandboxRecord"]

@@ -1,0 +1,36 @@
+"""`SandboxStatus`: a snapshot of one sandbox, as `Sandbox.status()` returns it."""
+
+from __future__ import annotations
+
+from rock_core._cluster import SandboxRecord
+from rock_core._protocol import SandboxDeadlines, SandboxInfo
+from rock_core._states import SandboxState, Transition
+
+
+class SandboxStatus:
+    """A snapshot of a sandbox: its state, host, container, deadlines and full state history.
+
+    `deadlines` holds its timeouts and when each runs out (unix times; see `SandboxDeadlines`),
+    as its agent keeps them; None once it is deleted or when its agent predates timeouts.
+    """
+
+    def __init__(self, record: SandboxRecord, info: SandboxInfo | None) -> None:
+        self.sandbox_id = record.sandbox_id
+        self.state: SandboxState = record.state
+        self.host = record.host
+        self.history: list[Transition] = record.history
+        self.info = info
+        self.sessions: list[str] = list(info.sessions) if info else []
+        self.image = record.spec.image
+        self.deadlines: SandboxDeadlines | None = info.deadlines if info else None
+
+    @property
+    def is_running(self) -> bool:
+        """True while the sandbox runs."""
+        return self.state is SandboxState.RUNNING
+
+    def __repr__(self) -> str:
+        return f"<SandboxStatus {self.sandbox_id} {self.state.value} on {self.host}>"
+
+
+__all__ = ["SandboxStatus"]
