@@ -270,7 +270,8 @@ class AgentServer:
         """Stay while an owner that lost its link still lives and has sandboxes here (stdio).
 
         Its sandboxes go when its process ends; a program that reconnects meanwhile (through a
-        new agent) finds them. Returns once no such owner is left.
+        new agent) finds them, and once it has deleted them there is nothing left to wait for.
+        Returns once no such owner is left.
         """
         while self._lingering:
             for key in list(self._lingering):
@@ -278,6 +279,10 @@ class AgentServer:
                 if _owner_gone(owner):
                     self._lingering.discard(key)
                     await self._remove_owned(key)
+                    continue
+                with contextlib.suppress(RockError):
+                    if not await self.runtime.list_sandboxes(owner=key):
+                        self._lingering.discard(key)  # deleted by the program's new link
             if self._lingering:
                 await anyio.sleep(LINGER_POLL)
 
@@ -292,6 +297,7 @@ class AgentServer:
             log.warning("could not remove sandbox %s: %s", sandbox_id, exc)
 
     async def drop_sessions(self, sandbox_id: str) -> None:
+        """Kill and forget every session of a sandbox (it stopped, or is going)."""
         for key in [k for k in self.sessions if k[0] == sandbox_id]:
             session = self.sessions.pop(key)
             await session.kill()

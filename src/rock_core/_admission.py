@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable
 import anyio
 
 from ._connection import AgentConnection
-from ._errors import BadRequest, CapacityError
+from ._errors import BadRequest, QueueTimedOut
 from ._protocol import CreateSandbox, SandboxSpec, encode_request
 from ._room import Room, explain, needs
 from ._scheduler import Demand
@@ -135,7 +135,7 @@ class QueueWaits:
             self._notify()
         assert timeout is not None
         room = self._room(demand)
-        raise CapacityError(
+        raise QueueTimedOut(
             f"sandbox {sandbox_id} found no room within {timeout:g} s: it needs"
             f" {needs(demand)}; {explain(room)}. (queue_timeout=None waits without a limit.)",
             sandbox_id=sandbox_id,

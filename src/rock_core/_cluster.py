@@ -39,8 +39,8 @@ from ._options import (
     DEFAULT_QUEUE_TIMEOUT,
     check_cluster_options,
     host_list,
+    make_scheduler,
 )
-from ._options import make_scheduler as make_scheduler  # re-exported: `testing` imports it here
 from ._options import queue_timeout as check_queue_timeout
 from ._owner import local_owner
 from ._protocol import (

@@ -87,6 +87,16 @@ class CapacityError(RockError):
     code = "capacity"
 
 
+class QueueTimedOut(CapacityError, TimedOut):
+    """A create waited its `queue_timeout` for room on a host and found none.
+
+    Both a `CapacityError` (the hosts are full) and a `TimedOut` (a wait ran out), so code
+    written for either catches it.
+    """
+
+    code = "queue_timed_out"
+
+
 class TransportError(RockError, ConnectionError):
     """The link to an agent is broken or was never made; the request's outcome may be unknown."""
 
@@ -183,6 +193,7 @@ ERROR_CLASSES: dict[str, type[RockError]] = {
         ImageNotFound,
         TimedOut,
         CapacityError,
+        QueueTimedOut,
         TransportError,
         ProtocolError,
         HostUnreachable,

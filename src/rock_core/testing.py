@@ -31,7 +31,7 @@ import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._channel import ByteStream
-from ._cluster import Cluster, make_scheduler
+from ._cluster import Cluster
 from ._connection import open_agent_connection
 from ._endpoint import Connection, Peer, Principal, serve_connection
 from ._errors import (
@@ -40,6 +40,7 @@ from ._errors import (
     ImageNotFound,
     SandboxNotFound,
 )
+from ._options import make_scheduler
 from ._protocol import (
     PROTOCOL_VERSION,
     ClientMessage,

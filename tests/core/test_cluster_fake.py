@@ -12,10 +12,12 @@ from rock_core import (
     CapacityError,
     Cluster,
     ImageNotFound,
+    QueueTimedOut,
     SandboxNotFound,
     SandboxRecord,
     SandboxSpec,
     SandboxState,
+    TimedOut,
 )
 from rock_core.testing import open_fake_cluster
 
@@ -177,6 +179,7 @@ async def test_queue_timeout_is_a_capacity_error_saying_what_holds_the_host() ->
             " and the engine's own limits are not. Nothing fits now on any host."
             " (queue_timeout=None waits without a limit.)"
         )
+        assert type(info.value) is QueueTimedOut and isinstance(info.value, TimedOut)
         assert info.value.details["sandbox_id"] == "sb-2"
         assert info.value.details["queue_timeout"] == 0.05
         assert info.value.details["waited"] > 0

@@ -152,7 +152,7 @@ async def test_a_silent_owners_sandboxes_are_reaped_when_its_lease_ends(
 async def test_an_owner_back_within_its_lease_adopts_its_sandboxes(agent: SocketAgent) -> None:
     owner = "remote:returning-" + secrets.token_hex(3)
     sandbox_id = await create_and_vanish(agent, owner)
-    async with open_sdk_cluster([agent.address], owner=owner, lease=LEASE) as cluster:
+    async with open_sdk_cluster([agent.address], owner=owner, lease=LEASE, **FAST) as cluster:
         record = cluster.core.record(sandbox_id)
         assert record.state is SandboxState.RUNNING
         assert [t.reason for t in record.history][:2] == [
