@@ -147,7 +147,8 @@ PROGRAM = textwrap.dedent(
         ssh = SshOptions(known_hosts=known, client_keys=[key])
         config = SandboxConfig(image=sys.argv[5], memory="32m", cpus=0.1)
         lease = float(sys.argv[6])
-        async with open_cluster(hosts, ssh=ssh, lease=lease, owner=owner or None) as cluster:
+        fast = {"lease": lease, "heartbeat": 0.5, "heartbeat_timeout": 1.0}
+        async with open_cluster(hosts, ssh=ssh, owner=owner or None, **fast) as cluster:
             for _ in range(3):
                 sb = await cluster.create_sandbox(config)
                 print(sb.sandbox_id, flush=True)

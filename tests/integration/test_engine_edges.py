@@ -543,15 +543,24 @@ async def test_a_disk_limit_this_engine_cannot_enforce_is_refused_before_anythin
         pytest.skip(f"this test is for overlay2 on another file system than xfs, not {driver}")
     sandbox_id = f"sb-disk-{secrets.token_hex(4)}"
     config = SandboxConfig(image=SH_IMAGE, memory="64m", disk="1g", sandbox_id=sandbox_id)
+    # The core refuses first: the host's agent does not announce "disk-limits".
     with pytest.raises(BadRequest) as caught:
         await Sandbox(config, cluster=cluster).start()
+    assert str(caught.value).startswith("no host can enforce disk='1g': the agent of host "), (
+        caught.value
+    )
+    assert containers_of(sandbox_id) == []
+    # And so does the agent's runtime, for a client that skips the core's check.
+    async with open_docker() as docker:
+        runtime = DockerRuntime(docker, HOST)
+        assert await runtime.supports_disk_limits() is False
+        with pytest.raises(BadRequest) as caught:
+            await runtime.create(sandbox_id, config.to_spec(), "me", os.getuid())
     assert str(caught.value) == (
         f"sandbox {sandbox_id} asks for disk='1g': disk limits need the overlay2 storage "
         f"driver on xfs mounted with pquota (this engine: overlay2 on {backing})"
     )
     assert containers_of(sandbox_id) == []
-    async with open_docker() as docker:
-        assert await DockerRuntime(docker, HOST).supports_disk_limits() is False
 
 
 async def test_an_unknown_user_is_a_bad_request_and_leaves_no_container(cluster: Any) -> None:
