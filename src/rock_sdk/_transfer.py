@@ -106,7 +106,9 @@ async def download(
         if stat is None:
             raise TransportError("the agent went away during a download")
         spool.seek(0)
-        unpacked = await anyio.to_thread.run_sync(unpack, spool, target, source)
+        unpacked = await anyio.to_thread.run_sync(
+            unpack, spool, target, source, anyio.from_thread.check_cancelled
+        )
     return FileStat(
         path=str(target),
         size=stat.size,

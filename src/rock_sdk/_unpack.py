@@ -14,6 +14,8 @@ Rules:
   write (as tarfile's "data" filter does); owners are not copied (the files are the caller's).
 - Errors (see `_local`): a local `OSError` is a `BadRequest` naming the path; a stream that is
   not a tar archive is a `ProtocolError` (the peer's fault, not the caller's).
+- It runs in a worker thread and calls `check` between members and chunks (the SDK passes
+  `anyio.from_thread.check_cancelled`), so a cancelled caller stops it and nothing is left.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import shutil
 import stat
 import tarfile
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -45,17 +48,19 @@ class Unpacked:
     skipped: list[str] = field(default_factory=list)
 
 
-def unpack(spool: IO[bytes], local: Path, remote: str) -> Unpacked:
+def unpack(
+    spool: IO[bytes], local: Path, remote: str, check: Callable[[], None] = lambda: None
+) -> Unpacked:
     """Unpack the archive of `remote` held in `spool` to `local` (see the rules)."""
     try:
-        return _unpack(spool, local, remote)
+        return _unpack(spool, local, remote, check)
     except RockError:
         raise  # ours already (some of ours are OSErrors too: `FileNotFound`, `TransportError`)
     except OSError as exc:
         raise local_error(exc, str(exc.filename or local), "write") from exc
 
 
-def _unpack(spool: IO[bytes], local: Path, remote: str) -> Unpacked:
+def _unpack(spool: IO[bytes], local: Path, remote: str, check: Callable[[], None]) -> Unpacked:
     try:
         here = os.lstat(local)
     except FileNotFoundError:
@@ -69,7 +74,7 @@ def _unpack(spool: IO[bytes], local: Path, remote: str) -> Unpacked:
     parent.mkdir(parents=True, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".rock-download-", dir=parent)
     try:
-        extractor = _Extractor(staging, posixpath.dirname(remote.rstrip("/")))
+        extractor = _Extractor(staging, posixpath.dirname(remote.rstrip("/")), check)
         try:
             with tarfile.open(
                 fileobj=spool, mode="r|", encoding=ENCODING, errors="surrogateescape"
@@ -95,13 +100,15 @@ def _unpack(spool: IO[bytes], local: Path, remote: str) -> Unpacked:
 class _Extractor:
     """Makes members under `staging`, refusing any that would land outside it."""
 
-    def __init__(self, staging: str, base: str) -> None:
+    def __init__(self, staging: str, base: str, check: Callable[[], None]) -> None:
         self.staging = staging
         self.base = base  # the sandbox folder the archive's names are relative to
+        self.check = check
         self.skipped: list[str] = []
         self._folders: list[tuple[str, int, float]] = []
 
     def add(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+        self.check()
         where = posixpath.join(self.base, member.name)
         parts = _parts(member.name)
         folder = self._folder(parts[:-1], create=True) if parts else None
@@ -152,7 +159,9 @@ class _Extractor:
         if source is None:
             raise ProtocolError(f"tar member {member.name} has no content")
         with source, open(os.open(dest, _CREATE, 0o600), "wb") as out:
-            shutil.copyfileobj(source, out, COPY_CHUNK)
+            while chunk := source.read(COPY_CHUNK):
+                out.write(chunk)
+                self.check()
             out.flush()
             os.fchmod(out.fileno(), (member.mode & 0o755) | 0o600)
             os.utime(out.fileno(), (member.mtime, member.mtime))

@@ -320,6 +320,23 @@ def test_a_hostile_archive_writes_nothing_outside_its_target(tmp_path: Path) -> 
     assert ok.stat().st_mode & 0o7777 == 0o755  # no setuid, no group/other write
 
 
+async def test_a_cancelled_unpack_stops_and_leaves_nothing(tmp_path: Path) -> None:
+    files = [(member(f"root/f{i}"), b"x" * 1000) for i in range(50)]
+    archive = crafted_tar([(member("root", tarfile.DIRTYPE), b""), *files]).getvalue()
+    with anyio.CancelScope() as scope:
+
+        class CancelledWhileRead(io.BytesIO):
+            def read(self, size: int | None = -1) -> bytes:
+                anyio.from_thread.run_sync(scope.cancel)  # the caller gives up mid-unpack
+                return super().read(size)
+
+        spool = CancelledWhileRead(archive)
+        check = anyio.from_thread.check_cancelled
+        await anyio.to_thread.run_sync(unpack, spool, tmp_path / "out", "/root", check)
+    assert scope.cancelled_caught
+    assert os.listdir(tmp_path) == []  # no target, no staging folder
+
+
 @pytest.mark.parametrize("format", [tarfile.PAX_FORMAT, tarfile.GNU_FORMAT, tarfile.USTAR_FORMAT])
 @pytest.mark.parametrize("step", [1, 511, 512, 4096])
 def test_the_scanner_reads_member_headers_as_tarfile_does(format: int, step: int) -> None:
