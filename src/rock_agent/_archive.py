@@ -1,9 +1,12 @@
 """Tar streams in and out of a container through the engine's archive API.
 
 Rules:
-- The engine's tar process holds the container while a stream is open: every stream is
-  released on every exit, errors and cancellation included.
-- Engine errors become our tree here (`FileNotFound` for a missing path).
+- The engine holds the container locked (inspect, exec, archive and remove all wait) while an
+  archive response is open: every response is *closed* on every exit, errors, early returns
+  and cancellation included. Closing drops the connection, which ends the engine's tar
+  process; releasing an unread response could keep both.
+- Engine errors become our tree here (`FileNotFound` for a missing path). An error raised by
+  the stream we send (a refused upload) comes back as itself, not as the engine link's error.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
-from rock_core._errors import FileNotFound, TransportError
+from rock_core._errors import FileNotFound, RockError, TransportError
 
 from ._engine import engine_errors
 
@@ -36,27 +39,45 @@ async def get_archive(
             headers={"Accept-Encoding": "identity"},
             timeout=None,
         ) as response:
-            async for chunk in response.content.iter_chunked(256 << 10):
-                yield chunk
+            try:
+                async for chunk in response.content.iter_chunked(256 << 10):
+                    yield chunk
+            finally:
+                response.close()
 
 
 async def put_archive(
     docker: aiodocker.Docker, name: str, sandbox_id: str, path: str, chunks: AsyncIterator[bytes]
 ) -> None:
     """Unpack a tar stream into folder `path` of container `name` (sandbox `sandbox_id`)."""
-    with _archive_errors(
-        f"writing to {path} in sandbox {sandbox_id}",
-        f"{path}: no such folder in sandbox {sandbox_id}",
-    ):
-        async with docker._query(
-            f"containers/{name}/archive",
-            method="PUT",
-            params={"path": path},
-            data=chunks,
-            headers={"content-type": "application/x-tar"},
-            timeout=None,
+    failed: list[Exception] = []
+
+    async def body() -> AsyncIterator[bytes]:
+        try:
+            async for chunk in chunks:
+                yield chunk
+        except Exception as exc:
+            failed.append(exc)  # aiohttp wraps it in a connection error: keep the original
+            raise
+
+    try:
+        with _archive_errors(
+            f"writing to {path} in sandbox {sandbox_id}",
+            f"{path}: no such folder in sandbox {sandbox_id}",
         ):
-            pass
+            async with docker._query(
+                f"containers/{name}/archive",
+                method="PUT",
+                params={"path": path},
+                data=body(),
+                headers={"content-type": "application/x-tar"},
+                timeout=None,
+            ) as response:
+                response.close()
+    except RockError:
+        if failed:
+            raise failed[0] from failed[0].__cause__
+        raise
 
 
 @contextlib.contextmanager
