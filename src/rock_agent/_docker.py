@@ -432,11 +432,14 @@ class DockerRuntime:
     async def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
         """Stream `path` out of the sandbox as a tar archive (see `_archive`)."""
         await self._container(sandbox_id)
+        archive = _archive.get_archive(
+            self.docker, container_name(self.host_id, sandbox_id), sandbox_id, path
+        )
         with engine_errors(f"reading {path} from sandbox {sandbox_id}"):
-            async for chunk in _archive.get_archive(
-                self.docker, container_name(self.host_id, sandbox_id), sandbox_id, path
-            ):
-                yield chunk
+            # Closed here, on every exit, not whenever the garbage collector gets to it.
+            async with contextlib.aclosing(archive) as chunks:
+                async for chunk in chunks:
+                    yield chunk
 
     async def put_archive(self, sandbox_id: str, path: str, chunks: AsyncIterator[bytes]) -> None:
         """Unpack a tar stream into folder `path` of the sandbox (see `_archive`)."""

@@ -96,7 +96,9 @@ class FramedChannel(Generic[M]):
             try:
                 await self.stream.send(data)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
-                raise TransportError(f"cannot send to peer: {exc or type(exc).__name__}") from exc
+                raise TransportError(
+                    f"cannot send to peer: {str(exc) or type(exc).__name__}"
+                ) from exc
         self.bytes_sent += len(data)
 
     async def receive(self) -> M | None:
@@ -108,7 +110,7 @@ class FramedChannel(Generic[M]):
                 return None
             except (anyio.BrokenResourceError, OSError) as exc:
                 raise TransportError(
-                    f"stream from peer broke: {exc or type(exc).__name__}"
+                    f"stream from peer broke: {str(exc) or type(exc).__name__}"
                 ) from exc
             if not data:
                 return None

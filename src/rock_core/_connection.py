@@ -168,7 +168,9 @@ class AgentConnection:
 
     def _route(self, message: AgentMessage) -> None:
         if isinstance(message, StreamCredit):
-            self.gate(message.id).grant(message.chunks)
+            # Credit for a request that has ended is late: no gate is made for it.
+            if message.id in self._inboxes:
+                self.gate(message.id).grant(message.chunks)
             return
         if isinstance(message, Welcome):
             return  # only valid as the first message; a late one answers nothing

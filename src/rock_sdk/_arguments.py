@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, TypeVar
 
 from rock_core._errors import BadRequest
@@ -84,13 +83,6 @@ def strings(value: object, what: str, example: str) -> list[Any]:
     return list(value)
 
 
-def local_path(value: object, what: str) -> Path:
-    """A path on this machine: a str or an `os.PathLike`."""
-    if not isinstance(value, str | os.PathLike):
-        raise BadRequest(f"{what} must be a local path (str or Path), got {value!r}")
-    return Path(value)
-
-
 def encoding(name: object) -> str:
     """A text encoding Python knows."""
     import codecs
@@ -120,7 +112,6 @@ __all__ = [
     "encoding",
     "env",
     "flag",
-    "local_path",
     "strings",
     "text",
 ]

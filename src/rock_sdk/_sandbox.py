@@ -480,15 +480,13 @@ class Sandbox:
         """Copy a local file or folder to `remote`, streamed (any size)."""
         self._require_record()
         conn = self.cluster.connection(self.sandbox_id)
-        source = args.local_path(local, "local")
-        return await _transfer.upload(conn, self.sandbox_id, source, args.text(remote, "remote"))
+        return await _transfer.upload(conn, self.sandbox_id, local, remote)
 
     async def download(self, remote: str, local: str | PathLike[str]) -> FileStat:
         """Copy a file or folder out of the sandbox, streamed (any size)."""
         self._require_record()
         conn = self.cluster.connection(self.sandbox_id)
-        target = args.local_path(local, "local")
-        return await _transfer.download(conn, self.sandbox_id, remote, target)
+        return await _transfer.download(conn, self.sandbox_id, remote, local)
 
     # ------------------------------------------------------------------ images, stats, ports
 

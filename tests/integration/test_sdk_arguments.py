@@ -339,25 +339,25 @@ CASES: list[tuple[str, Call, type[RockError], str]] = [
         "upload local int",
         lambda sb, _: sb.upload(123, "/tmp"),
         BadRequest,
-        "local must be a local path (str or Path), got 123",
+        "upload: local must be a local path (str or os.PathLike), not int",
     ),
     (
         "upload remote int",
         lambda sb, _: sb.upload("/etc/hostname", 123),
         BadRequest,
-        "remote must be a str, got 123",
+        "upload: remote must be a str (an absolute path in the sandbox), not int",
     ),
     (
         "download remote int",
         lambda sb, _: sb.download(123, "/tmp/dl"),
         BadRequest,
-        invalid("download", "path 123: Expected `str`, got `int`"),
+        "download: remote must be a str (an absolute path in the sandbox), not int",
     ),
     (
         "download local int",
         lambda sb, _: sb.download("/etc/hostname", 123),
         BadRequest,
-        "local must be a local path (str or Path), got 123",
+        "download: local must be a local path (str or os.PathLike), not int",
     ),
     # ---------------------------------------------------------------- sessions
     (
