@@ -20,9 +20,11 @@ Rules:
 - Interactive commands share the shell's input with the program: nothing may be written to it
   while a program could read it. `start_interactive` returns once the command's start line is
   out (the shell has read every byte of the command line, so later input reaches the
-  program). `interrupt` signals the program only, so the shell goes on to print the end line;
-  only when the shell itself runs the command (a shell loop, `read`) is the shell interrupted
-  and a fresh end line written. `wait`'s timeout escalates the same way.
+  program). `interrupt` is Ctrl-C without job control: SIGINT to the program and the shell (a
+  shell loop ends; a program that handles SIGINT goes on). Once the interrupted program is
+  gone, `wait` writes a fresh end line in case the shell abandoned the command line, and
+  accepts whichever end line comes. `wait`'s timeout escalates on the program only (SIGINT,
+  then SIGKILL), and interrupts the shell once no process of the command is left.
 - A command's `oom_killed` says the kernel killed a process of the sandbox for memory while
   it ran (`_oom`). Output past `output_limit` goes to a file in the sandbox (`_spill`).
 """
@@ -49,6 +51,7 @@ ESCALATION_STEP = 0.5  # seconds between escalation rounds
 ESCALATION_ROUNDS = 4  # rounds before the shell itself is killed
 READY_TIMEOUT = 15.0
 START_TIMEOUT = 15.0  # seconds `start_interactive` waits for the command's start line
+WATCH_STEP = 0.1  # seconds between looks for the end of an interrupted program
 PRE_START_KEEP = 1 << 16  # bytes kept from before a start line (they are output if none comes)
 
 WaitExit = Callable[[Any], Awaitable[int | None]]
@@ -68,6 +71,7 @@ class _Command:
     started: float = field(default_factory=time.monotonic)
     oom_before: int | None = None
     begun: bool = False  # its start line was seen
+    interrupted: bool = False  # `interrupt` signalled the shell: it may abandon the line
     recoveries: list[bytes] = field(default_factory=list)
 
 
@@ -257,6 +261,9 @@ class ShellSession:
                     del self._buffer[:forward]
             now = time.monotonic()
             wait = _next_wait(now, deadline, idle_timeout, last_output, escalation, next_escalation)
+            watching = cmd.interrupted and not cmd.recoveries
+            if watching:
+                wait = WATCH_STEP if wait is None else min(wait, WATCH_STEP)
             got = True
             with anyio.move_on_after(wait) if wait is not None else contextlib.nullcontext():
                 got = await self._fill()
@@ -271,6 +278,10 @@ class ShellSession:
                 status = await self._exit_code()
                 self.closed = True
                 return self._result(cmd, status, timed_out, idle_timed_out, True)
+            if watching and not _procs.command_pids(self.host_pid, cmd.mark, cmd.since):
+                # The interrupted program is gone: if the shell abandoned the command line,
+                # it now reads its input, and only an end line written now can end the wait.
+                markers.append(await self._end_line(cmd))
             now = time.monotonic()
             if escalation == 0:
                 if deadline is not None and now >= deadline:
@@ -323,10 +334,19 @@ class ShellSession:
 
     async def _interrupt_shell(self, cmd: _Command, program: list[int]) -> bytes:
         """SIGINT the shell (it abandons its command line) and `program`; write an end line."""
+        _procs.signal_pids([self.host_pid, *program], signal.SIGINT)
+        return await self._end_line(cmd)
+
+    async def _end_line(self, cmd: _Command) -> bytes:
+        """Write a line that prints a fresh marker and the last status.
+
+        Twice: a shell interrupted inside its own `read` may still take the first line as
+        that read's input (ash does) before it abandons the command line. A second end line
+        that the shell runs too is noise before the next command's start line.
+        """
         recovery = _wrap.new_marker()
         cmd.recoveries.append(recovery)
-        _procs.signal_pids([self.host_pid, *program], signal.SIGINT)
-        await self._write(_wrap.recovery_line(recovery, bash=self.bash))
+        await self._write(_wrap.recovery_line(recovery, bash=self.bash) * 2)
         return recovery
 
     def _result(
@@ -450,7 +470,12 @@ class ShellSession:
             return
         program = _procs.command_pids(self.host_pid, cmd.mark, cmd.since)
         if program:
-            _procs.signal_pids(program, signal.SIGINT)
+            # As Ctrl-C does without job control: the program and the shell. The shell then
+            # abandons the command line if the program dies of it (a shell loop ends too),
+            # and goes on if the program handles it; `wait` writes an end line once the
+            # program is gone and the shell may be reading its input again.
+            cmd.interrupted = True
+            _procs.signal_pids([self.host_pid, *program], signal.SIGINT)
         else:
             await self._interrupt_shell(cmd, [])
 

@@ -18,6 +18,8 @@ Rules:
 - The command's text reaches the shell as one single-quoted word and is run by `.` of a
   here-document (bash; no job notices, same shell and state) or `eval` (ash). The text and its
   start line share line 1, so line numbers in errors stay the user's.
+- Traps: ERR and EXIT work as in a terminal. Bash's `.` holds a DEBUG trap aside while it
+  sources (unless `set -T`), so a DEBUG trap fires only within the command that sets it.
 - `set -e` is the user's. Bash: a command that fails under it ends the shell, as in a
   terminal (the result then says the session closed, with the exit code and the output); a
   text whose *final* status is non-zero but spared by errexit (`[ -f x ] && y`) does not, as
@@ -60,9 +62,6 @@ _BASH_SETUP = (
     'exit() { \\builtin set +o history; \\builtin exit "$@" 2>/dev/null; }\n'
     "__rock_h=" + "'" + _RETURN_HANDLER.replace("'", "'\\''") + "'\n"
     '__rock_arg3() { [ "${3-}" = "$__rock_h" ] || __rock_rh="${3-}"; }\n'
-    # After a command whose `.` did not return through the kit's trap: the user replaced it.
-    "__rock_fixret() { __rock_t=$(\\builtin trap -p RETURN); "
-    '\\builtin eval "__rock_arg3 $__rock_t"; \\builtin trap -- "$__rock_h" RETURN; }\n'
     '\\builtin trap -- "$__rock_h" RETURN\n'
     '__rock_p=\'{ \\builtin printf "%ss\\n" "$__rock_m" >&4; '
     "case $__rock_x in *x*) \\builtin set -x;; esac; } 4>&1 >/dev/null 2>&1; '\n"
@@ -150,7 +149,11 @@ def wrap(command: str, marker: bytes, token: str, *, interactive: bool, bash: bo
         + b">&-; \\builtin "
         + end
         + b"; "
-        b"case $__rock_e in '') __rock_fixret;; *e*) \\builtin set -e;; esac\n"
+        # A `.` that did not return through the kit's trap: the user replaced it. Keep theirs
+        # aside (at the top level: a function would not see it) and put the kit's back.
+        b"case $__rock_e in '') __rock_t=$(\\builtin trap -p RETURN); "
+        b'\\builtin eval "__rock_arg3 $__rock_t"; \\builtin trap -- "$__rock_h" RETURN;; '
+        b"*e*) \\builtin set -e;; esac\n"
         b"$__rock_p$__rock_c\n__rock_eof\n"
     )
 
