@@ -36,7 +36,7 @@ import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -44,35 +44,16 @@ import anyio
 from rock_core._errors import BadRequest, RockError, SandboxFailed, SessionClosed, TimedOut
 from rock_core._protocol import CommandResult
 
-from . import _expect, _oom, _procs, _wrap
+from . import _collect, _expect, _oom, _procs, _wrap
+from ._collect import Command
 from ._spill import OUTPUT_DIR, OnOutput, OpenSpill, Output
 
-ESCALATION_STEP = 0.5  # seconds between escalation rounds
-ESCALATION_ROUNDS = 4  # rounds before the shell itself is killed
 READY_TIMEOUT = 15.0
 START_TIMEOUT = 15.0  # seconds `start_interactive` waits for the command's start line
-WATCH_STEP = 0.1  # seconds between looks for the end of an interrupted program
-PRE_START_KEEP = 1 << 16  # bytes kept from before a start line (they are output if none comes)
 
 WaitExit = Callable[[Any], Awaitable[int | None]]
 OpenExec = Callable[[list[str]], Awaitable[tuple[Any, Any]]]
 ExecPid = Callable[[Any], Awaitable[tuple[int, int | None, bool]]]
-
-
-@dataclass
-class _Command:
-    """One command in flight: its marker lines and what it printed."""
-
-    marker: bytes
-    mark: bytes  # b"ROCK_CMD=<token>", in the environment of everything it starts
-    output: Output
-    interactive: bool
-    since: int = field(default_factory=_procs.now_ticks)  # start, in /proc clock ticks
-    started: float = field(default_factory=time.monotonic)
-    oom_before: int | None = None
-    begun: bool = False  # its start line was seen
-    interrupted: bool = False  # `interrupt` signalled the shell: it may abandon the line
-    recoveries: list[bytes] = field(default_factory=list)
 
 
 class ShellSession:
@@ -92,7 +73,7 @@ class ShellSession:
         self.host_pid = 0
         self._wait_exit = wait_exit
         self._open_spill = open_spill
-        self._buffer = bytearray()
+        self.buffer = bytearray()
         self._lock = anyio.Lock()
         self._eof = False
         self.closed = False
@@ -100,8 +81,8 @@ class ShellSession:
         self.commands = 0
         self.token = secrets.token_hex(8)
         self.sandbox_owner: tuple[int, str] = (-1, "")  # (uid, owner) of its sandbox
-        self._oom_file: Any = None
-        self._interactive: _Command | None = None
+        self.oom_file: Path | None = None
+        self._interactive: Command | None = None
 
     # ------------------------------------------------------------------ start
 
@@ -118,12 +99,12 @@ class ShellSession:
         execution, stream = await open_exec(["/bin/sh", "-c", _wrap.BOOT])
         session = cls(name, execution, stream, wait_exit, open_spill)
         marker = _wrap.new_marker()
-        await session._write(_wrap.setup(marker))
+        await session.write(_wrap.setup(marker))
         found = None
         with anyio.move_on_after(READY_TIMEOUT):
             found = await session._read_until_end(marker)
         if found is None:
-            text = bytes(session._buffer).decode(errors="replace").strip()
+            text = bytes(session.buffer).decode(errors="replace").strip()
             await session.kill()
             raise SandboxFailed(
                 f"session {name!r}: the shell did not start"
@@ -141,19 +122,19 @@ class ShellSession:
             await session.kill()
             raise SandboxFailed(f"session {name!r}: the engine reports no process for the shell")
         session.host_pid = pid
-        session._oom_file = _oom.counter_file(pid)
+        session.oom_file = _oom.counter_file(pid)
         return session
 
     # ------------------------------------------------------------------ stream helpers
 
-    async def _write(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         try:
             await self._stream.write_in(data)
         except Exception as exc:  # aiohttp/engine errors: the shell is gone
             self._eof = True
             raise SessionClosed(f"session {self.name!r} is closed: {exc}") from exc
 
-    async def _fill(self) -> bool:
+    async def fill(self) -> bool:
         """Read more output into the buffer; False at end of stream."""
         if self._eof:
             return False
@@ -167,34 +148,34 @@ class ShellSession:
             self._eof = True
             return False
         if message.stream == 1:
-            self._buffer += message.data
+            self.buffer += message.data
         return True
 
     async def _read_until_end(self, marker: bytes) -> int | None:
         """Read until `marker`'s end line; drop everything up to it; return its status."""
         while True:
-            found = _wrap.find_end(self._buffer, [marker])
+            found = _wrap.find_end(self.buffer, [marker])
             if found is not None:
-                del self._buffer[: found[3]]
+                del self.buffer[: found[3]]
                 return found[2]
-            if not await self._fill():
+            if not await self.fill():
                 return None
 
     # ------------------------------------------------------------------ commands
 
     def _begin(
         self, command: str, *, interactive: bool, output_limit: int, on_output: OnOutput | None
-    ) -> tuple[_Command, bytes]:
+    ) -> tuple[Command, bytes]:
         self._check_usable()
         self.commands += 1
         token = f"{self.token}-{self.commands}"
         path = f"{OUTPUT_DIR}/{self.name}-{self.commands}-{secrets.token_hex(4)}.log"
-        cmd = _Command(
+        cmd = Command(
             marker=_wrap.new_marker(),
             mark=b"ROCK_CMD=" + token.encode(),
             output=Output(output_limit, on_output, self._open_spill, path),
             interactive=interactive,
-            oom_before=_oom.count(self._oom_file),
+            oom_before=_oom.count(self.oom_file),
         )
         data = _wrap.wrap(command, cmd.marker, token, interactive=interactive, bash=self.bash)
         return cmd, data
@@ -214,162 +195,14 @@ class ShellSession:
                 command, interactive=False, output_limit=output_limit, on_output=on_output
             )
             try:
-                await self._write(data)
-                result = await self._collect(cmd, time.monotonic(), timeout, idle_timeout)
+                await self.write(data)
+                result = await _collect.collect(self, cmd, time.monotonic(), timeout, idle_timeout)
                 result.output_path = await cmd.output.finish()
                 return result
             finally:
                 await cmd.output.abort()
 
-    async def _collect(
-        self,
-        cmd: _Command,
-        started: float,
-        timeout: float | None,
-        idle_timeout: float | None,
-    ) -> CommandResult:
-        deadline = None if timeout is None else started + timeout
-        markers = [cmd.marker, *cmd.recoveries]
-        timed_out = idle_timed_out = False
-        escalation = 0
-        next_escalation = 0.0
-        status: int | None = None
-        last_output = time.monotonic()
-        while True:
-            if not cmd.begun:
-                self._skip_to_start(cmd, markers)
-            found = _wrap.find_end(self._buffer, markers) if cmd.begun else None
-            if found is not None:
-                index, at, code, end = found
-                await cmd.output.add(bytes(self._buffer[:at]))
-                del self._buffer[:end]
-                if index == 0:
-                    status = code
-                    if len(markers) == 1:
-                        break
-                    markers[0] = b""  # seen; now wait for the recovery marker
-                    continue
-                if status is None:
-                    status = code
-                break
-            if cmd.begun:
-                # Forward all but a tail that could still become a marker line.
-                keep = _wrap.held_back(self._buffer, markers)
-                if len(self._buffer) > keep:
-                    forward = len(self._buffer) - keep
-                    await cmd.output.add(bytes(self._buffer[:forward]))
-                    del self._buffer[:forward]
-            now = time.monotonic()
-            wait = _next_wait(now, deadline, idle_timeout, last_output, escalation, next_escalation)
-            watching = cmd.interrupted and not cmd.recoveries
-            if watching:
-                wait = WATCH_STEP if wait is None else min(wait, WATCH_STEP)
-            got = True
-            with anyio.move_on_after(wait) if wait is not None else contextlib.nullcontext():
-                got = await self._fill()
-                if got:
-                    last_output = time.monotonic()
-                    continue
-            if not got:
-                # The shell is gone (`exit`, `set -e`, killed): report what it said and close.
-                at = 0 if cmd.begun else max(0, _wrap.find_start(self._buffer, cmd.marker))
-                await cmd.output.add(bytes(self._buffer[at:]))
-                self._buffer.clear()
-                status = await self._exit_code()
-                self.closed = True
-                return self._result(cmd, status, timed_out, idle_timed_out, True)
-            if watching and not _procs.command_pids(self.host_pid, cmd.mark, cmd.since):
-                # The interrupted program is gone: if the shell abandoned the command line,
-                # it now reads its input, and only an end line written now can end the wait.
-                markers.append(await self._end_line(cmd))
-            now = time.monotonic()
-            if escalation == 0:
-                if deadline is not None and now >= deadline:
-                    timed_out = True
-                elif idle_timeout is not None and now - last_output >= idle_timeout:
-                    idle_timed_out = True
-                else:
-                    continue
-            if now < next_escalation:
-                continue
-            escalation += 1
-            next_escalation = now + ESCALATION_STEP
-            recovery = await self._escalate(cmd, escalation)
-            if recovery is not None:
-                markers.append(recovery)
-        if timed_out or idle_timed_out:
-            # Background jobs ignore SIGINT; kill what this command started, nothing older.
-            program = _procs.command_pids(self.host_pid, cmd.mark, cmd.since)
-            _procs.signal_pids(program, signal.SIGKILL)
-        return self._result(cmd, status, timed_out, idle_timed_out, False)
-
-    def _skip_to_start(self, cmd: _Command, markers: list[bytes]) -> None:
-        """Drop the noise before the command's start line, once it is in the buffer."""
-        at = _wrap.find_start(self._buffer, cmd.marker)
-        if at >= 0:
-            del self._buffer[:at]
-            cmd.begun = True
-        elif _wrap.find_end(self._buffer, markers) is not None:
-            cmd.begun = True  # no start line (a syntax error on line 1): all of it is output
-        elif len(self._buffer) > PRE_START_KEEP:
-            del self._buffer[: len(self._buffer) - PRE_START_KEEP]
-
-    async def _escalate(self, cmd: _Command, step: int) -> bytes | None:
-        """One escalation round; returns a recovery marker if it wrote one."""
-        if step > ESCALATION_ROUNDS:
-            _procs.kill_tree(self.host_pid, include_root=True)
-            return None
-        program = _procs.command_pids(self.host_pid, cmd.mark, cmd.since)
-        if cmd.interactive and (program or cmd.recoveries):
-            # A program may read the shell's input: signal it, and write nothing.
-            _procs.signal_pids(program, signal.SIGINT if step == 1 else signal.SIGKILL)
-            return None
-        if step == 1 or not cmd.recoveries:
-            # The shell first: a shell whose child dies of SIGINT before the shell gets its own
-            # may go on to the command line's next command.
-            return await self._interrupt_shell(cmd, program)
-        _procs.signal_pids(program, signal.SIGKILL)
-        _procs.signal_pids([self.host_pid], signal.SIGINT)
-        return None
-
-    async def _interrupt_shell(self, cmd: _Command, program: list[int]) -> bytes:
-        """SIGINT the shell (it abandons its command line) and `program`; write an end line."""
-        _procs.signal_pids([self.host_pid, *program], signal.SIGINT)
-        return await self._end_line(cmd)
-
-    async def _end_line(self, cmd: _Command) -> bytes:
-        """Write a line that prints a fresh marker and the last status.
-
-        Twice: a shell interrupted inside its own `read` may still take the first line as
-        that read's input (ash does) before it abandons the command line. A second end line
-        that the shell runs too is noise before the next command's start line.
-        """
-        recovery = _wrap.new_marker()
-        cmd.recoveries.append(recovery)
-        await self._write(_wrap.recovery_line(recovery, bash=self.bash) * 2)
-        return recovery
-
-    def _result(
-        self,
-        cmd: _Command,
-        status: int | None,
-        timed_out: bool,
-        idle_timed_out: bool,
-        closed: bool,
-    ) -> CommandResult:
-        return CommandResult(
-            output=bytes(cmd.output.head),
-            exit_code=status,
-            timed_out=timed_out,
-            idle_timed_out=idle_timed_out,
-            truncated=cmd.output.truncated,
-            total_bytes=cmd.output.total,
-            session_closed=closed,
-            duration=time.monotonic() - cmd.started,
-            oom_killed=_oom.grew(self._oom_file, cmd.oom_before),
-        )
-
-    async def _exit_code(self) -> int | None:
+    async def exit_code(self) -> int | None:
         try:
             return await self._wait_exit(self._execution)
         except RockError:
@@ -398,14 +231,14 @@ class ShellSession:
                 command, interactive=True, output_limit=output_limit, on_output=None
             )
             self._interactive = cmd
-            await self._write(data)
+            await self.write(data)
             with anyio.move_on_after(START_TIMEOUT):
                 while not cmd.begun:
-                    self._skip_to_start(cmd, [cmd.marker])
-                    if not cmd.begun and not await self._fill():
+                    _collect.skip_to_start(self.buffer, cmd, [cmd.marker])
+                    if not cmd.begun and not await self.fill():
                         break
 
-    def _require_interactive(self) -> _Command:
+    def _require_interactive(self) -> Command:
         if self.closed:
             raise SessionClosed(f"session {self.name!r} is closed (its shell has exited)")
         if self._interactive is None:
@@ -415,7 +248,7 @@ class ShellSession:
     async def send(self, data: bytes) -> None:
         """Write to the interactive command's input."""
         self._require_interactive()
-        await self._write(data)
+        await self.write(data)
 
     async def expect(self, patterns: list[str], timeout: float) -> tuple[int, bytes, bytes]:
         """Wait for output matching one of `patterns`: (index, before, match).
@@ -427,20 +260,20 @@ class ShellSession:
         async with self._lock:
             with anyio.move_on_after(timeout):
                 while True:
-                    found = _wrap.find_end(self._buffer, [cmd.marker, *cmd.recoveries])
-                    end = len(self._buffer) if found is None else found[1]
-                    visible = bytes(self._buffer[:end])
+                    found = _wrap.find_end(self.buffer, [cmd.marker, *cmd.recoveries])
+                    end = len(self.buffer) if found is None else found[1]
+                    visible = bytes(self.buffer[:end])
                     best = await _expect.search(compiled, visible)
                     if best is not None:
                         index, start, stop = best
-                        del self._buffer[:stop]
+                        del self.buffer[:stop]
                         return index, visible[:start], visible[start:stop]
-                    if found is not None or not await self._fill():
-                        del self._buffer[: len(visible)]
+                    if found is not None or not await self.fill():
+                        del self.buffer[: len(visible)]
                         return -1, visible, b""
         raise TimedOut(
             f"session {self.name!r}: no output matched {patterns!r} within {timeout:g} s",
-            output=bytes(self._buffer[-4096:]).decode(errors="replace"),
+            output=bytes(self.buffer[-4096:]).decode(errors="replace"),
         )
 
     async def wait(self, timeout: float | None) -> CommandResult:
@@ -449,7 +282,7 @@ class ShellSession:
         async with self._lock:
             try:
                 remaining = None if timeout is None else max(0.0, timeout)
-                result = await self._collect(cmd, time.monotonic(), remaining, None)
+                result = await _collect.collect(self, cmd, time.monotonic(), remaining, None)
                 result.output_path = await cmd.output.finish()
                 return result
             finally:
@@ -477,7 +310,7 @@ class ShellSession:
             cmd.interrupted = True
             _procs.signal_pids([self.host_pid, *program], signal.SIGINT)
         else:
-            await self._interrupt_shell(cmd, [])
+            await _collect.interrupt_shell(self, cmd, [])
 
     # ------------------------------------------------------------------ end
 
@@ -491,22 +324,3 @@ class ShellSession:
             _procs.signal_pids(left, signal.SIGKILL)
         with contextlib.suppress(Exception):
             await self._stream.close()
-
-
-def _next_wait(
-    now: float,
-    deadline: float | None,
-    idle_timeout: float | None,
-    last_output: float,
-    escalation: int,
-    next_escalation: float,
-) -> float | None:
-    """How long the next read may block before a timeout or escalation step is due."""
-    if escalation:
-        return max(0.0, next_escalation - now)
-    waits = []
-    if deadline is not None:
-        waits.append(deadline - now)
-    if idle_timeout is not None:
-        waits.append(last_output + idle_timeout - now)
-    return max(0.0, min(waits)) if waits else None

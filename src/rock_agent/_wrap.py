@@ -79,12 +79,14 @@ def setup(marker: bytes) -> bytes:
     # is one quoted word that only bash evaluates.
     return (
         b"PS1=''; PS2=''\n"
-        b'if [ -n "${BASH_VERSION-}" ]; then eval ' + quote(_BASH_SETUP) + b"\nelse\n"
+        b'if [ -n "${BASH_VERSION-}" ]; then eval '
+        + quote(_BASH_SETUP)
+        + b"\nelse\n"
         + _ASH_SETUP.encode()
         + b"fi\nexec "
         + _out()
         + b">&1 >/dev/null 2>&1\n"
-        b"\\command printf '%s%d\\n' '" + marker + b"' \"${BASH_VERSION:+1}0\" >&" + _out() + b"\n"
+        b"\\command printf '%s%d\\n' '" + marker + b'\' "${BASH_VERSION:+1}0" >&' + _out() + b"\n"
     )
 
 
