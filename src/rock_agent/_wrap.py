@@ -31,6 +31,9 @@ Rules:
 - Each command exports `ROCK_CMD=<session token>-<n>`: processes that leave the shell's tree
   (`(cmd &)`, `setsid`, daemons) are still found by it at a timeout or a close.
 - History is off, so HISTFILE never receives the kit's lines.
+- A command's stdin, stdout and stderr are its own: `exec >file` inside a command lasts until
+  that command ends (it can no longer take the session's output away). Fd 63 is closed for
+  the command.
 """
 
 from __future__ import annotations
