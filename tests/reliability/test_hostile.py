@@ -172,10 +172,13 @@ async def test_kill_every_process_inside(victim: Sandbox, bystander: Sandbox) ->
     assert not r.timed_out
     assert (r.session_closed, r.exit_code) in ((True, 137), (False, 0))
     if not r.session_closed:
+        # The shell may go down just after, with its sandbox: a closed result or a typed error.
         try:
-            assert (await victim.arun("echo spared", session=s)).output == "spared\n"
-        except SessionClosed as exc:  # the shell went down just after: a typed error
+            again = await victim.arun("echo spared", session=s, timeout=30)
+        except SessionClosed as exc:
             assert f"session {s!r} is closed" in str(exc)
+        else:
+            assert again.output == "spared\n" or again.session_closed, again
     # The sandbox's keepalive process is one of "every process": the sandbox may stop.
     try:
         await usable(victim)
