@@ -128,6 +128,7 @@ class ShellSession:
     # ------------------------------------------------------------------ stream helpers
 
     async def write(self, data: bytes) -> None:
+        """Write to the shell's input; `SessionClosed` if the shell is gone."""
         try:
             await self._stream.write_in(data)
         except Exception as exc:  # aiohttp/engine errors: the shell is gone
@@ -203,6 +204,7 @@ class ShellSession:
                 await cmd.output.abort()
 
     async def exit_code(self) -> int | None:
+        """The shell's exit code, once it has ended (None if the engine lost it)."""
         try:
             return await self._wait_exit(self._execution)
         except RockError:
