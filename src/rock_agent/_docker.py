@@ -175,7 +175,9 @@ class DockerRuntime:
             config["User"] = spec.user
         return config
 
-    async def create(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> SandboxInfo:
+    async def create(
+        self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int
+    ) -> SandboxInfo:
         """Create and start the sandbox's container; a retry with the same spec is a no-op.
 
         Sandbox ids are names on the host: another owner's id is `AlreadyExists`, never theirs.
