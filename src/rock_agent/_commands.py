@@ -9,7 +9,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import anyio
 
@@ -34,8 +34,8 @@ from rock_core._protocol import (
 
 from . import _execute
 from ._docker import DockerRuntime
-from ._files import file_tar
 from ._shell import ShellSession
+from ._spill import exec_spill
 
 SESSION_OPENS = 16  # shells being started at once, per agent
 
@@ -86,13 +86,14 @@ async def create_session(server: _Server, conn: Connection, req: CreateSession) 
             sandbox_id, argv, env={"PS1": "", "PS2": "", **req.env}, cwd=req.cwd
         )
 
-    async def save_output(path: str, data: IO[bytes], size: int) -> None:
-        await runtime.put_archive(sandbox_id, "/", file_tar(path, data, size))
-
     info = await runtime.inspect(sandbox_id)
     async with server.session_opens:
         session = await ShellSession.open(
-            req.session, open_exec, runtime.exec_pid, runtime.wait_exit, save_output
+            req.session,
+            open_exec,
+            runtime.exec_pid,
+            runtime.wait_exit,
+            exec_spill(runtime, sandbox_id),
         )
     session.sandbox_owner = (info.owner_uid, info.owner)
     server.sessions[key] = session
@@ -154,8 +155,8 @@ async def wait(server: _Server, conn: Connection, req: WaitCommand) -> Reply:
 
 
 async def interrupt(server: _Server, conn: Connection, req: Interrupt) -> Reply:
-    """Handler of `Interrupt`: SIGINT what the session runs."""
-    _session(server, req.sandbox_id, req.session).interrupt()
+    """Handler of `Interrupt`: SIGINT the program the session runs (not its shell)."""
+    await _session(server, req.sandbox_id, req.session).interrupt()
     return Done(id=req.id)
 
 

@@ -5,18 +5,21 @@ Rules:
   so a program reading it sees end-of-file.
 - A timeout kills the command's whole process tree and returns what it printed so far.
 - A program that cannot be started is an error (`FileNotFound`), not a result.
+- `oom_killed` says the kernel killed a process of the sandbox for memory while the command
+  ran (`_oom`; the sandbox's count is read before the command starts and after it ends).
 """
 
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import anyio
 
-from rock_core._errors import FileNotFound, SandboxFailed
+from rock_core._errors import FileNotFound, RockError, SandboxFailed
 from rock_core._protocol import ExecResult
 
-from . import _procs
+from . import _oom, _procs
 from ._docker import DockerRuntime
 from ._engine import engine_errors
 
@@ -33,6 +36,8 @@ async def execute(
 ) -> ExecResult:
     """Run a one-off command in a sandbox with stdout and stderr apart."""
     started = time.monotonic()
+    oom_file = await _oom_file(runtime, sandbox_id)
+    oom_before = _oom.count(oom_file)
     execution, stream = await runtime.open_exec(sandbox_id, argv, env=env, cwd=cwd, stdin=True)
     out = bytearray()
     err = bytearray()
@@ -69,7 +74,18 @@ async def execute(
         exit_code=exit_code,
         timed_out=timed_out,
         duration=time.monotonic() - started,
+        oom_killed=_oom.grew(oom_file, oom_before),
     )
+
+
+async def _oom_file(runtime: DockerRuntime, sandbox_id: str) -> Path | None:
+    """The OOM-kill counter of the sandbox, found from its init process."""
+    try:
+        attrs = await runtime.inspect_container(sandbox_id)
+    except RockError:
+        return None
+    pid = int((attrs.get("State") or {}).get("Pid") or 0)
+    return _oom.counter_file(pid) if pid > 1 else None
 
 
 __all__ = ["execute"]

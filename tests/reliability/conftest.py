@@ -1,4 +1,5 @@
-"""Reliability fixtures: real agents of their own, and the leak check of the whole run."""
+"""Reliability fixtures: the integration suite's (one embedded core with a local agent per
+module, real Docker), reused as they are, and socket agents of a test's own."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ from pathlib import Path
 
 import pytest
 
+from ..integration.conftest import anyio_backend, cluster, py_sandbox, sandbox
 from ._agents import SocketAgent
+
+__all__ = ["anyio_backend", "cluster", "py_sandbox", "sandbox", "socket_agent"]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if "reliability" in str(item.fspath):
+            item.add_marker(pytest.mark.docker)
 
 
 @pytest.fixture

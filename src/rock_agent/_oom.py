@@ -1,0 +1,68 @@
+"""OOM kills in a sandbox: the kernel's count of them for the sandbox's memory cgroup.
+
+Rules:
+- A sandbox's memory cgroup is found from any process of it (`/proc/PID/cgroup`): cgroup v1's
+  `memory` controller (`memory.oom_control` holds `oom_kill N`) or v2's unified hierarchy
+  (`memory.events` holds `oom_kill N`). The agent runs on the engine's host, so it reads them
+  directly.
+- A command was OOM-killed if the count grew while it ran. The count is per sandbox: a kill in
+  another session of the same sandbox at the same time is reported too (it took the memory
+  the command shared).
+- Where no count can be read (no cgroup file, no permission), `count` is None and no command is
+  reported as OOM-killed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ._procs import PROC
+
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+
+
+def counter_file(pid: int) -> Path | None:
+    """The file holding the OOM-kill count of `pid`'s memory cgroup, or None."""
+    try:
+        lines = (PROC / str(pid) / "cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    unified = None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            candidate = CGROUP_ROOT / "memory" / path.lstrip("/") / "memory.oom_control"
+            if candidate.exists():
+                return candidate
+        elif controllers == "":
+            unified = path
+    if unified is not None:
+        for root in (CGROUP_ROOT, CGROUP_ROOT / "unified"):
+            candidate = root / unified.lstrip("/") / "memory.events"
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def count(path: Path | None) -> int | None:
+    """The OOM-kill count in `path` (from `counter_file`), or None if it cannot be read."""
+    if path is None:
+        return None
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        key, _, value = line.partition(" ")
+        if key == "oom_kill" and value.strip().isdigit():
+            return int(value)
+    return None
+
+
+def grew(path: Path | None, before: int | None) -> bool:
+    """Whether the count in `path` is now above `before`."""
+    after = count(path)
+    return before is not None and after is not None and after > before
+
+
+__all__ = ["count", "counter_file", "grew"]

@@ -1,0 +1,186 @@
+"""A command's output: the first `limit` bytes in memory, all of it in a file in the sandbox.
+
+Rules:
+- The agent host holds at most `limit` bytes of a command's output, plus one chunk in flight.
+  When the output first passes the limit, one process is started in the sandbox
+  (`mkdir -p DIR && cat > FILE`) and everything so far, then every later chunk, is written to
+  its input as it arrives. A write waits until the engine has taken the bytes, so a flood
+  is paced by the sandbox's disk, not buffered by the agent.
+- The file is named in the result only if it holds the whole output: a spill that fails (a
+  full disk, a dead sandbox) is logged, the rest of the output is dropped, and `output_path`
+  stays empty.
+"""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import anyio
+
+from rock_core._errors import RockError, SandboxFailed
+
+from . import _procs
+from ._docker import DockerRuntime
+
+log = logging.getLogger(__name__)
+
+OUTPUT_DIR = "/tmp/.rock/output"
+
+OnOutput = Callable[[bytes], Awaitable[None]]
+
+
+class SpillFile(Protocol):
+    """A file being written in the sandbox."""
+
+    async def write(self, data: bytes) -> None:
+        """Append `data`; returns once the engine has taken it."""
+
+    async def finish(self) -> bool:
+        """End the file; True if every byte reached it."""
+
+    async def abort(self) -> None:
+        """Give up on the file (the process is ended; the file may stay, partial)."""
+
+
+OpenSpill = Callable[[str], Awaitable[SpillFile]]
+
+
+class Output:
+    """Collects one command's output; see the module rules."""
+
+    def __init__(
+        self, limit: int, on_output: OnOutput | None, open_spill: OpenSpill | None, path: str
+    ) -> None:
+        self.limit = max(0, limit)
+        self.head = bytearray()
+        self.total = 0
+        self.path = path
+        self._on_output = on_output
+        self._open_spill = open_spill
+        self._spill: SpillFile | None = None
+        self._spill_failed = False
+
+    @property
+    def truncated(self) -> bool:
+        return self.total > self.limit
+
+    async def add(self, data: bytes) -> None:
+        if not data:
+            return
+        room = self.limit - len(self.head)
+        kept = data[:room] if room > 0 else b""
+        self.total += len(data)
+        if kept:
+            self.head += kept
+            if self._on_output is not None:
+                await self._on_output(kept)
+        if self.total <= self.limit or self._spill_failed:
+            return
+        if self._spill is None:
+            await self._start_spill(bytes(self.head) + data[len(kept) :])
+        else:
+            await self._write(data)
+
+    async def _start_spill(self, first: bytes) -> None:
+        if self._open_spill is None:
+            self._spill_failed = True
+            return
+        try:
+            self._spill = await self._open_spill(self.path)
+        except RockError as exc:
+            log.warning("cannot keep the full output in %s: %s", self.path, exc)
+            self._spill_failed = True
+            return
+        await self._write(first)
+
+    async def _write(self, data: bytes) -> None:
+        assert self._spill is not None
+        try:
+            await self._spill.write(data)
+        except RockError as exc:
+            log.warning("the full output in %s is incomplete: %s", self.path, exc)
+            self._spill_failed = True
+            await self._spill.abort()
+
+    async def finish(self) -> str:
+        """End the spill file; its path if it holds the whole output, else ""."""
+        spill, self._spill = self._spill, None
+        if spill is None or self._spill_failed:
+            return ""
+        try:
+            complete = await spill.finish()
+        except RockError as exc:
+            log.warning("the full output in %s may be incomplete: %s", self.path, exc)
+            complete = False
+        return self.path if complete else ""
+
+    async def abort(self) -> None:
+        """Drop the spill (on cancellation or an error)."""
+        spill, self._spill = self._spill, None
+        if spill is not None:
+            await spill.abort()
+
+
+class _ExecSpill:
+    """A spill file written by `cat` in the sandbox, fed through one engine exec."""
+
+    def __init__(self, runtime: DockerRuntime, execution: Any, stream: Any) -> None:
+        self._runtime = runtime
+        self._execution = execution
+        self._stream = stream
+
+    async def write(self, data: bytes) -> None:
+        try:
+            await self._stream.write_in(data)  # waits for the transport to drain
+        except Exception as exc:  # aiohttp/engine errors: the writer is gone
+            raise SandboxFailed(f"the process writing the output file is gone: {exc}") from exc
+
+    async def finish(self) -> bool:
+        runtime = self._runtime
+        await runtime.close_input(self._stream)
+        errors = bytearray()
+        try:
+            with anyio.move_on_after(FINISH_TIMEOUT):
+                while (message := await self._stream.read_out()) is not None:
+                    errors += message.data[:4096]
+        except Exception as exc:
+            raise SandboxFailed(f"reading the output file's writer: {exc}") from exc
+        finally:
+            with anyio.CancelScope(shield=True):
+                await runtime.close_stream(self._stream)
+        code = await runtime.wait_exit(self._execution)
+        if code != 0:
+            text = bytes(errors).decode(errors="replace").strip()
+            log.warning("the output file's writer exited %s: %s", code, text)
+        return code == 0
+
+    async def abort(self) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                pid, _, running = await self._runtime.exec_pid(self._execution)
+                if running:
+                    _procs.kill_tree(pid, include_root=True)
+            except RockError:
+                pass
+            await self._runtime.close_stream(self._stream)
+
+
+FINISH_TIMEOUT = 60.0  # seconds for `cat` to write out what it was given
+
+
+def exec_spill(runtime: DockerRuntime, sandbox_id: str) -> OpenSpill:
+    """Spill files of one sandbox, each written by a `cat` started in it."""
+
+    async def open_spill(path: str) -> SpillFile:
+        folder = path.rsplit("/", 1)[0] or "/"
+        script = f"mkdir -p {shlex.quote(folder)} && exec cat > {shlex.quote(path)}"
+        execution, stream = await runtime.open_exec(sandbox_id, ["/bin/sh", "-c", script])
+        return _ExecSpill(runtime, execution, stream)
+
+    return open_spill
+
+
+__all__ = ["OUTPUT_DIR", "OnOutput", "OpenSpill", "Output", "SpillFile", "exec_spill"]
