@@ -46,7 +46,7 @@ from _stats import (
 )
 
 from rock_agent._docker import KEEPALIVE, engine_host_config
-from rock_agent._shell import BOOT, SETUP, new_marker, wrap
+from rock_agent._wrap import BOOT, find_end, find_start, new_marker, setup, wrap
 from rock_core._cluster import Cluster, open_cluster
 from rock_core._errors import TransportError
 from rock_core._protocol import Ping, Pong, SandboxSpec
@@ -235,6 +235,19 @@ class RawShell:
         del self.buffer[: self.buffer.find(b"\n", at) + 1]
         return before
 
+    async def wrapped(self, data: bytes, marker: bytes) -> bytes:
+        """Write a command in the agent's wrapper and read to its end line (its start line and
+        everything before it are the wrapper's)."""
+        await self.stream.write_in(data)
+        while (found := find_end(self.buffer, [marker])) is None:
+            message = await self.stream.read_out()
+            if message is None:
+                raise RuntimeError("the raw shell ended")
+            self.buffer += message.data
+        before = bytes(self.buffer[max(0, find_start(self.buffer, marker)) : found[1]])
+        del self.buffer[: found[3]]
+        return before
+
 
 async def bench_session(cluster: Cluster, docker: aiodocker.Docker, n: int, warmup: int) -> None:
     """`arun("echo hi")` in a session vs raw attached shells in the same container."""
@@ -245,22 +258,23 @@ async def bench_session(cluster: Cluster, docker: aiodocker.Docker, n: int, warm
         container = await docker.containers.get(info.container_id)
         conn = cluster.connection(sb.sandbox_id)
         dash_exec = await container.exec(["/bin/sh"], stdin=True, stdout=True, tty=False)
-        bash_exec = await container.exec(
-            ["/bin/sh", "-c", BOOT], stdin=True, stdout=True, tty=False, environment=["PS1="]
-        )
+        boot = {"stdin": True, "stdout": True, "tty": False, "environment": ["PS1="]}
+        bash_exec = await container.exec(["/bin/sh", "-c", BOOT], **boot)
+        kit_exec = await container.exec(["/bin/sh", "-c", BOOT], **boot)
         async with (
             dash_exec.start(detach=False) as dash_stream,
             bash_exec.start(detach=False) as bash_stream,
+            kit_exec.start(detach=False) as kit_stream,
         ):
-            dash, bash = RawShell(dash_stream), RawShell(bash_stream)
+            dash, bash, kit = RawShell(dash_stream), RawShell(bash_stream), RawShell(kit_stream)
             ready = new_marker()
-            await bash.roundtrip(SETUP.encode() + b"printf '%s\\n' '" + ready + b"'\n", ready)
+            await kit.roundtrip(setup(ready), ready)  # as the agent sets a session's shell up
             plain = b"echo hi; echo __END__\n"
 
             async def wrapped() -> bytes:
                 marker = new_marker()
-                data = wrap("echo hi", marker, interactive=False, bash=True)
-                return await bash.roundtrip(data, marker)
+                data = wrap("echo hi", marker, "bench-1", interactive=False, bash=True)
+                return await kit.wrapped(data, marker)
 
             raw_sides: dict[str, Callable[[], Awaitable[bytes]]] = {
                 "raw sh (dash), echo+end": lambda: dash.roundtrip(plain, b"__END"),

@@ -320,37 +320,36 @@ class ExecStream:
         return message
 
     async def write_in(self, data: bytes) -> None:
-        """Write to the process's stdin (`TransportError` if it ended before taking it)."""
+        """Write to the process's stdin (`TransportError` if it ended before taking it).
+
+        The hot path (a session's next command) is one write into the connection's buffer;
+        only a write the process stops taking for `WRITE_CHECK` seconds is watched.
+        """
         execution = self._execution
         what = f"writing to a process in sandbox {execution.sandbox_id}"
-        failure: RockError | None = None
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self._stop_when_ended, tg.cancel_scope)
+        chunk = data
+        while True:
             try:
-                with engine_errors(what):
-                    await self.raw.write_in(data)
-            except RockError as exc:
-                failure = exc
+                with engine_errors(what), anyio.move_on_after(WRITE_CHECK) as waited:
+                    await self.raw.write_in(chunk)
             except (RuntimeError, AssertionError) as exc:  # aiodocker: the stream was closed
-                failure = TransportError(f"{what}: the stream is closed")
-                failure.__cause__ = exc
-            tg.cancel_scope.cancel()
-        if failure is None and not execution.ended:
-            return
-        await self._check_started()  # a process that never ran: that is the error
-        raise failure or TransportError(f"{what}: the process ended before it took its input")
+                await self._check_started()  # a process that never ran: that is the error
+                raise TransportError(f"{what}: the stream is closed") from exc
+            except RockError:
+                await self._check_started()
+                raise
+            if not waited.cancelled_caught:
+                return
+            # All of it is buffered; it has not drained for a while: is the process still there?
+            chunk = b""
+            await execution.state()
+            if execution.ended:
+                await self._check_started()
+                raise TransportError(f"{what}: the process ended before it took its input")
 
     async def close(self) -> None:
         """Close the stream (the process may go on)."""
         await self.raw.close()
-
-    async def _stop_when_ended(self, scope: anyio.CancelScope) -> None:
-        while True:
-            await anyio.sleep(WRITE_CHECK)
-            await self._execution.state()
-            if self._execution.ended:
-                scope.cancel()
-                return
 
     def _keep(self, message: Any) -> None:
         if message.stream == 1 and len(self._head) < START_FAILURE_TEXT:

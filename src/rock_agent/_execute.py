@@ -4,19 +4,21 @@ Rules:
 - One engine exec per command (not the hot path: sessions are). Stdin is written, then closed,
   so a program reading it sees end-of-file.
 - A timeout kills the command's whole process tree and returns what it printed so far.
-- A program that cannot be started is an error (`FileNotFound`), not a result.
+- A program that cannot be started is an error (the runtime raises `FileNotFound` or
+  `BadRequest` naming the cause), not a result.
 - `oom_killed` says the kernel killed a process of the sandbox for memory while the command
   ran (`_oom`; the sandbox's count is read before the command starts and after it ends).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 
 import anyio
 
-from rock_core._errors import FileNotFound, RockError, SandboxFailed
+from rock_core._errors import RockError, SandboxFailed, TransportError
 from rock_core._protocol import ExecResult
 
 from . import _oom, _procs
@@ -44,7 +46,10 @@ async def execute(
     timed_out = False
     try:
         if stdin:
-            await stream.write_in(stdin)
+            # A program that ends without reading all of its input still has a result; a
+            # program that never started is raised by the runtime when its stream ends.
+            with contextlib.suppress(TransportError):
+                await stream.write_in(stdin)
         # Closing our half of the stream gives the process end-of-file on its stdin.
         await runtime.close_input(stream)
         with anyio.move_on_after(timeout) as scope:
@@ -64,10 +69,6 @@ async def execute(
     exit_code = await runtime.wait_exit(execution)
     if exit_code is None and not timed_out:
         raise SandboxFailed(f"command {argv[0]!r} in sandbox {sandbox_id} has no exit code")
-    if exit_code == 126 or exit_code == 127:
-        text = bytes(out + err).decode(errors="replace")
-        if "executable file not found" in text or "no such file or directory" in text:
-            raise FileNotFound(f"cannot run {argv[0]!r} in sandbox {sandbox_id}: {text.strip()}")
     return ExecResult(
         stdout=bytes(out),
         stderr=bytes(err),

@@ -41,7 +41,14 @@ from typing import Any
 
 import anyio
 
-from rock_core._errors import BadRequest, RockError, SandboxFailed, SessionClosed, TimedOut
+from rock_core._errors import (
+    BadRequest,
+    FileNotFound,
+    RockError,
+    SandboxFailed,
+    SessionClosed,
+    TimedOut,
+)
 from rock_core._protocol import CommandResult
 
 from . import _collect, _expect, _oom, _procs, _wrap
@@ -141,8 +148,8 @@ class ShellSession:
             return False
         try:
             message = await self._stream.read_out()
-        except anyio.get_cancelled_exc_class():
-            raise
+        except (anyio.get_cancelled_exc_class(), FileNotFound, BadRequest):
+            raise  # cancelled, or the shell never started (the runtime says why)
         except Exception:
             message = None
         if message is None:

@@ -65,6 +65,11 @@ _BASH_SETUP = (
     'exit() { \\builtin set +o history; \\builtin exit "$@" 2>/dev/null; }\n'
     "__rock_h=" + "'" + _RETURN_HANDLER.replace("'", "'\\''") + "'\n"
     '__rock_arg3() { [ "${3-}" = "$__rock_h" ] || __rock_rh="${3-}"; }\n'
+    # The user's text replaced the RETURN trap: keep theirs aside and put the kit's back.
+    # Kept as text and `eval`ed at the top level where it is needed (a function would not see
+    # the trap), so the command substitution is parsed only then, not with every command.
+    "__rock_k='__rock_t=$(\\builtin trap -p RETURN); "
+    '\\builtin eval "__rock_arg3 $__rock_t"; \\builtin trap -- "$__rock_h" RETURN\'\n'
     '\\builtin trap -- "$__rock_h" RETURN\n'
     '__rock_p=\'{ \\builtin printf "%ss\\n" "$__rock_m" >&4; '
     "case $__rock_x in *x*) \\builtin set -x;; esac; } 4>&1 >/dev/null 2>&1; '\n"
@@ -156,8 +161,7 @@ def wrap(command: str, marker: bytes, token: str, *, interactive: bool, bash: bo
         + b"; "
         # A `.` that did not return through the kit's trap: the user replaced it. Keep theirs
         # aside (at the top level: a function would not see it) and put the kit's back.
-        b"case $__rock_e in '') __rock_t=$(\\builtin trap -p RETURN); "
-        b'\\builtin eval "__rock_arg3 $__rock_t"; \\builtin trap -- "$__rock_h" RETURN;; '
+        b"case $__rock_e in '') \\builtin eval \"$__rock_k\";; "
         b"*e*) \\builtin set -e;; esac\n"
         b"$__rock_p$__rock_c\n__rock_eof\n"
     )

@@ -14,6 +14,8 @@ class CommandResult(msgspec.Struct, kw_only=True):
     `output` is stdout and stderr interleaved as they were written, decoded as UTF-8 (invalid
     bytes become U+FFFD); `output_bytes` is exact. `truncated` says the output passed the cap:
     `total_bytes` counts all of it and `output_path` names a file in the sandbox holding it.
+    `oom_killed` says the kernel killed a process of the sandbox for memory while it ran (an
+    exit code of 137 then means the memory limit, not a `kill -9`).
     """
 
     output: str
@@ -26,6 +28,7 @@ class CommandResult(msgspec.Struct, kw_only=True):
     output_path: str = ""
     session_closed: bool = False
     duration: float = 0.0
+    oom_killed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -47,11 +50,13 @@ class CommandResult(msgspec.Struct, kw_only=True):
             output_path=result.output_path,
             session_closed=result.session_closed,
             duration=result.duration,
+            oom_killed=result.oom_killed,
         )
 
 
 class ExecResult(msgspec.Struct, kw_only=True):
-    """The result of a one-off command: stdout and stderr apart."""
+    """The result of a one-off command: stdout and stderr apart (`oom_killed` as for
+    `CommandResult`)."""
 
     stdout: str
     stderr: str
@@ -60,6 +65,7 @@ class ExecResult(msgspec.Struct, kw_only=True):
     exit_code: int | None
     timed_out: bool = False
     duration: float = 0.0
+    oom_killed: bool = False
 
     @property
     def ok(self) -> bool:
@@ -77,7 +83,23 @@ class ExecResult(msgspec.Struct, kw_only=True):
             exit_code=result.exit_code,
             timed_out=result.timed_out,
             duration=result.duration,
+            oom_killed=result.oom_killed,
         )
+
+
+def why_failed(result: CommandResult | ExecResult, memory: int) -> str:
+    """How a command that did not succeed ended, in words, for `CommandFailed`.
+
+    `memory` is the sandbox's memory limit in bytes.
+    """
+    if result.oom_killed:
+        return (
+            f"was killed by the kernel for memory (exit {result.exit_code}): the sandbox's memory"
+            f" limit is {memory >> 20} MiB; give it more with SandboxConfig(memory=...)"
+        )
+    if result.timed_out or getattr(result, "idle_timed_out", False):
+        return "timed out"
+    return f"exited {result.exit_code}"
 
 
 class ExpectMatch(msgspec.Struct, kw_only=True):

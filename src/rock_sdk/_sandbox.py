@@ -60,7 +60,7 @@ from . import _transfer
 from ._config import SandboxConfig
 from ._embedded import SharedCluster, borrow
 from ._interactive import InteractiveProcess
-from ._results import CommandResult, ExecResult
+from ._results import CommandResult, ExecResult, why_failed
 from ._status import SandboxStatus
 
 R = TypeVar("R", bound=Reply)
@@ -333,11 +333,7 @@ class Sandbox:
                     sandbox_id=self.sandbox_id,
                 )
         if check and not result.ok:
-            why = (
-                "timed out"
-                if result.timed_out or result.idle_timed_out
-                else f"exited {result.exit_code}"
-            )
+            why = why_failed(result, self._spec.memory)
             raise CommandFailed(f"command {cmd!r} {why}", result=result, exit_code=result.exit_code)
         return result
 
@@ -438,9 +434,8 @@ class Sandbox:
             ).result
         )
         if check and not result.ok:
-            raise CommandFailed(
-                f"{argv[0]!r} exited {result.exit_code}", result=result, exit_code=result.exit_code
-            )
+            why = why_failed(result, self._spec.memory)
+            raise CommandFailed(f"{argv[0]!r} {why}", result=result, exit_code=result.exit_code)
         return result
 
     # ------------------------------------------------------------------ files

@@ -13,7 +13,14 @@ from rock_core import Cluster
 from rock_core._protocol import CommandReply, ExecReply, Execute, RunCommand
 from rock_core._protocol import CommandResult as WireResult
 from rock_core._protocol import ExecResult as WireExecResult
-from rock_sdk import BadRequest, Sandbox, SandboxConfig, SessionNotFound, open_cluster
+from rock_sdk import (
+    BadRequest,
+    CommandFailed,
+    Sandbox,
+    SandboxConfig,
+    SessionNotFound,
+    open_cluster,
+)
 
 from ..conftest import PY_IMAGE, SH_IMAGE
 
@@ -245,6 +252,17 @@ async def test_an_oom_kill_is_reported(own_cluster: Cluster) -> None:
         e = await wire_exec(sb, ["python3", "-c", "x = bytearray(512 << 20)"])
         assert (e.exit_code, e.oom_killed) == (137, True)
         assert not (await wire_exec(sb, ["true"])).oom_killed
+        # Through the SDK: the result says it, and check=True says why.
+        result = await sb.arun(hog, session=s, timeout=60)
+        assert (result.exit_code, result.oom_killed) == (137, True)
+        with pytest.raises(CommandFailed) as failed:
+            await sb.arun(hog, session=s, timeout=60, check=True)
+        assert str(failed.value) == (
+            f"command {hog!r} was killed by the kernel for memory (exit 137): the sandbox's "
+            "memory limit is 64 MiB; give it more with SandboxConfig(memory=...)"
+        )
+        with pytest.raises(CommandFailed, match=r"^'python3' was killed by the kernel for memory"):
+            await sb.execute(["python3", "-c", "x = bytearray(512 << 20)"], check=True)
     finally:
         await sb.delete()
 
