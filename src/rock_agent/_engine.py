@@ -10,7 +10,7 @@ Rules:
 - Every failure of the engine becomes our tree here, ``raise ... from exc``: an engine that
   cannot be reached is `EngineUnavailable`, naming where it was looked for, why it did not
   answer and what to do; an answered error maps by status (404 not found, 400 and 409 bad
-  request, else `SandboxFailed`); a request the engine broke off is a `TransportError`, an
+  request but for a container that is not running, else `SandboxFailed`); a request the engine broke off is a `TransportError`, an
   answer that cannot be read a `ProtocolError`.
   Nothing foreign (aiohttp, aiodocker, OSError, TimeoutError) and no bare `RockError` leaves.
 - Our own errors raised inside a mapped block pass through unchanged.
@@ -111,6 +111,12 @@ def _answered(exc: DockerError, what: str, not_found: type[RockError]) -> RockEr
         return _broken(exc.__context__ or exc, what)
     if exc.status == 404:
         return not_found(f"{what}: {message}")
+    if exc.status == 409 and "is not running" in message:
+        # Its processes all ended (a `kill -9 -1` inside it ends its keepalive too).
+        return SandboxFailed(
+            f"{what}: the sandbox is not running (its processes have all ended): start it "
+            f"again, or delete it ({message})"
+        )
     if exc.status in (400, 409):
         return BadRequest(f"{what}: {message}")
     return SandboxFailed(f"{what}: engine answered {exc.status}: {message}")

@@ -21,7 +21,7 @@ import pytest
 from rock_core import Cluster
 from rock_core._protocol import CommandReply, RunCommand
 from rock_core._protocol import CommandResult as WireResult
-from rock_sdk import RockError, Sandbox, SandboxConfig, SessionClosed
+from rock_sdk import RockError, Sandbox, SandboxConfig, SandboxFailed, SessionClosed
 
 from ..conftest import PY_IMAGE, SH_IMAGE
 
@@ -182,8 +182,8 @@ async def test_kill_every_process_inside(victim: Sandbox, bystander: Sandbox) ->
     # The sandbox's keepalive process is one of "every process": the sandbox may stop.
     try:
         await usable(victim)
-    except RockError as exc:
-        assert "is not running" in str(exc), exc
+    except SandboxFailed as exc:
+        assert "the sandbox is not running (its processes have all ended)" in str(exc), exc
     else:
         left = await victim.arun("ps -eo args | grep -c 'sleep 123[4]' || true")
         assert left.output == "0\n"
