@@ -10,8 +10,8 @@ Rules:
 - Every failure of the engine becomes our tree here, ``raise ... from exc``: an engine that
   cannot be reached is `EngineUnavailable`, naming where it was looked for, why it did not
   answer and what to do; an answered error maps by status (404 not found, 400 and 409 bad
-  request but for a container that is not running, else `SandboxFailed`); a request the engine broke off is a `TransportError`, an
-  answer that cannot be read a `ProtocolError`.
+  request but for a container that is not running, else `SandboxFailed`); a request the
+  engine broke off is a `TransportError`, an answer that cannot be read a `ProtocolError`.
   Nothing foreign (aiohttp, aiodocker, OSError, TimeoutError) and no bare `RockError` leaves.
 - Our own errors raised inside a mapped block pass through unchanged.
 - A process the container runtime could not start (its working folder, program or user is
