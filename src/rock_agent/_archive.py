@@ -18,7 +18,7 @@ import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
-from rock_core._errors import FileNotFound, RockError, TransportError
+from rock_core._errors import FileNotFound, RockError
 
 from ._engine import engine_errors
 
@@ -90,8 +90,10 @@ def _archive_errors(what: str, missing: str) -> Iterator[None]:
             raise FileNotFound(missing) from exc
         with engine_errors(what):
             raise
-    except aiohttp.ClientError as exc:
-        raise TransportError(f"cannot reach the Docker engine: {exc}") from exc
+    except aiohttp.ClientError:
+        # Unreachable engine or a stream broken midway: the one mapping says which.
+        with engine_errors(what):
+            raise
 
 
 __all__ = ["get_archive", "put_archive"]

@@ -365,20 +365,22 @@ class Cluster:
         """Connect every host at once; raise the first failure (after logging the others)."""
         assert self._tg is not None
         tg = self._tg
-        failures: list[RockError] = []
+        failures: list[tuple[str, RockError]] = []
 
         async def connect(address: HostAddress) -> None:
             try:
                 await tg.start(self._supervise, address)
             except RockError as exc:
-                log.error("cannot connect to host %s: %s", address.text, exc)
-                failures.append(exc)
+                failures.append((address.text, exc))
 
         async with anyio.create_task_group() as starting:
             for address in addresses:
                 starting.start_soon(connect, address)
         if failures:
-            first = failures[0]
+            # The first is raised; the others would be lost, so they are logged.
+            for text, exc in failures[1:]:
+                log.error("cannot connect to host %s: %s", text, exc)
+            first = failures[0][1]
             if len(failures) > 1:
                 first.add_note(f"{len(failures)} of {len(addresses)} hosts failed to connect")
             raise first
