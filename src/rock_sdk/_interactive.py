@@ -66,7 +66,7 @@ class InteractiveProcess:
         )
 
     async def interrupt(self) -> None:
-        """Send SIGINT, as Ctrl-C would."""
+        """SIGINT to the program and its shell, as Ctrl-C would; `wait` then returns."""
         await self._cluster.call(
             self.sandbox_id,
             Interrupt(id=self._id(), sandbox_id=self.sandbox_id, session=self.session),
