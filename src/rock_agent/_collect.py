@@ -8,7 +8,11 @@ Rules:
   fresh end line, then SIGKILL to the command's processes, then the shell itself. For an
   interactive command, whose program may read the shell's input, nothing is written while one
   of its processes lives.
-- At a timeout everything the command started is killed, daemons included (`_procs`).
+- At a timeout everything the command started is killed, daemons included (`_signals`: from
+  the host, or from inside the sandbox when the kernel refuses the agent).
+- Escalation is bounded: a shell that still has not ended `ABANDON_ROUNDS` rounds after it was
+  killed (nothing could signal it) is given up: its stream is closed and the result says the
+  session closed. A caller never waits on a process the agent cannot end.
 - A command ends at its end line or at any of its fresh end lines, whichever comes first; the
   others are noise before the next command's start line.
 """
@@ -16,6 +20,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import logging
 import signal
 import time
 from dataclasses import dataclass, field
@@ -27,10 +32,14 @@ import anyio
 from rock_core._protocol import CommandResult
 
 from . import _oom, _procs, _wrap
+from ._signals import Signals
 from ._spill import Output
+
+log = logging.getLogger(__name__)
 
 ESCALATION_STEP = 0.5  # seconds between escalation rounds
 ESCALATION_ROUNDS = 4  # rounds before the shell itself is killed
+ABANDON_ROUNDS = 4  # rounds after that before a shell that will not die is given up
 WATCH_STEP = 0.1  # seconds between looks for the end of an interrupted program
 PRE_START_KEEP = 1 << 16  # bytes kept from before a start line (they are output if none comes)
 
@@ -38,15 +47,18 @@ PRE_START_KEEP = 1 << 16  # bytes kept from before a start line (they are output
 class Shell(Protocol):
     """What reading a command needs of its session."""
 
+    name: str
     buffer: bytearray
     host_pid: int
     bash: bool
     closed: bool
     oom_file: Path | None
+    signals: Signals
 
     async def fill(self) -> bool: ...
     async def write(self, data: bytes) -> None: ...
     async def exit_code(self) -> int | None: ...
+    async def abandon(self) -> None: ...
 
 
 @dataclass
@@ -54,7 +66,7 @@ class Command:
     """One command in flight: its marker lines and what it printed."""
 
     marker: bytes
-    mark: bytes  # b"ROCK_CMD=<token>", in the environment of everything it starts
+    mark: bytes  # its `ROCK_CMD` value, in the environment of everything it starts
     output: Output
     interactive: bool
     since: int = field(default_factory=_procs.now_ticks)  # start, in /proc clock ticks
@@ -123,7 +135,7 @@ async def collect(
             status = await shell.exit_code()
             shell.closed = True
             return result(shell, cmd, status, timed_out, idle_timed_out, True)
-        if watching and not _procs.command_pids(shell.host_pid, cmd.mark, cmd.since):
+        if watching and not await shell.signals.command_pids(shell.host_pid, cmd.mark, cmd.since):
             # The interrupted program is gone: if the shell abandoned the command line,
             # it now reads its input, and only an end line written now can end the wait.
             markers.append(await end_line(shell, cmd))
@@ -144,8 +156,8 @@ async def collect(
             markers.append(recovery)
     if timed_out or idle_timed_out:
         # Background jobs ignore SIGINT; kill what this command started, nothing older.
-        program = _procs.command_pids(shell.host_pid, cmd.mark, cmd.since)
-        _procs.signal_pids(program, signal.SIGKILL)
+        program = await shell.signals.command_pids(shell.host_pid, cmd.mark, cmd.since)
+        await signal_program(shell, cmd, program, signal.SIGKILL)
     return result(shell, cmd, status, timed_out, idle_timed_out, False)
 
 
@@ -163,27 +175,42 @@ def skip_to_start(buffer: bytearray, cmd: Command, markers: list[bytes]) -> None
 
 async def escalate(shell: Shell, cmd: Command, step: int) -> bytes | None:
     """One escalation round; returns a recovery marker if it wrote one."""
-    if step > ESCALATION_ROUNDS:
-        _procs.kill_tree(shell.host_pid, include_root=True)
+    signals = shell.signals
+    if step > ESCALATION_ROUNDS + ABANDON_ROUNDS:
+        log.warning("session %r: its shell does not die; giving it up", shell.name)
+        await shell.abandon()
         return None
-    program = _procs.command_pids(shell.host_pid, cmd.mark, cmd.since)
+    if step > ESCALATION_ROUNDS:
+        await signals.send(signal.SIGKILL, tree=shell.host_pid, include_root=True)
+        return None
+    program = await signals.command_pids(shell.host_pid, cmd.mark, cmd.since)
     if cmd.interactive and (program or cmd.recoveries):
         # A program may read the shell's input: signal it, and write nothing.
-        _procs.signal_pids(program, signal.SIGINT if step == 1 else signal.SIGKILL)
+        await signal_program(shell, cmd, program, signal.SIGINT if step == 1 else signal.SIGKILL)
         return None
     if step == 1 or not cmd.recoveries:
         # The shell first: a shell whose child dies of SIGINT before the shell gets its own
         # may go on to the command line's next command.
         return await interrupt_shell(shell, cmd, program)
-    _procs.signal_pids(program, signal.SIGKILL)
-    _procs.signal_pids([shell.host_pid], signal.SIGINT)
+    await signal_program(shell, cmd, program, signal.SIGKILL)
+    await signals.send(signal.SIGINT, [shell.host_pid])
     return None
 
 
 async def interrupt_shell(shell: Shell, cmd: Command, program: list[int]) -> bytes:
     """SIGINT the shell (it abandons its command line) and `program`; write an end line."""
-    _procs.signal_pids([shell.host_pid, *program], signal.SIGINT)
+    await signal_program(shell, cmd, program, signal.SIGINT, with_shell=True)
     return await end_line(shell, cmd)
+
+
+async def signal_program(
+    shell: Shell, cmd: Command, program: list[int], sig: int, *, with_shell: bool = False
+) -> None:
+    """Send `sig` to what `cmd` started (`program`, from `command_pids`; the shell's part of
+    it as it is when the signal goes) and, first, to the shell if `with_shell`."""
+    await shell.signals.send(
+        sig, program, tree=shell.host_pid, include_root=with_shell, since=cmd.since
+    )
 
 
 async def end_line(shell: Shell, cmd: Command) -> bytes:
@@ -241,6 +268,7 @@ def _next_wait(
 
 
 __all__ = [
+    "ABANDON_ROUNDS",
     "ESCALATION_ROUNDS",
     "ESCALATION_STEP",
     "Command",
@@ -250,5 +278,6 @@ __all__ = [
     "escalate",
     "interrupt_shell",
     "result",
+    "signal_program",
     "skip_to_start",
 ]

@@ -35,6 +35,7 @@ from rock_core._protocol import (
 from . import _execute
 from ._docker import DockerRuntime
 from ._shell import ShellSession
+from ._signals import exec_inside
 from ._spill import exec_spill
 
 SESSION_OPENS = 16  # shells being started at once, per agent
@@ -94,6 +95,7 @@ async def create_session(server: _Server, conn: Connection, req: CreateSession) 
             runtime.exec_pid,
             runtime.wait_exit,
             exec_spill(runtime, sandbox_id),
+            exec_inside(runtime, sandbox_id),
         )
     session.sandbox_owner = (info.owner_uid, info.owner)
     server.sessions[key] = session

@@ -112,14 +112,19 @@ def _answered(exc: DockerError, what: str, not_found: type[RockError]) -> RockEr
     if exc.status == 404:
         return not_found(f"{what}: {message}")
     if exc.status == 409 and "is not running" in message:
-        # Its processes all ended (a `kill -9 -1` inside it ends its keepalive too).
-        return SandboxFailed(
-            f"{what}: the sandbox is not running (its processes have all ended): start it "
-            f"again, or delete it ({message})"
-        )
+        return stopped(what, message)
     if exc.status in (400, 409):
         return BadRequest(f"{what}: {message}")
     return SandboxFailed(f"{what}: engine answered {exc.status}: {message}")
+
+
+def stopped(what: str, detail: str) -> SandboxFailed:
+    """A request for a sandbox whose processes all ended (a `kill -9 -1` inside it ends its
+    keepalive too)."""
+    return SandboxFailed(
+        f"{what}: the sandbox is not running (its processes have all ended): start it again, "
+        f"or delete it ({detail})"
+    )
 
 
 def _broken(exc: BaseException, what: str) -> RockError:
@@ -163,6 +168,7 @@ def engine_unavailable(where: str, cause: OSError) -> EngineUnavailable:
 _CWD = re.compile(r'chdir to cwd \("(?P<cwd>[^"]*)"\) set in config\.json failed: (?P<why>[^:]+)')
 _PROGRAM = re.compile(r'exec: "(?P<program>[^"]*)": (?:stat [^:]*: )?(?P<why>[^:]+)')
 _USER = re.compile(r"unable to find (?P<kind>user|group) (?P<name>[^:]+): (?P<why>[^\r\n]+)")
+_GONE = re.compile(r"in a (deleted|stopped) state|container \S+ is not running")
 
 
 def start_failure(text: str, head: str) -> RockError | None:
@@ -187,6 +193,8 @@ def start_failure(text: str, head: str) -> RockError | None:
         return BadRequest(f"{head}: {name} cannot be run: {why}")
     if found := _USER.search(text):
         return BadRequest(f"{head}: no {found['kind']} {found['name']!r} in the sandbox")
+    if _GONE.search(text):
+        return stopped(head, text)  # between the exec's creation and its start
     return None
 
 
@@ -423,5 +431,6 @@ __all__ = [
     "engine_unavailable",
     "open_docker",
     "start_failure",
+    "stopped",
     "unreachable",
 ]

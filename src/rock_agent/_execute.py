@@ -3,7 +3,8 @@
 Rules:
 - One engine exec per command (not the hot path: sessions are). Stdin is written, then closed,
   so a program reading it sees end-of-file.
-- A timeout kills the command's whole process tree and returns what it printed so far.
+- A timeout kills the command's whole process tree and returns what it printed so far (from
+  inside the sandbox when the kernel refuses the agent: see `_signals`).
 - A program that cannot be started is an error (the runtime raises `FileNotFound` or
   `BadRequest` naming the cause), not a result.
 - `oom_killed` says the kernel killed a process of the sandbox for memory while the command
@@ -13,6 +14,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import signal
 import time
 from pathlib import Path
 
@@ -21,9 +23,10 @@ import anyio
 from rock_core._errors import RockError, SandboxFailed, TransportError
 from rock_core._protocol import ExecResult
 
-from . import _oom, _procs
+from . import _oom
 from ._docker import DockerRuntime
 from ._engine import engine_errors
+from ._signals import Signals, exec_inside
 
 
 async def execute(
@@ -62,7 +65,8 @@ async def execute(
         if scope.cancelled_caught:
             timed_out = True
             pid, _, _ = await runtime.exec_pid(execution)
-            _procs.kill_tree(pid, include_root=True)
+            signals = Signals(exec_inside(runtime, sandbox_id), pid)
+            await signals.send(signal.SIGKILL, tree=pid, include_root=True)
     finally:
         with anyio.CancelScope(shield=True):
             await runtime.close_stream(stream)

@@ -11,8 +11,10 @@ Rules:
   the processes of the shell's pid namespace) by a mark in their environment
   (`ROCK_CMD=<token>`, see `_wrap`), which children inherit.
 - Never signal pid 0, -1 or 1, and never a process outside the sandbox of the given shell.
-- A signal the kernel refuses (`EPERM`: an agent that is not root) is counted as not sent;
-  callers learn it from the return value.
+- What the kernel refuses (`EPERM`: an agent that is not root may not signal root's processes
+  nor read their environment) is reported, never taken as done: `signal_pids` returns the
+  refused pids and `mark_of` raises `PermissionError`. `_signals` then asks the sandbox.
+- Reading a process's tree, start time, cgroup and `NSpid` needs no privilege.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 PROC = Path("/proc")
+MARK = b"ROCK_CMD"  # the environment variable that names the command a process belongs to
 CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
@@ -50,25 +53,25 @@ def descendants(pid: int) -> list[int]:
     return seen
 
 
+def tree(pid: int, *, include_root: bool, since: int = 0) -> list[int]:
+    """`pid`'s descendants started at or after `since` (and `pid` first); [] for pid 0, -1
+    or 1."""
+    if pid <= 1:
+        return []  # never 0 (our own process group), -1 (everyone) or init
+    found = descendants(pid)
+    if since:
+        found = [p for p in found if (start_time(p) or -1) >= since]
+    return [pid, *found] if include_root else found
+
+
 def signal_tree(pid: int, sig: int, *, include_root: bool) -> int:
     """Send `sig` to the descendants of `pid` (and `pid` itself); return how many got it."""
-    if pid <= 1:
-        return 0  # never 0 (our own process group), -1 (everyone) or init
-    targets = descendants(pid)
-    if include_root:
-        targets.insert(0, pid)
-    sent = 0
-    for target in targets:
-        try:
-            os.kill(target, sig)
-            sent += 1
-        except (ProcessLookupError, PermissionError):
-            pass
-    return sent
+    targets = tree(pid, include_root=include_root)
+    return len(targets) - len(signal_pids(targets, sig)) if targets else 0
 
 
 def kill_tree(pid: int, *, include_root: bool = True) -> int:
-    """SIGKILL a whole process tree."""
+    """SIGKILL a whole process tree (what the kernel refuses is not sent: see `_signals`)."""
     return signal_tree(pid, signal.SIGKILL, include_root=include_root)
 
 
@@ -109,65 +112,95 @@ def _cgroup_procs(pid: int) -> list[int] | None:
     return None
 
 
-def marked(pid: int, mark: bytes, *, prefix: bool = False) -> bool:
-    """Whether `pid`'s environment holds `mark` (`NAME=value`; `prefix`: a value starting so)."""
+def mark_of(pid: int) -> bytes | None:
+    """The value of `MARK` in `pid`'s environment; None if it has none or is gone.
+
+    `PermissionError` if the kernel refuses to show the environment (an agent that is not
+    root): the mark is then unknown, not absent.
+    """
     try:
-        env = (PROC / str(pid) / "environ").read_bytes()
+        fd = os.open(PROC / str(pid) / "environ", os.O_RDONLY | os.O_CLOEXEC)
+    except PermissionError:
+        raise
     except OSError:
-        return False
-    for entry in env.split(b"\0"):
-        if entry == mark or (prefix and entry.startswith(mark)):
-            return True
-    return False
+        return None
+    try:
+        chunks = []
+        while chunk := os.read(fd, 1 << 16):
+            chunks.append(chunk)
+    except PermissionError:
+        raise  # the check is made at read time on some kernels
+    except OSError:
+        return None
+    finally:
+        os.close(fd)
+    return value_of(b"".join(chunks), MARK)
 
 
-def command_pids(shell: int, mark: bytes, since: int, *, prefix: bool = False) -> list[int]:
-    """The processes a command of `shell` started: its descendants started at or after
-    `since`, and every process of the sandbox holding `mark` (see `marked`); never `shell`."""
+def value_of(environ: bytes, name: bytes) -> bytes | None:
+    """The value of `name` in an environment block (`NAME=value` entries split by NUL)."""
+    key = name + b"="
+    for entry in environ.split(b"\0"):
+        if entry.startswith(key):
+            return entry[len(key) :]
+    return None
+
+
+def candidates(shell: int, since: int) -> tuple[list[int], list[int]]:
+    """The processes a command of `shell` may have started, `since` (in /proc clock ticks):
+    (its descendants started since, the other processes of the sandbox started since).
+
+    The first are the command's for sure; the others are the command's if they hold its mark
+    (see `mark_of`). Neither ever holds `shell`, pid 1 or a zombie.
+    """
     if shell <= 1:
-        return []
-    found = [p for p in descendants(shell) if (start_time(p) or -1) >= since]
+        return [], []
+    tree_pids = tree(shell, include_root=False, since=since)
+    others = []
     for candidate in sandbox_pids(shell):
-        if candidate in (shell, 1) or candidate in found:
+        if candidate in (shell, 1) or candidate in tree_pids:
             continue
-        if (start_time(candidate) or -1) >= since and marked(candidate, mark, prefix=prefix):
-            found.append(candidate)
-    return found
+        if (start_time(candidate) or -1) >= since and alive(candidate):
+            others.append(candidate)
+    return tree_pids, others
 
 
-def signal_pids(pids: list[int], sig: int) -> int:
-    """Send `sig` to each of `pids` (never 0, -1 or 1); return how many got it."""
-    sent = 0
+def signal_pids(pids: list[int], sig: int) -> list[int]:
+    """Send `sig` to each of `pids` (never 0, -1 or 1); return those the kernel refused
+    (`EPERM`: an agent that is not root). A process that is gone counts as done."""
+    refused = []
     for target in pids:
         if target <= 1:
             continue
         try:
             os.kill(target, sig)
-            sent += 1
-        except (ProcessLookupError, PermissionError):
+        except ProcessLookupError:
             pass
-    return sent
+        except PermissionError:
+            refused.append(target)
+    return refused
+
+
+def ns_pids(pid: int) -> list[int]:
+    """`pid` as each pid namespace it is in sees it, outermost first (`NSpid:`); [] if gone.
+
+    Anyone may read it: it is how an agent that is not root names a sandbox's process to the
+    sandbox.
+    """
+    try:
+        status = (PROC / str(pid) / "status").read_bytes()
+    except OSError:
+        return []
+    at = status.find(b"\nNSpid:")
+    if at < 0:
+        return []
+    fields = status[at + len(b"\nNSpid:") :].split(b"\n", 1)[0].split()
+    return [int(f) for f in fields if f.isdigit()]
 
 
 def now_ticks() -> int:
     """Now, in the clock ticks since boot that /proc uses for process start times."""
     return int(time.clock_gettime(time.CLOCK_BOOTTIME) * os.sysconf("SC_CLK_TCK"))
-
-
-def kill_started_since(pid: int, ticks: int) -> int:
-    """SIGKILL the descendants of `pid` that started at or after `ticks`; return the count."""
-    if pid <= 1:
-        return 0
-    killed = 0
-    for target in descendants(pid):
-        started = start_time(target)
-        if started is not None and started >= ticks:
-            try:
-                os.kill(target, signal.SIGKILL)
-                killed += 1
-            except (ProcessLookupError, PermissionError):
-                pass
-    return killed
 
 
 def alive(pid: int) -> bool:

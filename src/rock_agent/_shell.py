@@ -15,8 +15,9 @@ Rules:
   end line is written (an aborted line never reaches its own); then SIGKILL to what the
   command started, a few rounds; only then the shell itself (the session is then reported
   closed). At a timeout everything the command started is killed, also processes that left
-  the shell's tree, found by their `ROCK_CMD` mark (`_procs.command_pids`); other commands'
-  and other sessions' processes are not touched.
+  the shell's tree, found by their `ROCK_CMD` mark (`_signals.Signals.command_pids`); other
+  commands' and other sessions' processes are not touched. An agent the kernel does not let
+  signal the sandbox's processes (not root) signals them from inside the sandbox (`_signals`).
 - Interactive commands share the shell's input with the program: nothing may be written to it
   while a program could read it. `start_interactive` returns once the command's start line is
   out (the shell has read every byte of the command line, so later input reaches the
@@ -51,8 +52,9 @@ from rock_core._errors import (
 )
 from rock_core._protocol import CommandResult
 
-from . import _collect, _expect, _oom, _procs, _wrap
+from . import _collect, _expect, _oom, _wrap
 from ._collect import Command
+from ._signals import RunInside, Signals
 from ._spill import OUTPUT_DIR, OnOutput, OpenSpill, Output
 
 READY_TIMEOUT = 15.0
@@ -89,6 +91,7 @@ class ShellSession:
         self.token = secrets.token_hex(8)
         self.sandbox_owner: tuple[int, str] = (-1, "")  # (uid, owner) of its sandbox
         self.oom_file: Path | None = None
+        self.signals = Signals(None, 0)  # until the shell's pid is known
         self._interactive: Command | None = None
 
     # ------------------------------------------------------------------ start
@@ -101,8 +104,13 @@ class ShellSession:
         exec_pid: ExecPid,
         wait_exit: WaitExit,
         open_spill: OpenSpill | None = None,
+        run_inside: RunInside | None = None,
     ) -> ShellSession:
-        """Start the shell and wait until it answers."""
+        """Start the shell and wait until it answers.
+
+        `run_inside` runs the signal script in the sandbox, for when the kernel refuses the
+        agent a signal (see `_signals`).
+        """
         execution, stream = await open_exec(["/bin/sh", "-c", _wrap.BOOT])
         session = cls(name, execution, stream, wait_exit, open_spill)
         marker = _wrap.new_marker()
@@ -129,6 +137,7 @@ class ShellSession:
             await session.kill()
             raise SandboxFailed(f"session {name!r}: the engine reports no process for the shell")
         session.host_pid = pid
+        session.signals = Signals(run_inside, pid)
         session.oom_file = _oom.counter_file(pid)
         return session
 
@@ -180,7 +189,7 @@ class ShellSession:
         path = f"{OUTPUT_DIR}/{self.name}-{self.commands}-{secrets.token_hex(4)}.log"
         cmd = Command(
             marker=_wrap.new_marker(),
-            mark=b"ROCK_CMD=" + token.encode(),
+            mark=token.encode(),
             output=Output(output_limit, on_output, self._open_spill, path),
             interactive=interactive,
             oom_before=_oom.count(self.oom_file),
@@ -308,16 +317,16 @@ class ShellSession:
             raise SessionClosed(f"session {self.name!r} is closed (its shell has exited)")
         cmd = self._interactive
         if cmd is None:
-            _procs.signal_tree(self.host_pid, signal.SIGINT, include_root=False)
+            await self.signals.send(signal.SIGINT, tree=self.host_pid)
             return
-        program = _procs.command_pids(self.host_pid, cmd.mark, cmd.since)
+        program = await self.signals.command_pids(self.host_pid, cmd.mark, cmd.since)
         if program:
             # As Ctrl-C does without job control: the program and the shell. The shell then
             # abandons the command line if the program dies of it (a shell loop ends too),
             # and goes on if the program handles it; `wait` writes an end line once the
             # program is gone and the shell may be reading its input again.
             cmd.interrupted = True
-            _procs.signal_pids([self.host_pid, *program], signal.SIGINT)
+            await _collect.signal_program(self, cmd, program, signal.SIGINT, with_shell=True)
         else:
             await _collect.interrupt_shell(self, cmd, [])
 
@@ -327,9 +336,13 @@ class ShellSession:
         """End the shell and everything it started, daemons included."""
         self.closed = True
         if self.host_pid > 1:
-            mark = f"ROCK_CMD={self.token}-".encode()
-            left = _procs.command_pids(self.host_pid, mark, 0, prefix=True)
-            _procs.kill_tree(self.host_pid, include_root=True)
-            _procs.signal_pids(left, signal.SIGKILL)
+            mark = f"{self.token}-".encode()
+            left = await self.signals.command_pids(self.host_pid, mark, 0, prefix=True)
+            await self.signals.send(signal.SIGKILL, left, tree=self.host_pid, include_root=True)
+        await self.abandon()
+
+    async def abandon(self) -> None:
+        """Close the shell's stream and read no more of it (the shell may go on)."""
+        self.closed = self._eof = True
         with contextlib.suppress(Exception):
             await self._stream.close()

@@ -136,9 +136,7 @@ class Connection:
             gate = self._gates[request_id] = CreditGate()
         return gate
 
-    def open_inbound(
-        self, request_id: int, window: int
-    ) -> MemoryObjectReceiveStream[bytes | None]:
+    def open_inbound(self, request_id: int, window: int) -> MemoryObjectReceiveStream[bytes | None]:
         """The chunks the client sends under `request_id` (None marks its end).
 
         The handler grants the client at most `window` chunks ahead of what it has taken; a
@@ -187,6 +185,7 @@ class AgentHandler(Protocol):
     """What an agent decides; the endpoint does the rest."""
 
     version: str  # the agent's version, for messages
+
     async def accept(self, conn: Connection) -> Welcome:
         """The answer to a client's `Hello`; raise a `RockError` to refuse the client."""
 

@@ -707,9 +707,7 @@ AgentMessage = (
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
 _client_decoder = msgspec.msgpack.Decoder(ClientMessage)
-_CLIENT_TAGS = frozenset(
-    cls.__struct_config__.tag for cls in ClientMessage.__args__
-)
+_CLIENT_TAGS = frozenset(cls.__struct_config__.tag for cls in ClientMessage.__args__)
 _agent_decoder = msgspec.msgpack.Decoder(AgentMessage)
 
 
