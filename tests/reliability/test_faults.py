@@ -187,8 +187,9 @@ async def test_kill_9_of_the_agent_mid_create(docker_engine: None, tmp_path: Pat
                     tg.start_soon(kill_soon)
                     try:
                         with anyio.fail_after(GONE_WITHIN):
+                            # Small: the created ones stay, and must not fill a 2-cpu host.
                             await cluster.create_sandbox(
-                                SandboxConfig(image=SH_IMAGE, memory="64m")
+                                SandboxConfig(image=SH_IMAGE, memory="64m", cpus=0.1)
                             )
                         outcomes["created"] = outcomes.get("created", 0) + 1
                     except RockError as exc:

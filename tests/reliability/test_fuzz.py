@@ -42,7 +42,9 @@ class Target:
 
 @pytest.fixture(scope="module")
 def target(docker_engine: None) -> Iterator[Target]:
-    agent = SocketAgent(Path(tempfile.mkdtemp(prefix="rock-fuzz-"))).start()
+    # A lease longer than any run: the owners disconnect, and their sandboxes must outlive
+    # the fuzzing however slow the machine is.
+    agent = SocketAgent(Path(tempfile.mkdtemp(prefix="rock-fuzz-")), lease=3600.0).start()
     try:
         for owner, sandbox_id in ((FUZZER, "fuzz-own"), (BYSTANDER, "fuzz-other")):
             with RawClient(agent.socket) as client:
