@@ -10,13 +10,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import pytest
 
-from rock_sdk import (
-    BadRequest,
-    InteractiveProcess,
-    RockError,
-    Sandbox,
-    SandboxCluster,
-)
+from rock_sdk import BadRequest, InteractiveProcess, RockError, Sandbox, SandboxCluster
 
 from ._sdk_arguments import Call, bad_arguments, invalid, link_of, refused_and_still_works
 

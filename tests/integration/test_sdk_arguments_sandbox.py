@@ -8,12 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from rock_sdk import (
-    BadRequest,
-    RockError,
-    Sandbox,
-    SandboxCluster,
-)
+from rock_sdk import BadRequest, RockError, Sandbox, SandboxCluster
 
 from ._sdk_arguments import Call, bad_arguments, invalid, refused_and_still_works
 
