@@ -39,14 +39,12 @@ from rock_core._protocol import SandboxInfo, SandboxSpec
 from . import _archive
 from ._engine import (
     Bounds,
-    ExecStream,
-    Execution,
     disk_limit_problem,
     engine_call,
     engine_errors,
     open_docker,
-    start_failure,
 )
+from ._exec_stream import ExecStream, Execution, start_failure
 from ._labels import (
     LABEL_CREATED,
     LABEL_HOST,

@@ -1,4 +1,5 @@
-"""The engine boundary: a bound on every Engine API call, and the one mapping of its failures.
+"""The engine boundary: a bound on every Engine API call, the one mapping of its failures,
+the client, and what this engine can enforce (disk limits).
 
 Rules:
 - No call waits forever on a wedged engine. Each kind of call has a bound (`Bounds`, from the
@@ -14,8 +15,11 @@ Rules:
   engine broke off is a `TransportError`, an answer that cannot be read a `ProtocolError`.
   Nothing foreign (aiohttp, aiodocker, OSError, TimeoutError) and no bare `RockError` leaves.
 - Our own errors raised inside a mapped block pass through unchanged.
-- A process the container runtime could not start (its working folder, program or user is
-  wrong) is an error naming that cause (`start_failure`), never a result.
+- Whether this engine can enforce a `disk` limit is told from its info and the mount table
+  (`disk_limit_problem`), never found out by a create that fails.
+
+Exec streams (a process in a sandbox, and the runtime's refusals to start one) are
+`_exec_stream`'s.
 """
 
 from __future__ import annotations
@@ -26,7 +30,6 @@ import os
 import re
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import aiodocker
 import aiohttp
@@ -36,7 +39,6 @@ from aiodocker.exceptions import DockerError
 from rock_core._errors import (
     BadRequest,
     EngineUnavailable,
-    FileNotFound,
     ProtocolError,
     RockError,
     SandboxFailed,
@@ -163,41 +165,6 @@ def engine_unavailable(where: str, cause: OSError) -> EngineUnavailable:
     return EngineUnavailable(f"no Docker engine answers at {where}: {why}", engine=where)
 
 
-# ---------------------------------------------------------------------------- exec start
-
-_CWD = re.compile(r'chdir to cwd \("(?P<cwd>[^"]*)"\) set in config\.json failed: (?P<why>[^:]+)')
-_PROGRAM = re.compile(r'exec: "(?P<program>[^"]*)": (?:stat [^:]*: )?(?P<why>[^:]+)')
-_USER = re.compile(r"unable to find (?P<kind>user|group) (?P<name>[^:]+): (?P<why>[^\r\n]+)")
-_GONE = re.compile(r"in a (deleted|stopped) state|container \S+ is not running")
-
-
-def start_failure(text: str, head: str) -> RockError | None:
-    """The error for a process the container runtime could not start, from what it said.
-
-    `head` names the attempt ("cannot run 'ls' in sandbox x"). A missing working folder or
-    program is `FileNotFound`, an unknown user or group, or a program that cannot be run,
-    `BadRequest`; None if the text names no cause known here.
-    """
-    text = text.replace("\r", "").strip()
-    if found := _CWD.search(text):
-        cwd, why = found["cwd"], found["why"].strip()
-        if why == "no such file or directory":
-            return FileNotFound(f"{head}: its working folder {cwd} does not exist")
-        return BadRequest(f"{head}: its working folder {cwd} cannot be used: {why}")
-    if found := _PROGRAM.search(text):
-        name, why = found["program"], found["why"].strip()
-        if why == "executable file not found in $PATH":
-            return FileNotFound(f"{head}: program {name!r} not found on the PATH")
-        if why == "no such file or directory":
-            return FileNotFound(f"{head}: {name} not found")
-        return BadRequest(f"{head}: {name} cannot be run: {why}")
-    if found := _USER.search(text):
-        return BadRequest(f"{head}: no {found['kind']} {found['name']!r} in the sandbox")
-    if _GONE.search(text):
-        return stopped(head, text)  # between the exec's creation and its start
-    return None
-
-
 # ---------------------------------------------------------------------------- disk limits
 
 # Drivers that enforce a size by themselves (btrfs and zfs through their quotas), and those
@@ -261,133 +228,6 @@ def _unescape(path: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m[1], 8)), path)
 
 
-# ---------------------------------------------------------------------------- exec
-
-START_FAILURE_TEXT = 4096  # bytes of an exec's first output kept: the runtime's reason, if any
-START_FAILURE_WAIT = 1.0  # seconds to wait for that reason when nobody had read it
-WRITE_CHECK = 1.0  # seconds between checks that a process still runs while a write waits
-
-
-class Execution:
-    """One exec of a sandbox: the engine's handle, and how it ended once known."""
-
-    def __init__(self, raw: Any, sandbox_id: str, program: str, bound: float) -> None:
-        self.raw = raw
-        self.sandbox_id = sandbox_id
-        self.program = program
-        self.ended = False
-        self.pid = 0
-        self.exit_code: int | None = None
-        self._bound = bound
-
-    async def state(self) -> tuple[int, int | None, bool]:
-        """(host pid, exit code, running), as the engine says now."""
-        with engine_call(f"inspecting a process in sandbox {self.sandbox_id}", self._bound):
-            info = await self.raw.inspect()
-        pid, exit_code, running = (
-            int(info.get("Pid") or 0),
-            info.get("ExitCode"),
-            info.get("Running"),
-        )
-        if not running:
-            self.ended, self.pid, self.exit_code = True, pid, exit_code
-        return pid, exit_code, bool(running)
-
-    async def wait_exit(self, tries: int = 50) -> int | None:
-        """The exit code once the process has ended (the engine may lag a moment after its
-        streams end); None if it still runs after `tries` looks."""
-        exit_code = self.exit_code
-        for _ in range(tries):
-            if self.ended:
-                return self.exit_code
-            _, exit_code, _ = await self.state()
-            if not self.ended:
-                await anyio.sleep(0.02)
-        return exit_code
-
-
-class ExecStream:
-    """The attached stream of an exec: its output, its input, and whether it ever started.
-
-    The engine reports a process the runtime could not start (no such working folder, program
-    or user) only as text on the stream: the exec has an exit code and no pid. That is
-    checked where the stream ends, or a write to it stops: such a start is the error naming
-    its cause. A write the process stops taking is checked every `WRITE_CHECK` seconds: one
-    that can never finish (the process is gone) ends with an error, not after the engine's
-    own timeout.
-    """
-
-    def __init__(self, execution: Execution, raw: Any) -> None:
-        self.raw = raw
-        self._execution = execution
-        self._head = bytearray()  # the start of its output: the runtime's reason, if it failed
-        self._checked = False
-
-    async def read_out(self) -> Any:
-        """The next output message (with `.stream`, 1 or 2, and `.data`); None at the end."""
-        with engine_errors(f"reading a process in sandbox {self._execution.sandbox_id}"):
-            message = await self.raw.read_out()
-        if message is None:
-            await self._check_started()
-            return None
-        self._keep(message)
-        return message
-
-    async def write_in(self, data: bytes) -> None:
-        """Write to the process's stdin (`TransportError` if it ended before taking it).
-
-        The hot path (a session's next command) is one write into the connection's buffer;
-        only a write the process stops taking for `WRITE_CHECK` seconds is watched.
-        """
-        execution = self._execution
-        what = f"writing to a process in sandbox {execution.sandbox_id}"
-        chunk = data
-        while True:
-            try:
-                with engine_errors(what), anyio.move_on_after(WRITE_CHECK) as waited:
-                    await self.raw.write_in(chunk)
-            except (RuntimeError, AssertionError) as exc:  # aiodocker: the stream was closed
-                await self._check_started()  # a process that never ran: that is the error
-                raise TransportError(f"{what}: the stream is closed") from exc
-            except RockError:
-                await self._check_started()
-                raise
-            if not waited.cancelled_caught:
-                return
-            # All of it is buffered; it has not drained for a while: is the process still there?
-            chunk = b""
-            await execution.state()
-            if execution.ended:
-                await self._check_started()
-                raise TransportError(f"{what}: the process ended before it took its input")
-
-    async def close(self) -> None:
-        """Close the stream (the process may go on)."""
-        await self.raw.close()
-
-    def _keep(self, message: Any) -> None:
-        if message.stream == 1 and len(self._head) < START_FAILURE_TEXT:
-            self._head += message.data[: START_FAILURE_TEXT - len(self._head)]
-
-    async def _check_started(self) -> None:
-        if self._checked:
-            return
-        self._checked = True
-        execution = self._execution
-        await execution.wait_exit()
-        if not (execution.ended and execution.pid == 0 and execution.exit_code is not None):
-            return
-        # It never ran: what it "printed" is the runtime's reason, sent at once.
-        with anyio.move_on_after(START_FAILURE_WAIT), contextlib.suppress(Exception):
-            while not self._head and (message := await self.raw.read_out()) is not None:
-                self._keep(message)
-        text = bytes(self._head).decode(errors="replace")
-        head = f"cannot run {execution.program!r} in sandbox {execution.sandbox_id}"
-        raise start_failure(text, head) or BadRequest(
-            f"{head}: the container runtime refused: {text.strip() or 'no reason given'}"
-        )
-
-
 # ---------------------------------------------------------------------------- client
 
 
@@ -423,14 +263,11 @@ async def open_docker(url: str | None = None) -> AsyncIterator[aiodocker.Docker]
 
 __all__ = [
     "Bounds",
-    "ExecStream",
-    "Execution",
     "disk_limit_problem",
     "engine_call",
     "engine_errors",
     "engine_unavailable",
     "open_docker",
-    "start_failure",
     "stopped",
     "unreachable",
 ]

@@ -2,7 +2,8 @@
 
 The connection itself (handshake, decoding, cancellation, credit, error replies) is the shared
 endpoint's (`rock_core._endpoint`); this module decides. Handlers live by topic: sessions and
-commands (`_commands`), files (`_files`), images (`_images`), stats, ports.
+commands (`_commands`), files (`_files`), images (`_images`), stats, ports; which one serves
+each request, and whether a connection may make it, is `_routes`'s.
 
 Rules:
 - A bad request never crashes the agent, kills a session or leaks a container: every
@@ -31,56 +32,30 @@ import logging
 import secrets
 import socket
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from functools import partial
-from typing import Any, ClassVar
 
 import anyio
 
 from rock_core._channel import ByteStream
 from rock_core._endpoint import Connection, Peer, serve_connection
-from rock_core._errors import BadRequest, RockError, SandboxNotFound, TransportError
+from rock_core._errors import BadRequest, RockError, TransportError
 from rock_core._owner import local_owner_alive
 from rock_core._protocol import (
     ClientMessage,
-    CommitSandbox,
     CreateSandbox,
-    CreateSession,
-    Download,
-    Execute,
-    Expect,
-    ForwardPort,
-    InspectSandbox,
-    Interrupt,
-    Keepalive,
-    ListImages,
-    ListSandboxes,
-    Ping,
-    PruneImages,
-    ReadFile,
-    ReadStats,
-    RemoveSandbox,
     Reply,
     Request,
-    RunCommand,
     SandboxChanged,
-    SendInput,
-    SetTimeouts,
-    StartSandbox,
-    StopSandbox,
-    Upload,
-    WaitCommand,
-    WarmImage,
     Welcome,
-    WriteFile,
 )
-from rock_core._protocol import CloseSession as CloseSessionRequest
 
-from . import _commands, _files, _images, _ports, _procs, _sandboxes, _stats
+from . import _commands, _images, _procs
 from ._docker import DockerRuntime
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key, split_owner_key
 from ._leases import Leases
+from ._routes import HANDLERS, authorize
 from ._shell import ShellSession
 from ._version import AGENT_VERSION
 
@@ -372,34 +347,14 @@ class AgentServer:
 
     async def handle(self, conn: Connection, request: Request) -> Reply:
         """Carry out one request for the connection's principal."""
-        handler = self._handlers.get(type(request))
+        handler = HANDLERS.get(type(request))
         if handler is None:
             raise BadRequest(f"this agent cannot handle {type(request).__name__}")
         sandbox_id = getattr(request, "sandbox_id", None)
         if isinstance(sandbox_id, str) and not isinstance(request, CreateSandbox):
-            await self._authorize(conn, sandbox_id, request)
+            await authorize(self, conn, sandbox_id, request)
         with self.keeper.use(request, conn.principal.key):
             return await handler(self, conn, request)
-
-    async def _authorize(self, conn: Connection, sandbox_id: str, request: Request) -> None:
-        """`SandboxNotFound` unless the connection may act on the sandbox.
-
-        Another owner's sandbox is reported exactly as a missing one is.
-        """
-        missing = SandboxNotFound(
-            f"no sandbox {sandbox_id!r} on host {self.host_id}", sandbox_id=sandbox_id
-        )
-        session = self.sessions.get((sandbox_id, getattr(request, "session", "")))
-        if session is not None and isinstance(request, _SESSION_REQUESTS):
-            if not conn.principal.may_act_on(*session.sandbox_owner):
-                raise missing
-            return
-        try:
-            info = await self.runtime.inspect(sandbox_id)
-        except SandboxNotFound:
-            raise missing from None
-        if not conn.principal.may_act_on(info.owner_uid, info.owner):
-            raise missing
 
     async def _remove_owned(
         self,
@@ -423,39 +378,6 @@ class AgentServer:
         for info in owned:
             await self._remove_quietly(info.sandbox_id)
         return len(owned)
-
-    _handlers: ClassVar[dict[type[Any], Callable[[Any, Connection, Any], Awaitable[Reply]]]] = {
-        Ping: _sandboxes.ping,
-        CreateSandbox: _sandboxes.create,
-        StopSandbox: _sandboxes.stop,
-        StartSandbox: _sandboxes.start,
-        RemoveSandbox: _sandboxes.remove,
-        InspectSandbox: _sandboxes.inspect,
-        ListSandboxes: _sandboxes.list_sandboxes,
-        CreateSession: _commands.create_session,
-        CloseSessionRequest: _commands.close_session,
-        RunCommand: _commands.run,
-        SendInput: _commands.send_input,
-        Expect: _commands.expect,
-        WaitCommand: _commands.wait,
-        Interrupt: _commands.interrupt,
-        Execute: _commands.execute,
-        ReadFile: _files.read_file,
-        WriteFile: _files.write_file,
-        Upload: _files.upload,
-        Download: _files.download,
-        ListImages: _images.list_images,
-        WarmImage: _images.warm_image,
-        PruneImages: _images.prune_images,
-        CommitSandbox: _images.commit_sandbox,
-        ReadStats: _stats.read_stats,
-        ForwardPort: _ports.forward_port,
-        SetTimeouts: _sandboxes.set_timeouts,
-        Keepalive: _sandboxes.keepalive,
-    }
-
-
-_SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)
 
 
 def _owner_gone(owner: str) -> bool:

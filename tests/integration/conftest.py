@@ -7,9 +7,10 @@ from collections.abc import AsyncIterator
 import pytest
 
 from rock_core import Cluster, open_cluster
-from rock_sdk import Sandbox, SandboxConfig
+from rock_sdk import Sandbox, SandboxCluster, SandboxConfig
 
 from ..conftest import PY_IMAGE, SH_IMAGE
+from ._sdk_arguments import SMALL
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +44,20 @@ async def py_sandbox(cluster: Cluster) -> AsyncIterator[Sandbox]:
         yield sb
     finally:
         await sb.delete()
+
+
+@pytest.fixture(scope="module")
+def sdk(cluster: Cluster) -> SandboxCluster:
+    return SandboxCluster(cluster)
+
+
+@pytest.fixture(scope="module")
+async def target(sdk: SandboxCluster) -> AsyncIterator[Sandbox]:
+    """The sandbox of a module's SDK argument checks (`_sdk_arguments`), with a file that is
+    no UTF-8 in it."""
+    sandbox = await sdk.create_sandbox(SMALL)
+    await sandbox.write_file("/tmp/binary", b"ab\xffcd")
+    try:
+        yield sandbox
+    finally:
+        await sandbox.delete()

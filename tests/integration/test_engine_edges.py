@@ -1,57 +1,41 @@
-"""The engine boundary at its edges: a wedged or broken engine, none at all, and what the
-engine here cannot do (disk limits), the runtime's refusals to start a process, odd labels.
+"""The engine boundary against a fake engine that wedges, hangs up, garbles or goes away.
 
-A fake engine (an aiohttp server on a unix socket) stands in for a wedged or misbehaving one,
-driven through the agent's own `open_docker` and `DockerRuntime`; everything else runs
-against the real engine, the real agent and the real `rock` command line.
+The fake engine (an aiohttp server on a unix socket) stands in for a wedged or misbehaving
+one, driven through the agent's own `open_docker` and `DockerRuntime`, and under a socket
+agent whose engine goes away. No engine at all is `test_engine_missing`; what the real engine
+refuses is `test_engine_refusals`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import errno
 import json
 import os
 import re
-import secrets
-import shutil
-import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import anyio
 import pytest
 from aiohttp import web
 
 from rock_agent._docker import DockerRuntime
-from rock_agent._engine import (
-    Bounds,
-    disk_limit_problem,
-    engine_errors,
-    engine_unavailable,
-    open_docker,
-)
-from rock_agent._labels import LABEL_CREATED, LABEL_HOST, LABEL_OWNER, LABEL_SANDBOX
+from rock_agent._engine import Bounds, open_docker
+from rock_agent._labels import LABEL_HOST, LABEL_OWNER, LABEL_SANDBOX
 from rock_core import open_cluster
 from rock_core._errors import (
-    BadRequest,
     EngineUnavailable,
-    FileNotFound,
     ProtocolError,
-    RockError,
     SandboxFailed,
     TimedOut,
     TransportError,
 )
 from rock_core._protocol import SandboxSpec
-from rock_sdk import Sandbox, SandboxConfig
 
-from ..conftest import SH_IMAGE
+from ._engine_edges import HOST, read_all, wait_for_socket
 
 pytestmark = pytest.mark.anyio
 
@@ -66,7 +50,6 @@ SHORT = Bounds(
     stats=BOUND,
     pull_idle=BOUND,
 )
-HOST = "edge"
 NAME = f"rock-{HOST}-sb-1"
 
 # (method, path after the API version, route name): what the fake engine knows.
@@ -313,155 +296,7 @@ async def test_a_broken_event_stream_is_a_transport_error(
     )
 
 
-# ---------------------------------------------------------------------------- no engine at all
-
-ENOENT_FIX = "no socket there: is dockerd running? (set DOCKER_HOST if it listens elsewhere)"
-
-
-def rock(*args: str, env: dict[str, str], prefix: list[str] | None = None) -> Any:
-    return subprocess.run(
-        [*(prefix or []), sys.executable, "-m", "rock_sdk._cli", *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env={**os.environ, **env},
-    )
-
-
-@pytest.fixture
-def missing_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """DOCKER_HOST names a socket that does not exist (for agents this test starts)."""
-    url = f"unix://{tmp_path / 'docker.sock'}"
-    monkeypatch.setenv("DOCKER_HOST", url)
-    return url
-
-
-@pytest.fixture
-def stale_engine(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """DOCKER_HOST names a socket file no one listens on (dockerd died and left it)."""
-    path = tmp_path / "docker.sock"
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(path))
-    monkeypatch.setenv("DOCKER_HOST", f"unix://{path}")
-    return f"unix://{path}"
-
-
-async def test_a_local_agent_without_an_engine_refuses_the_handshake_saying_why(
-    missing_engine: str,
-) -> None:
-    with pytest.raises(EngineUnavailable) as caught:
-        async with open_cluster(["local"]):
-            pass
-    assert str(caught.value) == f"no Docker engine answers at {missing_engine}: {ENOENT_FIX}"
-
-
-async def test_a_stale_engine_socket_is_a_refused_connection(stale_engine: str) -> None:
-    with pytest.raises(EngineUnavailable) as caught:
-        async with open_cluster(["local"]):
-            pass
-    assert str(caught.value) == (
-        f"no Docker engine answers at {stale_engine}: connection refused: is dockerd running?"
-    )
-
-
-def test_rock_says_one_line_and_exits_125_without_an_engine(missing_engine: str) -> None:
-    done = rock("ps", env={"DOCKER_HOST": missing_engine})
-    assert (done.returncode, done.stdout) == (125, "")
-    assert done.stderr == f"rock ps: no Docker engine answers at {missing_engine}: {ENOENT_FIX}\n"
-
-
-@pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("setpriv") is None,
-    reason="needs root and setpriv, to take away root's right to any socket",
-)
-def test_rock_names_a_socket_it_may_not_use(tmp_path: Path) -> None:
-    # An engine socket of another user, mode 0600; `rock` runs as root without
-    # CAP_DAC_OVERRIDE, so the socket's mode applies to it as to any user outside the group.
-    path = tmp_path / "docker.sock"
-    with socket.socket(socket.AF_UNIX) as sock:
-        sock.bind(str(path))
-        sock.listen()
-        os.chown(path, 65534, 65534)
-        os.chmod(path, 0o600)
-        caps = "-dac_override,-dac_read_search"
-        without = ["setpriv", "--bounding-set", caps, "--inh-caps", caps]
-        done = rock("ps", env={"DOCKER_HOST": f"unix://{path}"}, prefix=without)
-    assert (done.returncode, done.stdout) == (125, "")
-    assert done.stderr == (
-        f"rock ps: no Docker engine answers at unix://{path}: permission denied: "
-        "is this user in the docker group (or root)?\n"
-    )
-
-
-def test_the_message_names_each_cause_and_its_fix() -> None:
-    def said(code: int) -> str:
-        return str(engine_unavailable("tcp://e:2375", OSError(code, os.strerror(code))))
-
-    assert said(errno.EACCES) == (
-        "no Docker engine answers at tcp://e:2375: permission denied: "
-        "is this user in the docker group (or root)?"
-    )
-    assert said(errno.EPERM) == said(errno.EACCES)
-    assert said(errno.ENOENT) == f"no Docker engine answers at tcp://e:2375: {ENOENT_FIX}"
-    assert said(errno.ECONNREFUSED) == (
-        "no Docker engine answers at tcp://e:2375: connection refused: is dockerd running?"
-    )
-    assert said(errno.EHOSTUNREACH) == (
-        "no Docker engine answers at tcp://e:2375: No route to host: is dockerd running? "
-        "is this user in the docker group?"
-    )
-
-
-async def test_a_tcp_engine_that_refuses_is_unavailable() -> None:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]  # free, and nothing listens on it
-    async with open_docker(f"tcp://127.0.0.1:{port}") as docker:
-        with pytest.raises(EngineUnavailable) as caught:
-            await DockerRuntime(docker, HOST).inspect("sb-1")
-    assert str(caught.value) == (
-        f"no Docker engine answers at tcp://127.0.0.1:{port}: connection refused: "
-        "is dockerd running?"
-    )
-
-
-def test_only_our_errors_leave_the_mapping() -> None:
-    for foreign in (ConnectionResetError(errno.ECONNRESET, "reset"), aiohttp.ClientPayloadError()):
-        with pytest.raises(TransportError) as caught, engine_errors("reading"):
-            raise foreign
-        assert type(caught.value) is TransportError
-    with pytest.raises(FileNotFound), engine_errors("reading"):
-        raise FileNotFound("ours pass through")  # an OSError too, but ours
-
-
-async def test_a_socket_agent_without_an_engine_keeps_serving_and_says_so_once(
-    missing_engine: str, tmp_path: Path
-) -> None:
-    path = tmp_path / "agent.sock"
-    host = f"edge-{secrets.token_hex(3)}"
-    command = [sys.executable, "-m", "rock_agent", "serve", "--socket", str(path)]
-    async with await anyio.open_process(
-        [*command, "--host-id", host, "--reap-interval", "0.2"], stderr=subprocess.STDOUT
-    ) as agent:
-        try:
-            for _ in range(2):
-                await wait_for_socket(path)
-                with pytest.raises(EngineUnavailable, match=r"^no Docker engine answers at "):
-                    async with open_cluster([f"unix://{path}"]):
-                        pass
-            assert agent.returncode is None  # still serving
-        finally:
-            agent.terminate()
-            code = await agent.wait()
-        assert agent.stdout is not None
-        lines = (await read_all(agent.stdout)).decode().splitlines()
-    assert code == 0, lines
-    records = [json.loads(line) for line in lines]  # one JSON record a line: no tracebacks
-    said = [r["event"] for r in records if r["level"] not in ("debug", "info")]
-    assert said == [
-        f"no Docker engine answers at {missing_engine}: {ENOENT_FIX} "
-        "(clients are refused until it answers)"
-    ]
+# ---------------------------------------------------------------------------- the engine goes away
 
 
 async def test_a_socket_agent_whose_engine_goes_away_keeps_serving(
@@ -494,234 +329,3 @@ async def test_a_socket_agent_whose_engine_goes_away_keeps_serving(
     assert code == 0, lines
     records = [json.loads(line) for line in lines]  # one JSON record a line: no tracebacks
     assert [r for r in records if r["level"] in ("error", "critical")] == []
-
-
-async def read_all(stream: Any) -> bytes:
-    chunks = []
-    with contextlib.suppress(anyio.EndOfStream):
-        while True:
-            chunks.append(await stream.receive())
-    return b"".join(chunks)
-
-
-async def wait_for_socket(path: Path) -> None:
-    with anyio.fail_after(30):
-        while not path.exists():  # noqa: ASYNC110 (another process makes it)
-            await anyio.sleep(0.05)
-
-
-# ---------------------------------------------------------------------------- the real engine
-
-
-async def docker_json(*args: str) -> Any:
-    return json.loads((await anyio.run_process(["docker", *args])).stdout)
-
-
-def containers_of(sandbox_id: str) -> list[str]:
-    done = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={LABEL_SANDBOX}={sandbox_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.split()
-
-
-@pytest.fixture(scope="module")
-async def sh_box(cluster: Any) -> AsyncIterator[Sandbox]:
-    async with Sandbox(SandboxConfig(image=SH_IMAGE, memory="64m"), cluster=cluster) as sb:
-        yield sb
-
-
-async def test_a_disk_limit_this_engine_cannot_enforce_is_refused_before_anything_is_made(
-    cluster: Any,
-) -> None:
-    info = await docker_json("info", "--format", "{{json .}}")
-    driver = info["Driver"]
-    backing = dict(info["DriverStatus"]).get("Backing Filesystem")
-    if driver != "overlay2" or backing == "xfs":
-        pytest.skip(f"this test is for overlay2 on another file system than xfs, not {driver}")
-    sandbox_id = f"sb-disk-{secrets.token_hex(4)}"
-    config = SandboxConfig(image=SH_IMAGE, memory="64m", disk="1g", sandbox_id=sandbox_id)
-    # The core refuses first: the host's agent does not announce "disk-limits".
-    with pytest.raises(BadRequest) as caught:
-        await Sandbox(config, cluster=cluster).start()
-    assert str(caught.value).startswith("no host can enforce disk='1g': the agent of host "), (
-        caught.value
-    )
-    assert containers_of(sandbox_id) == []
-    # And so does the agent's runtime, for a client that skips the core's check.
-    async with open_docker() as docker:
-        runtime = DockerRuntime(docker, HOST)
-        assert await runtime.supports_disk_limits() is False
-        with pytest.raises(BadRequest) as caught:
-            await runtime.create(sandbox_id, config.to_spec(), "me", os.getuid())
-    assert str(caught.value) == (
-        f"sandbox {sandbox_id} asks for disk='1g': disk limits need the overlay2 storage "
-        f"driver on xfs mounted with pquota (this engine: overlay2 on {backing})"
-    )
-    assert containers_of(sandbox_id) == []
-
-
-async def test_an_unknown_user_is_a_bad_request_and_leaves_no_container(cluster: Any) -> None:
-    sandbox_id = f"sb-user-{secrets.token_hex(4)}"
-    config = SandboxConfig(image=SH_IMAGE, memory="64m", user="nouser", sandbox_id=sandbox_id)
-    with pytest.raises(BadRequest) as caught:
-        await Sandbox(config, cluster=cluster).start()
-    assert (
-        str(caught.value) == f"sandbox {sandbox_id} did not start: no user 'nouser' in the sandbox"
-    )
-    assert containers_of(sandbox_id) == []
-
-
-EXEC_REFUSALS = [
-    ({"argv": ["true"], "cwd": "/nope"}, FileNotFound, "its working folder /nope does not exist"),
-    (
-        {"argv": ["true"], "cwd": "/etc/passwd"},
-        BadRequest,
-        "its working folder /etc/passwd cannot be used: not a directory",
-    ),
-    ({"argv": ["/nope/prog"]}, FileNotFound, "/nope/prog not found"),
-    ({"argv": ["/etc"]}, BadRequest, "/etc cannot be run: permission denied"),
-    (
-        # More input than a socket holds: the engine stops reading it, and does not hang up.
-        {"argv": ["/etc"], "stdin": b"x" * (1 << 20)},
-        BadRequest,
-        "/etc cannot be run: permission denied",
-    ),
-    (
-        {"argv": ["no-such-prog"], "stdin": b"x"},
-        FileNotFound,
-        "program 'no-such-prog' not found on the PATH",
-    ),
-]
-
-
-@pytest.mark.parametrize(("call", "error", "why"), EXEC_REFUSALS)
-async def test_a_process_the_runtime_cannot_start_is_an_error_naming_why(
-    sh_box: Sandbox, call: dict[str, Any], error: type[RockError], why: str
-) -> None:
-    with pytest.raises(error) as caught:
-        await sh_box.execute(**call)
-    assert type(caught.value) is error
-    program = call["argv"][0]
-    assert str(caught.value) == f"cannot run {program!r} in sandbox {sh_box.sandbox_id}: {why}"
-
-
-async def test_a_program_that_exits_126_is_a_result(sh_box: Sandbox) -> None:
-    result = await sh_box.execute(["sh", "-c", "echo OCI runtime exec failed; exit 126"])
-    assert (result.exit_code, result.stdout) == (126, "OCI runtime exec failed\n")
-
-
-async def test_containers_with_odd_labels_are_listed_not_fatal() -> None:
-    # Anyone may label a container as a sandbox of a host, with values no agent would write.
-    host = f"edge-{secrets.token_hex(3)}"
-    labels = {LABEL_HOST: host, LABEL_SANDBOX: "odd", LABEL_CREATED: "yesterday"}
-    labels["rock.owner-uid"] = "root"
-    flags = [f"--label={k}={v}" for k, v in labels.items()]
-    name = f"rock-{host}-odd"
-    await anyio.run_process(["docker", "create", "--name", name, *flags, SH_IMAGE, "true"])
-    try:
-        async with open_docker() as docker:
-            runtime = DockerRuntime(docker, host)
-            (info,) = await runtime.list_sandboxes()
-            assert (info.sandbox_id, info.created_at, info.owner_uid) == ("odd", 0.0, -1)
-            assert (await runtime.inspect("odd")).created_at == 0.0
-    finally:
-        await anyio.run_process(["docker", "rm", "-f", name], check=False)
-
-
-@pytest.fixture(scope="module")
-async def plain_box() -> AsyncIterator[tuple[DockerRuntime, str]]:
-    """A runtime of its own host id, and a running container it takes for its sandbox 'x'."""
-    host = f"edge-{secrets.token_hex(3)}"
-    name = f"rock-{host}-x"
-    labels = [f"--label={LABEL_HOST}={host}", f"--label={LABEL_SANDBOX}=x"]
-    await anyio.run_process(
-        ["docker", "run", "-d", "--name", name, *labels, SH_IMAGE, "sleep", "600"]
-    )
-    try:
-        async with open_docker() as docker:
-            yield DockerRuntime(docker, host), "x"
-    finally:
-        await anyio.run_process(["docker", "rm", "-f", name], check=False)
-
-
-async def test_input_to_a_process_that_ended_is_a_transport_error(
-    plain_box: tuple[DockerRuntime, str],
-) -> None:
-    runtime, sandbox_id = plain_box
-    execution, stream = await runtime.open_exec(sandbox_id, ["true"])
-    try:
-        with pytest.raises(TransportError) as caught:
-            for _ in range(64):  # 64 MiB: more than any buffer on the way
-                await stream.write_in(b"x" * (1 << 20))
-        assert type(caught.value) is TransportError
-        assert str(caught.value).startswith(f"writing to a process in sandbox {sandbox_id}: the ")
-        assert await runtime.wait_exit(execution) == 0
-    finally:
-        await runtime.close_stream(stream)
-
-
-async def test_input_to_a_closed_stream_is_a_transport_error(
-    plain_box: tuple[DockerRuntime, str],
-) -> None:
-    runtime, sandbox_id = plain_box
-    _, stream = await runtime.open_exec(sandbox_id, ["cat"])
-    await runtime.close_stream(stream)
-    with pytest.raises(TransportError) as caught:
-        await stream.write_in(b"late")
-    assert (
-        str(caught.value) == f"writing to a process in sandbox {sandbox_id}: the stream is closed"
-    )
-
-
-# ---------------------------------------------------------------------------- disk limits, as data
-
-ROOT = "/var/lib/docker"
-
-
-def mountinfo(fs: str, options: str, point: str = "/var/lib/docker") -> str:
-    return (
-        "22 1 8:1 / / rw,relatime shared:1 - ext4 /dev/sda1 rw\n"
-        f"40 22 8:17 / {point} rw,relatime shared:9 - {fs} /dev/sdb1 {options}\n"
-    )
-
-
-def overlay(backing: str) -> dict[str, object]:
-    return {
-        "Driver": "overlay2",
-        "DriverStatus": [["Backing Filesystem", backing], ["Supports d_type", "true"]],
-        "DockerRootDir": ROOT,
-    }
-
-
-def test_disk_limits_need_overlay2_on_xfs_with_project_quota() -> None:
-    need = "disk limits need the overlay2 storage driver on xfs mounted with pquota"
-    assert disk_limit_problem(overlay("extfs"), None) == f"{need} (this engine: overlay2 on extfs)"
-    quota = mountinfo("xfs", "rw,attr2,inode64,prjquota")
-    assert disk_limit_problem(overlay("xfs"), quota) is None
-    plain = mountinfo("xfs", "rw,attr2,inode64,noquota")
-    assert disk_limit_problem(overlay("xfs"), plain) == (
-        f"{need} (this engine: overlay2 on xfs without pquota)"
-    )
-    # The data folder's own mount decides, not the longest path that only starts alike.
-    elsewhere = mountinfo("xfs", "rw,prjquota", point="/var/lib/docker-old")
-    assert disk_limit_problem(overlay("xfs"), elsewhere + plain) == (
-        f"{need} (this engine: overlay2 on xfs without pquota)"
-    )
-    # An engine whose mounts this machine cannot see is taken at its word.
-    assert disk_limit_problem(overlay("xfs"), None) is None
-
-
-def test_disk_limits_of_other_storage_drivers() -> None:
-    assert disk_limit_problem({"Driver": "btrfs"}, None) is None
-    assert disk_limit_problem({"Driver": "zfs"}, None) is None
-    assert disk_limit_problem({"Driver": "fuse-overlayfs"}, None) == (
-        "disk limits need a storage driver that enforces them (overlay2 on xfs mounted with "
-        "pquota, btrfs, zfs or devicemapper); this engine uses fuse-overlayfs"
-    )
-    assert disk_limit_problem({}, None) == (
-        "disk limits need a storage driver that enforces them (overlay2 on xfs mounted with "
-        "pquota, btrfs, zfs or devicemapper); this engine uses unknown"
-    )

@@ -1,0 +1,120 @@
+"""The agent's request table: which handler carries out each request, and whether a
+connection may make a request that names a sandbox.
+
+Rules:
+- Every request the agent serves has one handler here (`HANDLERS`), called as
+  ``handler(server, connection, request)``; `AgentServer.handle` answers a request with none
+  as `BadRequest`.
+- A request naming a sandbox (but a create, which the runtime checks itself) is authorized
+  before its handler runs (`authorize`): another owner's sandbox is reported exactly as a
+  missing one is.
+- A request to a session the agent holds is authorized by the owner that session recorded,
+  without asking the engine.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from rock_core._endpoint import Connection
+from rock_core._errors import SandboxNotFound
+from rock_core._protocol import CloseSession as CloseSessionRequest
+from rock_core._protocol import (
+    CommitSandbox,
+    CreateSandbox,
+    CreateSession,
+    Download,
+    Execute,
+    Expect,
+    ForwardPort,
+    InspectSandbox,
+    Interrupt,
+    Keepalive,
+    ListImages,
+    ListSandboxes,
+    Ping,
+    PruneImages,
+    ReadFile,
+    ReadStats,
+    RemoveSandbox,
+    Reply,
+    Request,
+    RunCommand,
+    SendInput,
+    SetTimeouts,
+    StartSandbox,
+    StopSandbox,
+    Upload,
+    WaitCommand,
+    WarmImage,
+    WriteFile,
+)
+
+from . import _commands, _files, _images, _ports, _sandboxes, _stats
+from ._docker import DockerRuntime
+from ._shell import ShellSession
+
+Handler = Callable[[Any, Connection, Any], Awaitable[Reply]]
+
+HANDLERS: dict[type[Any], Handler] = {
+    Ping: _sandboxes.ping,
+    CreateSandbox: _sandboxes.create,
+    StopSandbox: _sandboxes.stop,
+    StartSandbox: _sandboxes.start,
+    RemoveSandbox: _sandboxes.remove,
+    InspectSandbox: _sandboxes.inspect,
+    ListSandboxes: _sandboxes.list_sandboxes,
+    CreateSession: _commands.create_session,
+    CloseSessionRequest: _commands.close_session,
+    RunCommand: _commands.run,
+    SendInput: _commands.send_input,
+    Expect: _commands.expect,
+    WaitCommand: _commands.wait,
+    Interrupt: _commands.interrupt,
+    Execute: _commands.execute,
+    ReadFile: _files.read_file,
+    WriteFile: _files.write_file,
+    Upload: _files.upload,
+    Download: _files.download,
+    ListImages: _images.list_images,
+    WarmImage: _images.warm_image,
+    PruneImages: _images.prune_images,
+    CommitSandbox: _images.commit_sandbox,
+    ReadStats: _stats.read_stats,
+    ForwardPort: _ports.forward_port,
+    SetTimeouts: _sandboxes.set_timeouts,
+    Keepalive: _sandboxes.keepalive,
+}
+
+_SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)
+
+
+class _Server(Protocol):
+    host_id: str
+    runtime: DockerRuntime
+    sessions: dict[tuple[str, str], ShellSession]
+
+
+async def authorize(server: _Server, conn: Connection, sandbox_id: str, request: Request) -> None:
+    """`SandboxNotFound` unless the connection may act on the sandbox.
+
+    Another owner's sandbox is reported exactly as a missing one is.
+    """
+    missing = SandboxNotFound(
+        f"no sandbox {sandbox_id!r} on host {server.host_id}", sandbox_id=sandbox_id
+    )
+    session = server.sessions.get((sandbox_id, getattr(request, "session", "")))
+    if session is not None and isinstance(request, _SESSION_REQUESTS):
+        if not conn.principal.may_act_on(*session.sandbox_owner):
+            raise missing
+        return
+    try:
+        info = await server.runtime.inspect(sandbox_id)
+    except SandboxNotFound:
+        raise missing from None
+    if not conn.principal.may_act_on(info.owner_uid, info.owner):
+        raise missing
+
+
+__all__ = ["HANDLERS", "Handler", "authorize"]

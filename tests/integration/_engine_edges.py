@@ -1,0 +1,26 @@
+"""Helpers shared by the engine-edge tests (`test_engine_edges`, `test_engine_missing`,
+`test_engine_refusals`): the host id their runtimes use, and a socket agent's process."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+HOST = "edge"
+
+
+async def read_all(stream: Any) -> bytes:
+    chunks = []
+    with contextlib.suppress(anyio.EndOfStream):
+        while True:
+            chunks.append(await stream.receive())
+    return b"".join(chunks)
+
+
+async def wait_for_socket(path: Path) -> None:
+    with anyio.fail_after(30):
+        while not path.exists():  # noqa: ASYNC110 (another process makes it)
+            await anyio.sleep(0.05)
