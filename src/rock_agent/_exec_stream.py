@@ -28,7 +28,8 @@ from ._engine import engine_call, engine_errors, stopped
 _CWD = re.compile(r'chdir to cwd \("(?P<cwd>[^"]*)"\) set in config\.json failed: (?P<why>[^:]+)')
 _PROGRAM = re.compile(r'exec: "(?P<program>[^"]*)": (?:stat [^:]*: )?(?P<why>[^:]+)')
 _USER = re.compile(r"unable to find (?P<kind>user|group) (?P<name>[^:]+): (?P<why>[^\r\n]+)")
-_GONE = re.compile(r"in a (deleted|stopped) state|container \S+ is not running")
+# What the runtime says when the container stopped after the exec was created.
+_GONE = re.compile(r"in a (deleted|stopped) state|container \S+ is not running|task \S+ not found")
 
 
 def start_failure(text: str, head: str) -> RockError | None:
