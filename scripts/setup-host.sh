@@ -69,6 +69,11 @@ if [ "${ROCK_SETUP_SKIP_SSHD:-0}" != 1 ]; then
     command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
     # ssh and ssh-keygen for the SSH tests; `ip netns` for the namespace hosts of tests/cluster.
     apt_install openssh-client iproute2
+    # Run as root, tests/integration/test_nonroot_agent.py gives a user of the docker group a
+    # Python of its own, from the system's (scripts/nonroot-agent-env.sh).
+    if [ "$(id -u)" = 0 ] && ! /usr/bin/python3 -c "import ensurepip, venv" >/dev/null 2>&1; then
+        apt_install python3 python3-venv
+    fi
 fi
 
 # ---------------------------------------------------------------- sshd on loopback
