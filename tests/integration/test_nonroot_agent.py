@@ -72,14 +72,14 @@ class NonRootAgent:
         self.socket = self.folder / "agent.sock"
         self.log = self.folder / "agent.log"
         self.host_id = f"nonroot-{secrets.token_hex(3)}"
-        self.agent = str(Path(python).parent / "rock-agent")
+        self.agent = [python, "-m", "rock_agent"]
         self.process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> NonRootAgent:
         become = ["setpriv", f"--reuid={USER}", f"--regid={USER}", "--init-groups"]
         command = [
             *(become if self.as_root else []),
-            self.agent,
+            *self.agent,
             "serve",
             "--socket",
             str(self.socket),
@@ -88,6 +88,8 @@ class NonRootAgent:
         ]
         home = Path("~" + self.user).expanduser()
         env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "USER": self.user, "LANG": "C.UTF-8"}
+        if "PYTHONPATH" in os.environ:  # a checkout run from its sources
+            env["PYTHONPATH"] = os.environ["PYTHONPATH"]
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 command,
