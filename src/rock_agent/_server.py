@@ -16,8 +16,9 @@ Rules:
   socket mode, over SSH) keeps a disconnected owner's sandboxes for the rest of the lease, so a
   program whose link drops can reconnect and find them; when the lease ends they are removed.
   An agent serving one local program (`reap_on_disconnect`, the stdio mode) removes them when
-  the link closes, unless the owner's process is still alive: a closed link is never taken
-  for "owner gone" while the owner lives (see `linger`).
+  the link closes, unless the owner's process is still alive (the one its identity names,
+  else the one that started the agent): a closed link is never taken for "owner gone" while
+  the owner lives (see `linger`).
 - An owner that is a local process and is gone (checked at start and periodically) has its
   sandboxes reaped at once.
 - Sessions live in the agent's memory; containers are the engine's. An agent that restarts
@@ -109,7 +110,8 @@ class AgentServer:
         self._resources: tuple[float, int] | None = None
         self.created_here: set[str] = set()
         self._adopted: set[str] = set()
-        self._lingering: set[str] = set()  # owner keys disconnected while their process lives
+        # Owner keys disconnected while their process lives: each with its "is it gone?" test.
+        self._lingering: dict[str, Callable[[], bool]] = {}
         self.first_reap_done = anyio.Event()
         self.image_usage = _images.ImageUsage()
         self.keeper = DeadlineKeeper(runtime, notify=self._notify, drop_sessions=self.drop_sessions)
@@ -249,15 +251,14 @@ class AgentServer:
         Returns once no such owner is left.
         """
         while self._lingering:
-            for key in list(self._lingering):
-                _, owner = split_owner_key(key)
-                if _owner_gone(owner):
-                    self._lingering.discard(key)
+            for key, gone in list(self._lingering.items()):
+                if gone():
+                    del self._lingering[key]
                     await self._remove_owned(key)
                     continue
                 with contextlib.suppress(RockError):
                     if not await self.runtime.list_sandboxes(owner=key):
-                        self._lingering.discard(key)  # deleted by the program's new link
+                        self._lingering.pop(key, None)  # deleted by the program's new link
             if self._lingering:
                 await anyio.sleep(LINGER_POLL)
 
@@ -300,7 +301,7 @@ class AgentServer:
         lease = 0.0
         if not conn.principal.admin:
             lease = self.leases.connect(key, time.monotonic(), conn.hello.lease)
-            self._lingering.discard(key)
+            self._lingering.pop(key, None)
             self._owner_connections.setdefault(key, set()).add(conn)
         self.connections += 1
         return Welcome(
@@ -331,7 +332,8 @@ class AgentServer:
         left = self.leases.disconnect(key, conn.last_seen)
         if left > 0 or not self.reap_on_disconnect:
             return
-        if local_owner_alive(conn.owner, socket.gethostname(), _procs.alive, _procs.start_time):
+        gone = _gone_test(conn)
+        if gone is not None and not gone():
             owned = await self.runtime.list_sandboxes(owner=key)
             if owned:
                 log.warning(
@@ -340,7 +342,7 @@ class AgentServer:
                     len(owned),
                     extra={"owner": key},
                 )
-                self._lingering.add(key)
+                self._lingering[key] = gone
                 return
         self.leases.forget(key)
         await self._remove_owned(key)
@@ -382,6 +384,21 @@ class AgentServer:
 
 def _owner_gone(owner: str) -> bool:
     return local_owner_alive(owner, socket.gethostname(), _procs.alive, _procs.start_time) is False
+
+
+def _gone_test(conn: Connection) -> Callable[[], bool] | None:
+    """How to tell that the program behind a closed connection has ended: its owner identity
+    names its process (`rock_core._owner`), else the process that started a stdio agent is
+    the program (an owner named by the caller, such as "run-42"). None if no process is known.
+    """
+    owner = conn.owner
+    if local_owner_alive(owner, socket.gethostname(), _procs.alive, _procs.start_time) is not None:
+        return lambda: _owner_gone(owner)
+    pid = conn.peer.pid
+    start = _procs.start_time(pid) if pid is not None and pid > 1 else None
+    if pid is None or start is None:
+        return None
+    return lambda: not _procs.alive(pid) or _procs.start_time(pid) != start
 
 
 __all__ = ["AgentServer"]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import anyio
 import msgspec
@@ -75,6 +79,55 @@ async def test_a_local_agent_keeps_a_live_owner_s_sandboxes_when_the_link_closes
             owner_process.kill()
         if agent.returncode is None:
             agent.kill()
+        leftover = await containers_of(sandbox_id)
+        if leftover:
+            await anyio.run_process(["docker", "rm", "-f", *leftover], check=False)
+
+
+async def test_an_owner_named_by_its_program_is_kept_while_the_program_lives(
+    docker_engine: None,
+) -> None:
+    # `open_cluster(["local"], owner="run-42")`: the owner names no process, so the process
+    # that started the stdio agent stands for the program. Here that is a shell between the
+    # test and the agent, so that it can end while the test goes on.
+    launcher = await anyio.open_process(
+        [
+            "sh",
+            "-c",
+            'exec 3<&0; "$0" -m rock_agent serve --stdio --log-level WARNING <&3 3<&- & wait',
+            sys.executable,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        start_new_session=True,
+    )
+    assert launcher.stdin is not None and launcher.stdout is not None
+    sandbox_id = "linger-named"
+    agent_pid = 0
+    try:
+        stream = SplitStream(launcher.stdout, launcher.stdin)
+        async with open_agent_connection(stream, owner="run-42", name="local") as conn:
+            spec = SandboxSpec(image=SH_IMAGE, memory=64 << 20)
+            create = CreateSandbox(id=conn.next_id(), sandbox_id=sandbox_id, spec=spec)
+            await conn.call(create, SandboxReply)
+        await anyio.sleep(2.0)
+        assert await containers_of(sandbox_id), "a closed link is not 'owner gone'"
+        children = Path(f"/proc/{launcher.pid}/task/{launcher.pid}/children").read_text()
+        agent_pid = int(children.split()[0])
+        launcher.kill()  # the program ends
+        await launcher.wait()
+        for _ in range(300):  # a hang detector (60 s), not a timing claim
+            if not await containers_of(sandbox_id):
+                break
+            await anyio.sleep(0.2)
+        else:
+            raise AssertionError("not reaped once the program that started the agent ended")
+    finally:
+        if launcher.returncode is None:
+            launcher.kill()
+        if agent_pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(agent_pid, signal.SIGKILL)
         leftover = await containers_of(sandbox_id)
         if leftover:
             await anyio.run_process(["docker", "rm", "-f", *leftover], check=False)
