@@ -844,8 +844,9 @@ async def open_cluster(
     - `heartbeat`, `heartbeat_timeout`: how often each link is pinged, and how long an answer
       may take before the link counts as broken (then: reconnect with backoff and jitter).
     - `ssh`: how to connect to ``ssh://`` hosts (`SshOptions`; default: the user's setup).
-    - `admin`: connect as an administrator (the `rock` CLI): list, stop, start and remove the
-      sandboxes of every owner of this user (of every user, as root) by id; create none.
+    - `admin`: connect as an administrator (the `rock` CLI): act on the sandboxes of every
+      owner of this user (of every user, as root) by id: list, stop, start, remove, run,
+      read and write files; create none.
     - `queue_timeout`: seconds a create may wait for room before `CapacityError` (default 60;
       None: no limit); each create may set its own.
 
