@@ -272,22 +272,31 @@ class ShellSession:
         """Wait for output matching one of `patterns`: (index, before, match).
 
         Index -1 means the command ended first; `before` then holds its remaining output.
+        Patterns see the last `_expect.WINDOW` bytes at most: older output is dropped from
+        the search and kept as the command's output (its result counts it, and its output
+        file holds it once past `output_limit`), so `before` holds at most that much.
         """
         cmd = self._require_interactive()
-        compiled = _expect.compile_patterns(patterns)
+        search = await _expect.Search.open(patterns)
         async with self._lock:
             with anyio.move_on_after(timeout):
                 while True:
                     found = _wrap.find_end(self.buffer, [cmd.marker, *cmd.recoveries])
+                    if found is None and len(self.buffer) > _expect.WINDOW:
+                        excess = len(self.buffer) - _expect.WINDOW
+                        await cmd.output.add(bytes(self.buffer[:excess]))
+                        del self.buffer[:excess]
+                        search.dropped(excess)
                     end = len(self.buffer) if found is None else found[1]
-                    visible = bytes(self.buffer[:end])
-                    best = await _expect.search(compiled, visible)
+                    best = await search.search(self.buffer, end, final=found is not None)
                     if best is not None:
                         index, start, stop = best
+                        before, match = bytes(self.buffer[:start]), bytes(self.buffer[start:stop])
                         del self.buffer[:stop]
-                        return index, visible[:start], visible[start:stop]
+                        return index, before, match
                     if found is not None or not await self.fill():
-                        del self.buffer[: len(visible)]
+                        visible = bytes(self.buffer[:end])
+                        del self.buffer[:end]
                         return -1, visible, b""
         raise TimedOut(
             f"session {self.name!r}: no output matched {patterns!r} within {timeout:g} s",
