@@ -242,19 +242,46 @@ class ShellSession:
         """Start a command that reads the session's input; drive it with send/expect/wait.
 
         Returns once the command has started (its start line is out), so input sent next
-        reaches the command, never the shell.
+        reaches the command, never the shell. `SessionClosed` if the shell ended first;
+        `TimedOut` if the start line did not come within `START_TIMEOUT`: the shell may still
+        read the command line later and then the session's input, so it is ended and the
+        session is closed.
         """
         async with self._lock:
             cmd, data = self._begin(
                 command, interactive=True, output_limit=output_limit, on_output=None
             )
+            try:
+                await self.write(data)
+            except SessionClosed:
+                self.closed = True
+                raise
+            # From here on the shell may run the command at any time: until the session is
+            # closed, it is the session's interactive command (also when this call is cancelled).
             self._interactive = cmd
-            await self.write(data)
+            alive = True
             with anyio.move_on_after(START_TIMEOUT):
-                while not cmd.begun:
+                while alive and not cmd.begun:
                     _collect.skip_to_start(self.buffer, cmd, [cmd.marker])
-                    if not cmd.begun and not await self.fill():
-                        break
+                    alive = cmd.begun or await self.fill()
+            if cmd.begun:
+                return
+            self._interactive = None
+            said = bytes(self.buffer[-4096:]).decode(errors="replace")
+            if not alive:
+                self.closed = True
+                raise SessionClosed(
+                    f"session {self.name!r} is closed: its shell exited before the "
+                    f"interactive command {command!r} started",
+                    output=said,
+                )
+            await self.kill()
+        raise TimedOut(
+            f"session {self.name!r}: the interactive command {command!r} did not start within "
+            f"{START_TIMEOUT:g} s (the shell did not run it); the session was closed, as the "
+            "shell could still read later input as commands",
+            output=said,
+        )
 
     def _require_interactive(self) -> Command:
         if self.closed:
