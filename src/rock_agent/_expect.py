@@ -7,9 +7,10 @@ Rules:
   is above `MAX_REPEAT`, when its repeats, multiplied out through nested groups, come to more
   than `MAX_EXPANSION` items, or when its groups nest deeper than `MAX_NESTING`: a runaway
   compile in a thread could not be stopped, and its memory could not be given back. The
-  compile itself runs in a worker thread for at most `COMPILE_BOUND` seconds; a compile that
-  fails in any way (a syntax error, too deep a recursion, no memory, too large a number) or
-  takes longer is a `BadRequest` naming the pattern.
+  compile itself runs in a worker thread, all of an `expect`'s patterns in at most
+  `COMPILE_BOUND` seconds; a compile that fails in any way (a syntax error, too deep a
+  recursion, no memory, too large a number) or takes longer is a `BadRequest` naming the
+  pattern.
 - Matching runs in a worker thread with the GIL released (`concurrent=True`), so a slow pattern
   never stalls the agent's other clients. One pass over all patterns takes at most
   `MATCH_BOUND` seconds: a pattern that backtracks catastrophically (`(a+)+$`) is a
@@ -18,6 +19,9 @@ Rules:
   (a partial match of the `regex` engine, or the end of what was searched); a pass shows the
   patterns only the output from there on, plus `OVERLAP` bytes before it for lookbehinds and
   `\\b`. What a pattern can match is what a search of all the output would match.
+- An `expect` keeps the last `WINDOW` bytes of output for its patterns; the session hands
+  older bytes to the command's output (`_shell.expect`), so a pattern never matches across
+  more than that, and a flood costs the agent one window.
 - The earliest match over all patterns wins; ties go to the first pattern.
 """
 
@@ -32,7 +36,7 @@ import regex  # type: ignore[import-untyped]
 from rock_core._errors import BadRequest
 
 MATCH_BOUND = 2.0  # seconds one pass of all patterns over the output may take
-COMPILE_BOUND = 2.0  # seconds compiling one pattern may take
+COMPILE_BOUND = 2.0  # seconds compiling all patterns of one `expect` may take
 MAX_REPEAT = 10_000  # largest count of a counted repeat (`{n}`, `{n,m}`)
 MAX_EXPANSION = 100_000  # items a pattern's counted repeats may expand to, multiplied out
 MAX_NESTING = 100  # deepest nesting of groups
@@ -128,15 +132,15 @@ async def compile_patterns(patterns: list[str]) -> list[Any]:
         raise BadRequest("expect needs at least one pattern")
     for pattern in patterns:
         check_size(pattern)
-    compiled = []
-    for pattern in patterns:
-        with anyio.move_on_after(COMPILE_BOUND):
+    compiled: list[Any] = []
+    with anyio.move_on_after(COMPILE_BOUND):
+        for pattern in patterns:
             compiled.append(
                 await anyio.to_thread.run_sync(compile_one, pattern, abandon_on_cancel=True)
             )
-            continue
-        raise _refuse(pattern, f"compiling it took more than {COMPILE_BOUND:g} s: simplify it")
-    return compiled
+        return compiled
+    late = patterns[len(compiled)]
+    raise _refuse(late, f"compiling it took more than {COMPILE_BOUND:g} s: simplify it")
 
 
 class Search:
@@ -187,10 +191,11 @@ def _scan(
     best: tuple[int, int, int] | None = None
     after = list(starts)
     for index, (pattern, start) in enumerate(zip(compiled, starts, strict=True)):
+        start = min(start, len(data))
         try:
             m = pattern.search(
                 data,
-                min(start, len(data)),
+                start,
                 partial=not final,
                 concurrent=True,
                 timeout=max(0.001, deadline - time.monotonic()),

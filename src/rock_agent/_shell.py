@@ -21,11 +21,13 @@ Rules:
 - Interactive commands share the shell's input with the program: nothing may be written to it
   while a program could read it. `start_interactive` returns once the command's start line is
   out (the shell has read every byte of the command line, so later input reaches the
-  program). `interrupt` is Ctrl-C without job control: SIGINT to the program and the shell (a
-  shell loop ends; a program that handles SIGINT goes on). Once the interrupted program is
-  gone, `wait` writes a fresh end line in case the shell abandoned the command line, and
-  accepts whichever end line comes. `wait`'s timeout escalates on the program only (SIGINT,
-  then SIGKILL), and interrupts the shell once no process of the command is left.
+  program); a start line that does not come in `START_TIMEOUT` closes the session (the shell
+  could read later input as commands). `interrupt` is Ctrl-C without job control: SIGINT to
+  the program and the shell (a shell loop ends; a program that handles SIGINT goes on). Once
+  the interrupted program is gone, `wait` writes a fresh end line in case the shell abandoned
+  the command line, and accepts whichever end line comes. `wait`'s timeout escalates on the
+  program only (SIGINT, then SIGKILL), and interrupts the shell once no process of the command
+  is left.
 - A command's `oom_killed` says the kernel killed a process of the sandbox for memory while
   it ran (`_oom`). Output past `output_limit` goes to a file in the sandbox (`_spill`).
 """
