@@ -21,11 +21,13 @@ Rules:
 - Interactive commands share the shell's input with the program: nothing may be written to it
   while a program could read it. `start_interactive` returns once the command's start line is
   out (the shell has read every byte of the command line, so later input reaches the
-  program). `interrupt` is Ctrl-C without job control: SIGINT to the program and the shell (a
-  shell loop ends; a program that handles SIGINT goes on). Once the interrupted program is
-  gone, `wait` writes a fresh end line in case the shell abandoned the command line, and
-  accepts whichever end line comes. `wait`'s timeout escalates on the program only (SIGINT,
-  then SIGKILL), and interrupts the shell once no process of the command is left.
+  program); a start line that does not come in `START_TIMEOUT` closes the session (the shell
+  could read later input as commands). `interrupt` is Ctrl-C without job control: SIGINT to
+  the program and the shell (a shell loop ends; a program that handles SIGINT goes on). Once
+  the interrupted program is gone, `wait` writes a fresh end line in case the shell abandoned
+  the command line, and accepts whichever end line comes. `wait`'s timeout escalates on the
+  program only (SIGINT, then SIGKILL), and interrupts the shell once no process of the command
+  is left.
 - A command's `oom_killed` says the kernel killed a process of the sandbox for memory while
   it ran (`_oom`). Output past `output_limit` goes to a file in the sandbox (`_spill`).
 """
@@ -242,19 +244,46 @@ class ShellSession:
         """Start a command that reads the session's input; drive it with send/expect/wait.
 
         Returns once the command has started (its start line is out), so input sent next
-        reaches the command, never the shell.
+        reaches the command, never the shell. `SessionClosed` if the shell ended first;
+        `TimedOut` if the start line did not come within `START_TIMEOUT`: the shell may still
+        read the command line later and then the session's input, so it is ended and the
+        session is closed.
         """
         async with self._lock:
             cmd, data = self._begin(
                 command, interactive=True, output_limit=output_limit, on_output=None
             )
+            try:
+                await self.write(data)
+            except SessionClosed:
+                self.closed = True
+                raise
+            # From here on the shell may run the command at any time: until the session is
+            # closed, it is the session's interactive command (also when this call is cancelled).
             self._interactive = cmd
-            await self.write(data)
+            alive = True
             with anyio.move_on_after(START_TIMEOUT):
-                while not cmd.begun:
+                while alive and not cmd.begun:
                     _collect.skip_to_start(self.buffer, cmd, [cmd.marker])
-                    if not cmd.begun and not await self.fill():
-                        break
+                    alive = cmd.begun or await self.fill()
+            if cmd.begun:
+                return
+            self._interactive = None
+            said = bytes(self.buffer[-4096:]).decode(errors="replace")
+            if not alive:
+                self.closed = True
+                raise SessionClosed(
+                    f"session {self.name!r} is closed: its shell exited before the "
+                    f"interactive command {command!r} started",
+                    output=said,
+                )
+            await self.kill()
+        raise TimedOut(
+            f"session {self.name!r}: the interactive command {command!r} did not start within "
+            f"{START_TIMEOUT:g} s (the shell did not run it); the session was closed, as the "
+            "shell could still read later input as commands",
+            output=said,
+        )
 
     def _require_interactive(self) -> Command:
         if self.closed:
@@ -272,22 +301,31 @@ class ShellSession:
         """Wait for output matching one of `patterns`: (index, before, match).
 
         Index -1 means the command ended first; `before` then holds its remaining output.
+        Patterns see the last `_expect.WINDOW` bytes at most: older output is dropped from
+        the search and kept as the command's output (its result counts it, and its output
+        file holds it once past `output_limit`), so `before` holds at most that much.
         """
         cmd = self._require_interactive()
-        compiled = _expect.compile_patterns(patterns)
+        search = await _expect.Search.open(patterns)
         async with self._lock:
             with anyio.move_on_after(timeout):
                 while True:
                     found = _wrap.find_end(self.buffer, [cmd.marker, *cmd.recoveries])
+                    if found is None and len(self.buffer) > _expect.WINDOW:
+                        excess = len(self.buffer) - _expect.WINDOW
+                        await cmd.output.add(bytes(self.buffer[:excess]))
+                        del self.buffer[:excess]
+                        search.dropped(excess)
                     end = len(self.buffer) if found is None else found[1]
-                    visible = bytes(self.buffer[:end])
-                    best = await _expect.search(compiled, visible)
+                    best = await search.search(self.buffer, end, final=found is not None)
                     if best is not None:
                         index, start, stop = best
+                        before, match = bytes(self.buffer[:start]), bytes(self.buffer[start:stop])
                         del self.buffer[:stop]
-                        return index, visible[:start], visible[start:stop]
+                        return index, before, match
                     if found is not None or not await self.fill():
-                        del self.buffer[: len(visible)]
+                        visible = bytes(self.buffer[:end])
+                        del self.buffer[:end]
                         return -1, visible, b""
         raise TimedOut(
             f"session {self.name!r}: no output matched {patterns!r} within {timeout:g} s",

@@ -1,0 +1,132 @@
+"""A session's interactive command over a scripted shell stream: a start that never comes, and
+an `expect` over a flood keeps a bounded window."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import anyio
+import pytest
+
+from rock_agent import _expect, _shell
+from rock_agent._shell import ShellSession
+from rock_core._errors import SessionClosed, TimedOut
+
+pytestmark = pytest.mark.anyio
+
+CHUNK = 1 << 16
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"  # the agent runs on asyncio only
+
+
+@dataclass
+class Message:
+    stream: int
+    data: bytes
+
+
+class ScriptedStream:
+    """A shell's stream: what it prints for a command line comes from `script(marker)`."""
+
+    def __init__(self, script: Callable[[bytes], AsyncIterator[bytes | None]]) -> None:
+        self._script = script
+        self._lines: AsyncIterator[bytes | None] | None = None
+        self.closed = False
+        self.largest_buffer = 0
+        self.session: ShellSession | None = None
+
+    async def write_in(self, data: bytes) -> None:
+        found = re.search(rb"__rock_m='([^']+)'", data)
+        if found and self._lines is None:
+            self._lines = self._script(found.group(1))
+
+    async def read_out(self) -> Message | None:
+        if self.session is not None:
+            self.largest_buffer = max(self.largest_buffer, len(self.session.buffer))
+        if self._lines is None:
+            await anyio.sleep_forever()
+        assert self._lines is not None
+        data = await self._lines.__anext__()
+        return None if data is None else Message(1, data)
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def no_exit(execution: object) -> int | None:
+    return None
+
+
+def session_on(stream: ScriptedStream) -> ShellSession:
+    session = ShellSession("s", None, stream, no_exit, None)
+    stream.session = session
+    return session
+
+
+async def test_a_start_line_that_never_comes_times_out_and_closes_the_session(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async def silent(marker: bytes) -> AsyncIterator[bytes | None]:
+        yield b"noise\n"
+        await anyio.sleep_forever()
+
+    monkeypatch.setattr(_shell, "START_TIMEOUT", 0.2)
+    stream = ScriptedStream(silent)
+    session = session_on(stream)
+    with pytest.raises(TimedOut) as timed_out:
+        await session.start_interactive("cat", 1000)
+    assert str(timed_out.value) == (
+        "session 's': the interactive command 'cat' did not start within 0.2 s (the shell did "
+        "not run it); the session was closed, as the shell could still read later input as "
+        "commands"
+    )
+    assert timed_out.value.details["output"] == "noise\n"
+    assert (session.closed, stream.closed) == (True, True)
+    with pytest.raises(SessionClosed, match=r"^session 's' is closed \(its shell has exited\)$"):
+        await session.send(b"x\n")
+
+
+async def test_a_shell_that_ends_before_the_start_line_is_a_closed_session() -> None:
+    async def dies(marker: bytes) -> AsyncIterator[bytes | None]:
+        yield b"sh: killed\n"
+        yield None
+
+    session = session_on(ScriptedStream(dies))
+    with pytest.raises(SessionClosed) as closed:
+        await session.start_interactive("cat", 1000)
+    assert str(closed.value) == (
+        "session 's' is closed: its shell exited before the interactive command 'cat' started"
+    )
+    assert closed.value.details["output"] == "sh: killed\n"
+    with pytest.raises(SessionClosed, match=r"^session 's' is closed \(its shell has exited\)$"):
+        await session.run("echo hi", timeout=5, idle_timeout=None, output_limit=100)
+
+
+async def test_expect_over_a_flood_keeps_a_window_and_counts_the_rest_as_output() -> None:
+    chunks = 100
+
+    async def flood(marker: bytes) -> AsyncIterator[bytes | None]:
+        yield b"noise" + marker + b"s\n"
+        for _ in range(chunks):
+            yield b"y\n" * (CHUNK // 2)
+        yield marker + b"0\n"
+        await anyio.sleep_forever()
+
+    stream = ScriptedStream(flood)
+    session = session_on(stream)
+    await session.start_interactive("yes", 1000)
+    command = session._interactive
+    assert command is not None
+    with anyio.fail_after(60):
+        index, before, match = await session.expect(["NEVER"], timeout=60)
+    assert (index, match) == (-1, b"")
+    assert stream.largest_buffer <= _expect.WINDOW + CHUNK
+    assert len(before) <= _expect.WINDOW + CHUNK
+    # The bytes dropped from the window are the command's output, as `wait` reports it.
+    assert command.output.total + len(before) == chunks * CHUNK
+    assert command.output.head == b"y\n" * 500
