@@ -54,7 +54,7 @@ from rock_core._protocol import (
 from . import _commands, _images, _procs
 from ._docker import DockerRuntime
 from ._expiry import DeadlineKeeper
-from ._labels import LABEL_LEASED, owner_key, split_owner_key
+from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
 from ._routes import HANDLERS, authorize
 from ._shell import ShellSession
