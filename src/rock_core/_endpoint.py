@@ -20,10 +20,10 @@ Rules:
   credit it was granted fails that request with a `ProtocolError` and nothing else.
 - Memory is bounded across all connections of a process by one `ReceiveBudget`
   (`RECEIVE_BUDGET`): bytes of unfinished frames and the payloads of requests in flight, past
-  the first 64 KiB of each, are charged to it. A connection whose frame needs room the budget
-  lacks is not read until there is some (the client is paced by its transport); after
-  `BUDGET_WAIT` seconds it ends (`ProtocolError`, id 0). Other connections go on, and
-  connections that send only small frames never wait.
+  the first `UNCHARGED` (128 KiB) of each, are charged to it. A connection whose frame needs
+  room the budget lacks is not read until there is some (the client is paced by its
+  transport); after `BUDGET_WAIT` seconds it ends (`ProtocolError`, id 0). Other connections
+  go on, and connections that send only small frames never wait.
 - A reply too large for a frame is never sent: that request is answered with a `BadRequest`
   naming the limit, and the link goes on.
 - `Principal` decides who may act on a sandbox: the owner of the same user (peer uid), or an

@@ -22,7 +22,9 @@ from typing import Protocol
 from ._errors import BadRequest, ProtocolError
 
 DEFAULT_MAX_FRAME = 16 << 20
-UNCHARGED = 64 << 10  # bytes a receiver holds free of any budget
+# Bytes a receiver holds free of any budget: a small frame (up to 64 KiB) and one read of
+# 64 KiB beyond it, so a reader that reserves a read ahead never waits for a small frame.
+UNCHARGED = 128 << 10
 _HEADER = struct.Struct(">I")
 
 

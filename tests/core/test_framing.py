@@ -95,9 +95,10 @@ def test_unfinished_frames_share_one_budget_reserved_before_each_read() -> None:
     assert budget.held == 3 * UNCHARGED
     assert not second.reserve(2 * UNCHARGED)  # no room: its reader waits, reading nothing
     assert budget.held == 3 * UNCHARGED
-    # A full budget never stalls small frames.
-    assert small.reserve(UNCHARGED)
-    assert small.feed(frame(b"y" * 100)) == [b"y" * 100]
+    # A full budget never stalls small frames, even one that arrives in pieces.
+    message = frame(b"y" * (64 << 10))
+    assert small.reserve(64 << 10) and small.feed(message[:50]) == []
+    assert small.reserve(64 << 10) and small.feed(message[50:]) == [b"y" * (64 << 10)]
     # A frame that completes gives its bytes back; so does a link that ends.
     assert first.reserve(2 * UNCHARGED + 4) is False  # would pass the budget
     first.release()
