@@ -118,7 +118,7 @@ class Connection:
         budget: ReceiveBudget | None = None,
     ) -> None:
         self.channel = channel
-        self.budget = budget or ReceiveBudget(RECEIVE_BUDGET)  # shared with its other connections
+        self.budget = budget or _process_budget  # shared with the process's other connections
         self.hello = hello
         self.peer = peer
         self.principal = Principal(peer.uid, hello.owner, hello.admin)
@@ -129,6 +129,7 @@ class Connection:
         self._inbound: dict[int, MemoryObjectSendStream[bytes | None]] = {}
         self._gates: dict[int, CreditGate] = {}
         self._violations: dict[int, RockError] = {}
+        self._held: dict[int, int] = {}  # bytes of the budget each request in flight holds
         self._scope: anyio.CancelScope | None = None
 
     async def send(self, message: Message) -> None:
@@ -191,7 +192,14 @@ class Connection:
             self._violations.setdefault(request_id, error)
             scope.cancel()
 
+    def _hold(self, request_id: int, size: int) -> None:
+        """A request received whole holds its payload (past `UNCHARGED`) until it ends (its
+        task always runs its `finally`, even when cancelled before it started: see anyio)."""
+        held = self._held[request_id] = max(0, size - UNCHARGED)
+        self.budget.charge(held)
+
     def _finish(self, request_id: int) -> RockError | None:
+        self.budget.give(self._held.pop(request_id, 0))
         self._scopes.pop(request_id, None)
         self._gates.pop(request_id, None)
         inbound = self._inbound.pop(request_id, None)
@@ -345,10 +353,9 @@ async def _read_loop(conn: Connection, handler: AgentHandler, tg: TaskGroup) -> 
                 )
             )
         else:
-            held = max(0, channel.last_size - UNCHARGED)
-            conn.budget.charge(held)  # held by its task until it ends
+            conn._hold(message.id, channel.last_size)
             scope = conn._scopes[message.id] = anyio.CancelScope()
-            tg.start_soon(_run_request, conn, handler, message, scope, held)
+            tg.start_soon(_run_request, conn, handler, message, scope)
 
 
 async def _run_request(
@@ -356,7 +363,6 @@ async def _run_request(
     handler: AgentHandler,
     request: Request,
     scope: anyio.CancelScope,
-    held: int,
 ) -> None:
     reply: Reply
     try:
@@ -376,7 +382,6 @@ async def _run_request(
         )
     finally:
         violation = conn._finish(request.id)
-        conn.budget.give(held)
     if violation is not None:
         reply = _error_reply(request.id, violation)
     try:

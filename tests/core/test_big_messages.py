@@ -3,6 +3,7 @@ request and never the link; the agent's receive budget. Under asyncio and trio."
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,14 +14,16 @@ import pytest
 from rock_core import AgentConnection, BadRequest, TransportError, _channel, open_agent_connection
 from rock_core._channel import ReceiveBudget
 from rock_core._endpoint import Connection, Peer, serve_connection
-from rock_core._framing import DEFAULT_MAX_FRAME, UNCHARGED, FrameDecoder
+from rock_core._framing import DEFAULT_MAX_FRAME, UNCHARGED, FrameDecoder, frame
 from rock_core._protocol import (
+    PROTOCOL_VERSION,
     CommandReply,
     CommandResult,
     Done,
     ExecReply,
     ExecResult,
     FileReply,
+    Hello,
     Ping,
     Pong,
     ReadFile,
@@ -32,7 +35,7 @@ from rock_core._protocol import (
     encode_request,
 )
 from rock_core._schema import MAX_DATA
-from rock_core.testing import FakeAgent, memory_stream_pair
+from rock_core.testing import FakeAgent, MemoryByteStream, memory_stream_pair
 
 pytestmark = pytest.mark.anyio
 
@@ -183,3 +186,25 @@ async def test_a_link_that_waits_too_long_for_room_ends_alone(
             assert isinstance(await other.call(Ping(id=other.next_id()), Pong), Pong)
     squatter.release()
     assert budget.held == 0
+
+
+async def test_what_requests_hold_goes_back_when_their_link_ends_at_once() -> None:
+    budget = ReceiveBudget(64 << 20)
+    agent = _BigAgent(0)
+    hello = Hello(protocol=PROTOCOL_VERSION, client="t", owner="o")
+    peer = Peer(uid=os.getuid())
+    writes = [
+        WriteFile(id=n, sandbox_id="s", path="/f", data=b"x" * (1 << 20)) for n in range(1, 4)
+    ]
+    to_agent, agent_reads = anyio.create_memory_object_stream[bytes](math.inf)
+    agent_writes, from_agent = anyio.create_memory_object_stream[bytes](math.inf)
+    server = MemoryByteStream(agent_writes, agent_reads)
+    with from_agent:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lambda: serve_connection(server, agent, peer=peer, budget=budget))
+            await to_agent.send(frame(encode(hello)))
+            await from_agent.receive()  # the welcome: big frames may come now
+            await to_agent.send(b"".join(frame(encode(m)) for m in writes))
+            to_agent.close()  # end of stream right after them
+    # They ran and were cancelled when the link ended: what they held went back.
+    assert (agent.writes, budget.held) == (3, 0)
