@@ -307,7 +307,9 @@ class Sandbox:
 
         `timeout` bounds the whole command and `idle_timeout` the time without output; either
         interrupts the command (the session survives) and sets `timed_out`/`idle_timed_out`.
-        With `check`, a non-zero exit raises `CommandFailed` carrying the result.
+        With `check`, a non-zero exit raises `CommandFailed` carrying the result. Output comes
+        back in the result, so without `on_output` `output_limit` is at most 15 MiB (all of the
+        output is in `output_path`); with `on_output` it streams and may be larger.
         """
         args.callback(on_output, "on_output", "each chunk of output (bytes)")
         args.flag(check, "check")
