@@ -7,6 +7,10 @@ Rules:
   inside the sandbox when the kernel refuses the agent: see `_signals`).
 - A program that cannot be started is an error (the runtime raises `FileNotFound` or
   `BadRequest` naming the cause), not a result.
+- Output is bounded: the first `STDOUT_LIMIT` bytes of stdout and `STDERR_LIMIT` of stderr are
+  kept (together they fit one reply's frame); the rest is read and dropped, so a flood neither
+  blocks the program nor grows the agent, and `truncated` says so (as a session's result
+  does). Whole large output goes through a session command (`arun`, `on_output`/output_path).
 - `oom_killed` says the kernel killed a process of the sandbox for memory while the command
   ran (`_oom`; the sandbox's count is read before the command starts and after it ends).
 """
@@ -22,11 +26,15 @@ import anyio
 
 from rock_core._errors import RockError, SandboxFailed, TransportError
 from rock_core._protocol import ExecResult
+from rock_core._schema import MAX_DATA
 
 from . import _oom
 from ._docker import DockerRuntime
 from ._engine import engine_errors
 from ._signals import Signals, exec_inside
+
+STDERR_LIMIT = 1 << 20  # stderr is for messages; stdout gets the rest of a reply's room
+STDOUT_LIMIT = MAX_DATA - STDERR_LIMIT
 
 
 async def execute(
@@ -46,7 +54,7 @@ async def execute(
     execution, stream = await runtime.open_exec(sandbox_id, argv, env=env, cwd=cwd, stdin=True)
     out = bytearray()
     err = bytearray()
-    timed_out = False
+    timed_out = truncated = False
     try:
         if stdin:
             # A program that ends without reading all of its input still has a result; a
@@ -61,7 +69,10 @@ async def execute(
                     message = await stream.read_out()
                 if message is None:
                     break
-                (out if message.stream == 1 else err).extend(message.data)
+                kept, limit = (out, STDOUT_LIMIT) if message.stream == 1 else (err, STDERR_LIMIT)
+                room = limit - len(kept)
+                kept += message.data[: max(0, room)]
+                truncated = truncated or len(message.data) > room
         if scope.cancelled_caught:
             timed_out = True
             pid, _, _ = await runtime.exec_pid(execution)
@@ -80,6 +91,7 @@ async def execute(
         timed_out=timed_out,
         duration=time.monotonic() - started,
         oom_killed=_oom.grew(oom_file, oom_before),
+        truncated=truncated,
     )
 
 
@@ -93,4 +105,4 @@ async def _oom_file(runtime: DockerRuntime, sandbox_id: str) -> Path | None:
     return _oom.counter_file(pid) if pid > 1 else None
 
 
-__all__ = ["execute"]
+__all__ = ["STDERR_LIMIT", "STDOUT_LIMIT", "execute"]

@@ -40,11 +40,12 @@ from rock_core._protocol import (
     Upload,
     WriteFile,
 )
+from rock_core._schema import MAX_DATA
 from rock_core._tar import END, Member, TarScanner, file_header, kind, padding, single_file
 
 from ._docker import DockerRuntime
 
-READ_FILE_LIMIT = 64 << 20
+READ_FILE_LIMIT = MAX_DATA  # its reply must fit one frame
 KERNEL_DIRS = ("/proc", "/sys", "/dev")
 
 
@@ -88,7 +89,10 @@ def _check_readable(req: ReadFile, member: Member) -> None:
 
 
 def _too_large(path: str) -> str:
-    return f"{path} is larger than {READ_FILE_LIMIT >> 20} MiB; use download()"
+    return (
+        f"{path} is larger than {READ_FILE_LIMIT >> 20} MiB, the most read_file() returns;"
+        " use download()"
+    )
 
 
 async def write_file(server: _Server, conn: Connection, req: WriteFile) -> Reply:

@@ -13,8 +13,8 @@ from typing import Generic, Protocol, TypeVar
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
-from ._errors import TransportError
-from ._framing import DEFAULT_MAX_FRAME, FrameDecoder, frame
+from ._errors import ProtocolError, TransportError
+from ._framing import DEFAULT_MAX_FRAME, FrameDecoder, frame, size_text
 from ._protocol import Message, StreamData, encode
 
 M = TypeVar("M")
@@ -22,6 +22,7 @@ M = TypeVar("M")
 READ_SIZE = 1 << 16
 CHUNK_SIZE = 256 << 10
 WINDOW = 8  # chunks a stream sender may have in flight before it needs more credit
+BUDGET_WAIT = 60.0  # seconds a reader waits for room in its budget before it gives up
 
 
 class ByteStream(Protocol):
@@ -57,6 +58,49 @@ class SplitStream:
             await self._receive.aclose()
 
 
+class ReceiveBudget:
+    """Bytes received and held, shared by many channels (an agent's connections).
+
+    Each channel charges the unfinished frame it holds (see `_framing`) and waits, without
+    reading, while the budget has no room: the peer is paced by its own transport. A peer that
+    waits `BUDGET_WAIT` seconds is dropped. `charge` counts what must be held whatever the room
+    (a request received whole, until it ends).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.held = 0
+        self._waiters: list[anyio.Event] = []
+
+    def take(self, n: int) -> bool:
+        """Count `n` more bytes held; False (and nothing counted) if that would pass the size."""
+        if self.held + n > self.size:
+            return False
+        self.held += n
+        return True
+
+    def charge(self, n: int) -> None:
+        """Count `n` more bytes held, room or not."""
+        self.held += n
+
+    def give(self, n: int) -> None:
+        """`n` bytes counted before are no longer held; wake the channels waiting for room."""
+        self.held = max(0, self.held - n)
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            waiter.set()
+
+    async def wait_for_room(self) -> None:
+        """Return when some bytes have been given back."""
+        waiter = anyio.Event()
+        self._waiters.append(waiter)
+        try:
+            await waiter.wait()
+        finally:
+            if waiter in self._waiters:
+                self._waiters.remove(waiter)
+
+
 class FramedChannel(Generic[M]):
     """Sends and receives whole messages; writes are serialised so frames never interleave."""
 
@@ -66,15 +110,18 @@ class FramedChannel(Generic[M]):
         decode: Callable[[bytes], M],
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
+        budget: ReceiveBudget | None = None,
     ) -> None:
         self.stream = stream
         self._decode = decode
-        self._decoder = FrameDecoder(max_frame)
+        self._decoder = FrameDecoder(max_frame, budget)
+        self._budget = budget
         self._max_frame = max_frame
         self._pending: list[bytes] = []
         self._write_lock = anyio.Lock()
         self.bytes_sent = 0
         self.bytes_received = 0
+        self.last_size = 0  # the payload size of the message `receive` returned last
 
     @property
     def max_frame(self) -> int:
@@ -104,6 +151,7 @@ class FramedChannel(Generic[M]):
     async def receive(self) -> M | None:
         """Return the next message, or None at a clean end of stream."""
         while not self._pending:
+            await self._wait_for_room()
             try:
                 data = await self.stream.receive(READ_SIZE)
             except (anyio.EndOfStream, anyio.ClosedResourceError):
@@ -117,10 +165,29 @@ class FramedChannel(Generic[M]):
             self.bytes_received += len(data)
             self._pending = self._decoder.feed(data)
             self._pending.reverse()
-        return self._decode(self._pending.pop())
+        payload = self._pending.pop()
+        self.last_size = len(payload)
+        return self._decode(payload)
+
+    async def _wait_for_room(self) -> None:
+        budget = self._budget
+        if budget is None or self._decoder.reserve(READ_SIZE):
+            return
+        with anyio.move_on_after(BUDGET_WAIT):
+            while True:
+                await budget.wait_for_room()
+                if self._decoder.reserve(READ_SIZE):
+                    return
+        raise ProtocolError(
+            f"waited {BUDGET_WAIT:g} s for room to receive a frame of "
+            f"{self._decoder.pending} bytes and more: the agent holds "
+            f"{size_text(budget.size)} of unfinished frames and requests across its connections"
+            " (send large files with upload())"
+        )
 
     async def aclose(self) -> None:
-        """Close the underlying stream."""
+        """Close the underlying stream (what was received of an unfinished frame is dropped)."""
+        self._decoder.release()
         await self.stream.aclose()
 
 

@@ -18,6 +18,14 @@ Rules:
 - A byte stream the client sends (`StreamData`) goes to the request that opened an inbound
   stream for its id (`Connection.open_inbound`), under credit: a client that sends past the
   credit it was granted fails that request with a `ProtocolError` and nothing else.
+- Memory is bounded across all connections of a process by one `ReceiveBudget`
+  (`RECEIVE_BUDGET`): bytes of unfinished frames and the payloads of requests in flight, past
+  the first `UNCHARGED` (128 KiB) of each, are charged to it. A connection whose frame needs
+  room the budget lacks is not read until there is some (the client is paced by its
+  transport); after `BUDGET_WAIT` seconds it ends (`ProtocolError`, id 0). Other connections
+  go on, and connections that send only small frames never wait.
+- A reply too large for a frame is never sent: that request is answered with a `BadRequest`
+  naming the limit, and the link goes on.
 - `Principal` decides who may act on a sandbox: the owner of the same user (peer uid), or an
   administrator's connection (`Hello.admin`) for every owner of its user, every user for root.
 """
@@ -35,9 +43,16 @@ import anyio
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
-from ._channel import ByteStream, CreditGate, FramedChannel
-from ._errors import InternalError, ProtocolError, RockError, TimedOut, TransportError
-from ._framing import DEFAULT_MAX_FRAME
+from ._channel import ByteStream, CreditGate, FramedChannel, ReceiveBudget
+from ._errors import (
+    BadRequest,
+    InternalError,
+    ProtocolError,
+    RockError,
+    TimedOut,
+    TransportError,
+)
+from ._framing import DEFAULT_MAX_FRAME, UNCHARGED
 from ._protocol import (
     PROTOCOL_VERSION,
     Cancel,
@@ -59,6 +74,8 @@ log = logging.getLogger("rock_core.endpoint")
 HELLO_MAX_FRAME = 64 << 10
 HANDSHAKE_TIMEOUT = 10.0
 SEND_TIMEOUT = 60.0  # a peer that takes nothing for this long is gone
+RECEIVE_BUDGET = 256 << 20  # bytes received and held, across a process's connections
+_process_budget = ReceiveBudget(RECEIVE_BUDGET)
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,8 +110,15 @@ class Principal:
 class Connection:
     """One client's connection, after its handshake: what a handler may use of it."""
 
-    def __init__(self, channel: FramedChannel[Any], hello: Hello, peer: Peer) -> None:
+    def __init__(
+        self,
+        channel: FramedChannel[Any],
+        hello: Hello,
+        peer: Peer,
+        budget: ReceiveBudget | None = None,
+    ) -> None:
         self.channel = channel
+        self.budget = budget or _process_budget  # shared with the process's other connections
         self.hello = hello
         self.peer = peer
         self.principal = Principal(peer.uid, hello.owner, hello.admin)
@@ -105,6 +129,7 @@ class Connection:
         self._inbound: dict[int, MemoryObjectSendStream[bytes | None]] = {}
         self._gates: dict[int, CreditGate] = {}
         self._violations: dict[int, RockError] = {}
+        self._held: dict[int, int] = {}  # bytes of the budget each request in flight holds
         self._scope: anyio.CancelScope | None = None
 
     async def send(self, message: Message) -> None:
@@ -167,7 +192,14 @@ class Connection:
             self._violations.setdefault(request_id, error)
             scope.cancel()
 
+    def _hold(self, request_id: int, size: int) -> None:
+        """A request received whole holds its payload (past `UNCHARGED`) until it ends (its
+        task always runs its `finally`, even when cancelled before it started: see anyio)."""
+        held = self._held[request_id] = max(0, size - UNCHARGED)
+        self.budget.charge(held)
+
     def _finish(self, request_id: int) -> RockError | None:
+        self.budget.give(self._held.pop(request_id, 0))
         self._scopes.pop(request_id, None)
         self._gates.pop(request_id, None)
         inbound = self._inbound.pop(request_id, None)
@@ -206,16 +238,22 @@ async def serve_connection(
     peer: Peer,
     handshake_timeout: float = HANDSHAKE_TIMEOUT,
     max_frame: int = DEFAULT_MAX_FRAME,
+    budget: ReceiveBudget | None = None,
 ) -> None:
-    """Serve one connection until it ends; never raises (but cancellation)."""
+    """Serve one connection until it ends; never raises (but cancellation).
+
+    `budget` bounds what all connections sharing it hold (see the module rules); by default
+    every connection of this process shares one of `RECEIVE_BUDGET` bytes.
+    """
+    budget = budget or _process_budget
     channel: FramedChannel[ClientMessage | Rejected] = FramedChannel(
-        stream, decode_client_message, max_frame=HELLO_MAX_FRAME
+        stream, decode_client_message, max_frame=HELLO_MAX_FRAME, budget=budget
     )
     try:
         hello = await _handshake(channel, handshake_timeout, handler.version)
         if hello is None:
             return
-        conn = Connection(channel, hello, peer)
+        conn = Connection(channel, hello, peer, budget)
         handler.heard(conn, hello)
         try:
             welcome = await handler.accept(conn)
@@ -315,12 +353,16 @@ async def _read_loop(conn: Connection, handler: AgentHandler, tg: TaskGroup) -> 
                 )
             )
         else:
+            conn._hold(message.id, channel.last_size)
             scope = conn._scopes[message.id] = anyio.CancelScope()
             tg.start_soon(_run_request, conn, handler, message, scope)
 
 
 async def _run_request(
-    conn: Connection, handler: AgentHandler, request: Request, scope: anyio.CancelScope
+    conn: Connection,
+    handler: AgentHandler,
+    request: Request,
+    scope: anyio.CancelScope,
 ) -> None:
     reply: Reply
     try:
@@ -342,7 +384,14 @@ async def _run_request(
         violation = conn._finish(request.id)
     if violation is not None:
         reply = _error_reply(request.id, violation)
-    await conn.send_quietly(reply)
+    try:
+        await conn.send(reply)
+    except TransportError:
+        pass
+    except BadRequest as exc:  # too large to frame: this request fails, the link goes on
+        tag = request.__struct_config__.tag
+        error = BadRequest(f"the answer to this {tag!r} request cannot be sent: {exc.message}")
+        await conn.send_quietly(_error_reply(request.id, error))
 
 
 def _error_reply(request_id: int, exc: RockError) -> ErrorReply:

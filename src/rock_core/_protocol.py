@@ -25,6 +25,7 @@ import msgspec
 
 from ._errors import BadRequest, ProtocolError, RockError
 from ._schema import (
+    MAX_DATA,
     TEXT_PATTERN,
     AbsPath,
     AbsPathOrEmpty,
@@ -32,6 +33,7 @@ from ._schema import (
     Bytes,
     Cpus,
     Credit,
+    Data,
     DiskSize,
     Env,
     ExpirePolicy,
@@ -125,6 +127,7 @@ class ExecResult(msgspec.Struct, kw_only=True):
     timed_out: bool = False
     duration: float = 0.0
     oom_killed: bool = False  # the kernel killed a process of the sandbox for memory meanwhile
+    truncated: bool = False  # stdout or stderr was longer than the agent keeps (the rest dropped)
 
 
 class FileStat(msgspec.Struct, kw_only=True):
@@ -256,6 +259,19 @@ class RunCommand(Request, tag="run"):
     interactive: bool = False
     stream: bool = True
 
+    def __post_init__(self) -> None:
+        check_held_output(self.output_limit, streamed=self.stream and not self.interactive)
+
+
+def check_held_output(output_limit: object, *, streamed: bool) -> None:
+    """`BadRequest` if output kept for one reply (not streamed) could not fit a frame."""
+    if not streamed and isinstance(output_limit, int) and output_limit > MAX_DATA:
+        raise BadRequest(
+            f"output_limit {output_limit} is over {MAX_DATA >> 20} MiB, the most a reply "
+            "holds: stream larger output (on_output) or read all of it from the result's "
+            "output_path"
+        )
+
 
 class SendInput(Request, tag="send"):
     """Write bytes to the input of a session's interactive command."""
@@ -312,7 +328,7 @@ class WriteFile(Request, tag="write"):
 
     sandbox_id: SandboxId
     path: AbsPath
-    data: bytes
+    data: Data  # larger files go through `Upload`
     mode: FileMode = 0o644
 
 
@@ -417,7 +433,7 @@ class ExecReply(Reply, tag="exec_result"):
 class FileReply(Reply, tag="file"):
     """Answer to `ReadFile`."""
 
-    data: bytes
+    data: Data
 
 
 class TransferReply(Reply, tag="transferred"):

@@ -21,6 +21,10 @@ from ._errors import BadRequest
 
 MAX_SECONDS = 10 * 365 * 86400.0  # ten years: any longer time limit is a mistake
 MAX_BYTES = 1 << 50  # one pebibyte
+# The most bytes one message carries in its data (a file's content, a command's output kept in
+# its reply): a frame (`_framing.DEFAULT_MAX_FRAME`, 16 MiB) less 1 MiB for the envelope (tag,
+# ids, field names, a path, stderr's share of an exec result). Larger data is streamed.
+MAX_DATA = 15 << 20
 
 # ---------------------------------------------------------------------------- patterns
 
@@ -75,7 +79,8 @@ Cpus = Annotated[float, msgspec.Meta(ge=0.01, le=4096)]
 Memory = Annotated[int, msgspec.Meta(ge=6 << 20, le=MAX_BYTES)]
 Pids = Annotated[int, msgspec.Meta(ge=1, le=1 << 22)]
 Bytes = Annotated[int, msgspec.Meta(ge=0, le=MAX_BYTES)]
-OutputLimit = Annotated[int, msgspec.Meta(ge=0, le=1 << 30)]
+OutputLimit = Annotated[int, msgspec.Meta(ge=0, le=1 << 30)]  # streamed; else MAX_DATA
+Data = Annotated[bytes, msgspec.Meta(max_length=MAX_DATA)]
 FileMode = Annotated[int, msgspec.Meta(ge=0, le=0o7777)]
 Port = Annotated[int, msgspec.Meta(ge=1, le=65535)]
 RequestId = Annotated[int, msgspec.Meta(ge=1, le=(1 << 63) - 1)]
@@ -111,7 +116,7 @@ def explain(exc: msgspec.ValidationError, value: object = None) -> str:
     if shown is not _MISSING:
         text = repr(shown)
         where = f"{where} {text if len(text) <= 80 else text[:77] + '...'}"
-    return f"{where or 'value'}: {problem}"
+    return f"{where}: {problem}" if where else problem  # a whole-message rule names its fields
 
 
 _MISSING = object()
@@ -161,6 +166,7 @@ def validate(value: object, kind: type[S], what: str = "") -> S:
 
 
 __all__ = [
+    "MAX_DATA",
     "MAX_SECONDS",
     "bad_request",
     "explain",

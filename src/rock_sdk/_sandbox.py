@@ -51,8 +51,10 @@ from rock_core._protocol import (
     SetTimeouts,
     StatsReply,
     WriteFile,
+    check_held_output,
 )
 from rock_core._protocol import CommandResult as WireCommandResult
+from rock_core._schema import MAX_DATA
 from rock_core._states import SandboxState
 
 from . import _arguments as args
@@ -305,10 +307,13 @@ class Sandbox:
 
         `timeout` bounds the whole command and `idle_timeout` the time without output; either
         interrupts the command (the session survives) and sets `timed_out`/`idle_timed_out`.
-        With `check`, a non-zero exit raises `CommandFailed` carrying the result.
+        With `check`, a non-zero exit raises `CommandFailed` carrying the result. Output comes
+        back in the result, so without `on_output` `output_limit` is at most 15 MiB (all of the
+        output is in `output_path`); with `on_output` it streams and may be larger.
         """
         args.callback(on_output, "on_output", "each chunk of output (bytes)")
         args.flag(check, "check")
+        check_held_output(output_limit, streamed=on_output is not None)
         name = await self._session_for(session)
         try:
             wire, streamed = await self._run(
@@ -388,6 +393,7 @@ class Sandbox:
 
         Drive it with `expect`, `send`/`sendline`, `interrupt` and `wait`.
         """
+        check_held_output(output_limit, streamed=False)  # `wait` returns it in one reply
         name = await self._session_for(session)
         await self._call(
             RunCommand(
@@ -441,7 +447,8 @@ class Sandbox:
     # ------------------------------------------------------------------ files
 
     async def read_file(self, path: str) -> bytes:
-        """The exact bytes of a file; a missing file raises `FileNotFound`."""
+        """The exact bytes of a file of at most 15 MiB (larger ones: `download`); a missing
+        file raises `FileNotFound`."""
         reply = await self._call(
             ReadFile(id=self._next_id(), sandbox_id=self.sandbox_id, path=path), FileReply
         )
@@ -453,8 +460,13 @@ class Sandbox:
         return args.decode(await self.read_file(path), codec, f"file {path}")
 
     async def write_file(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
-        """Write a whole file, creating its parent folders."""
+        """Write a whole file (at most 15 MiB), creating its parent folders."""
         payload = args.data(data)
+        if len(payload) > MAX_DATA:
+            raise BadRequest(
+                f"write_file takes at most {MAX_DATA >> 20} MiB ({len(payload)} bytes given);"
+                " use upload() for larger files"
+            )
         await self._call(
             WriteFile(
                 id=self._next_id(), sandbox_id=self.sandbox_id, path=path, data=payload, mode=mode

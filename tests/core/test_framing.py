@@ -9,8 +9,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rock_core import ProtocolError
-from rock_core._framing import DEFAULT_MAX_FRAME, FrameDecoder, frame
+from rock_core import BadRequest, ProtocolError
+from rock_core._channel import ReceiveBudget
+from rock_core._framing import DEFAULT_MAX_FRAME, UNCHARGED, FrameDecoder, frame
 
 
 def test_round_trip() -> None:
@@ -44,8 +45,14 @@ def test_several_frames_in_one_feed_keep_their_order_and_the_rest() -> None:
 
 def test_frame_refuses_a_payload_over_the_maximum() -> None:
     assert frame(b"x" * 8, max_frame=8) == struct.pack(">I", 8) + b"x" * 8
-    with pytest.raises(ProtocolError, match=r"^frame of 9 bytes exceeds the maximum of 8$"):
+    # Our own message: refused before a byte is sent, so the link is intact (not a transport
+    # error) and only this message fails.
+    with pytest.raises(BadRequest) as caught:
         frame(b"x" * 9, max_frame=8)
+    assert caught.value.message == (
+        "a message of 9 bytes is over the 8 bytes frame limit: large files go through"
+        " upload()/download(), large output through on_output"
+    )
 
 
 def test_decoder_refuses_an_announced_length_over_the_maximum() -> None:
@@ -77,3 +84,27 @@ def test_any_split_of_any_frames_yields_the_same_payloads(
         out.extend(decoder.feed(data[start:end]))
     assert out == payloads
     assert decoder.pending == 0
+
+
+def test_unfinished_frames_share_one_budget_reserved_before_each_read() -> None:
+    budget = ReceiveBudget(3 * UNCHARGED)
+    first, second, small = (FrameDecoder(budget=budget) for _ in range(3))
+    assert first.reserve(4 * UNCHARGED)  # the first UNCHARGED bytes are free
+    assert budget.held == 3 * UNCHARGED
+    assert first.feed(struct.pack(">I", 6 * UNCHARGED) + b"x" * (4 * UNCHARGED - 4)) == []
+    assert budget.held == 3 * UNCHARGED
+    assert not second.reserve(2 * UNCHARGED)  # no room: its reader waits, reading nothing
+    assert budget.held == 3 * UNCHARGED
+    # A full budget never stalls small frames, even one that arrives in pieces.
+    message = frame(b"y" * (64 << 10))
+    assert small.reserve(64 << 10) and small.feed(message[:50]) == []
+    assert small.reserve(64 << 10) and small.feed(message[50:]) == [b"y" * (64 << 10)]
+    # A frame that completes gives its bytes back; so does a link that ends.
+    assert first.reserve(2 * UNCHARGED + 4) is False  # would pass the budget
+    first.release()
+    assert (budget.held, first.pending) == (0, 0)
+    assert second.reserve(2 * UNCHARGED)
+    assert second.feed(struct.pack(">I", 2 * UNCHARGED) + b"z" * (2 * UNCHARGED)) == [
+        b"z" * (2 * UNCHARGED)
+    ]
+    assert budget.held == 0

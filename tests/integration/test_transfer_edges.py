@@ -68,7 +68,10 @@ async def assert_usable(sb: Sandbox) -> None:
 
 async def test_a_read_over_the_limit_leaves_the_sandbox_usable(fresh: Sandbox) -> None:
     await fresh.arun("dd if=/dev/zero of=/tmp/big bs=1M count=100 2>/dev/null")
-    with pytest.raises(BadRequest, match=r"^/tmp/big is larger than 64 MiB; use download\(\)$"):
+    with pytest.raises(
+        BadRequest,
+        match=r"^/tmp/big is larger than 15 MiB, the most read_file\(\) returns; use download\(\)$",
+    ):
         await fresh.read_file("/tmp/big")
     await assert_usable(fresh)
 
