@@ -56,7 +56,8 @@ class CommandResult(msgspec.Struct, kw_only=True):
 
 class ExecResult(msgspec.Struct, kw_only=True):
     """The result of a one-off command: stdout and stderr apart (`oom_killed` as for
-    `CommandResult`)."""
+    `CommandResult`). `truncated`: the command printed more than is kept (14 MiB of stdout,
+    1 MiB of stderr); the rest was read and dropped."""
 
     stdout: str
     stderr: str
@@ -66,6 +67,7 @@ class ExecResult(msgspec.Struct, kw_only=True):
     timed_out: bool = False
     duration: float = 0.0
     oom_killed: bool = False
+    truncated: bool = False
 
     @property
     def ok(self) -> bool:
@@ -84,6 +86,7 @@ class ExecResult(msgspec.Struct, kw_only=True):
             timed_out=result.timed_out,
             duration=result.duration,
             oom_killed=result.oom_killed,
+            truncated=result.truncated,
         )
 
 

@@ -48,7 +48,8 @@ async def test_exec_output_past_a_reply_is_cut_and_said_so(py_sandbox: Sandbox) 
         ["sh", "-c", f"head -c {BIG} /dev/zero; head -c {BIG} /dev/zero >&2"]
     )
     assert (len(result.stdout_bytes), len(result.stderr_bytes)) == (STDOUT_LIMIT, STDERR_LIMIT)
-    assert result.exit_code == 0
+    assert result.exit_code == 0 and result.truncated
+    assert not (await py_sandbox.execute(["echo", "hi"])).truncated
     conn = py_sandbox.cluster.connection(py_sandbox.sandbox_id)
     small = Execute(id=conn.next_id(), sandbox_id=py_sandbox.sandbox_id, argv=["echo", "hi"])
     assert (await conn.call(small, ExecReply)).result.truncated is False
