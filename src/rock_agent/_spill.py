@@ -6,6 +6,9 @@ Rules:
   (`mkdir -p DIR && cat > FILE`) and everything so far, then every later chunk, is written to
   its input as it arrives. A write waits until the engine has taken the bytes, so a flood
   is paced by the sandbox's disk, not buffered by the agent.
+- A streamed command (`on_output`) has each chunk sent as it comes, so its reply carries no
+  output: the host then holds at most `STREAMED_HELD` bytes of it, and output past that is
+  written to the file from the start (the file may then be named though `truncated` is not).
 - The file is named in the result only if it holds the whole output: a spill that fails (a
   full disk, a dead sandbox) is logged, the rest of the output is dropped, and `output_path`
   stays empty.
@@ -28,6 +31,7 @@ from ._docker import DockerRuntime
 log = logging.getLogger(__name__)
 
 OUTPUT_DIR = "/tmp/.rock/output"
+STREAMED_HELD = 1 << 20  # bytes of a streamed command's output held on the host
 
 OnOutput = Callable[[bytes], Awaitable[None]]
 
@@ -62,6 +66,7 @@ class Output:
         self._open_spill = open_spill
         self._spill: SpillFile | None = None
         self._spill_failed = False
+        self._held_full = False  # a streamed command's held output reached `STREAMED_HELD`
 
     @property
     def truncated(self) -> bool:
@@ -70,14 +75,21 @@ class Output:
     async def add(self, data: bytes) -> None:
         if not data:
             return
-        room = self.limit - len(self.head)
+        room = self.limit - self.total
         kept = data[:room] if room > 0 else b""
         self.total += len(data)
         if kept:
-            self.head += kept
+            streamed = self._on_output is not None
+            if not streamed or (
+                not self._held_full and len(self.head) + len(kept) <= STREAMED_HELD
+            ):
+                self.head += kept
+            elif not self._held_full:
+                self._held_full = True
+                await self._start_spill(bytes(self.head))  # from now on all of it is in the file
             if self._on_output is not None:
                 await self._on_output(kept)
-        if self.total <= self.limit or self._spill_failed:
+        if (self.total <= self.limit and self._spill is None) or self._spill_failed:
             return
         if self._spill is None:
             await self._start_spill(bytes(self.head) + data[len(kept) :])
