@@ -15,7 +15,8 @@ Rules:
 - A committed image keeps the source image's entrypoint, command, environment, working folder,
   user and labels, plus what the sandbox changed (files, and the variables it was given). The
   agent's own ``rock.*`` labels are blanked in it, so a container made from it by anyone else is
-  never mistaken for a sandbox; ``rock.committer`` then names who committed it (uid:owner).
+  never mistaken for a sandbox. ``rock-kit.committer`` (outside that namespace) names who
+  committed it (uid:owner).
 - Images are shared by every user of the host, so a user's committed images are that user's:
   a commit to a tag that exists is `AlreadyExists` unless the image there was committed by the
   same user (uid); prune never removes an image another user committed (only root's
@@ -63,7 +64,7 @@ from ._stats import engine_time
 log = logging.getLogger("rock_agent.images")
 
 # Who committed an image: "uid:owner" of the committing connection (`Principal.key`).
-LABEL_COMMITTER = "rock.committer"
+LABEL_COMMITTER = "rock-kit.committer"  # not "rock.": those are blanked in every commit
 _NO_TAG = {"<none>:<none>", "<none>@<none>"}
 # The engine's reference grammar: an optional registry host, then lowercase path components.
 _DOMAIN = (

@@ -233,7 +233,7 @@ def test_a_user_s_committed_images_are_that_user_s(shared_agent: SocketAgent) ->
                 text=True,
                 check=True,
             ).stdout
-            assert json.loads(labels)["rock.committer"] == f"{os.getuid()}:owner-a"
+            assert json.loads(labels)["rock-kit.committer"] == f"{os.getuid()}:owner-a"
             more = p.WriteFile(id=a.new_id(), sandbox_id="isolated-4", path="/a", data=b"a" * 4096)
             assert isinstance(a.call(more), p.Done)
             assert isinstance(_commit(a, "isolated-4", mine), p.ImageReply)  # its own: replaced
