@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from rock_agent._routes import HANDLERS
 from rock_core import _protocol as p
 from rock_core._framing import FrameDecoder, frame
 
@@ -44,7 +45,8 @@ def shared_agent(docker_engine: None) -> Iterator[SocketAgent]:
 
 
 def requests_on(sandbox_id: str) -> list[p.Request]:
-    """One request of every kind that names a sandbox (ids are filled in later)."""
+    """One request of every kind that names a sandbox, but a create (ids are filled in later);
+    a test checks that none is left out."""
     return [
         p.InspectSandbox(id=1, sandbox_id=sandbox_id),
         p.StopSandbox(id=1, sandbox_id=sandbox_id, timeout=1),
@@ -53,6 +55,9 @@ def requests_on(sandbox_id: str) -> list[p.Request]:
         p.CreateSession(id=1, sandbox_id=sandbox_id, session="s"),
         p.RunCommand(id=1, sandbox_id=sandbox_id, session="main", command="cat /secret"),
         p.SendInput(id=1, sandbox_id=sandbox_id, session="main", data=b"x"),
+        # Authorized from the session the agent holds, not by asking the engine.
+        p.Expect(id=1, sandbox_id=sandbox_id, session="main", patterns=["."], timeout=1),
+        p.WaitCommand(id=1, sandbox_id=sandbox_id, session="main", timeout=1),
         p.Interrupt(id=1, sandbox_id=sandbox_id, session="main"),
         p.CloseSession(id=1, sandbox_id=sandbox_id, session="main"),
         p.Execute(id=1, sandbox_id=sandbox_id, argv=["cat", "/secret"]),
@@ -66,6 +71,16 @@ def requests_on(sandbox_id: str) -> list[p.Request]:
         p.SetTimeouts(id=1, sandbox_id=sandbox_id, lifetime=1),
         p.Keepalive(id=1, sandbox_id=sandbox_id),
     ]
+
+
+def test_every_request_that_names_a_sandbox_is_tried() -> None:
+    naming = {
+        kind
+        for kind in HANDLERS
+        if "sandbox_id" in kind.__struct_fields__ and kind is not p.CreateSandbox
+    }
+    assert {type(r) for r in requests_on("x")} == naming
+    assert len(requests_on("x")) == len(naming) == 21
 
 
 def _a_with_secret(agent: SocketAgent, owner: str, sandbox_id: str) -> RawClient:
