@@ -13,16 +13,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import socket
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
 
 from rock_core._errors import BadRequest, RockError
+from rock_core._options import MAX_LEASE, SECONDS_RULE, is_seconds
 
 from ._docker import DockerRuntime, open_docker
 from ._ensure import EXIT_UNSAFE, agent_answers, ensure_running, socket_problem
@@ -51,10 +54,10 @@ def _parser() -> argparse.ArgumentParser:
         metavar="GROUP",
         help="socket mode: let this group connect too (mode 0660 instead of 0600)",
     )
-    serve.add_argument("--reap-interval", type=float, default=30.0)
+    serve.add_argument("--reap-interval", type=seconds_arg(), default=30.0)
     serve.add_argument(
         "--idle-exit",
-        type=float,
+        type=seconds_arg(zero="never"),
         default=0.0,
         metavar="SECONDS",
         help="socket mode: exit after this long with no connection and no sandbox (0: never)",
@@ -66,7 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     ensure.add_argument("--socket", metavar="PATH", default=default_socket_path())
     _common_options(ensure)
-    ensure.add_argument("--idle-exit", type=float, default=600.0, metavar="SECONDS")
+    ensure.add_argument(
+        "--idle-exit", type=seconds_arg(zero="never"), default=600.0, metavar="SECONDS"
+    )
     commands.add_parser("version", help="print the agent version")
     add_commands(commands)
     return parser
@@ -83,11 +88,37 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default=env.get("ROCK_LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--lease",
-        type=float,
-        default=float(env.get("ROCK_AGENT_LEASE", "60")),
+        type=seconds_arg(maximum=MAX_LEASE, default_from="ROCK_AGENT_LEASE"),
+        # A string: argparse checks it with `type` like a value given on the command line.
+        default=env.get("ROCK_AGENT_LEASE", "60"),
         metavar="SECONDS",
-        help="how long a disconnected owner's sandboxes are kept (socket mode)",
+        help="how long a disconnected owner's sandboxes are kept (socket mode; default:"
+        " $ROCK_AGENT_LEASE, else 60)",
     )
+
+
+def seconds_arg(
+    *, zero: str = "", maximum: float = math.inf, default_from: str = ""
+) -> Callable[[str], float]:
+    """An argparse `type` for a time in seconds: positive and finite (NaN and inf are refused,
+    as by `rock_core._options.seconds`), at most `maximum`; 0 too when `zero` says what it
+    means. A bad value exits with argparse's one-line error and code 2."""
+    rule = SECONDS_RULE + (f" (or 0: {zero})" if zero else "")
+    if maximum < math.inf:
+        rule += f" up to {maximum:g}"
+    if default_from:
+        rule += f" (${default_from} sets the default)"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if (zero and value == 0) or (is_seconds(value) and value <= maximum):
+            return value
+        raise argparse.ArgumentTypeError(f"{rule}, got {text!r}")
+
+    return parse
 
 
 def default_socket_path() -> str:

@@ -15,25 +15,28 @@ Rules:
 - A committed image keeps the source image's entrypoint, command, environment, working folder,
   user and labels, plus what the sandbox changed (files, and the variables it was given). The
   agent's own ``rock.*`` labels are blanked in it, so a container made from it by anyone else is
-  never mistaken for a sandbox.
+  never mistaken for a sandbox. ``rock-kit.committer`` (outside that namespace) names who
+  committed it (uid:owner).
+- Images are shared by every user of the host, so a user's committed images are that user's:
+  a commit to a tag that exists is `AlreadyExists` unless the image there was committed by the
+  same user (uid); prune never removes an image another user committed (only root's
+  administrator may). Pulled images and images made outside the kit belong to no one: any
+  commit refuses to replace them, any prune may remove them.
 """
 
 from __future__ import annotations
 
-import fcntl
 import fnmatch
-import json
 import logging
 import os
 import re
 import time
-from collections.abc import Iterable
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import anyio
 
-from rock_core._errors import BadRequest, RockError
+from rock_core._endpoint import Connection, Principal
+from rock_core._errors import AlreadyExists, BadRequest, ImageNotFound, RockError
 from rock_core._protocol import (
     CommitSandbox,
     ImageInfo,
@@ -49,13 +52,19 @@ from rock_core._protocol import (
 )
 
 from ._docker import DockerRuntime
+from ._image_usage import NOTE_INTERVAL as NOTE_INTERVAL  # re-exported: the record's home
+from ._image_usage import STATE_DIR_ENV as STATE_DIR_ENV
+from ._image_usage import USAGE_FILE as USAGE_FILE
+from ._image_usage import ImageUsage as ImageUsage
+from ._image_usage import note_use as note_use
+from ._image_usage import record
+from ._image_usage import state_dir as state_dir
 from ._stats import engine_time
 
 log = logging.getLogger("rock_agent.images")
 
-STATE_DIR_ENV = "ROCK_AGENT_STATE_DIR"
-USAGE_FILE = "image-usage.json"
-NOTE_INTERVAL = 60.0  # a sandbox start records its image's use at most this often per agent
+# Who committed an image: "uid:owner" of the committing connection (`Principal.key`).
+LABEL_COMMITTER = "rock-kit.committer"  # not "rock.": those are blanked in every commit
 _NO_TAG = {"<none>:<none>", "<none>@<none>"}
 # The engine's reference grammar: an optional registry host, then lowercase path components.
 _DOMAIN = (
@@ -66,95 +75,29 @@ _NAME = re.compile(rf"^(?:{_DOMAIN}(?::[0-9]+)?/)?{_PATH}(?:/{_PATH})*$")
 _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
-def state_dir() -> Path:
-    """The agent's state folder: ``$ROCK_AGENT_STATE_DIR``, else a per-user default."""
-    custom = os.environ.get(STATE_DIR_ENV)
-    if custom:
-        return Path(custom)
-    if os.geteuid() == 0:
-        return Path("/var/lib/rock-agent")
-    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "rock-agent"
-
-
-class ImageUsage:
-    """When each image (by id) was last used, in a JSON file every agent of the host shares.
-
-    The methods do file I/O: call them in a worker thread. Writes are serialised across
-    processes with a lock file and replace the file atomically, so readers never see half of it.
-    """
-
-    def __init__(self, folder: Path | None = None) -> None:
-        self._folder = folder
-        self._noted: dict[str, float] = {}
-
-    @property
-    def path(self) -> Path:
-        """The record's file."""
-        return (self._folder or state_dir()) / USAGE_FILE
-
-    def due(self, reference: str, now: float) -> bool:
-        """True when a use of `reference` should be written (throttled per reference)."""
-        last = self._noted.get(reference)
-        if last is not None and now - last < NOTE_INTERVAL:
-            return False
-        self._noted[reference] = now
-        return True
-
-    def load(self) -> dict[str, float]:
-        """Image id -> unix time of its last recorded use; empty if there is no record."""
-        try:
-            raw = json.loads(self.path.read_text())
-        except FileNotFoundError:
-            return {}
-        except (OSError, ValueError) as exc:
-            log.warning("ignoring an unreadable image-usage record %s: %s", self.path, exc)
-            return {}
-        used = raw.get("last_used") if isinstance(raw, dict) else None
-        if not isinstance(used, dict):
-            return {}
-        return {k: float(v) for k, v in used.items() if isinstance(v, int | float)}
-
-    def update(self, used: dict[str, float], forget: Iterable[str] = ()) -> None:
-        """Record uses (keeping the newer time of each) and drop forgotten ids."""
-        path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(USAGE_FILE + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            record = self.load()
-            for image_id, when in used.items():
-                record[image_id] = max(when, record.get(image_id, 0.0))
-            for image_id in forget:
-                record.pop(image_id, None)
-            temporary = path.with_name(f".{USAGE_FILE}.{os.getpid()}")
-            temporary.write_text(json.dumps({"version": 1, "last_used": record}, indent=0))
-            os.replace(temporary, path)
-
-
 class _Server(Protocol):
     runtime: DockerRuntime
     image_usage: ImageUsage
 
 
-async def _record(usage: ImageUsage, used: dict[str, float], forget: Iterable[str] = ()) -> None:
-    """Write to the usage record; a failure is logged, never raised (it only orders prunes)."""
-    try:
-        await anyio.to_thread.run_sync(usage.update, used, list(forget))
-    except OSError as exc:
-        log.warning("cannot write the image-usage record %s: %s", usage.path, exc)
+# ---------------------------------------------------------------------------- owners
 
 
-async def note_use(server: _Server, reference: str) -> None:
-    """A sandbox was created from `reference`: record the use (at most once a minute)."""
-    now = time.time()
-    if not server.image_usage.due(reference, time.monotonic()):
-        return
+def committer_uid(labels: object) -> int | None:
+    """The uid that committed an image, from its labels; None if no sandbox commit made it
+    (pulled, built, or committed outside the kit), -1 if the label is garbled."""
+    key = labels.get(LABEL_COMMITTER) if isinstance(labels, dict) else None
+    if not key:
+        return None
     try:
-        image_id = str((await server.runtime.inspect_image(reference))["Id"])
-    except RockError as exc:
-        log.warning("cannot record the use of image %s: %s", reference, exc)
-        return
-    await _record(server.image_usage, {image_id: now})
+        return int(str(key).partition(":")[0])
+    except ValueError:
+        return -1
+
+
+def may_remove(who: Principal, committer: int | None) -> bool:
+    """True if `who` may prune an image committed by `committer` (None: by no one)."""
+    return committer is None or committer == who.uid or (who.admin and who.uid == 0)
 
 
 # ---------------------------------------------------------------------------- survey
@@ -176,8 +119,17 @@ def _container_use(containers: list[dict[str, Any]], now: float) -> dict[str, fl
     return use
 
 
-async def survey(server: _Server) -> tuple[ImageReport, set[str]]:
-    """Every image with its last use, and the ids of images a container (any state) uses."""
+class Survey(NamedTuple):
+    """Every image with its last use; the ids of images a container (any state) uses; the uid
+    that committed each image a sandbox commit made (see `committer_uid`)."""
+
+    report: ImageReport
+    in_use: set[str]
+    committers: dict[str, int | None]
+
+
+async def survey(server: _Server) -> Survey:
+    """Every image with its last use, the images in use and who committed each."""
     runtime = server.runtime
     usage = await runtime.disk_usage()
     containers = await runtime.all_containers()
@@ -186,8 +138,10 @@ async def survey(server: _Server) -> tuple[ImageReport, set[str]]:
     by_containers = _container_use(containers, now)
     in_use = {c.get("ImageID") or "" for c in containers}
     images = []
+    committers: dict[str, int | None] = {}
     for raw in usage.get("Images") or []:
         image_id = str(raw.get("Id", ""))
+        committers[image_id] = committer_uid(raw.get("Labels"))
         created = float(raw.get("Created") or 0)
         count = int(raw.get("Containers") or 0)
         if count > 0:
@@ -208,7 +162,7 @@ async def survey(server: _Server) -> tuple[ImageReport, set[str]]:
     report = ImageReport(
         images=images, total_size=int(usage.get("LayersSize") or 0), disk_size=disk
     )
-    return report, in_use
+    return Survey(report, in_use, committers)
 
 
 async def _disk_size(runtime: DockerRuntime) -> int:
@@ -227,7 +181,7 @@ async def image_info(server: _Server, reference: str) -> ImageInfo:
     """One image by reference or id, with its last use."""
     raw = await server.runtime.inspect_image(reference)
     image_id = str(raw.get("Id", ""))
-    report, _ = await survey(server)
+    report = (await survey(server)).report
     for info in report.images:
         if info.image_id == image_id:
             return info
@@ -247,7 +201,7 @@ async def image_info(server: _Server, reference: str) -> ImageInfo:
 
 async def list_images(server: _Server, conn: object, req: ListImages) -> Reply:
     """Handler of `ListImages`."""
-    report, _ = await survey(server)
+    report = (await survey(server)).report
     return ImageListReply(id=req.id, report=report)
 
 
@@ -258,7 +212,7 @@ async def warm_image(server: _Server, conn: object, req: WarmImage) -> Reply:
         raise BadRequest("warming needs an image name")
     await server.runtime.ensure_image(reference, "missing")
     raw = await server.runtime.inspect_image(reference)
-    await _record(server.image_usage, {str(raw["Id"]): time.time()})
+    await record(server.image_usage, {str(raw["Id"]): time.time()})
     return ImageReply(id=req.id, image=await image_info(server, str(raw["Id"])))
 
 
@@ -299,9 +253,16 @@ def _name(info: ImageInfo) -> str:
     return ", ".join(info.tags) or info.image_id[:19]
 
 
-async def prune_images(server: _Server, conn: object, req: PruneImages) -> Reply:
+def _kept(who: Principal, found: Survey) -> set[str]:
+    """Ids prune leaves alone: images in use, and those `who` may not remove."""
+    mine = {i for i, uid in found.committers.items() if may_remove(who, uid)}
+    return found.in_use | (set(found.committers) - mine)
+
+
+async def prune_images(server: _Server, conn: Connection, req: PruneImages) -> Reply:
     """Handler of `PruneImages`."""
-    report, in_use = await survey(server)
+    found = await survey(server)
+    report, in_use = found.report, _kept(conn.principal, found)
     limit = prune_limit(req, report.disk_size)
     before = report.total_size
     removed: list[ImageInfo] = []
@@ -340,9 +301,10 @@ async def prune_images(server: _Server, conn: object, req: PruneImages) -> Reply
         else:
             removed.append(victim)
             log.info("pruned image", extra={"image": _name(victim), "size": victim.size})
-        report, in_use = await survey(server)
+        found = await survey(server)
+        report, in_use = found.report, _kept(conn.principal, found)
     if removed:
-        await _record(server.image_usage, {}, forget=[i.image_id for i in removed])
+        await record(server.image_usage, {}, forget=[i.image_id for i in removed])
     result = PruneResult(
         limit=limit,
         total_before=before,
@@ -393,19 +355,37 @@ def commit_config(container: dict[str, Any], source: dict[str, Any]) -> dict[str
     }
 
 
-async def commit_sandbox(server: _Server, conn: object, req: CommitSandbox) -> Reply:
+async def _check_overwrite(server: _Server, who: Principal, reference: str) -> None:
+    """`AlreadyExists` unless `reference` is free or names an image `who`'s user committed."""
+    try:
+        existing = await server.runtime.inspect_image(reference)
+    except ImageNotFound:
+        return
+    committer = committer_uid((existing.get("Config") or {}).get("Labels"))
+    if committer != who.uid:
+        by = "no sandbox commit" if committer is None else f"user {committer}"
+        raise AlreadyExists(
+            f"image {reference} already exists (made by {by}): a commit replaces only an"
+            " image its own user committed; commit to another name"
+        )
+
+
+async def commit_sandbox(server: _Server, conn: Connection, req: CommitSandbox) -> Reply:
     """Handler of `CommitSandbox`."""
     repository, tag = split_reference(req.image)
+    await _check_overwrite(server, conn.principal, f"{repository}:{tag}")
     container = await server.runtime.inspect_container(req.sandbox_id)
     source = await server.runtime.inspect_image(str(container.get("Image", "")))
+    config = commit_config(container, source.get("Config") or {})
+    config["Labels"][LABEL_COMMITTER] = conn.principal.key
     image_id = await server.runtime.commit(
         req.sandbox_id,
         repository=repository,
         tag=tag,
         message=req.message,
         changes=list(req.changes),
-        config=commit_config(container, source.get("Config") or {}),
+        config=config,
         pause=req.pause,
     )
-    await _record(server.image_usage, {image_id: time.time()})
+    await record(server.image_usage, {image_id: time.time()})
     return ImageReply(id=req.id, image=await image_info(server, image_id))

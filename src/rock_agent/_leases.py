@@ -7,11 +7,16 @@ Rules (plain synchronous code; the caller passes `now`, a monotonic time in seco
   reconnects before it ends finds its sandboxes as it left them (and may adopt them again).
 - An owner first seen through its containers' labels (the agent restarted, or the owner never
   connected to this agent process) gets a full lease from the moment it is seen.
+- A requested lease is granted within [`minimum`, `maximum`]; `maximum` is the core's own
+  limit (`MAX_LEASE`, 7 days), so a lease `open_cluster` accepts is never cut short.
 - `expired(now)` names the owners whose lease ended; the agent removes their sandboxes and
   then `forget`s them.
 """
 
 from __future__ import annotations
+
+from rock_core._errors import BadRequest
+from rock_core._options import MAX_LEASE, is_seconds
 
 
 class _Lease:
@@ -26,7 +31,14 @@ class _Lease:
 class Leases:
     """The lease of every owner this agent knows."""
 
-    def __init__(self, default: float = 60.0, *, minimum: float = 1.0, maximum: float = 86400.0):
+    def __init__(
+        self, default: float = 60.0, *, minimum: float = 1.0, maximum: float = MAX_LEASE
+    ) -> None:
+        if not (is_seconds(default) and default <= maximum):
+            raise BadRequest(
+                f"the default lease must be a positive, finite number of seconds up to"
+                f" {maximum:g}, got {default!r}"
+            )
         self.default = default
         self.minimum = minimum
         self.maximum = maximum

@@ -48,6 +48,8 @@ class _Server(Protocol):
     keeper: DeadlineKeeper
     sessions: dict[tuple[str, str], ShellSession]
     created_here: set[str]
+    # The agent's private record of adopted ids: it has no method to forget one yet.
+    _adopted: set[str]
     image_usage: _images.ImageUsage
 
     async def drop_sessions(self, sandbox_id: str) -> None: ...
@@ -63,8 +65,15 @@ async def create(server: _Server, conn: Connection, req: CreateSandbox) -> Reply
     who = conn.principal
     if who.admin:
         raise BadRequest("an administrator's connection owns no sandboxes: it cannot create")
+    fresh = req.sandbox_id not in server.created_here
     server.created_here.add(req.sandbox_id)
-    info = await server.runtime.create(req.sandbox_id, req.spec, who.owner, who.uid)
+    try:
+        info = await server.runtime.create(req.sandbox_id, req.spec, who.owner, who.uid)
+    except BaseException:
+        if fresh:  # nothing of this id was made here
+            server.created_here.discard(req.sandbox_id)
+        raise
+    server._adopted.discard(req.sandbox_id)  # made now: its sessions are this agent's
     server.keeper.created(info, req.spec, who.key)
     await _images.note_use(server, req.spec.image)
     return SandboxReply(id=req.id, sandbox=with_sessions(server, info))
@@ -95,6 +104,9 @@ async def remove(server: _Server, conn: Connection, req: RemoveSandbox) -> Reply
     server.keeper.note(req.sandbox_id, "request", why, "destroy")
     await server.drop_sessions(req.sandbox_id)
     await server.runtime.remove(req.sandbox_id)
+    # Gone: a sandbox created later under this id is new, neither adopted nor created before.
+    server.created_here.discard(req.sandbox_id)
+    server._adopted.discard(req.sandbox_id)
     return Done(id=req.id)
 
 

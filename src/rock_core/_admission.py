@@ -9,10 +9,14 @@ Rules:
 - A create that finds no room waits in the scheduler's queue, and says so once, when it starts
   waiting: a warning naming what it needs and what each host has free (or that every host is
   draining); only a debug line when a host has room and it just waits for its turn.
-- The wait is bounded by its queue timeout (None: no bound). When the timeout passes and a host
-  has room (the create only waits for a start slot there, which frees by itself, or for older
-  requests), it keeps waiting; otherwise it raises `CapacityError` saying what holds the hosts
-  and what would fit now, with ``queue_timeout`` and ``waited`` in its details.
+- The wait is bounded by its queue timeout (None: no bound). When the timeout passes and the
+  scheduler says the request waits only for its turn (a host has room: it waits for a start
+  slot there, which frees by itself, or for older requests that will be placed), it keeps
+  waiting, and looks again every `TURN_RECHECK` seconds; otherwise it raises `CapacityError`
+  saying what holds the hosts and what would fit now, with ``queue_timeout`` and ``waited`` in
+  its details. A request held back by the bypass rule (the oldest waiting request fits no host
+  and was passed `max_bypass` times: nothing younger is placed until it is) does not wait its
+  turn: the oldest may wait for a host that never comes.
 - Every create that starts or stops waiting wakes `QueueWaits.changed` (progress displays).
 """
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterable
+from typing import Protocol
 
 import anyio
 
@@ -34,6 +39,10 @@ log = logging.getLogger("rock_core")
 
 DISK_LIMITS = "disk-limits"
 TURN_RECHECK = 1.0  # seconds between looks, past the timeout, at a create that waits its turn
+HELD_BACK = (
+    "an older request that fits no host now was passed by younger ones as often as the"
+    " scheduler allows (max_bypass), so nothing younger is placed until it is"
+)
 _DISK_WHY = (
     "an engine limits a container's disk only with a storage driver that has quotas, such as"
     " overlay2 on xfs mounted with pquota"
@@ -73,15 +82,22 @@ def check_admission(sandbox_id: str, spec: SandboxSpec, links: Iterable[AgentCon
         )
 
 
+class HasRoom(Protocol):
+    """`Scheduler.has_room`: whether a host has room for `demand` now; with `request_id`, also
+    whether the bypass rule lets that queued request be placed once it has."""
+
+    def __call__(self, demand: Demand, request_id: str | None = None) -> bool: ...
+
+
 class QueueWaits:
     """The creates of one cluster that wait for room; see the module's rules.
 
     `room(demand)` is the cluster's view of its hosts for a demand, at the time of the call;
-    `has_room(demand)` the cheap part of it: whether a host has room now (then the create only
-    waits for its turn). Only a create that finds no room pays for the whole view.
+    `has_room(demand, request_id)` the cheap part of it: whether the queued request only waits
+    for its turn. Only a create that finds no room pays for the whole view.
     """
 
-    def __init__(self, room: Callable[[Demand], Room], has_room: Callable[[Demand], bool]) -> None:
+    def __init__(self, room: Callable[[Demand], Room], has_room: HasRoom) -> None:
         self._room = room
         self._has_room = has_room
         self._changed: anyio.Event | None = None
@@ -105,11 +121,11 @@ class QueueWaits:
         it and no host has room (see the module's rules)."""
         if placed.is_set():
             return
-        turn = self._has_room(demand)
+        turn = self._has_room(demand, sandbox_id)
         level = logging.DEBUG if turn else logging.WARNING
         if log.isEnabledFor(level):
             why = explain(self._room(demand))
-            what = "its turn" if turn else "room"
+            what = "its turn" if turn else "older requests" if self._has_room(demand) else "room"
             log.log(
                 level,
                 "sandbox %s waits for %s: it needs %s; %s",
@@ -127,7 +143,7 @@ class QueueWaits:
                 with anyio.move_on_after(budget):
                     await placed.wait()
                     return
-                if not self._has_room(demand):
+                if not self._has_room(demand, sandbox_id):
                     break
                 budget = TURN_RECHECK
         finally:
@@ -135,9 +151,14 @@ class QueueWaits:
             self._notify()
         assert timeout is not None
         room = self._room(demand)
+        why = f"found no room within {timeout:g} s: it needs {needs(demand)}; {explain(room)}"
+        if self._has_room(demand):
+            why = (
+                f"was not placed within {timeout:g} s: a host has room for it ({needs(demand)}),"
+                f" but {HELD_BACK}; {explain(room)}"
+            )
         raise QueueTimedOut(
-            f"sandbox {sandbox_id} found no room within {timeout:g} s: it needs"
-            f" {needs(demand)}; {explain(room)}. (queue_timeout=None waits without a limit.)",
+            f"sandbox {sandbox_id} {why}. (queue_timeout=None waits without a limit.)",
             sandbox_id=sandbox_id,
             queue_timeout=timeout,
             waited=round(time.monotonic() - began, 3),

@@ -24,18 +24,26 @@ from ._scheduler import Scheduler
 from ._schema import LeaseSeconds
 from ._ssh import SshOptions
 
-MAX_LEASE: float = get_args(LeaseSeconds)[1].le
+MAX_LEASE: float = get_args(LeaseSeconds)[1].le  # 7 days: the agent grants no longer lease
+SECONDS_RULE = "must be a positive, finite number of seconds"
 DEFAULT_QUEUE_TIMEOUT = 60.0  # seconds a create waits for room before `CapacityError`
+
+
+def is_seconds(value: object) -> bool:
+    """True for a positive, finite int or float (never a bool): a time in seconds."""
+    return (
+        not isinstance(value, bool)
+        and isinstance(value, int | float)
+        and math.isfinite(value)
+        and value > 0
+    )
 
 
 def seconds(value: object, what: str) -> float:
     """`value` as a positive, finite number of seconds, or `BadRequest` naming `what`."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not (math.isfinite(value) and value > 0)
-    ):
-        raise BadRequest(f"{what} must be a positive, finite number of seconds, got {value!r}")
+    if not is_seconds(value):
+        raise BadRequest(f"{what} {SECONDS_RULE}, got {value!r}")
+    assert isinstance(value, int | float)
     return float(value)
 
 
@@ -122,8 +130,11 @@ def make_scheduler(policy: object, max_queue: object, max_starts: object) -> Sch
 
 __all__ = [
     "DEFAULT_QUEUE_TIMEOUT",
+    "MAX_LEASE",
+    "SECONDS_RULE",
     "check_cluster_options",
     "host_list",
+    "is_seconds",
     "make_scheduler",
     "queue_timeout",
     "seconds",

@@ -375,17 +375,25 @@ class Scheduler:
             for q in entries
         )
 
-    def has_room(self, demand: Demand) -> bool:
+    def has_room(self, demand: Demand, request_id: str | None = None) -> bool:
         """True when a host that takes placements (not draining, below its sandbox limit) has
         the free cpus and memory for `demand` now, start slots aside: a request of it that
-        waits only waits for its turn."""
-        cpus, memory = _nano(demand.cpus), demand.memory
-        return any(
-            not host.draining
-            and (host.limit == 0 or len(host.requests) < host.limit)
-            and host.used_cpus + cpus <= host.cpus
-            and host.used_memory + memory <= host.memory
-            for host in self._hosts.values()
+        waits only waits for its turn.
+
+        With `request_id` (a queued request of `demand`), also False while the bypass rule
+        holds that request back for good: the oldest waiting request was passed `max_bypass`
+        times and no host has room for it either, so nothing younger is placed until it is
+        (it may wait for a host that never comes)."""
+        if not self._fits_somewhere(_nano(demand.cpus), demand.memory):
+            return False
+        entry = None if request_id is None else self._queued.get(request_id)
+        if entry is None:
+            return True
+        oldest = min((next(iter(g.values())) for g in self._groups.values()), key=_seq)
+        return (
+            oldest is entry
+            or oldest.bypassed < self._max_bypass
+            or self._fits_somewhere(oldest.cpus, oldest.memory)
         )
 
     def is_queued(self, request_id: str) -> bool:
@@ -442,6 +450,15 @@ class Scheduler:
         return (
             f"the most cpus is {by_cpus.capacity.cpus:g} on {by_cpus.host_id!r},"
             f" the most memory is {by_memory.memory} on {by_memory.host_id!r}"
+        )
+
+    def _fits_somewhere(self, cpus: int, memory: int) -> bool:
+        return any(
+            not host.draining
+            and (host.limit == 0 or len(host.requests) < host.limit)
+            and host.used_cpus + cpus <= host.cpus
+            and host.used_memory + memory <= host.memory
+            for host in self._hosts.values()
         )
 
     def _refresh(self, host: _Host) -> None:
@@ -549,6 +566,10 @@ class Scheduler:
         self._refresh(host)
         self._placements_made += 1
         return Place(entry.request_id, host.host_id)
+
+
+def _seq(entry: _Queued) -> int:
+    return entry.seq
 
 
 def _unknown(request_id: str, done: str) -> NotFound:

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import math
+
+import pytest
+
 from rock_agent._leases import Leases
+from rock_core._errors import BadRequest
+from rock_core._options import MAX_LEASE
 
 
 def test_a_connected_owner_never_expires() -> None:
@@ -85,3 +91,18 @@ def test_a_stale_connection_closing_never_shortens_the_lease() -> None:
     leases.disconnect("a", last_heard=50)
     assert leases.deadline("a") == 60
     assert leases.length("a") == 10 and leases.length("unknown") == 10
+
+
+def test_every_lease_the_core_accepts_is_granted_in_full() -> None:
+    leases = Leases(60)
+    assert leases.grant(3 * 86400) == 3 * 86400  # was cut to one day
+    assert leases.grant(MAX_LEASE) == MAX_LEASE == 7 * 86400
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -1.0, 0.0, 8 * 86400.0])
+def test_a_default_lease_that_would_never_end_or_never_start_is_refused(bad: float) -> None:
+    with pytest.raises(BadRequest) as info:
+        Leases(bad)
+    assert str(info.value) == (
+        f"the default lease must be a positive, finite number of seconds up to 604800, got {bad!r}"
+    )

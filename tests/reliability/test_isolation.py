@@ -6,14 +6,18 @@ another uid claiming A's very owner string is still someone else.
 
 from __future__ import annotations
 
+import json
 import os
+import secrets
 import socket
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from rock_agent._routes import HANDLERS
 from rock_core import _protocol as p
 from rock_core._framing import FrameDecoder, frame
 
@@ -41,7 +45,8 @@ def shared_agent(docker_engine: None) -> Iterator[SocketAgent]:
 
 
 def requests_on(sandbox_id: str) -> list[p.Request]:
-    """One request of every kind that names a sandbox (ids are filled in later)."""
+    """One request of every kind that names a sandbox, but a create (ids are filled in later);
+    a test checks that none is left out."""
     return [
         p.InspectSandbox(id=1, sandbox_id=sandbox_id),
         p.StopSandbox(id=1, sandbox_id=sandbox_id, timeout=1),
@@ -50,6 +55,9 @@ def requests_on(sandbox_id: str) -> list[p.Request]:
         p.CreateSession(id=1, sandbox_id=sandbox_id, session="s"),
         p.RunCommand(id=1, sandbox_id=sandbox_id, session="main", command="cat /secret"),
         p.SendInput(id=1, sandbox_id=sandbox_id, session="main", data=b"x"),
+        # Authorized from the session the agent holds, not by asking the engine.
+        p.Expect(id=1, sandbox_id=sandbox_id, session="main", patterns=["."], timeout=1),
+        p.WaitCommand(id=1, sandbox_id=sandbox_id, session="main", timeout=1),
         p.Interrupt(id=1, sandbox_id=sandbox_id, session="main"),
         p.CloseSession(id=1, sandbox_id=sandbox_id, session="main"),
         p.Execute(id=1, sandbox_id=sandbox_id, argv=["cat", "/secret"]),
@@ -63,6 +71,16 @@ def requests_on(sandbox_id: str) -> list[p.Request]:
         p.SetTimeouts(id=1, sandbox_id=sandbox_id, lifetime=1),
         p.Keepalive(id=1, sandbox_id=sandbox_id),
     ]
+
+
+def test_every_request_that_names_a_sandbox_is_tried() -> None:
+    naming = {
+        kind
+        for kind in HANDLERS
+        if "sandbox_id" in kind.__struct_fields__ and kind is not p.CreateSandbox
+    }
+    assert {type(r) for r in requests_on("x")} == naming
+    assert len(requests_on("x")) == len(naming) == 21
 
 
 def _a_with_secret(agent: SocketAgent, owner: str, sandbox_id: str) -> RawClient:
@@ -193,3 +211,89 @@ def test_another_user_claiming_the_same_owner_is_someone_else(shared_agent: Sock
         )
         _check_untouched(a, sandbox_id)
         a.call(p.RemoveSandbox(id=a.new_id(), sandbox_id=sandbox_id))
+
+
+# ------------------------------------------------------------------------- images of users
+
+
+def _commit(client: RawClient, sandbox_id: str, image: str) -> p.AgentMessage:
+    return client.call(p.CommitSandbox(id=client.new_id(), sandbox_id=sandbox_id, image=image))
+
+
+def _image_id(reference: str) -> str:
+    out = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Id}}", reference],
+        capture_output=True,
+        text=True,
+    )
+    return out.stdout.strip()
+
+
+def _dry_prune(prefix: str) -> p.PruneImages:
+    return p.PruneImages(id=1, max_bytes=0, only=[f"{prefix}/*"], dry_run=True)
+
+
+def test_a_user_s_committed_images_are_that_user_s(shared_agent: SocketAgent) -> None:
+    prefix = f"rock-owners-{secrets.token_hex(4)}"
+    mine, base = f"{prefix}/a:1", _image_id(SH_IMAGE)
+    made = [mine, f"{prefix}/b:1"]
+    try:
+        with _a_with_secret(shared_agent, "owner-a", "isolated-4") as a:
+            first = _commit(a, "isolated-4", mine)
+            assert isinstance(first, p.ImageReply)
+            made.append(first.image.image_id)
+            labels = subprocess.run(
+                ["docker", "image", "inspect", "--format", "{{json .Config.Labels}}", mine],
+                capture_output=True,
+                text=True,
+                check=True,
+            ).stdout
+            assert json.loads(labels)["rock-kit.committer"] == f"{os.getuid()}:owner-a"
+            more = p.WriteFile(id=a.new_id(), sandbox_id="isolated-4", path="/a", data=b"a" * 4096)
+            assert isinstance(a.call(more), p.Done)
+            assert isinstance(_commit(a, "isolated-4", mine), p.ImageReply)  # its own: replaced
+            taken = _commit(a, "isolated-4", SH_IMAGE)  # a pulled image belongs to no one
+            assert isinstance(taken, p.ErrorReply) and taken.code == "already_exists"
+            assert taken.message == (
+                f"image {SH_IMAGE} already exists (made by no sandbox commit): a commit replaces"
+                " only an image its own user committed; commit to another name"
+            )
+            assert _image_id(SH_IMAGE) == base
+            a.call(p.RemoveSandbox(id=a.new_id(), sandbox_id="isolated-4"))
+        hello = p.Hello(protocol=p.PROTOCOL_VERSION, client="t", owner="owner-b")
+
+        def as_b(request: p.Request) -> p.AgentMessage | None:  # one request, then hang up
+            return _as_user(NOBODY, shared_agent.socket, [hello, request])[1]
+
+        created = as_b(p.CreateSandbox(id=1, sandbox_id="isolated-5", spec=SPEC))
+        write = p.WriteFile(id=1, sandbox_id="isolated-5", path="/b", data=b"B's" * 1000)
+        assert isinstance(as_b(write), p.Done)
+        refused = as_b(p.CommitSandbox(id=1, sandbox_id="isolated-5", image=mine))
+        committed = as_b(p.CommitSandbox(id=1, sandbox_id="isolated-5", image=f"{prefix}/b:1"))
+        b_prune = as_b(_dry_prune(prefix))
+        assert isinstance(as_b(p.RemoveSandbox(id=1, sandbox_id="isolated-5")), p.Done)
+        assert isinstance(created, p.SandboxReply), created
+        assert isinstance(refused, p.ErrorReply) and refused.code == "already_exists"
+        assert refused.message == (
+            f"image {mine} already exists (made by user {os.getuid()}): a commit replaces only"
+            " an image its own user committed; commit to another name"
+        )
+        assert isinstance(committed, p.ImageReply), committed
+        # Prune passes over another user's committed images (even for that user's
+        # administrator); root's administrator may remove every one.
+        assert isinstance(b_prune, p.PruneReply), b_prune
+        assert [i.tags for i in b_prune.result.removed] == [[f"{prefix}/b:1"]]
+        admin = p.Hello(protocol=p.PROTOCOL_VERSION, client="t", owner="x", admin=True)
+        _, b_admin = _as_user(NOBODY, shared_agent.socket, [admin, _dry_prune(prefix)])
+        assert isinstance(b_admin, p.PruneReply)
+        assert [i.tags for i in b_admin.result.removed] == [[f"{prefix}/b:1"]]
+        with RawClient(shared_agent.socket) as root:
+            root.hello("the-cli", admin=True)
+            everything = root.call(_dry_prune(prefix))
+            assert isinstance(everything, p.PruneReply)
+            assert sorted(t for i in everything.result.removed for t in i.tags) == [
+                f"{prefix}/a:1",
+                f"{prefix}/b:1",
+            ]
+    finally:
+        subprocess.run(["docker", "rmi", "-f", *made], capture_output=True, check=False)
