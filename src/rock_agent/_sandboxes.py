@@ -49,7 +49,7 @@ class _Server(Protocol):
     sessions: dict[tuple[str, str], ShellSession]
     created_here: set[str]
     # The agent's private record of adopted ids: it has no method to forget one yet.
-    _adopted: set[str]
+    adopted: set[str]
     image_usage: _images.ImageUsage
 
     async def drop_sessions(self, sandbox_id: str) -> None: ...
@@ -73,7 +73,7 @@ async def create(server: _Server, conn: Connection, req: CreateSandbox) -> Reply
         if fresh:  # nothing of this id was made here
             server.created_here.discard(req.sandbox_id)
         raise
-    server._adopted.discard(req.sandbox_id)  # made now: its sessions are this agent's
+    server.adopted.discard(req.sandbox_id)  # made now: its sessions are this agent's
     server.keeper.created(info, req.spec, who.key)
     await _images.note_use(server, req.spec.image)
     return SandboxReply(id=req.id, sandbox=with_sessions(server, info))
@@ -106,7 +106,7 @@ async def remove(server: _Server, conn: Connection, req: RemoveSandbox) -> Reply
     await server.runtime.remove(req.sandbox_id)
     # Gone: a sandbox created later under this id is new, neither adopted nor created before.
     server.created_here.discard(req.sandbox_id)
-    server._adopted.discard(req.sandbox_id)
+    server.adopted.discard(req.sandbox_id)
     return Done(id=req.id)
 
 
