@@ -48,8 +48,8 @@ class _Server(Protocol):
     keeper: DeadlineKeeper
     sessions: dict[tuple[str, str], ShellSession]
     created_here: set[str]
-    # The agent's private record of adopted ids: it has no method to forget one yet.
-    adopted: set[str]
+    # Ids this agent found from their labels at start (their sessions are gone).
+    adopted_ids: set[str]
     image_usage: _images.ImageUsage
 
     async def drop_sessions(self, sandbox_id: str) -> None: ...
@@ -73,7 +73,7 @@ async def create(server: _Server, conn: Connection, req: CreateSandbox) -> Reply
         if fresh:  # nothing of this id was made here
             server.created_here.discard(req.sandbox_id)
         raise
-    server.adopted.discard(req.sandbox_id)  # made now: its sessions are this agent's
+    server.adopted_ids.discard(req.sandbox_id)  # made now: its sessions are this agent's
     server.keeper.created(info, req.spec, who.key)
     await _images.note_use(server, req.spec.image)
     return SandboxReply(id=req.id, sandbox=with_sessions(server, info))
@@ -106,7 +106,7 @@ async def remove(server: _Server, conn: Connection, req: RemoveSandbox) -> Reply
     await server.runtime.remove(req.sandbox_id)
     # Gone: a sandbox created later under this id is new, neither adopted nor created before.
     server.created_here.discard(req.sandbox_id)
-    server.adopted.discard(req.sandbox_id)
+    server.adopted_ids.discard(req.sandbox_id)
     return Done(id=req.id)
 
 

@@ -109,7 +109,7 @@ class AgentServer:
         self._reap_interval = reap_interval
         self._resources: tuple[float, int] | None = None
         self.created_here: set[str] = set()
-        self.adopted: set[str] = set()
+        self.adopted_ids: set[str] = set()
         # Owner keys disconnected while their process lives: each with its "is it gone?" test.
         self._lingering: dict[str, Callable[[], bool]] = {}
         self.first_reap_done = anyio.Event()
@@ -119,7 +119,7 @@ class AgentServer:
 
     def adopted(self, sandbox_id: str) -> bool:
         """True if this agent found the sandbox from its labels (its sessions are gone)."""
-        return sandbox_id in self.adopted
+        return sandbox_id in self.adopted_ids
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -144,7 +144,7 @@ class AgentServer:
                 self.leases.seen(key, now)
                 leased_owners.add(key)
             if info.sandbox_id not in self.created_here:
-                self.adopted.add(info.sandbox_id)
+                self.adopted_ids.add(info.sandbox_id)
         for key in leased_owners:
             await self.keeper.track_owner(key)  # their deadlines hold while no one connects
         return adopted, reaped
@@ -263,7 +263,7 @@ class AgentServer:
                 await anyio.sleep(LINGER_POLL)
 
     async def _remove_quietly(self, sandbox_id: str) -> None:
-        self.adopted.discard(sandbox_id)
+        self.adopted_ids.discard(sandbox_id)
         await self.drop_sessions(sandbox_id)
         try:
             await self.runtime.remove(sandbox_id)
