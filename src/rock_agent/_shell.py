@@ -56,6 +56,7 @@ from rock_core._protocol import CommandResult
 
 from . import _collect, _expect, _oom, _wrap
 from ._collect import Command
+from ._exec_stream import start_failure
 from ._signals import RunInside, Signals
 from ._spill import OUTPUT_DIR, OnOutput, OpenSpill, Output
 
@@ -123,9 +124,10 @@ class ShellSession:
         if found is None:
             text = bytes(session.buffer).decode(errors="replace").strip()
             await session.kill()
-            raise SandboxFailed(
-                f"session {name!r}: the shell did not start"
-                + (f": {text}" if text else " (does the image have /bin/sh?)")
+            head = f"session {name!r}: the shell did not start"
+            # The runtime's refusal (a sandbox that stopped meanwhile, say) is typed as for execs.
+            raise start_failure(text, head) or SandboxFailed(
+                head + (f": {text}" if text else " (does the image have /bin/sh?)")
             )
         session.bash = found == 10
         # Only now is the process surely running; the engine may still need a moment to say so.

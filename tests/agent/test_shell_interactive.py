@@ -12,7 +12,7 @@ import pytest
 
 from rock_agent import _expect, _shell
 from rock_agent._shell import ShellSession
-from rock_core._errors import SessionClosed, TimedOut
+from rock_core._errors import SandboxFailed, SessionClosed, TimedOut
 
 pytestmark = pytest.mark.anyio
 
@@ -130,3 +130,35 @@ async def test_expect_over_a_flood_keeps_a_window_and_counts_the_rest_as_output(
     # The bytes dropped from the window are the command's output, as `wait` reports it.
     assert command.output.total + len(before) == chunks * CHUNK
     assert command.output.head == b"y\n" * 500
+
+
+class RefusingStream:
+    """An exec the runtime refused: its stream says why, then ends."""
+
+    def __init__(self, reason: bytes) -> None:
+        self._reason: bytes | None = reason
+
+    async def write_in(self, data: bytes) -> None:
+        pass
+
+    async def read_out(self) -> Message | None:
+        reason, self._reason = self._reason, None
+        return None if reason is None else Message(1, reason)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_shell_the_runtime_refuses_is_a_typed_error() -> None:
+    async def open_exec(argv: list[str]) -> tuple[object, RefusingStream]:
+        return None, RefusingStream(b"cannot exec in a stopped state: unknown\r\n")
+
+    async def exec_pid(execution: object) -> tuple[int, int | None, bool]:
+        return 0, None, False
+
+    with pytest.raises(SandboxFailed) as caught:
+        await ShellSession.open("s", open_exec, exec_pid, no_exit)
+    assert str(caught.value).startswith(
+        "session 's': the shell did not start: the sandbox is not running (its processes have "
+        "all ended): start it again, or delete it"
+    ), caught.value
