@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,15 @@ async def read_all(stream: Any) -> bytes:
         while True:
             chunks.append(await stream.receive())
     return b"".join(chunks)
+
+
+async def log_records(agent: Any) -> list[dict[str, Any]]:
+    """What an agent process that has ended logged: one JSON record a line (so no traceback),
+    and it exited 0."""
+    assert agent.stdout is not None
+    lines = (await read_all(agent.stdout)).decode().splitlines()
+    assert agent.returncode == 0, lines
+    return [json.loads(line) for line in lines]
 
 
 async def wait_for_socket(path: Path) -> None:

@@ -7,6 +7,7 @@ containers.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import secrets
@@ -97,16 +98,24 @@ class SocketAgent:
         return out.stdout.split()
 
 
-@pytest.fixture
-def agent(tmp_path: Path, docker_engine: None) -> Iterator[SocketAgent]:
-    agent = SocketAgent(tmp_path / "agent.sock", f"lease-{secrets.token_hex(3)}")
+@contextlib.contextmanager
+def running_agent(folder: Path, name: str, *, leaks_fail: bool = True) -> Iterator[SocketAgent]:
+    """A socket agent (host id `name-<random>`) for the block; then stopped, and the containers
+    it left removed (with `leaks_fail`, the block fails if there were any)."""
+    agent = SocketAgent(folder / "agent.sock", f"{name}-{secrets.token_hex(3)}")
     assert agent.ensure()["started"] is True
     yield agent
     agent.kill(signal.SIGTERM)
     leftovers = agent.containers()
     if leftovers:
         subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
-    assert not leftovers, f"containers left behind: {leftovers}"
+    assert not (leaks_fail and leftovers), f"containers left behind: {leftovers}"
+
+
+@pytest.fixture
+def agent(tmp_path: Path, docker_engine: None) -> Iterator[SocketAgent]:
+    with running_agent(tmp_path, "lease") as agent:
+        yield agent
 
 
 async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> float:

@@ -9,9 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import secrets
-import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -28,7 +25,7 @@ from rock_sdk import Sandbox, SandboxConfig
 from rock_sdk import open_cluster as open_sdk_cluster
 
 from ..conftest import SH_IMAGE
-from .test_leases import SocketAgent, wait_for
+from .test_leases import SocketAgent, running_agent, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -324,14 +321,8 @@ class LinkProxy:
 
 @pytest.fixture
 def socket_agent(tmp_path: Path, docker_engine: None) -> Iterator[SocketAgent]:
-    agent = SocketAgent(tmp_path / "agent.sock", f"timeouts-{secrets.token_hex(3)}")
-    assert agent.ensure()["started"] is True
-    yield agent
-    agent.kill(signal.SIGTERM)
-    leftovers = agent.containers()
-    if leftovers:
-        subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
-    assert not leftovers, f"containers left behind: {leftovers}"
+    with running_agent(tmp_path, "timeouts") as agent:
+        yield agent
 
 
 @pytest.fixture

@@ -12,9 +12,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import secrets
-import signal
-import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -30,7 +27,7 @@ from rock_sdk import open_cluster as open_sdk_cluster
 
 from ..conftest import SH_IMAGE
 from ._transfers import HANG, KERNEL, own_sandbox
-from .test_leases import SocketAgent
+from .test_leases import SocketAgent, running_agent
 
 pytestmark = pytest.mark.anyio
 
@@ -166,13 +163,8 @@ async def test_an_upload_into_a_kernel_folder_by_a_member_name_is_refused(
 
 @pytest.fixture
 def socket_agent(tmp_path: Path, docker_engine: None) -> Iterator[SocketAgent]:
-    agent = SocketAgent(tmp_path / "agent.sock", f"files-{secrets.token_hex(3)}")
-    assert agent.ensure()["started"] is True
-    yield agent
-    agent.kill(signal.SIGTERM)
-    leftovers = agent.containers()
-    if leftovers:
-        subprocess.run(["docker", "rm", "-f", *leftovers], capture_output=True)
+    with running_agent(tmp_path, "files", leaks_fail=False) as agent:
+        yield agent
 
 
 async def test_an_agent_killed_mid_upload_is_a_transport_error(

@@ -19,11 +19,10 @@ import anyio
 import pytest
 
 from rock_core import Cluster
-from rock_core._protocol import CommandReply, RunCommand
-from rock_core._protocol import CommandResult as WireResult
 from rock_sdk import RockError, Sandbox, SandboxConfig, SandboxFailed, SessionClosed
 
 from ..conftest import PY_IMAGE, SH_IMAGE
+from ..integration.test_session_edges import wire_run
 
 pytestmark = pytest.mark.anyio
 
@@ -70,19 +69,6 @@ async def watched(bystander: Sandbox) -> AsyncIterator[None]:
     assert answers, "the bystander never answered"
     assert all(output == f"{i}\n" for i, output in answers), answers
     await bystander.close_session(session)
-
-
-async def wire_run(sb: Sandbox, session: str, command: str, **options: object) -> WireResult:
-    conn = sb.cluster.connection(sb.sandbox_id)
-    request = RunCommand(
-        id=conn.next_id(),
-        sandbox_id=sb.sandbox_id,
-        session=session,
-        command=command,
-        stream=False,
-        **options,  # type: ignore[arg-type]
-    )
-    return (await sb.cluster.call(sb.sandbox_id, request, CommandReply)).result
 
 
 async def usable(sb: Sandbox) -> None:
