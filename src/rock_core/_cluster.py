@@ -14,7 +14,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 import anyio
 import anyio.abc
@@ -23,6 +23,7 @@ from msgspec import UNSET, UnsetType
 
 from ._addresses import HostAddress, expand, parse
 from ._admission import QueueWaits, check_admission, check_features
+from ._attach import Attachment, Run
 from ._connection import AgentConnection, unwrap_single_errors
 from ._errors import (
     AlreadyExists,
@@ -69,9 +70,6 @@ from ._ssh import SshOptions
 from ._states import TRANSITIONS, SandboxEvent, SandboxState
 from ._statistics import ClusterStatistics
 
-if TYPE_CHECKING:
-    from ._pool import RecordPool
-
 log = logging.getLogger("rock_core")
 
 R = TypeVar("R", bound=Reply)
@@ -114,7 +112,8 @@ class Cluster:
         self._records: dict[str, SandboxRecord] = {}
         self._creates = 0
         self._tg: TaskGroup | None = None
-        self._pools: dict[str, RecordPool] = {}  # open warm pools by name (`_pool`)
+        self._attached: dict[str, Attachment] = {}  # open warm pools by name (`_attach`)
+        self._capacity = anyio.Event()  # set (and replaced) whenever room may have grown
 
     # ------------------------------------------------------------------ hosts
 
@@ -397,6 +396,9 @@ class Cluster:
             self._apply(self.scheduler.drain_host(host_id, draining))
 
     def _apply(self, actions: list[Action]) -> None:
+        # Every scheduler change goes through here: room may have grown, so wake the waiters.
+        self._capacity.set()
+        self._capacity = anyio.Event()
         for action in actions:
             record = self._records.get(action.request_id)
             if record is None:
@@ -759,10 +761,47 @@ class Cluster:
         also = f" (hosts not reachable now: {', '.join(away)})" if away else ""
         raise SandboxNotFound(f"no sandbox {sandbox_id!r} on any host{also}")
 
+    # ------------------------------------------------------------------ attachments (`_attach`)
+
+    def startable(self, demand: Demand) -> int:
+        """How many creates of `demand` could start now with nobody queued (see `PoolSite`)."""
+        return self.scheduler.startable(demand)
+
+    def capacity_changed(self) -> anyio.Event:
+        """Set the next time room or start slots may have grown (see `PoolSite`)."""
+        return self._capacity
+
+    async def attach(self, attachment: Attachment, run: Run) -> None:
+        """Register `attachment` and start `run` in this cluster's task group (see `PoolSite`)."""
+        tg = self._tg
+        if tg is None:
+            raise BadRequest("pools need an open cluster: open them inside its `async with`")
+        name = attachment.name
+        if name in self._attached:
+            raise AlreadyExists(f"a pool named {name!r} is already open in this cluster")
+        self._attached[name] = attachment
+
+        async def running(*, task_status: anyio.abc.TaskStatus[None]) -> None:
+            try:
+                await run(task_status=task_status)
+            finally:
+                self.detach(attachment)
+
+        try:
+            await tg.start(running)
+        except BaseException:
+            self.detach(attachment)
+            raise
+
+    def detach(self, attachment: Attachment) -> None:
+        """Unregister `attachment` (no-op if it is not registered)."""
+        if self._attached.get(attachment.name) is attachment:
+            del self._attached[attachment.name]
+
     def statistics(self) -> ClusterStatistics:
         """Hosts, capacity, use and queue depth, from the scheduler; every open pool; and the
         creates waiting for room, with what each needs and how long it has waited."""
-        pools = [pool.statistics() for pool in self._pools.values()]
+        pools = [attached.statistics() for attached in self._attached.values()]
         scheduler = self.scheduler
         return ClusterStatistics.of(
             scheduler.statistics(), pools, scheduler.queued(), time.monotonic()
@@ -782,8 +821,8 @@ class Cluster:
     async def _cleanup(self) -> None:
         """Delete every sandbox this cluster still holds (on exit, even after a crash)."""
         with anyio.CancelScope(shield=True):
-            for pool in list(self._pools.values()):
-                await pool._halt()  # no refill may start while the sandboxes go
+            for attached in list(self._attached.values()):
+                await attached.halt()  # no refill may start while the sandboxes go
         live = [
             r
             for r in self._records.values()

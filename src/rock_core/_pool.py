@@ -51,14 +51,16 @@ import anyio.abc
 import anyio.lowlevel
 import msgspec
 
-from ._errors import AlreadyExists, BadRequest, RockError, SandboxFailed, TimedOut
+from ._errors import BadRequest, RockError, SandboxFailed, TimedOut
 from ._options import seconds, whole
 from ._protocol import SandboxSpec
+from ._scheduler import Demand
 from ._states import SandboxState
 from ._statistics import PoolStatistics
 
 if TYPE_CHECKING:
-    from ._cluster import Cluster, SandboxRecord
+    from ._attach import PoolSite
+    from ._records import SandboxRecord
 
 log = logging.getLogger("rock_core")
 
@@ -97,7 +99,7 @@ def default_pool_name(spec: SandboxSpec) -> str:
 
 
 async def delete_quietly(
-    cluster: Cluster,
+    cluster: PoolSite,
     sandbox_ids: Iterable[str],
     *,
     who: str,
@@ -143,7 +145,7 @@ class RecordPool:
 
     def __init__(
         self,
-        cluster: Cluster,
+        cluster: PoolSite,
         spec: SandboxSpec,
         *,
         name: str | None = None,
@@ -329,19 +331,18 @@ class RecordPool:
         """Close the pool: stop refilling and delete every member that is not handed out
         (see the module's rules)."""
         with anyio.CancelScope(shield=True):
-            await self._halt()
+            await self.halt()
             idle = [m.record.sandbox_id for m in self._ready] + sorted(self._doomed)
             self._ready.clear()
             self._doomed.clear()
             await delete_quietly(self.cluster, idle, who=f"pool {self.name}")
-            if self.cluster._pools.get(self.name) is self:
-                del self.cluster._pools[self.name]
+            self.cluster.detach(self)
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else f"{len(self._ready)} ready"
         return f"<RecordPool {self.name} {self.spec.image} {state}>"
 
-    async def _halt(self) -> None:
+    async def halt(self) -> None:
         """Stop refilling (refills and background deletes in flight are cancelled) and refuse
         acquires; the members stay. The cluster halts its pools before it deletes its
         sandboxes; `aclose` halts before it deletes the members."""
@@ -434,17 +435,7 @@ class RecordPool:
     # ------------------------------------------------------------------ refill loop
 
     async def _open(self) -> None:
-        tg = self.cluster._tg
-        if tg is None:
-            raise BadRequest("pools need an open cluster: open them inside its `async with`")
-        if self.name in self.cluster._pools:
-            raise AlreadyExists(f"a pool named {self.name!r} is already open in this cluster")
-        self.cluster._pools[self.name] = self
-        try:
-            await tg.start(self._run)
-        except BaseException:
-            del self.cluster._pools[self.name]
-            raise
+        await self.cluster.attach(self, self._run)
 
     async def _run(self, *, task_status: anyio.abc.TaskStatus[None]) -> None:
         try:
@@ -503,26 +494,9 @@ class RecordPool:
         return None
 
     def _free_starts(self) -> int:
-        """How many creates of the spec the hosts could start right now, with nobody waiting
-        in the queue (0 while anyone waits: user creates go first)."""
-        stats = self.cluster.scheduler.statistics()
-        if stats.queue_depth:
-            return 0
+        """How many creates of the spec the hosts could start right now (see `PoolSite`)."""
         spec = self.spec
-        free = 0
-        for host in stats.hosts:
-            if host.draining:
-                continue
-            capacity, used = host.capacity, host.used
-            room = [host.max_starts - host.starting]
-            if capacity.sandboxes:
-                room.append(capacity.sandboxes - used.sandboxes)
-            if spec.cpus > 0:
-                room.append(int((capacity.cpus - used.cpus) / spec.cpus + 1e-9))
-            if spec.memory > 0:
-                room.append((capacity.memory - used.memory) // spec.memory)
-            free += max(0, min(room))
-        return free
+        return self.cluster.startable(Demand(spec.cpus, spec.memory, spec.image))
 
     def _next_look(self, now: float, blocker: str) -> float:
         """Seconds until the loop should look again if nothing wakes it."""
@@ -602,7 +576,7 @@ class RecordPool:
 
 @asynccontextmanager
 async def open_pool(
-    cluster: Cluster,
+    cluster: PoolSite,
     spec: SandboxSpec,
     *,
     min_size: int = 1,

@@ -396,6 +396,26 @@ class Scheduler:
             or self._fits_somewhere(oldest.cpus, oldest.memory)
         )
 
+    def startable(self, demand: Demand) -> int:
+        """How many creates of `demand` could start right now, over all hosts, with nobody
+        waiting in the queue (0 while anyone waits: queued creates go first)."""
+        if self._queued:
+            return 0
+        cpus = _nano(demand.cpus)
+        free = 0
+        for host in self._hosts.values():
+            if host.draining:
+                continue
+            room = [host.max_starts - host.starting]
+            if host.limit:
+                room.append(host.limit - len(host.requests))
+            if cpus > 0:
+                room.append((host.cpus - host.used_cpus) // cpus)
+            if demand.memory > 0:
+                room.append((host.memory - host.used_memory) // demand.memory)
+            free += max(0, min(room))
+        return free
+
     def is_queued(self, request_id: str) -> bool:
         """True while the request waits in the queue (submitted, not yet placed)."""
         return request_id in self._queued

@@ -38,8 +38,11 @@ class Pool:
     stay) and handed out again later. Hold no reference to a sandbox after releasing it.
     """
 
-    def __init__(self, core: RecordPool, config: SandboxConfig, *, session: bool) -> None:
+    def __init__(
+        self, core: RecordPool, cluster: Cluster, config: SandboxConfig, *, session: bool
+    ) -> None:
         self.core = core
+        self.cluster = cluster
         self.config = config
         self._session = session
 
@@ -51,7 +54,7 @@ class Pool:
     async def acquire(self) -> Sandbox:
         """A running sandbox that is now the caller's: a ready member, else a cold start."""
         record = await self.core.acquire()
-        sandbox = Sandbox.attach(self.core.cluster, record.sandbox_id)
+        sandbox = Sandbox.attach(self.cluster, record.sandbox_id)
         if self._session:
             # `_prepare` opened the default session: the first command needs no shell start.
             sandbox._sessions.add(DEFAULT_SESSION)
@@ -140,7 +143,7 @@ async def open_pool(
         prepare_timeout=prepare_timeout,
         prepare=prepare_member if session or prepare is not None else None,
     ) as core:
-        yield Pool(core, config, session=session)
+        yield Pool(core, cluster, config, session=session)
 
 
 __all__ = ["Pool", "SandboxPrepare", "open_pool"]

@@ -632,11 +632,11 @@ async def test_delete_quietly_is_shielded_bounded_and_logs_each_failure(
     assert live_on_agents(cluster) == set()
 
 
-def test_the_core_pool_is_a_record_pool_with_no_public_halt() -> None:
+def test_the_core_pool_is_a_record_pool_halted_through_its_attachment() -> None:
     assert "RecordPool" in rock_core.__all__ and "Pool" not in rock_core.__all__
     assert not hasattr(rock_core, "Pool")
     assert rock_sdk.Pool is not RecordPool
-    assert not hasattr(RecordPool, "halt") and callable(RecordPool._halt)
+    assert callable(RecordPool.halt) and not hasattr(RecordPool, "_halt")
 
 
 async def test_statistics_show_pools_beside_the_scheduler() -> None:
