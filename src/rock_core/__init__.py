@@ -1,11 +1,17 @@
 """rock_core: the embeddable, pure-async core: protocol, lifecycle, scheduler and cluster driver.
 
 Runs under asyncio and trio (anyio). No server: a program embeds it with `open_cluster`.
+
+Public modules beside this one: `rock_core.protocol` (the wire messages, limits and codec),
+`rock_core.serving` (what an agent needs to serve the protocol), `rock_core.tar` (tar streams
+built and read piece by piece), `rock_core.defaults` (the defaults of the core's options) and
+`rock_core.testing` (fakes). Every other module is private: a layer over the core (the SDK, the
+agent) imports only these.
 """
 
 from ._channel import ByteStream
 from ._cluster import Cluster, Host, SandboxRecord, new_sandbox_id, open_cluster
-from ._connection import AgentConnection, open_agent_connection
+from ._connection import AgentConnection, RequestStream, open_agent_connection, unwrap_single_errors
 from ._errors import (
     AgentNotInstalled,
     AlreadyExists,
@@ -33,8 +39,10 @@ from ._errors import (
     TimedOut,
     TransportError,
 )
+from ._images import list_images, prune_images, warm_image
 from ._owner import local_owner
-from ._pool import RecordPool, open_pool
+from ._pool import RecordPool, delete_quietly, open_pool
+from ._ports import PortForward, locate_sandbox, open_port_forward
 from ._protocol import PROTOCOL_VERSION, SandboxInfo, SandboxSpec
 from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
 from ._ssh import SshOptions
@@ -65,9 +73,11 @@ __all__ = [
     "InternalError",
     "NotFound",
     "PoolStatistics",
+    "PortForward",
     "ProtocolError",
     "QueueTimedOut",
     "RecordPool",
+    "RequestStream",
     "Resources",
     "RockError",
     "SandboxEvent",
@@ -87,10 +97,17 @@ __all__ = [
     "TimedOut",
     "Transition",
     "TransportError",
+    "delete_quietly",
+    "list_images",
     "local_owner",
+    "locate_sandbox",
     "new_sandbox_id",
     "open_agent_connection",
     "open_cluster",
     "open_pool",
+    "open_port_forward",
+    "prune_images",
     "state_diagram",
+    "unwrap_single_errors",
+    "warm_image",
 ]
