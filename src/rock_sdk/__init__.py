@@ -28,6 +28,7 @@ from rock_core import (
     InternalError,
     NotFound,
     PoolStatistics,
+    PortForward,
     ProtocolError,
     QueueTimedOut,
     RockError,
@@ -41,8 +42,7 @@ from rock_core import (
     TimedOut,
     TransportError,
 )
-from rock_core._ports import PortForward
-from rock_core._protocol import (
+from rock_core.protocol import (
     NO_LIMIT,
     ImageInfo,
     ImageReport,

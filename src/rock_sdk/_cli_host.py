@@ -15,10 +15,17 @@ from typing import Any
 
 import anyio
 
-from rock_core import RockError, SandboxNotFound, open_cluster
-from rock_core._images import list_images, prune_images, warm_image
-from rock_core._ports import locate_sandbox, open_port_forward
-from rock_core._protocol import ImageInfo, InspectSandbox, SandboxReply
+from rock_core import (
+    RockError,
+    SandboxNotFound,
+    list_images,
+    locate_sandbox,
+    open_cluster,
+    open_port_forward,
+    prune_images,
+    warm_image,
+)
+from rock_core.protocol import ImageInfo, InspectSandbox, SandboxReply
 
 from ._config import parse_size
 

@@ -18,9 +18,8 @@ from typing import Any
 
 import msgspec
 
-from rock_core import RockError, open_cluster
-from rock_core._ports import locate_sandbox
-from rock_core._protocol import (
+from rock_core import RockError, locate_sandbox, open_cluster
+from rock_core.protocol import (
     SandboxDeadlines,
     SandboxInfo,
     SandboxReply,

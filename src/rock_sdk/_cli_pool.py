@@ -16,8 +16,8 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from rock_core import Cluster, RockError, SandboxNotFound, open_cluster
-from rock_core._pool import POOL_LABEL
-from rock_core._protocol import SandboxInfo
+from rock_core.defaults import POOL_LABEL
+from rock_core.protocol import SandboxInfo
 
 from ._cli_host import _table
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rock_core._cluster import Cluster
-from rock_core._protocol import (
+from rock_core import Cluster
+from rock_core.protocol import (
     CommandReply,
     Done,
     Expect,

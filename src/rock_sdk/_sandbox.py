@@ -15,18 +15,21 @@ from typing import Literal, Protocol, TypeVar, runtime_checkable
 
 import anyio
 
-from rock_core._cluster import Cluster, SandboxRecord
-from rock_core._connection import raise_for_reply
-from rock_core._errors import (
+from rock_core import (
     AlreadyExists,
     BadRequest,
+    Cluster,
     CommandFailed,
+    PortForward,
     RockError,
     SandboxNotFound,
+    SandboxRecord,
+    SandboxState,
     SessionNotFound,
+    open_port_forward,
 )
-from rock_core._ports import PortForward, open_port_forward
-from rock_core._protocol import (
+from rock_core.protocol import (
+    MAX_DATA,
     CloseSession,
     CommandReply,
     CommitSandbox,
@@ -52,10 +55,9 @@ from rock_core._protocol import (
     StatsReply,
     WriteFile,
     check_held_output,
+    raise_for_reply,
 )
-from rock_core._protocol import CommandResult as WireCommandResult
-from rock_core._schema import MAX_DATA
-from rock_core._states import SandboxState
+from rock_core.protocol import CommandResult as WireCommandResult
 
 from . import _arguments as args
 from . import _transfer

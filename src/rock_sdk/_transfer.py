@@ -28,9 +28,8 @@ from pathlib import Path
 
 import anyio
 
-from rock_core._connection import AgentConnection, raise_for_reply
-from rock_core._errors import BadRequest, RockError, TransportError
-from rock_core._protocol import (
+from rock_core import AgentConnection, BadRequest, RockError, TransportError
+from rock_core.protocol import (
     Download,
     ErrorReply,
     FileStat,
@@ -38,6 +37,7 @@ from rock_core._protocol import (
     StreamData,
     TransferReply,
     Upload,
+    raise_for_reply,
 )
 
 from ._local import local_error, tar_stream, walk

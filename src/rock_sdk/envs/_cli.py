@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from rock_core._errors import BadRequest, RockError
+from rock_core import BadRequest, RockError
 
 from ._hub import Hub, HubSpec
 from ._task import TaskSpec
