@@ -107,23 +107,23 @@ class AgentConnection:
         """
         if self._broken is not None:
             raise self._broken
-        request.id = self.next_id()
+        request.id = request_id = self.next_id()
         payload = encode_request(request)  # a value the agent would refuse never leaves
         # Unbounded on purpose: output is capped by the agent and byte streams by credit, so the
         # reader never blocks on one slow request while others wait behind it.
         send, receive = anyio.create_memory_object_stream[AgentMessage](math.inf)
-        self._inboxes[request.id] = send
+        self._inboxes[request_id] = send
         stream = RequestStream(receive, self)
         try:
             await self._channel.send_payload(payload)
             yield stream
         finally:
-            self._inboxes.pop(request.id, None)
-            self._gates.pop(request.id, None)
+            self._inboxes.pop(request_id, None)
+            self._gates.pop(request_id, None)
             send.close()
             receive.close()
             if not stream.replied:
-                await self.cancel(request.id)
+                await self.cancel(request_id)
 
     async def send(self, message: Message) -> None:
         """Send a message that is not a request (stream data, credit, cancel)."""

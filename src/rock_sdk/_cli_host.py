@@ -215,7 +215,7 @@ async def _port(args: argparse.Namespace) -> int:
                             await anyio.sleep(WATCH_INTERVAL)
                             try:
                                 reply = await conn.call(
-                                    InspectSandbox(id=conn.next_id(), sandbox_id=args.sandbox_id),
+                                    InspectSandbox(sandbox_id=args.sandbox_id),
                                     SandboxReply,
                                 )
                                 state = reply.sandbox.state

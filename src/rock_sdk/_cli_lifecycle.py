@@ -75,12 +75,10 @@ async def _each(args: argparse.Namespace, verb: str, *, stop: bool, start: bool)
                 conn, _ = await locate_sandbox(cluster.hosts, sandbox_id)
                 if stop:
                     timeout = getattr(args, "timeout", 10.0)
-                    request = StopSandbox(id=conn.next_id(), sandbox_id=sandbox_id, timeout=timeout)
+                    request = StopSandbox(sandbox_id=sandbox_id, timeout=timeout)
                     await conn.call(request, SandboxReply)
                 if start:
-                    await conn.call(
-                        StartSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply
-                    )
+                    await conn.call(StartSandbox(sandbox_id=sandbox_id), SandboxReply)
                 print(sandbox_id)
             except RockError as exc:
                 print(f"rock {verb}: {exc}", file=sys.stderr)

@@ -21,8 +21,9 @@ from rock_core import open_pool as open_core_pool
 from rock_core.defaults import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY
 
 from . import _arguments as args
+from ._commands import DEFAULT_SESSION
 from ._config import SandboxConfig
-from ._sandbox import DEFAULT_SESSION, Sandbox
+from ._sandbox import Sandbox
 
 SandboxPrepare = Callable[[Sandbox], Awaitable[None]]
 """Run on every member before it is handed out (after a reset too), e.g. to install a package."""
