@@ -7,7 +7,14 @@ Public modules beside this one: `rock_core.protocol` (the wire messages, limits 
 built and read piece by piece), `rock_core.defaults` (the defaults of the core's options) and
 `rock_core.testing` (fakes). Every other module is private: a layer over the core (the SDK, the
 agent) imports only these.
+
+The core logs to the standard `logging` module, under ``rock_core`` (``rock_core.connection``,
+``rock_core.ssh``, ...), and configures nothing: its logger has only a `logging.NullHandler`,
+so nothing is printed unless the application configures logging. What goes wrong reaches the
+caller as the exception it raises.
 """
+
+import logging as _logging
 
 from ._channel import ByteStream
 from ._cluster import Cluster, Host, SandboxRecord, new_sandbox_id, open_cluster
@@ -48,6 +55,11 @@ from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
 from ._ssh import SshOptions
 from ._states import SandboxEvent, SandboxLifecycle, SandboxState, Transition, state_diagram
 from ._statistics import ClusterStatistics, PoolStatistics
+
+# A library never configures logging (the application does). Without a handler of its own,
+# Python's last-resort handler would print every warning to stderr, and an error the caller
+# gets as an exception (a lost link, say) would be printed a second time.
+_logging.getLogger("rock_core").addHandler(_logging.NullHandler())
 
 __all__ = [
     "PROTOCOL_VERSION",

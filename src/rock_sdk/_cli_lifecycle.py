@@ -27,6 +27,8 @@ from rock_core.protocol import (
     StopSandbox,
 )
 
+from ._cli_format import duration, timestamp
+
 
 def add_lifecycle_parsers(sub: Any) -> None:
     """Add `status`, `stop` and `restart` to the `rock` command's subparsers."""
@@ -126,7 +128,7 @@ def _deadline_rows(d: SandboxDeadlines, now: float) -> list[tuple[str, str]]:
     if d.lifetime_at is not None:
         lifetime += f"; ends {_when(d.lifetime_at, now)}"
     auto_delete = (
-        "off" if d.auto_delete_after is None else f"{_seconds(d.auto_delete_after)} after a stop"
+        "off" if d.auto_delete_after is None else f"{duration(d.auto_delete_after)} after a stop"
     )
     if d.delete_at is not None:
         auto_delete += f"; due {_when(d.delete_at, now)}"
@@ -139,18 +141,10 @@ def _deadline_rows(d: SandboxDeadlines, now: float) -> list[tuple[str, str]]:
 
 
 def _limit(value: float | None) -> str:
-    return "no limit" if value is None else _seconds(value)
-
-
-def _seconds(value: float) -> str:
-    if value < 120:
-        return f"{value:.3g} s"
-    if value < 7200:
-        return f"{value / 60:.3g} min"
-    return f"{value / 3600:.3g} h"
+    return "no limit" if value is None else duration(value)
 
 
 def _when(at: float, now: float) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
     delta = at - now
-    return f"{stamp} ({'in ' + _seconds(delta) if delta >= 0 else _seconds(-delta) + ' ago'})"
+    ago = f"in {duration(delta)}" if delta >= 0 else f"{duration(-delta)} ago"
+    return f"{timestamp(at, seconds=True)} ({ago})"
