@@ -1,11 +1,24 @@
 """rock_core: the embeddable, pure-async core: protocol, lifecycle, scheduler and cluster driver.
 
 Runs under asyncio and trio (anyio). No server: a program embeds it with `open_cluster`.
+
+Public modules beside this one: `rock_core.protocol` (the wire messages, limits and codec),
+`rock_core.serving` (what an agent needs to serve the protocol), `rock_core.tar` (tar streams
+built and read piece by piece), `rock_core.defaults` (the defaults of the core's options) and
+`rock_core.testing` (fakes). Every other module is private: a layer over the core (the SDK, the
+agent) imports only these.
+
+The core logs to the standard `logging` module, under ``rock_core`` (``rock_core.connection``,
+``rock_core.ssh``, ...), and configures nothing: its logger has only a `logging.NullHandler`,
+so nothing is printed unless the application configures logging. What goes wrong reaches the
+caller as the exception it raises.
 """
+
+import logging as _logging
 
 from ._channel import ByteStream
 from ._cluster import Cluster, Host, SandboxRecord, new_sandbox_id, open_cluster
-from ._connection import AgentConnection, open_agent_connection
+from ._connection import AgentConnection, RequestStream, open_agent_connection, unwrap_single_errors
 from ._errors import (
     AgentNotInstalled,
     AlreadyExists,
@@ -33,13 +46,20 @@ from ._errors import (
     TimedOut,
     TransportError,
 )
+from ._images import list_images, prune_images, warm_image
 from ._owner import local_owner
-from ._pool import RecordPool, open_pool
+from ._pool import RecordPool, delete_quietly, open_pool
+from ._ports import PortForward, locate_sandbox, open_port_forward
 from ._protocol import PROTOCOL_VERSION, SandboxInfo, SandboxSpec
 from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
 from ._ssh import SshOptions
 from ._states import SandboxEvent, SandboxLifecycle, SandboxState, Transition, state_diagram
 from ._statistics import ClusterStatistics, PoolStatistics
+
+# A library never configures logging (the application does). Without a handler of its own,
+# Python's last-resort handler would print every warning to stderr, and an error the caller
+# gets as an exception (a lost link, say) would be printed a second time.
+_logging.getLogger("rock_core").addHandler(_logging.NullHandler())
 
 __all__ = [
     "PROTOCOL_VERSION",
@@ -65,9 +85,11 @@ __all__ = [
     "InternalError",
     "NotFound",
     "PoolStatistics",
+    "PortForward",
     "ProtocolError",
     "QueueTimedOut",
     "RecordPool",
+    "RequestStream",
     "Resources",
     "RockError",
     "SandboxEvent",
@@ -87,10 +109,17 @@ __all__ = [
     "TimedOut",
     "Transition",
     "TransportError",
+    "delete_quietly",
+    "list_images",
     "local_owner",
+    "locate_sandbox",
     "new_sandbox_id",
     "open_agent_connection",
     "open_cluster",
     "open_pool",
+    "open_port_forward",
+    "prune_images",
     "state_diagram",
+    "unwrap_single_errors",
+    "warm_image",
 ]

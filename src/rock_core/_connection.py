@@ -5,6 +5,11 @@ it belongs to. A request whose caller is cancelled sends `Cancel` to the agent, 
 host stops too. When the link breaks, every waiting request fails with `TransportError`.
 Messages the agent sends unasked (`SandboxChanged`) go to the `on_event` callback, if one is
 installed (the cluster installs one); it runs in the reader task and must not block.
+
+Rules:
+- The connection assigns every request's id as it sends it (`open_request`, `call`): call sites
+  build requests without one, and read `request.id` afterwards when they need it (to stream
+  chunks or grant credit under it). Ids are unique on the connection, starting at 1.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ class AgentConnection:
         await self._closed.wait()
 
     def next_id(self) -> int:
-        """Allocate a request id."""
+        """Allocate a request id (`open_request` does it for every request it sends)."""
         return next(self._ids)
 
     def require(self, capability: str, what: str) -> None:
@@ -97,26 +102,28 @@ class AgentConnection:
     async def open_request(self, request: Request) -> AsyncIterator[RequestStream]:
         """Send `request` and yield the stream of messages answering it (events, then the reply).
 
+        The request gets this connection's next id (set on `request.id`), whatever it held.
         Leaving the block before the reply arrives cancels the request on the agent.
         """
         if self._broken is not None:
             raise self._broken
+        request.id = request_id = self.next_id()
         payload = encode_request(request)  # a value the agent would refuse never leaves
         # Unbounded on purpose: output is capped by the agent and byte streams by credit, so the
         # reader never blocks on one slow request while others wait behind it.
         send, receive = anyio.create_memory_object_stream[AgentMessage](math.inf)
-        self._inboxes[request.id] = send
+        self._inboxes[request_id] = send
         stream = RequestStream(receive, self)
         try:
             await self._channel.send_payload(payload)
             yield stream
         finally:
-            self._inboxes.pop(request.id, None)
-            self._gates.pop(request.id, None)
+            self._inboxes.pop(request_id, None)
+            self._gates.pop(request_id, None)
             send.close()
             receive.close()
             if not stream.replied:
-                await self.cancel(request.id)
+                await self.cancel(request_id)
 
     async def send(self, message: Message) -> None:
         """Send a message that is not a request (stream data, credit, cancel)."""

@@ -34,10 +34,12 @@ R = TypeVar("R", bound=Reply)
 
 async def on_every_host(
     hosts: Mapping[str, HostLink],
-    make: Callable[[int], Request],
+    make: Callable[[], Request],
     expect: type[R],
 ) -> dict[str, R]:
     """Send one request to every host at once; the replies by host id, or the failures raised.
+
+    `make` builds the request, once per host (each host's connection sets its id on it).
 
     A host whose link is down counts as failed (`HostUnavailable`).
     """
@@ -48,7 +50,7 @@ async def on_every_host(
         try:
             conn = host.link()
             conn.require("images", "manage images")
-            replies[host_id] = await conn.call(make(conn.next_id()), expect)
+            replies[host_id] = await conn.call(make(), expect)
         except RockError as exc:
             failures[host_id] = exc
 
@@ -65,13 +67,13 @@ async def on_every_host(
 
 async def list_images(cluster: Cluster) -> dict[str, ImageReport]:
     """The images of every host, most recently used first, with their disk use."""
-    replies = await on_every_host(cluster.hosts, lambda i: ListImages(id=i), ImageListReply)
+    replies = await on_every_host(cluster.hosts, ListImages, ImageListReply)
     return {host_id: reply.report for host_id, reply in replies.items()}
 
 
 async def warm_image(cluster: Cluster, image: str) -> dict[str, ImageInfo]:
     """Make `image` present on every host (a quick no-op where it is); `ImageNotFound` if not."""
-    replies = await on_every_host(cluster.hosts, lambda i: WarmImage(id=i, image=image), ImageReply)
+    replies = await on_every_host(cluster.hosts, lambda: WarmImage(image=image), ImageReply)
     return {host_id: reply.image for host_id, reply in replies.items()}
 
 
@@ -91,8 +93,7 @@ async def prune_images(
     """
     replies = await on_every_host(
         cluster.hosts,
-        lambda i: PruneImages(
-            id=i,
+        lambda: PruneImages(
             max_bytes=max_bytes,
             max_percent=max_percent,
             only=list(only or []),

@@ -107,9 +107,7 @@ async def locate_sandbox(
     for host_id, host in hosts.items():
         try:
             conn = host.link()
-            reply = await conn.call(
-                InspectSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply
-            )
+            reply = await conn.call(InspectSandbox(sandbox_id=sandbox_id), SandboxReply)
         except SandboxNotFound:
             continue
         except TransportError:
@@ -151,9 +149,7 @@ async def open_port_forward(
     except ValueError as exc:
         raise BadRequest(f"address {address!r} is not an IP address") from exc
     conn = resolve()
-    info = (
-        await conn.call(InspectSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply)
-    ).sandbox
+    info = (await conn.call(InspectSandbox(sandbox_id=sandbox_id), SandboxReply)).sandbox
     if info.state != "running":
         raise BadRequest(
             f"sandbox {sandbox_id} is {info.state}, not running: cannot forward port {port}",
@@ -205,7 +201,6 @@ async def _carry(
         try:
             conn = resolve()  # the link live now: it may have been replaced since the last one
             request = ForwardPort(
-                id=conn.next_id(),
                 sandbox_id=forward.sandbox_id,
                 port=forward.remote_port,
                 address=address,

@@ -5,8 +5,13 @@ async with Sandbox(SandboxConfig(image="python:3.11")) as sb:
 
 ``from rock_sdk import make`` gives `rock_sdk.envs.make`, imported on first use so that
 ``import rock_sdk`` alone does not load gymnasium.
+
+The package logs to the standard `logging` module, under ``rock_sdk``, and configures nothing:
+its logger has only a `logging.NullHandler`, so nothing is printed unless the application
+configures logging.
 """
 
+import logging as _logging
 from typing import TYPE_CHECKING as _TYPE_CHECKING
 from typing import Any as _Any
 
@@ -28,6 +33,7 @@ from rock_core import (
     InternalError,
     NotFound,
     PoolStatistics,
+    PortForward,
     ProtocolError,
     QueueTimedOut,
     RockError,
@@ -41,8 +47,7 @@ from rock_core import (
     TimedOut,
     TransportError,
 )
-from rock_core._ports import PortForward
-from rock_core._protocol import (
+from rock_core.protocol import (
     NO_LIMIT,
     ImageInfo,
     ImageReport,
@@ -59,6 +64,10 @@ from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
 from ._sandbox import Sandbox
 from ._status import SandboxStatus
+
+# A library never configures logging (the application does). Without a handler of its own,
+# Python's last-resort handler would print the SDK's warnings to stderr.
+_logging.getLogger("rock_sdk").addHandler(_logging.NullHandler())
 
 if _TYPE_CHECKING:
     from .envs import make

@@ -14,7 +14,7 @@ import os
 from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 T = TypeVar("T")
 

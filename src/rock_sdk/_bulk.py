@@ -16,9 +16,7 @@ from typing import TextIO
 
 import anyio
 
-from rock_core._cluster import Cluster, new_sandbox_id
-from rock_core._errors import BadRequest, RockError
-from rock_core._pool import delete_quietly
+from rock_core import BadRequest, Cluster, RockError, delete_quietly, new_sandbox_id
 
 from . import _arguments as args
 from ._config import SandboxConfig

@@ -24,6 +24,7 @@ import anyio
 
 from rock_core import RockError, open_cluster
 
+from ._cli_format import duration, print_table
 from ._cli_host import add_host_parsers, host_handler
 from ._cli_lifecycle import add_lifecycle_parsers, lifecycle_handler
 from ._cli_pool import add_pool_parser, pool_handler
@@ -120,11 +121,15 @@ async def _ps(args: argparse.Namespace) -> int:
     now = time.time()
     for info in sorted(found, key=lambda i: i.created_at):
         rows.append(
-            (info.sandbox_id, info.image, info.state, _age(now - info.created_at), info.owner)
+            (
+                info.sandbox_id,
+                info.image,
+                info.state,
+                duration(now - info.created_at, compact=True),
+                info.owner,
+            )
         )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    print_table(rows)
     return 0
 
 
@@ -139,14 +144,6 @@ async def _rm(args: argparse.Namespace) -> int:
                 print(f"rock rm: {exc}", file=sys.stderr)
                 failed += 1
     return 1 if failed else 0
-
-
-def _age(seconds: float) -> str:
-    if seconds < 120:
-        return f"{seconds:.0f}s"
-    if seconds < 7200:
-        return f"{seconds / 60:.0f}m"
-    return f"{seconds / 3600:.0f}h"
 
 
 class _Log(logging.Handler):

@@ -9,17 +9,24 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 import anyio
 
-from rock_core import RockError, SandboxNotFound, open_cluster
-from rock_core._images import list_images, prune_images, warm_image
-from rock_core._ports import locate_sandbox, open_port_forward
-from rock_core._protocol import ImageInfo, InspectSandbox, SandboxReply
+from rock_core import (
+    RockError,
+    SandboxNotFound,
+    list_images,
+    locate_sandbox,
+    open_cluster,
+    open_port_forward,
+    prune_images,
+    warm_image,
+)
+from rock_core.protocol import ImageInfo, InspectSandbox, SandboxReply
 
+from ._cli_format import print_table, size_text, timestamp
 from ._config import parse_size
 
 DEFAULT_PRUNE_LIMIT = "50%"
@@ -73,28 +80,8 @@ def host_handler(
     return None
 
 
-def size_text(size: int) -> str:
-    """A byte count for people: 512B, 1.9MiB, 241.1MiB, 3.0GiB."""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if value < 1024 or unit == "TiB":
-            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def _when(stamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp)) if stamp > 0 else "-"
-
-
 def _name(info: ImageInfo) -> str:
     return ",".join(info.tags) or "<none>"
-
-
-def _table(rows: list[tuple[str, ...]]) -> None:
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
 
 
 async def _list(args: argparse.Namespace) -> int:
@@ -111,12 +98,12 @@ async def _list(args: argparse.Namespace) -> int:
                     _name(info),
                     info.image_id.removeprefix("sha256:")[:12],
                     size_text(info.size),
-                    _when(info.created),
-                    _when(info.last_used),
+                    timestamp(info.created),
+                    timestamp(info.last_used),
                     str(info.containers),
                 )
             )
-    _table(rows)
+    print_table(rows)
     for host_id, report in reports.items():
         disk = f" of a {size_text(report.disk_size)} disk" if report.disk_size else ""
         print(f"{host_id}: {len(report.images)} images take {size_text(report.total_size)}{disk}")
@@ -208,7 +195,7 @@ async def _port(args: argparse.Namespace) -> int:
                             await anyio.sleep(WATCH_INTERVAL)
                             try:
                                 reply = await conn.call(
-                                    InspectSandbox(id=conn.next_id(), sandbox_id=args.sandbox_id),
+                                    InspectSandbox(sandbox_id=args.sandbox_id),
                                     SandboxReply,
                                 )
                                 state = reply.sandbox.state

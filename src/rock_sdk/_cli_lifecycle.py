@@ -18,15 +18,16 @@ from typing import Any
 
 import msgspec
 
-from rock_core import RockError, open_cluster
-from rock_core._ports import locate_sandbox
-from rock_core._protocol import (
+from rock_core import RockError, locate_sandbox, open_cluster
+from rock_core.protocol import (
     SandboxDeadlines,
     SandboxInfo,
     SandboxReply,
     StartSandbox,
     StopSandbox,
 )
+
+from ._cli_format import duration, timestamp
 
 
 def add_lifecycle_parsers(sub: Any) -> None:
@@ -76,12 +77,10 @@ async def _each(args: argparse.Namespace, verb: str, *, stop: bool, start: bool)
                 conn, _ = await locate_sandbox(cluster.hosts, sandbox_id)
                 if stop:
                     timeout = getattr(args, "timeout", 10.0)
-                    request = StopSandbox(id=conn.next_id(), sandbox_id=sandbox_id, timeout=timeout)
+                    request = StopSandbox(sandbox_id=sandbox_id, timeout=timeout)
                     await conn.call(request, SandboxReply)
                 if start:
-                    await conn.call(
-                        StartSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply
-                    )
+                    await conn.call(StartSandbox(sandbox_id=sandbox_id), SandboxReply)
                 print(sandbox_id)
             except RockError as exc:
                 print(f"rock {verb}: {exc}", file=sys.stderr)
@@ -129,7 +128,7 @@ def _deadline_rows(d: SandboxDeadlines, now: float) -> list[tuple[str, str]]:
     if d.lifetime_at is not None:
         lifetime += f"; ends {_when(d.lifetime_at, now)}"
     auto_delete = (
-        "off" if d.auto_delete_after is None else f"{_seconds(d.auto_delete_after)} after a stop"
+        "off" if d.auto_delete_after is None else f"{duration(d.auto_delete_after)} after a stop"
     )
     if d.delete_at is not None:
         auto_delete += f"; due {_when(d.delete_at, now)}"
@@ -142,18 +141,10 @@ def _deadline_rows(d: SandboxDeadlines, now: float) -> list[tuple[str, str]]:
 
 
 def _limit(value: float | None) -> str:
-    return "no limit" if value is None else _seconds(value)
-
-
-def _seconds(value: float) -> str:
-    if value < 120:
-        return f"{value:.3g} s"
-    if value < 7200:
-        return f"{value / 60:.3g} min"
-    return f"{value / 3600:.3g} h"
+    return "no limit" if value is None else duration(value)
 
 
 def _when(at: float, now: float) -> str:
-    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(at))
     delta = at - now
-    return f"{stamp} ({'in ' + _seconds(delta) if delta >= 0 else _seconds(-delta) + ' ago'})"
+    ago = f"in {duration(delta)}" if delta >= 0 else f"{duration(-delta)} ago"
+    return f"{timestamp(at, seconds=True)} ({ago})"

@@ -16,10 +16,10 @@ from collections.abc import Callable, Coroutine
 from typing import Any
 
 from rock_core import Cluster, RockError, SandboxNotFound, open_cluster
-from rock_core._pool import POOL_LABEL
-from rock_core._protocol import SandboxInfo
+from rock_core.defaults import POOL_LABEL
+from rock_core.protocol import SandboxInfo
 
-from ._cli_host import _table
+from ._cli_format import duration, print_table
 
 
 def add_pool_parser(sub: Any) -> None:
@@ -56,7 +56,6 @@ async def _members(cluster: Cluster, name: str | None, owner: str = "") -> list[
 
 
 async def _ls(args: argparse.Namespace) -> int:
-    from ._cli import _age  # shared with `rock ps`; imported late: `_cli` imports this module
 
     async with open_cluster(["local"], admin=True) as cluster:
         members = await _members(cluster, args.name)
@@ -67,11 +66,11 @@ async def _ls(args: argparse.Namespace) -> int:
     rows: list[tuple[str, ...]] = [("POOL", "SANDBOX", "IMAGE", "STATE", "AGE", "OWNER")]
     now = time.time()
     for info in members:
-        age = _age(now - info.created_at)
+        age = duration(now - info.created_at, compact=True)
         rows.append(
             (info.labels[POOL_LABEL], info.sandbox_id, info.image, info.state, age, info.owner)
         )
-    _table(rows)
+    print_table(rows)
     return 0
 
 

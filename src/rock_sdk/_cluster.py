@@ -12,14 +12,22 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 
-from rock_core._cluster import Cluster, Host
-from rock_core._cluster import open_cluster as open_core_cluster
-from rock_core._images import list_images, prune_images, warm_image
-from rock_core._options import DEFAULT_QUEUE_TIMEOUT
-from rock_core._pool import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY
-from rock_core._protocol import ImageInfo, ImageReport, PruneResult
-from rock_core._ssh import SshOptions
-from rock_core._statistics import ClusterStatistics
+from rock_core import (
+    Cluster,
+    ClusterStatistics,
+    Host,
+    SshOptions,
+    list_images,
+    prune_images,
+    warm_image,
+)
+from rock_core import open_cluster as open_core_cluster
+from rock_core.defaults import (
+    DEFAULT_PREPARE_TIMEOUT,
+    DEFAULT_QUEUE_TIMEOUT,
+    DEFAULT_REFILL_CONCURRENCY,
+)
+from rock_core.protocol import ImageInfo, ImageReport, PruneResult
 
 from ._bulk import CreateManyResult, CreateProgress, create_many
 from ._config import SandboxConfig

@@ -9,10 +9,9 @@ from typing import Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from rock_core._errors import BadRequest
-from rock_core._options import queue_timeout
-from rock_core._protocol import SandboxSpec
-from rock_core._schema import SandboxId, validate
+from rock_core import BadRequest
+from rock_core.defaults import queue_timeout
+from rock_core.protocol import SandboxId, SandboxSpec, validate
 
 _UNITS = {"": 1, "b": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*$", re.IGNORECASE)

@@ -29,11 +29,15 @@ import weakref
 import anyio
 import sniffio
 
-from rock_core._cluster import Cluster, open_cluster
-from rock_core._connection import unwrap_single_errors
-from rock_core._errors import RockError, TransportError
-from rock_core._pool import CLEANUP_TIMEOUT
-from rock_core._states import SandboxState
+from rock_core import (
+    Cluster,
+    RockError,
+    SandboxState,
+    TransportError,
+    open_cluster,
+    unwrap_single_errors,
+)
+from rock_core.defaults import CLEANUP_TIMEOUT
 
 log = logging.getLogger("rock_sdk")
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from rock_core._cluster import Cluster
-from rock_core._protocol import (
+from rock_core import Cluster
+from rock_core.protocol import (
     CommandReply,
     Done,
     Expect,
@@ -25,17 +25,12 @@ class InteractiveProcess:
         self.sandbox_id = sandbox_id
         self.session = session
 
-    def _id(self) -> int:
-        return self._cluster.connection(self.sandbox_id).next_id()
-
     async def send(self, data: str | bytes) -> None:
         """Write to the program's input."""
         payload = args.data(data)
         await self._cluster.call(
             self.sandbox_id,
-            SendInput(
-                id=self._id(), sandbox_id=self.sandbox_id, session=self.session, data=payload
-            ),
+            SendInput(sandbox_id=self.sandbox_id, session=self.session, data=payload),
             Done,
         )
 
@@ -51,7 +46,6 @@ class InteractiveProcess:
         reply = await self._cluster.call(
             self.sandbox_id,
             Expect(
-                id=self._id(),
                 sandbox_id=self.sandbox_id,
                 session=self.session,
                 patterns=list(patterns),
@@ -69,7 +63,7 @@ class InteractiveProcess:
         """SIGINT to the program and its shell, as Ctrl-C would; `wait` then returns."""
         await self._cluster.call(
             self.sandbox_id,
-            Interrupt(id=self._id(), sandbox_id=self.sandbox_id, session=self.session),
+            Interrupt(sandbox_id=self.sandbox_id, session=self.session),
             Done,
         )
 
@@ -77,9 +71,7 @@ class InteractiveProcess:
         """Wait for the program to end (interrupting it at `timeout`) and return its result."""
         reply = await self._cluster.call(
             self.sandbox_id,
-            WaitCommand(
-                id=self._id(), sandbox_id=self.sandbox_id, session=self.session, timeout=timeout
-            ),
+            WaitCommand(sandbox_id=self.sandbox_id, session=self.session, timeout=timeout),
             CommandReply,
         )
         return CommandResult.from_wire(reply.result)

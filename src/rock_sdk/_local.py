@@ -26,8 +26,8 @@ from typing import Literal
 
 import anyio
 
-from rock_core._errors import BadRequest, FileNotFound, RockError
-from rock_core._tar import END, dir_header, file_header, padding, symlink_header
+from rock_core import BadRequest, FileNotFound, RockError
+from rock_core.tar import END, dir_header, file_header, padding, symlink_header
 
 READ_CHUNK = 1 << 20
 

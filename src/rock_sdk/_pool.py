@@ -16,15 +16,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
-from rock_core._cluster import Cluster, SandboxRecord
-from rock_core._errors import AlreadyExists, BadRequest
-from rock_core._pool import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY, RecordPool
-from rock_core._pool import open_pool as open_core_pool
-from rock_core._statistics import PoolStatistics
+from rock_core import AlreadyExists, BadRequest, Cluster, PoolStatistics, RecordPool, SandboxRecord
+from rock_core import open_pool as open_core_pool
+from rock_core.defaults import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY
 
 from . import _arguments as args
+from ._commands import DEFAULT_SESSION
 from ._config import SandboxConfig
-from ._sandbox import DEFAULT_SESSION, Sandbox
+from ._sandbox import Sandbox
 
 SandboxPrepare = Callable[[Sandbox], Awaitable[None]]
 """Run on every member before it is handed out (after a reset too), e.g. to install a package."""

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-from rock_core._protocol import CommandResult as WireCommandResult
-from rock_core._protocol import ExecResult as WireExecResult
+from rock_core.protocol import CommandResult as WireCommandResult
+from rock_core.protocol import ExecResult as WireExecResult
 
 
 class CommandResult(msgspec.Struct, kw_only=True):

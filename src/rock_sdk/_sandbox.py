@@ -3,6 +3,14 @@
 With no cluster given, a `Sandbox` borrows its event loop's shared embedded core with one local
 agent (`_embedded`): any task may start, use or delete it. With a cluster, it is placed by that
 cluster's scheduler.
+
+Rules:
+- Where the sandbox runs (the given cluster, or the borrowed shared core) and its record are
+  a `Placement` (`_placement`); its commands and sessions are `SandboxCommands`
+  (`_commands`), which sees the sandbox only through its public id, state and cluster. The
+  `Sandbox` ties the two to its lifecycle and offers files, timeouts, images, stats, ports.
+- Stopping, restarting or deleting ends the container's processes, so it forgets the open
+  sessions; the default one is opened again on next use.
 """
 
 from __future__ import annotations
@@ -11,72 +19,48 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from os import PathLike
 from types import TracebackType
-from typing import Literal, Protocol, TypeVar, runtime_checkable
+from typing import Literal, TypeVar
 
-import anyio
-
-from rock_core._cluster import Cluster, SandboxRecord
-from rock_core._connection import raise_for_reply
-from rock_core._errors import (
-    AlreadyExists,
+from rock_core import (
     BadRequest,
-    CommandFailed,
+    Cluster,
+    PortForward,
     RockError,
-    SandboxNotFound,
-    SessionNotFound,
+    SandboxRecord,
+    SandboxState,
+    open_port_forward,
 )
-from rock_core._ports import PortForward, open_port_forward
-from rock_core._protocol import (
-    CloseSession,
-    CommandReply,
+from rock_core.protocol import (
+    MAX_DATA,
     CommitSandbox,
-    CreateSession,
     DeadlinesReply,
     Done,
-    ExecReply,
-    Execute,
     FileReply,
     FileStat,
     ImageInfo,
     ImageReply,
     Keepalive,
-    Output,
     ReadFile,
     ReadStats,
     Reply,
     Request,
-    RunCommand,
     SandboxDeadlines,
     SandboxStats,
     SetTimeouts,
     StatsReply,
     WriteFile,
-    check_held_output,
 )
-from rock_core._protocol import CommandResult as WireCommandResult
-from rock_core._schema import MAX_DATA
-from rock_core._states import SandboxState
 
 from . import _arguments as args
 from . import _transfer
+from ._commands import DEFAULT_OUTPUT_LIMIT, DEFAULT_SESSION, SandboxCommands
 from ._config import SandboxConfig
-from ._embedded import SharedCluster, borrow
 from ._interactive import InteractiveProcess
-from ._results import CommandResult, ExecResult, why_failed
+from ._placement import HasCore, Placement, core_of
+from ._results import CommandResult, ExecResult
 from ._status import SandboxStatus
 
 R = TypeVar("R", bound=Reply)
-
-DEFAULT_SESSION = "default"
-DEFAULT_OUTPUT_LIMIT = 1 << 20
-
-
-@runtime_checkable
-class _HasCore(Protocol):
-    """An SDK cluster: anything that wraps a core `Cluster` as `core`."""
-
-    @property
-    def core(self) -> Cluster: ...
 
 
 class Sandbox:
@@ -86,34 +70,34 @@ class Sandbox:
         self,
         config: SandboxConfig | None = None,
         *,
-        cluster: Cluster | _HasCore | None = None,
+        cluster: Cluster | HasCore | None = None,
         sandbox_id: str | None = None,
     ) -> None:
         if config is not None and not isinstance(config, SandboxConfig):
             raise BadRequest(f"config must be a SandboxConfig or None, got {config!r}")
-        if cluster is not None and not isinstance(cluster, Cluster | _HasCore):
-            raise BadRequest(f"cluster must be a cluster (open_cluster) or None, got {cluster!r}")
+        self._place = Placement(None if cluster is None else core_of(cluster, "or None"))
         self.config = config or SandboxConfig()
         self._spec = self.config.to_spec()
-        self._cluster = cluster.core if isinstance(cluster, _HasCore) else cluster
         self._requested_id = sandbox_id or self.config.sandbox_id
-        self._record: SandboxRecord | None = None
-        self._shared: SharedCluster | None = None  # the borrowed embedded core, if any
-        self._sessions: set[str] = set()
+        self._sessions: set[str] = set()  # open sessions, shared with `_commands`
+        self._commands = SandboxCommands(self, self._sessions, self._spec.memory)
 
     @classmethod
-    def attach(cls, cluster: Cluster | _HasCore, sandbox_id: str) -> Sandbox:
+    def attach(cls, cluster: Cluster | HasCore, sandbox_id: str) -> Sandbox:
         """A `Sandbox` for a sandbox `cluster` already holds (for example one it adopted)."""
-        if not isinstance(cluster, Cluster | _HasCore):
-            raise BadRequest(f"cluster must be a cluster (open_cluster), got {cluster!r}")
-        cluster = cluster.core if isinstance(cluster, _HasCore) else cluster
+        cluster = core_of(cluster)
         record = cluster.record(sandbox_id)
         sandbox = cls(SandboxConfig(image=record.spec.image), cluster=cluster)
         sandbox._spec = record.spec
-        sandbox._record = record
+        sandbox._commands.memory = record.spec.memory
+        sandbox._place.record = record
         return sandbox
 
     # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def _record(self) -> SandboxRecord | None:
+        return self._place.record
 
     @property
     def sandbox_id(self) -> str:
@@ -134,9 +118,9 @@ class Sandbox:
     @property
     def cluster(self) -> Cluster:
         """The cluster that placed this sandbox."""
-        if self._cluster is None:
+        if self._place.cluster is None:
             raise BadRequest("the sandbox has not been started")
-        return self._cluster
+        return self._place.cluster
 
     async def start(self) -> Sandbox:
         """Create and start the sandbox (with an embedded local core if no cluster was given)."""
@@ -146,19 +130,7 @@ class Sandbox:
             await self.cluster.start_sandbox(self._record.sandbox_id)
             self._sessions.clear()
             return self
-        if self._cluster is None:
-            self._shared = await borrow()
-            self._cluster = self._shared.cluster
-        assert self._cluster is not None
-        try:
-            self._record = await self._cluster.create_sandbox(
-                self._spec,
-                sandbox_id=self._requested_id,
-                queue_timeout=self.config.queue_timeout(),
-            )
-        except BaseException:
-            await self._give_back()
-            raise
+        await self._place.create(self._spec, self._requested_id, self.config.queue_timeout())
         return self
 
     async def stop(self) -> None:
@@ -174,28 +146,14 @@ class Sandbox:
     async def delete(self) -> None:
         """Remove the sandbox and everything in it; a stand-alone one gives back the shared
         embedded core (closed with its last user). Any task may call it."""
-        if self._record is None:
-            return
-        if self._record.state is SandboxState.DELETED:
-            await self._give_back()  # the cluster may have forgotten it by now
-            return
         try:
-            # Shielded: a cancelled caller must not leave the container behind.
-            with anyio.CancelScope(shield=True):
-                await self.cluster.delete_sandbox(self.sandbox_id)
+            await self._place.delete()
         finally:
             self._sessions.clear()
-            await self._give_back()
 
     async def aclose(self) -> None:
         """Delete the sandbox; the same as `delete()`."""
         await self.delete()
-
-    async def _give_back(self) -> None:
-        if self._shared is not None:
-            shared, self._shared = self._shared, None
-            self._cluster = None
-            await shared.give_back()
 
     async def __aenter__(self) -> Sandbox:
         return await self.start()
@@ -218,7 +176,7 @@ class Sandbox:
 
     async def keepalive(self) -> SandboxDeadlines:
         """Count as a use now: the idle timeout runs again from this moment."""
-        reply = await self._timeouts_call(Keepalive(id=self._next_id(), sandbox_id=self.sandbox_id))
+        reply = await self._timeouts_call(Keepalive(sandbox_id=self.sandbox_id))
         return reply.deadlines
 
     async def set_timeouts(
@@ -236,7 +194,6 @@ class Sandbox:
         """
         reply = await self._timeouts_call(
             SetTimeouts(
-                id=self._next_id(),
                 sandbox_id=self.sandbox_id,
                 idle_timeout=idle_timeout,
                 lifetime=lifetime,
@@ -260,11 +217,7 @@ class Sandbox:
         return self._record
 
     async def _call(self, request: Request, expect: type[R]) -> R:
-        self._require_record()
-        return await self.cluster.call(self.sandbox_id, request, expect)
-
-    def _next_id(self) -> int:
-        return self.cluster.connection(self.sandbox_id).next_id()
+        return await self._commands.call(request, expect)
 
     # ------------------------------------------------------------------ sessions
 
@@ -272,25 +225,11 @@ class Sandbox:
         self, session: str = DEFAULT_SESSION, *, env: dict[str, str] | None = None, cwd: str = ""
     ) -> str:
         """Start a named, stateful shell; cwd, variables and functions persist in it."""
-        await self._call(
-            CreateSession(
-                id=self._next_id(),
-                sandbox_id=self.sandbox_id,
-                session=session,
-                env=args.env(env),
-                cwd=cwd,
-            ),
-            Done,
-        )
-        self._sessions.add(session)
-        return session
+        return await self._commands.create_session(session, env=env, cwd=cwd)
 
     async def close_session(self, session: str) -> None:
         """End a session's shell and whatever it still runs."""
-        self._sessions.discard(session)
-        await self._call(
-            CloseSession(id=self._next_id(), sandbox_id=self.sandbox_id, session=session), Done
-        )
+        await self._commands.close_session(session)
 
     async def arun(
         self,
@@ -311,80 +250,15 @@ class Sandbox:
         back in the result, so without `on_output` `output_limit` is at most 15 MiB (all of the
         output is in `output_path`); with `on_output` it streams and may be larger.
         """
-        args.callback(on_output, "on_output", "each chunk of output (bytes)")
-        args.flag(check, "check")
-        check_held_output(output_limit, streamed=on_output is not None)
-        name = await self._session_for(session)
-        try:
-            wire, streamed = await self._run(
-                cmd, name, timeout, idle_timeout, output_limit, on_output
-            )
-        except SessionNotFound:
-            if session is not None:
-                raise
-            # The default session is gone (its agent restarted): the command never ran, so
-            # open the session again and run it there.
-            self._sessions.discard(name)
-            name = await self._session_for(None)
-            wire, streamed = await self._run(
-                cmd, name, timeout, idle_timeout, output_limit, on_output
-            )
-        result = CommandResult.from_wire(wire, bytes(streamed) if on_output else None)
-        if result.session_closed:
-            self._sessions.discard(name)
-            if self.state in (SandboxState.DELETING, SandboxState.DELETED):
-                raise SandboxNotFound(
-                    f"sandbox {self.sandbox_id} was deleted while command {cmd!r} ran",
-                    sandbox_id=self.sandbox_id,
-                )
-        if check and not result.ok:
-            why = why_failed(result, self._spec.memory)
-            raise CommandFailed(f"command {cmd!r} {why}", result=result, exit_code=result.exit_code)
-        return result
-
-    async def _run(
-        self,
-        cmd: str,
-        name: str,
-        timeout: float | None,
-        idle_timeout: float | None,
-        output_limit: int,
-        on_output: Callable[[bytes], Awaitable[None] | None] | None,
-    ) -> tuple[WireCommandResult, bytearray]:
-        request = RunCommand(
-            id=self._next_id(),
-            sandbox_id=self.sandbox_id,
-            session=name,
-            command=cmd,
+        return await self._commands.run(
+            cmd,
+            session,
             timeout=timeout,
             idle_timeout=idle_timeout,
+            check=check,
             output_limit=output_limit,
-            stream=on_output is not None,
+            on_output=on_output,
         )
-        conn = self.cluster.connection(self.sandbox_id)
-        streamed = bytearray()
-        wire = None
-        async with conn.open_request(request) as answers:
-            async for message in answers:
-                if isinstance(message, Output):
-                    streamed += message.data
-                    if on_output is not None:
-                        maybe = on_output(message.data)
-                        if maybe is not None:
-                            await maybe
-                elif isinstance(message, Reply):
-                    wire = raise_for_reply(message, CommandReply, request).result
-        assert wire is not None
-        return wire, streamed
-
-    async def _session_for(self, session: str | None) -> str:
-        name = DEFAULT_SESSION if session is None else session
-        if session is None and name not in self._sessions:
-            try:
-                await self.create_session(name)
-            except AlreadyExists:
-                self._sessions.add(name)  # an adopted sandbox whose agent kept it
-        return name
 
     async def start_interactive(
         self, cmd: str, session: str | None = None, *, output_limit: int = DEFAULT_OUTPUT_LIMIT
@@ -393,20 +267,7 @@ class Sandbox:
 
         Drive it with `expect`, `send`/`sendline`, `interrupt` and `wait`.
         """
-        check_held_output(output_limit, streamed=False)  # `wait` returns it in one reply
-        name = await self._session_for(session)
-        await self._call(
-            RunCommand(
-                id=self._next_id(),
-                sandbox_id=self.sandbox_id,
-                session=name,
-                command=cmd,
-                interactive=True,
-                output_limit=output_limit,
-            ),
-            Done,
-        )
-        return InteractiveProcess(self.cluster, self.sandbox_id, name)
+        return await self._commands.start_interactive(cmd, session, output_limit=output_limit)
 
     async def execute(
         self,
@@ -419,39 +280,16 @@ class Sandbox:
         check: bool = False,
     ) -> ExecResult:
         """Run a one-off command (no shell state) with stdout and stderr apart."""
-        if isinstance(argv, str):
-            raise BadRequest("execute takes an argv list; use arun() for a shell command line")
-        argv = args.strings(argv, "argv", "['ls', '-l']")
-        args.flag(check, "check")
-        result = ExecResult.from_wire(
-            (
-                await self._call(
-                    Execute(
-                        id=self._next_id(),
-                        sandbox_id=self.sandbox_id,
-                        argv=list(argv),
-                        cwd=cwd,
-                        env=args.env(env),
-                        timeout=timeout,
-                        stdin=args.data(stdin, "stdin"),
-                    ),
-                    ExecReply,
-                )
-            ).result
+        return await self._commands.execute(
+            argv, cwd=cwd, env=env, timeout=timeout, stdin=stdin, check=check
         )
-        if check and not result.ok:
-            why = why_failed(result, self._spec.memory)
-            raise CommandFailed(f"{argv[0]!r} {why}", result=result, exit_code=result.exit_code)
-        return result
 
     # ------------------------------------------------------------------ files
 
     async def read_file(self, path: str) -> bytes:
         """The exact bytes of a file of at most 15 MiB (larger ones: `download`); a missing
         file raises `FileNotFound`."""
-        reply = await self._call(
-            ReadFile(id=self._next_id(), sandbox_id=self.sandbox_id, path=path), FileReply
-        )
+        reply = await self._call(ReadFile(sandbox_id=self.sandbox_id, path=path), FileReply)
         return reply.data
 
     async def read_text(self, path: str, encoding: str = "utf-8") -> str:
@@ -468,9 +306,7 @@ class Sandbox:
                 " use upload() for larger files"
             )
         await self._call(
-            WriteFile(
-                id=self._next_id(), sandbox_id=self.sandbox_id, path=path, data=payload, mode=mode
-            ),
+            WriteFile(sandbox_id=self.sandbox_id, path=path, data=payload, mode=mode),
             Done,
         )
 
@@ -517,7 +353,6 @@ class Sandbox:
         self.cluster.connection(self.sandbox_id).require("commit", "commit a sandbox")
         reply = await self._call(
             CommitSandbox(
-                id=self._next_id(),
                 sandbox_id=self.sandbox_id,
                 image=image,
                 message=message,
@@ -534,9 +369,7 @@ class Sandbox:
         Takes one to two seconds: the engine compares two samples about a second apart.
         """
         self.cluster.connection(self.sandbox_id).require("stats", "report resource use")
-        reply = await self._call(
-            ReadStats(id=self._next_id(), sandbox_id=self.sandbox_id), StatsReply
-        )
+        reply = await self._call(ReadStats(sandbox_id=self.sandbox_id), StatsReply)
         return reply.stats
 
     @asynccontextmanager

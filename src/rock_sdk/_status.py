@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from rock_core._cluster import SandboxRecord
-from rock_core._protocol import SandboxDeadlines, SandboxInfo
-from rock_core._states import SandboxState, Transition
+from rock_core import SandboxRecord, SandboxState, Transition
+from rock_core.protocol import SandboxDeadlines, SandboxInfo
 
 
 class SandboxStatus:

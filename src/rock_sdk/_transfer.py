@@ -28,9 +28,8 @@ from pathlib import Path
 
 import anyio
 
-from rock_core._connection import AgentConnection, raise_for_reply
-from rock_core._errors import BadRequest, RockError, TransportError
-from rock_core._protocol import (
+from rock_core import AgentConnection, BadRequest, RockError, TransportError
+from rock_core.protocol import (
     Download,
     ErrorReply,
     FileStat,
@@ -38,6 +37,7 @@ from rock_core._protocol import (
     StreamData,
     TransferReply,
     Upload,
+    raise_for_reply,
 )
 
 from ._local import local_error, tar_stream, walk
@@ -51,7 +51,7 @@ async def upload(conn: AgentConnection, sandbox_id: str, local: object, remote: 
     source = _local_path("upload", local)
     target = _remote_path("upload", remote)
     tree = await anyio.to_thread.run_sync(walk, source, target.lstrip("/"), abandon_on_cancel=True)
-    request = Upload(id=conn.next_id(), sandbox_id=sandbox_id, path="/")
+    request = Upload(sandbox_id=sandbox_id, path="/")
     with _one_error():
         async with conn.open_request(request) as answers, anyio.create_task_group() as tg:
 
@@ -84,7 +84,7 @@ async def download(
     """Copy `remote` (file or folder) from the sandbox to `local` (its full local path)."""
     source = _remote_path("download", remote)
     target = Path(_local_path("download", local))
-    request = Download(id=conn.next_id(), sandbox_id=sandbox_id, path=source)
+    request = Download(sandbox_id=sandbox_id, path=source)
     try:
         spool = tempfile.TemporaryFile(prefix="rock-download-")
     except OSError as exc:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
-from rock_core._errors import BadRequest, ProtocolError, RockError
-from rock_core._tar import ENCODING, kind
+from rock_core import BadRequest, ProtocolError, RockError
+from rock_core.tar import ENCODING, kind
 
 from ._local import describe, local_error
 

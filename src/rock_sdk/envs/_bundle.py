@@ -1,9 +1,11 @@
 """The code a sandbox needs to run an environment, as one zip file for ``sys.path``.
 
 Rules:
-- The zip holds this package's modules and data (``rock_sdk/envs``), ``rock_core/_errors.py``
-  (the error classes games raise) and stub ``__init__`` files for ``rock_core``, ``rock_sdk``
-  and ``rock_sdk.envs`` that import nothing outside the standard library. Modules that need
+- The zip holds this package's modules and data (``rock_sdk/envs``), the module of the error
+  classes games raise (as ``rock_core/_errors.py``) and stub ``__init__`` files for
+  ``rock_core`` (which exports those classes, so ``from rock_core import BadRequest`` works
+  there as here), ``rock_sdk`` and ``rock_sdk.envs``, importing nothing outside the standard
+  library. Modules that need
   pip packages (the vector envs, the gymnasium catalog) are shipped but never imported there.
 - An entry point outside this kit ships its whole top-level package (or its single module):
   the ``.py`` files and any data files below it, ``__pycache__`` left out. A class defined in
@@ -22,15 +24,13 @@ import sys
 import zipfile
 from pathlib import Path
 
-from rock_core import _errors
-from rock_core._errors import BadRequest, NotFound
+from rock_core import BadRequest, NotFound, RockError
 
 __all__ = ["Bundle", "bundle_for"]
 
 _ENVS_DIR = Path(__file__).resolve().parent
 _KIT = {"rock_sdk", "rock_core"}
 _STUBS = {
-    "rock_core/__init__.py": '"""rock_core inside a sandbox: only the error classes."""\n',
     "rock_sdk/__init__.py": '"""rock_sdk inside a sandbox: only the environments."""\n',
     "rock_sdk/envs/__init__.py": (
         '"""rock_sdk.envs inside a sandbox: the standard-library part (see _bundle)."""\n\n'
@@ -78,11 +78,29 @@ def _top_level_source(module: str) -> tuple[Path, str] | None:
     return origin, origin.name
 
 
+def _error_classes() -> dict[str, bytes]:
+    """The module defining the error tree, and a ``rock_core`` package exporting its classes."""
+    errors = sys.modules[RockError.__module__]
+    names = sorted(
+        name
+        for name, value in vars(errors).items()
+        if isinstance(value, type) and issubclass(value, RockError) and not name.startswith("_")
+    )
+    stub = (
+        '"""rock_core inside a sandbox: only the error classes."""\n\n'
+        f"from ._errors import {', '.join(names)}\n\n__all__ = {names!r}\n"
+    )
+    return {
+        "rock_core/__init__.py": stub.encode(),
+        "rock_core/_errors.py": Path(errors.__file__ or "").read_bytes(),
+    }
+
+
 @functools.cache
 def bundle_for(module: str = "rock_sdk.envs") -> Bundle:
     """The zip that lets a sandbox import `module` (this kit's envs plus its top package)."""
     entries: dict[str, bytes] = {name: text.encode() for name, text in _STUBS.items()}
-    entries["rock_core/_errors.py"] = Path(_errors.__file__).read_bytes()
+    entries.update(_error_classes())
     for path in _files_below(_ENVS_DIR):
         name = "rock_sdk/envs/" + path.relative_to(_ENVS_DIR).as_posix()
         entries.setdefault(name, path.read_bytes())

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, TypedDict
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 from ._env import Env
 

@@ -16,7 +16,6 @@ taken as a string. Exit status: 0, or 1 when the hub refused (the reason on stde
 from __future__ import annotations
 
 import argparse
-import datetime
 import json
 import sys
 from pathlib import Path
@@ -24,8 +23,9 @@ from typing import Any
 
 import msgspec
 
-from rock_core._errors import BadRequest, RockError
+from rock_core import BadRequest, RockError
 
+from .._cli_format import print_table, timestamp
 from ._hub import Hub, HubSpec
 from ._task import TaskSpec
 
@@ -99,12 +99,10 @@ def _list(hub: Hub, args: argparse.Namespace) -> int:
         return 0
     rows = [("NAME", "KIND", "TAGS", "OWNER", "CREATED", "DESCRIPTION")]
     for spec in specs:
-        created = datetime.datetime.fromtimestamp(spec.created).strftime("%Y-%m-%d %H:%M")
+        created = timestamp(spec.created)
         what = spec.env or spec.entry_point or "task"
         rows.append((spec.name, what, ",".join(spec.tags), spec.owner, created, spec.description))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    print_table(rows)
     return 0
 
 

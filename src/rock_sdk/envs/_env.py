@@ -12,7 +12,7 @@ import random
 import string
 from typing import Any
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 try:
     import gymnasium

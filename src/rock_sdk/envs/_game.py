@@ -25,7 +25,7 @@ import random
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 from ._boxed import last_boxed
 from ._env import Env, ResetResult, StepResult

@@ -36,7 +36,7 @@ from typing import Any
 
 import msgspec
 
-from rock_core._errors import AlreadyExists, BadRequest, NotFound
+from rock_core import AlreadyExists, BadRequest, NotFound
 
 from ._registry import EnvSpec, registry
 from ._task import TaskEnv, TaskSpec

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 import anyio
 from anyio.from_thread import BlockingPortal
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 __all__ = ["LoopThread"]
 

@@ -15,8 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from rock_core._cluster import Cluster
-from rock_core._errors import BadRequest
+from rock_core import BadRequest, Cluster
 
 from .._config import SandboxConfig
 from ._env import Env

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rock_core._errors import AlreadyExists, BadRequest, NotFound
+from rock_core import AlreadyExists, BadRequest, NotFound
 
 from ._env import Env
 

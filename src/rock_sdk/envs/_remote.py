@@ -32,8 +32,8 @@ from typing import Any
 
 import anyio
 
-from rock_core._cluster import Cluster
-from rock_core._errors import BadRequest, RockError, SandboxFailed, error_from_code
+from rock_core import BadRequest, Cluster, RockError, SandboxFailed
+from rock_core.protocol import error_from_code
 
 from .._config import SandboxConfig
 from .._interactive import InteractiveProcess

@@ -27,8 +27,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import anyio.to_thread
 
-from rock_core._cluster import Cluster, open_cluster
-from rock_core._errors import BadRequest
+from rock_core import BadRequest, Cluster, open_cluster
 
 from .._config import SandboxConfig
 from .._sandbox import Sandbox

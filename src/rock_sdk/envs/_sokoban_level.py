@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 from ._grid import DIRECTIONS, OPPOSITE
 

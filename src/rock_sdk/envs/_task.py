@@ -37,8 +37,7 @@ from typing import Any
 
 import msgspec
 
-from rock_core._cluster import Cluster
-from rock_core._errors import BadRequest, SandboxFailed
+from rock_core import BadRequest, Cluster, SandboxFailed
 
 from .._config import SandboxConfig, parse_size
 from .._results import CommandResult

@@ -19,7 +19,7 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any, ClassVar, Self
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 from ._autoreset import AutoresetMode, Slot, Transition
 from ._env import Env

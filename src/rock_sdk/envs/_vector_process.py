@@ -31,7 +31,7 @@ from typing import Any, NoReturn
 
 import anyio.to_thread
 
-from rock_core._errors import BadRequest, RockError, TransportError
+from rock_core import BadRequest, RockError, TransportError
 
 from ._autoreset import AutoresetMode, Slot, Transition, run_plan
 from ._env import Env

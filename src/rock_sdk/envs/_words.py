@@ -5,7 +5,7 @@ from __future__ import annotations
 import functools
 from importlib import resources
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 __all__ = ["WORD_LENGTHS", "words_of_length"]
 
