@@ -20,7 +20,7 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -41,6 +41,7 @@ from ._cluster_events import (
     GraceOver,
     Placed,
     Replied,
+    Retried,
     SendRemove,
     StartGrace,
     Wake,
@@ -52,26 +53,18 @@ from ._host_links import HostLinks
 from ._hosts import AddressConnector, Connector
 from ._link import LinkState
 from ._operations import SandboxOperations
-from ._options import DEFAULT_QUEUE_TIMEOUT, ClusterOptions, cluster_options, host_list
+from ._options import ClusterOptions, cluster_options, host_list
 from ._options import queue_timeout as check_queue_timeout
 from ._owner import local_owner
-from ._protocol import (
-    CreateSandbox,
-    SandboxInfo,
-    SandboxReply,
-    SandboxSpec,
-)
+from ._protocol import CreateSandbox, SandboxInfo, SandboxReply, SandboxSpec
 from ._records import Host as Host  # re-exported: the public names live in `_cluster`
 from ._records import SandboxRecord as SandboxRecord
 from ._room import Room, room_for
 from ._scheduler import Demand, Scheduler
-from ._ssh import SshOptions
 from ._states import SandboxEvent, SandboxState
 from ._statistics import ClusterStatistics
 
 log = logging.getLogger("rock_core")
-
-T = TypeVar("T")
 
 SWEEP_EVERY = 1024  # creates between two sweeps of deleted records
 FORGET_DELETED_AFTER = 300.0  # seconds a deleted sandbox's record is kept (for status, retries)
@@ -83,42 +76,21 @@ class Cluster(SandboxOperations):
     """Sandboxes across the agents of `open_cluster`; every method is safe to call concurrently."""
 
     def __init__(
-        self,
-        owner: str,
-        scheduler: Scheduler,
-        *,
-        lease: float = 60.0,
-        grace: float = 30.0,
-        heartbeat: float = 5.0,
-        heartbeat_timeout: float = 10.0,
-        ssh: SshOptions | None = None,
-        admin: bool = False,
-        queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT,
+        self, owner: str, scheduler: Scheduler, options: ClusterOptions | None = None
     ) -> None:
+        self.options = options = options or ClusterOptions()
         self.owner = owner
-        self.admin = admin
+        self.admin = options.admin
         self.scheduler = scheduler
-        self.lease = lease
-        self.grace = grace
-        self.heartbeat = heartbeat
-        self.heartbeat_timeout = heartbeat_timeout
-        self.ssh = ssh
-        self.queue_timeout = queue_timeout  # a create's default wait for room (None: no bound)
-        self.state = ClusterState(scheduler, grace=grace)
+        self.grace = options.grace
+        self.queue_timeout = options.queue_timeout  # a create's default wait (None: no bound)
+        self.state = ClusterState(scheduler, grace=options.grace)
         self.waits = QueueWaits(self._room, scheduler.has_room)  # waits for room (`_admission`)
         self._creates = 0
         self._tg: TaskGroup | None = None
         self._attached: dict[str, Attachment] = {}  # open warm pools by name (`_attach`)
         self._capacity = anyio.Event()  # set (and replaced) whenever room may have grown
-        self._links = HostLinks(
-            self._handle,
-            self.state.hosts,
-            owner=owner,
-            lease=lease,
-            admin=admin,
-            heartbeat=heartbeat,
-            heartbeat_timeout=heartbeat_timeout,
-        )
+        self._links = HostLinks(self._handle, self.state.hosts, owner, options)
 
     @property
     def hosts(self) -> dict[str, Host]:
@@ -215,7 +187,9 @@ class Cluster(SandboxOperations):
             if existing.state not in (_S.FAILED, _S.DELETED, _S.DELETING, _S.PENDING):
                 return existing
             # Its create was cancelled or it was deleted meanwhile: this one starts afresh.
-        self._sweep_deleted()
+        self._creates += 1
+        if self._creates % SWEEP_EVERY == 0:  # forget old deleted records once in a while
+            self.state.forget_deleted(time.time() - FORGET_DELETED_AFTER)
         record = SandboxRecord(sandbox_id, spec)
         record.chosen_id = chosen
         try:
@@ -237,16 +211,6 @@ class Cluster(SandboxOperations):
             record.settled.set()
         return record
 
-    def _sweep_deleted(self) -> None:
-        """Forget deleted sandboxes once in a while, so records do not grow without end."""
-        self._creates += 1
-        if self._creates % SWEEP_EVERY:
-            return
-        horizon = time.time() - FORGET_DELETED_AFTER
-        for sandbox_id, record in list(self._records.items()):
-            if record.state is _S.DELETED and record.lifecycle.history[-1].at < horizon:
-                del self._records[sandbox_id]
-
     async def _retry_create(self, failed: SandboxRecord) -> SandboxRecord:
         """Create again on the same host a sandbox whose first create lost its reply.
 
@@ -259,20 +223,8 @@ class Cluster(SandboxOperations):
             CreateSandbox(id=conn.next_id(), sandbox_id=failed.sandbox_id, spec=failed.spec),
             SandboxReply,
         )
-        current = self._records.get(failed.sandbox_id)
-        if current is not failed and current is not None:
-            return current  # a concurrent retry (or the reconcile) got there first
-        record = SandboxRecord(failed.sandbox_id, failed.spec)
-        record.chosen_id = True
-        record.host = host.host_id
-        record.info = reply.sandbox
-        record.fire(_E.PLACE, f"create retried on {host.host_id} (first attempt: {failed.error})")
-        record.fire(_E.CREATED, f"container {reply.sandbox.container_id[:12]} running")
-        record.placed.set()
-        record.settled.set()
-        self._records[record.sandbox_id] = record
-        self.state.hold(host.host_id, record)
-        return record
+        self._handle(Retried(failed, host.host_id, reply.sandbox))
+        return self._records[failed.sandbox_id]
 
     async def _place(self, record: SandboxRecord, queue_timeout: float | None) -> None:
         spec = record.spec
@@ -454,16 +406,6 @@ async def open_cluster(
     for connector in connectors:
         if isinstance(connector, AddressConnector):
             connector.ssh = opts.ssh
-    cluster = Cluster(
-        opts.owner or local_owner(),
-        opts.scheduler(),
-        lease=opts.lease,
-        grace=opts.grace,
-        heartbeat=opts.heartbeat,
-        heartbeat_timeout=opts.heartbeat_timeout,
-        ssh=opts.ssh,
-        admin=opts.admin,
-        queue_timeout=opts.queue_timeout,
-    )
+    cluster = Cluster(opts.owner or local_owner(), opts.scheduler(), opts)
     async with running(cluster, connectors):
         yield cluster

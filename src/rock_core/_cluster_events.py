@@ -49,6 +49,15 @@ class Failed:
 
 
 @dataclass(frozen=True, slots=True)
+class Retried:
+    """A create retried on `host_id` (its first reply was lost) got `info` back."""
+
+    failed: SandboxRecord
+    host_id: str
+    info: SandboxInfo
+
+
+@dataclass(frozen=True, slots=True)
 class LinkUp:
     """A link to `address` came up with `welcome`; `known` is the host it led to before."""
 
@@ -89,7 +98,18 @@ class Listing:
     reply: SandboxListReply
 
 
-Event = CreateAsked | Placed | Replied | Failed | LinkUp | LinkDown | GraceOver | Changed | Listing
+Event = (
+    CreateAsked
+    | Placed
+    | Replied
+    | Failed
+    | Retried
+    | LinkUp
+    | LinkDown
+    | GraceOver
+    | Changed
+    | Listing
+)
 
 # ---------------------------------------------------------------------------- actions
 
@@ -158,6 +178,7 @@ __all__ = [
     "Listing",
     "Placed",
     "Replied",
+    "Retried",
     "SendCreate",
     "SendRemove",
     "StartGrace",

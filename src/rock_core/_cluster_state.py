@@ -38,6 +38,7 @@ from ._cluster_events import (
     Listing,
     Placed,
     Replied,
+    Retried,
     SendCreate,
     SendRemove,
     StartGrace,
@@ -93,6 +94,8 @@ class ClusterState:
                 record.fire_if(_E.CREATE_FAILED, reason)
                 if cancelled and record.host is not None:
                     out.append(SendRemove(sandbox_id, record.host, quiet=True))
+            case Retried(failed, host_id, info):
+                self._retried(failed, host_id, info)
             case LinkUp():
                 self._link_up(event, out)
             case LinkDown(host_id, error):
@@ -152,6 +155,27 @@ class ClusterState:
         spec = record.spec
         self.scheduler.adopt(record.sandbox_id, host_id, Demand(cpus=spec.cpus, memory=spec.memory))
         record.holds_resources = True
+
+    def forget_deleted(self, before: float) -> None:
+        """Forget the records of sandboxes deleted before `before` (wall-clock seconds)."""
+        for sandbox_id, record in list(self.records.items()):
+            if record.state is _S.DELETED and record.lifecycle.history[-1].at < before:
+                del self.records[sandbox_id]
+
+    def _retried(self, failed: SandboxRecord, host_id: str, info: SandboxInfo) -> None:
+        current = self.records.get(failed.sandbox_id)
+        if current is not failed and current is not None:
+            return  # a concurrent retry (or the reconcile) got there first
+        record = SandboxRecord(failed.sandbox_id, failed.spec)
+        record.chosen_id = True
+        record.host = host_id
+        record.info = info
+        record.fire(_E.PLACE, f"create retried on {host_id} (first attempt: {failed.error})")
+        record.fire(_E.CREATED, f"container {info.container_id[:12]} running")
+        record.placed.set()
+        record.settled.set()
+        self.records[record.sandbox_id] = record
+        self.hold(host_id, record)
 
     def _scheduled(self, actions: list[Action], out: list[Do]) -> None:
         out.append(Capacity())

@@ -16,20 +16,16 @@ Rules:
 
 from __future__ import annotations
 
-import abc
 import hashlib
 import itertools
 import math
 import os
-import statistics
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
+from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from typing import TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._channel import ByteStream
 from ._endpoint import Connection, Peer, Principal, serve_connection
@@ -39,6 +35,8 @@ from ._errors import (
     ImageNotFound,
     SandboxNotFound,
 )
+from ._fake_latency import FakeStart, LatencyDistribution, StartLatency
+from ._memory import memory_stream_pair
 from ._protocol import (
     PROTOCOL_VERSION,
     ClientMessage,
@@ -63,129 +61,6 @@ from ._protocol import (
 M = TypeVar("M", bound=ClientMessage)
 
 FAKE_AGENT_VERSION = "fake"
-
-
-# ---------------------------------------------------------------------------- start latency
-
-
-class LatencyDistribution(abc.ABC):
-    """Start latencies drawn per sandbox id: the same id (and seed) always draws the same value.
-
-    Drawing by id rather than from a shared random stream keeps a run reproducible however
-    the event loop happens to order the creates.
-    """
-
-    @abc.abstractmethod
-    def sample(self, key: str) -> float:
-        """The latency in seconds (>= 0) for the sandbox `key`."""
-
-
-class LognormalLatency(LatencyDistribution):
-    """Lognormal start latencies: `median` seconds times ``exp(sigma * z)``, z standard normal.
-
-    `sigma` sets the tail: 0 is a fixed latency; 0.5 puts p99 at about 3.2x the median and the
-    largest of 16,000 draws near 7x. Draws are clipped to [`minimum`, `maximum`]. `seed` picks
-    an independent set of draws.
-    """
-
-    def __init__(
-        self,
-        median: float,
-        sigma: float,
-        *,
-        seed: int = 0,
-        minimum: float = 0.0,
-        maximum: float = math.inf,
-    ) -> None:
-        if not (math.isfinite(median) and median > 0):
-            raise BadRequest(f"median latency must be a positive number of seconds, got {median}")
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise BadRequest(f"sigma must be a finite number >= 0, got {sigma}")
-        if not (0 <= minimum <= maximum) or math.isnan(maximum):
-            raise BadRequest(
-                f"latency bounds must satisfy 0 <= minimum <= maximum, got [{minimum}, {maximum}]"
-            )
-        self.median = median
-        self.sigma = sigma
-        self.seed = seed
-        self.minimum = minimum
-        self.maximum = maximum
-        self._normal = statistics.NormalDist()
-
-    def sample(self, key: str) -> float:
-        """The latency for sandbox `key`: a fixed draw for each (seed, key)."""
-        digest = hashlib.blake2b(f"{self.seed}\0{key}".encode(), digest_size=8).digest()
-        u = ((int.from_bytes(digest, "big") >> 11) + 0.5) / (1 << 53)  # uniform in (0, 1)
-        return self.quantile(u)
-
-    def quantile(self, q: float) -> float:
-        """The latency below which a fraction `q` (0 < q < 1) of draws fall, after clipping."""
-        value = self.median * math.exp(self.sigma * self._normal.inv_cdf(q))
-        return min(max(value, self.minimum), self.maximum)
-
-    def __repr__(self) -> str:
-        return (
-            f"LognormalLatency(median={self.median:g}, sigma={self.sigma:g}, seed={self.seed},"
-            f" minimum={self.minimum:g}, maximum={self.maximum:g})"
-        )
-
-
-StartLatency = float | LatencyDistribution | Callable[[str], Awaitable[None]] | None
-"""How long a fake create takes: seconds, a `LatencyDistribution` drawn per sandbox id, or an
-async callable given the sandbox id (the create waits for it)."""
-
-
-@dataclass(frozen=True, slots=True)
-class FakeStart:
-    """How one fake create spent its time, in seconds of anyio's clock.
-
-    `began` is the clock's time when the create reached the engine (after its checks);
-    `engine_wait` is the wait for the engine's turn (see `FakeAgent`'s `engine_rate`) and
-    `latency` the start latency after it (fixed, drawn, or as long as the callable took);
-    together they are the delay the fake meant to add. `slept` is the time the create really
-    spent in both: more than the sum when the event loop is late to wake it.
-    """
-
-    began: float
-    engine_wait: float
-    latency: float
-    slept: float
-
-
-# ---------------------------------------------------------------------------- transport
-
-
-class MemoryByteStream:
-    """One end of an in-memory byte pipe; see `memory_stream_pair`."""
-
-    def __init__(
-        self, send: MemoryObjectSendStream[bytes], receive: MemoryObjectReceiveStream[bytes]
-    ) -> None:
-        self._send = send
-        self._receive = receive
-        self._rest = b""
-
-    async def send(self, item: bytes, /) -> None:
-        """Send bytes to the peer; `BrokenResourceError` once the peer has closed."""
-        await self._send.send(bytes(item))
-
-    async def receive(self, max_bytes: int = 65536, /) -> bytes:
-        """Receive at most `max_bytes`; `EndOfStream` once the peer has closed."""
-        data = self._rest or await self._receive.receive()
-        self._rest = data[max_bytes:]
-        return data[:max_bytes]
-
-    async def aclose(self) -> None:
-        """Close both directions; the peer's receive then ends with `EndOfStream`."""
-        self._send.close()
-        self._receive.close()
-
-
-def memory_stream_pair(max_buffer: float = math.inf) -> tuple[MemoryByteStream, MemoryByteStream]:
-    """Two connected in-memory byte streams: what one sends, the other receives."""
-    a_send, b_receive = anyio.create_memory_object_stream[bytes](max_buffer)
-    b_send, a_receive = anyio.create_memory_object_stream[bytes](max_buffer)
-    return MemoryByteStream(a_send, a_receive), MemoryByteStream(b_send, b_receive)
 
 
 # ---------------------------------------------------------------------------- agent
@@ -473,14 +348,4 @@ class FakeAgentConnector:
                 tg.cancel_scope.cancel()
 
 
-__all__ = [
-    "FAKE_AGENT_VERSION",
-    "FakeAgent",
-    "FakeAgentConnector",
-    "FakeStart",
-    "LatencyDistribution",
-    "LognormalLatency",
-    "MemoryByteStream",
-    "StartLatency",
-    "memory_stream_pair",
-]
+__all__ = ["FAKE_AGENT_VERSION", "FakeAgent", "FakeAgentConnector"]

@@ -25,6 +25,7 @@ from ._cluster_events import Changed, Do, Event, LinkDown, LinkUp, Listing
 from ._connection import AgentConnection, open_agent_connection
 from ._errors import RockError
 from ._hosts import Connector
+from ._options import ClusterOptions
 from ._protocol import ListSandboxes, SandboxChanged, SandboxListReply
 from ._records import Host
 from ._supervisor import supervise
@@ -39,20 +40,13 @@ class HostLinks:
         self,
         handle: Callable[[Event], list[Do]],
         hosts: Mapping[str, Host],
-        *,
         owner: str,
-        lease: float,
-        admin: bool,
-        heartbeat: float,
-        heartbeat_timeout: float,
+        options: ClusterOptions,
     ) -> None:
         self._handle = handle
         self._hosts = hosts
         self.owner = owner
-        self.lease = lease
-        self.admin = admin
-        self.heartbeat = heartbeat
-        self.heartbeat_timeout = heartbeat_timeout
+        self.options = options
 
     async def supervise(
         self, connector: Connector, *, task_status: anyio.abc.TaskStatus[None]
@@ -81,8 +75,8 @@ class HostLinks:
             handshake=self._handshake,
             up=up,
             down=down,
-            heartbeat=self.heartbeat,
-            heartbeat_timeout=self.heartbeat_timeout,
+            heartbeat=self.options.heartbeat,
+            heartbeat_timeout=self.options.heartbeat_timeout,
             task_status=task_status,
         )
 
@@ -94,8 +88,8 @@ class HostLinks:
             stream,
             owner=self.owner,
             name=connector.name,
-            lease=self.lease if leased else 0.0,
-            admin=self.admin,
+            lease=self.options.lease if leased else 0.0,
+            admin=self.options.admin,
         )
 
     def _listen(self, host_id: str, connection: AgentConnection) -> None:

@@ -24,17 +24,10 @@ from typing import Any
 
 from ._cluster import Cluster, running
 from ._errors import BadRequest
-from ._fake_agent import (
-    FakeAgent,
-    FakeAgentConnector,
-    FakeStart,
-    LatencyDistribution,
-    LognormalLatency,
-    MemoryByteStream,
-    StartLatency,
-    memory_stream_pair,
-)
-from ._options import make_scheduler
+from ._fake_agent import FakeAgent, FakeAgentConnector
+from ._fake_latency import FakeStart, LatencyDistribution, LognormalLatency, StartLatency
+from ._memory import MemoryByteStream, memory_stream_pair
+from ._options import ClusterOptions, make_scheduler
 from ._scheduler import Scheduler
 
 __all__ = [
@@ -54,8 +47,10 @@ __all__ = [
 class FakeCluster(Cluster):
     """A `Cluster` whose hosts are `FakeAgent`s; `agents` maps host ids to them."""
 
-    def __init__(self, owner: str, scheduler: Scheduler, **options: Any) -> None:
-        super().__init__(owner, scheduler, **options)
+    def __init__(
+        self, owner: str, scheduler: Scheduler, options: ClusterOptions | None = None
+    ) -> None:
+        super().__init__(owner, scheduler, options)
         self.agents: dict[str, FakeAgent] = {}
 
 
