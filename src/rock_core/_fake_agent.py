@@ -28,6 +28,7 @@ from typing import TypeVar
 import anyio
 
 from ._channel import ByteStream
+from ._connection import unwrap_single_errors
 from ._endpoint import Connection, Peer, Principal, serve_connection
 from ._errors import (
     AlreadyExists,
@@ -339,13 +340,14 @@ class FakeAgentConnector:
     async def connect(self) -> AsyncIterator[ByteStream]:
         """A stream the agent serves until it is closed (or the agent disconnects)."""
         client, server = memory_stream_pair()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self.agent.serve, server)
-            try:
-                yield client
-            finally:
-                await client.aclose()
-                tg.cancel_scope.cancel()
+        with unwrap_single_errors():  # what the body raises comes out as itself
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.agent.serve, server)
+                try:
+                    yield client
+                finally:
+                    await client.aclose()
+                    tg.cancel_scope.cancel()
 
 
 __all__ = ["FAKE_AGENT_VERSION", "FakeAgent", "FakeAgentConnector"]

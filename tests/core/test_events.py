@@ -26,6 +26,7 @@ from rock_core import (
 )
 from rock_core._channel import FramedChannel
 from rock_core._cluster_events import LinkDown, Listing
+from rock_core._connection import unwrap_single_errors
 from rock_core._errors import ERROR_CLASSES
 from rock_core._protocol import (
     Cancel,
@@ -163,13 +164,14 @@ class ScriptedConnector:
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[ByteStream]:
         client, server = memory_stream_pair()
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(self.agent.serve, server)
-            try:
-                yield client
-            finally:
-                await client.aclose()
-                tg.cancel_scope.cancel()
+        with unwrap_single_errors():  # what the body raises comes out as itself
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(self.agent.serve, server)
+                try:
+                    yield client
+                finally:
+                    await client.aclose()
+                    tg.cancel_scope.cancel()
 
 
 @asynccontextmanager
