@@ -5,6 +5,9 @@ Rules:
   (`LinkUp`, `Listing`, `LinkDown`, `Changed`) through one `handle` callback; it decides
   nothing and holds no records. The host it gets back from the state after `LinkUp` is where
   it keeps the live connection.
+- A link that comes up lists this owner's sandboxes first; then `LinkUp` and `Listing` are
+  reported together, so nobody sees a host connected whose records are not reconciled yet.
+  A listing that fails leaves the host in its outage (its grace timer runs on).
 - Every host is connected at once; the first failure is raised, the others are logged.
 - The handshake asks for the owner's lease, except from a connector that says ``leased =
   False`` (a local agent, which ends with its pipe).
@@ -56,15 +59,16 @@ class HostLinks:
 
         async def up(conn: AgentConnection) -> None:
             nonlocal known
-            self._handle(LinkUp(connector.name, conn.welcome, known))
-            host = self._hosts[conn.welcome.host_id]
-            known = host.host_id
-            host.connection = conn
-            self._listen(host.host_id, conn)
+            host_id = conn.welcome.host_id
+            self._listen(host_id, conn)
             reply = await conn.call(
                 ListSandboxes(id=conn.next_id(), owner=self.owner), SandboxListReply
             )
-            self._handle(Listing(host.host_id, reply))
+            # No await from here on: the host is connected and reconciled in one step.
+            self._handle(LinkUp(connector.name, conn.welcome, known))
+            known = host_id
+            self._hosts[host_id].connection = conn
+            self._handle(Listing(host_id, reply))
 
         def down(error: str) -> None:
             if known is not None:
