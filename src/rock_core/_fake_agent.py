@@ -23,7 +23,7 @@ import os
 import time
 from collections.abc import AsyncIterator, Collection, Iterable
 from contextlib import asynccontextmanager
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import anyio
 
@@ -325,16 +325,28 @@ def _copy(info: SandboxInfo) -> SandboxInfo:
     )
 
 
-class FakeAgentConnector:
-    """Reaches `agent` over a fresh in-memory stream at every connect (a `Connector`)."""
+class Serves(Protocol):
+    """An in-process agent: serves one connection over `stream` until it ends."""
 
-    def __init__(self, agent: FakeAgent) -> None:
+    async def serve(self, stream: ByteStream) -> None: ...
+
+
+class FakeAgentConnector:
+    """Reaches `agent` over a fresh in-memory stream at every connect (a `Connector`).
+
+    `agent` is a `FakeAgent`, or any object that `serve`s a stream (then give its `name`).
+    """
+
+    def __init__(self, agent: Serves, name: str | None = None) -> None:
         self.agent = agent
+        self._name = name
 
     @property
     def name(self) -> str:
-        """``fake://<host id>``."""
-        return f"fake://{self.agent.host_id}"
+        """The name given, else ``fake://<host id>``."""
+        if self._name is not None:
+            return self._name
+        return f"fake://{getattr(self.agent, 'host_id', 'agent')}"
 
     @asynccontextmanager
     async def connect(self) -> AsyncIterator[ByteStream]:

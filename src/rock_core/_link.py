@@ -24,6 +24,7 @@ from collections.abc import Mapping
 from types import MappingProxyType
 
 from ._errors import IllegalTransition
+from ._states import mermaid
 
 
 class LinkState(enum.StrEnum):
@@ -76,20 +77,10 @@ def next_link_state(state: LinkState, event: LinkEvent) -> LinkState:
 
 
 def link_diagram() -> str:
-    """The host link as a Mermaid ``stateDiagram-v2``, drawn from `LINK_TRANSITIONS`.
-
-    Edges come in the order of the enums (source, then event); events sharing a source and a
-    target share one edge. Deterministic, so the docs embed it and a test checks they match.
+    """The host link as a Mermaid ``stateDiagram-v2``, drawn from `LINK_TRANSITIONS` as
+    `_states.state_diagram` draws the sandbox's; the docs embed it and a test checks they match.
     """
-    edges: dict[tuple[LinkState, LinkState], list[str]] = {}
-    for source in LinkState:
-        for event in LinkEvent:
-            target = LINK_TRANSITIONS.get((source, event))
-            if target is not None:
-                edges.setdefault((source, target), []).append(event.value)
-    lines = ["stateDiagram-v2", f"    [*] --> {LinkState.CONNECTED.value}"]
-    lines += [f"    {s.value} --> {t.value}: {', '.join(ev)}" for (s, t), ev in edges.items()]
-    return "\n".join(lines) + "\n"
+    return mermaid(LINK_TRANSITIONS, LinkState.CONNECTED, ())
 
 
 __all__ = ["LINK_TRANSITIONS", "LinkEvent", "LinkState", "link_diagram", "next_link_state"]

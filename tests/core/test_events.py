@@ -26,7 +26,6 @@ from rock_core import (
 )
 from rock_core._channel import FramedChannel
 from rock_core._cluster_events import LinkDown, Listing
-from rock_core._connection import unwrap_single_errors
 from rock_core._errors import ERROR_CLASSES
 from rock_core._protocol import (
     Cancel,
@@ -51,7 +50,7 @@ from rock_core._protocol import (
     Welcome,
     decode_client_message,
 )
-from rock_core.testing import memory_stream_pair
+from rock_core.testing import FakeAgentConnector, memory_stream_pair
 from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 pytestmark = pytest.mark.anyio
@@ -153,30 +152,10 @@ class ScriptedAgent:
         return SandboxReply(id=message.id, sandbox=info)
 
 
-class ScriptedConnector:
-    """Reaches a `ScriptedAgent` over a fresh memory stream at every connect."""
-
-    name = "scripted://h1"
-
-    def __init__(self, agent: ScriptedAgent) -> None:
-        self.agent = agent
-
-    @asynccontextmanager
-    async def connect(self) -> AsyncIterator[ByteStream]:
-        client, server = memory_stream_pair()
-        with unwrap_single_errors():  # what the body raises comes out as itself
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(self.agent.serve, server)
-                try:
-                    yield client
-                finally:
-                    await client.aclose()
-                    tg.cancel_scope.cancel()
-
-
 @asynccontextmanager
 async def scripted_cluster(agent: ScriptedAgent) -> AsyncIterator[Cluster]:
-    async with open_cluster([ScriptedConnector(agent)], owner=OWNER) as cluster:
+    connector = FakeAgentConnector(agent, name="scripted://h1")
+    async with open_cluster([connector], owner=OWNER) as cluster:
         yield cluster
 
 
