@@ -23,7 +23,7 @@ from ._states import SandboxEvent, SandboxState
 
 
 def _connected(hosts: Iterable[Host]) -> list[Host]:
-    return [h for h in hosts if h.state is LinkState.CONNECTED]
+    return [h for h in hosts if h.state == LinkState.CONNECTED]
 
 
 async def list_host_sandboxes(hosts: Iterable[Host], owner: str = "") -> list[SandboxInfo]:
@@ -39,7 +39,7 @@ async def list_host_sandboxes(hosts: Iterable[Host], owner: str = "") -> list[Sa
 async def remove_any(state: ClusterState, sandbox_id: str) -> list[Do]:
     """Remove a sandbox by id on whichever host has it; return what the driver must do."""
     hosts = list(state.hosts.values())
-    away = [h.host_id for h in hosts if h.state is not LinkState.CONNECTED]
+    away = [h.host_id for h in hosts if h.state != LinkState.CONNECTED]
     for host in _connected(hosts):
         conn = host.link()
         try:

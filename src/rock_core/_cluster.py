@@ -337,7 +337,7 @@ class Cluster(SandboxOperations):
             for r in self._records.values()
             if r.state not in (_S.DELETED, _S.PENDING, _S.LOST)
             and r.host in self.hosts
-            and self.hosts[r.host].state is LinkState.CONNECTED
+            and self.hosts[r.host].state == LinkState.CONNECTED
         ]
         limiter = anyio.CapacityLimiter(16)
 

@@ -109,7 +109,7 @@ class ClusterState:
                     out.append(StartGrace(host_id, host.generation, self.grace))
             case GraceOver(host_id, generation):
                 host = self.hosts[host_id]
-                if host.generation == generation and host.state is LinkState.RECONNECTING:
+                if host.generation == generation and host.state == LinkState.RECONNECTING:
                     self._lose(host)
             case Changed(host_id, change):
                 known = self.records.get(change.sandbox_id)
@@ -145,7 +145,7 @@ class ClusterState:
         """The user drains (or undrains) `host`: applied now if it is connected."""
         host.fire(LinkEvent.DRAIN)
         host.drained = draining
-        if host.state is LinkState.CONNECTED:
+        if host.state == LinkState.CONNECTED:
             self._scheduled(self.scheduler.drain_host(host.host_id, draining), out)
 
     def hold(self, host_id: str, record: SandboxRecord) -> None:

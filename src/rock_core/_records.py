@@ -119,7 +119,7 @@ class Host:
         self.host_id = host_id
         self.address = address
         self.connection = connection
-        self.state = LinkState.CONNECTED
+        self.state: str = LinkState.CONNECTED.value  # a `LinkState`'s value (plain in reprs)
         self.down_since: float | None = None  # anyio clock time the link went down
         self.last_error = ""
         self.instance = connection.welcome.instance if connection else ""
@@ -128,8 +128,8 @@ class Host:
 
     def fire(self, event: LinkEvent) -> LinkState:
         """Move the link along its table; return the state it was in (`IllegalTransition`)."""
-        before = self.state
-        self.state = next_link_state(before, event)
+        before = LinkState(self.state)
+        self.state = next_link_state(before, event).value
         return before
 
     def link(self) -> AgentConnection:

@@ -122,11 +122,11 @@ async def test_a_dropped_link_is_made_again_with_backoff() -> None:
         switch.refusing = True
         began = anyio.current_time()
         await agent.disconnect()
-        await until(lambda: host.state is LinkState.RECONNECTING)
+        await until(lambda: host.state == LinkState.RECONNECTING)
         assert host.last_error == "the agent closed the link"
         await until(lambda: len(switch.connects) >= 4)  # three refused attempts
         switch.refusing = False
-        await until(lambda: host.state is LinkState.CONNECTED)
+        await until(lambda: host.state == LinkState.CONNECTED)
         gaps = [
             b - a for a, b in zip([began, *switch.connects[1:]], switch.connects[1:], strict=False)
         ]
@@ -143,11 +143,11 @@ async def test_a_host_that_stops_answering_pings_is_reconnected() -> None:
         host = cluster.hosts["fake-host"]
         agent.mute = True
         began = anyio.current_time()
-        await until(lambda: host.state is LinkState.RECONNECTING)
+        await until(lambda: host.state == LinkState.RECONNECTING)
         assert host.last_error == "no heartbeat answer within 10 s"
         assert 10 <= anyio.current_time() - began <= 5 + 10 + 0.2  # heartbeat + timeout
         agent.mute = False
-        await until(lambda: host.state is LinkState.CONNECTED)
+        await until(lambda: host.state == LinkState.CONNECTED)
 
 
 async def test_a_host_away_past_its_grace_is_lost_then_reconciled() -> None:
@@ -159,13 +159,13 @@ async def test_a_host_away_past_its_grace_is_lost_then_reconciled() -> None:
         switch.refusing = True
         down = anyio.current_time()
         await agent.disconnect()
-        await until(lambda: host.state is LinkState.LOST)
+        await until(lambda: host.state == LinkState.LOST)
         assert 30 <= anyio.current_time() - down <= 30.2
         assert record.state is SandboxState.LOST
         assert cluster.statistics().hosts == ()
         await anyio.sleep(10 * RECONNECT_MAX)  # still away: the core keeps trying, capped
         switch.refusing = False
-        await until(lambda: host.state is LinkState.CONNECTED)
+        await until(lambda: host.state == LinkState.CONNECTED)
         assert record.state is SandboxState.RUNNING
         assert record.history[-1].reason == "host reconciled"
         assert cluster.statistics().hosts[0].used.sandboxes == 1

@@ -218,7 +218,7 @@ def test_grace_over_loses_the_host_and_its_sandboxes() -> None:
     record = run.create("sb-1")
     run.feed(LinkDown("h1", "gone"), at=10.0)
     assert run.feed(GraceOver("h1", 0), at=40.0) == []
-    assert run.state.hosts["h1"].state is LinkState.LOST
+    assert run.state.hosts["h1"].state == LinkState.LOST
     assert record.state is S.LOST and not record.holds_resources
     assert record.history[-1].reason == "host h1 unreachable for more than 30 s"
     assert run.state.scheduler.statistics().hosts == ()
@@ -232,10 +232,10 @@ def test_a_grace_timer_of_an_earlier_outage_is_dropped() -> None:
     run.feed(listing(info("sb-1")))
     run.feed(LinkDown("h1", "blip again"), at=20.0)  # its own timer has generation 1
     assert run.feed(GraceOver("h1", 0), at=40.0) == []  # the first outage's timer: stale
-    assert run.state.hosts["h1"].state is LinkState.RECONNECTING
+    assert run.state.hosts["h1"].state == LinkState.RECONNECTING
     assert record.state is S.RUNNING
     run.feed(GraceOver("h1", 1), at=50.0)
-    assert run.state.hosts["h1"].state is LinkState.LOST
+    assert run.state.hosts["h1"].state == LinkState.LOST
 
 
 def test_a_timer_that_fires_after_the_host_came_back_is_dropped() -> None:
@@ -244,7 +244,7 @@ def test_a_timer_that_fires_after_the_host_came_back_is_dropped() -> None:
     run.feed(LinkDown("h1", "blip"), at=10.0)
     run.feed(LinkUp("mem://h1", welcome(), known="h1"), at=11.0)
     assert run.feed(GraceOver("h1", 1), at=40.0) == []
-    assert run.state.hosts["h1"].state is LinkState.CONNECTED
+    assert run.state.hosts["h1"].state == LinkState.CONNECTED
 
 
 def test_a_lost_host_that_comes_back_is_reconciled_and_its_sandboxes_found() -> None:
@@ -253,7 +253,7 @@ def test_a_lost_host_that_comes_back_is_reconciled_and_its_sandboxes_found() -> 
     run.feed(LinkDown("h1", "gone"), at=10.0)
     run.feed(GraceOver("h1", 0), at=40.0)
     run.feed(LinkUp("mem://h1", welcome(), known="h1"), at=50.0)
-    assert run.state.hosts["h1"].state is LinkState.CONNECTED
+    assert run.state.hosts["h1"].state == LinkState.CONNECTED
     run.feed(listing(info("sb-run"), info("sb-stop", "exited")))
     assert (running.state, stopped.state, gone.state) == (S.RUNNING, S.STOPPED, S.FAILED)
     assert running.history[-1].reason == "host reconciled"
@@ -280,7 +280,7 @@ def test_links_that_lead_to_the_wrong_host_are_refused() -> None:
     run.feed(LinkDown("h1", "gone"))
     with pytest.raises(TransportError, match=r"^mem://h1 now answers as host 'h2', not 'h1'$"):
         run.feed(LinkUp("mem://h1", welcome("h2"), known="h1"))
-    assert run.state.hosts["h1"].state is LinkState.RECONNECTING
+    assert run.state.hosts["h1"].state == LinkState.RECONNECTING
 
 
 def test_an_agent_restart_is_noticed(caplog: pytest.LogCaptureFixture) -> None:

@@ -56,13 +56,13 @@ def test_the_refused_pairs_are_the_ones_that_mean_a_bug() -> None:
 
 def test_a_host_moves_only_through_the_table() -> None:
     host = Host("h1", "memory", None)
-    assert host.state is L.CONNECTED
+    assert host.state == L.CONNECTED
     assert host.fire(V.DOWN) is L.CONNECTED  # returns where it was
-    assert host.state is L.RECONNECTING
+    assert host.state == L.RECONNECTING
     host.fire(V.UP)
     with pytest.raises(IllegalTransition, match=r"^a host link that is connected cannot take 'up'"):
         host.fire(V.UP)
-    assert host.state is L.CONNECTED
+    assert host.state == L.CONNECTED
 
 
 def test_the_diagram_is_drawn_from_the_table() -> None:
