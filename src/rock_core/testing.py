@@ -43,6 +43,18 @@ __all__ = [
     "open_fake_cluster",
 ]
 
+# The public face: these are documented (and pickled, and shown) as `rock_core.testing`'s.
+for _public in (
+    FakeAgent,
+    FakeAgentConnector,
+    FakeStart,
+    LatencyDistribution,
+    LognormalLatency,
+    MemoryByteStream,
+    memory_stream_pair,
+):
+    _public.__module__ = __name__
+
 
 class FakeCluster(Cluster):
     """A `Cluster` whose hosts are `FakeAgent`s; `agents` maps host ids to them."""
