@@ -52,7 +52,10 @@ OVERHEAD_TARGET_MS = 50.0
 # ROCK's published figures for concurrent sandbox creation (issue 3): size -> (p50 s, p99 s).
 ROCK_FIGURES: dict[int, tuple[float, float]] = {1000: (4.93, 8.69), 16000: (39.98, 60.11)}
 CORE_DIR = str(Path(rock_core.__file__).resolve().parent)
-FAKES_FILE = str(Path(rock_core.testing.__file__).resolve())
+FAKES_FILES = {
+    str(Path(rock_core.testing.__file__).resolve().with_name(name))
+    for name in ("testing.py", "_fake_agent.py", "_fake_latency.py", "_memory.py")
+}
 SIDES = ("core", "fake agents", "other")
 
 
@@ -329,7 +332,7 @@ def collect(
 def owner_of(traceback: tracemalloc.Traceback | None) -> str:
     """Which side made an allocation: the fake agents, the core, or anything else."""
     files = [_resolved(frame.filename) for frame in traceback or ()]
-    if FAKES_FILE in files:
+    if FAKES_FILES.intersection(files):
         return "fake agents"
     if any(f.startswith(CORE_DIR) for f in files):
         return "core"

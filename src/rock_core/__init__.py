@@ -46,7 +46,10 @@ from ._errors import (
     TimedOut,
     TransportError,
 )
+from ._hosts import AddressConnector, Connector
 from ._images import list_images, prune_images, warm_image
+from ._link import LinkState, link_diagram
+from ._options import ClusterOptions
 from ._owner import local_owner
 from ._pool import RecordPool, delete_quietly, open_pool
 from ._ports import PortForward, locate_sandbox, open_port_forward
@@ -63,6 +66,7 @@ _logging.getLogger("rock_core").addHandler(_logging.NullHandler())
 
 __all__ = [
     "PROTOCOL_VERSION",
+    "AddressConnector",
     "AgentConnection",
     "AgentNotInstalled",
     "AlreadyExists",
@@ -71,8 +75,10 @@ __all__ = [
     "ByteStream",
     "CapacityError",
     "Cluster",
+    "ClusterOptions",
     "ClusterStatistics",
     "CommandFailed",
+    "Connector",
     "Demand",
     "EngineUnavailable",
     "FileNotFound",
@@ -83,6 +89,7 @@ __all__ = [
     "IllegalTransition",
     "ImageNotFound",
     "InternalError",
+    "LinkState",
     "NotFound",
     "PoolStatistics",
     "PortForward",
@@ -110,6 +117,7 @@ __all__ = [
     "Transition",
     "TransportError",
     "delete_quietly",
+    "link_diagram",
     "list_images",
     "local_owner",
     "locate_sandbox",

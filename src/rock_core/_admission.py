@@ -23,7 +23,6 @@ Rules:
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable, Iterable
 from typing import Protocol
 
@@ -82,6 +81,14 @@ def check_admission(sandbox_id: str, spec: SandboxSpec, links: Iterable[AgentCon
         )
 
 
+class Placed(Protocol):
+    """What a create waits on: set once the scheduler placed it (`_records.Flag`)."""
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> None: ...
+
+
 class HasRoom(Protocol):
     """`Scheduler.has_room`: whether a host has room for `demand` now; with `request_id`, also
     whether the bypass rule lets that queued request be placed once it has."""
@@ -115,7 +122,7 @@ class QueueWaits:
             self._changed = None
 
     async def wait(
-        self, sandbox_id: str, demand: Demand, placed: anyio.Event, timeout: float | None
+        self, sandbox_id: str, demand: Demand, placed: Placed, timeout: float | None
     ) -> None:
         """Wait until `placed` is set; `CapacityError` once `timeout` seconds passed without
         it and no host has room (see the module's rules)."""
@@ -134,7 +141,7 @@ class QueueWaits:
                 needs(demand),
                 why,
             )
-        began = time.monotonic()
+        began = anyio.current_time()
         self.waiting.add(sandbox_id)
         self._notify()
         try:
@@ -161,7 +168,7 @@ class QueueWaits:
             f"sandbox {sandbox_id} {why}. (queue_timeout=None waits without a limit.)",
             sandbox_id=sandbox_id,
             queue_timeout=timeout,
-            waited=round(time.monotonic() - began, 3),
+            waited=round(anyio.current_time() - began, 3),
         )
 
 

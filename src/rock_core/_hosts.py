@@ -7,6 +7,14 @@
 - ``ssh://[user@]host[:port]``: an agent on another machine, over SSH only (`_ssh`).
 
 `_addresses` parses them.
+
+Rules:
+- A host is reached through a `Connector`: a name plus an async context manager yielding a
+  `ByteStream`. `AddressConnector` is the one for an address; tests and users may pass their
+  own (an in-memory agent, a custom tunnel) to `open_cluster(hosts=[...])`. The cluster opens a
+  connector again for every reconnect, so it must be reusable.
+- The connector only carries bytes: the handshake (`open_agent_connection`) is the caller's.
+- A ``local`` agent gets no lease: it lives and dies with its pipe.
 """
 
 from __future__ import annotations
@@ -16,7 +24,8 @@ import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Protocol, runtime_checkable
 
 import anyio
 
@@ -37,6 +46,47 @@ def agent_command() -> list[str]:
     return [sys.executable, "-m", "rock_agent"]
 
 
+@runtime_checkable
+class Connector(Protocol):
+    """A way to reach one agent: `connect()` opens a fresh byte stream to it, each time."""
+
+    @property
+    def name(self) -> str:
+        """How logs and errors name the host before its agent says its id."""
+        ...
+
+    def connect(self) -> AbstractAsyncContextManager[ByteStream]:
+        """Open a stream to the agent; closing the context closes it (and whatever carries it)."""
+        ...
+
+
+class AddressConnector:
+    """The connector for a host address (``local``, ``unix://``, ``ssh://``)."""
+
+    def __init__(self, address: str | HostAddress, ssh: SshOptions | None = None) -> None:
+        self.address = parse(address) if isinstance(address, str) else address
+        self.ssh = ssh
+
+    @property
+    def name(self) -> str:
+        """The address as written."""
+        return self.address.text
+
+    @property
+    def leased(self) -> bool:
+        """Whether the agent honours a lease (a ``local`` agent ends with its pipe)."""
+        return self.address.scheme != "local"
+
+    def connect(self) -> AbstractAsyncContextManager[ByteStream]:
+        """Start (``local``) or reach the agent."""
+        if self.address.scheme == "local":
+            return _open_local()
+        return _open_stream(self.address, self.ssh or SshOptions())
+
+    def __repr__(self) -> str:
+        return f"AddressConnector({self.address.text!r})"
+
+
 @asynccontextmanager
 async def open_host(
     address: str | HostAddress,
@@ -50,14 +100,14 @@ async def open_host(
 
     With `admin`, as an administrator's connection (see `Hello.admin`).
     """
-    where = parse(address) if isinstance(address, str) else address
-    if where.scheme == "local":
-        async with _open_local(owner, admin) as conn:
-            yield conn
-        return
-    async with _open_stream(where, ssh or SshOptions()) as stream:
+    connector = AddressConnector(address, ssh)
+    async with connector.connect() as stream:
         async with open_agent_connection(
-            stream, owner=owner, name=where.text, lease=lease, admin=admin
+            stream,
+            owner=owner,
+            name=connector.name,
+            lease=lease if connector.leased else 0.0,
+            admin=admin,
         ) as conn:
             yield conn
 
@@ -76,7 +126,7 @@ async def _open_stream(where: HostAddress, ssh: SshOptions) -> AsyncIterator[Byt
 
 
 @asynccontextmanager
-async def _open_local(owner: str, admin: bool) -> AsyncIterator[AgentConnection]:
+async def _open_local() -> AsyncIterator[ByteStream]:
     command = [*agent_command(), "serve", "--stdio", "--log-level", "WARNING"]
     try:
         process = await anyio.open_process(
@@ -93,8 +143,7 @@ async def _open_local(owner: str, admin: bool) -> AsyncIterator[AgentConnection]
     assert process.stdin is not None and process.stdout is not None
     stream = SplitStream(process.stdout, process.stdin)
     try:
-        async with open_agent_connection(stream, owner=owner, name="local", admin=admin) as conn:
-            yield conn
+        yield stream
     finally:
         with anyio.CancelScope(shield=True):
             with contextlib.suppress(OSError, anyio.BrokenResourceError):

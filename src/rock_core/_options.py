@@ -1,6 +1,9 @@
-"""The options of `open_cluster` (and a create's `queue_timeout`), checked before anything starts.
+"""The options of `open_cluster` (`ClusterOptions`, and a create's `queue_timeout`), checked
+before anything starts.
 
 Rules:
+- `ClusterOptions` is documented once, here; `open_cluster(hosts, options, **changes)` and the
+  SDK take the same fields as keywords and forward them without listing them again.
 - A time is a number of seconds: an int or float (never a bool or a str), finite and > 0.
   A queue timeout may also be None or ``math.inf``: wait for room without a limit.
 - A count is an int (never a bool) within its bounds.
@@ -15,14 +18,18 @@ Rules:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
-from typing import get_args
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
 
 from ._errors import BadRequest
 from ._scheduler import Scheduler
 from ._schema import LeaseSeconds
 from ._ssh import SshOptions
+
+Policy = Literal["spread", "binpack"]
 
 MAX_LEASE: float = get_args(LeaseSeconds)[1].le  # 7 days: the agent grants no longer lease
 SECONDS_RULE = "must be a positive, finite number of seconds"
@@ -67,12 +74,15 @@ def whole(value: object, what: str, minimum: int) -> int:
     return value
 
 
-def host_list(hosts: object) -> list[str]:
-    """The addresses of `hosts` (one address, or a sequence of them)."""
+def host_list(hosts: object, connector: type | None = None) -> list[Any]:
+    """The hosts of `hosts`: one address, or a sequence of addresses (and, given a `connector`
+    class, of instances of it)."""
     if isinstance(hosts, str):
         return [hosts]
-    if not isinstance(hosts, Sequence) or not all(isinstance(h, str) for h in hosts):
-        raise BadRequest(f"hosts must be an address or a list of addresses (str), got {hosts!r}")
+    kinds: tuple[type, ...] = (str,) if connector is None else (str, connector)
+    if not isinstance(hosts, Sequence) or not all(isinstance(h, kinds) for h in hosts):
+        what = "addresses (str)" if connector is None else "addresses (str) or connectors"
+        raise BadRequest(f"hosts must be an address or a list of {what}, got {hosts!r}")
     return list(hosts)
 
 
@@ -117,6 +127,77 @@ def check_cluster_options(
         raise BadRequest(f"admin must be True or False, got {admin!r}")
 
 
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ClusterOptions:
+    """How a cluster behaves; every field is checked on construction (`BadRequest` naming it).
+
+    - `owner`: who the sandboxes belong to; a program that reconnects with the same owner
+      before its lease ends adopts its sandboxes again. None: a fresh id for this process.
+    - `policy`: where sandboxes go: ``spread`` (the emptiest host) or ``binpack`` (the fullest
+      that fits).
+    - `max_queue`: how many creates may wait for room at once; `max_starts`: how many creates
+      a host starts at once.
+    - `lease`: seconds an agent keeps this owner's sandboxes after it stops hearing from it.
+      It must be longer than ``heartbeat + heartbeat_timeout`` (see the module's rules).
+    - `grace`: seconds a host may stay unreachable before its sandboxes are marked `lost`.
+    - `heartbeat`, `heartbeat_timeout`: how often each link is pinged, and how long an answer
+      may take before the link counts as broken (then: reconnect with backoff and jitter).
+    - `ssh`: how to connect to ``ssh://`` hosts (`SshOptions`; default: the user's setup).
+    - `admin`: connect as an administrator (the `rock` CLI): act on the sandboxes of every
+      owner of this user (of every user, as root) by id: list, stop, start, remove, run,
+      read and write files; create none.
+    - `queue_timeout`: seconds a create may wait for room before `CapacityError` (default 60;
+      None or ``math.inf``: no limit, kept as None); each create may set its own.
+    """
+
+    owner: str | None = None
+    policy: Policy = "spread"
+    max_queue: int = 10_000
+    max_starts: int = 8
+    lease: float = 60.0
+    grace: float = 30.0
+    heartbeat: float = 5.0
+    heartbeat_timeout: float = 10.0
+    ssh: SshOptions | None = None
+    admin: bool = False
+    queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT
+
+    def __post_init__(self) -> None:
+        make_scheduler(self.policy, self.max_queue, self.max_starts)  # checks the three
+        check_cluster_options(
+            owner=self.owner,
+            lease=self.lease,
+            grace=self.grace,
+            heartbeat=self.heartbeat,
+            heartbeat_timeout=self.heartbeat_timeout,
+            ssh=self.ssh,
+            admin=self.admin,
+        )
+        object.__setattr__(self, "queue_timeout", queue_timeout(self.queue_timeout))
+
+    def replace(self, **changes: Any) -> ClusterOptions:
+        """A copy with `changes` (field names as keywords; `BadRequest` for an unknown one)."""
+        unknown = sorted(set(changes) - {f.name for f in dataclasses.fields(self)})
+        if unknown:
+            raise BadRequest(
+                f"unknown cluster option {unknown[0]!r}: the options are"
+                f" {', '.join(f.name for f in dataclasses.fields(self))}"
+            )
+        return dataclasses.replace(self, **changes)
+
+    def scheduler(self) -> Scheduler:
+        """A new scheduler with this policy and these limits."""
+        return make_scheduler(self.policy, self.max_queue, self.max_starts)
+
+
+def cluster_options(options: ClusterOptions | None = None, **changes: Any) -> ClusterOptions:
+    """`options` (default: the defaults) with `changes` applied; checked."""
+    if options is not None and not isinstance(options, ClusterOptions):
+        raise BadRequest(f"options must be None or a ClusterOptions, got {options!r}")
+    base = options or ClusterOptions()
+    return base.replace(**changes) if changes else base
+
+
 def make_scheduler(policy: object, max_queue: object, max_starts: object) -> Scheduler:
     """The scheduler of a cluster; `BadRequest` for an unknown policy or a bad limit."""
     if policy not in ("spread", "binpack"):
@@ -132,7 +213,9 @@ __all__ = [
     "DEFAULT_QUEUE_TIMEOUT",
     "MAX_LEASE",
     "SECONDS_RULE",
+    "ClusterOptions",
     "check_cluster_options",
+    "cluster_options",
     "host_list",
     "is_seconds",
     "make_scheduler",

@@ -1,6 +1,10 @@
 """The cluster's records: one per sandbox (spec, host, lifecycle) and one per host (its link).
 
-Plain state with no I/O of its own; `_cluster` drives both.
+Rules:
+- Plain state with no I/O of its own: `_cluster_state` moves both, `_cluster` waits on them.
+- A record can be made outside an event loop (the sans-IO tests do): its flags make their
+  `anyio.Event` only when someone waits.
+- A host's `state` moves only through the link table (`_link`), by `Host.fire`.
 """
 
 from __future__ import annotations
@@ -12,10 +16,37 @@ import anyio
 
 from ._connection import AgentConnection
 from ._errors import HostUnavailable, RockError, TransportError
+from ._link import LinkEvent, LinkState, next_link_state
 from ._protocol import SandboxInfo, SandboxSpec
 from ._states import TRANSITIONS, SandboxEvent, SandboxLifecycle, SandboxState, Transition
 
 log = logging.getLogger("rock_core")
+
+
+class Flag:
+    """A one-way flag to wait on, settable outside an event loop (an `anyio.Event` made lazily)."""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._event: anyio.Event | None = None
+
+    def set(self) -> None:
+        """Raise the flag and wake every waiter."""
+        self._set = True
+        if self._event is not None:
+            self._event.set()
+
+    def is_set(self) -> bool:
+        """Whether the flag is raised."""
+        return self._set
+
+    async def wait(self) -> None:
+        """Return once the flag is raised."""
+        if self._set:
+            return
+        if self._event is None:
+            self._event = anyio.Event()
+        await self._event.wait()
 
 
 class SandboxRecord:
@@ -27,8 +58,8 @@ class SandboxRecord:
         self.host: str | None = None
         self.lifecycle = SandboxLifecycle()
         self.info: SandboxInfo | None = None
-        self.placed = anyio.Event()
-        self.settled = anyio.Event()  # set when a create finishes, either way
+        self.placed = Flag()
+        self.settled = Flag()  # set when a create finishes, either way
         self.error: RockError | None = None
         self.holds_resources = False  # the scheduler counts this sandbox against its host
         self.chosen_id = False  # the caller named it: a create whose reply was lost may retry
@@ -81,18 +112,25 @@ class Host:
     `state` is ``connected``, ``reconnecting`` (the link broke; the core keeps trying, and
     the host takes no new placements) or ``lost`` (it stayed away past the grace period: its
     sandboxes are `lost` and their resources released). A host that comes back is reconciled.
+    The states and their moves are the link table's (`_link`).
     """
 
     def __init__(self, host_id: str, address: str, connection: AgentConnection | None) -> None:
         self.host_id = host_id
         self.address = address
         self.connection = connection
-        self.state = "connected"
-        self.down_since: float | None = None
+        self.state: str = LinkState.CONNECTED.value  # a `LinkState`'s value (plain in reprs)
+        self.down_since: float | None = None  # anyio clock time the link went down
         self.last_error = ""
         self.instance = connection.welcome.instance if connection else ""
         self.generation = 0  # counts connections; a grace timer acts only on its own
         self.drained = False  # asked by the user (`drain_host`), not by a broken link
+
+    def fire(self, event: LinkEvent) -> LinkState:
+        """Move the link along its table; return the state it was in (`IllegalTransition`)."""
+        before = LinkState(self.state)
+        self.state = next_link_state(before, event).value
+        return before
 
     def link(self) -> AgentConnection:
         """The live connection, or `HostUnavailable` while the link is down."""
@@ -100,7 +138,7 @@ class Host:
             since = (
                 ""
                 if self.down_since is None
-                else (f" for {time.monotonic() - self.down_since:.1f} s")
+                else (f" for {anyio.current_time() - self.down_since:.1f} s")
             )
             error = f" (last error: {self.last_error})" if self.last_error else ""
             raise HostUnavailable(
@@ -110,4 +148,4 @@ class Host:
         return self.connection
 
 
-__all__ = ["Host", "SandboxRecord"]
+__all__ = ["Flag", "Host", "SandboxRecord"]

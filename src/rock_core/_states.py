@@ -35,8 +35,9 @@ Rules:
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
+from typing import Any
 
 import msgspec
 
@@ -198,13 +199,24 @@ def state_diagram() -> str:
     and a target share one edge. The output is deterministic, so the docs can embed it and a
     test can check they match.
     """
-    edges: dict[tuple[SandboxState, SandboxState], list[str]] = {}
-    for source in SandboxState:
-        for event in SandboxEvent:
-            target = TRANSITIONS.get((source, event))
+    terminal = [state for state in SandboxState if state in TERMINAL_STATES]
+    return mermaid(TRANSITIONS, SandboxState.PENDING, terminal)
+
+
+def mermaid(
+    table: Mapping[tuple[Any, Any], enum.Enum], initial: enum.Enum, terminal: Iterable[enum.Enum]
+) -> str:
+    """Any transition table as a Mermaid ``stateDiagram-v2`` (see `state_diagram`): one edge
+    per (source, target) in the order of the states' and events' enums."""
+    states = type(initial)
+    events = type(next(iter(table))[1])
+    edges: dict[tuple[enum.Enum, enum.Enum], list[str]] = {}
+    for source in states:
+        for event in events:
+            target = table.get((source, event))
             if target is not None:
                 edges.setdefault((source, target), []).append(event.value)
-    lines = ["stateDiagram-v2", f"    [*] --> {SandboxState.PENDING.value}"]
+    lines = ["stateDiagram-v2", f"    [*] --> {initial.value}"]
     lines += [f"    {s.value} --> {t.value}: {', '.join(ev)}" for (s, t), ev in edges.items()]
-    lines += [f"    {state.value} --> [*]" for state in SandboxState if state in TERMINAL_STATES]
+    lines += [f"    {state.value} --> [*]" for state in terminal]
     return "\n".join(lines) + "\n"

@@ -8,63 +8,31 @@
   Its creates can take a realistic time: a start latency (fixed, or drawn per sandbox from a
   `LatencyDistribution` such as `LognormalLatency`) behind an engine that begins at most
   `engine_rate` creates per second; each create's timing is kept in `FakeAgent.starts`.
-- `open_fake_cluster` connects a `Cluster` to several fake agents over memory streams.
+- `FakeAgentConnector` is a host `Connector` for a `FakeAgent`: pass it to `open_cluster`
+  beside (or instead of) addresses.
+- `open_fake_cluster` opens a `Cluster` over several fake agents, each through its connector,
+  as `open_cluster` does over real hosts (heartbeats, reconnects and all).
 
-Everything runs on anyio, so under asyncio and trio alike.
+Everything runs on anyio, so under asyncio and trio alike, and in virtual time.
 """
 
 from __future__ import annotations
 
-import abc
-import hashlib
-import itertools
-import math
-import os
-import statistics
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
-from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
 
-import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
-
-from ._channel import ByteStream
-from ._cluster import Cluster
-from ._connection import open_agent_connection
-from ._endpoint import Connection, Peer, Principal, serve_connection
-from ._errors import (
-    AlreadyExists,
-    BadRequest,
-    ImageNotFound,
-    SandboxNotFound,
-)
-from ._options import make_scheduler
-from ._protocol import (
-    PROTOCOL_VERSION,
-    ClientMessage,
-    CreateSandbox,
-    Done,
-    InspectSandbox,
-    ListSandboxes,
-    Ping,
-    Pong,
-    RemoveSandbox,
-    Reply,
-    Request,
-    SandboxInfo,
-    SandboxListReply,
-    SandboxReply,
-    SandboxSpec,
-    StartSandbox,
-    StopSandbox,
-    Welcome,
-)
+from ._cluster import Cluster, running
+from ._errors import BadRequest
+from ._fake_agent import FakeAgent, FakeAgentConnector
+from ._fake_latency import FakeStart, LatencyDistribution, LognormalLatency, StartLatency
+from ._memory import MemoryByteStream, memory_stream_pair
+from ._options import ClusterOptions, make_scheduler
 from ._scheduler import Scheduler
 
 __all__ = [
     "FakeAgent",
+    "FakeAgentConnector",
     "FakeCluster",
     "FakeStart",
     "LatencyDistribution",
@@ -75,403 +43,26 @@ __all__ = [
     "open_fake_cluster",
 ]
 
-M = TypeVar("M", bound=ClientMessage)
-
-FAKE_AGENT_VERSION = "fake"
-
-
-# ---------------------------------------------------------------------------- start latency
-
-
-class LatencyDistribution(abc.ABC):
-    """Start latencies drawn per sandbox id: the same id (and seed) always draws the same value.
-
-    Drawing by id rather than from a shared random stream keeps a run reproducible however
-    the event loop happens to order the creates.
-    """
-
-    @abc.abstractmethod
-    def sample(self, key: str) -> float:
-        """The latency in seconds (>= 0) for the sandbox `key`."""
-
-
-class LognormalLatency(LatencyDistribution):
-    """Lognormal start latencies: `median` seconds times ``exp(sigma * z)``, z standard normal.
-
-    `sigma` sets the tail: 0 is a fixed latency; 0.5 puts p99 at about 3.2x the median and the
-    largest of 16,000 draws near 7x. Draws are clipped to [`minimum`, `maximum`]. `seed` picks
-    an independent set of draws.
-    """
-
-    def __init__(
-        self,
-        median: float,
-        sigma: float,
-        *,
-        seed: int = 0,
-        minimum: float = 0.0,
-        maximum: float = math.inf,
-    ) -> None:
-        if not (math.isfinite(median) and median > 0):
-            raise BadRequest(f"median latency must be a positive number of seconds, got {median}")
-        if not (math.isfinite(sigma) and sigma >= 0):
-            raise BadRequest(f"sigma must be a finite number >= 0, got {sigma}")
-        if not (0 <= minimum <= maximum) or math.isnan(maximum):
-            raise BadRequest(
-                f"latency bounds must satisfy 0 <= minimum <= maximum, got [{minimum}, {maximum}]"
-            )
-        self.median = median
-        self.sigma = sigma
-        self.seed = seed
-        self.minimum = minimum
-        self.maximum = maximum
-        self._normal = statistics.NormalDist()
-
-    def sample(self, key: str) -> float:
-        """The latency for sandbox `key`: a fixed draw for each (seed, key)."""
-        digest = hashlib.blake2b(f"{self.seed}\0{key}".encode(), digest_size=8).digest()
-        u = ((int.from_bytes(digest, "big") >> 11) + 0.5) / (1 << 53)  # uniform in (0, 1)
-        return self.quantile(u)
-
-    def quantile(self, q: float) -> float:
-        """The latency below which a fraction `q` (0 < q < 1) of draws fall, after clipping."""
-        value = self.median * math.exp(self.sigma * self._normal.inv_cdf(q))
-        return min(max(value, self.minimum), self.maximum)
-
-    def __repr__(self) -> str:
-        return (
-            f"LognormalLatency(median={self.median:g}, sigma={self.sigma:g}, seed={self.seed},"
-            f" minimum={self.minimum:g}, maximum={self.maximum:g})"
-        )
-
-
-StartLatency = float | LatencyDistribution | Callable[[str], Awaitable[None]] | None
-"""How long a fake create takes: seconds, a `LatencyDistribution` drawn per sandbox id, or an
-async callable given the sandbox id (the create waits for it)."""
-
-
-@dataclass(frozen=True, slots=True)
-class FakeStart:
-    """How one fake create spent its time, in seconds of anyio's clock.
-
-    `began` is the clock's time when the create reached the engine (after its checks);
-    `engine_wait` is the wait for the engine's turn (see `FakeAgent`'s `engine_rate`) and
-    `latency` the start latency after it (fixed, drawn, or as long as the callable took);
-    together they are the delay the fake meant to add. `slept` is the time the create really
-    spent in both: more than the sum when the event loop is late to wake it.
-    """
-
-    began: float
-    engine_wait: float
-    latency: float
-    slept: float
-
-
-# ---------------------------------------------------------------------------- transport
-
-
-class MemoryByteStream:
-    """One end of an in-memory byte pipe; see `memory_stream_pair`."""
-
-    def __init__(
-        self, send: MemoryObjectSendStream[bytes], receive: MemoryObjectReceiveStream[bytes]
-    ) -> None:
-        self._send = send
-        self._receive = receive
-        self._rest = b""
-
-    async def send(self, item: bytes, /) -> None:
-        """Send bytes to the peer; `BrokenResourceError` once the peer has closed."""
-        await self._send.send(bytes(item))
-
-    async def receive(self, max_bytes: int = 65536, /) -> bytes:
-        """Receive at most `max_bytes`; `EndOfStream` once the peer has closed."""
-        data = self._rest or await self._receive.receive()
-        self._rest = data[max_bytes:]
-        return data[:max_bytes]
-
-    async def aclose(self) -> None:
-        """Close both directions; the peer's receive then ends with `EndOfStream`."""
-        self._send.close()
-        self._receive.close()
-
-
-def memory_stream_pair(max_buffer: float = math.inf) -> tuple[MemoryByteStream, MemoryByteStream]:
-    """Two connected in-memory byte streams: what one sends, the other receives."""
-    a_send, b_receive = anyio.create_memory_object_stream[bytes](max_buffer)
-    b_send, a_receive = anyio.create_memory_object_stream[bytes](max_buffer)
-    return MemoryByteStream(a_send, a_receive), MemoryByteStream(b_send, b_receive)
-
-
-# ---------------------------------------------------------------------------- agent
-
-
-class _Sandbox:
-    def __init__(self, info: SandboxInfo, spec: SandboxSpec, principal: Principal) -> None:
-        self.info = info
-        self.spec = spec
-        self.principal = principal
-
-
-class FakeAgent:
-    """An agent without a container engine: sandboxes are records in memory.
-
-    `received` lists every message decoded from clients, in order (the `Hello` included), so
-    tests can check what a client sent. `protocol` is the version the fake claims in its
-    `Welcome` (set it to another value to test a mismatch). Creates of images in `fail_images`
-    fail with `ImageNotFound`.
-
-    Start timing (both off by default, when a create answers at once):
-    - `start_latency` delays every new create (see `StartLatency`): a number of seconds, a
-      `LatencyDistribution` drawn per sandbox id, or an async callable.
-    - `engine_rate` caps this host's engine: it begins at most that many creates per second,
-      first come first served, each waiting its turn before its start latency runs (a real
-      engine tops out near 7 creates/s per host). Alone, a create takes its latency; many at
-      once finish at about `engine_rate` per second.
-
-    `starts` maps each sandbox id to the `FakeStart` of its latest create that made a sandbox.
-    """
-
-    version = FAKE_AGENT_VERSION
-
-    def __init__(
-        self,
-        *,
-        host_id: str = "fake-host",
-        cpus: float = 4.0,
-        memory: int = 16 << 30,
-        images: Iterable[str] = (),
-        protocol: int = PROTOCOL_VERSION,
-        start_latency: StartLatency = None,
-        fail_images: Collection[str] = (),
-        engine_rate: float | None = None,
-    ) -> None:
-        if engine_rate is not None and not (math.isfinite(engine_rate) and engine_rate > 0):
-            raise BadRequest(
-                f"engine_rate must be a positive number of creates per second, got {engine_rate}"
-            )
-        self.host_id = host_id
-        self.cpus = cpus
-        self.memory = memory
-        self.images = sorted(images)
-        self.protocol = protocol
-        self.start_latency = start_latency
-        self.fail_images = frozenset(fail_images)
-        self.engine_rate = engine_rate
-        self.starts: dict[str, FakeStart] = {}
-        self.sandboxes: dict[str, _Sandbox] = {}
-        self.received: list[ClientMessage] = []
-        self._arrived: anyio.Event | None = None  # made lazily: needs a running event loop
-        self._streams: set[ByteStream] = set()
-        self._owner_connections: dict[str, int] = {}
-        self._container_ids = itertools.count(1)
-        self._engine_next = -math.inf  # anyio clock time of the engine's next free turn
-
-    # ------------------------------------------------------------------ observing
-
-    async def wait_received(self, kind: type[M]) -> M:
-        """Wait until a message of type `kind` has been received; return the first one."""
-        while True:
-            for message in self.received:
-                if isinstance(message, kind):
-                    return message
-            self._arrived = arrived = anyio.Event()
-            await arrived.wait()
-
-    async def disconnect(self) -> None:
-        """Close every connection this agent serves, as if the agent died."""
-        for stream in list(self._streams):
-            await stream.aclose()
-
-    # ------------------------------------------------------------------ serving
-
-    async def serve(self, stream: ByteStream, *, peer: Peer | None = None) -> None:
-        """Serve one connection until the client closes it (or `disconnect`).
-
-        `peer` is who the operating system says connected (default: this process's user).
-        """
-        self._streams.add(stream)
-        try:
-            await serve_connection(stream, self, peer=peer or Peer(uid=os.getuid()))
-        finally:
-            self._streams.discard(stream)
-
-    # ------------------------------------------------------------------ AgentHandler
-
-    def heard(self, conn: Connection, message: ClientMessage) -> None:
-        """Record every message a client sends (see `received`)."""
-        self.received.append(message)
-        if self._arrived is not None:
-            self._arrived.set()
-
-    async def accept(self, conn: Connection) -> Welcome:
-        """Welcome any client (after the endpoint's checks)."""
-        key = conn.principal.key
-        self._owner_connections[key] = self._owner_connections.get(key, 0) + 1
-        return Welcome(
-            protocol=self.protocol,
-            agent_version=FAKE_AGENT_VERSION,
-            host_id=self.host_id,
-            cpus=self.cpus,
-            memory=self.memory,
-            capabilities=["owners"],
-            images=self.images,
-        )
-
-    async def closed(self, conn: Connection) -> None:
-        """Like the real local agent: when an owner's last connection ends, its sandboxes go."""
-        key = conn.principal.key
-        left = self._owner_connections.get(key, 1) - 1
-        if left > 0:
-            self._owner_connections[key] = left
-            return
-        self._owner_connections.pop(key, None)
-        for sandbox_id in [k for k, s in self.sandboxes.items() if s.principal == conn.principal]:
-            del self.sandboxes[sandbox_id]
-
-    async def handle(self, conn: Connection, request: Request) -> Reply:
-        """Carry out a lifecycle request; anything else is a `BadRequest`."""
-        who = conn.principal
-        if isinstance(request, Ping):
-            return Pong(id=request.id, time=time.time())
-        if isinstance(request, CreateSandbox):
-            info = await self._create(request.sandbox_id, request.spec, who)
-            return SandboxReply(id=request.id, sandbox=info)
-        if isinstance(request, StopSandbox):
-            sandbox = self._sandbox(request.sandbox_id, who)
-            sandbox.info.state = "exited"
-            sandbox.info.exit_code = 137
-            return SandboxReply(id=request.id, sandbox=_copy(sandbox.info))
-        if isinstance(request, StartSandbox):
-            sandbox = self._sandbox(request.sandbox_id, who)
-            sandbox.info.state = "running"
-            sandbox.info.exit_code = None
-            return SandboxReply(id=request.id, sandbox=_copy(sandbox.info))
-        if isinstance(request, RemoveSandbox):
-            self._sandbox(request.sandbox_id, who)
-            del self.sandboxes[request.sandbox_id]
-            return Done(id=request.id)
-        if isinstance(request, InspectSandbox):
-            return SandboxReply(
-                id=request.id, sandbox=_copy(self._sandbox(request.sandbox_id, who).info)
-            )
-        if isinstance(request, ListSandboxes):
-            owner = request.owner if who.admin else who.owner
-            infos = [
-                _copy(s.info)
-                for s in self.sandboxes.values()
-                if who.may_act_on(s.principal.uid, s.info.owner)
-                and (not owner or s.info.owner == owner)
-            ]
-            return SandboxListReply(id=request.id, sandboxes=infos)
-        raise BadRequest(f"this fake agent cannot handle {type(request).__name__}")
-
-    def _sandbox(self, sandbox_id: str, who: Principal) -> _Sandbox:
-        sandbox = self.sandboxes.get(sandbox_id)
-        if sandbox is None or not who.may_act_on(sandbox.principal.uid, sandbox.info.owner):
-            raise SandboxNotFound(f"no sandbox {sandbox_id!r} on host {self.host_id}")
-        return sandbox
-
-    async def _create(self, sandbox_id: str, spec: SandboxSpec, who: Principal) -> SandboxInfo:
-        if who.admin:
-            raise BadRequest("an administrator's connection owns no sandboxes: it cannot create")
-        existing = self._existing(sandbox_id, spec, who)
-        if existing is not None:
-            return existing
-        if spec.image in self.fail_images:
-            raise ImageNotFound(
-                f"image {spec.image!r} is not on this host and could not be pulled",
-                image=spec.image,
-            )
-        if spec.pull == "never" and spec.image not in self.images:
-            raise ImageNotFound(
-                f"image {spec.image!r} is not on this host and the pull policy is 'never'",
-                image=spec.image,
-            )
-        start = await self._start_delay(sandbox_id)
-        existing = self._existing(sandbox_id, spec, who)  # a concurrent create may have won
-        if existing is not None:
-            return existing
-        info = SandboxInfo(
-            sandbox_id=sandbox_id,
-            container_id=hashlib.sha256(
-                f"{self.host_id}/{next(self._container_ids)}".encode()
-            ).hexdigest(),
-            image=spec.image,
-            state="running",
-            owner=who.owner,
-            created_at=time.time(),
-            labels=dict(spec.labels),
-        )
-        self.sandboxes[sandbox_id] = _Sandbox(info, spec, who)
-        self.starts[sandbox_id] = start
-        return _copy(info)
-
-    async def _start_delay(self, sandbox_id: str) -> FakeStart:
-        """Wait for the engine's turn, then the start latency; return how the time went."""
-        latency = self.start_latency
-        began = anyio.current_time()
-        if not latency and self.engine_rate is None:
-            return FakeStart(began, engine_wait=0.0, latency=0.0, slept=0.0)  # no checkpoint
-        engine_wait = 0.0
-        if self.engine_rate is not None:
-            turn = max(began, self._engine_next)
-            self._engine_next = turn + 1 / self.engine_rate
-            engine_wait = turn - began
-        if isinstance(latency, LatencyDistribution):
-            drawn = latency.sample(sandbox_id)
-        elif callable(latency):
-            if engine_wait:
-                await anyio.sleep_until(began + engine_wait)
-            called = anyio.current_time()
-            await latency(sandbox_id)
-            ended = anyio.current_time()
-            return FakeStart(began, engine_wait, latency=ended - called, slept=ended - began)
-        else:
-            drawn = latency or 0.0
-        await anyio.sleep_until(began + engine_wait + drawn)
-        return FakeStart(began, engine_wait, latency=drawn, slept=anyio.current_time() - began)
-
-    def _existing(self, sandbox_id: str, spec: SandboxSpec, who: Principal) -> SandboxInfo | None:
-        sandbox = self.sandboxes.get(sandbox_id)
-        if sandbox is None:
-            return None
-        if sandbox.principal != who:
-            raise AlreadyExists(
-                f"sandbox id {sandbox_id!r} is taken on host {self.host_id} by another owner",
-                sandbox_id=sandbox_id,
-            )
-        if sandbox.spec != spec:
-            raise AlreadyExists(
-                f"sandbox {sandbox_id} already exists with a different spec", sandbox_id=sandbox_id
-            )
-        sandbox.info.state = "running"
-        sandbox.info.exit_code = None
-        return _copy(sandbox.info)
-
-
-def _copy(info: SandboxInfo) -> SandboxInfo:
-    return SandboxInfo(
-        sandbox_id=info.sandbox_id,
-        container_id=info.container_id,
-        image=info.image,
-        state=info.state,
-        owner=info.owner,
-        created_at=info.created_at,
-        labels=dict(info.labels),
-        exit_code=info.exit_code,
-        sessions=list(info.sessions),
-    )
-
-
-# ---------------------------------------------------------------------------- cluster
+# The public face: these are documented (and pickled, and shown) as `rock_core.testing`'s.
+for _public in (
+    FakeAgent,
+    FakeAgentConnector,
+    FakeStart,
+    LatencyDistribution,
+    LognormalLatency,
+    MemoryByteStream,
+    memory_stream_pair,
+):
+    _public.__module__ = __name__
 
 
 class FakeCluster(Cluster):
     """A `Cluster` whose hosts are `FakeAgent`s; `agents` maps host ids to them."""
 
-    def __init__(self, owner: str, scheduler: Scheduler) -> None:
-        super().__init__(owner, scheduler)
+    def __init__(
+        self, owner: str, scheduler: Scheduler, options: ClusterOptions | None = None
+    ) -> None:
+        super().__init__(owner, scheduler, options)
         self.agents: dict[str, FakeAgent] = {}
 
 
@@ -494,25 +85,8 @@ async def open_fake_cluster(
         raise BadRequest(f"a fake cluster needs at least one host, got {n_hosts}")
     if "host_id" in agent_kwargs:
         raise BadRequest("fake hosts are named fake-0, fake-1, ...: do not pass host_id")
-    scheduler = make_scheduler(policy, max_queue, max_starts)
-    cluster = FakeCluster(owner, scheduler)
-    async with anyio.create_task_group() as tg:
-        cluster._tg = tg  # the cluster's background work (warm pools' refills) runs here
-        try:
-            async with AsyncExitStack() as stack:
-                for index in range(n_hosts):
-                    host_id = f"fake-{index}"
-                    agent = FakeAgent(host_id=host_id, **agent_kwargs)
-                    client, server = memory_stream_pair()
-                    tg.start_soon(agent.serve, server)
-                    conn = await stack.enter_async_context(
-                        open_agent_connection(client, owner=owner, name=host_id)
-                    )
-                    cluster.agents[host_id] = agent
-                    cluster._add_host(f"fake://{host_id}", conn)
-                try:
-                    yield cluster
-                finally:
-                    await cluster._cleanup()
-        finally:
-            tg.cancel_scope.cancel()
+    cluster = FakeCluster(owner, make_scheduler(policy, max_queue, max_starts))
+    agents = [FakeAgent(host_id=f"fake-{index}", **agent_kwargs) for index in range(n_hosts)]
+    cluster.agents = {agent.host_id: agent for agent in agents}
+    async with running(cluster, [FakeAgentConnector(agent) for agent in agents]):
+        yield cluster

@@ -11,22 +11,20 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from rock_core import (
     Cluster,
+    ClusterOptions,
     ClusterStatistics,
+    Connector,
     Host,
-    SshOptions,
     list_images,
     prune_images,
     warm_image,
 )
 from rock_core import open_cluster as open_core_cluster
-from rock_core.defaults import (
-    DEFAULT_PREPARE_TIMEOUT,
-    DEFAULT_QUEUE_TIMEOUT,
-    DEFAULT_REFILL_CONCURRENCY,
-)
+from rock_core.defaults import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY
 from rock_core.protocol import ImageInfo, ImageReport, PruneResult
 
 from ._bulk import CreateManyResult, CreateProgress, create_many
@@ -163,41 +161,20 @@ class SandboxCluster:
 
 @asynccontextmanager
 async def open_cluster(
-    hosts: Sequence[str] | str = ("local",),
-    *,
-    owner: str | None = None,
-    policy: str = "spread",
-    max_queue: int = 10_000,
-    max_starts: int = 8,
-    lease: float = 60.0,
-    grace: float = 30.0,
-    heartbeat: float = 5.0,
-    heartbeat_timeout: float = 10.0,
-    ssh: SshOptions | None = None,
-    queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT,
+    hosts: Sequence[str | Connector] | str = ("local",),
+    options: ClusterOptions | None = None,
+    **changes: Any,
 ) -> AsyncIterator[SandboxCluster]:
     """Connect to `hosts` and yield the cluster; on exit its sandboxes are deleted.
 
-    The options are `rock_core.open_cluster`'s: addresses (``local``, ``unix:///path``,
-    ``ssh://[user@]host[:port]`` with ``[01-40]`` ranges), the owner identity, the placement
-    policy, the queue and start limits, the owner lease, the grace period before a silent
-    host's sandboxes are lost, heartbeats (the lease must be longer than heartbeat +
-    heartbeat_timeout), `SshOptions`, and `queue_timeout`: how long a create may wait for room
-    before `CapacityError` (None: no limit; a config's `startup_timeout` overrides it).
+    The arguments are `rock_core.open_cluster`'s: addresses (``local``, ``unix:///path``,
+    ``ssh://[user@]host[:port]`` with ``[01-40]`` ranges) or `Connector`s, and a
+    `ClusterOptions` and/or its fields as keywords (the owner identity, the placement policy,
+    the queue and start limits, the owner lease, the grace period before a silent host's
+    sandboxes are lost, heartbeats, `SshOptions`, and `queue_timeout`: how long a create may
+    wait for room before `CapacityError`; a config's `startup_timeout` overrides it).
     """
-    async with open_core_cluster(
-        hosts,
-        owner=owner,
-        policy=policy,
-        max_queue=max_queue,
-        max_starts=max_starts,
-        lease=lease,
-        grace=grace,
-        heartbeat=heartbeat,
-        heartbeat_timeout=heartbeat_timeout,
-        ssh=ssh,
-        queue_timeout=queue_timeout,
-    ) as core:
+    async with open_core_cluster(hosts, options, **changes) as core:
         yield SandboxCluster(core)
 
 

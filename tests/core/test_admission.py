@@ -14,28 +14,21 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import asynccontextmanager
 
 import anyio
 import pytest
 
-from rock_core import BadRequest, CapacityError, SandboxSpec, SandboxState, open_cluster
-from rock_core._connection import open_agent_connection
+from rock_core import BadRequest, CapacityError, Cluster, SandboxSpec, SandboxState, open_cluster
 from rock_core._endpoint import Connection
 from rock_core._protocol import CreateSandbox, Welcome
 from rock_core._room import explain, room_for
 from rock_core._scheduler import Demand, Resources, Scheduler
-from rock_core.testing import FakeAgent, FakeCluster, memory_stream_pair, open_fake_cluster
+from rock_core.testing import FakeAgent, FakeAgentConnector, open_fake_cluster
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 GiB = 1 << 30
 SPEC = SandboxSpec(image="img:1", cpus=1, memory=GiB)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Run every async test of this module under asyncio and under trio."""
-    backend: str = request.param
-    return backend
 
 
 # ------------------------------------------------------------------------- the room (pure)
@@ -270,25 +263,11 @@ class DiskAgent(FakeAgent):
 
 
 @asynccontextmanager
-async def mixed_cluster(*agents: FakeAgent) -> AsyncIterator[FakeCluster]:
-    """A cluster of the given fake agents (what `open_fake_cluster` does, with any agents)."""
-    cluster = FakeCluster("fake-owner", Scheduler())
-    async with anyio.create_task_group() as tg:
-        cluster._tg = tg
-        async with AsyncExitStack() as stack:
-            for agent in agents:
-                client, server = memory_stream_pair()
-                tg.start_soon(agent.serve, server)
-                conn = await stack.enter_async_context(
-                    open_agent_connection(client, owner="fake-owner", name=agent.host_id)
-                )
-                cluster.agents[agent.host_id] = agent
-                cluster._add_host(f"fake://{agent.host_id}", conn)
-            try:
-                yield cluster
-            finally:
-                await cluster._cleanup()
-        tg.cancel_scope.cancel()
+async def mixed_cluster(*agents: FakeAgent) -> AsyncIterator[Cluster]:
+    """A cluster of the given fake agents, each reached through its connector."""
+    connectors = [FakeAgentConnector(agent) for agent in agents]
+    async with open_cluster(connectors, owner="fake-owner") as cluster:
+        yield cluster
 
 
 DISK_SPEC = SandboxSpec(image="img:1", cpus=1, memory=GiB, disk="1G")
@@ -330,7 +309,7 @@ async def test_a_disk_limit_is_refused_on_a_host_that_cannot_enforce_it() -> Non
         assert set(able.sandboxes) == {"sb-2"}
 
 
-def assert_nothing_held(cluster: FakeCluster) -> None:
+def assert_nothing_held(cluster: Cluster) -> None:
     stats = cluster.statistics()
     assert (stats.placed, stats.starting, stats.queue_depth) == (0, 0, 0)
 
@@ -380,10 +359,20 @@ NOWHERE = "unix:///nonexistent/rock-agent.sock"  # refused options never get thi
             "queue_timeout must be a positive number of seconds, or None to wait without a"
             " limit, got -5",
         ),
-        ({"hosts": 7}, "hosts must be an address or a list of addresses (str), got 7"),
+        (
+            {"hosts": 7},
+            "hosts must be an address or a list of addresses (str) or connectors, got 7",
+        ),
         (
             {"hosts": [NOWHERE, 7]},
-            f"hosts must be an address or a list of addresses (str), got ['{NOWHERE}', 7]",
+            "hosts must be an address or a list of addresses (str) or connectors,"
+            f" got ['{NOWHERE}', 7]",
+        ),
+        (
+            {"leases": 5},
+            "unknown cluster option 'leases': the options are owner, policy,"
+            " max_queue, max_starts, lease, grace, heartbeat, heartbeat_timeout, ssh, admin,"
+            " queue_timeout",
         ),
     ],
 )

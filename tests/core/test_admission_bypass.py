@@ -15,17 +15,11 @@ import pytest
 from rock_core import QueueTimedOut, SandboxSpec, SandboxState
 from rock_core._scheduler import Demand, Place, Resources, Scheduler
 from rock_core.testing import open_fake_cluster
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 GiB = 1 << 30
 SMALL = SandboxSpec(image="img:1", cpus=1, memory=GiB)
 BIG = SandboxSpec(image="img:1", cpus=4, memory=GiB)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Run every async test of this module under asyncio and under trio."""
-    backend: str = request.param
-    return backend
 
 
 def test_has_room_for_a_request_counts_the_bypass_rule() -> None:

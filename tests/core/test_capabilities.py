@@ -9,16 +9,11 @@ from rock_core import BadRequest, SandboxSpec
 from rock_core._images import list_images
 from rock_core.testing import open_fake_cluster
 from rock_sdk import Sandbox
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 pytestmark = pytest.mark.anyio
 
 SPEC = SandboxSpec(image="img:1", cpus=1, memory=1 << 30)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
 
 
 async def test_images_commit_stats_and_timeouts_need_the_capability() -> None:

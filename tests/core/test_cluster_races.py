@@ -16,17 +16,12 @@ from rock_core import (
     SandboxState,
 )
 from rock_core.testing import open_fake_cluster
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 pytestmark = pytest.mark.anyio
 
 GiB = 1 << 30
 SPEC = SandboxSpec(image="img:1", cpus=1, memory=GiB)
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    backend: str = request.param
-    return backend
 
 
 def assert_idle(cluster: Cluster) -> None:

@@ -1,7 +1,7 @@
 """What agents report unasked (`SandboxChanged`) reaches the cluster's records; create retries.
 
 A scripted agent on an in-memory stream answers the lifecycle requests and pushes changes when
-a test says so, under asyncio and trio.
+a test says so; the cluster reaches it through a `Connector`, as any host. In virtual time.
 """
 
 from __future__ import annotations
@@ -20,11 +20,12 @@ from rock_core import (
     HostUnavailable,
     SandboxSpec,
     SandboxState,
-    Scheduler,
     TransportError,
     open_agent_connection,
+    open_cluster,
 )
 from rock_core._channel import FramedChannel
+from rock_core._cluster_events import LinkDown, Listing
 from rock_core._errors import ERROR_CLASSES
 from rock_core._protocol import (
     Cancel,
@@ -49,20 +50,14 @@ from rock_core._protocol import (
     Welcome,
     decode_client_message,
 )
-from rock_core.testing import memory_stream_pair
+from rock_core.testing import FakeAgentConnector, memory_stream_pair
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 pytestmark = pytest.mark.anyio
 
 S = SandboxState
 SPEC = SandboxSpec(image="img:1", cpus=1, memory=1 << 30)
 OWNER = "owner-1"
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Run every test of this module under asyncio and under trio."""
-    backend: str = request.param
-    return backend
 
 
 class ScriptedAgent:
@@ -159,17 +154,9 @@ class ScriptedAgent:
 
 @asynccontextmanager
 async def scripted_cluster(agent: ScriptedAgent) -> AsyncIterator[Cluster]:
-    cluster = Cluster(OWNER, Scheduler("spread"))
-    client, server = memory_stream_pair()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(agent.serve, server)
-        async with open_agent_connection(client, owner=OWNER, name="h1") as conn:
-            cluster._add_host("scripted://h1", conn)
-            try:
-                yield cluster
-            finally:
-                await cluster._cleanup()
-        tg.cancel_scope.cancel()
+    connector = FakeAgentConnector(agent, name="scripted://h1")
+    async with open_cluster([connector], owner=OWNER) as cluster:
+        yield cluster
 
 
 async def until(condition: Callable[[], bool], what: str) -> None:
@@ -304,7 +291,8 @@ async def test_reconcile_learns_what_the_agent_did_while_the_link_was_down() -> 
         del agent.sandboxes["sb-removed"]
         agent.removed = [changed("sb-removed", "deleted", "lifetime", "expired: ran for 60 s")]
         agent.sandboxes["sb-died"].state = "exited"
-        await cluster._reconcile(host, conn)
+        reply = await conn.call(ListSandboxes(id=conn.next_id(), owner=OWNER), SandboxListReply)
+        cluster._handle(Listing("h1", reply))
         assert steps(cluster, "sb-stopped")[2:] == [
             ("expire", "stopping", "stopped while the link was down (idle)"),
             ("stopped", "stopped", "stopped while the link was down (idle)"),
@@ -364,7 +352,7 @@ async def test_a_retry_while_the_link_is_down_says_so() -> None:
     async with scripted_cluster(agent) as cluster:
         with pytest.raises(TransportError):
             await cluster.create_sandbox(SPEC, sandbox_id="sb-r")
-        cluster._detach(cluster.hosts["h1"], "cut by the test")
+        cluster._handle(LinkDown("h1", "cut by the test"))
         with pytest.raises(
             HostUnavailable,
             match=r"^host h1 is reconnecting: its link has been down for [\d.]+ s "

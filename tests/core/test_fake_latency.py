@@ -16,19 +16,13 @@ from rock_core.testing import (
     LognormalLatency,
     open_fake_cluster,
 )
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 pytestmark = pytest.mark.anyio
 
 GiB = 1 << 30
 SPEC = SandboxSpec(image="img:1", cpus=0.5, memory=GiB)
 CLOCK_SLACK = 1e-3  # an event loop may wake a timer this early
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Run every async test of this module under asyncio and under trio."""
-    backend: str = request.param
-    return backend
 
 
 # ---------------------------------------------------------------------------- distribution

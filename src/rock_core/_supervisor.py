@@ -1,0 +1,89 @@
+"""Keeping one host's link alive: connect, heartbeat, reconnect with backoff.
+
+Rules:
+- The supervisor knows a `Connector`, a handshake and two callbacks; nothing of records,
+  hosts or the scheduler. `up(conn)` is called on every link that comes up (the cluster
+  registers the host and reconciles); `down(error)` when it goes (or a reconnect fails).
+- The first connection is the caller's: its failure is raised (`task_status` is reported only
+  once `up` returned). Later failures are only reported to `down`, and retried.
+- A link is pinged `heartbeat` seconds after the previous answer; an answer slower than
+  `heartbeat_timeout` breaks it. Each ping also renews the owner's lease on the agent.
+- Reconnects back off: `RECONNECT_BASE` seconds doubling up to `RECONNECT_MAX`, each with
+  jitter of +-50 % so that a program's links do not all knock at once.
+- Time is anyio's only (virtual time in tests).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
+
+import anyio
+import anyio.abc
+
+from ._channel import ByteStream
+from ._connection import AgentConnection
+from ._errors import RockError, TransportError
+from ._hosts import Connector
+from ._protocol import Ping, Pong
+
+RECONNECT_BASE = 0.5  # seconds before the first reconnect; doubles up to RECONNECT_MAX
+RECONNECT_MAX = 15.0
+
+Handshake = Callable[[Connector, ByteStream], AbstractAsyncContextManager[AgentConnection]]
+
+
+def backoff(failures: int, jitter: float = 1.0) -> float:
+    """Seconds to wait before reconnect number `failures` (>= 1); `jitter` in [0.5, 1.5]."""
+    return min(RECONNECT_MAX, RECONNECT_BASE * 2.0 ** min(failures - 1, 10)) * jitter
+
+
+async def supervise(
+    connector: Connector,
+    *,
+    handshake: Handshake,
+    up: Callable[[AgentConnection], Awaitable[None]],
+    down: Callable[[str], None],
+    heartbeat: float,
+    heartbeat_timeout: float,
+    task_status: anyio.abc.TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Keep `connector`'s host connected until cancelled; see the module's rules."""
+    started = False
+    failures = 0
+    while True:
+        error = ""
+        try:
+            async with connector.connect() as stream, handshake(connector, stream) as conn:
+                await up(conn)
+                if not started:
+                    task_status.started()
+                    started = True
+                failures = 0
+                error = await _heartbeat(conn, heartbeat, heartbeat_timeout)
+        except RockError as exc:
+            if not started:
+                raise  # the first connection: the caller hears of it
+            error = str(exc)
+        down(error)
+        failures += 1
+        await anyio.sleep(backoff(failures, random.uniform(0.5, 1.5)))
+
+
+async def _heartbeat(conn: AgentConnection, every: float, timeout: float) -> str:
+    """Ping until the link fails; return why."""
+    while True:
+        with anyio.move_on_after(every):
+            await conn.wait_closed()
+            return "the agent closed the link"
+        try:
+            with anyio.fail_after(timeout):
+                await conn.call(Ping(id=conn.next_id()), Pong)
+        except TimeoutError:
+            return f"no heartbeat answer within {timeout:g} s"
+        except TransportError as exc:
+            return str(exc)
+
+
+__all__ = ["RECONNECT_BASE", "RECONNECT_MAX", "Handshake", "backoff", "supervise"]
