@@ -23,7 +23,7 @@ import anyio
 
 from rock_core._errors import RockError
 
-from ._docker import DockerRuntime
+from ._runtime import ContainerRuntime
 from ._server import AgentServer
 
 log = logging.getLogger("rock_agent")
@@ -34,7 +34,7 @@ FIRST_REAP_WAIT = 60.0  # seconds leaving waits for a start-up reap that has beg
 
 @contextlib.asynccontextmanager
 async def open_agent(
-    runtime: DockerRuntime,
+    runtime: ContainerRuntime,
     *,
     reap_interval: float = 30.0,
     lease: float = 60.0,
@@ -71,7 +71,7 @@ async def _work_once_engine_answers(server: AgentServer, quiet: bool, working: a
     waiting = False
     while True:
         try:
-            await server.runtime.engine_info()
+            await server.runtime.engine_resources()
             break
         except RockError as exc:
             if not waiting and not quiet:

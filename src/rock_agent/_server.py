@@ -52,11 +52,11 @@ from rock_core._protocol import (
 )
 
 from . import _commands, _images, _procs
-from ._docker import DockerRuntime
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
 from ._routes import HANDLERS, authorize
+from ._runtime import ContainerRuntime, Resources
 from ._shell import ShellSession
 from ._version import AGENT_VERSION
 
@@ -89,7 +89,7 @@ class AgentServer:
 
     def __init__(
         self,
-        runtime: DockerRuntime,
+        runtime: ContainerRuntime,
         *,
         reap_interval: float = 30.0,
         lease: float = 60.0,
@@ -107,7 +107,7 @@ class AgentServer:
         self.connections = 0
         self.last_activity = time.monotonic()
         self.reap_interval = reap_interval  # seconds between looks for orphans (`open_agent`)
-        self._resources: tuple[float, int] | None = None
+        self._resources: Resources | None = None
         self.created_here: set[str] = set()
         self.adopted_ids: set[str] = set()
         # Owner keys disconnected while their process lives: each with its "is it gone?" test.
@@ -263,7 +263,6 @@ class AgentServer:
         """Welcome a client: what this host has, and the lease its owner holds."""
         if self._resources is None:
             self._resources = await self.runtime.engine_resources()
-        cpus, memory = self._resources
         images = await self.runtime.local_images()
         disk = ["disk-limits"] if await self.runtime.supports_disk_limits() else []
         key = conn.principal.key
@@ -277,8 +276,8 @@ class AgentServer:
             protocol=conn.hello.protocol,
             agent_version=AGENT_VERSION,
             host_id=self.host_id,
-            cpus=cpus,
-            memory=memory,
+            cpus=self._resources.cpus,
+            memory=self._resources.memory,
             capabilities=CAPABILITIES + disk,
             images=images,
             instance=self.instance,
