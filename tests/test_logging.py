@@ -16,7 +16,7 @@ def run(code: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
 
 
-@pytest.mark.parametrize("package", ["rock_core", "rock_sdk"])
+@pytest.mark.parametrize("package", ["rock_core", "rock_sdk", "rock_agent"])
 def test_the_package_logger_has_a_null_handler(package: str) -> None:
     __import__(package)
     handlers = logging.getLogger(package).handlers

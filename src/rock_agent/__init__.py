@@ -3,7 +3,12 @@
 An agent is `async with open_agent(runtime) as server`, serving byte streams with
 `server.serve(stream, peer)`; its runtime is any `ContainerRuntime` (`DockerRuntime` for a real
 engine, `rock_agent.testing.FakeRuntime` in tests).
+
+Embedded, it configures no logging: its logger has only a `logging.NullHandler` (the
+`rock-agent` daemon routes every record to stderr, see `_logging`).
 """
+
+import logging as _logging
 
 from ._docker import DockerRuntime
 from ._open import open_agent
@@ -22,6 +27,8 @@ from ._runtime import (
 )
 from ._server import AgentServer
 from ._version import AGENT_VERSION
+
+_logging.getLogger("rock_agent").addHandler(_logging.NullHandler())
 
 __all__ = [
     "AGENT_VERSION",

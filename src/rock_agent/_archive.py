@@ -18,7 +18,7 @@ import aiodocker
 import aiohttp
 from aiodocker.exceptions import DockerError
 
-from rock_core._errors import FileNotFound, RockError
+from rock_core import FileNotFound, RockError
 
 from ._engine import engine_errors
 

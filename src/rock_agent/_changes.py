@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from typing import NamedTuple
 
-from rock_core._protocol import SandboxChanged
+from rock_core.protocol import SandboxChanged
 
 from ._runtime import EngineEvent
 

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import anyio
 
-from rock_core._errors import BadRequest
-from rock_core._options import MAX_LEASE, SECONDS_RULE, is_seconds
+from rock_core import BadRequest
+from rock_core.serving import MAX_LEASE, SECONDS_RULE, is_seconds
 
 from ._docker import DockerRuntime, open_docker
 from ._ensure import EXIT_UNSAFE, agent_answers, ensure_running, socket_problem
@@ -100,7 +100,7 @@ def seconds_arg(
     *, zero: str = "", maximum: float = math.inf, default_from: str = ""
 ) -> Callable[[str], float]:
     """An argparse `type` for a time in seconds: positive and finite (NaN and inf are refused,
-    as by `rock_core._options.seconds`), at most `maximum`; 0 too when `zero` says what it
+    as by `rock_core.serving.is_seconds`), at most `maximum`; 0 too when `zero` says what it
     means. A bad value exits with argparse's one-line error and code 2."""
     rule = SECONDS_RULE + (f" (or 0: {zero})" if zero else "")
     if maximum < math.inf:

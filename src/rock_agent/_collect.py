@@ -29,7 +29,7 @@ from typing import Protocol
 
 import anyio
 
-from rock_core._protocol import CommandResult
+from rock_core.protocol import CommandResult
 
 from . import _oom, _procs, _wrap
 from ._signals import Signals

@@ -13,9 +13,8 @@ from typing import Protocol
 
 import anyio
 
-from rock_core._endpoint import Connection
-from rock_core._errors import AlreadyExists, SessionNotFound
-from rock_core._protocol import (
+from rock_core import AlreadyExists, SessionNotFound
+from rock_core.protocol import (
     CloseSession,
     CommandReply,
     CreateSession,
@@ -31,6 +30,7 @@ from rock_core._protocol import (
     SendInput,
     WaitCommand,
 )
+from rock_core.serving import Connection
 
 from . import _execute
 from ._runtime import ContainerRuntime, Process

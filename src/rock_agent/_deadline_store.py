@@ -20,7 +20,7 @@ from pathlib import Path
 
 import msgspec
 
-from rock_core._protocol import SandboxDeadlines
+from rock_core.protocol import SandboxDeadlines
 
 from ._deadlines import Timeouts
 from ._images import state_dir

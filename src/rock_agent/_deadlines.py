@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from rock_core._protocol import SandboxDeadlines, SandboxSpec, as_limit
+from rock_core.protocol import SandboxDeadlines, SandboxSpec, as_limit
 
 RETRY = 5.0  # seconds before an action the engine refused is due again
 

@@ -26,7 +26,7 @@ import anyio
 from aiodocker.exceptions import DockerError
 from anyio.abc import ByteStream
 
-from rock_core._errors import (
+from rock_core import (
     AlreadyExists,
     BadRequest,
     ImageNotFound,
@@ -36,7 +36,7 @@ from rock_core._errors import (
     TimedOut,
     TransportError,
 )
-from rock_core._protocol import SandboxInfo, SandboxSpec
+from rock_core.protocol import SandboxInfo, SandboxSpec
 
 from . import _archive
 from ._docker_engine import DockerEngine

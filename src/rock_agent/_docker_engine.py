@@ -22,7 +22,7 @@ from typing import Any
 import aiodocker
 import anyio
 
-from rock_core._errors import (
+from rock_core import (
     BadRequest,
     EngineUnavailable,
     ImageNotFound,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from rock_core._protocol import SandboxInfo, SandboxSpec
+from rock_core.protocol import SandboxInfo, SandboxSpec
 
 from ._labels import (
     LABEL_OWNER,

@@ -36,7 +36,7 @@ import aiohttp
 import anyio
 from aiodocker.exceptions import DockerError
 
-from rock_core._errors import (
+from rock_core import (
     BadRequest,
     EngineUnavailable,
     ProtocolError,

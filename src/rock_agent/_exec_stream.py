@@ -19,7 +19,7 @@ from typing import Any
 
 import anyio
 
-from rock_core._errors import BadRequest, RockError, TransportError
+from rock_core import BadRequest, RockError, TransportError
 
 from ._engine import engine_call, engine_errors
 from ._runtime import OutputChunk, ProcessState

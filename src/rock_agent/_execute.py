@@ -24,9 +24,8 @@ from pathlib import Path
 
 import anyio
 
-from rock_core._errors import RockError, SandboxFailed, TransportError
-from rock_core._protocol import ExecResult
-from rock_core._schema import MAX_DATA
+from rock_core import RockError, SandboxFailed, TransportError
+from rock_core.protocol import MAX_DATA, ExecResult
 
 from . import _oom
 from ._runtime import ContainerRuntime

@@ -33,7 +33,7 @@ from typing import Any
 import anyio
 import regex  # type: ignore[import-untyped]
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 MATCH_BOUND = 2.0  # seconds one pass of all patterns over the output may take
 COMPILE_BOUND = 2.0  # seconds compiling all patterns of one `expect` may take

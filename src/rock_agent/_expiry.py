@@ -32,8 +32,8 @@ from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
 
-from rock_core._errors import BadRequest, RockError, SandboxNotFound
-from rock_core._protocol import (
+from rock_core import BadRequest, RockError, SandboxNotFound
+from rock_core.protocol import (
     InspectSandbox,
     ReadStats,
     Request,

@@ -25,10 +25,9 @@ from typing import IO, Protocol
 import anyio
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from rock_core._channel import WINDOW, send_stream
-from rock_core._endpoint import Connection
-from rock_core._errors import BadRequest, FileNotFound, TransportError
-from rock_core._protocol import (
+from rock_core import BadRequest, FileNotFound, TransportError
+from rock_core.protocol import (
+    MAX_DATA,
     Done,
     Download,
     FileReply,
@@ -40,8 +39,8 @@ from rock_core._protocol import (
     Upload,
     WriteFile,
 )
-from rock_core._schema import MAX_DATA
-from rock_core._tar import END, Member, TarScanner, file_header, kind, padding, single_file
+from rock_core.serving import WINDOW, Connection, send_stream
+from rock_core.tar import END, Member, TarScanner, file_header, kind, padding, single_file
 
 from ._runtime import ContainerRuntime
 

@@ -21,7 +21,7 @@ from typing import Protocol
 
 import anyio
 
-from rock_core._errors import RockError
+from rock_core import RockError
 
 from ._runtime import ContainerRuntime
 

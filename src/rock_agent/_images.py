@@ -35,9 +35,8 @@ from typing import NamedTuple, Protocol
 
 import anyio
 
-from rock_core._endpoint import Connection, Principal
-from rock_core._errors import AlreadyExists, BadRequest, ImageNotFound, RockError
-from rock_core._protocol import (
+from rock_core import AlreadyExists, BadRequest, ImageNotFound, RockError
+from rock_core.protocol import (
     CommitSandbox,
     ImageInfo,
     ImageListReply,
@@ -50,6 +49,7 @@ from rock_core._protocol import (
     Reply,
     WarmImage,
 )
+from rock_core.serving import Connection, Principal
 
 from ._image_usage import NOTE_INTERVAL as NOTE_INTERVAL  # re-exported: the record's home
 from ._image_usage import STATE_DIR_ENV as STATE_DIR_ENV

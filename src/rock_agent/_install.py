@@ -22,7 +22,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from rock_core._errors import BadRequest, NotFound, RockError
+from rock_core import BadRequest, NotFound, RockError
 
 from ._unit import (
     DEFAULT_SOCKET,

@@ -12,7 +12,7 @@ import math
 
 import msgspec
 
-from rock_core._protocol import SandboxSpec
+from rock_core.protocol import SandboxSpec
 
 LABEL_MANAGED = "rock.managed"
 LABEL_HOST = "rock.host"
@@ -32,7 +32,7 @@ LABEL_LEASED = "rock.leased"
 def owner_key(uid: int, owner: str) -> str:
     """An owner as the agent keys it (leases, connections, deadlines): scoped by its user.
 
-    The same as `rock_core._endpoint.Principal.key`.
+    The same as `rock_core.serving.Principal.key`.
     """
     return f"{uid}:{owner}"
 

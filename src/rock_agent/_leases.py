@@ -15,8 +15,8 @@ Rules (plain synchronous code; the caller passes `now`, a monotonic time in seco
 
 from __future__ import annotations
 
-from rock_core._errors import BadRequest
-from rock_core._options import MAX_LEASE, is_seconds
+from rock_core import BadRequest
+from rock_core.serving import MAX_LEASE, is_seconds
 
 
 class _Lease:

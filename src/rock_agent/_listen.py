@@ -2,7 +2,7 @@
 
 Rules:
 - Who connects is what the kernel says (`SO_PEERCRED`): the peer's uid scopes its owners (see
-  `rock_core._endpoint.Principal`). Over SSH the peer is sshd's session process, which runs as
+  `rock_core.serving.Principal`). Over SSH the peer is sshd's session process, which runs as
   the SSH user, so that user's uid is the scope.
 - Accepting never ends the agent: out of file descriptors (`EMFILE`, `ENFILE`) or memory, the
   listener logs, waits a moment and accepts again; every connection's failure stays its own.
@@ -25,7 +25,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
-from rock_core._endpoint import Peer
+from rock_core.serving import Peer
 
 log = logging.getLogger("rock_agent")
 

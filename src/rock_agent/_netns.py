@@ -27,7 +27,7 @@ import anyio
 from anyio.abc import SocketStream
 from anyio.lowlevel import RunVar
 
-from rock_core._errors import BadRequest, NotFound, SandboxFailed, TimedOut
+from rock_core import BadRequest, NotFound, SandboxFailed, TimedOut
 
 CLONE_NEWNET = 0x40000000
 CONNECT_TIMEOUT = 10.0

@@ -21,7 +21,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 
-from rock_core._errors import RockError
+from rock_core import RockError
 
 from ._runtime import ContainerRuntime
 from ._server import AgentServer

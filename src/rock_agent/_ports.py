@@ -24,9 +24,9 @@ import anyio
 from anyio.abc import ByteStream
 from anyio.streams.memory import MemoryObjectReceiveStream
 
-from rock_core._channel import CHUNK_SIZE, WINDOW, CreditGate
-from rock_core._errors import BadRequest, RockError, SandboxFailed
-from rock_core._protocol import ForwardPort, ForwardReply, Message, Reply, StreamCredit, StreamData
+from rock_core import BadRequest, RockError, SandboxFailed
+from rock_core.protocol import ForwardPort, ForwardReply, Message, Reply, StreamCredit, StreamData
+from rock_core.serving import CHUNK_SIZE, WINDOW, CreditGate
 
 from ._files import until_end
 from ._runtime import ContainerRuntime

@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from rock_core._endpoint import Connection
-from rock_core._errors import SandboxNotFound
-from rock_core._protocol import CloseSession as CloseSessionRequest
-from rock_core._protocol import (
+from rock_core import SandboxNotFound
+from rock_core.protocol import CloseSession as CloseSessionRequest
+from rock_core.protocol import (
     CommitSandbox,
     CreateSandbox,
     CreateSession,
@@ -50,6 +49,7 @@ from rock_core._protocol import (
     WarmImage,
     WriteFile,
 )
+from rock_core.serving import Connection
 
 from . import _commands, _files, _images, _ports, _sandboxes, _stats
 from ._runtime import ContainerRuntime

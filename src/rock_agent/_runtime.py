@@ -3,7 +3,7 @@
 Rules:
 - Everything that crosses the seam is a typed value defined here (or `SandboxInfo` /
   `SandboxSpec` of the protocol): no engine objects, no engine JSON, no `Any`.
-- Every failure is one of our tree (`rock_core._errors`); each method names the ones it
+- Every failure is one of our tree (`rock_core`); each method names the ones it
   raises. An implementation translates its engine's errors at its own boundary.
 - Sandboxes are named by sandbox id; an implementation manages only its own host's
   (`host_id`) and never touches another's.
@@ -20,7 +20,7 @@ from typing import Literal, Protocol
 import msgspec
 from anyio.abc import ByteStream
 
-from rock_core._protocol import SandboxInfo, SandboxSpec
+from rock_core.protocol import SandboxInfo, SandboxSpec
 
 PullPolicy = Literal["missing", "never", "always"]
 EventAction = Literal["start", "die", "destroy"]

@@ -15,9 +15,8 @@ from typing import Protocol
 
 import anyio
 
-from rock_core._endpoint import Connection
-from rock_core._errors import BadRequest
-from rock_core._protocol import (
+from rock_core import BadRequest
+from rock_core.protocol import (
     CreateSandbox,
     DeadlinesReply,
     Done,
@@ -35,6 +34,7 @@ from rock_core._protocol import (
     StartSandbox,
     StopSandbox,
 )
+from rock_core.serving import Connection
 
 from . import _images
 from ._expiry import DeadlineKeeper

@@ -1,7 +1,7 @@
 """The agent: what each protocol request does, against one runtime, for many connections.
 
 The connection itself (handshake, decoding, cancellation, credit, error replies) is the shared
-endpoint's (`rock_core._endpoint`); this module decides. Handlers live by topic: sessions and
+endpoint's (`rock_core.serving`); this module decides. Handlers live by topic: sessions and
 commands (`_commands`), files (`_files`), images (`_images`), stats, ports; which one serves
 each request, and whether a connection may make it, is `_routes`'s.
 
@@ -38,18 +38,9 @@ from functools import partial
 
 import anyio
 
-from rock_core._channel import ByteStream
-from rock_core._endpoint import Connection, Peer, serve_connection
-from rock_core._errors import BadRequest, RockError, TransportError
-from rock_core._owner import local_owner_alive
-from rock_core._protocol import (
-    ClientMessage,
-    CreateSandbox,
-    Reply,
-    Request,
-    SandboxChanged,
-    Welcome,
-)
+from rock_core import BadRequest, RockError, TransportError
+from rock_core.protocol import ClientMessage, CreateSandbox, Reply, Request, SandboxChanged, Welcome
+from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
 from . import _commands, _images, _procs
 from ._expiry import DeadlineKeeper
@@ -356,8 +347,9 @@ def _owner_gone(owner: str) -> bool:
 
 def _gone_test(conn: Connection) -> Callable[[], bool] | None:
     """How to tell that the program behind a closed connection has ended: its owner identity
-    names its process (`rock_core._owner`), else the process that started a stdio agent is
-    the program (an owner named by the caller, such as "run-42"). None if no process is known.
+    names its process (`rock_core.serving.local_owner_alive`), else the process that started a
+    stdio agent is the program (an owner named by the caller, such as "run-42"). None if no
+    process is known.
     """
     owner = conn.owner
     if local_owner_alive(owner, socket.gethostname(), _procs.alive, _procs.start_time) is not None:

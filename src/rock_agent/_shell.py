@@ -42,15 +42,8 @@ from pathlib import Path
 
 import anyio
 
-from rock_core._errors import (
-    BadRequest,
-    FileNotFound,
-    RockError,
-    SandboxFailed,
-    SessionClosed,
-    TimedOut,
-)
-from rock_core._protocol import CommandResult
+from rock_core import BadRequest, FileNotFound, RockError, SandboxFailed, SessionClosed, TimedOut
+from rock_core.protocol import CommandResult
 
 from . import _collect, _expect, _oom, _wrap
 from ._collect import Command

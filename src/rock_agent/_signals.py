@@ -34,7 +34,7 @@ from collections.abc import Awaitable, Callable, Sequence
 
 import anyio
 
-from rock_core._errors import RockError
+from rock_core import RockError
 
 from . import _procs
 from ._runtime import ContainerRuntime

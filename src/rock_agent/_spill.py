@@ -23,7 +23,7 @@ from typing import Protocol
 
 import anyio
 
-from rock_core._errors import RockError, SandboxFailed
+from rock_core import RockError, SandboxFailed
 
 from . import _procs
 from ._runtime import ContainerRuntime, Process

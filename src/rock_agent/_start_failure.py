@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 
-from rock_core._errors import BadRequest, FileNotFound, RockError, SandboxFailed
+from rock_core import BadRequest, FileNotFound, RockError, SandboxFailed
 
 
 def stopped(what: str, detail: str) -> SandboxFailed:

@@ -15,8 +15,8 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from rock_core._errors import BadRequest
-from rock_core._protocol import ReadStats, Reply, SandboxStats, StatsReply
+from rock_core import BadRequest
+from rock_core.protocol import ReadStats, Reply, SandboxStats, StatsReply
 
 from ._runtime import ContainerRuntime, StatsReading
 

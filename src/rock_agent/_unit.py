@@ -20,7 +20,7 @@ from importlib import resources
 from pathlib import Path, PurePosixPath
 from string import Template
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 from ._version import AGENT_VERSION
 

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import secrets
 
-from rock_core._errors import BadRequest
+from rock_core import BadRequest
 
 OUT = 63  # the fd that holds the output pipe in the shell
 
