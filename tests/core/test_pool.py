@@ -16,7 +16,7 @@ import anyio.lowlevel
 import pytest
 
 import rock_core
-import rock_core._pool
+import rock_core._cleanup
 import rock_sdk
 from rock_core import (
     AlreadyExists,
@@ -132,7 +132,7 @@ class HungRemoves:
 @pytest.fixture
 def short_cleanups(monkeypatch: pytest.MonkeyPatch) -> float:
     """Shielded cleanups give up after 0.2 s instead of a minute."""
-    monkeypatch.setattr(rock_core._pool, "CLEANUP_TIMEOUT", 0.2)
+    monkeypatch.setattr(rock_core._cleanup, "CLEANUP_TIMEOUT", 0.2)
     return 0.2
 
 
@@ -179,7 +179,7 @@ async def test_concurrent_acquires_never_hand_out_a_member_twice() -> None:
             assert stats.handed_out == 40
             # Nothing handed out is also waiting as ready.
             await pool.wait_ready(6)
-            ready_ids = set(pool._policy.ready_ids())
+            ready_ids = set(pool._stock.policy.ready_ids())
             assert not ready_ids & set(ids)
             async with anyio.create_task_group() as tg:
                 for sandbox_id in ids:
@@ -255,7 +255,7 @@ async def test_refills_back_to_min_size_after_hand_outs() -> None:
             await pool.wait_ready()
             stats = pool.statistics()
             assert (stats.ready, stats.refills, stats.handed_out) == (3, 6, 3)
-            ready = set(pool._policy.ready_ids())
+            ready = set(pool._stock.policy.ready_ids())
             assert not ready & {r.sandbox_id for r in taken}
             for record in taken:
                 await pool.release(record.sandbox_id)
@@ -322,10 +322,10 @@ async def test_the_target_shrinks_and_idle_extras_are_trimmed() -> None:
             await pool.wait_ready(4)
             await until(lambda: pool.statistics().target == 1, "the target to shrink")
             await until(lambda: pool.statistics().ready == 1, "idle extras to be trimmed")
-            await until(lambda: not pool._policy.doomed, "the trimmed extras to be deleted")
+            await until(lambda: not pool._stock.policy.doomed, "the trimmed extras to be deleted")
             stats = pool.statistics()
             assert (stats.size, stats.handed_out) == (1, 4)
-            kept = pool._policy.ready_ids()[0]
+            kept = pool._stock.policy.ready_ids()[0]
             pool_members = {r.sandbox_id for r in cluster.records() if r.state is RUNNING}
             assert pool_members == {kept} | {r.sandbox_id for r in taken}
             for record in taken:
@@ -411,7 +411,7 @@ async def test_close_deletes_idle_members_and_keeps_handed_out_ones() -> None:
             await pool.wait_ready()
             held = await pool.acquire()
             await pool.wait_ready()
-            idle = list(pool._members.values())
+            idle = list(pool._stock.members.values())
             assert cluster.statistics().pool("p").ready == 3
         assert pool.closed
         assert all(r.state is DELETED for r in idle)
@@ -582,7 +582,7 @@ async def test_closing_deletes_members_whose_background_delete_was_cut_short(
         agent = cluster.agents["fake-0"]
         async with open_pool(cluster, SPEC, min_size=2, name="p") as pool:
             await pool.wait_ready()
-            dead = pool._members[pool._policy.ready_ids()[0]]
+            dead = pool._stock.members[pool._stock.policy.ready_ids()[0]]
             hung = HungRemoves(only={dead.sandbox_id}, times=1)
             before_removes(monkeypatch, agent, hung)
             await cluster.stop_sandbox(dead.sandbox_id)  # found not running: discarded
@@ -737,7 +737,7 @@ async def test_prepare_runs_on_every_member_and_a_failing_one_is_discarded() -> 
             )
             await pool.release(cold.sandbox_id)
             fail["all"] = True  # now refills fail too: empty the pool, then miss
-            while pool._policy.ready:
+            while pool._stock.policy.ready:
                 await pool.release((await pool.acquire()).sandbox_id)
             with pytest.raises(BadRequest, match=r"^prepare failed on purpose$"):
                 await pool.acquire()
