@@ -95,7 +95,7 @@ class PoolPolicy:
             self.in_flight += 1
             blocker = self._blocker(now)
         wants_room = blocker is None  # only the cluster's room held the next refill back
-        return Plan(refills, deletes, now + self._next_look(now, blocker), wants_room)
+        return Plan(refills, deletes, self._wake_at(now, blocker), wants_room)
 
     def may_refill(self, now: float) -> bool:
         """Whether the pool itself would start a refill now (the cluster's room aside): the
@@ -103,11 +103,13 @@ class PoolPolicy:
         return self._blocker(now) is None
 
     def _shrink(self, now: float) -> None:
-        if self.target > self.min_size and now - self.target_since >= self.shrink_after:
+        # Each rule compares `now` with the very deadline `_wake_at` wakes the driver at: a
+        # deadline computed two ways could differ by a rounding and spin the driver.
+        if self.target > self.min_size and now >= self.target_since + self.shrink_after:
             self.target -= 1
             self.target_since = now
         while (
-            self.ready and self.size > self.target and now - self.ready[0][1] >= self.shrink_after
+            self.ready and self.size > self.target and now >= self.ready[0][1] + self.shrink_after
         ):
             self.doom(self.ready.popleft()[0])
 
@@ -123,18 +125,18 @@ class PoolPolicy:
             return "after a hit"
         return None
 
-    def _next_look(self, now: float, blocker: str | None) -> float:
-        """Seconds until the next plan if nothing happens first."""
-        delay = CHECK_INTERVAL
+    def _wake_at(self, now: float, blocker: str | None) -> float:
+        """When to plan again if nothing happens first (never before `now`)."""
+        wake_at = now + CHECK_INTERVAL
         if blocker == "backoff":
-            delay = min(delay, self.retry_at - now)
+            wake_at = min(wake_at, self.retry_at)
         elif blocker == "after a hit":
-            delay = min(delay, self.hit_at + REFILL_DELAY - now)
+            wake_at = min(wake_at, self.hit_at + REFILL_DELAY)
         if self.target > self.min_size:
-            delay = min(delay, self.target_since + self.shrink_after - now)
+            wake_at = min(wake_at, self.target_since + self.shrink_after)
         if self.ready and len(self.ready) > self.target:
-            delay = min(delay, self.ready[0][1] + self.shrink_after - now)
-        return max(delay, 0.0)
+            wake_at = min(wake_at, self.ready[0][1] + self.shrink_after)
+        return max(wake_at, now)
 
     # ------------------------------------------------------------------ hand-outs
 
