@@ -3,20 +3,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
 
+import rock_sdk
 from rock_core import (
     AlreadyExists,
     BadRequest,
     Cluster,
+    SandboxRecord,
     SandboxSpec,
     Scheduler,
     open_pool,
 )
 from rock_core._pool import POOL_LABEL, default_pool_name
+from rock_core._pool_options import PoolOptions
 from rock_core.testing import open_fake_cluster
+from rock_sdk._pool import open_pool as rock_sdk_open_pool
 from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 from .pool_kit import SPEC, GiB
@@ -85,3 +90,75 @@ def test_default_names_are_stable_and_label_safe() -> None:
 
 
 # ------------------------------------------------------------------ bulk create (rock_sdk)
+
+
+def test_options_are_frozen_validated_once_and_changed_by_keyword() -> None:
+    options = PoolOptions(min_size=2, shrink_after=5)
+    assert (options.min_size, options.max_size, options.most) == (2, None, 2)
+    assert options.shrink_after == 5.0 and isinstance(options.shrink_after, float)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        options.min_size = 3  # type: ignore[misc]
+    bigger = options.with_changes(max_size=6, name="warm")
+    assert (bigger.min_size, bigger.most, bigger.name) == (2, 6, "warm")
+    assert options.with_changes() is options
+    assert PoolOptions(min_size=0).most == 1
+    with pytest.raises(
+        BadRequest,
+        match=r"^unknown pool option 'min': the options are min_size, max_size, name, "
+        r"refill_concurrency, refill_queue_timeout, shrink_after, prepare, prepare_timeout$",
+    ):
+        options.with_changes(min=3)
+    with pytest.raises(
+        BadRequest, match=r"^max_size must be >= min_size and >= 1, got min_size=2, max_size=1$"
+    ):
+        options.with_changes(max_size=1)
+    with pytest.raises(
+        BadRequest,
+        match=r"^refill_queue_timeout must be a positive, finite number of seconds, got 'x'$",
+    ):
+        PoolOptions(refill_queue_timeout="x")  # type: ignore[arg-type]
+
+
+async def test_open_pool_takes_options_and_keyword_changes_to_them() -> None:
+    async with open_fake_cluster(1, cpus=16, memory=64 * GiB) as cluster:
+        options = PoolOptions(min_size=2, max_size=4, name="base")
+        async with open_pool(cluster, SPEC, options, name="changed") as pool:
+            assert pool.options == options.with_changes(name="changed")
+            await pool.wait_ready()
+            stats = pool.statistics()
+            assert (stats.name, stats.min_size, stats.max_size, stats.ready) == (
+                "changed",
+                2,
+                4,
+                2,
+            )
+        with pytest.raises(BadRequest, match=r"^options must be a PoolOptions or None, got 3$"):
+            async with open_pool(cluster, SPEC, 3):  # type: ignore[arg-type]
+                pass
+        with pytest.raises(BadRequest, match=r"^unknown pool option 'size': the options are "):
+            async with open_pool(cluster, SPEC, size=3):
+                pass
+
+
+async def test_the_sdk_forwards_options_and_keywords_to_the_core() -> None:
+    config = rock_sdk.SandboxConfig(image="img:1", cpus=0.5, memory="1g")
+    async with open_fake_cluster(1, cpus=16, memory=64 * GiB) as cluster:
+        sdk = rock_sdk.SandboxCluster(cluster)
+        options = PoolOptions(min_size=2, refill_queue_timeout=7.0)
+        async with sdk.open_pool(config, options, name="sdk", session=False) as pool:
+            core = pool.core
+            assert (core.name, core.min_size, core.options.refill_queue_timeout) == ("sdk", 2, 7.0)
+            assert core.options.prepare is None  # no session, no prepare: nothing to run
+            await pool.wait_ready()
+        async with rock_sdk_open_pool(cluster, config, session=False, min_size=0) as pool:
+            assert pool.core.min_size == 0
+        with pytest.raises(BadRequest, match=r"^options.prepare takes a record; give rock_sdk"):
+            async with sdk.open_pool(config, PoolOptions(prepare=_prepare_record)):
+                pass
+        with pytest.raises(BadRequest, match=r"^min_size must be a whole number >= 0, got -1$"):
+            async with sdk.open_pool(config, min_size=-1):
+                pass
+
+
+async def _prepare_record(record: SandboxRecord) -> None:
+    pass

@@ -205,3 +205,20 @@ def test_the_refill_rate_counts_the_last_minute() -> None:
     assert policy.refill_rate(20.0) == pytest.approx(3 / 20.0)  # open for 20 s
     assert policy.refill_rate(69.0) == pytest.approx(3 / 60.0)
     assert policy.refill_rate(71.0) == 0.0
+
+
+def test_planning_at_wake_at_always_acts_on_the_deadline_it_woke_for() -> None:
+    # Times that do not add up exactly in binary: a deadline computed two ways could differ by
+    # a rounding and have the driver plan again and again at the same instant.
+    policy = make(min_size=0, max_size=3, shrink_after=0.3)
+    policy.want(3, 0.1)
+    assert policy.plan(0.1, ROOM).refills == 3
+    for sandbox_id in ("a", "b", "c"):
+        policy.refilled(sandbox_id, 0.1)
+    now, seen = 0.1, []
+    while policy.target or policy.ready:
+        plan = policy.plan(now, ROOM)
+        assert plan.wake_at > now or plan.deletes, (now, plan)
+        seen.extend((sandbox_id, round(now, 6)) for sandbox_id in plan.deletes)
+        now = plan.wake_at
+    assert seen == [("a", 0.4), ("b", 0.7), ("c", 1.0)]  # one per quiet period of 0.3 s

@@ -162,3 +162,30 @@ async def test_a_prepare_that_raises_a_foreign_error_fails_the_refill_not_the_cl
             record = await cluster.create_sandbox(SPEC)
             assert record.state is RUNNING
         assert all(r.state is DELETED for r in cluster.records() if r.spec.labels.get(POOL_LABEL))
+
+
+async def test_a_refill_held_back_by_the_cluster_starts_the_moment_a_start_slot_frees() -> None:
+    arrived: dict[str, float] = {}
+    user_started = anyio.Event()
+
+    async def latency(sandbox_id: str) -> None:
+        arrived[sandbox_id] = anyio.current_time()
+        if sandbox_id == "sb-user":
+            await user_started.wait()
+
+    async with open_fake_cluster(
+        1, cpus=16, memory=64 * GiB, max_starts=1, start_latency=latency
+    ) as cluster:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(partial(cluster.create_sandbox, SPEC, sandbox_id="sb-user"))
+            await until(lambda: "sb-user" in arrived, "the user create to hold the only slot")
+            async with open_pool(cluster, SPEC, min_size=1) as pool:
+                await anyio.sleep(2.345)  # long past any poll: no refill while the slot is held
+                assert (pool.statistics().in_flight, len(arrived)) == (0, 1)
+                freed = anyio.current_time()
+                user_started.set()
+                await pool.wait_ready()
+                # The cluster's capacity changed when the user's container started: the pool
+                # heard it at once, with no poll in between.
+                [refill] = [sid for sid in arrived if sid != "sb-user"]
+                assert arrived[refill] == freed
