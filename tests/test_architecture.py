@@ -20,14 +20,6 @@ import pytest
 SRC = Path(__file__).resolve().parent.parent / "src"
 MAX_LINES = 420
 
-# Findings in files the pools part of issue 10 owns, until it is merged. Strict: when one is
-# fixed its case passes, which fails the run until its entry is removed here.
-_SPLITS = "issue 10: split by the part of the redesign that owns it"
-KNOWN_GAPS: dict[tuple[str, str], str] = {
-    ("size", "rock_core/_pool.py"): _SPLITS,
-    ("size", "rock_core/_scheduler.py"): _SPLITS,
-}
-
 
 # ---------------------------------------------------------------------------- reading the tree
 
@@ -170,29 +162,20 @@ PACKAGES = sorted({name.split("/")[0] for name in FILES})
 _CYCLES = {package: cycles(import_graph(SRC, package)) for package in PACKAGES}
 
 
-def _cases(check: str) -> list[object]:
-    return [
-        pytest.param(name, marks=pytest.mark.xfail(strict=True, reason=KNOWN_GAPS[check, name]))
-        if (check, name) in KNOWN_GAPS
-        else name
-        for name in FILES
-    ]
-
-
-@pytest.mark.parametrize("file", _cases("private"))
+@pytest.mark.parametrize("file", FILES)  # one case per file: each finding its own failure
 def test_no_private_import_of_another_package(file: str) -> None:
     found = private_imports(SRC, SRC / file)
     assert not found, f"{file} imports private modules of another package: {'; '.join(found)}"
 
 
-@pytest.mark.parametrize("file", _cases("cycle"))
+@pytest.mark.parametrize("file", FILES)  # one case per file: each finding its own failure
 def test_no_import_cycle(file: str) -> None:
     module = module_name(SRC, SRC / file)
     found = [c for c in _CYCLES[module.split(".")[0]] if module in c]
     assert not found, f"{module} is in an import cycle among {', '.join(found[0])}"
 
 
-@pytest.mark.parametrize("file", _cases("size"))
+@pytest.mark.parametrize("file", FILES)  # one case per file: each finding its own failure
 def test_file_is_small(file: str) -> None:
     lines = line_count(SRC / file)
     assert lines <= MAX_LINES, f"{file} has {lines} lines, over {MAX_LINES}"

@@ -52,6 +52,7 @@ from ._link import LinkState, link_diagram
 from ._options import ClusterOptions
 from ._owner import local_owner
 from ._pool import RecordPool, delete_quietly, open_pool
+from ._pool_options import PoolOptions
 from ._ports import PortForward, locate_sandbox, open_port_forward
 from ._protocol import PROTOCOL_VERSION, SandboxInfo, SandboxSpec
 from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
@@ -91,6 +92,7 @@ __all__ = [
     "InternalError",
     "LinkState",
     "NotFound",
+    "PoolOptions",
     "PoolStatistics",
     "PortForward",
     "ProtocolError",

@@ -1,5 +1,9 @@
 """A sans-IO scheduler: which host each sandbox request goes to, and when.
 
+This module owns the requests (ids, the queue, its order and fairness); the hosts, what they
+hold and which one is best for a demand are its ledger's (`_capacity`), which knows nothing of
+the queue. The rules of both, in one place:
+
 Rules:
 - A host offers `Resources`: cpus, memory (bytes) and at most `sandboxes` sandboxes (0 = no
   limit), and at most `max_starts` container starts in flight.
@@ -38,25 +42,8 @@ from typing import Literal, TypeAlias
 
 import msgspec
 
+from ._capacity import NANO, Demand, HostStatistics, Ledger, Placement, Resources, nano
 from ._errors import AlreadyExists, BadRequest, CapacityError, NotFound
-
-_NANO = 1_000_000_000
-
-
-class Resources(msgspec.Struct, frozen=True):
-    """What a host offers: cpus, memory in bytes, and a sandbox count limit (0 = none)."""
-
-    cpus: float
-    memory: int
-    sandboxes: int = 0
-
-
-class Demand(msgspec.Struct, frozen=True):
-    """What one sandbox needs: cpus, memory in bytes, and the image it runs (for locality)."""
-
-    cpus: float
-    memory: int
-    image: str = ""
 
 
 class Place(msgspec.Struct, frozen=True, tag=True):
@@ -68,18 +55,6 @@ class Place(msgspec.Struct, frozen=True, tag=True):
 
 Action: TypeAlias = Place
 """Everything the scheduler asks its driver to do (a union as soon as there is a second kind)."""
-
-
-class HostStatistics(msgspec.Struct, frozen=True, kw_only=True):
-    """One host's state: `used.sandboxes` is the number of sandboxes placed on it."""
-
-    host_id: str
-    capacity: Resources
-    used: Resources
-    starting: int
-    max_starts: int
-    draining: bool
-    images: tuple[str, ...]
 
 
 class QueuedRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -100,73 +75,6 @@ class SchedulerStatistics(msgspec.Struct, frozen=True, kw_only=True):
     placements: int
     rejections: int
     oldest_queued_since: float | None
-
-
-def _nano(cpus: float) -> int:
-    return round(cpus * _NANO)
-
-
-class _Host:
-    __slots__ = (
-        "capacity",
-        "cpus",
-        "draining",
-        "host_id",
-        "images",
-        "limit",
-        "max_starts",
-        "memory",
-        "requests",
-        "starting",
-        "used_cpus",
-        "used_memory",
-    )
-
-    def __init__(
-        self, host_id: str, capacity: Resources, max_starts: int, images: Iterable[str]
-    ) -> None:
-        self.host_id = host_id
-        self.capacity = capacity
-        self.cpus = _nano(capacity.cpus)
-        self.memory = capacity.memory
-        self.limit = capacity.sandboxes
-        self.max_starts = max_starts
-        self.images = set(images)
-        self.draining = False
-        self.used_cpus = 0
-        self.used_memory = 0
-        self.starting = 0
-        self.requests: set[str] = set()
-
-    def is_open(self) -> bool:
-        return (
-            not self.draining
-            and self.starting < self.max_starts
-            and (self.limit == 0 or len(self.requests) < self.limit)
-        )
-
-    def statistics(self) -> HostStatistics:
-        used = Resources(self.used_cpus / _NANO, self.used_memory, len(self.requests))
-        return HostStatistics(
-            host_id=self.host_id,
-            capacity=self.capacity,
-            used=used,
-            starting=self.starting,
-            max_starts=self.max_starts,
-            draining=self.draining,
-            images=tuple(sorted(self.images)),
-        )
-
-
-class _Placement:
-    __slots__ = ("cpus", "host", "image", "memory", "starting")
-
-    def __init__(self, host: _Host, cpus: int, memory: int, image: str) -> None:
-        self.host = host
-        self.cpus = cpus
-        self.memory = memory
-        self.image = image
-        self.starting = True
 
 
 class _Queued:
@@ -213,13 +121,10 @@ class Scheduler:
             )
         if default_max_starts < 1:
             raise BadRequest(f"default_max_starts must be >= 1, got {default_max_starts}")
-        self._spread = policy == "spread"
+        self._ledger = Ledger(spread=policy == "spread")
         self._max_queue = max_queue
         self._max_bypass = max_bypass
         self._default_max_starts = default_max_starts
-        self._hosts: dict[str, _Host] = {}
-        self._open: dict[str, _Host] = {}  # hosts that can take a placement of some size
-        self._placements: dict[str, _Placement] = {}
         self._queued: dict[str, _Queued] = {}
         # The queue, split by shape: within a shape FIFO order is also fit order.
         self._groups: dict[tuple[int, int], OrderedDict[str, _Queued]] = {}
@@ -238,19 +143,8 @@ class Scheduler:
         images: Iterable[str] = (),
     ) -> list[Action]:
         """Add a host; return the placements its room made possible."""
-        if host_id in self._hosts:
-            raise AlreadyExists(f"host {host_id!r} is already known")
         starts = self._default_max_starts if max_starts is None else max_starts
-        if starts < 1:
-            raise BadRequest(f"max_starts for host {host_id!r} must be >= 1, got {starts}")
-        if (
-            not (math.isfinite(capacity.cpus) and capacity.cpus >= 0)
-            or min(capacity.memory, capacity.sandboxes) < 0
-        ):
-            raise BadRequest(f"host {host_id!r} has an invalid capacity: {capacity}")
-        host = _Host(host_id, capacity, starts, images)
-        self._hosts[host_id] = host
-        self._refresh(host)
+        self._ledger.add_host(host_id, capacity, starts, images)
         return self._settle()
 
     def remove_host(self, host_id: str) -> list[str]:
@@ -259,41 +153,32 @@ class Scheduler:
         Their resources go with the host. Queued requests stay queued, even those no remaining
         host could hold (the host may come back).
         """
-        host = self._host(host_id)
-        for request_id in host.requests:
-            del self._placements[request_id]
-        del self._hosts[host_id]
-        self._open.pop(host_id, None)
-        return sorted(host.requests)
+        return self._ledger.remove_host(host_id)
 
     def drain_host(self, host_id: str, draining: bool = True) -> list[Action]:
         """Stop (or resume) placing on a host; its placements stay. Return new placements."""
-        host = self._host(host_id)
-        host.draining = draining
-        self._refresh(host)
+        self._ledger.drain(host_id, draining)
         return self._settle()
 
     def host_images(self, host_id: str, images: Iterable[str]) -> None:
         """Replace the set of images a host is known to have (placement prefers those)."""
-        self._host(host_id).images = set(images)
+        self._ledger.host(host_id).images = set(images)
 
     # --------------------------------------------------------------------------- requests
 
     def submit(self, request_id: str, demand: Demand, now: float) -> list[Action]:
         """Ask for a placement: return `[Place]` now, or `[]` if it waits in the queue."""
-        if request_id in self._queued or request_id in self._placements:
-            where = "queued" if request_id in self._queued else "placed"
-            raise AlreadyExists(f"request {request_id!r} is already {where}")
+        self._check_new(request_id)
         if not (math.isfinite(demand.cpus) and demand.cpus >= 0 and demand.memory >= 0):
             raise BadRequest(f"request {request_id!r} has an invalid demand: {demand}")
         entry = _Queued(
-            request_id, _nano(demand.cpus), demand.memory, demand.image, next(self._seq), now
+            request_id, nano(demand.cpus), demand.memory, demand.image, next(self._seq), now
         )
-        if not any(h.cpus >= entry.cpus and h.memory >= entry.memory for h in self._hosts.values()):
+        if not self._ledger.could_ever_hold(entry.cpus, entry.memory):
             self._rejections += 1
             raise CapacityError(
                 f"no host can ever hold request {request_id!r}"
-                f" (cpus={demand.cpus:g}, memory={demand.memory}): {self._largest()}",
+                f" (cpus={demand.cpus:g}, memory={demand.memory}): {self._ledger.largest()}",
                 request_id=request_id,
             )
         # Same-shape requests already waiting do not fit (the queue is settled): skip the try.
@@ -311,48 +196,31 @@ class Scheduler:
 
     def started(self, request_id: str, now: float) -> list[Action]:
         """The request's container started: free its start slot. Return new placements."""
-        placement = self._starting(request_id, "marked started")
-        placement.starting = False
-        host = placement.host
-        host.starting -= 1
-        if placement.image:
-            host.images.add(placement.image)
-        self._refresh(host)
+        self._ledger.started(self._starting(request_id, "marked started"))
         return self._settle()
 
     def start_failed(self, request_id: str, now: float) -> list[Action]:
         """The request's container did not start: free everything it held."""
         self._starting(request_id, "marked start-failed")
-        self._unplace(request_id)
+        self._ledger.unplace(request_id)
         return self._settle()
 
     def release(self, request_id: str, now: float) -> list[Action]:
         """The request's sandbox is gone: free everything it held. Return new placements."""
         self._placed(request_id, "released")
-        self._unplace(request_id)
+        self._ledger.unplace(request_id)
         return self._settle()
 
     def adopt(self, request_id: str, host_id: str, demand: Demand) -> None:
         """Count a sandbox that already exists on `host_id` against that host."""
-        if request_id in self._queued or request_id in self._placements:
-            where = "queued" if request_id in self._queued else "placed"
-            raise AlreadyExists(f"request {request_id!r} is already {where}")
-        host = self._host(host_id)
-        placement = _Placement(host, _nano(demand.cpus), demand.memory, demand.image)
-        placement.starting = False
-        self._placements[request_id] = placement
-        host.requests.add(request_id)
-        host.used_cpus += placement.cpus
-        host.used_memory += placement.memory
-        if demand.image:
-            host.images.add(demand.image)
-        self._refresh(host)
+        self._check_new(request_id)
+        self._ledger.adopt(request_id, host_id, demand)
 
     def cancel(self, request_id: str) -> list[Action]:
         """Withdraw a queued request. Return the placements its departure made possible."""
         entry = self._queued.get(request_id)
         if entry is None:
-            placement = self._placements.get(request_id)
+            placement = self._ledger.placements.get(request_id)
             if placement is None:
                 raise _unknown(request_id, "cancelled")
             raise BadRequest(
@@ -365,11 +233,11 @@ class Scheduler:
     def queued(self) -> tuple[QueuedRequest, ...]:
         """Every request waiting in the queue, oldest first (apart from `statistics`, which
         stays cheap however long the queue grows)."""
-        entries = sorted(self._queued.values(), key=lambda q: q.seq)
+        entries = sorted(self._queued.values(), key=_seq)
         return tuple(
             QueuedRequest(
                 request_id=q.request_id,
-                demand=Demand(q.cpus / _NANO, q.memory, q.image),
+                demand=Demand(q.cpus / NANO, q.memory, q.image),
                 since=q.since,
             )
             for q in entries
@@ -384,7 +252,8 @@ class Scheduler:
         holds that request back for good: the oldest waiting request was passed `max_bypass`
         times and no host has room for it either, so nothing younger is placed until it is
         (it may wait for a host that never comes)."""
-        if not self._fits_somewhere(_nano(demand.cpus), demand.memory):
+        ledger = self._ledger
+        if not ledger.fits_somewhere(nano(demand.cpus), demand.memory):
             return False
         entry = None if request_id is None else self._queued.get(request_id)
         if entry is None:
@@ -393,28 +262,17 @@ class Scheduler:
         return (
             oldest is entry
             or oldest.bypassed < self._max_bypass
-            or self._fits_somewhere(oldest.cpus, oldest.memory)
+            or ledger.fits_somewhere(oldest.cpus, oldest.memory)
         )
 
     def startable(self, demand: Demand) -> int:
         """How many creates of `demand` could start right now, over all hosts, with nobody
-        waiting in the queue (0 while anyone waits: queued creates go first)."""
+        waiting in the queue (0 while anyone waits: queued creates go first). Draining hosts
+        count for nothing; each other host for the least of its free start slots, sandbox
+        slots, cpus and memory, in units of `demand`."""
         if self._queued:
             return 0
-        cpus = _nano(demand.cpus)
-        free = 0
-        for host in self._hosts.values():
-            if host.draining:
-                continue
-            room = [host.max_starts - host.starting]
-            if host.limit:
-                room.append(host.limit - len(host.requests))
-            if cpus > 0:
-                room.append((host.cpus - host.used_cpus) // cpus)
-            if demand.memory > 0:
-                room.append((host.memory - host.used_memory) // demand.memory)
-            free += max(0, min(room))
-        return free
+        return self._ledger.startable(demand)
 
     def is_queued(self, request_id: str) -> bool:
         """True while the request waits in the queue (submitted, not yet placed)."""
@@ -422,12 +280,13 @@ class Scheduler:
 
     def statistics(self) -> SchedulerStatistics:
         """A snapshot of hosts (sorted by id), queue and totals."""
+        hosts = self._ledger.hosts
         oldest = min((q.since for q in self._queued.values()), default=None)
         return SchedulerStatistics(
-            hosts=tuple(self._hosts[h].statistics() for h in sorted(self._hosts)),
+            hosts=tuple(hosts[h].statistics() for h in sorted(hosts)),
             queue_depth=len(self._queued),
-            placed=len(self._placements),
-            starting=sum(h.starting for h in self._hosts.values()),
+            placed=len(self._ledger.placements),
+            starting=sum(h.starting for h in hosts.values()),
             placements=self._placements_made,
             rejections=self._rejections,
             oldest_queued_since=oldest,
@@ -435,14 +294,13 @@ class Scheduler:
 
     # ----------------------------------------------------------------------------- inside
 
-    def _host(self, host_id: str) -> _Host:
-        try:
-            return self._hosts[host_id]
-        except KeyError:
-            raise NotFound(f"no host {host_id!r}") from None
+    def _check_new(self, request_id: str) -> None:
+        if request_id in self._queued or request_id in self._ledger.placements:
+            where = "queued" if request_id in self._queued else "placed"
+            raise AlreadyExists(f"request {request_id!r} is already {where}")
 
-    def _placed(self, request_id: str, done: str) -> _Placement:
-        placement = self._placements.get(request_id)
+    def _placed(self, request_id: str, done: str) -> Placement:
+        placement = self._ledger.placements.get(request_id)
         if placement is not None:
             return placement
         if request_id in self._queued:
@@ -452,40 +310,11 @@ class Scheduler:
             )
         raise _unknown(request_id, done)
 
-    def _starting(self, request_id: str, done: str) -> _Placement:
+    def _starting(self, request_id: str, done: str) -> Placement:
         placement = self._placed(request_id, done)
         if not placement.starting:
             raise BadRequest(f"request {request_id!r} cannot be {done}: it has already started")
         return placement
-
-    def _largest(self) -> str:
-        if not self._hosts:
-            return "there are no hosts"
-        hosts = sorted(self._hosts.values(), key=lambda h: h.host_id)
-        by_cpus = max(hosts, key=lambda h: h.cpus)
-        by_memory = max(hosts, key=lambda h: h.memory)
-        if by_cpus is by_memory or by_cpus.memory == by_memory.memory:
-            c = by_cpus.capacity
-            return f"the largest host is {by_cpus.host_id!r} (cpus={c.cpus:g}, memory={c.memory})"
-        return (
-            f"the most cpus is {by_cpus.capacity.cpus:g} on {by_cpus.host_id!r},"
-            f" the most memory is {by_memory.memory} on {by_memory.host_id!r}"
-        )
-
-    def _fits_somewhere(self, cpus: int, memory: int) -> bool:
-        return any(
-            not host.draining
-            and (host.limit == 0 or len(host.requests) < host.limit)
-            and host.used_cpus + cpus <= host.cpus
-            and host.used_memory + memory <= host.memory
-            for host in self._hosts.values()
-        )
-
-    def _refresh(self, host: _Host) -> None:
-        if host.is_open():
-            self._open[host.host_id] = host
-        else:
-            self._open.pop(host.host_id, None)
 
     def _enqueue(self, entry: _Queued) -> None:
         self._queued[entry.request_id] = entry
@@ -498,61 +327,12 @@ class Scheduler:
         if not group:
             del self._groups[entry.shape]
 
-    def _unplace(self, request_id: str) -> None:
-        placement = self._placements.pop(request_id)
-        host = placement.host
-        host.requests.discard(request_id)
-        host.used_cpus -= placement.cpus
-        host.used_memory -= placement.memory
-        if placement.starting:
-            host.starting -= 1
-        self._refresh(host)
-
-    def _choose(self, entry: _Queued) -> _Host | None:
-        """The best eligible host: image first, then the dominant share after placing (the
-        largest fraction used of cpus, memory or sandbox slots), then starts in flight, then
-        host id. Written out flat: this loop runs over every open host for every placement."""
-        cpus, memory, image = entry.cpus, entry.memory, entry.image
-        spread = self._spread
-        best: _Host | None = None
-        best_missing = True
-        best_share = 0.0
-        for host in self._open.values():
-            used_cpus = host.used_cpus + cpus
-            used_memory = host.used_memory + memory
-            if used_cpus > host.cpus or used_memory > host.memory:
-                continue
-            share = used_cpus / host.cpus if host.cpus else 0.0
-            if host.memory:
-                by_memory = used_memory / host.memory
-                if by_memory > share:
-                    share = by_memory
-            if host.limit:
-                by_count = (len(host.requests) + 1) / host.limit
-                if by_count > share:
-                    share = by_count
-            if not spread:
-                share = -share
-            missing = bool(image) and image not in host.images
-            if best is not None:
-                if missing != best_missing:
-                    if missing:
-                        continue
-                elif share > best_share:
-                    continue
-                elif share == best_share and (host.starting, host.host_id) >= (
-                    best.starting,
-                    best.host_id,
-                ):
-                    continue
-            best, best_missing, best_share = host, missing, share
-        return best
-
     def _settle(self, only: tuple[int, int] | None = None) -> list[Action]:
         """Place what the rules allow, oldest shape first; `only` limits the shapes tried."""
         actions: list[Action] = []
         blocked: set[tuple[int, int]] = set()
-        while self._open and self._queued:
+        ledger = self._ledger
+        while ledger.open and self._queued:
             oldest: _Queued | None = None
             candidate: _Queued | None = None
             for shape, group in self._groups.items():
@@ -567,25 +347,19 @@ class Scheduler:
                 break
             if candidate is not oldest and oldest.bypassed >= self._max_bypass:
                 break
-            host = self._choose(candidate)
+            host = ledger.choose(candidate.cpus, candidate.memory, candidate.image)
             if host is None:
                 blocked.add(candidate.shape)
                 continue
             if candidate is not oldest:
                 oldest.bypassed += 1
             self._dequeue(candidate)
-            actions.append(self._place(candidate, host))
+            ledger.place(
+                candidate.request_id, host, candidate.cpus, candidate.memory, candidate.image
+            )
+            self._placements_made += 1
+            actions.append(Place(candidate.request_id, host.host_id))
         return actions
-
-    def _place(self, entry: _Queued, host: _Host) -> Place:
-        self._placements[entry.request_id] = _Placement(host, entry.cpus, entry.memory, entry.image)
-        host.requests.add(entry.request_id)
-        host.used_cpus += entry.cpus
-        host.used_memory += entry.memory
-        host.starting += 1
-        self._refresh(host)
-        self._placements_made += 1
-        return Place(entry.request_id, host.host_id)
 
 
 def _seq(entry: _Queued) -> int:
@@ -597,3 +371,15 @@ def _unknown(request_id: str, done: str) -> NotFound:
         f"request {request_id!r} cannot be {done}: no such request"
         " (never submitted, or already gone)"
     )
+
+
+__all__ = [
+    "Action",
+    "Demand",
+    "HostStatistics",
+    "Place",
+    "QueuedRequest",
+    "Resources",
+    "Scheduler",
+    "SchedulerStatistics",
+]

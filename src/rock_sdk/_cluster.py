@@ -19,12 +19,12 @@ from rock_core import (
     ClusterStatistics,
     Connector,
     Host,
+    PoolOptions,
     list_images,
     prune_images,
     warm_image,
 )
 from rock_core import open_cluster as open_core_cluster
-from rock_core.defaults import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY
 from rock_core.protocol import ImageInfo, ImageReport, PruneResult
 
 from ._bulk import CreateManyResult, CreateProgress, create_many
@@ -108,32 +108,20 @@ class SandboxCluster:
     async def open_pool(
         self,
         config: SandboxConfig | None = None,
+        options: PoolOptions | None = None,
         *,
-        min_size: int = 1,
-        max_size: int | None = None,
-        name: str | None = None,
         session: bool = True,
         prepare: SandboxPrepare | None = None,
-        refill_concurrency: int = DEFAULT_REFILL_CONCURRENCY,
-        shrink_after: float = 60.0,
-        prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
+        **changes: Any,
     ) -> AsyncIterator[Pool]:
         """A warm pool of `config`, refilled in the background; closed when the block ends.
 
         `min_size` sandboxes are kept ready; misses raise the pool's target up to `max_size`
-        (default `min_size`). See docs/pools.md.
+        (default `min_size`). The options are `rock_sdk.open_pool`'s (`session`, `prepare`)
+        and `rock_core.PoolOptions`' (as `options` or keywords). See docs/pools.md.
         """
         async with open_pool(
-            self.core,
-            config,
-            min_size=min_size,
-            max_size=max_size,
-            name=name,
-            session=session,
-            prepare=prepare,
-            refill_concurrency=refill_concurrency,
-            shrink_after=shrink_after,
-            prepare_timeout=prepare_timeout,
+            self.core, config, options, session=session, prepare=prepare, **changes
         ) as pool:
             yield pool
 

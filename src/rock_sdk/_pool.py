@@ -15,10 +15,18 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
-from rock_core import AlreadyExists, BadRequest, Cluster, PoolStatistics, RecordPool, SandboxRecord
+from rock_core import (
+    AlreadyExists,
+    BadRequest,
+    Cluster,
+    PoolOptions,
+    PoolStatistics,
+    RecordPool,
+    SandboxRecord,
+)
 from rock_core import open_pool as open_core_pool
-from rock_core.defaults import DEFAULT_PREPARE_TIMEOUT, DEFAULT_REFILL_CONCURRENCY
 
 from . import _arguments as args
 from ._commands import DEFAULT_SESSION
@@ -97,22 +105,19 @@ class Pool:
 async def open_pool(
     cluster: Cluster,
     config: SandboxConfig | None = None,
+    options: PoolOptions | None = None,
     *,
-    min_size: int = 1,
-    max_size: int | None = None,
-    name: str | None = None,
     session: bool = True,
     prepare: SandboxPrepare | None = None,
-    refill_concurrency: int = DEFAULT_REFILL_CONCURRENCY,
-    shrink_after: float = 60.0,
-    prepare_timeout: float = DEFAULT_PREPARE_TIMEOUT,
+    **changes: Any,
 ) -> AsyncIterator[Pool]:
     """A warm pool of `config` in `cluster`; closed (idle members deleted) when the block ends.
 
     `session` opens each member's default session ahead; `prepare(sandbox)` runs after it.
     Both together must finish within `prepare_timeout` seconds, else the member is deleted
-    and the acquire (or refill) fails with `TimedOut`. The other options are
-    `rock_core.open_pool`'s.
+    and the acquire (or refill) fails with `TimedOut`. The other options (`min_size`,
+    `max_size`, `name`, ...) are `rock_core.PoolOptions`: pass one as `options`, or its fields
+    as keywords.
     """
     if config is not None and not isinstance(config, SandboxConfig):
         raise BadRequest(f"config must be a SandboxConfig or None, got {config!r}")
@@ -131,17 +136,14 @@ async def open_pool(
         if prepare is not None:
             await prepare(sandbox)
 
-    async with open_core_pool(
-        cluster,
-        spec,
-        min_size=min_size,
-        max_size=max_size,
-        name=name,
-        refill_concurrency=refill_concurrency,
-        shrink_after=shrink_after,
-        prepare_timeout=prepare_timeout,
-        prepare=prepare_member if session or prepare is not None else None,
-    ) as core:
+    options = PoolOptions.of(options, **changes)
+    if options.prepare is not None:
+        raise BadRequest(
+            "options.prepare takes a record; give rock_sdk's open_pool prepare=... instead "
+            "(it takes a Sandbox)"
+        )
+    member_prepare = prepare_member if session or prepare is not None else None
+    async with open_core_pool(cluster, spec, options, prepare=member_prepare) as core:
         yield Pool(core, cluster, config, session=session)
 
 

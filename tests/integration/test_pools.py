@@ -63,7 +63,7 @@ async def rock(*args: str) -> subprocess.CompletedProcess[bytes]:
 async def test_a_pool_hands_out_ready_sandboxes_with_an_open_shell(sdk: SandboxCluster) -> None:
     async with sdk.open_pool(PY, min_size=2, name="it-ready") as pool:
         await pool.wait_ready()
-        assert pool_containers("it-ready") == {m.record.sandbox_id for m in pool.core._ready}
+        assert pool_containers("it-ready") == set(pool.core._stock.policy.ready_ids())
         async with pool.sandbox() as sb:
             assert sb.state is SandboxState.RUNNING
             assert "default" in (await sb.status()).sessions  # opened before the hand-out
