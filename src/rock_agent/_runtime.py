@@ -1,0 +1,352 @@
+"""The agent's runtime seam: what the agent needs from a container engine, as a Protocol.
+
+Rules:
+- Everything that crosses the seam is a typed value defined here (or `SandboxInfo` /
+  `SandboxSpec` of the protocol): no engine objects, no engine JSON, no `Any`.
+- Every failure is one of our tree (`rock_core._errors`); each method names the ones it
+  raises. An implementation translates its engine's errors at its own boundary.
+- Sandboxes are named by sandbox id; an implementation manages only its own host's
+  (`host_id`) and never touches another's.
+- Times are unix seconds (floats); 0.0 means the engine does not know.
+- `DockerRuntime` (`_docker`) is the real implementation; `rock_agent.testing.FakeRuntime`
+  the fake; one conformance suite runs against both.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from typing import Literal, Protocol
+
+import msgspec
+from anyio.abc import ByteStream
+
+from rock_core._protocol import SandboxInfo, SandboxSpec
+
+PullPolicy = Literal["missing", "never", "always"]
+EventAction = Literal["start", "die", "destroy"]
+OutputStream = Literal["stdout", "stderr"]
+
+
+class Resources(msgspec.Struct, frozen=True, kw_only=True):
+    """The engine host's capacity."""
+
+    cpus: float
+    memory: int  # bytes
+
+
+class ContainerDetail(msgspec.Struct, frozen=True, kw_only=True):
+    """One sandbox's container as the engine describes it now (its full inspect record)."""
+
+    sandbox_id: str
+    container_id: str
+    image: str  # the reference it was made from
+    image_id: str  # the id of the image it runs
+    status: str  # the engine's word: "running", "exited", "created", "paused"...
+    running: bool
+    pid: int  # its main process on the engine's host; 0 when not running
+    started_at: float
+    finished_at: float
+    exit_code: int | None
+    oom_killed: bool
+    ip_address: str  # on the sandbox's network; "" without one
+    labels: dict[str, str] = {}
+
+
+class ContainerSummary(msgspec.Struct, frozen=True, kw_only=True):
+    """Any container of the engine (any owner, any state), as much as image use needs."""
+
+    image_id: str
+    running: bool
+    created: float
+
+
+class ImageRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """One image of the engine."""
+
+    image_id: str
+    tags: list[str] = []  # as the engine lists them ("<none>:<none>" included)
+    size: int = 0
+    shared_size: int = 0  # bytes shared with other images; 0 if not known
+    created: float = 0.0
+    containers: int = 0  # containers using it, as the engine counts them; 0 if not known
+    labels: dict[str, str] = {}
+
+
+class DiskUsage(msgspec.Struct, frozen=True, kw_only=True):
+    """The engine's disk-usage report: its top-level images and the layers' total size."""
+
+    images: list[ImageRecord] = []
+    layers_size: int = 0
+
+
+class StatsReading(msgspec.Struct, frozen=True, kw_only=True):
+    """One resource-use reading of a running sandbox, with the reading before it.
+
+    CPU counters are nanoseconds (the sandbox's, and the host's in `system`); `memory_cache`
+    is the page cache the kernel can drop.
+    """
+
+    read_at: float = 0.0
+    preread_at: float = 0.0
+    cpu_total: int = 0
+    pre_cpu_total: int = 0
+    system: int = 0
+    pre_system: int = 0
+    online_cpus: int = 1
+    memory_usage: int = 0
+    memory_cache: int = 0
+    memory_limit: int = 0
+    memory_peak: int = 0
+    pids: int = 0
+    pids_limit: int = 0
+
+
+class EngineEvent(msgspec.Struct, frozen=True, kw_only=True):
+    """A start, stop ("die") or removal ("destroy") of one of this host's containers."""
+
+    action: EventAction
+    sandbox_id: str
+    container_id: str
+    owner: str  # the owner label
+    owner_uid: int  # the owner's uid (the runtime's `uid` if the labels name none)
+    time: float
+    exit_code: int | None = None  # "die" only
+
+
+class OutputChunk(msgspec.Struct, frozen=True):
+    """A piece of a process's output."""
+
+    stream: OutputStream
+    data: bytes
+
+
+class ProcessState(msgspec.Struct, frozen=True):
+    """A process as the engine sees it now: its host pid (0 if it never started), its exit
+    code once ended, and whether it runs."""
+
+    pid: int
+    exit_code: int | None
+    running: bool
+
+
+class Process(Protocol):
+    """A process started in a sandbox, attached: its input, its output and how it ended.
+
+    A process the runtime could not start (no such working folder, program or user) raises
+    the error naming that cause (`FileNotFound`, `BadRequest`; `SandboxFailed` if the sandbox
+    stopped meanwhile) from `read` at the end of its output or from `write`.
+    """
+
+    @property
+    def sandbox_id(self) -> str:
+        """The sandbox it runs in."""
+        ...
+
+    async def write(self, data: bytes) -> None:
+        """Write to its stdin. `TransportError` if it ended before taking it."""
+        ...
+
+    async def read(self) -> OutputChunk | None:
+        """The next piece of output; None at the end of both streams. `TransportError` if the
+        stream breaks, `TimedOut` if the engine stops answering."""
+        ...
+
+    async def close_input(self) -> None:
+        """Close its stdin (it reads end-of-file); never raises."""
+        ...
+
+    async def state(self) -> ProcessState:
+        """Its state now. `SandboxFailed`, `TimedOut`, `EngineUnavailable`."""
+        ...
+
+    async def wait(self) -> int | None:
+        """Its exit code once its output has ended; None if it still runs a moment later.
+        `TimedOut`, `EngineUnavailable`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Detach from it (it may go on; later output is dropped); never raises."""
+        ...
+
+
+class ContainerRuntime(Protocol):
+    """One container engine as one agent (one host id) uses it.
+
+    Any method may also raise `EngineUnavailable` (no engine answers), `TimedOut` (it stopped
+    answering), `TransportError` (it broke off a request) or `ProtocolError` (it answered
+    something unreadable).
+    """
+
+    host_id: str  # the host whose sandboxes this runtime manages
+    uid: int  # the owner's uid of sandboxes whose labels name none
+    extra_labels: dict[str, str]  # labels added to every sandbox it makes from now on
+
+    # ------------------------------------------------------------------ engine facts
+
+    async def engine_resources(self) -> Resources:
+        """The engine host's cpus and memory (read once)."""
+        ...
+
+    async def supports_disk_limits(self) -> bool:
+        """True if a sandbox's `disk` limit can be enforced here."""
+        ...
+
+    async def local_images(self) -> list[str]:
+        """Tags of the images present on the engine, sorted."""
+        ...
+
+    async def data_root(self) -> str:
+        """The engine's data folder on this machine, where image layers live; "" if none."""
+        ...
+
+    async def ensure_image(self, image: str, policy: str) -> None:
+        """Make `image` present according to the pull `policy` (a `PullPolicy`).
+
+        `BadRequest` for an unknown policy; `ImageNotFound` if it is missing and cannot (or
+        may not) be pulled.
+        """
+        ...
+
+    # ------------------------------------------------------------------ sandboxes
+
+    async def create(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> SandboxInfo:
+        """Create and start a sandbox; the same call again (same owner, same spec) answers
+        with the existing one, started if it was stopped.
+
+        `AlreadyExists` if the id is taken by another owner or with another spec;
+        `BadRequest` for a spec this engine cannot honour (made nothing); `ImageNotFound`;
+        `SandboxFailed` (or `FileNotFound`/`BadRequest` naming the cause) if it did not start.
+        """
+        ...
+
+    async def inspect(self, sandbox_id: str) -> SandboxInfo:
+        """One sandbox of this host. `SandboxNotFound`."""
+        ...
+
+    async def container(self, sandbox_id: str) -> ContainerDetail:
+        """One sandbox's container in detail. `SandboxNotFound`."""
+        ...
+
+    async def list_sandboxes(self, owner: str = "") -> list[SandboxInfo]:
+        """Every sandbox of this host, or of one owner key (`_labels.owner_key`)."""
+        ...
+
+    async def all_containers(self) -> list[ContainerSummary]:
+        """Every container of the engine, any host, owner and state."""
+        ...
+
+    async def start(self, sandbox_id: str) -> None:
+        """Start a stopped sandbox (a running one stays). `SandboxNotFound`, `SandboxFailed`."""
+        ...
+
+    async def stop(self, sandbox_id: str, timeout: float) -> None:
+        """Stop a sandbox, its files kept: SIGTERM, then SIGKILL after `timeout` s; a stopped
+        one stays stopped. `SandboxNotFound`."""
+        ...
+
+    async def remove(self, sandbox_id: str) -> None:
+        """Remove a sandbox and its files; one already gone is not an error."""
+        ...
+
+    # ------------------------------------------------------------------ processes
+
+    async def exec(
+        self,
+        sandbox_id: str,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str = "",
+        stdin: bool = True,
+    ) -> Process:
+        """Start `argv` in a running sandbox, attached (stdin open if `stdin`).
+
+        `SandboxNotFound`; `SandboxFailed` if the sandbox is not running. A process that
+        could not start raises from the returned handle (see `Process`).
+        """
+        ...
+
+    async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:
+        """A TCP connection to `address:port` inside the sandbox's network namespace.
+
+        `SandboxNotFound`; `BadRequest` if the sandbox is not running (or the agent may not
+        enter it); `NotFound` if nothing listens there; `TimedOut` if the connect takes too
+        long; `SandboxFailed` for any other failure to connect.
+        """
+        ...
+
+    # ------------------------------------------------------------------ files
+
+    def get_archive(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
+        """`path` of the sandbox as a tar stream. `SandboxNotFound`, `FileNotFound`."""
+        ...
+
+    async def put_archive(self, sandbox_id: str, path: str, chunks: AsyncIterator[bytes]) -> None:
+        """Unpack a tar stream into folder `path` of the sandbox. `SandboxNotFound`,
+        `FileNotFound` (no such folder), `BadRequest` (not a folder, or a bad archive)."""
+        ...
+
+    # ------------------------------------------------------------------ images
+
+    async def disk_usage(self) -> DiskUsage:
+        """Every top-level image with its sizes, and the layers' total."""
+        ...
+
+    async def inspect_image(self, reference: str) -> ImageRecord:
+        """One image by reference or id. `ImageNotFound`."""
+        ...
+
+    async def remove_image(self, reference: str) -> None:
+        """Remove one tag (the image goes with its last), never forced. `ImageNotFound`;
+        `SandboxFailed` if a container uses it."""
+        ...
+
+    async def commit(
+        self,
+        sandbox_id: str,
+        *,
+        repository: str,
+        tag: str,
+        message: str,
+        changes: list[str],
+        labels: Mapping[str, str],
+        pause: bool,
+    ) -> str:
+        """Save the sandbox's files as image `repository:tag` and return its id.
+
+        The image starts as the sandbox's own image did (its entrypoint, command, env,
+        working folder and user), with the sandbox's `rock.*` labels blanked and `labels`
+        added. `SandboxNotFound`; `BadRequest` for bad `changes`; `SandboxFailed`.
+        """
+        ...
+
+    # ------------------------------------------------------------------ observing
+
+    async def stats(self, sandbox_id: str) -> StatsReading:
+        """One resource-use reading (it may take a second). `SandboxNotFound`,
+        `SandboxFailed`."""
+        ...
+
+    def events(self, since: float) -> AsyncIterator[EngineEvent]:
+        """Starts, stops and removals of this host's sandboxes from `since` (unix time) on:
+        those since then first, in order, then new ones as they happen. `TransportError`
+        when the feed breaks (read it again from the last event's time)."""
+        ...
+
+
+__all__ = [
+    "ContainerDetail",
+    "ContainerRuntime",
+    "ContainerSummary",
+    "DiskUsage",
+    "EngineEvent",
+    "EventAction",
+    "ImageRecord",
+    "OutputChunk",
+    "OutputStream",
+    "Process",
+    "ProcessState",
+    "PullPolicy",
+    "Resources",
+    "StatsReading",
+]
