@@ -8,10 +8,11 @@ import types
 
 import pytest
 
-import rock_core.testing  # noqa: F401  (a public submodule: imported so `dir` shows it)
+import rock_agent.testing  # noqa: F401  (public submodules: imported so `dir` shows them)
+import rock_core.testing  # noqa: F401
 
 PACKAGES = ["rock_core", "rock_agent", "rock_sdk", "rock_sdk.envs"]
-MODULES = [*PACKAGES, "rock_core.testing"]  # public modules with an `__all__`
+MODULES = [*PACKAGES, "rock_core.testing", "rock_agent.testing"]  # public modules with an `__all__`
 
 
 # Cases that fail today for reported bugs. Strict: the fix makes them pass, which fails the run
