@@ -1,11 +1,10 @@
 """`rock-agent`: serve the protocol on stdio or a unix socket; print the version.
 
 Rules:
-- Serving starts at once, engine or not: a client of an agent whose engine does not answer
-  is refused in the handshake with `EngineUnavailable` naming the cause and the fix.
-- The background work (adopting and reaping containers, leases, deadlines) starts once the
-  engine answers; until then the agent looks for it every `ENGINE_POLL` seconds, and a socket
-  agent says once in its log that it waits (a stdio agent's client hears it in the handshake).
+- Serving starts at once, engine or not; the background work is `open_agent`'s (read its
+  rules). A stdio agent keeps a wait for the engine out of its log: its client hears it in
+  the handshake.
+- SIGTERM and SIGINT stop the agent; SIGUSR1 prints every task's stack.
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import anyio
 
-from rock_core._errors import BadRequest, RockError
+from rock_core._errors import BadRequest
 from rock_core._options import MAX_LEASE, SECONDS_RULE, is_seconds
 
 from ._docker import DockerRuntime, open_docker
@@ -32,13 +31,12 @@ from ._ensure import EXIT_UNSAFE, agent_answers, ensure_running, socket_problem
 from ._install import add_commands, group_id, notify_ready, run_command
 from ._listen import serve_socket, stdio_peer
 from ._logging import configure
+from ._open import open_agent
 from ._server import AgentServer
 from ._stdio import StdioStream
 from ._version import AGENT_VERSION
 
 log = logging.getLogger("rock_agent")
-
-ENGINE_POLL = 5.0  # seconds between looks for an engine that did not answer
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -143,61 +141,34 @@ def _dump_tasks() -> None:
 
 async def _serve(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
-    async with open_docker(args.docker) as docker:
-        server = AgentServer(
+    async with (
+        open_docker(args.docker) as docker,
+        open_agent(
             DockerRuntime(docker, args.host_id),
             reap_interval=args.reap_interval,
             lease=args.lease,
             reap_on_disconnect=bool(args.stdio),
-        )
-        working = anyio.Event()  # set once the background work runs
-        async with anyio.create_task_group() as tg:
-            # Serving starts at once; adopting and reaping must never delay a handshake.
-            tg.start_soon(_work_once_engine_answers, server, bool(args.stdio), working)
-            tg.start_soon(_stop_on_signals, tg.cancel_scope)
-            if args.socket and args.idle_exit > 0:
-                tg.start_soon(_exit_when_idle, server, args.idle_exit, tg.cancel_scope)
-            try:
-                if args.stdio:
-                    await server.serve(await StdioStream.open(), stdio_peer())
-                    await server.linger()
-                else:
-                    await serve_socket(
-                        Path(args.socket),
-                        server.serve,
-                        group=args.socket_gid,
-                        on_listening=notify_ready,
-                    )
-            finally:
-                # A short-lived client (`rock ps`) must not cut the start-up reap short.
-                if working.is_set():
-                    with anyio.move_on_after(60, shield=True):
-                        await server.first_reap_done.wait()
-                tg.cancel_scope.cancel()
-                with anyio.CancelScope(shield=True):
-                    await server.aclose()
-
-
-async def _work_once_engine_answers(server: AgentServer, quiet: bool, working: anyio.Event) -> None:
-    """Run the background loops once the engine answers (without one they have nothing to
-    do, and would only report the same failure again and again)."""
-    waiting = False
-    while True:
+            quiet=bool(args.stdio),
+        ) as server,
+        anyio.create_task_group() as tg,
+    ):
+        # Serving starts at once; adopting and reaping (`open_agent`) never delay a handshake.
+        tg.start_soon(_stop_on_signals, tg.cancel_scope)
+        if args.socket and args.idle_exit > 0:
+            tg.start_soon(_exit_when_idle, server, args.idle_exit, tg.cancel_scope)
         try:
-            await server.runtime.engine_info()
-            break
-        except RockError as exc:
-            if not waiting and not quiet:
-                log.warning("%s (clients are refused until it answers)", exc)
-            waiting = True
-        await anyio.sleep(ENGINE_POLL)
-    if waiting:
-        log.info("the container engine answers now")
-    working.set()
-    async with anyio.create_task_group() as tg:
-        tg.start_soon(server.reap_loop)
-        tg.start_soon(server.lease_loop)
-        tg.start_soon(server.deadline_loop)
+            if args.stdio:
+                await server.serve(await StdioStream.open(), stdio_peer())
+                await server.linger()
+            else:
+                await serve_socket(
+                    Path(args.socket),
+                    server.serve,
+                    group=args.socket_gid,
+                    on_listening=notify_ready,
+                )
+        finally:
+            tg.cancel_scope.cancel()
 
 
 async def _exit_when_idle(server: AgentServer, idle: float, scope: anyio.CancelScope) -> None:

@@ -9,7 +9,7 @@ Rules:
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 
@@ -33,7 +33,7 @@ from rock_core._protocol import (
 )
 
 from . import _execute
-from ._docker import DockerRuntime
+from ._runtime import ContainerRuntime, Process
 from ._shell import ShellSession
 from ._signals import exec_inside
 from ._spill import exec_spill
@@ -42,7 +42,7 @@ SESSION_OPENS = 16  # shells being started at once, per agent
 
 
 class _Server(Protocol):
-    runtime: DockerRuntime
+    runtime: ContainerRuntime
     sessions: dict[tuple[str, str], ShellSession]
     session_opens: anyio.CapacityLimiter
 
@@ -82,8 +82,8 @@ async def create_session(server: _Server, conn: Connection, req: CreateSession) 
         )
     sandbox_id, runtime = req.sandbox_id, server.runtime
 
-    async def open_exec(argv: list[str]) -> tuple[Any, Any]:
-        return await runtime.open_exec(
+    async def open_exec(argv: list[str]) -> Process:
+        return await runtime.exec(
             sandbox_id, argv, env={"PS1": "", "PS2": "", **req.env}, cwd=req.cwd
         )
 
@@ -92,8 +92,6 @@ async def create_session(server: _Server, conn: Connection, req: CreateSession) 
         session = await ShellSession.open(
             req.session,
             open_exec,
-            runtime.exec_pid,
-            runtime.wait_exit,
             exec_spill(runtime, sandbox_id),
             exec_inside(runtime, sandbox_id),
         )

@@ -47,6 +47,8 @@ from rock_core._errors import (
     TransportError,
 )
 
+from ._start_failure import stopped
+
 CONTROL_TIMEOUT = 30.0  # inspect, list, info, exec create and start, image inspect
 CREATE_TIMEOUT = 60.0  # create or start a container (layers, mounts, network)
 STOP_MARGIN = 30.0  # a stop may take its grace period plus this
@@ -118,15 +120,6 @@ def _answered(exc: DockerError, what: str, not_found: type[RockError]) -> RockEr
     if exc.status in (400, 409):
         return BadRequest(f"{what}: {message}")
     return SandboxFailed(f"{what}: engine answered {exc.status}: {message}")
-
-
-def stopped(what: str, detail: str) -> SandboxFailed:
-    """A request for a sandbox whose processes all ended (a `kill -9 -1` inside it ends its
-    keepalive too)."""
-    return SandboxFailed(
-        f"{what}: the sandbox is not running (its processes have all ended): start it again, "
-        f"or delete it ({detail})"
-    )
 
 
 def _broken(exc: BaseException, what: str) -> RockError:
@@ -268,6 +261,5 @@ __all__ = [
     "engine_errors",
     "engine_unavailable",
     "open_docker",
-    "stopped",
     "unreachable",
 ]

@@ -1,5 +1,5 @@
-"""A process run in a sandbox through the engine: its exec, its attached stream, and the error
-for one the container runtime could not start.
+"""A process run in a sandbox through the engine: its exec and its attached stream, behind
+the runtime's `Process` handle (`DockerProcess`).
 
 Rules:
 - A process the container runtime could not start (its working folder, program or user is
@@ -14,50 +14,16 @@ Rules:
 from __future__ import annotations
 
 import contextlib
-import re
+from collections.abc import Mapping
 from typing import Any
 
 import anyio
 
-from rock_core._errors import BadRequest, FileNotFound, RockError, TransportError
+from rock_core._errors import BadRequest, RockError, TransportError
 
-from ._engine import engine_call, engine_errors, stopped
-
-# ---------------------------------------------------------------------------- exec start
-
-_CWD = re.compile(r'chdir to cwd \("(?P<cwd>[^"]*)"\) set in config\.json failed: (?P<why>[^:]+)')
-_PROGRAM = re.compile(r'exec: "(?P<program>[^"]*)": (?:stat [^:]*: )?(?P<why>[^:]+)')
-_USER = re.compile(r"unable to find (?P<kind>user|group) (?P<name>[^:]+): (?P<why>[^\r\n]+)")
-# What the runtime says when the container stopped after the exec was created.
-_GONE = re.compile(r"in a (deleted|stopped) state|container \S+ is not running|task \S+ not found")
-
-
-def start_failure(text: str, head: str) -> RockError | None:
-    """The error for a process the container runtime could not start, from what it said.
-
-    `head` names the attempt ("cannot run 'ls' in sandbox x"). A missing working folder or
-    program is `FileNotFound`, an unknown user or group, or a program that cannot be run,
-    `BadRequest`; None if the text names no cause known here.
-    """
-    text = text.replace("\r", "").strip()
-    if found := _CWD.search(text):
-        cwd, why = found["cwd"], found["why"].strip()
-        if why == "no such file or directory":
-            return FileNotFound(f"{head}: its working folder {cwd} does not exist")
-        return BadRequest(f"{head}: its working folder {cwd} cannot be used: {why}")
-    if found := _PROGRAM.search(text):
-        name, why = found["program"], found["why"].strip()
-        if why == "executable file not found in $PATH":
-            return FileNotFound(f"{head}: program {name!r} not found on the PATH")
-        if why == "no such file or directory":
-            return FileNotFound(f"{head}: {name} not found")
-        return BadRequest(f"{head}: {name} cannot be run: {why}")
-    if found := _USER.search(text):
-        return BadRequest(f"{head}: no {found['kind']} {found['name']!r} in the sandbox")
-    if _GONE.search(text):
-        return stopped(head, text)  # between the exec's creation and its start
-    return None
-
+from ._engine import engine_call, engine_errors
+from ._runtime import OutputChunk, ProcessState
+from ._start_failure import start_failure
 
 # ---------------------------------------------------------------------------- exec
 
@@ -186,4 +152,88 @@ class ExecStream:
         )
 
 
-__all__ = ["ExecStream", "Execution", "start_failure"]
+async def start_process(
+    container: Any,
+    sandbox_id: str,
+    argv: list[str],
+    *,
+    env: Mapping[str, str] | None,
+    cwd: str,
+    stdin: bool,
+    bound: float,
+) -> DockerProcess:
+    """Start `argv` in a container, attached; its handle reads and writes it."""
+    with engine_call(f"starting a process in sandbox {sandbox_id}", bound):
+        raw = await container.exec(
+            argv,
+            stdin=stdin,
+            stdout=True,
+            stderr=True,
+            tty=False,
+            environment=[f"{k}={v}" for k, v in (env or {}).items()] or None,
+            workdir=cwd or None,
+        )
+        attached = raw.start(detach=False)
+        try:
+            await attached._init()
+        except BaseException:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await attached.close()
+            raise
+    execution = Execution(raw, sandbox_id, argv[0], bound)
+    return DockerProcess(execution, ExecStream(execution, attached))
+
+
+class DockerProcess:
+    """The runtime's `Process` handle over one exec and its attached stream."""
+
+    def __init__(self, execution: Execution, stream: ExecStream) -> None:
+        self._execution = execution
+        self._stream = stream
+
+    @property
+    def sandbox_id(self) -> str:
+        """The sandbox it runs in."""
+        return self._execution.sandbox_id
+
+    async def write(self, data: bytes) -> None:
+        """Write to its stdin (see `ExecStream.write_in`)."""
+        await self._stream.write_in(data)
+
+    async def read(self) -> OutputChunk | None:
+        """The next piece of output; None at the end (see `ExecStream.read_out`)."""
+        message = await self._stream.read_out()
+        if message is None:
+            return None
+        return OutputChunk("stdout" if message.stream == 1 else "stderr", message.data)
+
+    async def close_input(self) -> None:
+        """Half-close the stream: the process sees end-of-file on its stdin."""
+        with contextlib.suppress(Exception):
+            await _close_write(self._stream.raw)
+
+    async def state(self) -> ProcessState:
+        """Its state as the engine says now."""
+        return ProcessState(*await self._execution.state())
+
+    async def wait(self) -> int | None:
+        """Its exit code once its streams have ended (the engine may lag a moment)."""
+        return await self._execution.wait_exit()
+
+    async def aclose(self) -> None:
+        """Close the stream (the process may go on; its output is dropped)."""
+        with contextlib.suppress(Exception):
+            await self._stream.close()
+
+
+async def _close_write(stream: Any) -> None:
+    """Half-close an attached exec stream so the process sees end-of-file on stdin."""
+    resp = stream._resp
+    if resp is None:
+        return
+    conn = resp.connection
+    if conn is not None and conn.transport is not None and conn.transport.can_write_eof():
+        conn.transport.write_eof()
+
+
+__all__ = ["DockerProcess", "ExecStream", "Execution", "start_process"]

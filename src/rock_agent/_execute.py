@@ -29,8 +29,7 @@ from rock_core._protocol import ExecResult
 from rock_core._schema import MAX_DATA
 
 from . import _oom
-from ._docker import DockerRuntime
-from ._engine import engine_errors
+from ._runtime import ContainerRuntime
 from ._signals import Signals, exec_inside
 
 STDERR_LIMIT = 1 << 20  # stderr is for messages; stdout gets the rest of a reply's room
@@ -38,7 +37,7 @@ STDOUT_LIMIT = MAX_DATA - STDERR_LIMIT
 
 
 async def execute(
-    runtime: DockerRuntime,
+    runtime: ContainerRuntime,
     sandbox_id: str,
     argv: list[str],
     *,
@@ -51,7 +50,7 @@ async def execute(
     started = time.monotonic()
     oom_file = await _oom_file(runtime, sandbox_id)
     oom_before = _oom.count(oom_file)
-    execution, stream = await runtime.open_exec(sandbox_id, argv, env=env, cwd=cwd, stdin=True)
+    process = await runtime.exec(sandbox_id, argv, env=env, cwd=cwd, stdin=True)
     out = bytearray()
     err = bytearray()
     timed_out = truncated = False
@@ -60,28 +59,28 @@ async def execute(
             # A program that ends without reading all of its input still has a result; a
             # program that never started is raised by the runtime when its stream ends.
             with contextlib.suppress(TransportError):
-                await stream.write_in(stdin)
+                await process.write(stdin)
         # Closing our half of the stream gives the process end-of-file on its stdin.
-        await runtime.close_input(stream)
+        await process.close_input()
         with anyio.move_on_after(timeout) as scope:
             while True:
-                with engine_errors(f"reading a process in sandbox {sandbox_id}"):
-                    message = await stream.read_out()
-                if message is None:
+                chunk = await process.read()
+                if chunk is None:
                     break
-                kept, limit = (out, STDOUT_LIMIT) if message.stream == 1 else (err, STDERR_LIMIT)
+                stdout = chunk.stream == "stdout"
+                kept, limit = (out, STDOUT_LIMIT) if stdout else (err, STDERR_LIMIT)
                 room = limit - len(kept)
-                kept += message.data[: max(0, room)]
-                truncated = truncated or len(message.data) > room
+                kept += chunk.data[: max(0, room)]
+                truncated = truncated or len(chunk.data) > room
         if scope.cancelled_caught:
             timed_out = True
-            pid, _, _ = await runtime.exec_pid(execution)
+            pid = (await process.state()).pid
             signals = Signals(exec_inside(runtime, sandbox_id), pid)
             await signals.send(signal.SIGKILL, tree=pid, include_root=True)
     finally:
         with anyio.CancelScope(shield=True):
-            await runtime.close_stream(stream)
-    exit_code = await runtime.wait_exit(execution)
+            await process.aclose()
+    exit_code = await process.wait()
     if exit_code is None and not timed_out:
         raise SandboxFailed(f"command {argv[0]!r} in sandbox {sandbox_id} has no exit code")
     return ExecResult(
@@ -95,13 +94,12 @@ async def execute(
     )
 
 
-async def _oom_file(runtime: DockerRuntime, sandbox_id: str) -> Path | None:
+async def _oom_file(runtime: ContainerRuntime, sandbox_id: str) -> Path | None:
     """The OOM-kill counter of the sandbox, found from its init process."""
     try:
-        attrs = await runtime.inspect_container(sandbox_id)
+        pid = (await runtime.container(sandbox_id)).pid
     except RockError:
         return None
-    pid = int((attrs.get("State") or {}).get("Pid") or 0)
     return _oom.counter_file(pid) if pid > 1 else None
 
 

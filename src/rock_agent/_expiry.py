@@ -29,7 +29,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
 
 import anyio
 
@@ -47,9 +46,8 @@ from rock_core._protocol import (
 
 from ._deadline_store import DeadlineStore, StoredDeadlines
 from ._deadlines import DeadlineTable, Due, Timeouts, project
-from ._docker import DockerRuntime
-from ._labels import LABEL_OWNER, LABEL_SANDBOX, owner_key, owner_uid
-from ._stats import engine_time
+from ._labels import owner_key
+from ._runtime import ContainerRuntime, EngineEvent
 
 log = logging.getLogger("rock_agent.deadlines")
 
@@ -81,7 +79,7 @@ class DeadlineKeeper:
 
     def __init__(
         self,
-        runtime: DockerRuntime,
+        runtime: ContainerRuntime,
         *,
         notify: Notify,
         drop_sessions: Callable[[str], Awaitable[None]],
@@ -149,13 +147,12 @@ class DeadlineKeeper:
         started_at = stopped_at = info.created_at
         if timeouts.limited:
             try:
-                attrs = await self.runtime.inspect_container(info.sandbox_id)
+                detail = await self.runtime.container(info.sandbox_id)
             except SandboxNotFound:
                 return  # removed since it was listed
-            state = attrs.get("State") or {}
-            started_at = max(engine_time(state.get("StartedAt")), info.created_at)
-            stopped_at = max(engine_time(state.get("FinishedAt")), info.created_at)
-            running = bool(state.get("Running"))
+            started_at = max(detail.started_at, info.created_at)
+            stopped_at = max(detail.finished_at, info.created_at)
+            running = detail.running
         self.table.track(
             info.sandbox_id,
             owner_key(info.owner_uid, info.owner),
@@ -269,13 +266,12 @@ class DeadlineKeeper:
                 return None
         else:
             return None  # made by an agent without timeouts
-        attrs = await self.runtime.inspect_container(info.sandbox_id)
-        state = attrs.get("State") or {}
+        detail = await self.runtime.container(info.sandbox_id)
         return project(
             timeouts,
-            running=bool(state.get("Running")),
-            started_at=max(engine_time(state.get("StartedAt")), info.created_at),
-            stopped_at=max(engine_time(state.get("FinishedAt")), info.created_at),
+            running=detail.running,
+            started_at=max(detail.started_at, info.created_at),
+            stopped_at=max(detail.finished_at, info.created_at),
             last_used=stored.last_used if stored else None,
             in_use=stored.in_use if stored else False,
             stop_cause=stored.stop_cause if stored else "",
@@ -331,9 +327,8 @@ class DeadlineKeeper:
             try:
                 async for event in self.runtime.events(self._since):
                     pause = WATCH_RETRY  # the stream works again
-                    at = (event.get("timeNano") or 0) / 1e9 or float(event.get("time") or 0)
-                    self._since = max(self._since, at)
-                    await self._on_event(event, at)
+                    self._since = max(self._since, event.time)
+                    await self._on_event(event)
             except RockError as exc:
                 # Warn once per outage, not once a second while the engine is away.
                 level = logging.WARNING if pause == WATCH_RETRY else logging.DEBUG
@@ -341,18 +336,15 @@ class DeadlineKeeper:
             await anyio.sleep(pause)
             pause = min(pause * 2, WATCH_RETRY_MAX)
 
-    async def _on_event(self, event: dict[str, Any], at: float) -> None:
-        attributes = (event.get("Actor") or {}).get("Attributes") or {}
-        sandbox_id = attributes.get(LABEL_SANDBOX, "")
+    async def _on_event(self, event: EngineEvent) -> None:
+        sandbox_id, action, at = event.sandbox_id, event.action, event.time
         owner = self.table.owner(sandbox_id)
         meta = self._meta.get(sandbox_id)
-        uid = owner_uid(attributes, self.runtime.uid)
-        labelled = owner_key(uid, attributes.get(LABEL_OWNER, ""))
+        labelled = owner_key(event.owner_uid, event.owner)
         if owner is None or meta is None or owner != labelled:
             return
-        if event.get("id") != meta.container_id:
+        if event.container_id != meta.container_id:
             return  # an earlier container of the same sandbox id (replayed)
-        action = event.get("Action") or event.get("status") or ""
         cause, reason = self._cause(sandbox_id, action)
         if action == "start":
             self.table.started(sandbox_id, at)
@@ -362,16 +354,14 @@ class DeadlineKeeper:
             self.table.stopped(sandbox_id, at, "" if cause == "engine" else cause)
             await self._drop_sessions(sandbox_id)  # their shells died with the container
             self._mark(sandbox_id)
-            code = attributes.get("exitCode", "?")
+            code = "?" if event.exit_code is None else event.exit_code
             state = "stopped"
             reason = (
                 reason or f"the container stopped (exit code {code}), not at its owner's request"
             )
-        elif action == "destroy":
+        else:  # destroy
             self.forget(sandbox_id)
             state, reason = "deleted", reason or "removed by another program"
-        else:
-            return
         change = SandboxChanged(
             sandbox_id=sandbox_id, state=state, cause=cause, reason=reason, at=at
         )

@@ -43,14 +43,14 @@ from rock_core._protocol import (
 from rock_core._schema import MAX_DATA
 from rock_core._tar import END, Member, TarScanner, file_header, kind, padding, single_file
 
-from ._docker import DockerRuntime
+from ._runtime import ContainerRuntime
 
 READ_FILE_LIMIT = MAX_DATA  # its reply must fit one frame
 KERNEL_DIRS = ("/proc", "/sys", "/dev")
 
 
 class _Server(Protocol):
-    runtime: DockerRuntime
+    runtime: ContainerRuntime
 
 
 async def read_file(server: _Server, conn: Connection, req: ReadFile) -> Reply:

@@ -23,7 +23,7 @@ import anyio
 
 from rock_core._errors import RockError
 
-from ._docker import DockerRuntime
+from ._runtime import ContainerRuntime
 
 log = logging.getLogger("rock_agent.images")
 
@@ -98,7 +98,7 @@ class ImageUsage:
 
 
 class _Server(Protocol):
-    runtime: DockerRuntime
+    runtime: ContainerRuntime
     image_usage: ImageUsage
 
 
@@ -116,7 +116,7 @@ async def note_use(server: _Server, reference: str) -> None:
     if not server.image_usage.due(reference, time.monotonic()):
         return
     try:
-        image_id = str((await server.runtime.inspect_image(reference))["Id"])
+        image_id = (await server.runtime.inspect_image(reference)).image_id
     except RockError as exc:
         log.warning("cannot record the use of image %s: %s", reference, exc)
         return

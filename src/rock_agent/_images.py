@@ -31,7 +31,7 @@ import logging
 import os
 import re
 import time
-from typing import Any, NamedTuple, Protocol
+from typing import NamedTuple, Protocol
 
 import anyio
 
@@ -51,7 +51,6 @@ from rock_core._protocol import (
     WarmImage,
 )
 
-from ._docker import DockerRuntime
 from ._image_usage import NOTE_INTERVAL as NOTE_INTERVAL  # re-exported: the record's home
 from ._image_usage import STATE_DIR_ENV as STATE_DIR_ENV
 from ._image_usage import USAGE_FILE as USAGE_FILE
@@ -59,7 +58,7 @@ from ._image_usage import ImageUsage as ImageUsage
 from ._image_usage import note_use as note_use
 from ._image_usage import record
 from ._image_usage import state_dir as state_dir
-from ._stats import engine_time
+from ._runtime import ContainerRuntime, ContainerSummary
 
 log = logging.getLogger("rock_agent.images")
 
@@ -76,7 +75,7 @@ _TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
 
 
 class _Server(Protocol):
-    runtime: DockerRuntime
+    runtime: ContainerRuntime
     image_usage: ImageUsage
 
 
@@ -103,19 +102,16 @@ def may_remove(who: Principal, committer: int | None) -> bool:
 # ---------------------------------------------------------------------------- survey
 
 
-def _tags(raw: object) -> list[str]:
-    if not isinstance(raw, list):
-        return []
-    return sorted(str(tag) for tag in raw if tag and tag not in _NO_TAG)
+def _tags(tags: list[str]) -> list[str]:
+    return sorted(tag for tag in tags if tag and tag not in _NO_TAG)
 
 
-def _container_use(containers: list[dict[str, Any]], now: float) -> dict[str, float]:
+def _container_use(containers: list[ContainerSummary], now: float) -> dict[str, float]:
     """Image id -> newest creation time of a container made from it (now while one runs)."""
     use: dict[str, float] = {}
     for container in containers:
-        image_id = container.get("ImageID") or ""
-        when = now if container.get("State") == "running" else float(container.get("Created", 0))
-        use[image_id] = max(when, use.get(image_id, 0.0))
+        when = now if container.running else container.created
+        use[container.image_id] = max(when, use.get(container.image_id, 0.0))
     return use
 
 
@@ -136,36 +132,34 @@ async def survey(server: _Server) -> Survey:
     recorded = await anyio.to_thread.run_sync(server.image_usage.load)
     now = time.time()
     by_containers = _container_use(containers, now)
-    in_use = {c.get("ImageID") or "" for c in containers}
+    in_use = {c.image_id for c in containers}
     images = []
     committers: dict[str, int | None] = {}
-    for raw in usage.get("Images") or []:
-        image_id = str(raw.get("Id", ""))
-        committers[image_id] = committer_uid(raw.get("Labels"))
-        created = float(raw.get("Created") or 0)
-        count = int(raw.get("Containers") or 0)
+    for raw in usage.images:
+        image_id = raw.image_id
+        committers[image_id] = committer_uid(raw.labels)
+        created = raw.created
+        count = raw.containers
         if count > 0:
             in_use.add(image_id)
         images.append(
             ImageInfo(
                 image_id=image_id,
-                tags=_tags(raw.get("RepoTags")),
-                size=int(raw.get("Size") or 0),
-                shared_size=max(0, int(raw.get("SharedSize") or 0)),
+                tags=_tags(raw.tags),
+                size=raw.size,
+                shared_size=raw.shared_size,
                 created=created,
                 last_used=max(created, recorded.get(image_id, 0.0), by_containers.get(image_id, 0)),
-                containers=max(count, sum(1 for c in containers if c.get("ImageID") == image_id)),
+                containers=max(count, sum(1 for c in containers if c.image_id == image_id)),
             )
         )
     images.sort(key=lambda i: (-i.last_used, i.tags, i.image_id))
     disk = await _disk_size(runtime)
-    report = ImageReport(
-        images=images, total_size=int(usage.get("LayersSize") or 0), disk_size=disk
-    )
+    report = ImageReport(images=images, total_size=usage.layers_size, disk_size=disk)
     return Survey(report, in_use, committers)
 
 
-async def _disk_size(runtime: DockerRuntime) -> int:
+async def _disk_size(runtime: ContainerRuntime) -> int:
     """Capacity of the file system holding the engine's data; 0 when not on this host."""
     root = await runtime.data_root()
     if not root:
@@ -180,19 +174,18 @@ async def _disk_size(runtime: DockerRuntime) -> int:
 async def image_info(server: _Server, reference: str) -> ImageInfo:
     """One image by reference or id, with its last use."""
     raw = await server.runtime.inspect_image(reference)
-    image_id = str(raw.get("Id", ""))
+    image_id = raw.image_id
     report = (await survey(server)).report
     for info in report.images:
         if info.image_id == image_id:
             return info
     # Not a top-level image (an intermediate one): describe it from the inspect record.
-    created = engine_time(raw.get("Created"))
     return ImageInfo(
         image_id=image_id,
-        tags=_tags(raw.get("RepoTags")),
-        size=int(raw.get("Size") or 0),
-        created=created,
-        last_used=created,
+        tags=_tags(raw.tags),
+        size=raw.size,
+        created=raw.created,
+        last_used=raw.created,
     )
 
 
@@ -211,9 +204,9 @@ async def warm_image(server: _Server, conn: object, req: WarmImage) -> Reply:
     if not reference:
         raise BadRequest("warming needs an image name")
     await server.runtime.ensure_image(reference, "missing")
-    raw = await server.runtime.inspect_image(reference)
-    await record(server.image_usage, {str(raw["Id"]): time.time()})
-    return ImageReply(id=req.id, image=await image_info(server, str(raw["Id"])))
+    image_id = (await server.runtime.inspect_image(reference)).image_id
+    await record(server.image_usage, {image_id: time.time()})
+    return ImageReply(id=req.id, image=await image_info(server, image_id))
 
 
 def prune_limit(req: PruneImages, disk_size: int) -> int:
@@ -334,34 +327,13 @@ def split_reference(image: str) -> tuple[str, str]:
     return name, tag
 
 
-def commit_config(container: dict[str, Any], source: dict[str, Any]) -> dict[str, Any]:
-    """The config a committed image starts from (the engine merges the container's into it).
-
-    The source image's entrypoint and command come back (the sandbox ran a keep-alive instead),
-    and every ``rock.*`` label the container carried is blanked.
-    """
-    labels = dict(source.get("Labels") or {})
-    for key in [*((container.get("Config") or {}).get("Labels") or {}), *labels]:
-        if key.startswith("rock."):
-            labels[key] = ""
-    return {
-        "Labels": labels,
-        # An empty list, not null: the engine would otherwise take the container's keep-alive.
-        "Entrypoint": list(source.get("Entrypoint") or []),
-        "Cmd": list(source.get("Cmd") or []),
-        "Env": list(source.get("Env") or []),
-        "WorkingDir": source.get("WorkingDir") or "",
-        "User": source.get("User") or "",
-    }
-
-
 async def _check_overwrite(server: _Server, who: Principal, reference: str) -> None:
     """`AlreadyExists` unless `reference` is free or names an image `who`'s user committed."""
     try:
         existing = await server.runtime.inspect_image(reference)
     except ImageNotFound:
         return
-    committer = committer_uid((existing.get("Config") or {}).get("Labels"))
+    committer = committer_uid(existing.labels)
     if committer != who.uid:
         by = "no sandbox commit" if committer is None else f"user {committer}"
         raise AlreadyExists(
@@ -374,17 +346,13 @@ async def commit_sandbox(server: _Server, conn: Connection, req: CommitSandbox) 
     """Handler of `CommitSandbox`."""
     repository, tag = split_reference(req.image)
     await _check_overwrite(server, conn.principal, f"{repository}:{tag}")
-    container = await server.runtime.inspect_container(req.sandbox_id)
-    source = await server.runtime.inspect_image(str(container.get("Image", "")))
-    config = commit_config(container, source.get("Config") or {})
-    config["Labels"][LABEL_COMMITTER] = conn.principal.key
     image_id = await server.runtime.commit(
         req.sandbox_id,
         repository=repository,
         tag=tag,
         message=req.message,
         changes=list(req.changes),
-        config=config,
+        labels={LABEL_COMMITTER: conn.principal.key},
         pause=req.pause,
     )
     await record(server.image_usage, {image_id: time.time()})

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from typing import Any
 
 import msgspec
 
-from rock_core._protocol import SandboxInfo, SandboxSpec
+from rock_core._protocol import SandboxSpec
 
 LABEL_MANAGED = "rock.managed"
 LABEL_HOST = "rock.host"
@@ -94,40 +93,3 @@ def created_at(labels: dict[str, str]) -> float:
     except ValueError:
         return 0.0
     return when if math.isfinite(when) else 0.0
-
-
-def _labels(attrs: dict[str, Any]) -> dict[str, str]:
-    config = attrs.get("Config")
-    labels = (config.get("Labels") if isinstance(config, dict) else None) or attrs.get("Labels")
-    if not isinstance(labels, dict):
-        return {}
-    return {str(k): str(v) for k, v in labels.items()}
-
-
-def sandbox_info(attrs: dict[str, Any], default_uid: int) -> SandboxInfo:
-    """A sandbox as the engine describes its container: a full inspect record or a summary
-    from a listing (where `State` is a word and the image and labels sit at the top)."""
-    labels = _labels(attrs)
-    config = attrs.get("Config")
-    if not isinstance(config, dict):
-        config = {}
-    state = attrs.get("State")
-    exit_code = None
-    if isinstance(state, dict):
-        status = str(state.get("Status", "unknown"))
-        code = state.get("ExitCode")
-        exit_code = code if isinstance(code, int) and status == "exited" else None
-    else:
-        status = str(state or "unknown")
-    return SandboxInfo(
-        sandbox_id=labels.get(LABEL_SANDBOX, ""),
-        container_id=str(attrs.get("Id", "")),
-        image=str(config.get("Image", "") or attrs.get("Image", "")),
-        state=status,
-        owner=labels.get(LABEL_OWNER, ""),
-        created_at=created_at(labels),
-        labels=labels,
-        exit_code=exit_code,
-        spec=spec_from_labels(labels),
-        owner_uid=owner_uid(labels, default_uid),
-    )

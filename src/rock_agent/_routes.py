@@ -52,7 +52,7 @@ from rock_core._protocol import (
 )
 
 from . import _commands, _files, _images, _ports, _sandboxes, _stats
-from ._docker import DockerRuntime
+from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
 Handler = Callable[[Any, Connection, Any], Awaitable[Reply]]
@@ -92,7 +92,7 @@ _SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCom
 
 class _Server(Protocol):
     host_id: str
-    runtime: DockerRuntime
+    runtime: ContainerRuntime
     sessions: dict[tuple[str, str], ShellSession]
 
 

@@ -14,7 +14,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from typing import Literal, Protocol
 
 import msgspec
@@ -277,7 +277,7 @@ class ContainerRuntime(Protocol):
 
     # ------------------------------------------------------------------ files
 
-    def get_archive(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
+    def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
         """`path` of the sandbox as a tar stream. `SandboxNotFound`, `FileNotFound`."""
         ...
 

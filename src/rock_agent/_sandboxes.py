@@ -37,14 +37,14 @@ from rock_core._protocol import (
 )
 
 from . import _images
-from ._docker import DockerRuntime
 from ._expiry import DeadlineKeeper
 from ._labels import owner_key
+from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
 
 class _Server(Protocol):
-    runtime: DockerRuntime
+    runtime: ContainerRuntime
     keeper: DeadlineKeeper
     sessions: dict[tuple[str, str], ShellSession]
     created_here: set[str]

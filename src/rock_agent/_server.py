@@ -52,11 +52,11 @@ from rock_core._protocol import (
 )
 
 from . import _commands, _images, _procs
-from ._docker import DockerRuntime
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
 from ._routes import HANDLERS, authorize
+from ._runtime import ContainerRuntime, Resources
 from ._shell import ShellSession
 from ._version import AGENT_VERSION
 
@@ -89,7 +89,7 @@ class AgentServer:
 
     def __init__(
         self,
-        runtime: DockerRuntime,
+        runtime: ContainerRuntime,
         *,
         reap_interval: float = 30.0,
         lease: float = 60.0,
@@ -106,8 +106,8 @@ class AgentServer:
             runtime.extra_labels[LABEL_LEASED] = "1"
         self.connections = 0
         self.last_activity = time.monotonic()
-        self._reap_interval = reap_interval
-        self._resources: tuple[float, int] | None = None
+        self.reap_interval = reap_interval  # seconds between looks for orphans (`open_agent`)
+        self._resources: Resources | None = None
         self.created_here: set[str] = set()
         self.adopted_ids: set[str] = set()
         # Owner keys disconnected while their process lives: each with its "is it gone?" test.
@@ -164,15 +164,6 @@ class AgentServer:
             self.keeper.forget_owner(key)
         return removed
 
-    async def lease_loop(self) -> None:
-        """Check for ended leases often enough to act within a few seconds of the deadline."""
-        interval = max(0.2, min(2.0, self.leases.default / 10))
-        await self.first_reap_done.wait()
-        while True:
-            self.close_silent_connections()
-            await self.reap_expired()
-            await anyio.sleep(interval)
-
     def close_silent_connections(self) -> None:
         """Close connections silent for longer than their owner's lease (a socket agent).
 
@@ -193,11 +184,6 @@ class AgentServer:
                         extra={"owner": key, "silent_seconds": round(silent, 1)},
                     )
                     conn.close()
-
-    async def deadline_loop(self) -> None:
-        """Enforce idle timeouts, lifetimes and auto-delete (after the start-up adoption)."""
-        await self.first_reap_done.wait()
-        await self.keeper.run()
 
     async def _notify(self, owner: str, change: SandboxChanged) -> None:
         """Tell the owner's connections that accept it that one of its sandboxes changed.
@@ -225,23 +211,6 @@ class AgentServer:
         if self.connections or len(self.leases):
             return None
         return self.last_activity
-
-    async def reap_loop(self) -> None:
-        """Reap orphans at start, then periodically (owners that died without disconnecting)."""
-        first = True
-        while True:
-            try:
-                adopted, reaped = await self.reap_orphans()
-                if first or reaped:
-                    log.info(
-                        "checked for orphaned sandboxes",
-                        extra={"host": self.host_id, "adopted": adopted, "reaped": reaped},
-                    )
-            except RockError as exc:
-                log.warning("could not check for orphaned sandboxes: %s", exc)
-            first = False
-            self.first_reap_done.set()
-            await anyio.sleep(self._reap_interval)
 
     async def linger(self) -> None:
         """Stay while an owner that lost its link still lives and has sandboxes here (stdio).
@@ -294,7 +263,6 @@ class AgentServer:
         """Welcome a client: what this host has, and the lease its owner holds."""
         if self._resources is None:
             self._resources = await self.runtime.engine_resources()
-        cpus, memory = self._resources
         images = await self.runtime.local_images()
         disk = ["disk-limits"] if await self.runtime.supports_disk_limits() else []
         key = conn.principal.key
@@ -308,8 +276,8 @@ class AgentServer:
             protocol=conn.hello.protocol,
             agent_version=AGENT_VERSION,
             host_id=self.host_id,
-            cpus=cpus,
-            memory=memory,
+            cpus=self._resources.cpus,
+            memory=self._resources.memory,
             capabilities=CAPABILITIES + disk,
             images=images,
             instance=self.instance,

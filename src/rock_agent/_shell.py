@@ -34,13 +34,11 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
 import secrets
 import signal
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import anyio
 
@@ -56,16 +54,15 @@ from rock_core._protocol import CommandResult
 
 from . import _collect, _expect, _oom, _wrap
 from ._collect import Command
-from ._exec_stream import start_failure
+from ._runtime import Process
 from ._signals import RunInside, Signals
 from ._spill import OUTPUT_DIR, OnOutput, OpenSpill, Output
+from ._start_failure import start_failure
 
 READY_TIMEOUT = 15.0
 START_TIMEOUT = 15.0  # seconds `start_interactive` waits for the command's start line
 
-WaitExit = Callable[[Any], Awaitable[int | None]]
-OpenExec = Callable[[list[str]], Awaitable[tuple[Any, Any]]]
-ExecPid = Callable[[Any], Awaitable[tuple[int, int | None, bool]]]
+OpenExec = Callable[[list[str]], Awaitable[Process]]
 
 
 class ShellSession:
@@ -74,16 +71,12 @@ class ShellSession:
     def __init__(
         self,
         name: str,
-        execution: Any,
-        stream: Any,
-        wait_exit: WaitExit,
+        process: Process,
         open_spill: OpenSpill | None,
     ) -> None:
         self.name = name
-        self._execution = execution
-        self._stream = stream
+        self._process = process
         self.host_pid = 0
-        self._wait_exit = wait_exit
         self._open_spill = open_spill
         self.buffer = bytearray()
         self._lock = anyio.Lock()
@@ -104,8 +97,6 @@ class ShellSession:
         cls,
         name: str,
         open_exec: OpenExec,
-        exec_pid: ExecPid,
-        wait_exit: WaitExit,
         open_spill: OpenSpill | None = None,
         run_inside: RunInside | None = None,
     ) -> ShellSession:
@@ -114,8 +105,8 @@ class ShellSession:
         `run_inside` runs the signal script in the sandbox, for when the kernel refuses the
         agent a signal (see `_signals`).
         """
-        execution, stream = await open_exec(["/bin/sh", "-c", _wrap.BOOT])
-        session = cls(name, execution, stream, wait_exit, open_spill)
+        process = await open_exec(["/bin/sh", "-c", _wrap.BOOT])
+        session = cls(name, process, open_spill)
         marker = _wrap.new_marker()
         await session.write(_wrap.setup(marker))
         found = None
@@ -133,7 +124,8 @@ class ShellSession:
         # Only now is the process surely running; the engine may still need a moment to say so.
         pid, running = 0, False
         for _ in range(100):
-            pid, _, running = await exec_pid(execution)
+            state = await process.state()
+            pid, running = state.pid, state.running
             if pid > 1 and running:
                 break
             await anyio.sleep(0.02)
@@ -150,7 +142,7 @@ class ShellSession:
     async def write(self, data: bytes) -> None:
         """Write to the shell's input; `SessionClosed` if the shell is gone."""
         try:
-            await self._stream.write_in(data)
+            await self._process.write(data)
         except Exception as exc:  # aiohttp/engine errors: the shell is gone
             self._eof = True
             raise SessionClosed(f"session {self.name!r} is closed: {exc}") from exc
@@ -160,16 +152,16 @@ class ShellSession:
         if self._eof:
             return False
         try:
-            message = await self._stream.read_out()
+            chunk = await self._process.read()
         except (anyio.get_cancelled_exc_class(), FileNotFound, BadRequest):
             raise  # cancelled, or the shell never started (the runtime says why)
         except Exception:
-            message = None
-        if message is None:
+            chunk = None
+        if chunk is None:
             self._eof = True
             return False
-        if message.stream == 1:
-            self.buffer += message.data
+        if chunk.stream == "stdout":
+            self.buffer += chunk.data
         return True
 
     async def _read_until_end(self, marker: bytes) -> int | None:
@@ -226,7 +218,7 @@ class ShellSession:
     async def exit_code(self) -> int | None:
         """The shell's exit code, once it has ended (None if the engine lost it)."""
         try:
-            return await self._wait_exit(self._execution)
+            return await self._process.wait()
         except RockError:
             return None  # the engine lost the process too: no code to report
 
@@ -384,5 +376,4 @@ class ShellSession:
     async def abandon(self) -> None:
         """Close the shell's stream and read no more of it (the shell may go on)."""
         self.closed = self._eof = True
-        with contextlib.suppress(Exception):
-            await self._stream.close()
+        await self._process.aclose()

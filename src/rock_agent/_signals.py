@@ -37,7 +37,7 @@ import anyio
 from rock_core._errors import RockError
 
 from . import _procs
-from ._docker import DockerRuntime
+from ._runtime import ContainerRuntime
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +93,20 @@ done
 RunInside = Callable[[list[str]], Awaitable[bytes]]
 
 
-def exec_inside(runtime: DockerRuntime, sandbox_id: str) -> RunInside:
+def exec_inside(runtime: ContainerRuntime, sandbox_id: str) -> RunInside:
     """Runs `SCRIPT` with the given arguments in one sandbox; returns what it printed."""
 
     async def run(args: list[str]) -> bytes:
         argv = ["/bin/sh", "-c", SCRIPT, "rock-signals", *args]
-        _, stream = await runtime.open_exec(sandbox_id, argv, stdin=False)
+        process = await runtime.exec(sandbox_id, argv, stdin=False)
         out = bytearray()
         try:
-            while (message := await stream.read_out()) is not None:
-                if message.stream == 1:
-                    out += message.data
+            while (chunk := await process.read()) is not None:
+                if chunk.stream == "stdout":
+                    out += chunk.data
         finally:
             with anyio.CancelScope(shield=True):
-                await runtime.close_stream(stream)
+                await process.aclose()
         return bytes(out)
 
     return run

@@ -19,14 +19,14 @@ from __future__ import annotations
 import logging
 import shlex
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Protocol
 
 import anyio
 
 from rock_core._errors import RockError, SandboxFailed
 
 from . import _procs
-from ._docker import DockerRuntime
+from ._runtime import ContainerRuntime, Process
 
 log = logging.getLogger(__name__)
 
@@ -139,31 +139,29 @@ class Output:
 class _ExecSpill:
     """A spill file written by `cat` in the sandbox, fed through one engine exec."""
 
-    def __init__(self, runtime: DockerRuntime, execution: Any, stream: Any) -> None:
-        self._runtime = runtime
-        self._execution = execution
-        self._stream = stream
+    def __init__(self, process: Process) -> None:
+        self._process = process
 
     async def write(self, data: bytes) -> None:
         try:
-            await self._stream.write_in(data)  # waits for the transport to drain
+            await self._process.write(data)  # waits for the transport to drain
         except Exception as exc:  # aiohttp/engine errors: the writer is gone
             raise SandboxFailed(f"the process writing the output file is gone: {exc}") from exc
 
     async def finish(self) -> bool:
-        runtime = self._runtime
-        await runtime.close_input(self._stream)
+        process = self._process
+        await process.close_input()
         errors = bytearray()
         try:
             with anyio.move_on_after(FINISH_TIMEOUT):
-                while (message := await self._stream.read_out()) is not None:
-                    errors += message.data[:4096]
+                while (chunk := await process.read()) is not None:
+                    errors += chunk.data[:4096]
         except Exception as exc:
             raise SandboxFailed(f"reading the output file's writer: {exc}") from exc
         finally:
             with anyio.CancelScope(shield=True):
-                await runtime.close_stream(self._stream)
-        code = await runtime.wait_exit(self._execution)
+                await process.aclose()
+        code = await process.wait()
         if code != 0:
             text = bytes(errors).decode(errors="replace").strip()
             log.warning("the output file's writer exited %s: %s", code, text)
@@ -172,25 +170,24 @@ class _ExecSpill:
     async def abort(self) -> None:
         with anyio.CancelScope(shield=True):
             try:
-                pid, _, running = await self._runtime.exec_pid(self._execution)
-                if running:
-                    _procs.kill_tree(pid, include_root=True)
+                state = await self._process.state()
+                if state.running:
+                    _procs.kill_tree(state.pid, include_root=True)
             except RockError:
                 pass
-            await self._runtime.close_stream(self._stream)
+            await self._process.aclose()
 
 
 FINISH_TIMEOUT = 60.0  # seconds for `cat` to write out what it was given
 
 
-def exec_spill(runtime: DockerRuntime, sandbox_id: str) -> OpenSpill:
+def exec_spill(runtime: ContainerRuntime, sandbox_id: str) -> OpenSpill:
     """Spill files of one sandbox, each written by a `cat` started in it."""
 
     async def open_spill(path: str) -> SpillFile:
         folder = path.rsplit("/", 1)[0] or "/"
         script = f"mkdir -p {shlex.quote(folder)} && exec cat > {shlex.quote(path)}"
-        execution, stream = await runtime.open_exec(sandbox_id, ["/bin/sh", "-c", script])
-        return _ExecSpill(runtime, execution, stream)
+        return _ExecSpill(await runtime.exec(sandbox_id, ["/bin/sh", "-c", script]))
 
     return open_spill
 

@@ -1,16 +1,16 @@
-"""A session's interactive command over a scripted shell stream: a start that never comes, and
+"""A session's interactive command over a scripted shell process: a start that never comes, and
 an `expect` over a flood keeps a bounded window."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 
 import anyio
 import pytest
 
 from rock_agent import _expect, _shell
+from rock_agent._runtime import OutputChunk, ProcessState
 from rock_agent._shell import ShellSession
 from rock_core._errors import SandboxFailed, SessionClosed, TimedOut
 
@@ -24,14 +24,23 @@ def anyio_backend() -> str:
     return "asyncio"  # the agent runs on asyncio only
 
 
-@dataclass
-class Message:
-    stream: int
-    data: bytes
+class _Process:
+    """The parts of a `Process` these shells share: no pid, no exit code."""
+
+    sandbox_id = "sb"
+
+    async def close_input(self) -> None:
+        pass
+
+    async def state(self) -> ProcessState:
+        return ProcessState(0, None, False)
+
+    async def wait(self) -> int | None:
+        return None
 
 
-class ScriptedStream:
-    """A shell's stream: what it prints for a command line comes from `script(marker)`."""
+class ScriptedStream(_Process):
+    """A shell's process: what it prints for a command line comes from `script(marker)`."""
 
     def __init__(self, script: Callable[[bytes], AsyncIterator[bytes | None]]) -> None:
         self._script = script
@@ -40,30 +49,26 @@ class ScriptedStream:
         self.largest_buffer = 0
         self.session: ShellSession | None = None
 
-    async def write_in(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         found = re.search(rb"__rock_m='([^']+)'", data)
         if found and self._lines is None:
             self._lines = self._script(found.group(1))
 
-    async def read_out(self) -> Message | None:
+    async def read(self) -> OutputChunk | None:
         if self.session is not None:
             self.largest_buffer = max(self.largest_buffer, len(self.session.buffer))
         if self._lines is None:
             await anyio.sleep_forever()
         assert self._lines is not None
         data = await self._lines.__anext__()
-        return None if data is None else Message(1, data)
+        return None if data is None else OutputChunk("stdout", data)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         self.closed = True
 
 
-async def no_exit(execution: object) -> int | None:
-    return None
-
-
 def session_on(stream: ScriptedStream) -> ShellSession:
-    session = ShellSession("s", None, stream, no_exit, None)
+    session = ShellSession("s", stream, None)
     stream.session = session
     return session
 
@@ -132,32 +137,29 @@ async def test_expect_over_a_flood_keeps_a_window_and_counts_the_rest_as_output(
     assert command.output.head == b"y\n" * 500
 
 
-class RefusingStream:
-    """An exec the runtime refused: its stream says why, then ends."""
+class RefusingStream(_Process):
+    """An exec the runtime refused: its output says why, then ends."""
 
     def __init__(self, reason: bytes) -> None:
         self._reason: bytes | None = reason
 
-    async def write_in(self, data: bytes) -> None:
+    async def write(self, data: bytes) -> None:
         pass
 
-    async def read_out(self) -> Message | None:
+    async def read(self) -> OutputChunk | None:
         reason, self._reason = self._reason, None
-        return None if reason is None else Message(1, reason)
+        return None if reason is None else OutputChunk("stdout", reason)
 
-    async def close(self) -> None:
+    async def aclose(self) -> None:
         pass
 
 
 async def test_a_shell_the_runtime_refuses_is_a_typed_error() -> None:
-    async def open_exec(argv: list[str]) -> tuple[object, RefusingStream]:
-        return None, RefusingStream(b"cannot exec in a stopped state: unknown\r\n")
-
-    async def exec_pid(execution: object) -> tuple[int, int | None, bool]:
-        return 0, None, False
+    async def open_exec(argv: list[str]) -> RefusingStream:
+        return RefusingStream(b"cannot exec in a stopped state: unknown\r\n")
 
     with pytest.raises(SandboxFailed) as caught:
-        await ShellSession.open("s", open_exec, exec_pid, no_exit)
+        await ShellSession.open("s", open_exec)
     assert str(caught.value).startswith(
         "session 's': the shell did not start: the sandbox is not running (its processes have "
         "all ended): start it again, or delete it"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rock_agent._exec_stream import start_failure
+from rock_agent._start_failure import start_failure
 from rock_core._errors import BadRequest, FileNotFound, RockError, SandboxFailed
 
 HEAD = "cannot run 'x' in sandbox sb-1"

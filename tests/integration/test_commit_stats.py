@@ -10,8 +10,9 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from rock_agent._images import commit_config, split_reference
-from rock_agent._stats import engine_time, parse_stats
+from rock_agent._docker_json import commit_config, engine_time, stats_reading
+from rock_agent._images import split_reference
+from rock_agent._stats import sandbox_stats
 from rock_core import BadRequest, Cluster, SandboxNotFound
 from rock_core._protocol import CommitSandbox, ImageReply, ReadStats, StatsReply
 from rock_sdk import Sandbox, SandboxConfig
@@ -166,7 +167,7 @@ READING_V1 = {
 
 
 def test_stats_reading_of_cgroup_v1() -> None:
-    stats = parse_stats("sb", READING_V1, now=5.0)
+    stats = sandbox_stats("sb", stats_reading(READING_V1), now=5.0)
     assert stats.cpu_percent == pytest.approx(102.074, abs=0.001)  # one cpu, fully busy
     assert stats.cpu_seconds == pytest.approx(2.038236970)
     assert stats.interval == pytest.approx(1.004210497, abs=1e-6)
@@ -187,10 +188,10 @@ def test_stats_reading_of_cgroup_v2_and_of_a_first_sample() -> None:
         "precpu_stats": {"cpu_usage": {}},
         "memory_stats": {"usage": 100, "stats": {"inactive_file": 40}, "limit": 1000},
     }
-    stats = parse_stats("sb", reading, now=5.0)
+    stats = sandbox_stats("sb", stats_reading(reading), now=5.0)
     assert (stats.cpu_percent, stats.interval, stats.cpu_seconds) == (0.0, 0.0, 5.0)
     assert (stats.memory, stats.pids, stats.online_cpus) == (60, 0, 1)
-    assert parse_stats("sb", {}, now=7.0).time == 7.0
+    assert sandbox_stats("sb", stats_reading({}), now=7.0).time == 7.0
     assert engine_time("garbage") == engine_time(None) == 0.0
 
 

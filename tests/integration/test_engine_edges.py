@@ -144,6 +144,7 @@ class FakeEngine:
             return _json(
                 {
                     "Id": "c1",
+                    "Image": "img",  # the engine names the image by id; this one answers to it
                     "Config": {"Image": "img", "Labels": labels},
                     "State": {"Status": "running", "Running": True},
                 }
@@ -199,8 +200,8 @@ BOUNDED: list[tuple[str, Call, str]] = [
     ("start", lambda r: r.start("sb-1"), "starting sandbox sb-1"),
     ("stop", lambda r: r.stop("sb-1", 0), "stopping sandbox sb-1"),
     ("remove", lambda r: r.remove("sb-1"), "removing sandbox sb-1"),
-    ("exec", lambda r: r.open_exec("sb-1", ["ls"]), "starting a process in sandbox sb-1"),
-    ("exec-start", lambda r: r.open_exec("sb-1", ["ls"]), "starting a process in sandbox sb-1"),
+    ("exec", lambda r: r.exec("sb-1", ["ls"]), "starting a process in sandbox sb-1"),
+    ("exec-start", lambda r: r.exec("sb-1", ["ls"]), "starting a process in sandbox sb-1"),
     ("stats", lambda r: r.stats("sb-1"), "reading the resource use of sandbox sb-1"),
     ("df", lambda r: r.disk_usage(), "reading the engine's disk usage"),
     ("image", lambda r: r.inspect_image("img"), "image img"),
@@ -209,7 +210,7 @@ BOUNDED: list[tuple[str, Call, str]] = [
     (
         "commit",
         lambda r: r.commit(
-            "sb-1", repository="me/x", tag="1", message="", changes=[], config={}, pause=True
+            "sb-1", repository="me/x", tag="1", message="", changes=[], labels={}, pause=True
         ),
         "committing sandbox sb-1",
     ),

@@ -165,26 +165,26 @@ async def test_input_to_a_process_that_ended_is_a_transport_error(
     plain_box: tuple[DockerRuntime, str],
 ) -> None:
     runtime, sandbox_id = plain_box
-    execution, stream = await runtime.open_exec(sandbox_id, ["true"])
+    process = await runtime.exec(sandbox_id, ["true"])
     try:
         with pytest.raises(TransportError) as caught:
             for _ in range(64):  # 64 MiB: more than any buffer on the way
-                await stream.write_in(b"x" * (1 << 20))
+                await process.write(b"x" * (1 << 20))
         assert type(caught.value) is TransportError
         assert str(caught.value).startswith(f"writing to a process in sandbox {sandbox_id}: the ")
-        assert await runtime.wait_exit(execution) == 0
+        assert await process.wait() == 0
     finally:
-        await runtime.close_stream(stream)
+        await process.aclose()
 
 
 async def test_input_to_a_closed_stream_is_a_transport_error(
     plain_box: tuple[DockerRuntime, str],
 ) -> None:
     runtime, sandbox_id = plain_box
-    _, stream = await runtime.open_exec(sandbox_id, ["cat"])
-    await runtime.close_stream(stream)
+    process = await runtime.exec(sandbox_id, ["cat"])
+    await process.aclose()
     with pytest.raises(TransportError) as caught:
-        await stream.write_in(b"late")
+        await process.write(b"late")
     assert (
         str(caught.value) == f"writing to a process in sandbox {sandbox_id}: the stream is closed"
     )

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator, Iterator
 import anyio
 import pytest
 
-from rock_agent import _ports as agent_ports
+from rock_agent import _netns
 from rock_core import (
     BadRequest,
     Cluster,
@@ -318,7 +318,7 @@ async def test_slow_connects_neither_hold_the_default_thread_pool_nor_delay_a_ca
     count = int(default_pool.total_tokens) + 5
     async with anyio.create_task_group() as tg:
         for _ in range(count):
-            tg.start_soon(agent_ports.connect_inside, "sb-test", os.getpid(), "127.0.0.1", port)
+            tg.start_soon(_netns.connect_inside, "sb-test", os.getpid(), "127.0.0.1", port)
         await anyio.sleep(0.5)
         assert default_pool.borrowed_tokens == 0
         with anyio.fail_after(5):
@@ -340,7 +340,7 @@ async def test_a_cancelled_connect_closes_its_socket_when_it_connects(
 ) -> None:
     host, port = full_listener.getsockname()
     with anyio.move_on_after(0.3) as scope:
-        await agent_ports.connect_inside("sb-test", os.getpid(), host, port)
+        await _netns.connect_inside("sb-test", os.getpid(), host, port)
     assert scope.cancelled_caught
     # Room for the abandoned connect: the queued connection goes, the retried SYN gets in.
     accept_one(full_listener, 5).close()

@@ -1,0 +1,246 @@
+"""The Docker engine beyond one sandbox's lifecycle: its facts, images, commits, stats, events.
+
+Rules:
+- Every engine call goes through `_engine`: it is bounded (`Bounds`) and its failures become
+  our tree; what it returns is typed here (`_docker_json`), so no engine JSON leaves.
+- A pull is bounded by its progress (the engine must say something every `pull_idle`), not
+  by its length; a pull policy of "always" falls back on the local copy when the registry is
+  unreachable or stalls.
+- Containers come in resolved (`DockerRuntime` finds a sandbox's); nothing here names one.
+- Facts of the engine (`docker info`, whether it can enforce a `disk` limit) are read once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import AsyncIterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import anyio
+
+from rock_core._errors import (
+    BadRequest,
+    EngineUnavailable,
+    ImageNotFound,
+    RockError,
+    SandboxFailed,
+    TimedOut,
+    TransportError,
+)
+
+from ._docker_json import (
+    commit_config,
+    disk_usage,
+    engine_event,
+    inspected_image,
+    stats_reading,
+)
+from ._engine import Bounds, disk_limit_problem, engine_call, engine_errors
+from ._labels import LABEL_HOST
+from ._runtime import DiskUsage, EngineEvent, ImageRecord, Resources, StatsReading
+
+PULL_POLICIES = ("missing", "never", "always")
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+class DockerEngine:
+    """Facts, images, commits, stats and events of one engine, for the agent of one host."""
+
+    def __init__(self, docker: aiodocker.Docker, host_id: str, bounds: Bounds) -> None:
+        self.docker = docker
+        self.host_id = host_id
+        self.bounds = bounds
+        self._info: dict[str, Any] | None = None  # `docker info`, once the engine answered
+        self._disk_problem: tuple[str | None] | None = None  # why no disk limits, once known
+
+    # ------------------------------------------------------------------ facts
+
+    async def info(self) -> dict[str, Any]:
+        """The engine's `docker info`, read once (`EngineUnavailable` if no engine answers)."""
+        if self._info is None:
+            with engine_call("reading engine info", self.bounds.control):
+                info = await self.docker.system.info()
+            self._info = dict(info)
+        return self._info
+
+    async def resources(self) -> Resources:
+        """The cpus and memory of the engine's host."""
+        info = await self.info()
+        return Resources(cpus=float(info.get("NCPU") or 1), memory=int(info.get("MemTotal") or 0))
+
+    async def data_root(self) -> str:
+        """The engine's data folder (`DockerRootDir`), where image layers live."""
+        return str((await self.info()).get("DockerRootDir") or "")
+
+    async def disk_limit_problem(self) -> str | None:
+        """Why this engine cannot enforce a sandbox's `disk` limit; None if it can."""
+        if self._disk_problem is None:
+            info = await self.info()
+            root = str(info.get("DockerRootDir") or "")
+            mountinfo = await anyio.to_thread.run_sync(self._local_mountinfo, root)
+            self._disk_problem = (disk_limit_problem(info, mountinfo),)
+        return self._disk_problem[0]
+
+    def _local_mountinfo(self, root: str) -> str | None:
+        """This machine's mount table, if the engine keeps its data here (else None)."""
+        if not str(self.docker.docker_host).startswith("unix://") or not os.path.isdir(root):
+            return None
+        try:
+            return MOUNTINFO.read_text()
+        except OSError:
+            return None
+
+    # ------------------------------------------------------------------ images
+
+    async def local_images(self) -> list[str]:
+        """Tags of the images present on the engine."""
+        with engine_call("listing images", self.bounds.control):
+            images = await self.docker.images.list()
+        return sorted(tag for image in images for tag in (image.get("RepoTags") or []) if tag)
+
+    async def inspect_raw(self, image: str) -> dict[str, Any]:
+        """The engine's inspect record of an image; a missing one raises `ImageNotFound`."""
+        with engine_call(f"image {image}", self.bounds.control, not_found=ImageNotFound):
+            found: dict[str, Any] = await self.docker.images.inspect(image)
+        return found
+
+    async def inspect(self, image: str) -> ImageRecord:
+        """One image; a missing one raises `ImageNotFound`."""
+        return inspected_image(await self.inspect_raw(image))
+
+    async def ensure(self, image: str, policy: str) -> None:
+        """Make `image` present according to the pull policy, or raise `ImageNotFound`."""
+        if policy not in PULL_POLICIES:
+            raise BadRequest(f"pull policy {policy!r} is not one of {', '.join(PULL_POLICIES)}")
+        try:
+            await self.inspect_raw(image)
+            present = True
+        except ImageNotFound:
+            present = False
+        if present and policy != "always":
+            return
+        if not present and policy == "never":
+            raise ImageNotFound(
+                f"image {image!r} is not on this host and the pull policy is 'never'", image=image
+            )
+        try:
+            await self._pull(image)
+        except (EngineUnavailable, TimedOut) as exc:
+            if present and isinstance(exc, TimedOut):
+                return  # 'always' but the registry stalls: the local copy will do
+            raise
+        except RockError as exc:
+            if present:
+                return  # 'always' but the registry is unreachable: the local copy will do
+            raise ImageNotFound(
+                f"image {image!r} is not on this host and could not be pulled: {exc}",
+                image=image,
+            ) from exc
+
+    async def _pull(self, image: str) -> None:
+        """Pull `image`, bounded by its progress: the engine must say something regularly."""
+        progress: Any = self.docker.images.pull(image, stream=True)
+        try:
+            while True:
+                with engine_call(f"pulling image {image}", self.bounds.pull_idle):
+                    try:
+                        await anext(progress)
+                    except StopAsyncIteration:
+                        return
+        finally:
+            with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
+                await progress.aclose()
+
+    async def remove(self, reference: str) -> None:
+        """Remove one tag (the image goes with its last tag), never forced: used images stay."""
+        with engine_call(
+            f"removing image {reference}", self.bounds.remove, not_found=ImageNotFound
+        ):
+            await self.docker.images.delete(reference, force=False)
+
+    async def disk_usage(self) -> DiskUsage:
+        """The engine's disk-usage report: every image with its shared size, and the layers' total.
+
+        The engine also measures every container's writable layer for this report.
+        """
+        with engine_call("reading the engine's disk usage", self.bounds.disk_usage):
+            report: dict[str, Any] = await self.docker._query_json("system/df", timeout=None)
+        return disk_usage(report)
+
+    # ------------------------------------------------------------------ one container
+
+    async def commit(
+        self,
+        container: Any,
+        sandbox_id: str,
+        *,
+        repository: str,
+        tag: str,
+        message: str,
+        changes: list[str],
+        labels: Mapping[str, str],
+        pause: bool,
+    ) -> str:
+        """Save the container's file system as image `repository:tag`; return the image id."""
+        attrs: dict[str, Any] = container._container
+        source = await self.inspect_raw(str(attrs.get("Image", "")))
+        config = commit_config(attrs, source.get("Config") or {})
+        config["Labels"].update(labels)
+        with engine_call(f"committing sandbox {sandbox_id}", self.bounds.commit):
+            result = await container.commit(
+                repository=repository,
+                tag=tag,
+                message=message or None,
+                changes=changes or None,
+                config=config,
+                pause=pause,
+                timeout=None,
+            )
+        image_id = result.get("Id") if isinstance(result, dict) else None
+        if not isinstance(image_id, str) or not image_id:
+            raise SandboxFailed(f"committing sandbox {sandbox_id}: the engine named no image")
+        return image_id
+
+    async def stats(self, container: Any, sandbox_id: str) -> StatsReading:
+        """One stats reading (the engine compares it with one a second earlier)."""
+        what = f"reading the resource use of sandbox {sandbox_id}"
+        with engine_call(what, self.bounds.stats):
+            readings = await container.stats(stream=False, timeout=None)
+        if not readings or not isinstance(readings[0], dict):
+            raise SandboxFailed(f"the engine returned no stats for sandbox {sandbox_id}")
+        return stats_reading(readings[0])
+
+    # ------------------------------------------------------------------ events
+
+    async def events(self, since: float, default_uid: int) -> AsyncIterator[EngineEvent]:
+        """Start, die and destroy events of this host's containers from `since` (unix time) on.
+
+        The engine replays the events since then, then streams new ones as they happen.
+        """
+        filters = {
+            "type": ["container"],
+            "label": [f"{LABEL_HOST}={self.host_id}"],
+            "event": ["start", "die", "destroy"],
+        }
+        params = {"since": f"{since:.6f}", "filters": json.dumps(filters)}
+        with engine_errors("watching the engine's events"):
+            async with self.docker._query(
+                "events", method="GET", params=params, timeout=None
+            ) as response:
+                async for line in response.content:
+                    if not line.strip():
+                        continue
+                    try:
+                        raw = json.loads(line)
+                    except ValueError as exc:
+                        raise TransportError(f"the engine sent an unreadable event: {exc}") from exc
+                    event = engine_event(raw, default_uid) if isinstance(raw, dict) else None
+                    if event is not None:
+                        yield event
+
+
+__all__ = ["MOUNTINFO", "PULL_POLICIES", "DockerEngine"]
