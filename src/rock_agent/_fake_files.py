@@ -18,7 +18,7 @@ import os
 import posixpath
 import tarfile
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import IO
 
@@ -42,7 +42,7 @@ def _inside(root: Path, target: Path) -> bool:
     return real == Path(os.path.realpath(root)) or real.is_relative_to(os.path.realpath(root))
 
 
-async def read_archive(root: Path, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
+async def read_archive(root: Path, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
     """`path` of the sandbox as a tar stream (`FileNotFound` if nothing is there)."""
     spool = await anyio.to_thread.run_sync(_pack, root, sandbox_id, path)
     try:

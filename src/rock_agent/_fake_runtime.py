@@ -22,7 +22,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -282,20 +282,20 @@ class FakeRuntime:
         try:
             with anyio.fail_after(CONNECT_TIMEOUT):
                 return await anyio.connect_tcp(address, port)
-        except ConnectionRefusedError as exc:
-            raise NotFound(f"nothing listens on {where} (connection refused)") from exc
         except TimeoutError as exc:
             raise TimedOut(f"connecting to {where} took over {CONNECT_TIMEOUT:g} s") from exc
         except OSError as exc:
+            if _refused(exc):
+                raise NotFound(f"nothing listens on {where} (connection refused)") from exc
             raise SandboxFailed(f"cannot connect to {where}: {exc.strerror or exc}") from exc
 
     # ------------------------------------------------------------------ files
 
-    async def get_archive(self, sandbox_id: str, path: str) -> AsyncIterator[bytes]:
+    async def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
         """`path` of the sandbox as a tar stream. `SandboxNotFound`, `FileNotFound`."""
         root = self._box(sandbox_id).root
         archive = _fake_files.read_archive(root, sandbox_id, path)
-        async with contextlib.aclosing(archive) as chunks:  # type: ignore[type-var]
+        async with contextlib.aclosing(archive) as chunks:
             async for chunk in chunks:
                 yield chunk
 
@@ -386,6 +386,17 @@ class FakeRuntime:
             if self._event_added is None:
                 self._event_added = anyio.Event()
             await self._event_added.wait()
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether a failed connect was refused (anyio wraps the attempts' errors)."""
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        if isinstance(exc, BaseExceptionGroup):
+            return any(_refused(inner) for inner in exc.exceptions)
+        exc = exc.__cause__
+    return False
 
 
 if TYPE_CHECKING:

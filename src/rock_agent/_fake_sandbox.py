@@ -1,7 +1,8 @@
 """One fake sandbox: its record, its folder, its main process and the processes run in it.
 
 Rules:
-- A running sandbox has a main process (`KEEPALIVE`), as a container has its init. `stop`
+- A running sandbox has a main process (`KEEPALIVE`: `cat` on a pipe this process holds, so
+  it ends with this process too), as a container has its init. `stop`
   sends it SIGTERM, waits up to the timeout, then SIGKILLs every process of the sandbox (those
   that left the tree too, found by their mark: `_fake_procs.kill_marked`); the sandbox's exit
   code is its main process's, as the engine reports it.
@@ -30,7 +31,7 @@ from ._fake_procs import FakeProcess
 from ._labels import LABEL_OWNER, owner_uid
 from ._runtime import ContainerDetail, StatsReading
 
-KEEPALIVE = ["sleep", "2147483647"]
+KEEPALIVE = ["cat"]
 
 
 class FakeSandbox:
@@ -119,7 +120,7 @@ class FakeSandbox:
 
     async def start(self) -> None:
         """Run its main process (it must not be running)."""
-        self._main = await self._spawn(KEEPALIVE, env=None, cwd="", stdin=False)
+        self._main = await self._spawn(KEEPALIVE, env=None, cwd="", stdin=True)
         self.started_at = time.time()
 
     async def stop(self, timeout: float) -> None:
