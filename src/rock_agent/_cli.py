@@ -28,12 +28,13 @@ from rock_core._options import MAX_LEASE, SECONDS_RULE, is_seconds
 
 from ._docker import DockerRuntime, open_docker
 from ._ensure import EXIT_UNSAFE, agent_answers, ensure_running, socket_problem
-from ._install import add_commands, group_id, notify_ready, run_command
+from ._install import add_commands, notify_ready, run_command
 from ._listen import serve_socket, stdio_peer
 from ._logging import configure
 from ._open import open_agent
 from ._server import AgentServer
 from ._stdio import StdioStream
+from ._unit import group_id
 from ._version import AGENT_VERSION
 
 log = logging.getLogger("rock_agent")

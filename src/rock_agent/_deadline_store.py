@@ -20,6 +20,9 @@ from pathlib import Path
 
 import msgspec
 
+from rock_core._protocol import SandboxDeadlines
+
+from ._deadlines import Timeouts
 from ._images import state_dir
 
 log = logging.getLogger("rock_agent.deadlines")
@@ -38,6 +41,29 @@ class StoredDeadlines(msgspec.Struct, kw_only=True):
     last_used: float | None = None
     in_use: bool = False
     stop_cause: str = ""
+
+    @classmethod
+    def of(cls, sandbox_id: str, view: SandboxDeadlines) -> StoredDeadlines:
+        """The entry for a sandbox's deadlines as they stand."""
+        return cls(
+            sandbox_id=sandbox_id,
+            idle_timeout=view.idle_timeout,
+            lifetime=view.lifetime,
+            on_expire=view.on_expire,
+            auto_delete_after=view.auto_delete_after,
+            last_used=view.last_used,
+            in_use=view.in_use,
+            stop_cause=view.stop_cause,
+        )
+
+    def timeouts(self) -> Timeouts:
+        """The timeouts the entry holds."""
+        return Timeouts(
+            idle=self.idle_timeout,
+            lifetime=self.lifetime,
+            on_expire=self.on_expire,
+            auto_delete=self.auto_delete_after,
+        )
 
 
 class _Record(msgspec.Struct, kw_only=True):

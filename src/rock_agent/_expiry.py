@@ -8,8 +8,9 @@ Rules:
 - The engine's event stream (starts, stops and removals of this host's containers) is the one
   source of what changed: it moves the table (any stop starts the auto-delete clock, any start
   restarts the lifetime), and each change goes as `SandboxChanged` to the owner's connections,
-  with its cause when this agent made it (an expiry or a request), else "engine". The stream
-  is read from the keeper's start, so nothing that happened meanwhile is missed.
+  with its cause when this agent made it (an expiry or a request), else "engine" (`_changes`
+  decides both). The stream is read from the keeper's start, so nothing that happened
+  meanwhile is missed.
 - Due actions run at most `MAX_ACTIONS` at a time: expiry stops the container (files kept) or
   removes it, per policy; auto-delete removes it. Its sessions are closed first. An action the
   engine refuses is tried again (`DeadlineTable.failed`).
@@ -18,8 +19,8 @@ Rules:
   and the cause of its latest stop (written at most once a second). A restarted agent restores
   from it; another agent process (`rock status`) reads it to show deadlines it does not keep.
 - Owners here are owner keys (`_labels.owner_key`: the owner scoped by its user's uid).
-- Removals are remembered (the latest `REMEMBER` per owner) and reported in `ListSandboxes`,
-  so a core whose link was down when its sandbox went learns why.
+- Removals are remembered (`_changes.Removals`) and reported in `ListSandboxes`, so a core
+  whose link was down when its sandbox went learns why.
 """
 
 from __future__ import annotations
@@ -27,7 +28,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterator
 
 import anyio
@@ -44,6 +44,7 @@ from rock_core._protocol import (
     SetTimeouts,
 )
 
+from ._changes import Causes, Removals, change_of
 from ._deadline_store import DeadlineStore, StoredDeadlines
 from ._deadlines import DeadlineTable, Due, Timeouts, project
 from ._labels import owner_key
@@ -55,8 +56,6 @@ MAX_ACTIONS = 8  # stops and removals in flight at once
 MAX_SLEEP = 1.0  # the table is looked at least this often (deadlines may move earlier)
 PERSIST_INTERVAL = 1.0
 STOP_TIMEOUT = 10.0  # seconds an expired sandbox's processes get to end
-CAUSE_TTL = 60.0  # a cause noted for a change whose event never came is dropped after this
-REMEMBER = 1000
 WATCH_RETRY = 1.0  # seconds before the event stream is read again after it failed; doubles
 WATCH_RETRY_MAX = 30.0
 LOOKS = (InspectSandbox, ReadStats)  # by another owner, these never count as a use
@@ -93,8 +92,8 @@ class DeadlineKeeper:
         self._since = time.time()  # engine events are read from here on
         self._meta: dict[str, _Meta] = {}
         self._owners: dict[str, anyio.Event] = {}  # owners whose sandboxes are tracked
-        self._causes: dict[str, tuple[str, str, str, float]] = {}
-        self._removed: dict[str, OrderedDict[str, SandboxChanged]] = {}
+        self._causes = Causes()
+        self._removed = Removals()
         self._dirty: set[str] = set()  # sandbox ids whose entry in the record is out of date
         self._forgotten: set[str] = set()  # container ids whose entry is to go
 
@@ -134,7 +133,7 @@ class DeadlineKeeper:
     def forget_owner(self, owner: str) -> None:
         """The owner is gone from this agent (its lease ended)."""
         self._owners.pop(owner, None)
-        self._removed.pop(owner, None)
+        self._removed.forget_owner(owner)
 
     async def _restore(self, info: SandboxInfo, stored: StoredDeadlines | None) -> None:
         try:
@@ -142,7 +141,7 @@ class DeadlineKeeper:
         except RockError as exc:
             log.warning("sandbox %s has unusable timeouts in its labels: %s", info.sandbox_id, exc)
             spec_timeouts = Timeouts()
-        timeouts = _from_stored(stored) if stored is not None else spec_timeouts
+        timeouts = stored.timeouts() if stored is not None else spec_timeouts
         running = info.state == "running"
         started_at = stopped_at = info.created_at
         if timeouts.limited:
@@ -168,7 +167,7 @@ class DeadlineKeeper:
     def forget(self, sandbox_id: str) -> None:
         """The sandbox was removed."""
         self.table.forget(sandbox_id)
-        self._causes.pop(sandbox_id, None)
+        self._causes.drop(sandbox_id)
         meta = self._meta.pop(sandbox_id, None)
         if meta is not None and meta.stored:
             self._forgotten.add(meta.container_id)
@@ -199,7 +198,7 @@ class DeadlineKeeper:
 
     def note(self, sandbox_id: str, cause: str, reason: str, event: str) -> None:
         """This agent is about to change a sandbox: the engine's `event` will carry `cause`."""
-        self._causes[sandbox_id] = (cause, reason, event, time.monotonic())
+        self._causes.note(sandbox_id, cause, reason, event, time.monotonic())
 
     def stopped_now(self, sandbox_id: str, cause: str) -> None:
         """A stop this agent made has completed (the engine's event may come later)."""
@@ -258,7 +257,7 @@ class DeadlineKeeper:
             return own
         stored = (await anyio.to_thread.run_sync(self.store.load)).get(info.container_id)
         if stored is not None:
-            timeouts = _from_stored(stored)
+            timeouts = stored.timeouts()
         elif info.spec is not None:
             try:
                 timeouts = Timeouts.from_spec(info.spec)
@@ -279,7 +278,7 @@ class DeadlineKeeper:
 
     def removed_for(self, owner: str) -> list[SandboxChanged]:
         """The owner's sandboxes removed lately, oldest first."""
-        return list(self._removed.get(owner, {}).values())
+        return self._removed.of(owner)
 
     # ------------------------------------------------------------------ running
 
@@ -317,7 +316,7 @@ class DeadlineKeeper:
                 self.forget(sandbox_id)
             except RockError as exc:
                 log.warning("could not %s sandbox %s: %s", due.action, sandbox_id, exc)
-                self._causes.pop(sandbox_id, None)
+                self._causes.drop(sandbox_id)
                 self.table.failed(sandbox_id, time.time())
 
     async def _watch(self) -> None:
@@ -345,46 +344,20 @@ class DeadlineKeeper:
             return
         if event.container_id != meta.container_id:
             return  # an earlier container of the same sandbox id (replayed)
-        cause, reason = self._cause(sandbox_id, action)
+        cause, reason = self._causes.take(sandbox_id, action, time.monotonic())
         if action == "start":
             self.table.started(sandbox_id, at)
             self._mark(sandbox_id)
-            state, reason = "running", reason or "started by another program"
         elif action == "die":
             self.table.stopped(sandbox_id, at, "" if cause == "engine" else cause)
             await self._drop_sessions(sandbox_id)  # their shells died with the container
             self._mark(sandbox_id)
-            code = "?" if event.exit_code is None else event.exit_code
-            state = "stopped"
-            reason = (
-                reason or f"the container stopped (exit code {code}), not at its owner's request"
-            )
         else:  # destroy
             self.forget(sandbox_id)
-            state, reason = "deleted", reason or "removed by another program"
-        change = SandboxChanged(
-            sandbox_id=sandbox_id, state=state, cause=cause, reason=reason, at=at
-        )
-        if state == "deleted":
-            removed = self._removed.setdefault(owner, OrderedDict())
-            removed[sandbox_id] = change
-            while len(removed) > REMEMBER:
-                removed.popitem(last=False)
+        change = change_of(event, cause, reason)
+        if action == "destroy":
+            self._removed.add(owner, change)
         await self._notify(owner, change)
-
-    def _cause(self, sandbox_id: str, action: str) -> tuple[str, str]:
-        noted = self._causes.get(sandbox_id)
-        if noted is None or time.monotonic() - noted[3] > CAUSE_TTL:
-            self._causes.pop(sandbox_id, None)
-            return "engine", ""
-        cause, reason, final, _ = noted
-        if action == final:
-            del self._causes[sandbox_id]
-        elif not (final == "destroy" and action == "die"):
-            return "engine", ""
-        if final == "destroy" and action == "die" and cause in ("idle", "lifetime"):
-            reason = f"{reason}; deleting it (on_expire='delete')"
-        return cause, reason
 
     # ------------------------------------------------------------------ the record
 
@@ -406,16 +379,7 @@ class DeadlineKeeper:
             view = self.table.view(sandbox_id)
             if meta is None or view is None:
                 continue
-            entries[meta.container_id] = StoredDeadlines(
-                sandbox_id=sandbox_id,
-                idle_timeout=view.idle_timeout,
-                lifetime=view.lifetime,
-                on_expire=view.on_expire,
-                auto_delete_after=view.auto_delete_after,
-                last_used=view.last_used,
-                in_use=view.in_use,
-                stop_cause=view.stop_cause,
-            )
+            entries[meta.container_id] = StoredDeadlines.of(sandbox_id, view)
             meta.stored = True
         if not entries and not forget:
             return
@@ -430,15 +394,6 @@ class DeadlineKeeper:
         while True:
             await anyio.sleep(PERSIST_INTERVAL)
             await self.persist()
-
-
-def _from_stored(stored: StoredDeadlines) -> Timeouts:
-    return Timeouts(
-        idle=stored.idle_timeout,
-        lifetime=stored.lifetime,
-        on_expire=stored.on_expire,
-        auto_delete=stored.auto_delete_after,
-    )
 
 
 __all__ = ["DeadlineKeeper"]

@@ -26,7 +26,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from rock_agent import _install
+from rock_agent import _install, _unit
 from rock_agent._install import Systemd, UnitConfig, install, render_unit, uninstall
 from rock_core._errors import BadRequest, NotFound, RockError
 from rock_core._hosts import open_host
@@ -153,7 +153,7 @@ def test_home_directories_are_hidden_unless_the_agent_lives_there(tmp_path: Path
     script.chmod(0o755)
     unit = directives(render_unit(UnitConfig(command=(str(script),))))
     assert unit["ProtectHome"] == ("read-only" if sys.executable.startswith("/root/") else "yes")
-    assert _install._home_paths(("/home/rl/venv/bin/python",)) == ["/home/rl/venv/bin/python"]
+    assert _unit._home_paths(("/home/rl/venv/bin/python",)) == ["/home/rl/venv/bin/python"]
 
 
 def test_verify_is_strict_a_bad_exec_start_fails(tmp_path: Path) -> None:
