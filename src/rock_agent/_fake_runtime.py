@@ -306,24 +306,24 @@ class FakeRuntime:
 
     # ------------------------------------------------------------------ images
 
-    def _in_use(self) -> set[str]:
-        return {box.image_id for box in self._containers.values()}
+    def _users(self) -> list[str]:
+        """The image id of every sandbox (an image once per sandbox that uses it)."""
+        return [box.image_id for box in self._containers.values()]
 
     async def disk_usage(self) -> DiskUsage:
         """Every image with the size it was given."""
-        users = [box.image_id for box in self._containers.values()]
+        users = self._users()
         records = [image.record(users.count(image.image_id)) for image in self.images.all()]
         return DiskUsage(images=records, layers_size=sum(r.size for r in records))
 
     async def inspect_image(self, reference: str) -> ImageRecord:
         """One image by tag or id. `ImageNotFound`."""
         image = self.images.find(reference)
-        users = [box.image_id for box in self._containers.values()]
-        return image.record(users.count(image.image_id))
+        return image.record(self._users().count(image.image_id))
 
     async def remove_image(self, reference: str) -> None:
         """Remove one tag (the image goes with its last). `ImageNotFound`, `SandboxFailed`."""
-        self.images.remove(reference, self._in_use())
+        self.images.remove(reference, set(self._users()))
 
     async def commit(
         self,
