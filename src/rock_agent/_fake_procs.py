@@ -132,6 +132,12 @@ class FakeProcess:
                 await stream.aclose()
         self._open.clear()
 
+    def kill(self) -> None:
+        """SIGKILL the process, if it runs."""
+        if self._process is not None and self._process.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
+
     async def reap(self) -> None:
         """After a kill: wait for the process to end, and close its pipes."""
         if self._process is not None:

@@ -2,10 +2,11 @@
 
 Rules:
 - A running sandbox has a main process (`KEEPALIVE`: `cat` on a pipe this process holds, so
-  it ends with this process too), as a container has its init. `stop`
-  sends it SIGTERM, waits up to the timeout, then SIGKILLs every process of the sandbox (those
-  that left the tree too, found by their mark: `_fake_procs.kill_marked`); the sandbox's exit
-  code is its main process's, as the engine reports it.
+  it ends with this process too), as a container has its init. `stop` sends it SIGTERM, waits
+  up to the timeout, then SIGKILLs every process of the sandbox: those started here by their
+  handle (a process that is just starting may not show its mark yet), then all that carry
+  the mark, those that left the tree too (`_fake_procs.kill_marked`). The sandbox's exit code
+  is its main process's, as the engine reports it.
 - Processes get this host's PATH, `HOME` at the sandbox's folder, `HOSTNAME`, then the spec's
   environment, then the call's; their working folder defaults to the spec's `workdir`.
 - This module only does what it is told: the ownership rules, the events and the errors for
@@ -137,9 +138,14 @@ class FakeSandbox:
 
     async def kill(self) -> None:
         """SIGKILL every process of the sandbox and reap the ones started here."""
+        started = [*self._processes, *([self._main] if self._main else [])]
         with anyio.CancelScope(shield=True):
+            # Those started here by their handle (the mark may not show yet in a process
+            # that is just starting), then every process with the mark (those they started).
+            for process in started:
+                process.kill()
             await anyio.to_thread.run_sync(_fake_procs.kill_marked, self.container_id)
-            for process in [*self._processes, *([self._main] if self._main else [])]:
+            for process in started:
                 await process.reap()
         self._processes.clear()
         self._main = None
