@@ -135,8 +135,9 @@ class FakeProcess:
     def kill(self) -> None:
         """SIGKILL the process, if it runs."""
         if self._process is not None and self._process.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                self._process.kill()
+            # Not `Process.kill`: Popen polls first, reaping the child behind asyncio's back
+            # (whose watcher then reports exit code 255).
+            _procs.signal_pids([self._process.pid], signal.SIGKILL)
 
     async def reap(self) -> None:
         """After a kill: wait for the process to end, and close its pipes."""
