@@ -8,7 +8,8 @@ import types
 
 import pytest
 
-import rock_core.testing  # noqa: F401  (a public submodule: imported so `dir` shows it)
+import rock_agent.testing  # noqa: F401  (public submodules: imported so `dir` shows them)
+import rock_core.testing  # noqa: F401
 
 PACKAGES = ["rock_core", "rock_agent", "rock_sdk", "rock_sdk.envs"]
 # Public modules with an `__all__`.
@@ -19,6 +20,7 @@ MODULES = [
     "rock_core.serving",
     "rock_core.tar",
     "rock_core.testing",
+    "rock_agent.testing",
 ]
 
 

@@ -1,0 +1,398 @@
+"""`FakeRuntime`: a `ContainerRuntime` with no container engine, for tests.
+
+Rules:
+- A sandbox is a record plus a folder on this host, its file system root (`_fake_files`);
+  its processes are real local processes started in that folder (`_fake_sandbox`,
+  `_fake_procs`), so shells, exit codes, stdin end-of-file and signals are real. They are not
+  isolated: absolute paths they use are the host's, they run as the agent's user, and the
+  spec's limits, user and network are recorded, not enforced.
+- Creates, stops, starts and removals follow `DockerRuntime`'s rules and errors (idempotent
+  create, `AlreadyExists` for another owner or spec, not-found for every method that names a
+  sandbox), and each change is an `EngineEvent` on the feed, in order.
+- Images are `_fake_images`'s; stats are plain readings of the processes' /proc entries.
+- Nothing runs in the background: an instance needs no entering. `aclose` (or `async with`)
+  kills what is left and deletes the folders.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import tempfile
+import time
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import ByteStream
+
+from rock_core import AlreadyExists, BadRequest, NotFound, SandboxFailed, SandboxNotFound, TimedOut
+from rock_core.protocol import SandboxInfo, SandboxSpec
+
+from . import _fake_files, _fake_images
+from ._fake_images import FakeImages
+from ._fake_procs import FakeProcess
+from ._fake_sandbox import FakeSandbox
+from ._labels import (
+    LABEL_CREATED,
+    LABEL_HOST,
+    LABEL_MANAGED,
+    LABEL_OWNER,
+    LABEL_OWNER_UID,
+    LABEL_SANDBOX,
+    LABEL_SPEC,
+    LABEL_SPEC_JSON,
+    owner_uid,
+    spec_digest,
+    spec_label,
+    split_owner_key,
+)
+from ._runtime import (
+    ContainerDetail,
+    ContainerRuntime,
+    ContainerSummary,
+    DiskUsage,
+    EngineEvent,
+    EventAction,
+    ImageRecord,
+    Resources,
+    StatsReading,
+)
+
+DEFAULT_IMAGES = ("python:3.11", "busybox:latest")
+CONNECT_TIMEOUT = 10.0
+
+
+class FakeRuntime:
+    """A `ContainerRuntime` whose sandboxes are folders and local processes (see the rules).
+
+    `images` are present from the start, `pullable` can be pulled; `disk_limits` says whether
+    a spec's `disk` is accepted. `folder` holds the sandboxes' roots (a new temporary folder by
+    default). `sandbox_root(id)` tells a test where a sandbox's files are.
+    """
+
+    def __init__(
+        self,
+        *,
+        host_id: str = "fake-host",
+        images: Iterable[str] = DEFAULT_IMAGES,
+        pullable: Iterable[str] = (),
+        cpus: float = 4.0,
+        memory: int = 16 << 30,
+        disk_limits: bool = False,
+        folder: Path | None = None,
+    ) -> None:
+        self.host_id = host_id
+        self.uid = os.getuid()
+        self.extra_labels: dict[str, str] = {}
+        self.resources = Resources(cpus=cpus, memory=memory)
+        self.disk_limits = disk_limits
+        self._own_folder = folder is None
+        self.folder = folder or Path(tempfile.mkdtemp(prefix="rock-fake-"))
+        (self.folder / "images").mkdir(parents=True, exist_ok=True)
+        self.images = FakeImages(images, pullable, self.folder / "images")
+        self._containers: dict[str, FakeSandbox] = {}
+        self._events: list[EngineEvent] = []
+        self._event_added: anyio.Event | None = None  # made lazily: needs an event loop
+
+    async def __aenter__(self) -> FakeRuntime:
+        return self
+
+    async def __aexit__(
+        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Kill every sandbox's processes and delete their folders (no events)."""
+        with anyio.CancelScope(shield=True):
+            for box in list(self._containers.values()):
+                await box.kill()
+            self._containers.clear()
+            if self._own_folder:
+                await anyio.to_thread.run_sync(shutil.rmtree, self.folder, True)
+
+    def sandbox_root(self, sandbox_id: str) -> Path:
+        """The folder holding a sandbox's files on this host. `SandboxNotFound`."""
+        return self._box(sandbox_id).root
+
+    # ------------------------------------------------------------------ engine facts
+
+    async def engine_resources(self) -> Resources:
+        """The cpus and memory given to the constructor."""
+        return self.resources
+
+    async def supports_disk_limits(self) -> bool:
+        """`disk_limits` as given: a spec's `disk` is then recorded (never enforced)."""
+        return self.disk_limits
+
+    async def local_images(self) -> list[str]:
+        """Tags of the images present, sorted."""
+        return self.images.tags()
+
+    async def data_root(self) -> str:
+        """ "": images take no disk here, so a prune limit in percent is refused."""
+        return ""  # images have no layers on disk here
+
+    async def ensure_image(self, image: str, policy: str) -> None:
+        """Make `image` present per the pull policy (only `pullable` images can be pulled)."""
+        self.images.ensure(image, policy)
+
+    # ------------------------------------------------------------------ sandboxes
+
+    def _box(self, sandbox_id: str) -> FakeSandbox:
+        box = self._containers.get(sandbox_id)
+        if box is None:
+            raise SandboxNotFound(
+                f"no sandbox {sandbox_id!r} on host {self.host_id}", sandbox_id=sandbox_id
+            )
+        return box
+
+    async def create(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> SandboxInfo:
+        """Create and start a sandbox (see `ContainerRuntime.create`)."""
+        if spec.disk and not self.disk_limits:
+            raise BadRequest(
+                f"sandbox {sandbox_id} asks for disk={spec.disk!r}: this fake runtime was made "
+                "without disk limits (FakeRuntime(disk_limits=True) accepts them)"
+            )
+        existing = self._containers.get(sandbox_id)
+        if existing is not None:
+            labels = existing.labels
+            if (labels.get(LABEL_OWNER), owner_uid(labels, self.uid)) != (owner, uid):
+                raise AlreadyExists(
+                    f"sandbox id {sandbox_id!r} is taken on host {self.host_id} by another "
+                    "owner: choose another id",
+                    sandbox_id=sandbox_id,
+                )
+            if labels.get(LABEL_SPEC) != spec_digest(spec):
+                raise AlreadyExists(
+                    f"sandbox {sandbox_id} already exists with a different spec",
+                    sandbox_id=sandbox_id,
+                )
+            await self.start(sandbox_id)
+            return await self.inspect(sandbox_id)
+        self.images.ensure(spec.image, spec.pull)
+        image = self.images.find(spec.image)
+        labels = {
+            **spec.labels,
+            LABEL_MANAGED: "1",
+            LABEL_HOST: self.host_id,
+            LABEL_SANDBOX: sandbox_id,
+            LABEL_OWNER: owner,
+            LABEL_OWNER_UID: str(uid),
+            LABEL_CREATED: f"{time.time():.3f}",
+            LABEL_SPEC: spec_digest(spec),
+            LABEL_SPEC_JSON: spec_label(spec),
+            **self.extra_labels,
+        }
+        root = self.folder / "sandboxes" / secrets.token_hex(8)
+        box = await FakeSandbox.make(
+            sandbox_id, secrets.token_hex(32), spec, image.image_id, labels, root, image.files
+        )
+        self._containers[sandbox_id] = box
+        await box.start()
+        self._event(box, "start")
+        return await self.inspect(sandbox_id)
+
+    async def inspect(self, sandbox_id: str) -> SandboxInfo:
+        """One sandbox. `SandboxNotFound`."""
+        return self._box(sandbox_id).info(self.uid)
+
+    async def container(self, sandbox_id: str) -> ContainerDetail:
+        """One sandbox in detail; its `pid` is its main process's. `SandboxNotFound`."""
+        return await self._box(sandbox_id).detail()
+
+    async def list_sandboxes(self, owner: str = "") -> list[SandboxInfo]:
+        """Every sandbox, or those of one owner key."""
+        infos = [box.info(self.uid) for box in self._containers.values()]
+        if not owner:
+            return infos
+        uid, name = split_owner_key(owner)
+        return [i for i in infos if i.owner == name and i.owner_uid == uid]
+
+    async def all_containers(self) -> list[ContainerSummary]:
+        """Every sandbox, as image use sees it."""
+        return [
+            ContainerSummary(image_id=box.image_id, running=box.running, created=box.created)
+            for box in self._containers.values()
+        ]
+
+    async def start(self, sandbox_id: str) -> None:
+        """Start a stopped sandbox (its main process runs again). `SandboxNotFound`."""
+        box = self._box(sandbox_id)
+        if not box.running:
+            await box.start()
+            self._event(box, "start")
+
+    async def stop(self, sandbox_id: str, timeout: float) -> None:
+        """SIGTERM the main process, then after `timeout` s SIGKILL every process of the
+        sandbox. `SandboxNotFound`."""
+        box = self._box(sandbox_id)
+        if box.running:
+            await box.stop(timeout)
+            self._event(box, "die", box.exit_code)
+
+    async def remove(self, sandbox_id: str) -> None:
+        """Kill its processes and delete its folder; one already gone is not an error."""
+        box = self._containers.get(sandbox_id)
+        if box is None:
+            return
+        if box.running:
+            await self.stop(sandbox_id, 0)
+        del self._containers[sandbox_id]
+        await box.delete()
+        self._event(box, "destroy")
+
+    # ------------------------------------------------------------------ processes
+
+    async def exec(
+        self,
+        sandbox_id: str,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str = "",
+        stdin: bool = True,
+    ) -> FakeProcess:
+        """Start `argv` in a running sandbox (see `ContainerRuntime.exec`)."""
+        return await self._box(sandbox_id).exec(argv, env=env, cwd=cwd, stdin=stdin)
+
+    async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:
+        """A TCP connection to `address:port` of this host (the fake has no network of its
+        own: the sandbox's ports are the host's)."""
+        box = self._box(sandbox_id)
+        where = f"port {port} in sandbox {sandbox_id}"
+        if not box.running:
+            raise BadRequest(
+                f"sandbox {sandbox_id} is not running ({box.status}); start it before "
+                "forwarding a port",
+                sandbox_id=sandbox_id,
+            )
+        try:
+            with anyio.fail_after(CONNECT_TIMEOUT):
+                return await anyio.connect_tcp(address, port)
+        except TimeoutError as exc:
+            raise TimedOut(f"connecting to {where} took over {CONNECT_TIMEOUT:g} s") from exc
+        except OSError as exc:
+            if _refused(exc):
+                raise NotFound(f"nothing listens on {where} (connection refused)") from exc
+            raise SandboxFailed(f"cannot connect to {where}: {exc.strerror or exc}") from exc
+
+    # ------------------------------------------------------------------ files
+
+    async def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
+        """`path` of the sandbox as a tar stream. `SandboxNotFound`, `FileNotFound`."""
+        root = self._box(sandbox_id).root
+        archive = _fake_files.read_archive(root, sandbox_id, path)
+        async with contextlib.aclosing(archive) as chunks:
+            async for chunk in chunks:
+                yield chunk
+
+    async def put_archive(self, sandbox_id: str, path: str, chunks: AsyncIterator[bytes]) -> None:
+        """Unpack a tar stream into folder `path`. `SandboxNotFound`, `FileNotFound`,
+        `BadRequest`."""
+        await _fake_files.write_archive(self._box(sandbox_id).root, sandbox_id, path, chunks)
+
+    # ------------------------------------------------------------------ images
+
+    def _users(self) -> list[str]:
+        """The image id of every sandbox (an image once per sandbox that uses it)."""
+        return [box.image_id for box in self._containers.values()]
+
+    async def disk_usage(self) -> DiskUsage:
+        """Every image with the size it was given."""
+        users = self._users()
+        records = [image.record(users.count(image.image_id)) for image in self.images.all()]
+        return DiskUsage(images=records, layers_size=sum(r.size for r in records))
+
+    async def inspect_image(self, reference: str) -> ImageRecord:
+        """One image by tag or id. `ImageNotFound`."""
+        image = self.images.find(reference)
+        return image.record(self._users().count(image.image_id))
+
+    async def remove_image(self, reference: str) -> None:
+        """Remove one tag (the image goes with its last). `ImageNotFound`, `SandboxFailed`."""
+        self.images.remove(reference, set(self._users()))
+
+    async def commit(
+        self,
+        sandbox_id: str,
+        *,
+        repository: str,
+        tag: str,
+        message: str,
+        changes: list[str],
+        labels: Mapping[str, str],
+        pause: bool,
+    ) -> str:
+        """Save a copy of the sandbox's files as image `repository:tag`; its id."""
+        box = self._box(sandbox_id)
+        _fake_images.check_changes(changes)
+        try:
+            source = self.images.find(box.image_id).labels
+        except NotFound:
+            source = {}
+        merged = {**source, **box.labels}
+        merged = {k: ("" if k.startswith("rock.") else v) for k, v in merged.items()}
+        merged.update(labels)
+        image = await anyio.to_thread.run_sync(
+            self.images.commit, f"{repository}:{tag}", box.root, merged
+        )
+        return image.image_id
+
+    # ------------------------------------------------------------------ observing
+
+    async def stats(self, sandbox_id: str) -> StatsReading:
+        """The processes' cpu time, resident memory and count now (no second reading)."""
+        return await self._box(sandbox_id).stats()
+
+    def _event(self, box: FakeSandbox, action: EventAction, exit_code: int | None = None) -> None:
+        last = self._events[-1].time if self._events else 0.0
+        self._events.append(
+            EngineEvent(
+                action=action,
+                sandbox_id=box.sandbox_id,
+                container_id=box.container_id,
+                owner=box.labels.get(LABEL_OWNER, ""),
+                owner_uid=owner_uid(box.labels, self.uid),
+                time=max(last, time.time()),
+                exit_code=exit_code,
+            )
+        )
+        if self._event_added is not None:
+            self._event_added.set()
+            self._event_added = None
+
+    async def events(self, since: float) -> AsyncIterator[EngineEvent]:
+        """Every event at or after `since`, then new ones as they happen (never ends)."""
+        seen = 0
+        while True:
+            while seen < len(self._events):
+                event = self._events[seen]
+                seen += 1
+                if event.time >= since:
+                    yield event
+            if self._event_added is None:
+                self._event_added = anyio.Event()
+            await self._event_added.wait()
+
+
+def _refused(exc: BaseException | None) -> bool:
+    """Whether a failed connect was refused (anyio wraps the attempts' errors)."""
+    while exc is not None:
+        if isinstance(exc, ConnectionRefusedError):
+            return True
+        if isinstance(exc, BaseExceptionGroup):
+            return any(_refused(inner) for inner in exc.exceptions)
+        exc = exc.__cause__
+    return False
+
+
+if TYPE_CHECKING:
+    _CONFORMS: ContainerRuntime = FakeRuntime()  # mypy checks that the fake fits the seam
+
+__all__ = ["DEFAULT_IMAGES", "FakeRuntime"]

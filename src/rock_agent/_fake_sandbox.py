@@ -1,0 +1,223 @@
+"""One fake sandbox: its record, its folder, its main process and the processes run in it.
+
+Rules:
+- A running sandbox has a main process (`KEEPALIVE`: `cat` on a pipe this process holds, so
+  it ends with this process too), as a container has its init. `stop` sends it SIGTERM, waits
+  up to the timeout, then SIGKILLs every process of the sandbox: those started here by their
+  handle (a process that is just starting may not show its mark yet), then all that carry
+  the mark, those that left the tree too (`_fake_procs.kill_marked`). The sandbox's exit code
+  is its main process's, as the engine reports it.
+- Processes get this host's PATH, `HOME` at the sandbox's folder, `HOSTNAME`, then the spec's
+  environment, then the call's; their working folder defaults to the spec's `workdir`.
+- This module only does what it is told: the ownership rules, the events and the errors for
+  unknown sandboxes are the runtime's (`_fake_runtime`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import anyio
+
+from rock_core import SandboxFailed
+from rock_core.protocol import SandboxInfo, SandboxSpec
+
+from . import _fake_files, _fake_procs, _procs
+from ._fake_procs import FakeProcess
+from ._labels import LABEL_OWNER, owner_uid
+from ._runtime import ContainerDetail, StatsReading
+
+KEEPALIVE = ["cat"]
+
+
+class FakeSandbox:
+    """One sandbox of a `FakeRuntime` (see the rules)."""
+
+    def __init__(
+        self,
+        sandbox_id: str,
+        container_id: str,
+        spec: SandboxSpec,
+        image_id: str,
+        labels: dict[str, str],
+        root: Path,
+    ) -> None:
+        self.sandbox_id = sandbox_id
+        self.container_id = container_id
+        self.spec = spec
+        self.image_id = image_id
+        self.labels = labels
+        self.root = root
+        self.created = time.time()
+        self.started_at = 0.0
+        self.finished_at = 0.0
+        self.exit_code: int | None = None
+        self._main: FakeProcess | None = None
+        self._processes: list[FakeProcess] = []
+
+    @classmethod
+    async def make(
+        cls,
+        sandbox_id: str,
+        container_id: str,
+        spec: SandboxSpec,
+        image_id: str,
+        labels: dict[str, str],
+        root: Path,
+        files: Path | None,
+    ) -> FakeSandbox:
+        """A new sandbox, its folder made from its image's `files` (if any); not started."""
+        await anyio.to_thread.run_sync(_make_root, root, files, spec.workdir)
+        return cls(sandbox_id, container_id, spec, image_id, labels, root)
+
+    @property
+    def running(self) -> bool:
+        """True while its main process runs (or was not yet seen to end)."""
+        return self._main is not None
+
+    @property
+    def status(self) -> str:
+        """The engine's word for its state."""
+        return "running" if self.running else "exited" if self.finished_at else "created"
+
+    def info(self, default_uid: int) -> SandboxInfo:
+        """The sandbox as the agent reports it."""
+        return SandboxInfo(
+            sandbox_id=self.sandbox_id,
+            container_id=self.container_id,
+            image=self.spec.image,
+            state=self.status,
+            owner=self.labels.get(LABEL_OWNER, ""),
+            created_at=self.created,
+            labels=dict(self.labels),
+            exit_code=None if self.running or not self.finished_at else self.exit_code,
+            spec=self.spec,
+            owner_uid=owner_uid(self.labels, default_uid),
+        )
+
+    async def detail(self) -> ContainerDetail:
+        """The sandbox as the engine's inspect record describes it."""
+        pid = (await self._main.state()).pid if self._main is not None else 0
+        return ContainerDetail(
+            sandbox_id=self.sandbox_id,
+            container_id=self.container_id,
+            image=self.spec.image,
+            image_id=self.image_id,
+            status=self.status,
+            running=self.running,
+            pid=pid,
+            started_at=self.started_at,
+            finished_at=self.finished_at,
+            exit_code=None if self.running else self.exit_code,
+            oom_killed=False,
+            ip_address="127.0.0.1" if self.spec.network else "",
+            labels=dict(self.labels),
+        )
+
+    async def start(self) -> None:
+        """Run its main process (it must not be running)."""
+        self._main = await self._spawn(KEEPALIVE, env=None, cwd="", stdin=True)
+        self.started_at = time.time()
+
+    async def stop(self, timeout: float) -> None:
+        """End every process of it (see the rules); it must be running."""
+        main = self._main
+        assert main is not None
+        with anyio.CancelScope(shield=True):
+            _procs.signal_pids([(await main.state()).pid], signal.SIGTERM)
+            with anyio.move_on_after(max(0.0, timeout)):
+                await main.wait_forever()
+            await self.kill()
+            self.exit_code = (await main.state()).exit_code
+            self.finished_at = time.time()
+
+    async def kill(self) -> None:
+        """SIGKILL every process of the sandbox and reap the ones started here."""
+        started = [*self._processes, *([self._main] if self._main else [])]
+        with anyio.CancelScope(shield=True):
+            # Those started here by their handle (the mark may not show yet in a process
+            # that is just starting), then every process with the mark (those they started).
+            for process in started:
+                process.kill()
+            await anyio.to_thread.run_sync(_fake_procs.kill_marked, self.container_id)
+            for process in started:
+                await process.reap()
+        self._processes.clear()
+        self._main = None
+
+    async def delete(self) -> None:
+        """Kill what runs and delete its folder."""
+        await self.kill()
+        await anyio.to_thread.run_sync(shutil.rmtree, self.root, True)
+
+    async def exec(
+        self, argv: list[str], *, env: Mapping[str, str] | None, cwd: str, stdin: bool
+    ) -> FakeProcess:
+        """Start a process in the running sandbox; `SandboxFailed` if it is not running."""
+        if not self.running:
+            raise SandboxFailed(
+                f"starting a process in sandbox {self.sandbox_id}: the sandbox is not running "
+                "(its processes have all ended): start it again, or delete it"
+            )
+        self._processes = [p for p in self._processes if not p.ended]
+        process = await self._spawn(argv, env=env, cwd=cwd, stdin=stdin)
+        self._processes.append(process)
+        return process
+
+    async def _spawn(
+        self, argv: list[str], *, env: Mapping[str, str] | None, cwd: str, stdin: bool
+    ) -> FakeProcess:
+        full_env = {
+            "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
+            "HOME": str(self.root),
+            "HOSTNAME": self.sandbox_id[:63],
+            **self.spec.env,
+            **(env or {}),
+        }
+        return await _fake_procs.start(
+            self.root,
+            self.sandbox_id,
+            self.container_id,
+            argv,
+            env=full_env,
+            cwd=cwd or self.spec.workdir,
+            stdin=stdin,
+        )
+
+    async def stats(self) -> StatsReading:
+        """Its processes' cpu time, resident memory and count now (one reading)."""
+        if not self.running:
+            raise SandboxFailed(f"sandbox {self.sandbox_id} is not running: no resource use")
+        pids = await anyio.to_thread.run_sync(_fake_procs.marked, self.container_id)
+        cpu, memory = await anyio.to_thread.run_sync(_fake_procs.usage, pids)
+        now = time.time()
+        return StatsReading(
+            read_at=now,
+            preread_at=now,
+            cpu_total=cpu,
+            pre_cpu_total=cpu,
+            online_cpus=max(1, int(self.spec.cpus)),
+            memory_usage=memory,
+            memory_limit=self.spec.memory,
+            memory_peak=memory,
+            pids=len(pids),
+            pids_limit=self.spec.pids,
+        )
+
+
+def _make_root(root: Path, files: Path | None, workdir: str) -> None:
+    """A new sandbox's folder: a copy of its image's files, if any, and its working folder."""
+    if files is not None:
+        shutil.copytree(files, root, symlinks=True)
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "tmp").mkdir(exist_ok=True)
+    if workdir:
+        _fake_files.host_path(root, workdir).mkdir(parents=True, exist_ok=True)
+
+
+__all__ = ["KEEPALIVE", "FakeSandbox"]
