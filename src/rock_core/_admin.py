@@ -31,7 +31,7 @@ async def list_host_sandboxes(hosts: Iterable[Host], owner: str = "") -> list[Sa
     found: list[SandboxInfo] = []
     for host in _connected(hosts):
         conn = host.link()
-        reply = await conn.call(ListSandboxes(id=conn.next_id(), owner=owner), SandboxListReply)
+        reply = await conn.call(ListSandboxes(owner=owner), SandboxListReply)
         found.extend(reply.sandboxes)
     return found
 
@@ -43,7 +43,7 @@ async def remove_any(state: ClusterState, sandbox_id: str) -> list[Do]:
     for host in _connected(hosts):
         conn = host.link()
         try:
-            await conn.call(RemoveSandbox(id=conn.next_id(), sandbox_id=sandbox_id), Done)
+            await conn.call(RemoveSandbox(sandbox_id=sandbox_id), Done)
         except SandboxNotFound:
             continue
         out: list[Do] = []

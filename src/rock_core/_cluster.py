@@ -220,7 +220,7 @@ class Cluster(SandboxOperations):
         host = self._host_of(failed)
         conn = host.link()  # HostUnavailable while the link is still down
         reply = await conn.call(
-            CreateSandbox(id=conn.next_id(), sandbox_id=failed.sandbox_id, spec=failed.spec),
+            CreateSandbox(sandbox_id=failed.sandbox_id, spec=failed.spec),
             SandboxReply,
         )
         self._handle(Retried(failed, host.host_id, reply.sandbox))
@@ -251,7 +251,7 @@ class Cluster(SandboxOperations):
             conn = host.link()
             check_features(conn, record.spec)
             reply = await conn.call(
-                CreateSandbox(id=conn.next_id(), sandbox_id=record.sandbox_id, spec=record.spec),
+                CreateSandbox(sandbox_id=record.sandbox_id, spec=record.spec),
                 SandboxReply,
             )
         except BaseException as exc:

@@ -61,9 +61,7 @@ class HostLinks:
             nonlocal known
             host_id = conn.welcome.host_id
             self._listen(host_id, conn)
-            reply = await conn.call(
-                ListSandboxes(id=conn.next_id(), owner=self.owner), SandboxListReply
-            )
+            reply = await conn.call(ListSandboxes(owner=self.owner), SandboxListReply)
             # No await from here on: the host is connected and reconciled in one step.
             self._handle(LinkUp(connector.name, conn.welcome, known))
             known = host_id

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import abc
 import contextlib
-from collections.abc import Callable
 from typing import TypeVar
 
 import anyio
@@ -133,7 +132,7 @@ class SandboxOperations(abc.ABC):
             already=_S.STOPPED,
             events=(_E.STOP, _E.FAIL, _E.STOPPED),
             reasons=("stop failed", "container stopped"),
-            request=lambda i: StopSandbox(id=i, sandbox_id=sandbox_id, timeout=timeout),
+            request=StopSandbox(sandbox_id=sandbox_id, timeout=timeout),
         )
 
     async def start_sandbox(self, sandbox_id: str) -> SandboxRecord:
@@ -144,7 +143,7 @@ class SandboxOperations(abc.ABC):
             already=_S.RUNNING,
             events=(_E.START, _E.CREATE_FAILED, _E.CREATED),
             reasons=("restart failed", "container running again"),
-            request=lambda i: StartSandbox(id=i, sandbox_id=sandbox_id),
+            request=StartSandbox(sandbox_id=sandbox_id),
         )
 
     async def _change(
@@ -155,7 +154,7 @@ class SandboxOperations(abc.ABC):
         already: SandboxState,
         events: tuple[SandboxEvent, SandboxEvent, SandboxEvent],
         reasons: tuple[str, str],
-        request: Callable[[int], Request],
+        request: Request,
     ) -> SandboxRecord:
         """Stop or start: one lifecycle call at a time per sandbox; a no-op if it is
         `already` there. `events` are (begin, failed, done); `reasons` (failed, done)."""
@@ -169,7 +168,7 @@ class SandboxOperations(abc.ABC):
             conn = self._link(record)
             record.fire(begin, f"{doing} requested")
             try:
-                reply = await conn.call(request(conn.next_id()), SandboxReply)
+                reply = await conn.call(request, SandboxReply)
             except RockError as exc:
                 record.fire_if(failed, f"{reasons[0]}: {exc}")
                 raise
@@ -211,7 +210,7 @@ class SandboxOperations(abc.ABC):
         """Remove a `deleting` sandbox's container; `deleted` when it is gone."""
         try:
             conn = self._host_of(record).link()
-            await conn.call(RemoveSandbox(id=conn.next_id(), sandbox_id=record.sandbox_id), Done)
+            await conn.call(RemoveSandbox(sandbox_id=record.sandbox_id), Done)
         except SandboxNotFound:
             pass  # already gone on the host: the goal is reached
         except RockError as exc:
@@ -223,16 +222,14 @@ class SandboxOperations(abc.ABC):
     async def inspect(self, sandbox_id: str) -> SandboxInfo:
         """The agent's live view of a sandbox."""
         conn = self.connection(sandbox_id)
-        reply = await conn.call(
-            InspectSandbox(id=conn.next_id(), sandbox_id=sandbox_id), SandboxReply
-        )
+        reply = await conn.call(InspectSandbox(sandbox_id=sandbox_id), SandboxReply)
         self.record(sandbox_id).info = reply.sandbox
         return reply.sandbox
 
     async def _remove_quietly(self, host: Host, sandbox_id: str) -> None:
         with contextlib.suppress(RockError), anyio.move_on_after(30):
             conn = host.link()
-            await conn.call(RemoveSandbox(id=conn.next_id(), sandbox_id=sandbox_id), Done)
+            await conn.call(RemoveSandbox(sandbox_id=sandbox_id), Done)
 
 
 __all__ = ["SandboxOperations"]

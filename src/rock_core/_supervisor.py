@@ -79,7 +79,7 @@ async def _heartbeat(conn: AgentConnection, every: float, timeout: float) -> str
             return "the agent closed the link"
         try:
             with anyio.fail_after(timeout):
-                await conn.call(Ping(id=conn.next_id()), Pong)
+                await conn.call(Ping(), Pong)
         except TimeoutError:
             return f"no heartbeat answer within {timeout:g} s"
         except TransportError as exc:
