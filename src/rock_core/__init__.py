@@ -16,6 +16,7 @@ caller as the exception it raises.
 
 import logging as _logging
 
+from ._attach import Attachment, PoolSite
 from ._channel import ByteStream
 from ._cluster import Cluster, Host, SandboxRecord, new_sandbox_id, open_cluster
 from ._connection import AgentConnection, RequestStream, open_agent_connection, unwrap_single_errors
@@ -71,6 +72,7 @@ __all__ = [
     "AgentConnection",
     "AgentNotInstalled",
     "AlreadyExists",
+    "Attachment",
     "AuthenticationFailed",
     "BadRequest",
     "ByteStream",
@@ -93,6 +95,7 @@ __all__ = [
     "LinkState",
     "NotFound",
     "PoolOptions",
+    "PoolSite",
     "PoolStatistics",
     "PortForward",
     "ProtocolError",
