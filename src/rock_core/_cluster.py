@@ -394,18 +394,15 @@ async def open_cluster(
 
     Every option is checked first: a bad one raises `BadRequest` naming it and its value.
     """
+    opts = cluster_options(options, **changes)
     connectors: list[Connector] = []
     for host in host_list(hosts, Connector):
-        if isinstance(host, str):
-            connectors += [AddressConnector(text) for text in expand([host])]
+        if isinstance(host, str):  # a given connector keeps its own settings
+            connectors += [AddressConnector(text, opts.ssh) for text in expand([host])]
         else:
             connectors.append(host)
     if not connectors:
         raise BadRequest("a cluster needs at least one host")
-    opts = cluster_options(options, **changes)
-    for connector in connectors:
-        if isinstance(connector, AddressConnector):
-            connector.ssh = opts.ssh
     cluster = Cluster(opts.owner or local_owner(), opts.scheduler(), opts)
     async with running(cluster, connectors):
         yield cluster

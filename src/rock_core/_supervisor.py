@@ -10,14 +10,17 @@ Rules:
   `heartbeat_timeout` breaks it. Each ping also renews the owner's lease on the agent.
 - Reconnects back off: `RECONNECT_BASE` seconds doubling up to `RECONNECT_MAX`, each with
   jitter of +-50 % so that a program's links do not all knock at once.
+- A connector is anyone's code: whatever else than our errors it raises while connecting
+  (`OSError`, anyio's stream errors) is a `TransportError` naming the host, so a broken
+  connector is a link failure like any other, never a crash of the cluster.
 - Time is anyio's only (virtual time in tests).
 """
 
 from __future__ import annotations
 
 import random
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
 import anyio.abc
@@ -55,7 +58,7 @@ async def supervise(
     while True:
         error = ""
         try:
-            async with connector.connect() as stream, handshake(connector, stream) as conn:
+            async with _connect(connector) as stream, handshake(connector, stream) as conn:
                 await up(conn)
                 if not started:
                     task_status.started()
@@ -69,6 +72,25 @@ async def supervise(
         down(error)
         failures += 1
         await anyio.sleep(backoff(failures, random.uniform(0.5, 1.5)))
+
+
+@asynccontextmanager
+async def _connect(connector: Connector) -> AsyncIterator[ByteStream]:
+    """`connector.connect()`, with its foreign errors on the way in as `TransportError`."""
+    try:
+        opening = connector.connect()
+        stream = await opening.__aenter__()
+    except RockError:
+        raise
+    except Exception as exc:  # the connector is the caller's code: anything may come out
+        raise TransportError(f"connecting to {connector.name}: {exc!r}") from exc
+    try:
+        yield stream
+    except BaseException as exc:
+        if not await opening.__aexit__(type(exc), exc, exc.__traceback__):
+            raise
+    else:
+        await opening.__aexit__(None, None, None)
 
 
 async def _heartbeat(conn: AgentConnection, every: float, timeout: float) -> str:
