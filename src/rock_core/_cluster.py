@@ -42,6 +42,7 @@ from ._cluster_events import (
     Placed,
     Replied,
     Retried,
+    SendCreate,
     SendRemove,
     StartGrace,
     Wake,
@@ -193,10 +194,10 @@ class Cluster(SandboxOperations):
         record = SandboxRecord(sandbox_id, spec)
         record.chosen_id = chosen
         try:
-            await self._place(record, timeout)
+            send = await self._place(record, timeout)
             with anyio.CancelScope() as scope:
                 record.create_scope = scope
-                await self._start(record)
+                await self._start(record, send)
             if scope.cancelled_caught:
                 raise SandboxNotFound(
                     f"sandbox {sandbox_id} was deleted while it was being created",
@@ -226,7 +227,8 @@ class Cluster(SandboxOperations):
         self._handle(Retried(failed, host.host_id, reply.sandbox))
         return self._records[failed.sandbox_id]
 
-    async def _place(self, record: SandboxRecord, queue_timeout: float | None) -> None:
+    async def _place(self, record: SandboxRecord, queue_timeout: float | None) -> SendCreate:
+        """Wait for the scheduler's placement; return the state's order to send the create."""
         spec = record.spec
         demand = Demand(cpus=spec.cpus, memory=spec.memory, image=spec.image)
         self._handle(CreateAsked(record))
@@ -241,12 +243,13 @@ class Cluster(SandboxOperations):
                     self._withdraw(record)
                     record.fire(_E.FAIL, "gave up waiting for room on a host")
                 self._records.pop(record.sandbox_id, None)
-        if record.state is _S.DELETED:
+        sends = [a for a in self._handle(Placed(record.sandbox_id)) if isinstance(a, SendCreate)]
+        if not sends:  # the state sends no create: the record left `pending` meanwhile
             raise SandboxNotFound(f"sandbox {record.sandbox_id} was deleted while it waited")
-        self._handle(Placed(record.sandbox_id))
+        return sends[0]
 
-    async def _start(self, record: SandboxRecord) -> None:
-        host = self._host_of(record)
+    async def _start(self, record: SandboxRecord, send: SendCreate) -> None:
+        host = self.hosts[send.host_id]
         try:
             conn = host.link()
             check_features(conn, record.spec)
