@@ -75,6 +75,7 @@ if TYPE_CHECKING:
     from ._records import SandboxRecord
 
 RESET_STOP_TIMEOUT = 1.0  # seconds a reset gives processes to exit before they are killed
+PRUNE_AT_LEAST = 64  # hand-outs counted before deleted ones are first looked for
 _S = SandboxState
 
 
@@ -103,6 +104,7 @@ class RecordPool:
         self.max_size = options.most
         self._stock = PoolStock(cluster, self.spec, name, options)
         self._out: dict[str, SandboxRecord] = {}  # handed out
+        self._prune_at = PRUNE_AT_LEAST  # `_hand_out` forgets deleted hand-outs at this size
 
     # ------------------------------------------------------------------ public
 
@@ -117,7 +119,7 @@ class RecordPool:
         self._check_open()
         record = self._stock.take()
         if record is not None:
-            self._out[record.sandbox_id] = record
+            self._hand_out(record)
             # The member is the caller's from here on: a cancellation now must not lose it.
             await anyio.lowlevel.cancel_shielded_checkpoint()
             return record
@@ -191,8 +193,6 @@ class RecordPool:
         """Size, ready, in flight, handed out, hits, misses, refill rate, failures."""
         stock = self._stock
         policy = stock.policy
-        for sandbox_id in [i for i, r in self._out.items() if r.state is _S.DELETED]:
-            del self._out[sandbox_id]  # deleted by its holder: nothing to give back
         return PoolStatistics(
             name=self.name,
             image=self.spec.image,
@@ -202,7 +202,7 @@ class RecordPool:
             size=policy.size,
             ready=len(policy.ready),
             in_flight=policy.in_flight,
-            handed_out=len(self._out),
+            handed_out=sum(r.state is not _S.DELETED for r in self._out.values()),
             hits=policy.hits,
             misses=policy.misses,
             refills=policy.refills,
@@ -249,8 +249,17 @@ class RecordPool:
         except BaseException:
             await delete_quietly(self.cluster, [record.sandbox_id], who=f"pool {self.name}")
             raise
-        self._out[record.sandbox_id] = record
+        self._hand_out(record)
         return record
+
+    def _hand_out(self, record: SandboxRecord) -> None:
+        """Count `record` as the caller's; forget hand-outs their holders deleted meanwhile
+        (looked for once the list has doubled, so each hand-out costs O(1) on average)."""
+        if len(self._out) >= self._prune_at:
+            for sandbox_id in [i for i, r in self._out.items() if r.state is _S.DELETED]:
+                del self._out[sandbox_id]  # deleted by its holder: nothing to give back
+            self._prune_at = max(PRUNE_AT_LEAST, 2 * len(self._out))
+        self._out[record.sandbox_id] = record
 
     async def _reset(self, record: SandboxRecord) -> bool:
         """Restart a released member and put it back; False if it should be deleted."""
