@@ -1,4 +1,5 @@
-"""The core's agent link against `FakeAgent`, under asyncio and trio."""
+"""The core's agent link against `FakeAgent`, in virtual time (asyncio runs it in the
+integration tests, against a real agent)."""
 
 from __future__ import annotations
 
@@ -42,15 +43,9 @@ from rock_core._protocol import (
     decode_agent_message,
 )
 from rock_core.testing import FakeAgent, memory_stream_pair
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Run every test of this module under asyncio and under trio."""
-    backend: str = request.param
-    return backend
 
 
 @asynccontextmanager
