@@ -35,7 +35,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -124,7 +123,9 @@ class Connection:
         self.principal = Principal(peer.uid, hello.owner, hello.admin)
         self.owner = hello.owner
         self.accepts = frozenset(hello.accepts)  # unasked messages it understands
-        self.last_seen = time.monotonic()  # when this connection last said anything
+        # When this connection last said anything, on the runtime's clock (as all the core's
+        # time): on the agent's asyncio loop that is `time.monotonic()`, as its leases use.
+        self.last_seen = anyio.current_time()
         self._scopes: dict[int, anyio.CancelScope] = {}
         self._inbound: dict[int, MemoryObjectSendStream[bytes | None]] = {}
         self._gates: dict[int, CreditGate] = {}
@@ -328,7 +329,7 @@ async def _read_loop(conn: Connection, handler: AgentHandler, tg: TaskGroup) -> 
             return
         if message is None:
             return
-        conn.last_seen = time.monotonic()
+        conn.last_seen = anyio.current_time()
         if isinstance(message, Rejected):
             request_id = 0 if message.id in conn._scopes else message.id
             await conn.send_quietly(_error_reply(request_id, message.error))

@@ -1,5 +1,6 @@
 """Messages near the frame limit: what fits, what is refused, and that a refusal fails one
-request and never the link; the agent's receive budget. Under asyncio and trio."""
+request and never the link; the agent's receive budget. In virtual time: a link that waits
+for room waits the full `BUDGET_WAIT`, at no cost."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from contextlib import asynccontextmanager
 import anyio
 import pytest
 
-from rock_core import AgentConnection, BadRequest, TransportError, _channel, open_agent_connection
+from rock_core import AgentConnection, BadRequest, TransportError, open_agent_connection
 from rock_core._channel import ReceiveBudget
 from rock_core._endpoint import Connection, Peer, serve_connection
 from rock_core._framing import DEFAULT_MAX_FRAME, UNCHARGED, FrameDecoder, frame
@@ -36,18 +37,12 @@ from rock_core._protocol import (
 )
 from rock_core._schema import MAX_DATA
 from rock_core.testing import FakeAgent, MemoryByteStream, memory_stream_pair
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 pytestmark = pytest.mark.anyio
 
 BIG_ID = (1 << 63) - 1
 LONG_PATH = "/" + "\U0001f600" * 4095  # the longest path, in 4-byte characters
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Run every test of this module under asyncio and under trio."""
-    backend: str = request.param
-    return backend
 
 
 class _BigAgent(FakeAgent):
@@ -164,21 +159,22 @@ async def test_a_frame_waits_for_room_in_the_budget_and_other_links_go_on() -> N
 
 
 async def test_a_link_that_waits_too_long_for_room_ends_alone(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
-    monkeypatch.setattr(_channel, "BUDGET_WAIT", 0.2)
     budget = ReceiveBudget(UNCHARGED)
     squatter = FrameDecoder(budget=budget)
     assert squatter.reserve(2 * UNCHARGED)  # another link holds the whole budget
     agent = _BigAgent(0)
     async with connected(agent, budget) as conn:
         request = WriteFile(id=conn.next_id(), sandbox_id="s", path="/f", data=b"x" * (1 << 20))
+        began = anyio.current_time()
         with pytest.raises(TransportError) as caught:
             await conn.call(request, Done)
+        assert anyio.current_time() - began == pytest.approx(60)  # the default BUDGET_WAIT
         assert caught.value.message == "agent fake closed the connection"
         assert caplog.messages[-1] == (
             "closing a connection that broke the framing: "
-            f"waited 0.2 s for room to receive a frame of {UNCHARGED} bytes and more: the agent"
+            f"waited 60 s for room to receive a frame of {UNCHARGED} bytes and more: the agent"
             f" holds {UNCHARGED} bytes of unfinished frames and requests across its connections"
             " (send large files with upload())"
         )

@@ -131,7 +131,7 @@ async def test_a_dropped_link_is_made_again_with_backoff() -> None:
             b - a for a, b in zip([began, *switch.connects[1:]], switch.connects[1:], strict=False)
         ]
         for failures, gap in enumerate(gaps, start=1):  # each wait is its backoff +-50 %
-            assert backoff(failures, 0.5) - 0.2 <= gap <= backoff(failures, 1.5) + 0.2
+            assert backoff(failures, 0.5) <= gap <= backoff(failures, 1.5)
         assert host.generation == 1 and host.down_since is None
         # The fake agent, like a local one, removed this owner's sandboxes when its link ended.
         assert await cluster.create_sandbox(SPEC, sandbox_id="sb-2")
@@ -145,7 +145,8 @@ async def test_a_host_that_stops_answering_pings_is_reconnected() -> None:
         began = anyio.current_time()
         await until(lambda: host.state == LinkState.RECONNECTING)
         assert host.last_error == "no heartbeat answer within 10 s"
-        assert 10 <= anyio.current_time() - began <= 5 + 10 + 0.2  # heartbeat + timeout
+        # The first heartbeat goes out after 5 s and is given up on 10 s later.
+        assert host.down_since == pytest.approx(began + 5 + 10)
         agent.mute = False
         await until(lambda: host.state == LinkState.CONNECTED)
 
@@ -159,8 +160,12 @@ async def test_a_host_away_past_its_grace_is_lost_then_reconciled() -> None:
         switch.refusing = True
         down = anyio.current_time()
         await agent.disconnect()
-        await until(lambda: host.state == LinkState.LOST)
-        assert 30 <= anyio.current_time() - down <= 30.2
+        await until(lambda: host.state == LinkState.RECONNECTING)
+        assert host.down_since == down
+        await anyio.sleep_until(down + 30 - 0.001)
+        assert host.state == LinkState.RECONNECTING  # its grace is not over a moment early
+        await anyio.sleep_until(down + 30 + 0.001)
+        assert host.state == LinkState.LOST
         assert record.state is SandboxState.LOST
         assert cluster.statistics().hosts == ()
         await anyio.sleep(10 * RECONNECT_MAX)  # still away: the core keeps trying, capped

@@ -1,4 +1,5 @@
-"""The core's agent link against `FakeAgent`, under asyncio and trio."""
+"""The core's agent link against `FakeAgent`, in virtual time (asyncio runs it in the
+integration tests, against a real agent)."""
 
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from rock_core._endpoint import Connection
 from rock_core._protocol import (
     AgentMessage,
     Cancel,
+    ClientMessage,
     CreateSandbox,
     Done,
     ErrorReply,
@@ -42,15 +44,9 @@ from rock_core._protocol import (
     decode_agent_message,
 )
 from rock_core.testing import FakeAgent, memory_stream_pair
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Run every test of this module under asyncio and under trio."""
-    backend: str = request.param
-    return backend
 
 
 @asynccontextmanager
@@ -246,3 +242,32 @@ async def test_a_hundred_concurrent_pings_are_all_answered() -> None:
                 tg.start_soon(ping)
         assert len(answered) == 100
         assert all(pong.id == request_id for request_id, pong in answered.items())
+
+
+class Stamping(FakeAgent):
+    """Records the endpoint's `last_seen` of its connection at the handshake and at each ping."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stamps: list[float] = []
+
+    async def accept(self, conn: Connection) -> Welcome:
+        self.stamps.append(conn.last_seen)
+        return await super().accept(conn)
+
+    def heard(self, conn: Connection, message: ClientMessage) -> None:
+        super().heard(conn, message)
+        if isinstance(message, Ping):
+            self.stamps.append(conn.last_seen)
+
+
+async def test_the_endpoint_stamps_what_it_hears_on_the_runtimes_clock() -> None:
+    agent = Stamping()
+    async with connected(agent) as conn:
+        sent = [anyio.current_time()]  # the hello, answered in no (virtual) time
+        for pause in (100.0, 50.0):
+            await anyio.sleep(pause)
+            sent.append(anyio.current_time())
+            await conn.call(Ping(id=conn.next_id()), Pong)
+    assert agent.stamps == sent
+    assert sent[2] - sent[0] == 150.0

@@ -1,5 +1,5 @@
 """Request ids are the connection's: call sites build requests without one, and the connection
-sets a fresh one on each request it sends. Under asyncio and trio."""
+sets a fresh one on each request it sends. In virtual time."""
 
 from __future__ import annotations
 
@@ -23,15 +23,9 @@ from rock_core.protocol import (
 )
 from rock_core.protocol import SandboxReply as Created
 from rock_core.testing import FakeAgent, memory_stream_pair
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
 
 pytestmark = pytest.mark.anyio
-
-
-@pytest.fixture(params=["asyncio", "trio"])
-def anyio_backend(request: pytest.FixtureRequest) -> str:
-    """Run every test of this module under asyncio and under trio."""
-    backend: str = request.param
-    return backend
 
 
 @asynccontextmanager

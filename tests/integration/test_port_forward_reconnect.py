@@ -1,4 +1,5 @@
-"""A port forward across a broken and re-made agent link, on asyncio and trio.
+"""A port forward across a broken and re-made agent link, on asyncio and trio (its local
+side is real TCP).
 
 The forward looks its link up per accepted connection (as `Sandbox.expose_port` does with
 ``cluster.connection``); here the lookup is a real `Host` of the cluster, whose connection the
@@ -18,7 +19,7 @@ from rock_core._cluster import Host
 from rock_core._ports import PortForward, open_port_forward
 from rock_core.testing import memory_stream_pair
 
-from .test_protocol_ops import EchoAgent, send_all_and_read
+from ._echo_agent import EchoAgent, send_all_and_read
 
 pytestmark = pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
 
