@@ -101,11 +101,14 @@ class Subject:
         return msgspec.structs.replace(SandboxSpec(image=self.image, memory=256 << 20), **changes)
 
 
+Run = Callable[[Subject], Awaitable[None]]
+
+
 @dataclass(frozen=True)
 class Check:
     """One conformance check and the request kinds it makes the agent serve."""
 
-    run: Callable[[Subject], Awaitable[None]]
+    run: Run
     kinds: frozenset[type[Request]]
 
     @property
@@ -117,14 +120,10 @@ class Check:
 CHECKS: list[Check] = []
 
 
-def check(
-    *kinds: type[Request],
-) -> Callable[[Callable[[Subject], Awaitable[None]]], Callable[[Subject], Awaitable[None]]]:
+def check(*kinds: type[Request]) -> Callable[[Run], Run]:
     """Register a check that needs `kinds`."""
 
-    def register(
-        run: Callable[[Subject], Awaitable[None]],
-    ) -> Callable[[Subject], Awaitable[None]]:
+    def register(run: Run) -> Run:
         CHECKS.append(Check(run, frozenset(kinds)))
         return run
 
@@ -162,21 +161,19 @@ async def the_welcome_says_who_the_agent_is(subject: Subject) -> None:
 
 @check()
 async def a_bad_hello_is_refused_on_id_0(subject: Subject) -> None:
-    async with subject.open_stream() as stream:
-        channel = FramedChannel(stream, decode_agent_message)
-        await channel.send(Hello(protocol=PROTOCOL_VERSION + 1, client="raw", owner="old"))
-        refused = await channel.receive()
-        assert isinstance(refused, ErrorReply), refused
-        assert (refused.id, refused.code) == (0, "protocol"), refused
-        assert refused.message.startswith(f"client speaks protocol {PROTOCOL_VERSION + 1}; agent")
-        assert await channel.receive() is None  # and the agent hangs up
-    async with subject.open_stream() as stream:
-        channel = FramedChannel(stream, decode_agent_message)
-        await channel.send(Ping(id=1))
-        refused = await channel.receive()
-        assert isinstance(refused, ErrorReply), refused
-        assert (refused.id, refused.code) == (0, "protocol"), refused
-        assert refused.message == "expected hello first, got 'ping'"
+    newer = PROTOCOL_VERSION + 1
+    for first, message in (
+        (Hello(protocol=newer, client="raw", owner="old"), f"client speaks protocol {newer}; "),
+        (Ping(id=1), "expected hello first, got 'ping'"),
+    ):
+        async with subject.open_stream() as stream:
+            channel = FramedChannel(stream, decode_agent_message)
+            await channel.send(first)
+            refused = await channel.receive()
+            assert isinstance(refused, ErrorReply), refused
+            assert (refused.id, refused.code) == (0, "protocol"), refused
+            assert refused.message.startswith(message), refused
+            assert await channel.receive() is None  # and the agent hangs up
 
 
 @check(Ping)
@@ -194,11 +191,8 @@ async def create_is_idempotent_by_id(subject: Subject) -> None:
     async with subject.connect("alice") as conn:
         made = await create(conn, subject, "box")
         assert (made.sandbox_id, made.state, made.owner) == ("box", "running", "alice")
-        assert (made.image, made.spec, made.owner_uid) == (
-            subject.image,
-            subject.spec(),
-            os.getuid(),
-        )
+        assert made.image == subject.image and made.spec == subject.spec()
+        assert made.owner_uid == os.getuid()
         again = await create(conn, subject, "box")  # a retried create is the same sandbox
         assert (again.container_id, again.state) == (made.container_id, "running")
         twins: list[SandboxInfo] = []
@@ -250,11 +244,8 @@ async def create_starts_a_stopped_sandbox_again(subject: Subject) -> None:
         made = await create(conn, subject, "box")
         await conn.call(StopSandbox(sandbox_id="box", timeout=1), SandboxReply)
         again = await create(conn, subject, "box")
-        assert (again.container_id, again.state, again.exit_code) == (
-            made.container_id,
-            "running",
-            None,
-        )
+        assert again.container_id == made.container_id
+        assert (again.state, again.exit_code) == ("running", None)
 
 
 # ---------------------------------------------------------------------------- lifecycle
@@ -265,25 +256,17 @@ async def a_sandbox_goes_through_its_lifecycle(subject: Subject) -> None:
     async with subject.connect("alice") as conn:
         made = await create(conn, subject, "box")
         seen = (await conn.call(InspectSandbox(sandbox_id="box"), SandboxReply)).sandbox
-        assert (seen.container_id, seen.state, seen.spec) == (
-            made.container_id,
-            "running",
-            made.spec,
-        )
+        assert seen.container_id == made.container_id and seen.spec == made.spec
         listed = (await conn.call(ListSandboxes(), SandboxListReply)).sandboxes
         assert [(i.sandbox_id, i.container_id) for i in listed] == [("box", made.container_id)]
         for _ in range(2):  # stopping a stopped sandbox is no error
-            stopped = (
-                await conn.call(StopSandbox(sandbox_id="box", timeout=1), SandboxReply)
-            ).sandbox
+            stop = StopSandbox(sandbox_id="box", timeout=1)
+            stopped = (await conn.call(stop, SandboxReply)).sandbox
             assert stopped.state == "exited" and stopped.exit_code is not None
         for _ in range(2):
             started = (await conn.call(StartSandbox(sandbox_id="box"), SandboxReply)).sandbox
-            assert (started.container_id, started.state, started.exit_code) == (
-                made.container_id,
-                "running",
-                None,
-            )
+            assert started.container_id == made.container_id
+            assert (started.state, started.exit_code) == ("running", None)
         assert isinstance(await conn.call(RemoveSandbox(sandbox_id="box"), Done), Done)
         with pytest.raises(SandboxNotFound, match=not_found(subject, "box")):
             await conn.call(InspectSandbox(sandbox_id="box"), SandboxReply)
@@ -317,10 +300,8 @@ async def owners_see_their_own_and_an_administrator_sees_all(subject: Subject) -
         assert [i.sandbox_id for i in mine] == ["a-1"]  # an owner's filter is its own name
         async with subject.connect("ops", admin=True) as admin:
             every = (await admin.call(ListSandboxes(), SandboxListReply)).sandboxes
-            assert sorted((i.sandbox_id, i.owner) for i in every) == [
-                ("a-1", "alice"),
-                ("b-1", "bob"),
-            ]
+            owners = sorted((i.sandbox_id, i.owner) for i in every)
+            assert owners == [("a-1", "alice"), ("b-1", "bob")]
             bobs = (await admin.call(ListSandboxes(owner="bob"), SandboxListReply)).sandboxes
             assert [i.sandbox_id for i in bobs] == ["b-1"]
             seen = (await admin.call(InspectSandbox(sandbox_id="a-1"), SandboxReply)).sandbox
@@ -420,11 +401,8 @@ async def a_cancelled_request_ends_timed_out_and_the_link_goes_on(subject: Subje
         await channel.send(Cancel(id=4, target=99))  # nothing to cancel: ignored
         cancelled = await channel.receive()
         assert isinstance(cancelled, ErrorReply), cancelled
-        assert (cancelled.id, cancelled.code, cancelled.message) == (
-            2,
-            "timed_out",
-            "request cancelled",
-        )
+        assert (cancelled.id, cancelled.code) == (2, "timed_out"), cancelled
+        assert cancelled.message == "request cancelled"
         await channel.send(Ping(id=5))
         assert isinstance(pong := await channel.receive(), Pong) and pong.id == 5
 
