@@ -2,10 +2,18 @@
 
 Rules:
 - `FakeAgent` speaks the agent protocol over any `ByteStream` for the sandbox lifecycle:
-  handshake, ping, create, stop, start, remove, inspect and list. It mirrors the real agent's
-  answers (idempotent create, `AlreadyExists` on a different spec, `SandboxNotFound` for
-  unknown ids, `ProtocolError` on a version mismatch) and answers anything else with
-  `BadRequest`.
+  handshake, ping, create, stop, start, remove, inspect and list (`FakeAgent.request_kinds`,
+  read from its handler table). It answers anything else with `BadRequest`.
+- What it serves, it answers as the real agent does, checked by one conformance suite run on
+  both (`tests/agent/test_agent_conformance.py`): idempotent create, `AlreadyExists` for
+  another spec or another owner's id, `SandboxNotFound` (with its `sandbox_id`) for an id the
+  connection may not see, `ProtocolError` on a version mismatch, and `SandboxChanged` pushed
+  to the owner's connections for each change a request made.
+- Deliberate differences from the real agent (it models a local agent with no engine and no
+  deadlines): no `lease` in its `Welcome` (an owner's sandboxes go when its last connection
+  closes) and only the capability "owners"; labels are the spec's, without the engine's
+  `rock.*` labels; a stop's exit code is always 137; no deadlines, so `ListSandboxes` reports
+  no `removed` and nothing is pushed but what requests changed.
 - Its creates can take a realistic time: a start latency (fixed, or drawn per sandbox from a
   `LatencyDistribution`) behind an engine that begins at most `engine_rate` creates per second.
   Time is anyio's only, so virtual time runs it in milliseconds.
@@ -18,12 +26,12 @@ from __future__ import annotations
 
 import hashlib
 import itertools
-import math
 import os
+import secrets
 import time
-from collections.abc import AsyncIterator, Collection, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from contextlib import asynccontextmanager
-from typing import Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 import anyio
 
@@ -36,7 +44,7 @@ from ._errors import (
     ImageNotFound,
     SandboxNotFound,
 )
-from ._fake_latency import FakeStart, LatencyDistribution, StartLatency
+from ._fake_latency import FakeEngine, FakeStart, StartLatency
 from ._memory import memory_stream_pair
 from ._protocol import (
     PROTOCOL_VERSION,
@@ -50,6 +58,7 @@ from ._protocol import (
     RemoveSandbox,
     Reply,
     Request,
+    SandboxChanged,
     SandboxInfo,
     SandboxListReply,
     SandboxReply,
@@ -80,7 +89,8 @@ class FakeAgent:
     `received` lists every message decoded from clients, in order (the `Hello` included), so
     tests can check what a client sent. `protocol` is the version the fake claims in its
     `Welcome` (set it to another value to test a mismatch). Creates of images in `fail_images`
-    fail with `ImageNotFound`.
+    fail with `ImageNotFound`. `instance` is new for each `FakeAgent`, as the real agent's is
+    for each process (a core that reconnects to the same object sees no restart).
 
     Start timing (both off by default, when a create answers at once):
     - `start_latency` delays every new create (see `StartLatency`): a number of seconds, a
@@ -94,6 +104,7 @@ class FakeAgent:
     """
 
     version = FAKE_AGENT_VERSION
+    request_kinds: ClassVar[frozenset[type[Request]]]  # what it serves (its handler table)
 
     def __init__(
         self,
@@ -107,26 +118,31 @@ class FakeAgent:
         fail_images: Collection[str] = (),
         engine_rate: float | None = None,
     ) -> None:
-        if engine_rate is not None and not (math.isfinite(engine_rate) and engine_rate > 0):
-            raise BadRequest(
-                f"engine_rate must be a positive number of creates per second, got {engine_rate}"
-            )
         self.host_id = host_id
         self.cpus = cpus
         self.memory = memory
         self.images = sorted(images)
         self.protocol = protocol
-        self.start_latency = start_latency
+        self._engine = FakeEngine(start_latency, engine_rate)  # checks engine_rate
         self.fail_images = frozenset(fail_images)
-        self.engine_rate = engine_rate
         self.starts: dict[str, FakeStart] = {}
         self.sandboxes: dict[str, _Sandbox] = {}
         self.received: list[ClientMessage] = []
         self._arrived: anyio.Event | None = None  # made lazily: needs a running event loop
         self._streams: set[ByteStream] = set()
-        self._owner_connections: dict[str, int] = {}
+        self.instance = secrets.token_hex(8)
+        self._owner_connections: dict[str, set[Connection]] = {}
         self._container_ids = itertools.count(1)
-        self._engine_next = -math.inf  # anyio clock time of the engine's next free turn
+
+    @property
+    def start_latency(self) -> StartLatency:
+        """How long each new create takes (see `StartLatency`)."""
+        return self._engine.latency
+
+    @property
+    def engine_rate(self) -> float | None:
+        """Creates per second this host's engine begins at most (None: no cap)."""
+        return self._engine.rate
 
     # ------------------------------------------------------------------ observing
 
@@ -167,8 +183,8 @@ class FakeAgent:
 
     async def accept(self, conn: Connection) -> Welcome:
         """Welcome any client (after the endpoint's checks)."""
-        key = conn.principal.key
-        self._owner_connections[key] = self._owner_connections.get(key, 0) + 1
+        if not conn.principal.admin:
+            self._owner_connections.setdefault(conn.principal.key, set()).add(conn)
         return Welcome(
             protocol=self.protocol,
             agent_version=FAKE_AGENT_VERSION,
@@ -177,14 +193,17 @@ class FakeAgent:
             memory=self.memory,
             capabilities=["owners"],
             images=self.images,
+            instance=self.instance,
         )
 
     async def closed(self, conn: Connection) -> None:
         """Like the real local agent: when an owner's last connection ends, its sandboxes go."""
+        if conn.principal.admin:
+            return
         key = conn.principal.key
-        left = self._owner_connections.get(key, 1) - 1
-        if left > 0:
-            self._owner_connections[key] = left
+        left = self._owner_connections.get(key, set())
+        left.discard(conn)
+        if left:
             return
         self._owner_connections.pop(key, None)
         for sandbox_id in [k for k, s in self.sandboxes.items() if s.principal == conn.principal]:
@@ -192,45 +211,77 @@ class FakeAgent:
 
     async def handle(self, conn: Connection, request: Request) -> Reply:
         """Carry out a lifecycle request; anything else is a `BadRequest`."""
-        who = conn.principal
-        if isinstance(request, Ping):
-            return Pong(id=request.id, time=time.time())
-        if isinstance(request, CreateSandbox):
-            info = await self._create(request.sandbox_id, request.spec, who)
-            return SandboxReply(id=request.id, sandbox=info)
-        if isinstance(request, StopSandbox):
-            sandbox = self._sandbox(request.sandbox_id, who)
+        handler = _HANDLERS.get(type(request))
+        if handler is None:
+            raise BadRequest(f"this fake agent cannot handle {type(request).__name__}")
+        return await handler(self, conn, request)
+
+    async def _ping(self, conn: Connection, request: Ping) -> Reply:
+        return Pong(id=request.id, time=time.time())
+
+    async def _create_request(self, conn: Connection, request: CreateSandbox) -> Reply:
+        info = await self._create(request.sandbox_id, request.spec, conn.principal)
+        return SandboxReply(id=request.id, sandbox=info)
+
+    async def _stop(self, conn: Connection, request: StopSandbox) -> Reply:
+        sandbox = self._sandbox(request.sandbox_id, conn.principal)
+        if sandbox.info.state == "running":
             sandbox.info.state = "exited"
             sandbox.info.exit_code = 137
-            return SandboxReply(id=request.id, sandbox=_copy(sandbox.info))
-        if isinstance(request, StartSandbox):
-            sandbox = self._sandbox(request.sandbox_id, who)
+            await self._tell(sandbox, "stopped", f"stopped at the request of {conn.owner}")
+        return SandboxReply(id=request.id, sandbox=_copy(sandbox.info))
+
+    async def _start(self, conn: Connection, request: StartSandbox) -> Reply:
+        sandbox = self._sandbox(request.sandbox_id, conn.principal)
+        if sandbox.info.state != "running":
             sandbox.info.state = "running"
             sandbox.info.exit_code = None
-            return SandboxReply(id=request.id, sandbox=_copy(sandbox.info))
-        if isinstance(request, RemoveSandbox):
-            self._sandbox(request.sandbox_id, who)
-            del self.sandboxes[request.sandbox_id]
-            return Done(id=request.id)
-        if isinstance(request, InspectSandbox):
-            return SandboxReply(
-                id=request.id, sandbox=_copy(self._sandbox(request.sandbox_id, who).info)
-            )
-        if isinstance(request, ListSandboxes):
-            owner = request.owner if who.admin else who.owner
-            infos = [
-                _copy(s.info)
-                for s in self.sandboxes.values()
-                if who.may_act_on(s.principal.uid, s.info.owner)
-                and (not owner or s.info.owner == owner)
-            ]
-            return SandboxListReply(id=request.id, sandboxes=infos)
-        raise BadRequest(f"this fake agent cannot handle {type(request).__name__}")
+            await self._tell(sandbox, "running", f"started at the request of {conn.owner}")
+        return SandboxReply(id=request.id, sandbox=_copy(sandbox.info))
+
+    async def _remove(self, conn: Connection, request: RemoveSandbox) -> Reply:
+        sandbox = self._sandbox(request.sandbox_id, conn.principal)
+        del self.sandboxes[request.sandbox_id]
+        why = f"removed at the request of {conn.owner}"
+        if sandbox.info.state == "running":  # the engine stops it on the way, and says so
+            await self._tell(sandbox, "stopped", why)
+        await self._tell(sandbox, "deleted", why)
+        return Done(id=request.id)
+
+    async def _inspect(self, conn: Connection, request: InspectSandbox) -> Reply:
+        info = self._sandbox(request.sandbox_id, conn.principal).info
+        return SandboxReply(id=request.id, sandbox=_copy(info))
+
+    async def _list(self, conn: Connection, request: ListSandboxes) -> Reply:
+        who = conn.principal
+        owner = request.owner if who.admin else who.owner
+        infos = [
+            _copy(s.info)
+            for s in self.sandboxes.values()
+            if who.may_act_on(s.principal.uid, s.info.owner)
+            and (not owner or s.info.owner == owner)
+        ]
+        return SandboxListReply(id=request.id, sandboxes=infos)
+
+    async def _tell(self, sandbox: _Sandbox, state: str, reason: str) -> None:
+        """Push a change a request made to the sandbox owner's connections that accept it."""
+        change = SandboxChanged(
+            sandbox_id=sandbox.info.sandbox_id,
+            state=state,
+            cause="request",
+            reason=reason,
+            at=time.time(),
+        )
+        for conn in list(self._owner_connections.get(sandbox.principal.key, ())):
+            if "changed" in conn.accepts:
+                await conn.send_quietly(change)
 
     def _sandbox(self, sandbox_id: str, who: Principal) -> _Sandbox:
         sandbox = self.sandboxes.get(sandbox_id)
         if sandbox is None or not who.may_act_on(sandbox.principal.uid, sandbox.info.owner):
-            raise SandboxNotFound(f"no sandbox {sandbox_id!r} on host {self.host_id}")
+            raise SandboxNotFound(
+                f"no sandbox {sandbox_id!r} on host {self.host_id}", sandbox_id=sandbox_id
+            )
         return sandbox
 
     async def _create(self, sandbox_id: str, spec: SandboxSpec, who: Principal) -> SandboxInfo:
@@ -249,7 +300,7 @@ class FakeAgent:
                 f"image {spec.image!r} is not on this host and the pull policy is 'never'",
                 image=spec.image,
             )
-        start = await self._start_delay(sandbox_id)
+        start = await self._engine.start(sandbox_id)
         existing = self._existing(sandbox_id, spec, who)  # a concurrent create may have won
         if existing is not None:
             return existing
@@ -263,35 +314,12 @@ class FakeAgent:
             owner=who.owner,
             created_at=time.time(),
             labels=dict(spec.labels),
+            spec=spec,
+            owner_uid=who.uid,
         )
         self.sandboxes[sandbox_id] = _Sandbox(info, spec, who)
         self.starts[sandbox_id] = start
         return _copy(info)
-
-    async def _start_delay(self, sandbox_id: str) -> FakeStart:
-        """Wait for the engine's turn, then the start latency; return how the time went."""
-        latency = self.start_latency
-        began = anyio.current_time()
-        if not latency and self.engine_rate is None:
-            return FakeStart(began, engine_wait=0.0, latency=0.0, slept=0.0)  # no checkpoint
-        engine_wait = 0.0
-        if self.engine_rate is not None:
-            turn = max(began, self._engine_next)
-            self._engine_next = turn + 1 / self.engine_rate
-            engine_wait = turn - began
-        if isinstance(latency, LatencyDistribution):
-            drawn = latency.sample(sandbox_id)
-        elif callable(latency):
-            if engine_wait:
-                await anyio.sleep_until(began + engine_wait)
-            called = anyio.current_time()
-            await latency(sandbox_id)
-            ended = anyio.current_time()
-            return FakeStart(began, engine_wait, latency=ended - called, slept=ended - began)
-        else:
-            drawn = latency or 0.0
-        await anyio.sleep_until(began + engine_wait + drawn)
-        return FakeStart(began, engine_wait, latency=drawn, slept=anyio.current_time() - began)
 
     def _existing(self, sandbox_id: str, spec: SandboxSpec, who: Principal) -> SandboxInfo | None:
         sandbox = self.sandboxes.get(sandbox_id)
@@ -299,7 +327,8 @@ class FakeAgent:
             return None
         if sandbox.principal != who:
             raise AlreadyExists(
-                f"sandbox id {sandbox_id!r} is taken on host {self.host_id} by another owner",
+                f"sandbox id {sandbox_id!r} is taken on host {self.host_id} by another owner: "
+                "choose another id",
                 sandbox_id=sandbox_id,
             )
         if sandbox.spec != spec:
@@ -322,7 +351,21 @@ def _copy(info: SandboxInfo) -> SandboxInfo:
         labels=dict(info.labels),
         exit_code=info.exit_code,
         sessions=list(info.sessions),
+        spec=info.spec,
+        owner_uid=info.owner_uid,
     )
+
+
+_HANDLERS: dict[type[Any], Callable[[FakeAgent, Connection, Any], Awaitable[Reply]]] = {
+    Ping: FakeAgent._ping,
+    CreateSandbox: FakeAgent._create_request,
+    StopSandbox: FakeAgent._stop,
+    StartSandbox: FakeAgent._start,
+    RemoveSandbox: FakeAgent._remove,
+    InspectSandbox: FakeAgent._inspect,
+    ListSandboxes: FakeAgent._list,
+}
+FakeAgent.request_kinds = frozenset(_HANDLERS)
 
 
 class Serves(Protocol):

@@ -4,6 +4,9 @@ Rules:
 - A draw depends only on (seed, sandbox id), never on a shared random stream, so a run is
   reproducible however the event loop orders the creates.
 - `FakeStart` records, in anyio's clock, how one fake create spent its time.
+- `FakeEngine` is the fake host's engine as the fake agent waits on it: turns at most
+  `rate` per second, first come first served, then the start latency. Time is anyio's only,
+  so virtual time runs it in milliseconds.
 """
 
 from __future__ import annotations
@@ -14,6 +17,8 @@ import math
 import statistics
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+
+import anyio
 
 from ._errors import BadRequest
 
@@ -102,4 +107,43 @@ class FakeStart:
     slept: float
 
 
-__all__ = ["FakeStart", "LatencyDistribution", "LognormalLatency", "StartLatency"]
+class FakeEngine:
+    """The start timing of one fake host: an engine turn (at most `rate` per second, None for
+    no cap), then the start `latency` (see `StartLatency`)."""
+
+    def __init__(self, latency: StartLatency, rate: float | None) -> None:
+        if rate is not None and not (math.isfinite(rate) and rate > 0):
+            raise BadRequest(
+                f"engine_rate must be a positive number of creates per second, got {rate}"
+            )
+        self.latency = latency
+        self.rate = rate
+        self._next = -math.inf  # anyio clock time of the engine's next free turn
+
+    async def start(self, sandbox_id: str) -> FakeStart:
+        """Wait for the engine's turn, then the start latency; return how the time went."""
+        latency = self.latency
+        began = anyio.current_time()
+        if not latency and self.rate is None:
+            return FakeStart(began, engine_wait=0.0, latency=0.0, slept=0.0)  # no checkpoint
+        engine_wait = 0.0
+        if self.rate is not None:
+            turn = max(began, self._next)
+            self._next = turn + 1 / self.rate
+            engine_wait = turn - began
+        if isinstance(latency, LatencyDistribution):
+            drawn = latency.sample(sandbox_id)
+        elif callable(latency):
+            if engine_wait:
+                await anyio.sleep_until(began + engine_wait)
+            called = anyio.current_time()
+            await latency(sandbox_id)
+            ended = anyio.current_time()
+            return FakeStart(began, engine_wait, latency=ended - called, slept=ended - began)
+        else:
+            drawn = latency or 0.0
+        await anyio.sleep_until(began + engine_wait + drawn)
+        return FakeStart(began, engine_wait, latency=drawn, slept=anyio.current_time() - began)
+
+
+__all__ = ["FakeEngine", "FakeStart", "LatencyDistribution", "LognormalLatency", "StartLatency"]
