@@ -23,6 +23,7 @@ Rules:
 from __future__ import annotations
 
 import logging
+from typing import assert_never
 
 from ._cluster_events import (
     Adopt,
@@ -117,6 +118,8 @@ class ClusterState:
                     self._apply_change(known, change, now, out)
             case Listing(host_id, reply):
                 self._reconcile(self.hosts[host_id], reply, now, out)
+            case _:
+                assert_never(event)  # a new kind of event must be handled here (mypy checks)
         return out
 
     # ------------------------------------------------------------------ helpers for the driver

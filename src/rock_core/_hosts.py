@@ -48,7 +48,11 @@ def agent_command() -> list[str]:
 
 @runtime_checkable
 class Connector(Protocol):
-    """A way to reach one agent: `connect()` opens a fresh byte stream to it, each time."""
+    """A way to reach one agent: `connect()` opens a fresh byte stream to it, each time.
+
+    A connector may also have ``leased = False`` (as ``local`` does): its agent ends with the
+    link, so the handshake asks for no owner lease. Without it, the cluster's lease is asked.
+    """
 
     @property
     def name(self) -> str:
