@@ -1,4 +1,4 @@
-"""An asyncio event loop in virtual time, the asyncio twin of trio's `MockClock(autojump_threshold=0)`.
+"""An asyncio event loop in virtual time, twin of trio's `MockClock(autojump_threshold=0)`.
 
 Rules:
 - `time()` is virtual: it starts at 0.0 and moves only when the loop jumps. Every reader of time
