@@ -25,7 +25,7 @@ from rock_core._protocol import CreateSandbox, Welcome
 from rock_core._room import explain, room_for
 from rock_core._scheduler import Demand, Resources, Scheduler
 from rock_core.testing import FakeAgent, FakeAgentConnector, open_fake_cluster
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 GiB = 1 << 30
 SPEC = SandboxSpec(image="img:1", cpus=1, memory=GiB)

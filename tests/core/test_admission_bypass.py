@@ -15,7 +15,7 @@ import pytest
 from rock_core import QueueTimedOut, SandboxSpec, SandboxState
 from rock_core._scheduler import Demand, Place, Resources, Scheduler
 from rock_core.testing import open_fake_cluster
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 GiB = 1 << 30
 SMALL = SandboxSpec(image="img:1", cpus=1, memory=GiB)

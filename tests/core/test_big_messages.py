@@ -37,7 +37,7 @@ from rock_core._protocol import (
 )
 from rock_core._schema import MAX_DATA
 from rock_core.testing import FakeAgent, MemoryByteStream, memory_stream_pair
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
 

@@ -9,7 +9,7 @@ from rock_core import BadRequest, SandboxSpec
 from rock_core._images import list_images
 from rock_core.testing import open_fake_cluster
 from rock_sdk import Sandbox
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
 

@@ -30,7 +30,7 @@ from rock_core._options import ClusterOptions
 from rock_core._protocol import Ping, Reply, Request
 from rock_core._supervisor import RECONNECT_MAX, backoff
 from rock_core.testing import FakeAgent, FakeAgentConnector
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
 

@@ -44,7 +44,7 @@ from rock_core._protocol import (
     decode_agent_message,
 )
 from rock_core.testing import FakeAgent, memory_stream_pair
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
 

@@ -21,7 +21,7 @@ from rock_core import (
 )
 from rock_core.serving import Connection
 from rock_core.testing import FakeAgent, FakeAgentConnector
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
 

@@ -51,7 +51,7 @@ from rock_core._protocol import (
     decode_client_message,
 )
 from rock_core.testing import FakeAgentConnector, memory_stream_pair
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
 

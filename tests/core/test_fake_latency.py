@@ -16,7 +16,7 @@ from rock_core.testing import (
     LognormalLatency,
     open_fake_cluster,
 )
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
 

@@ -18,7 +18,7 @@ from rock_core import (
 )
 from rock_core._pool import delete_quietly
 from rock_core.testing import open_fake_cluster
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 from .pool_kit import (
     DELETED,

@@ -19,7 +19,7 @@ from rock_core import (
 from rock_core.testing import open_fake_cluster
 from rock_sdk import CreateProgress, SandboxConfig
 from rock_sdk._bulk import create_many
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 from .pool_kit import (
     RUNNING,

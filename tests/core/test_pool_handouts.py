@@ -10,7 +10,7 @@ from rock_core import open_pool
 from rock_core._pool import PRUNE_AT_LEAST
 from rock_core.testing import open_fake_cluster
 from tests.core.pool_kit import SPEC, GiB
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
 

@@ -22,7 +22,7 @@ from rock_core._pool import POOL_LABEL, default_pool_name
 from rock_core._pool_options import PoolOptions
 from rock_core.testing import open_fake_cluster
 from rock_sdk._pool import open_pool as rock_sdk_open_pool
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 from .pool_kit import SPEC, GiB
 

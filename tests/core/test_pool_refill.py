@@ -20,7 +20,7 @@ from rock_core import (
 from rock_core._pool import POOL_LABEL
 from rock_core._protocol import CreateSandbox
 from rock_core.testing import open_fake_cluster
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 from .pool_kit import DELETED, RUNNING, SPEC, Gate, GiB, assert_no_resources_in_use, until
 

@@ -23,7 +23,7 @@ from rock_core.protocol import (
 )
 from rock_core.protocol import SandboxReply as Created
 from rock_core.testing import FakeAgent, memory_stream_pair
-from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, on trio)
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
 
