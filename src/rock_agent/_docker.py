@@ -56,17 +56,11 @@ from ._engine import (
 )
 from ._exec_stream import DockerProcess, start_process
 from ._labels import (
-    LABEL_CREATED,
     LABEL_HOST,
-    LABEL_MANAGED,
     LABEL_OWNER,
-    LABEL_OWNER_UID,
     LABEL_SANDBOX,
-    LABEL_SPEC,
-    LABEL_SPEC_JSON,
-    owner_uid,
-    spec_digest,
-    spec_label,
+    adoption_problem,
+    sandbox_labels,
     split_owner_key,
 )
 from ._netns import connect_inside
@@ -76,6 +70,7 @@ from ._runtime import (
     DiskUsage,
     EngineEvent,
     ImageRecord,
+    PullPolicy,
     Resources,
     StatsReading,
 )
@@ -118,25 +113,22 @@ class DockerRuntime:
         """True if a `disk` limit can be enforced here (the "disk-limits" capability)."""
         return await self.engine.disk_limit_problem() is None
 
-    async def ensure_image(self, image: str, policy: str) -> None:
+    async def ensure_image(self, image: str, policy: PullPolicy) -> None:
         """Make `image` present according to the pull policy, or raise `ImageNotFound`."""
         await self.engine.ensure(image, policy)
 
     # ------------------------------------------------------------------ containers
 
     def _config(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> dict[str, Any]:
-        labels = {
-            **spec.labels,
-            LABEL_MANAGED: "1",
-            LABEL_HOST: self.host_id,
-            LABEL_SANDBOX: sandbox_id,
-            LABEL_OWNER: owner,
-            LABEL_OWNER_UID: str(uid),
-            LABEL_CREATED: f"{time.time():.3f}",
-            LABEL_SPEC: spec_digest(spec),
-            LABEL_SPEC_JSON: spec_label(spec),
-            **self.extra_labels,
-        }
+        labels = sandbox_labels(
+            spec,
+            host_id=self.host_id,
+            sandbox_id=sandbox_id,
+            owner=owner,
+            uid=uid,
+            now=time.time(),
+            extra=self.extra_labels,
+        )
         return container_config(sandbox_id, spec, labels)
 
     async def create(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> SandboxInfo:
@@ -199,17 +191,17 @@ class DockerRuntime:
     async def _adopt_existing(
         self, container: Any, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int
     ) -> SandboxInfo:
-        labels = container["Labels"] or {}
-        if (labels.get(LABEL_OWNER), owner_uid(labels, self.uid)) != (owner, uid):
-            raise AlreadyExists(
-                f"sandbox id {sandbox_id!r} is taken on host {self.host_id} by another owner: "
-                "choose another id",
-                sandbox_id=sandbox_id,
-            )
-        if labels.get(LABEL_SPEC) != spec_digest(spec):
-            raise AlreadyExists(
-                f"sandbox {sandbox_id} already exists with a different spec", sandbox_id=sandbox_id
-            )
+        problem = adoption_problem(
+            container["Labels"] or {},
+            host_id=self.host_id,
+            sandbox_id=sandbox_id,
+            spec=spec,
+            owner=owner,
+            uid=uid,
+            default_uid=self.uid,
+        )
+        if problem is not None:
+            raise problem
         info = await self.inspect(sandbox_id)
         if info.state != "running":
             await self.start(sandbox_id)

@@ -30,27 +30,14 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import ByteStream
 
-from rock_core import AlreadyExists, BadRequest, NotFound, SandboxFailed, SandboxNotFound, TimedOut
+from rock_core import BadRequest, NotFound, SandboxFailed, SandboxNotFound, TimedOut
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
 from . import _fake_files, _fake_images
 from ._fake_images import FakeImages
 from ._fake_procs import FakeProcess
 from ._fake_sandbox import FakeSandbox
-from ._labels import (
-    LABEL_CREATED,
-    LABEL_HOST,
-    LABEL_MANAGED,
-    LABEL_OWNER,
-    LABEL_OWNER_UID,
-    LABEL_SANDBOX,
-    LABEL_SPEC,
-    LABEL_SPEC_JSON,
-    owner_uid,
-    spec_digest,
-    spec_label,
-    split_owner_key,
-)
+from ._labels import LABEL_OWNER, adoption_problem, owner_uid, sandbox_labels, split_owner_key
 from ._runtime import (
     ContainerDetail,
     ContainerRuntime,
@@ -59,6 +46,7 @@ from ._runtime import (
     EngineEvent,
     EventAction,
     ImageRecord,
+    PullPolicy,
     Resources,
     StatsReading,
 )
@@ -138,7 +126,7 @@ class FakeRuntime:
         """ "": images take no disk here, so a prune limit in percent is refused."""
         return ""  # images have no layers on disk here
 
-    async def ensure_image(self, image: str, policy: str) -> None:
+    async def ensure_image(self, image: str, policy: PullPolicy) -> None:
         """Make `image` present per the pull policy (only `pullable` images can be pulled)."""
         self.images.ensure(image, policy)
 
@@ -161,34 +149,30 @@ class FakeRuntime:
             )
         existing = self._containers.get(sandbox_id)
         if existing is not None:
-            labels = existing.labels
-            if (labels.get(LABEL_OWNER), owner_uid(labels, self.uid)) != (owner, uid):
-                raise AlreadyExists(
-                    f"sandbox id {sandbox_id!r} is taken on host {self.host_id} by another "
-                    "owner: choose another id",
-                    sandbox_id=sandbox_id,
-                )
-            if labels.get(LABEL_SPEC) != spec_digest(spec):
-                raise AlreadyExists(
-                    f"sandbox {sandbox_id} already exists with a different spec",
-                    sandbox_id=sandbox_id,
-                )
+            problem = adoption_problem(
+                existing.labels,
+                host_id=self.host_id,
+                sandbox_id=sandbox_id,
+                spec=spec,
+                owner=owner,
+                uid=uid,
+                default_uid=self.uid,
+            )
+            if problem is not None:
+                raise problem
             await self.start(sandbox_id)
             return await self.inspect(sandbox_id)
         self.images.ensure(spec.image, spec.pull)
         image = self.images.find(spec.image)
-        labels = {
-            **spec.labels,
-            LABEL_MANAGED: "1",
-            LABEL_HOST: self.host_id,
-            LABEL_SANDBOX: sandbox_id,
-            LABEL_OWNER: owner,
-            LABEL_OWNER_UID: str(uid),
-            LABEL_CREATED: f"{time.time():.3f}",
-            LABEL_SPEC: spec_digest(spec),
-            LABEL_SPEC_JSON: spec_label(spec),
-            **self.extra_labels,
-        }
+        labels = sandbox_labels(
+            spec,
+            host_id=self.host_id,
+            sandbox_id=sandbox_id,
+            owner=owner,
+            uid=uid,
+            now=time.time(),
+            extra=self.extra_labels,
+        )
         root = self.folder / "sandboxes" / secrets.token_hex(8)
         box = await FakeSandbox.make(
             sandbox_id, secrets.token_hex(32), spec, image.image_id, labels, root, image.files

@@ -3,15 +3,20 @@
 Rules:
 - Labels are read from containers anyone may have made: a garbled label gives a default
   (and never an exception), so one odd container cannot stop a listing.
+- What a runtime writes on a new sandbox (`sandbox_labels`) and whether an existing one may
+  answer a create (`adoption_problem`) are decided here once, for every runtime: plain
+  functions, with the time passed in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
 
 import msgspec
 
+from rock_core import AlreadyExists
 from rock_core.protocol import SandboxSpec
 
 LABEL_MANAGED = "rock.managed"
@@ -43,7 +48,7 @@ def split_owner_key(key: str) -> tuple[int, str]:
     return int(uid), owner
 
 
-def owner_uid(labels: dict[str, str], default: int) -> int:
+def owner_uid(labels: Mapping[str, str], default: int) -> int:
     """The uid a container's labels name as its owner's (`default` for older containers)."""
     try:
         return int(labels.get(LABEL_OWNER_UID, default))
@@ -84,6 +89,59 @@ def spec_from_labels(labels: dict[str, str]) -> SandboxSpec | None:
         return msgspec.json.decode(raw, type=SandboxSpec)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
+
+
+def sandbox_labels(
+    spec: SandboxSpec,
+    *,
+    host_id: str,
+    sandbox_id: str,
+    owner: str,
+    uid: int,
+    now: float,
+    extra: Mapping[str, str],
+) -> dict[str, str]:
+    """Every label of a new sandbox's container: the spec's own, ours, then a runtime's `extra`."""
+    return {
+        **spec.labels,
+        LABEL_MANAGED: "1",
+        LABEL_HOST: host_id,
+        LABEL_SANDBOX: sandbox_id,
+        LABEL_OWNER: owner,
+        LABEL_OWNER_UID: str(uid),
+        LABEL_CREATED: f"{now:.3f}",
+        LABEL_SPEC: spec_digest(spec),
+        LABEL_SPEC_JSON: spec_label(spec),
+        **extra,
+    }
+
+
+def adoption_problem(
+    labels: Mapping[str, str],
+    *,
+    host_id: str,
+    sandbox_id: str,
+    spec: SandboxSpec,
+    owner: str,
+    uid: int,
+    default_uid: int,
+) -> AlreadyExists | None:
+    """Why an existing sandbox (its `labels`) cannot answer this create; None if it can.
+
+    A create is idempotent only for the same owner (and uid) with the same spec. `default_uid`
+    is the owner uid of a container from an agent that did not label it (see `owner_uid`).
+    """
+    if (labels.get(LABEL_OWNER), owner_uid(labels, default_uid)) != (owner, uid):
+        return AlreadyExists(
+            f"sandbox id {sandbox_id!r} is taken on host {host_id} by another owner: "
+            "choose another id",
+            sandbox_id=sandbox_id,
+        )
+    if labels.get(LABEL_SPEC) != spec_digest(spec):
+        return AlreadyExists(
+            f"sandbox {sandbox_id} already exists with a different spec", sandbox_id=sandbox_id
+        )
+    return None
 
 
 def created_at(labels: dict[str, str]) -> float:
