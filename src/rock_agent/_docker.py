@@ -74,7 +74,7 @@ from ._runtime import (
     Resources,
     StatsReading,
 )
-from ._start_failure import start_failure
+from ._start_failure import not_running, start_failure
 
 
 def container_name(host_id: str, sandbox_id: str) -> str:
@@ -120,15 +120,7 @@ class DockerRuntime:
     # ------------------------------------------------------------------ containers
 
     def _config(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> dict[str, Any]:
-        labels = sandbox_labels(
-            spec,
-            host_id=self.host_id,
-            sandbox_id=sandbox_id,
-            owner=owner,
-            uid=uid,
-            now=time.time(),
-            extra=self.extra_labels,
-        )
+        labels = sandbox_labels(self, sandbox_id, spec, owner=owner, uid=uid, now=time.time())
         return container_config(sandbox_id, spec, labels)
 
     async def create(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> SandboxInfo:
@@ -192,13 +184,7 @@ class DockerRuntime:
         self, container: Any, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int
     ) -> SandboxInfo:
         problem = adoption_problem(
-            container["Labels"] or {},
-            host_id=self.host_id,
-            sandbox_id=sandbox_id,
-            spec=spec,
-            owner=owner,
-            uid=uid,
-            default_uid=self.uid,
+            self, container["Labels"] or {}, sandbox_id, spec, owner=owner, uid=uid
         )
         if problem is not None:
             raise problem
@@ -299,11 +285,7 @@ class DockerRuntime:
         """A TCP stream to `address:port` inside the sandbox's network namespace (`_netns`)."""
         detail = await self.container(sandbox_id)
         if not detail.running or detail.pid <= 0:
-            raise BadRequest(
-                f"sandbox {sandbox_id} is not running ({detail.status}); "
-                "start it before forwarding a port",
-                sandbox_id=sandbox_id,
-            )
+            raise not_running(sandbox_id, detail.status, "start it before forwarding a port")
         return await connect_inside(sandbox_id, detail.pid, address, port)
 
     async def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:

@@ -50,6 +50,7 @@ from ._runtime import (
     Resources,
     StatsReading,
 )
+from ._start_failure import not_running
 
 DEFAULT_IMAGES = ("python:3.11", "busybox:latest")
 CONNECT_TIMEOUT = 10.0
@@ -150,13 +151,7 @@ class FakeRuntime:
         existing = self._containers.get(sandbox_id)
         if existing is not None:
             problem = adoption_problem(
-                existing.labels,
-                host_id=self.host_id,
-                sandbox_id=sandbox_id,
-                spec=spec,
-                owner=owner,
-                uid=uid,
-                default_uid=self.uid,
+                self, existing.labels, sandbox_id, spec, owner=owner, uid=uid
             )
             if problem is not None:
                 raise problem
@@ -164,15 +159,7 @@ class FakeRuntime:
             return await self.inspect(sandbox_id)
         self.images.ensure(spec.image, spec.pull)
         image = self.images.find(spec.image)
-        labels = sandbox_labels(
-            spec,
-            host_id=self.host_id,
-            sandbox_id=sandbox_id,
-            owner=owner,
-            uid=uid,
-            now=time.time(),
-            extra=self.extra_labels,
-        )
+        labels = sandbox_labels(self, sandbox_id, spec, owner=owner, uid=uid, now=time.time())
         root = self.folder / "sandboxes" / secrets.token_hex(8)
         box = await FakeSandbox.make(
             sandbox_id, secrets.token_hex(32), spec, image.image_id, labels, root, image.files
@@ -251,11 +238,7 @@ class FakeRuntime:
         box = self._box(sandbox_id)
         where = f"port {port} in sandbox {sandbox_id}"
         if not box.running:
-            raise BadRequest(
-                f"sandbox {sandbox_id} is not running ({box.status}); start it before "
-                "forwarding a port",
-                sandbox_id=sandbox_id,
-            )
+            raise not_running(sandbox_id, box.status, "start it before forwarding a port")
         try:
             with anyio.fail_after(CONNECT_TIMEOUT):
                 return await anyio.connect_tcp(address, port)

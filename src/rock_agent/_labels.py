@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Mapping
+from typing import Protocol
 
 import msgspec
 
@@ -91,49 +92,49 @@ def spec_from_labels(labels: dict[str, str]) -> SandboxSpec | None:
         return None
 
 
+class LabelSource(Protocol):
+    """What a runtime tells `sandbox_labels` and `adoption_problem` about itself."""
+
+    host_id: str
+    uid: int  # the owner uid of containers from agents that did not label it
+    extra_labels: dict[str, str]  # added to every container the runtime makes
+
+
 def sandbox_labels(
-    spec: SandboxSpec,
-    *,
-    host_id: str,
-    sandbox_id: str,
-    owner: str,
-    uid: int,
-    now: float,
-    extra: Mapping[str, str],
+    runtime: LabelSource, sandbox_id: str, spec: SandboxSpec, *, owner: str, uid: int, now: float
 ) -> dict[str, str]:
-    """Every label of a new sandbox's container: the spec's own, ours, then a runtime's `extra`."""
+    """Every label of a new sandbox's container: the spec's own, ours, then the runtime's
+    extra ones."""
     return {
         **spec.labels,
         LABEL_MANAGED: "1",
-        LABEL_HOST: host_id,
+        LABEL_HOST: runtime.host_id,
         LABEL_SANDBOX: sandbox_id,
         LABEL_OWNER: owner,
         LABEL_OWNER_UID: str(uid),
         LABEL_CREATED: f"{now:.3f}",
         LABEL_SPEC: spec_digest(spec),
         LABEL_SPEC_JSON: spec_label(spec),
-        **extra,
+        **runtime.extra_labels,
     }
 
 
 def adoption_problem(
+    runtime: LabelSource,
     labels: Mapping[str, str],
-    *,
-    host_id: str,
     sandbox_id: str,
     spec: SandboxSpec,
+    *,
     owner: str,
     uid: int,
-    default_uid: int,
 ) -> AlreadyExists | None:
     """Why an existing sandbox (its `labels`) cannot answer this create; None if it can.
 
-    A create is idempotent only for the same owner (and uid) with the same spec. `default_uid`
-    is the owner uid of a container from an agent that did not label it (see `owner_uid`).
+    A create is idempotent only for the same owner (and uid) with the same spec.
     """
-    if (labels.get(LABEL_OWNER), owner_uid(labels, default_uid)) != (owner, uid):
+    if (labels.get(LABEL_OWNER), owner_uid(labels, runtime.uid)) != (owner, uid):
         return AlreadyExists(
-            f"sandbox id {sandbox_id!r} is taken on host {host_id} by another owner: "
+            f"sandbox id {sandbox_id!r} is taken on host {runtime.host_id} by another owner: "
             "choose another id",
             sandbox_id=sandbox_id,
         )

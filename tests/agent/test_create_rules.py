@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import pytest
 
 from rock_agent._labels import (
@@ -13,6 +15,7 @@ from rock_agent._labels import (
     LABEL_OWNER_UID,
     LABEL_SANDBOX,
     LABEL_SPEC,
+    LabelSource,
     adoption_problem,
     sandbox_labels,
     spec_digest,
@@ -23,6 +26,18 @@ from rock_core import AlreadyExists, BadRequest, ImageNotFound
 from rock_core.protocol import SandboxSpec
 
 SPEC = SandboxSpec(image="python:3.11", labels={"team": "a", LABEL_HOST: "spoofed"})
+
+
+@dataclass
+class Runtime:
+    """A `LabelSource`: what the label rules need of a runtime."""
+
+    host_id: str = "h1"
+    uid: int = 0
+    extra_labels: dict[str, str] = field(default_factory=dict)
+
+
+HOST: LabelSource = Runtime()
 
 
 def test_the_pull_policies_are_the_literal_s() -> None:
@@ -62,15 +77,8 @@ def test_a_failed_pull_falls_back_on_a_present_copy_only() -> None:
 
 
 def test_sandbox_labels_put_ours_over_the_spec_s_and_extra_over_ours() -> None:
-    labels = sandbox_labels(
-        SPEC,
-        host_id="h1",
-        sandbox_id="sb",
-        owner="alice",
-        uid=1000,
-        now=12.3456,
-        extra={"rock.leased": "1"},
-    )
+    runtime = Runtime(extra_labels={"rock.leased": "1"})
+    labels = sandbox_labels(runtime, "sb", SPEC, owner="alice", uid=1000, now=12.3456)
     assert labels["team"] == "a"
     assert labels[LABEL_HOST] == "h1"  # a spec cannot pose as another host's
     assert (labels[LABEL_SANDBOX], labels[LABEL_OWNER], labels[LABEL_OWNER_UID]) == (
@@ -85,15 +93,11 @@ def test_sandbox_labels_put_ours_over_the_spec_s_and_extra_over_ours() -> None:
 
 
 def _labels(owner: str = "alice", uid: int = 1000) -> dict[str, str]:
-    return sandbox_labels(
-        SPEC, host_id="h1", sandbox_id="sb", owner=owner, uid=uid, now=0.0, extra={}
-    )
+    return sandbox_labels(HOST, "sb", SPEC, owner=owner, uid=uid, now=0.0)
 
 
 def _problem(labels: dict[str, str], spec: SandboxSpec = SPEC) -> AlreadyExists | None:
-    return adoption_problem(
-        labels, host_id="h1", sandbox_id="sb", spec=spec, owner="alice", uid=1000, default_uid=0
-    )
+    return adoption_problem(HOST, labels, "sb", spec, owner="alice", uid=1000)
 
 
 def test_the_same_owner_and_spec_may_adopt() -> None:
@@ -107,16 +111,11 @@ def test_another_owner_or_user_is_refused(labels: dict[str, str]) -> None:
     assert str(problem) == "sandbox id 'sb' is taken on host h1 by another owner: choose another id"
 
 
-def test_an_unlabelled_uid_counts_as_the_default() -> None:
+def test_an_unlabelled_uid_counts_as_the_runtime_s() -> None:
     labels = _labels(uid=0)
     del labels[LABEL_OWNER_UID]
-    assert _problem(labels) is not None  # the default (0) is not the caller's 1000
-    assert (
-        adoption_problem(
-            labels, host_id="h1", sandbox_id="sb", spec=SPEC, owner="alice", uid=0, default_uid=0
-        )
-        is None
-    )
+    assert _problem(labels) is not None  # the runtime's uid (0) is not the caller's 1000
+    assert adoption_problem(HOST, labels, "sb", SPEC, owner="alice", uid=0) is None
 
 
 def test_another_spec_is_refused() -> None:
