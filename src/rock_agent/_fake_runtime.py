@@ -36,7 +36,7 @@ from rock_core.protocol import SandboxInfo, SandboxSpec
 from . import _fake_files, _fake_images
 from ._fake_images import FakeImages
 from ._fake_procs import FakeProcess
-from ._fake_sandbox import FakeSandbox
+from ._fake_sandbox import FakeSandbox, make_root
 from ._labels import LABEL_OWNER, adoption_problem, owner_uid, sandbox_labels, split_owner_key
 from ._runtime import (
     ContainerDetail,
@@ -161,9 +161,8 @@ class FakeRuntime:
         image = self.images.find(spec.image)
         labels = sandbox_labels(self, sandbox_id, spec, owner=owner, uid=uid, now=time.time())
         root = self.folder / "sandboxes" / secrets.token_hex(8)
-        box = await FakeSandbox.make(
-            sandbox_id, secrets.token_hex(32), spec, image.image_id, labels, root, image.files
-        )
+        await make_root(root, image.files, spec.workdir)
+        box = FakeSandbox(sandbox_id, secrets.token_hex(32), spec, image.image_id, labels, root)
         self._containers[sandbox_id] = box
         await box.start()
         self._event(box, "start")
