@@ -40,7 +40,7 @@ from ._docker_json import (
 )
 from ._engine import Bounds, disk_limit_problem, engine_call, engine_errors
 from ._labels import LABEL_HOST
-from ._pull_policy import PULL_POLICIES, check_policy, must_pull, unpulled
+from ._pull_policy import check_policy, must_pull, unpulled
 from ._runtime import DiskUsage, EngineEvent, ImageRecord, PullPolicy, Resources, StatsReading
 
 MOUNTINFO = Path("/proc/self/mountinfo")
@@ -234,4 +234,4 @@ class DockerEngine:
                         yield event
 
 
-__all__ = ["MOUNTINFO", "PULL_POLICIES", "DockerEngine"]
+__all__ = ["MOUNTINFO", "DockerEngine"]
