@@ -7,14 +7,12 @@ new container of the same sandbox id never inherits an old record). An agent tha
 restores deadlines from it; another agent process (`rock status`) reads it to show them.
 
 The methods do file I/O: call them in a worker thread. Writes are serialised across processes
-with a lock file and replace the file atomically, so readers never see half of it.
+with a lock file and replace the file atomically, so readers never see half of it (`_state_file`).
 """
 
 from __future__ import annotations
 
-import fcntl
 import logging
-import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -22,6 +20,7 @@ import msgspec
 
 from rock_core.protocol import SandboxDeadlines
 
+from . import _state_file
 from ._deadlines import Timeouts
 from ._images import state_dir
 
@@ -99,17 +98,15 @@ class DeadlineStore:
 
     def update(self, entries: Mapping[str, StoredDeadlines], forget: Iterable[str] = ()) -> None:
         """Write `entries` (by container id) and drop the `forget` ones; others are kept."""
-        path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(RECORD_FILE + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+
+        def content() -> bytes:
             sandboxes = self.load()
             sandboxes.update(entries)
             for container_id in forget:
                 sandboxes.pop(container_id, None)
-            temporary = path.with_name(f".{RECORD_FILE}.{os.getpid()}")
-            temporary.write_bytes(msgspec.json.encode(_Record(sandboxes=sandboxes)))
-            os.replace(temporary, path)
+            return msgspec.json.encode(_Record(sandboxes=sandboxes))
+
+        _state_file.rewrite(self.path, content)
 
 
 __all__ = ["DeadlineStore", "StoredDeadlines"]

@@ -56,17 +56,11 @@ from ._engine import (
 )
 from ._exec_stream import DockerProcess, start_process
 from ._labels import (
-    LABEL_CREATED,
     LABEL_HOST,
-    LABEL_MANAGED,
     LABEL_OWNER,
-    LABEL_OWNER_UID,
     LABEL_SANDBOX,
-    LABEL_SPEC,
-    LABEL_SPEC_JSON,
-    owner_uid,
-    spec_digest,
-    spec_label,
+    adoption_problem,
+    sandbox_labels,
     split_owner_key,
 )
 from ._netns import connect_inside
@@ -76,10 +70,11 @@ from ._runtime import (
     DiskUsage,
     EngineEvent,
     ImageRecord,
+    PullPolicy,
     Resources,
     StatsReading,
 )
-from ._start_failure import start_failure
+from ._start_failure import not_running, start_failure
 
 
 def container_name(host_id: str, sandbox_id: str) -> str:
@@ -118,25 +113,14 @@ class DockerRuntime:
         """True if a `disk` limit can be enforced here (the "disk-limits" capability)."""
         return await self.engine.disk_limit_problem() is None
 
-    async def ensure_image(self, image: str, policy: str) -> None:
+    async def ensure_image(self, image: str, policy: PullPolicy) -> None:
         """Make `image` present according to the pull policy, or raise `ImageNotFound`."""
         await self.engine.ensure(image, policy)
 
     # ------------------------------------------------------------------ containers
 
     def _config(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> dict[str, Any]:
-        labels = {
-            **spec.labels,
-            LABEL_MANAGED: "1",
-            LABEL_HOST: self.host_id,
-            LABEL_SANDBOX: sandbox_id,
-            LABEL_OWNER: owner,
-            LABEL_OWNER_UID: str(uid),
-            LABEL_CREATED: f"{time.time():.3f}",
-            LABEL_SPEC: spec_digest(spec),
-            LABEL_SPEC_JSON: spec_label(spec),
-            **self.extra_labels,
-        }
+        labels = sandbox_labels(self, sandbox_id, spec, owner=owner, uid=uid, now=time.time())
         return container_config(sandbox_id, spec, labels)
 
     async def create(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> SandboxInfo:
@@ -199,17 +183,11 @@ class DockerRuntime:
     async def _adopt_existing(
         self, container: Any, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int
     ) -> SandboxInfo:
-        labels = container["Labels"] or {}
-        if (labels.get(LABEL_OWNER), owner_uid(labels, self.uid)) != (owner, uid):
-            raise AlreadyExists(
-                f"sandbox id {sandbox_id!r} is taken on host {self.host_id} by another owner: "
-                "choose another id",
-                sandbox_id=sandbox_id,
-            )
-        if labels.get(LABEL_SPEC) != spec_digest(spec):
-            raise AlreadyExists(
-                f"sandbox {sandbox_id} already exists with a different spec", sandbox_id=sandbox_id
-            )
+        problem = adoption_problem(
+            self, container["Labels"] or {}, sandbox_id, spec, owner=owner, uid=uid
+        )
+        if problem is not None:
+            raise problem
         info = await self.inspect(sandbox_id)
         if info.state != "running":
             await self.start(sandbox_id)
@@ -307,11 +285,7 @@ class DockerRuntime:
         """A TCP stream to `address:port` inside the sandbox's network namespace (`_netns`)."""
         detail = await self.container(sandbox_id)
         if not detail.running or detail.pid <= 0:
-            raise BadRequest(
-                f"sandbox {sandbox_id} is not running ({detail.status}); "
-                "start it before forwarding a port",
-                sandbox_id=sandbox_id,
-            )
+            raise not_running(sandbox_id, detail.status, "start it before forwarding a port")
         return await connect_inside(sandbox_id, detail.pid, address, port)
 
     async def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:

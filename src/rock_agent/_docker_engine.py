@@ -23,7 +23,6 @@ import aiodocker
 import anyio
 
 from rock_core import (
-    BadRequest,
     EngineUnavailable,
     ImageNotFound,
     RockError,
@@ -41,9 +40,9 @@ from ._docker_json import (
 )
 from ._engine import Bounds, disk_limit_problem, engine_call, engine_errors
 from ._labels import LABEL_HOST
-from ._runtime import DiskUsage, EngineEvent, ImageRecord, Resources, StatsReading
+from ._pull_policy import check_policy, must_pull, unpulled
+from ._runtime import DiskUsage, EngineEvent, ImageRecord, PullPolicy, Resources, StatsReading
 
-PULL_POLICIES = ("missing", "never", "always")
 MOUNTINFO = Path("/proc/self/mountinfo")
 
 
@@ -112,21 +111,16 @@ class DockerEngine:
         """One image; a missing one raises `ImageNotFound`."""
         return inspected_image(await self.inspect_raw(image))
 
-    async def ensure(self, image: str, policy: str) -> None:
-        """Make `image` present according to the pull policy, or raise `ImageNotFound`."""
-        if policy not in PULL_POLICIES:
-            raise BadRequest(f"pull policy {policy!r} is not one of {', '.join(PULL_POLICIES)}")
+    async def ensure(self, image: str, policy: PullPolicy) -> None:
+        """Make `image` present according to the pull policy (`_pull_policy`)."""
+        check_policy(policy)
         try:
             await self.inspect_raw(image)
             present = True
         except ImageNotFound:
             present = False
-        if present and policy != "always":
+        if not must_pull(image, policy, present):
             return
-        if not present and policy == "never":
-            raise ImageNotFound(
-                f"image {image!r} is not on this host and the pull policy is 'never'", image=image
-            )
         try:
             await self._pull(image)
         except (EngineUnavailable, TimedOut) as exc:
@@ -134,12 +128,9 @@ class DockerEngine:
                 return  # 'always' but the registry stalls: the local copy will do
             raise
         except RockError as exc:
-            if present:
-                return  # 'always' but the registry is unreachable: the local copy will do
-            raise ImageNotFound(
-                f"image {image!r} is not on this host and could not be pulled: {exc}",
-                image=image,
-            ) from exc
+            problem = unpulled(image, present, exc)  # None: 'always', the local copy will do
+            if problem is not None:
+                raise problem from exc
 
     async def _pull(self, image: str) -> None:
         """Pull `image`, bounded by its progress: the engine must say something regularly."""
@@ -243,4 +234,4 @@ class DockerEngine:
                         yield event
 
 
-__all__ = ["MOUNTINFO", "PULL_POLICIES", "DockerEngine"]
+__all__ = ["MOUNTINFO", "DockerEngine"]

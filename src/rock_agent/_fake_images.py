@@ -6,7 +6,7 @@ Rules:
 - A tag names one image at a time: tagging moves it. Removing an image's last tag removes the
   image, and is refused (`SandboxFailed`) while a container uses it, as the engine refuses.
 - "Pulling" finds the reference among `pullable` (nothing else is reachable); the pull
-  policies behave as `DockerRuntime.ensure_image`'s, with the same errors.
+  policies are `_pull_policy`'s, as `DockerRuntime.ensure_image`'s are.
 - Sizes are what the caller gave (a commit's is the size of its files); nothing is shared.
 """
 
@@ -22,9 +22,9 @@ from pathlib import Path
 
 from rock_core import BadRequest, ImageNotFound, SandboxFailed
 
-from ._runtime import ImageRecord
+from ._pull_policy import check_policy, must_pull, unpulled
+from ._runtime import ImageRecord, PullPolicy
 
-PULL_POLICIES = ("missing", "never", "always")
 DEFAULT_SIZE = 8 << 20  # bytes of an image the caller gave no size for
 # Dockerfile instructions a commit's `changes` may hold (as the engine accepts them).
 CHANGES = frozenset(
@@ -113,31 +113,25 @@ class FakeImages:
         """Every tag of every image, sorted."""
         return sorted(tag for image in self._by_id.values() for tag in image.tags)
 
-    def ensure(self, image: str, policy: str) -> None:
+    def ensure(self, image: str, policy: PullPolicy) -> None:
         """Make `image` present per the pull `policy` (see the rules)."""
-        if policy not in PULL_POLICIES:
-            raise BadRequest(f"pull policy {policy!r} is not one of {', '.join(PULL_POLICIES)}")
+        check_policy(policy)
         try:
             self.find(image)
             present = True
         except ImageNotFound:
             present = False
-        if present and policy != "always":
+        if not must_pull(image, policy, present):
             return
-        if not present and policy == "never":
-            raise ImageNotFound(
-                f"image {image!r} is not on this host and the pull policy is 'never'", image=image
-            )
         if full_tag(image) in self.pullable:
             if not present:
                 self.add(image)
             return
-        if not present:
-            raise ImageNotFound(
-                f"image {image!r} is not on this host and could not be pulled: the fake "
-                "engine can pull only the images it was given as pullable",
-                image=image,
-            )
+        problem = unpulled(
+            image, present, "the fake engine can pull only the images it was given as pullable"
+        )
+        if problem is not None:
+            raise problem
 
     def remove(self, reference: str, in_use: set[str]) -> None:
         """Remove one tag, or an untagged image by id; the image goes with its last tag."""

@@ -30,27 +30,14 @@ from typing import TYPE_CHECKING
 import anyio
 from anyio.abc import ByteStream
 
-from rock_core import AlreadyExists, BadRequest, NotFound, SandboxFailed, SandboxNotFound, TimedOut
+from rock_core import BadRequest, NotFound, SandboxFailed, SandboxNotFound, TimedOut
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
 from . import _fake_files, _fake_images
 from ._fake_images import FakeImages
 from ._fake_procs import FakeProcess
-from ._fake_sandbox import FakeSandbox
-from ._labels import (
-    LABEL_CREATED,
-    LABEL_HOST,
-    LABEL_MANAGED,
-    LABEL_OWNER,
-    LABEL_OWNER_UID,
-    LABEL_SANDBOX,
-    LABEL_SPEC,
-    LABEL_SPEC_JSON,
-    owner_uid,
-    spec_digest,
-    spec_label,
-    split_owner_key,
-)
+from ._fake_sandbox import FakeSandbox, make_root
+from ._labels import LABEL_OWNER, adoption_problem, owner_uid, sandbox_labels, split_owner_key
 from ._runtime import (
     ContainerDetail,
     ContainerRuntime,
@@ -59,9 +46,11 @@ from ._runtime import (
     EngineEvent,
     EventAction,
     ImageRecord,
+    PullPolicy,
     Resources,
     StatsReading,
 )
+from ._start_failure import not_running
 
 DEFAULT_IMAGES = ("python:3.11", "busybox:latest")
 CONNECT_TIMEOUT = 10.0
@@ -138,7 +127,7 @@ class FakeRuntime:
         """ "": images take no disk here, so a prune limit in percent is refused."""
         return ""  # images have no layers on disk here
 
-    async def ensure_image(self, image: str, policy: str) -> None:
+    async def ensure_image(self, image: str, policy: PullPolicy) -> None:
         """Make `image` present per the pull policy (only `pullable` images can be pulled)."""
         self.images.ensure(image, policy)
 
@@ -161,38 +150,19 @@ class FakeRuntime:
             )
         existing = self._containers.get(sandbox_id)
         if existing is not None:
-            labels = existing.labels
-            if (labels.get(LABEL_OWNER), owner_uid(labels, self.uid)) != (owner, uid):
-                raise AlreadyExists(
-                    f"sandbox id {sandbox_id!r} is taken on host {self.host_id} by another "
-                    "owner: choose another id",
-                    sandbox_id=sandbox_id,
-                )
-            if labels.get(LABEL_SPEC) != spec_digest(spec):
-                raise AlreadyExists(
-                    f"sandbox {sandbox_id} already exists with a different spec",
-                    sandbox_id=sandbox_id,
-                )
+            problem = adoption_problem(
+                self, existing.labels, sandbox_id, spec, owner=owner, uid=uid
+            )
+            if problem is not None:
+                raise problem
             await self.start(sandbox_id)
             return await self.inspect(sandbox_id)
         self.images.ensure(spec.image, spec.pull)
         image = self.images.find(spec.image)
-        labels = {
-            **spec.labels,
-            LABEL_MANAGED: "1",
-            LABEL_HOST: self.host_id,
-            LABEL_SANDBOX: sandbox_id,
-            LABEL_OWNER: owner,
-            LABEL_OWNER_UID: str(uid),
-            LABEL_CREATED: f"{time.time():.3f}",
-            LABEL_SPEC: spec_digest(spec),
-            LABEL_SPEC_JSON: spec_label(spec),
-            **self.extra_labels,
-        }
+        labels = sandbox_labels(self, sandbox_id, spec, owner=owner, uid=uid, now=time.time())
         root = self.folder / "sandboxes" / secrets.token_hex(8)
-        box = await FakeSandbox.make(
-            sandbox_id, secrets.token_hex(32), spec, image.image_id, labels, root, image.files
-        )
+        await make_root(root, image.files, spec.workdir)
+        box = FakeSandbox(sandbox_id, secrets.token_hex(32), spec, image.image_id, labels, root)
         self._containers[sandbox_id] = box
         await box.start()
         self._event(box, "start")
@@ -267,11 +237,7 @@ class FakeRuntime:
         box = self._box(sandbox_id)
         where = f"port {port} in sandbox {sandbox_id}"
         if not box.running:
-            raise BadRequest(
-                f"sandbox {sandbox_id} is not running ({box.status}); start it before "
-                "forwarding a port",
-                sandbox_id=sandbox_id,
-            )
+            raise not_running(sandbox_id, box.status, "start it before forwarding a port")
         try:
             with anyio.fail_after(CONNECT_TIMEOUT):
                 return await anyio.connect_tcp(address, port)

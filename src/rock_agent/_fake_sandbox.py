@@ -60,21 +60,6 @@ class FakeSandbox:
         self._main: FakeProcess | None = None
         self._processes: list[FakeProcess] = []
 
-    @classmethod
-    async def make(
-        cls,
-        sandbox_id: str,
-        container_id: str,
-        spec: SandboxSpec,
-        image_id: str,
-        labels: dict[str, str],
-        root: Path,
-        files: Path | None,
-    ) -> FakeSandbox:
-        """A new sandbox, its folder made from its image's `files` (if any); not started."""
-        await anyio.to_thread.run_sync(_make_root, root, files, spec.workdir)
-        return cls(sandbox_id, container_id, spec, image_id, labels, root)
-
     @property
     def running(self) -> bool:
         """True while its main process runs (or was not yet seen to end)."""
@@ -210,8 +195,13 @@ class FakeSandbox:
         )
 
 
+async def make_root(root: Path, files: Path | None, workdir: str) -> None:
+    """Make a new sandbox's folder (before its `FakeSandbox`): a copy of its image's `files`,
+    if any, and its working folder."""
+    await anyio.to_thread.run_sync(_make_root, root, files, workdir)
+
+
 def _make_root(root: Path, files: Path | None, workdir: str) -> None:
-    """A new sandbox's folder: a copy of its image's files, if any, and its working folder."""
     if files is not None:
         shutil.copytree(files, root, symlinks=True)
     root.mkdir(parents=True, exist_ok=True)
@@ -220,4 +210,4 @@ def _make_root(root: Path, files: Path | None, workdir: str) -> None:
         _fake_files.host_path(root, workdir).mkdir(parents=True, exist_ok=True)
 
 
-__all__ = ["KEEPALIVE", "FakeSandbox"]
+__all__ = ["KEEPALIVE", "FakeSandbox", "make_root"]

@@ -3,14 +3,13 @@
 Rules:
 - The record is a small JSON file (`USAGE_FILE`) in the agent's state folder (`state_dir`):
   image id -> unix time of its last recorded use (a sandbox created from it, a warm, a commit).
-- Writes are serialised across processes with a lock file and replace the file atomically;
-  a failed write is logged, never raised (the record only orders prunes).
+- Writes are serialised across processes with a lock file and replace the file atomically
+  (`_state_file`); a failed write is logged, never raised (the record only orders prunes).
 - A sandbox start records its image's use at most once per `NOTE_INTERVAL` per agent.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -23,6 +22,7 @@ import anyio
 
 from rock_core import RockError
 
+from . import _state_file
 from ._runtime import ContainerRuntime
 
 log = logging.getLogger("rock_agent.images")
@@ -83,18 +83,16 @@ class ImageUsage:
 
     def update(self, used: dict[str, float], forget: Iterable[str] = ()) -> None:
         """Record uses (keeping the newer time of each) and drop forgotten ids."""
-        path = self.path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path.with_name(USAGE_FILE + ".lock"), "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+
+        def content() -> bytes:
             record = self.load()
             for image_id, when in used.items():
                 record[image_id] = max(when, record.get(image_id, 0.0))
             for image_id in forget:
                 record.pop(image_id, None)
-            temporary = path.with_name(f".{USAGE_FILE}.{os.getpid()}")
-            temporary.write_text(json.dumps({"version": 1, "last_used": record}, indent=0))
-            os.replace(temporary, path)
+            return json.dumps({"version": 1, "last_used": record}, indent=0).encode()
+
+        _state_file.rewrite(self.path, content)
 
 
 class _Server(Protocol):

@@ -3,15 +3,21 @@
 Rules:
 - Labels are read from containers anyone may have made: a garbled label gives a default
   (and never an exception), so one odd container cannot stop a listing.
+- What a runtime writes on a new sandbox (`sandbox_labels`) and whether an existing one may
+  answer a create (`adoption_problem`) are decided here once, for every runtime: plain
+  functions, with the time passed in.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping
+from typing import Protocol
 
 import msgspec
 
+from rock_core import AlreadyExists
 from rock_core.protocol import SandboxSpec
 
 LABEL_MANAGED = "rock.managed"
@@ -43,7 +49,7 @@ def split_owner_key(key: str) -> tuple[int, str]:
     return int(uid), owner
 
 
-def owner_uid(labels: dict[str, str], default: int) -> int:
+def owner_uid(labels: Mapping[str, str], default: int) -> int:
     """The uid a container's labels name as its owner's (`default` for older containers)."""
     try:
         return int(labels.get(LABEL_OWNER_UID, default))
@@ -84,6 +90,59 @@ def spec_from_labels(labels: dict[str, str]) -> SandboxSpec | None:
         return msgspec.json.decode(raw, type=SandboxSpec)
     except (msgspec.ValidationError, msgspec.DecodeError):
         return None
+
+
+class LabelSource(Protocol):
+    """What a runtime tells `sandbox_labels` and `adoption_problem` about itself."""
+
+    host_id: str
+    uid: int  # the owner uid of containers from agents that did not label it
+    extra_labels: dict[str, str]  # added to every container the runtime makes
+
+
+def sandbox_labels(
+    runtime: LabelSource, sandbox_id: str, spec: SandboxSpec, *, owner: str, uid: int, now: float
+) -> dict[str, str]:
+    """Every label of a new sandbox's container: the spec's own, ours, then the runtime's
+    extra ones."""
+    return {
+        **spec.labels,
+        LABEL_MANAGED: "1",
+        LABEL_HOST: runtime.host_id,
+        LABEL_SANDBOX: sandbox_id,
+        LABEL_OWNER: owner,
+        LABEL_OWNER_UID: str(uid),
+        LABEL_CREATED: f"{now:.3f}",
+        LABEL_SPEC: spec_digest(spec),
+        LABEL_SPEC_JSON: spec_label(spec),
+        **runtime.extra_labels,
+    }
+
+
+def adoption_problem(
+    runtime: LabelSource,
+    labels: Mapping[str, str],
+    sandbox_id: str,
+    spec: SandboxSpec,
+    *,
+    owner: str,
+    uid: int,
+) -> AlreadyExists | None:
+    """Why an existing sandbox (its `labels`) cannot answer this create; None if it can.
+
+    A create is idempotent only for the same owner (and uid) with the same spec.
+    """
+    if (labels.get(LABEL_OWNER), owner_uid(labels, runtime.uid)) != (owner, uid):
+        return AlreadyExists(
+            f"sandbox id {sandbox_id!r} is taken on host {runtime.host_id} by another owner: "
+            "choose another id",
+            sandbox_id=sandbox_id,
+        )
+    if labels.get(LABEL_SPEC) != spec_digest(spec):
+        return AlreadyExists(
+            f"sandbox {sandbox_id} already exists with a different spec", sandbox_id=sandbox_id
+        )
+    return None
 
 
 def created_at(labels: dict[str, str]) -> float:

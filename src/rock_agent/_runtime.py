@@ -199,7 +199,7 @@ class ContainerRuntime(Protocol):
         """The engine's data folder on this machine, where image layers live; "" if none."""
         ...
 
-    async def ensure_image(self, image: str, policy: str) -> None:
+    async def ensure_image(self, image: str, policy: PullPolicy) -> None:
         """Make `image` present according to the pull `policy` (a `PullPolicy`).
 
         `BadRequest` for an unknown policy; `ImageNotFound` if it is missing and cannot (or

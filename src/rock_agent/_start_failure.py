@@ -5,6 +5,8 @@ Rules:
   a missing working folder or program is `FileNotFound`, an unknown user or group, or a
   program that cannot be run, `BadRequest`, a sandbox that stopped meanwhile `SandboxFailed`
   (`stopped`). Text naming no cause known here is left to the caller (None).
+- A request that needs a running sandbox and finds it stopped is refused the same way
+  wherever it is checked (`not_running`: both runtimes' `connect`, `_stats`).
 - Plain text in, an error out: no engine and no I/O here, so the shell (`_shell`) types a
   refusal of its boot the same way an exec's is typed (`_exec_stream`).
 """
@@ -22,6 +24,13 @@ def stopped(what: str, detail: str) -> SandboxFailed:
     return SandboxFailed(
         f"{what}: the sandbox is not running (its processes have all ended): start it again, "
         f"or delete it ({detail})"
+    )
+
+
+def not_running(sandbox_id: str, status: str, need: str) -> BadRequest:
+    """The refusal of a request that needs a running sandbox; `need` says what to do first."""
+    return BadRequest(
+        f"sandbox {sandbox_id} is not running ({status}); {need}", sandbox_id=sandbox_id
     )
 
 

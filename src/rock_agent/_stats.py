@@ -15,10 +15,10 @@ from __future__ import annotations
 import time
 from typing import Protocol
 
-from rock_core import BadRequest
 from rock_core.protocol import ReadStats, Reply, SandboxStats, StatsReply
 
 from ._runtime import ContainerRuntime, StatsReading
+from ._start_failure import not_running
 
 
 class _Server(Protocol):
@@ -54,10 +54,8 @@ async def read_stats(server: _Server, conn: object, req: ReadStats) -> Reply:
     """Handler of `ReadStats`."""
     detail = await server.runtime.container(req.sandbox_id)
     if not detail.running:
-        raise BadRequest(
-            f"sandbox {req.sandbox_id} is not running ({detail.status}); "
-            "only a running sandbox has live resource use",
-            sandbox_id=req.sandbox_id,
+        raise not_running(
+            req.sandbox_id, detail.status, "only a running sandbox has live resource use"
         )
     reading = await server.runtime.stats(req.sandbox_id)
     return StatsReply(id=req.id, stats=sandbox_stats(req.sandbox_id, reading, time.time()))

@@ -131,34 +131,16 @@ def wrap(command: str, marker: bytes, token: str, *, interactive: bool, bash: bo
         + b"'\n"
     )
     end = b'printf \'%s%d\\n\' "$__rock_m" "$?" >&' + out
+    # Both outputs go to the kit's descriptor, which the command itself does not keep open.
+    redirect = b" >&" + out + b" 2>&" + out + stdin + b" " + out + b">&-; "
     if not bash:
         return (
-            head
-            + b'\\command eval "$__rock_p$__rock_c" >&'
-            + out
-            + b" 2>&"
-            + out
-            + stdin
-            + b" "
-            + out
-            + b">&-; \\command "
-            + end
-            + b"\n"
+            head + b'\\command eval "$__rock_p$__rock_c"' + redirect + b"\\command " + end + b"\n"
         )
     # The here-document expands `$__rock_p$__rock_c` once (its delimiter is unquoted on
     # purpose); the result is the text to source, which is never expanded again.
     return (
-        head
-        + b"\\. /dev/fd/3 3<<__rock_eof >&"
-        + out
-        + b" 2>&"
-        + out
-        + stdin
-        + b" "
-        + out
-        + b">&-; \\builtin "
-        + end
-        + b"; "
+        head + b"\\. /dev/fd/3 3<<__rock_eof" + redirect + b"\\builtin " + end + b"; "
         # A `.` that did not return through the kit's trap: the user replaced it. Keep theirs
         # aside (at the top level: a function would not see it) and put the kit's back.
         b"case $__rock_e in '') \\builtin eval \"$__rock_k\";; "

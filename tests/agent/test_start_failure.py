@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from rock_agent._start_failure import start_failure
+from rock_agent._start_failure import not_running, start_failure
 from rock_core._errors import BadRequest, FileNotFound, RockError, SandboxFailed
 
 HEAD = "cannot run 'x' in sandbox sb-1"
@@ -40,3 +40,10 @@ def test_known_refusals_are_typed(text: str, error: type[RockError], says: str) 
 
 def test_an_unknown_refusal_is_left_to_the_caller() -> None:
     assert start_failure("something new: unknown", HEAD) is None
+
+
+def test_not_running_names_the_sandbox_its_state_and_what_to_do() -> None:
+    refusal = not_running("sb", "exited", "start it before forwarding a port")
+    assert isinstance(refusal, BadRequest)
+    assert str(refusal) == "sandbox sb is not running (exited); start it before forwarding a port"
+    assert refusal.details == {"sandbox_id": "sb"}

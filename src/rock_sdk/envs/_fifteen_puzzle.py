@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ._game import MoveResult, Outcome, TextGame, require
-from ._grid import DIRECTION_HINT, DIRECTIONS, OPPOSITE, parse_direction
+from ._direction_game import DirectionGame
+from ._game import MoveResult, Outcome, require
+from ._grid import DIRECTION_HINT, DIRECTIONS, OPPOSITE
 
 __all__ = ["FifteenPuzzleConfig", "FifteenPuzzleEnv"]
 
@@ -23,7 +24,7 @@ class FifteenPuzzleConfig:
     max_turns: int
 
 
-class FifteenPuzzleEnv(TextGame[FifteenPuzzleConfig, str]):
+class FifteenPuzzleEnv(DirectionGame[FifteenPuzzleConfig]):
     """GEM's Fifteen Puzzle (any square size); the blank is ``__``.
 
     A direction slides the tile next to the blank into it: ``up`` moves the tile below the
@@ -123,12 +124,6 @@ class FifteenPuzzleEnv(TextGame[FifteenPuzzleConfig, str]):
         lines = [" ".join(cells[row * size : (row + 1) * size]) for row in range(size)]
         return "Here is the current board layout:\n" + "\n".join(lines)
 
-    def _move_hint(self) -> str:
-        return f"Enter your move: {DIRECTION_HINT}."
-
-    def _parse_move(self, content: str) -> str | None:
-        return parse_direction(content)
-
     def _play(self, move: str) -> MoveResult:
         if not self._slide(move):
             return MoveResult(Outcome.ILLEGAL, f"there is no tile to slide {move}.")
@@ -139,6 +134,3 @@ class FifteenPuzzleEnv(TextGame[FifteenPuzzleConfig, str]):
     def _partial_credit(self) -> float:
         placed = sum(t == want for t, want in zip(self._tiles, self._goal, strict=True) if want)
         return placed / (len(self._goal) - 1)
-
-    def _random_move(self, rng: random.Random) -> str:
-        return rng.choice(list(DIRECTIONS))

@@ -6,8 +6,9 @@ import math
 import random
 from dataclasses import dataclass
 
-from ._game import MoveResult, Outcome, TextGame, require
-from ._grid import DIRECTION_HINT, DIRECTIONS, parse_direction
+from ._direction_game import DirectionGame
+from ._game import MoveResult, Outcome, require
+from ._grid import DIRECTION_HINT, DIRECTIONS
 
 __all__ = ["Game2048Config", "Game2048Env", "slide_row"]
 
@@ -24,7 +25,7 @@ class Game2048Config:
     max_turns: int
 
 
-class Game2048Env(TextGame[Game2048Config, str]):
+class Game2048Env(DirectionGame[Game2048Config]):
     """GEM's 2048. After each move a 2 (90%) or a 4 (10%) appears on a random empty cell.
 
     Illegal: a move that changes nothing. A board with no move left loses; like a
@@ -106,12 +107,6 @@ class Game2048Env(TextGame[Game2048Config, str]):
         ]
         return "Current board:\n" + "\n".join(lines)
 
-    def _move_hint(self) -> str:
-        return f"Enter your move: {DIRECTION_HINT}."
-
-    def _parse_move(self, content: str) -> str | None:
-        return parse_direction(content)
-
     def _play(self, move: str) -> MoveResult:
         moved = _slide_board(self._board, move)
         if moved == self._board:
@@ -135,9 +130,6 @@ class Game2048Env(TextGame[Game2048Config, str]):
 
     def _loss_reward(self) -> float:
         return self._partial_credit()
-
-    def _random_move(self, rng: random.Random) -> str:
-        return rng.choice(list(DIRECTIONS))
 
 
 def slide_row(row: list[int]) -> list[int]:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-from ._game import MoveResult, Outcome, TextGame, require
-from ._grid import DIRECTION_HINT, DIRECTIONS, parse_direction
+from ._direction_game import DirectionGame
+from ._game import MoveResult, Outcome, require
+from ._grid import DIRECTION_HINT
 from ._sokoban_level import Level, generate_level, offsets
 
 __all__ = ["SokobanConfig", "SokobanEnv"]
@@ -33,7 +34,7 @@ class SokobanConfig:
     max_turns: int
 
 
-class SokobanEnv(TextGame[SokobanConfig, str]):
+class SokobanEnv(DirectionGame[SokobanConfig]):
     """GEM's Sokoban with levels made by reverse play: always solvable within the turn limit.
 
     Partial credit on truncation: the fraction of boxes standing on targets.
@@ -111,12 +112,6 @@ class SokobanEnv(TextGame[SokobanConfig, str]):
             lines.append(" ".join(cells))
         return "Here is the current board layout:\n" + "\n".join(lines)
 
-    def _move_hint(self) -> str:
-        return f"Enter your move: {DIRECTION_HINT}."
-
-    def _parse_move(self, content: str) -> str | None:
-        return parse_direction(content)
-
     def _play(self, move: str) -> MoveResult:
         level = self.level
         delta = offsets(level.width)[move]
@@ -141,6 +136,3 @@ class SokobanEnv(TextGame[SokobanConfig, str]):
 
     def _partial_credit(self) -> float:
         return len(self._boxes & self.level.targets) / self.config.num_boxes
-
-    def _random_move(self, rng: random.Random) -> str:
-        return rng.choice(list(DIRECTIONS))

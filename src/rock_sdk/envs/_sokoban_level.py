@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import random
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Container
 from dataclasses import dataclass
 
 from rock_core import BadRequest
 
 from ._grid import DIRECTIONS, OPPOSITE
 
-__all__ = ["Level", "generate_level", "offsets"]
+__all__ = ["NAME_OF", "Level", "generate_level", "offsets", "walks"]
+
+#: The direction each initial of a `walks` path stands for.
+NAME_OF = {name[0]: name for name in DIRECTIONS}
 
 _WALKS_PER_ROOM = 12
 _ROOM_TRIES = 200
@@ -127,7 +130,7 @@ def _reverse_play(
     best: tuple[int, frozenset[int], int, tuple[str, ...]] | None = None
     switches, last_pulled = 0, -1
     while True:
-        paths = _paths(player, floor, origin.keys(), step_of)
+        paths = walks(player, floor, origin.keys(), step_of)
         pulls = [
             (box, name)
             for box in origin
@@ -142,7 +145,7 @@ def _reverse_play(
         still_home = [pull for pull in pulls if origin[pull[0]] == pull[0]]
         box, name = rng.choice(still_home if still_home and rng.random() < 0.5 else pulls)
         delta = step_of[name]
-        backward.extend(paths[box + delta])
+        backward.extend(NAME_OF[initial] for initial in paths[box + delta])
         player = box + delta
         if origin[box] != last_pulled:
             switches, last_pulled = switches + 1, origin[box]
@@ -164,19 +167,22 @@ def _reverse_play(
                 best = (score, frozenset(origin), player, solution)
 
 
-def _paths(
-    start: int, floor: frozenset[int], boxes: Iterable[int], step_of: dict[str, int]
-) -> dict[int, tuple[str, ...]]:
-    """Every cell the player reaches without touching a box, with a shortest path to it."""
-    blocked = set(boxes)
-    paths: dict[int, tuple[str, ...]] = {start: ()}
+def walks(
+    start: int, floor: frozenset[int], boxes: Container[int], step_of: dict[str, int]
+) -> dict[int, str]:
+    """Every cell the player reaches without touching a box, with a shortest path to it.
+
+    Paths are strings of direction initials (u, d, l, r: see `NAME_OF`) to keep the solver's
+    search light.
+    """
+    paths = {start: ""}
     queue = deque([start])
     while queue:
         cell = queue.popleft()
         for name, delta in step_of.items():
             nxt = cell + delta
-            if nxt in floor and nxt not in blocked and nxt not in paths:
-                paths[nxt] = (*paths[cell], name)
+            if nxt in floor and nxt not in boxes and nxt not in paths:
+                paths[nxt] = paths[cell] + name[0]
                 queue.append(nxt)
     return paths
 

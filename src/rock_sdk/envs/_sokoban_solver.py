@@ -14,6 +14,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from ._sokoban_level import offsets
+from ._sokoban_level import walks as walks_from
 
 __all__ = ["solve"]
 
@@ -48,7 +49,7 @@ def solve(
         if len(best_cost) > max_states:
             return None
         box_set = frozenset(box_cells)
-        walks = _walks(at, floor_set, box_set, step_of)
+        walks = walks_from(at, floor_set, box_set, step_of)
         for box in box_cells:
             for name, delta in step_of.items():
                 stand, dest = box - delta, box + delta
@@ -65,25 +66,6 @@ def solve(
                 priority = successor_cost + _estimate(moved, target_set, width)
                 heapq.heappush(frontier, (priority, successor_cost, counter, successor))
     return None
-
-
-def _walks(
-    start: int, floor: frozenset[int], boxes: frozenset[int], step_of: dict[str, int]
-) -> dict[int, str]:
-    """Every cell the player reaches without pushing, with a shortest path to it.
-
-    Paths are strings of direction initials (u, d, l, r) to keep the search light.
-    """
-    paths = {start: ""}
-    queue = deque([start])
-    while queue:
-        cell = queue.popleft()
-        for name, delta in step_of.items():
-            nxt = cell + delta
-            if nxt in floor and nxt not in boxes and nxt not in paths:
-                paths[nxt] = paths[cell] + name[0]
-                queue.append(nxt)
-    return paths
 
 
 def _live_cells(
