@@ -173,3 +173,24 @@ async def test_bad_requests_are_answered_on_their_own_id() -> None:
             assert "unknown request kind 'frobnicate'" in second.message
             await channel.aclose()
         assert await fake.runtime.list_sandboxes() == []
+
+
+@covers(CreateSandbox, StopSandbox)
+async def test_the_owners_own_create_is_not_told_as_another_programs_start() -> None:
+    async with open_fake() as fake:
+        changes: list[SandboxChanged] = []
+        stopped = anyio.Event()
+
+        def on_event(change: SandboxChanged) -> None:
+            changes.append(change)
+            if change.state == "stopped":
+                stopped.set()
+
+        fake.conn.on_event = on_event
+        await create(fake, "mine")
+        conn = fake.conn
+        await conn.call(StopSandbox(sandbox_id="mine", timeout=1), SandboxReply)
+        with anyio.fail_after(30):  # the engine's events come in order: the start's first
+            await stopped.wait()
+        assert [c.cause for c in changes] == ["request"] * len(changes)
+        assert not [c for c in changes if "another program" in c.reason]
