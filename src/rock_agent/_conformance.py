@@ -277,4 +277,4 @@ async def check_runtime(make_runtime: MakeRuntime, image: str) -> None:
                 raise AssertionError(f"runtime check {name!r} failed: {exc!r}") from exc
 
 
-__all__ = ["CHECKS", "Check", "MakeRuntime", "check", "check_runtime"]
+__all__ = ["CHECKS", "Check", "MakeRuntime", "check_runtime"]
