@@ -63,6 +63,11 @@ class FakeProcess:
         """True once it has ended (or never started)."""
         return self._process is None or self._process.returncode is not None
 
+    @property
+    def exit_code(self) -> int | None:
+        """Its exit code once ended, as `state` says it (None while it runs)."""
+        return 127 if self._process is None else _status(self._process.returncode)
+
     async def read(self) -> OutputChunk | None:
         """The next piece of output; None once stdout and stderr have both ended."""
         if self._failure is not None:

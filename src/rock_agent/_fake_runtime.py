@@ -9,8 +9,14 @@ Rules:
 - Creates, stops, starts and removals follow `DockerRuntime`'s rules and errors (idempotent
   create, `AlreadyExists` for another owner or spec, not-found for every method that names a
   sandbox), and each change is an `EngineEvent` on the feed, in order.
+- A sandbox whose main process ends on its own stops, with that process's exit code and a
+  "die" on the feed, as a container whose init exits; `crash` makes one end so (an OOM kill
+  too: exit code 137, `OOMKilled` in its detail and a plain "die", as Docker reports it).
+  The runtime notices such an end before it answers any call about sandboxes, and its event
+  feed waits for the main processes too, so a reader of `events` hears of it at once.
 - Images are `_fake_images`'s; stats are plain readings of the processes' /proc entries.
-- Nothing runs in the background: an instance needs no entering. `aclose` (or `async with`)
+- Nothing runs in the background (the feed's reader does the watching): an instance needs
+  no entering. `aclose` (or `async with`)
   kills what is left and deletes the folders.
 """
 
@@ -22,7 +28,7 @@ import secrets
 import shutil
 import tempfile
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING
@@ -34,10 +40,11 @@ from rock_core import BadRequest, NotFound, SandboxFailed, SandboxNotFound, Time
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
 from . import _fake_files, _fake_images
+from ._fake_events import FakeEventFeed
 from ._fake_images import FakeImages
 from ._fake_procs import FakeProcess
 from ._fake_sandbox import FakeSandbox, make_root
-from ._labels import LABEL_OWNER, adoption_problem, owner_uid, sandbox_labels, split_owner_key
+from ._labels import adoption_problem, sandbox_labels, split_owner_key
 from ._runtime import (
     ContainerDetail,
     ContainerRuntime,
@@ -85,8 +92,7 @@ class FakeRuntime:
         (self.folder / "images").mkdir(parents=True, exist_ok=True)
         self.images = FakeImages(images, pullable, self.folder / "images")
         self._containers: dict[str, FakeSandbox] = {}
-        self._events: list[EngineEvent] = []
-        self._event_added: anyio.Event | None = None  # made lazily: needs an event loop
+        self._feed = FakeEventFeed(self.uid)
 
     async def __aenter__(self) -> FakeRuntime:
         return self
@@ -141,6 +147,28 @@ class FakeRuntime:
             )
         return box
 
+    async def _settle(self) -> None:
+        """Stop every sandbox whose main process ended on its own, each with its "die"."""
+        for box in list(self._containers.values()):
+            if await box.settle():
+                self._event(box, "die", box.exit_code)
+
+    async def _settled(self, sandbox_id: str) -> FakeSandbox:
+        """`_box`, once every sandbox's state is up to date (see `_settle`)."""
+        await self._settle()
+        return self._box(sandbox_id)
+
+    async def crash(self, sandbox_id: str, exit_code: int = 137, oom: bool = False) -> None:
+        """Make a running sandbox crash: every process of it is killed, it is `exited` with
+        `exit_code`, and a "die" with that code is on the feed. With `oom`, the kernel killed
+        it for lack of memory (`container(sandbox_id).oom_killed`, as the engine's
+        `OOMKilled`). `SandboxNotFound`; `BadRequest` if it is not running."""
+        box = await self._settled(sandbox_id)
+        if not box.running:
+            raise not_running(sandbox_id, box.status, "start it before crashing it")
+        await box.crash(exit_code, oom)
+        self._event(box, "die", exit_code)
+
     async def create(self, sandbox_id: str, spec: SandboxSpec, owner: str, uid: int) -> SandboxInfo:
         """Create and start a sandbox (see `ContainerRuntime.create`)."""
         if spec.disk and not self.disk_limits:
@@ -148,6 +176,7 @@ class FakeRuntime:
                 f"sandbox {sandbox_id} asks for disk={spec.disk!r}: this fake runtime was made "
                 "without disk limits (FakeRuntime(disk_limits=True) accepts them)"
             )
+        await self._settle()
         existing = self._containers.get(sandbox_id)
         if existing is not None:
             problem = adoption_problem(
@@ -170,14 +199,15 @@ class FakeRuntime:
 
     async def inspect(self, sandbox_id: str) -> SandboxInfo:
         """One sandbox. `SandboxNotFound`."""
-        return self._box(sandbox_id).info(self.uid)
+        return (await self._settled(sandbox_id)).info(self.uid)
 
     async def container(self, sandbox_id: str) -> ContainerDetail:
         """One sandbox in detail; its `pid` is its main process's. `SandboxNotFound`."""
-        return await self._box(sandbox_id).detail()
+        return await (await self._settled(sandbox_id)).detail()
 
     async def list_sandboxes(self, owner: str = "") -> list[SandboxInfo]:
         """Every sandbox, or those of one owner key."""
+        await self._settle()
         infos = [box.info(self.uid) for box in self._containers.values()]
         if not owner:
             return infos
@@ -186,6 +216,7 @@ class FakeRuntime:
 
     async def all_containers(self) -> list[ContainerSummary]:
         """Every sandbox, as image use sees it."""
+        await self._settle()
         return [
             ContainerSummary(image_id=box.image_id, running=box.running, created=box.created)
             for box in self._containers.values()
@@ -193,7 +224,7 @@ class FakeRuntime:
 
     async def start(self, sandbox_id: str) -> None:
         """Start a stopped sandbox (its main process runs again). `SandboxNotFound`."""
-        box = self._box(sandbox_id)
+        box = await self._settled(sandbox_id)
         if not box.running:
             await box.start()
             self._event(box, "start")
@@ -201,13 +232,14 @@ class FakeRuntime:
     async def stop(self, sandbox_id: str, timeout: float) -> None:
         """SIGTERM the main process, then after `timeout` s SIGKILL every process of the
         sandbox. `SandboxNotFound`."""
-        box = self._box(sandbox_id)
+        box = await self._settled(sandbox_id)
         if box.running:
             await box.stop(timeout)
             self._event(box, "die", box.exit_code)
 
     async def remove(self, sandbox_id: str) -> None:
         """Kill its processes and delete its folder; one already gone is not an error."""
+        await self._settle()
         box = self._containers.get(sandbox_id)
         if box is None:
             return
@@ -229,12 +261,13 @@ class FakeRuntime:
         stdin: bool = True,
     ) -> FakeProcess:
         """Start `argv` in a running sandbox (see `ContainerRuntime.exec`)."""
-        return await self._box(sandbox_id).exec(argv, env=env, cwd=cwd, stdin=stdin)
+        box = await self._settled(sandbox_id)
+        return await box.exec(argv, env=env, cwd=cwd, stdin=stdin)
 
     async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:
         """A TCP connection to `address:port` of this host (the fake has no network of its
         own: the sandbox's ports are the host's)."""
-        box = self._box(sandbox_id)
+        box = await self._settled(sandbox_id)
         where = f"port {port} in sandbox {sandbox_id}"
         if not box.running:
             raise not_running(sandbox_id, box.status, "start it before forwarding a port")
@@ -314,37 +347,26 @@ class FakeRuntime:
 
     async def stats(self, sandbox_id: str) -> StatsReading:
         """The processes' cpu time, resident memory and count now (no second reading)."""
-        return await self._box(sandbox_id).stats()
+        return await (await self._settled(sandbox_id)).stats()
 
     def _event(self, box: FakeSandbox, action: EventAction, exit_code: int | None = None) -> None:
-        last = self._events[-1].time if self._events else 0.0
-        self._events.append(
-            EngineEvent(
-                action=action,
-                sandbox_id=box.sandbox_id,
-                container_id=box.container_id,
-                owner=box.labels.get(LABEL_OWNER, ""),
-                owner_uid=owner_uid(box.labels, self.uid),
-                time=max(last, time.time()),
-                exit_code=exit_code,
-            )
+        self._feed.add(
+            action,
+            sandbox_id=box.sandbox_id,
+            container_id=box.container_id,
+            labels=box.labels,
+            exit_code=exit_code,
         )
-        if self._event_added is not None:
-            self._event_added.set()
-            self._event_added = None
 
     async def events(self, since: float) -> AsyncIterator[EngineEvent]:
-        """Every event at or after `since`, then new ones as they happen (never ends)."""
-        seen = 0
-        while True:
-            while seen < len(self._events):
-                event = self._events[seen]
-                seen += 1
-                if event.time >= since:
-                    yield event
-            if self._event_added is None:
-                self._event_added = anyio.Event()
-            await self._event_added.wait()
+        """Every event at or after `since`, then new ones as they happen (never ends); a
+        sandbox whose main process ends is stopped, with its "die", as soon as it ends."""
+        async for event in self._feed.read(since, self._settle, self._main_processes):
+            yield event
+
+    def _main_processes(self) -> list[Callable[[], Awaitable[None]]]:
+        """A wait for the end of each sandbox's main process (what the feed watches)."""
+        return [box.main_ended for box in self._containers.values()]
 
 
 def _refused(exc: BaseException | None) -> bool:

@@ -7,6 +7,10 @@ Rules:
   handle (a process that is just starting may not show its mark yet), then all that carry
   the mark, those that left the tree too (`_fake_procs.kill_marked`). The sandbox's exit code
   is its main process's, as the engine reports it.
+- A main process that ends on its own (killed from outside, say) stops the sandbox, as a
+  container stops when its init exits: `settle` (the runtime calls it before it answers)
+  SIGKILLs what is left and takes the main process's exit code. `crash` ends a sandbox with a
+  given exit code, OOM-killed or not (the engine's `OOMKilled`, cleared by the next start).
 - Processes get this host's PATH, `HOME` at the sandbox's folder, `HOSTNAME`, then the spec's
   environment, then the call's; their working folder defaults to the spec's `workdir`.
 - This module only does what it is told: the ownership rules, the events and the errors for
@@ -57,12 +61,14 @@ class FakeSandbox:
         self.started_at = 0.0
         self.finished_at = 0.0
         self.exit_code: int | None = None
+        self.oom_killed = False
         self._main: FakeProcess | None = None
+        self._stopping = False  # a stop is under way: its main process's end is no crash
         self._processes: list[FakeProcess] = []
 
     @property
     def running(self) -> bool:
-        """True while its main process runs (or was not yet seen to end)."""
+        """True while its main process runs (or was not yet seen to end: see `settle`)."""
         return self._main is not None
 
     @property
@@ -99,7 +105,7 @@ class FakeSandbox:
             started_at=self.started_at,
             finished_at=self.finished_at,
             exit_code=None if self.running else self.exit_code,
-            oom_killed=False,
+            oom_killed=self.oom_killed,
             ip_address="127.0.0.1" if self.spec.network else "",
             labels=dict(self.labels),
         )
@@ -108,22 +114,57 @@ class FakeSandbox:
         """Run its main process (it must not be running)."""
         self._main = await self._spawn(KEEPALIVE, env=None, cwd="", stdin=True)
         self.started_at = time.time()
+        self.oom_killed = False
 
     async def stop(self, timeout: float) -> None:
         """End every process of it (see the rules); it must be running."""
         main = self._main
         assert main is not None
-        with anyio.CancelScope(shield=True):
-            _procs.signal_pids([(await main.state()).pid], signal.SIGTERM)
-            with anyio.move_on_after(max(0.0, timeout)):
+        self._stopping = True
+        try:
+            with anyio.CancelScope(shield=True):
+                _procs.signal_pids([(await main.state()).pid], signal.SIGTERM)
+                with anyio.move_on_after(max(0.0, timeout)):
+                    await main.wait_forever()
+                main.kill()
                 await main.wait_forever()
-            await self.kill()
-            self.exit_code = (await main.state()).exit_code
-            self.finished_at = time.time()
+                await self._end(main.exit_code, oom=False)
+        finally:
+            self._stopping = False
+
+    async def main_ended(self) -> None:
+        """Wait until its main process ends on its own (forever if none runs, or a stop is
+        under way: the stop then says it ended)."""
+        if self._main is None or self._stopping:
+            await anyio.sleep_forever()
+        else:
+            await self._main.wait_forever()
+
+    async def settle(self) -> bool:
+        """If its main process ended on its own, stop the sandbox (see the rules): True then,
+        once (the runtime feeds the engine's "die")."""
+        main = self._main
+        if main is None or self._stopping or not main.ended:
+            return False
+        await self._end(main.exit_code, oom=False)
+        return True
+
+    async def crash(self, exit_code: int, oom: bool) -> None:
+        """End the running sandbox as a crash (or, with `oom`, the kernel's OOM killer) would:
+        every process SIGKILLed, `exit_code` its exit code."""
+        assert self._main is not None
+        await self._end(exit_code, oom=oom)
+
+    async def _end(self, exit_code: int | None, *, oom: bool) -> None:
+        # The record first, at once: whoever looks meanwhile sees the sandbox stopped.
+        self.exit_code, self.oom_killed, self.finished_at = exit_code, oom, time.time()
+        await self.kill()
 
     async def kill(self) -> None:
         """SIGKILL every process of the sandbox and reap the ones started here."""
         started = [*self._processes, *([self._main] if self._main else [])]
+        self._processes.clear()
+        self._main = None  # not running from now on (before any wait: `settle` runs once)
         with anyio.CancelScope(shield=True):
             # Those started here by their handle (the mark may not show yet in a process
             # that is just starting), then every process with the mark (those they started).
@@ -132,8 +173,6 @@ class FakeSandbox:
             await anyio.to_thread.run_sync(_fake_procs.kill_marked, self.container_id)
             for process in started:
                 await process.reap()
-        self._processes.clear()
-        self._main = None
 
     async def delete(self) -> None:
         """Kill what runs and delete its folder."""

@@ -2,7 +2,9 @@
 
 - `FakeRuntime` is a `ContainerRuntime` whose sandboxes are folders on this host and whose
   processes are real local processes (see `_fake_runtime` for what it models and what not).
-  The real agent (`open_agent`) runs on it unchanged, sessions included.
+  The real agent (`open_agent`) runs on it unchanged, sessions included. A sandbox whose
+  main process ends stops with its exit code and a "die", as a container does;
+  `FakeRuntime.crash` makes one crash (or be OOM-killed) on purpose.
 - `open_fake_connection` connects to such an agent over an in-memory stream, as one owner: a
   handshaken `rock_core.AgentConnection`, no sockets, no SSH.
 - `AgentConnector` makes such an agent a host of a cluster: `open_cluster([AgentConnector(

@@ -40,7 +40,13 @@ P = ParamSpec("P")
 KINDS: frozenset[type[Request]] = frozenset(
     kind for kind in ClientMessage.__args__ if issubclass(kind, Request)
 )
-MODULES = ["test_fake_sandboxes", "test_fake_commands", "test_fake_files", "test_fake_images"]
+MODULES = [
+    "test_fake_sandboxes",
+    "test_fake_commands",
+    "test_fake_files",
+    "test_fake_images",
+    "test_fake_crash",
+]
 COVERED: dict[type[Request], list[str]] = {}  # kind: the tests that cover it
 HEARD: set[type[Any]] = set()  # kinds the agent heard during the running test
 OWNER = "tester"

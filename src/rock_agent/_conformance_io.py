@@ -1,0 +1,146 @@
+"""The conformance checks of what runs and moves inside a sandbox: processes, files, images.
+
+Rules (those of `_conformance` too):
+- Each check is a plain async function ``check(runtime, image)`` on a sandbox of its own.
+- Errors are checked by type and by the sandbox, path or image they name, never by the
+  engine's own wording.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from rock_core import BadRequest, FileNotFound, ImageNotFound
+
+from ._conformance_kit import (
+    check,
+    chunks,
+    collect,
+    make_tar,
+    read_tar,
+    run,
+    sandbox,
+)
+from ._runtime import ContainerRuntime
+
+
+async def check_exec_output_and_exit_codes(runtime: ContainerRuntime, image: str) -> None:
+    """Stdout and stderr apart, byte-exact; the exit code; env and cwd are the given ones."""
+    async with sandbox(runtime, image, "exec") as sandbox_id:
+        script = 'printf "out\\0"; printf "err" >&2; printf "$A@"; printf here > here; exit 3'
+        process = await runtime.exec(
+            sandbox_id, ["/bin/sh", "-c", script], env={"A": "v"}, cwd="/tmp", stdin=False
+        )
+        try:
+            out, err = await collect(process)
+            check((out, err) == (b"out\0v@", b"err"), f"output {(out, err)!r}")
+            code = await process.wait()
+            check(code == 3, f"exit code {code!r}, not 3")
+            state = await process.state()
+            check((state.exit_code, state.running) == (3, False), f"ended process: {state!r}")
+        finally:
+            await process.aclose()
+        found = await read_tar(runtime, sandbox_id, "/tmp/here")
+        check(found == {"here": b"here"}, f"/tmp/here holds {found!r}")
+        ran = await run(runtime, sandbox_id, "exit 0")
+        check(ran == (b"", 0), f"`exit 0` gave {ran!r}")
+        ran = await run(runtime, sandbox_id, "kill -9 $$")
+        check(ran == (b"", 137), f"a shell killed by SIGKILL gave {ran!r}, not exit code 137")
+
+
+async def check_exec_refusals(runtime: ContainerRuntime, image: str) -> None:
+    """A missing program or working folder is `FileNotFound` from the process handle."""
+    async with sandbox(runtime, image, "refuse") as sandbox_id:
+        for argv, cwd, named in (
+            (["rock-no-such-program"], "", "rock-no-such-program"),
+            (["/bin/sh", "-c", "true"], "/rock/no/such/folder", "/rock/no/such/folder"),
+        ):
+            process = await runtime.exec(sandbox_id, argv, cwd=cwd)
+            try:
+                await collect(process)
+            except FileNotFound as exc:
+                check(named in str(exc) and sandbox_id in str(exc), exc)
+            else:
+                raise AssertionError(f"{argv} in {cwd or 'the default folder'} did run")
+            finally:
+                await process.aclose()
+
+
+async def check_stdin_eof(runtime: ContainerRuntime, image: str) -> None:
+    """What is written reaches the process; closing the input is its end-of-file."""
+    async with sandbox(runtime, image, "stdin") as sandbox_id:
+        process = await runtime.exec(sandbox_id, ["cat"])
+        try:
+            await process.write(b"hello ")
+            await process.write(b"world")
+            await process.close_input()
+            output = await collect(process)
+            check(output == (b"hello world", b""), f"cat gave {output!r}")
+            code = await process.wait()
+            check(code == 0, f"cat exited {code!r} at end-of-file")
+        finally:
+            await process.aclose()
+
+
+async def check_archive_round_trip(runtime: ContainerRuntime, image: str) -> None:
+    """A tar stream in comes back out (a folder with its content, one file alone); a missing
+    path or folder is `FileNotFound`."""
+    async with sandbox(runtime, image, "tar") as sandbox_id:
+        blob = bytes(range(256)) * 300
+        archive = make_tar({"box/a.txt": b"alpha\n", "box/sub/b.bin": blob}, folders=("box",))
+        await runtime.put_archive(sandbox_id, "/tmp", chunks(archive))
+        got = await read_tar(runtime, sandbox_id, "/tmp/box")
+        expected = {
+            "box": b"<folder>",
+            "box/a.txt": b"alpha\n",
+            "box/sub": b"<folder>",
+            "box/sub/b.bin": blob,
+        }
+        check(got == expected, f"/tmp/box came back as {sorted(got)}")
+        one = await read_tar(runtime, sandbox_id, "/tmp/box/a.txt")
+        check(one == {"a.txt": b"alpha\n"}, f"/tmp/box/a.txt came back as {one!r}")
+        ran = await run(runtime, sandbox_id, "cat box/a.txt", cwd="/tmp")
+        check(ran == (b"alpha\n", 0), f"cat of the unpacked file gave {ran!r}")
+        for attempt in (
+            read_tar(runtime, sandbox_id, "/tmp/rock-missing"),
+            runtime.put_archive(sandbox_id, "/rock/missing", chunks(archive)),
+        ):
+            try:
+                await attempt
+            except FileNotFound as exc:
+                check("missing" in str(exc), exc)
+            else:
+                raise AssertionError("a missing path was read or written")
+
+
+async def check_images(runtime: ContainerRuntime, image: str) -> None:
+    """A present image is found and needs no pull; a missing one is `ImageNotFound`; an
+    unknown pull policy is `BadRequest`."""
+    await runtime.ensure_image(image, "never")
+    record = await runtime.inspect_image(image)
+    check(record.image_id and image in [*record.tags, record.image_id], record)
+    local = await runtime.local_images()
+    check(image in local or ":" not in image, f"{image} is not among the local images {local}")
+    missing = f"rock-conformance/missing:{secrets.token_hex(4)}"
+    for attempt in (runtime.inspect_image(missing), runtime.ensure_image(missing, "never")):
+        try:
+            await attempt
+        except ImageNotFound as exc:
+            check(missing in str(exc), exc)
+        else:
+            raise AssertionError(f"missing image {missing} was found")
+    try:
+        await runtime.ensure_image(image, "sometimes")  # type: ignore[arg-type]
+    except BadRequest as exc:
+        check("sometimes" in str(exc), exc)
+    else:
+        raise AssertionError("an unknown pull policy was accepted")
+
+
+__all__ = [
+    "check_archive_round_trip",
+    "check_exec_output_and_exit_codes",
+    "check_exec_refusals",
+    "check_images",
+    "check_stdin_eof",
+]
