@@ -24,9 +24,6 @@ CAUSE_TTL = 60.0  # a cause noted for a change whose event never came is dropped
 REMEMBER = 1000
 
 
-CREATE_CAUSE = "create"  # a create's own start: its owner has the reply, nothing is pushed
-
-
 class _Noted(NamedTuple):
     cause: str
     reason: str

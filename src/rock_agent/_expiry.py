@@ -44,7 +44,7 @@ from rock_core.protocol import (
     SetTimeouts,
 )
 
-from ._changes import CREATE_CAUSE, Causes, Removals, change_of
+from ._changes import Causes, Removals, change_of
 from ._deadline_store import DeadlineStore, StoredDeadlines
 from ._deadlines import DeadlineTable, Due, Timeouts, project
 from ._labels import owner_key
@@ -354,8 +354,6 @@ class DeadlineKeeper:
             self._mark(sandbox_id)
         else:  # destroy
             self.forget(sandbox_id)
-        if cause == CREATE_CAUSE:
-            return  # the start of a create: its owner has the reply
         change = change_of(event, cause, reason)
         if action == "destroy":
             self._removed.add(owner, change)

@@ -37,7 +37,6 @@ from rock_core.protocol import (
 from rock_core.serving import Connection
 
 from . import _images
-from ._changes import CREATE_CAUSE
 from ._expiry import DeadlineKeeper
 from ._labels import owner_key
 from ._runtime import ContainerRuntime
@@ -68,9 +67,8 @@ async def create(server: _Server, conn: Connection, req: CreateSandbox) -> Reply
         raise BadRequest("an administrator's connection owns no sandboxes: it cannot create")
     fresh = req.sandbox_id not in server.created_here
     server.created_here.add(req.sandbox_id)
-    # The engine's start event of this create (or of a restart of a stopped one) is ours, and
-    # the owner hears of it in the reply: it is not pushed as another program's start.
-    server.keeper.note(req.sandbox_id, CREATE_CAUSE, f"created by {who.owner}", "start")
+    # The engine's start event of this create (or of a restart of a stopped one) is ours.
+    server.keeper.note(req.sandbox_id, "request", f"created at the request of {who.owner}", "start")
     try:
         info = await server.runtime.create(req.sandbox_id, req.spec, who.owner, who.uid)
     except BaseException:
