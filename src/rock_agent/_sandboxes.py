@@ -67,8 +67,6 @@ async def create(server: _Server, conn: Connection, req: CreateSandbox) -> Reply
         raise BadRequest("an administrator's connection owns no sandboxes: it cannot create")
     fresh = req.sandbox_id not in server.created_here
     server.created_here.add(req.sandbox_id)
-    # The engine's start event of this create (or of a restart of a stopped one) is ours.
-    server.keeper.note(req.sandbox_id, "request", f"created at the request of {who.owner}", "start")
     try:
         info = await server.runtime.create(req.sandbox_id, req.spec, who.owner, who.uid)
     except BaseException:
