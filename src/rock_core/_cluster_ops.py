@@ -117,7 +117,8 @@ def operate(rooms: Rooms, event: Operation, now: float) -> list[Do]:
                 record.fire(_E.DELETE, "deleted before placement")
                 out.append(Wake(sandbox_id))  # its create wakes, and reports the deletion
             elif record.state is not _S.DELETED:
-                out.append(LockAndRemove(sandbox_id, record.create_scope is not None))
+                # A record that never settled has its create in flight: cancelled first.
+                out.append(LockAndRemove(sandbox_id, cancel_create=not record.settled.is_set()))
         case RemoveAsked(sandbox_id, reason):
             return _remove(rooms, rooms.records[sandbox_id], reason, now)
         case Removed(sandbox_id):
