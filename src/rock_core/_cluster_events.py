@@ -173,6 +173,19 @@ class RemovedByAdmin:
     sandbox_id: str
 
 
+Operation = (
+    StopAsked
+    | StartAsked
+    | ChangeReplied
+    | ChangeFailed
+    | DeleteAsked
+    | RemoveAsked
+    | Removed
+    | RemoveFailed
+    | RemovedByAdmin
+)
+"""The events of an operation on a sandbox that exists (decided in `_cluster_ops`)."""
+
 Event = (
     CreateAsked
     | Placed
@@ -184,15 +197,7 @@ Event = (
     | GraceOver
     | Changed
     | Listing
-    | StopAsked
-    | StartAsked
-    | ChangeReplied
-    | ChangeFailed
-    | DeleteAsked
-    | RemoveAsked
-    | Removed
-    | RemoveFailed
-    | RemovedByAdmin
+    | Operation
 )
 
 # ---------------------------------------------------------------------------- actions
@@ -318,6 +323,7 @@ __all__ = [
     "LinkUp",
     "Listing",
     "LockAndRemove",
+    "Operation",
     "Placed",
     "Refuse",
     "RemoveAsked",

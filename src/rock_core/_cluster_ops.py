@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, assert_never
 
 from ._cluster_events import (
     ChangeFailed,
@@ -30,6 +30,7 @@ from ._cluster_events import (
     Do,
     Doing,
     LockAndRemove,
+    Operation,
     Refuse,
     RemoveAsked,
     Removed,
@@ -49,10 +50,6 @@ from ._states import SandboxEvent, SandboxState
 
 _E = SandboxEvent
 _S = SandboxState
-
-Operation = (StopAsked | StartAsked | ChangeReplied | ChangeFailed | DeleteAsked | RemoveAsked) | (
-    Removed | RemoveFailed | RemovedByAdmin
-)
 
 
 class Rooms(Protocol):
@@ -133,6 +130,8 @@ def operate(rooms: Rooms, event: Operation, now: float) -> list[Do]:
                 if known.fire_if(_E.DELETE, "removed by id"):
                     known.fire(_E.DELETED, "container removed")
                 rooms.release(known, now, out)
+        case _:
+            assert_never(event)  # a new operation event must be decided here (mypy checks)
     return out
 
 
@@ -225,4 +224,4 @@ def connection_of(rooms: Rooms, sandbox_id: str, now: float) -> AgentConnection:
     return host_of(rooms, record, now).link()
 
 
-__all__ = ["Operation", "Rooms", "connection_of", "host_of", "operate", "record_of"]
+__all__ = ["Rooms", "connection_of", "host_of", "operate", "record_of"]

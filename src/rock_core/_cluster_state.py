@@ -37,6 +37,7 @@ from ._cluster_events import (
     LinkDown,
     LinkUp,
     Listing,
+    Operation,
     Placed,
     RemoveLeftover,
     Replied,
@@ -46,7 +47,7 @@ from ._cluster_events import (
     StartGrace,
     Wake,
 )
-from ._cluster_ops import Operation, operate
+from ._cluster_ops import operate
 from ._errors import AlreadyExists, RockError, TransportError
 from ._link import LinkEvent, LinkState
 from ._protocol import SandboxChanged, SandboxInfo, SandboxListReply, SandboxSpec
