@@ -3,23 +3,18 @@
 Rules:
 - They act by sandbox id on every connected host, whoever owns the sandbox; a host whose
   link is down is skipped and named when nothing was found.
-- They touch the cluster's own records only to report what they removed (a removed sandbox
-  of ours is `deleted` and its room given back), through `ClusterState.release`.
+- They do I/O only: what a removal means for the cluster's own records (a removed sandbox of
+  ours is `deleted` and its room given back) is the state's (`RemovedByAdmin`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 
-import anyio
-
-from ._cluster_events import Do
-from ._cluster_state import ClusterState
 from ._errors import SandboxNotFound
 from ._link import LinkState
 from ._protocol import Done, ListSandboxes, RemoveSandbox, SandboxInfo, SandboxListReply
 from ._records import Host
-from ._states import SandboxEvent, SandboxState
 
 
 def _connected(hosts: Iterable[Host]) -> list[Host]:
@@ -36,9 +31,9 @@ async def list_host_sandboxes(hosts: Iterable[Host], owner: str = "") -> list[Sa
     return found
 
 
-async def remove_any(state: ClusterState, sandbox_id: str) -> list[Do]:
-    """Remove a sandbox by id on whichever host has it; return what the driver must do."""
-    hosts = list(state.hosts.values())
+async def remove_any(hosts: Iterable[Host], sandbox_id: str) -> None:
+    """Remove a sandbox by id on whichever host has it (`SandboxNotFound` if none has)."""
+    hosts = list(hosts)
     away = [h.host_id for h in hosts if h.state != LinkState.CONNECTED]
     for host in _connected(hosts):
         conn = host.link()
@@ -46,13 +41,7 @@ async def remove_any(state: ClusterState, sandbox_id: str) -> list[Do]:
             await conn.call(RemoveSandbox(sandbox_id=sandbox_id), Done)
         except SandboxNotFound:
             continue
-        out: list[Do] = []
-        record = state.records.get(sandbox_id)
-        if record is not None and record.state is not SandboxState.DELETED:
-            if record.fire_if(SandboxEvent.DELETE, "removed by id"):
-                record.fire(SandboxEvent.DELETED, "container removed")
-            state.release(record, anyio.current_time(), out)
-        return out
+        return
     also = f" (hosts not reachable now: {', '.join(away)})" if away else ""
     raise SandboxNotFound(f"no sandbox {sandbox_id!r} on any host{also}")
 

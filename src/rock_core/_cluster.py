@@ -7,29 +7,28 @@ Rules:
   owns the task group where grace timers, leftover removals, host supervisors and pools run.
 - One supervisor per host (`_supervisor`) keeps its link alive; it knows no records.
 - A sandbox operation (create, stop, start, delete) is one task of its caller: it waits for
-  its placement or lock, sends its request, and reports the outcome.
+  its placement or lock, sends its request, and reports the outcome (`_operations`).
 - Any-owner operations of an administrator live in `_admin`.
 - A training program is its own admin: no server to run.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
 from anyio.abc import TaskGroup
 from msgspec import UNSET, UnsetType
 
-from . import _admin
+from . import _admin, _operations
 from ._addresses import expand
-from ._admission import QueueWaits, check_admission, check_features
+from ._admission import QueueWaits, check_admission
 from ._attach import Attachment, Run
 from ._cluster_events import (
     Adopt,
@@ -37,27 +36,33 @@ from ._cluster_events import (
     CreateAsked,
     Do,
     Event,
-    Failed,
     GraceOver,
     Placed,
-    Replied,
-    Retried,
+    RemovedByAdmin,
+    RemoveLeftover,
     SendCreate,
-    SendRemove,
+    StartAsked,
     StartGrace,
+    StopAsked,
     Wake,
 )
+from ._cluster_ops import connection_of, record_of
 from ._cluster_state import ClusterState
-from ._connection import unwrap_single_errors
+from ._connection import AgentConnection, unwrap_single_errors
 from ._errors import AlreadyExists, BadRequest, NotFound, RockError, SandboxNotFound
 from ._host_links import HostLinks
 from ._hosts import AddressConnector, Connector
-from ._link import LinkState
-from ._operations import SandboxOperations
 from ._options import ClusterOptions, cluster_options, host_list
 from ._options import queue_timeout as check_queue_timeout
 from ._owner import local_owner
-from ._protocol import CreateSandbox, SandboxInfo, SandboxReply, SandboxSpec
+from ._protocol import (
+    InspectSandbox,
+    Reply,
+    Request,
+    SandboxInfo,
+    SandboxReply,
+    SandboxSpec,
+)
 from ._records import Host as Host  # re-exported: the public names live in `_cluster`
 from ._records import SandboxRecord as SandboxRecord
 from ._room import Room, room_for
@@ -71,9 +76,10 @@ SWEEP_EVERY = 1024  # creates between two sweeps of deleted records
 FORGET_DELETED_AFTER = 300.0  # seconds a deleted sandbox's record is kept (for status, retries)
 _E = SandboxEvent
 _S = SandboxState
+R = TypeVar("R", bound=Reply)
 
 
-class Cluster(SandboxOperations):
+class Cluster:
     """Sandboxes across the agents of `open_cluster`; every method is safe to call concurrently."""
 
     def __init__(
@@ -98,10 +104,6 @@ class Cluster(SandboxOperations):
         """Every host that ever joined, by id (connected or not)."""
         return self.state.hosts
 
-    @property
-    def _records(self) -> dict[str, SandboxRecord]:
-        return self.state.records
-
     # ------------------------------------------------------------------ events and actions
 
     def _handle(self, event: Event) -> list[Do]:
@@ -115,19 +117,15 @@ class Cluster(SandboxOperations):
                 self._capacity.set()
                 self._capacity = anyio.Event()
             elif isinstance(action, Wake):
-                self._records[action.sandbox_id].placed.set()
+                self.state.records[action.sandbox_id].placed.set()
             elif isinstance(action, Adopt):
                 log.info("adopted sandbox %s on host %s", action.sandbox_id, action.host_id)
             elif isinstance(action, StartGrace) and self._tg is not None:
                 self._tg.start_soon(self._grace_timer, action)
-            elif isinstance(action, SendRemove) and not action.quiet and self._tg is not None:
-                self._tg.start_soon(self._finish_delete, self._records[action.sandbox_id])
+            elif isinstance(action, RemoveLeftover) and self._tg is not None:
+                remove = _operations.remove_leftover
+                self._tg.start_soon(remove, self.state, self._handle, action.sandbox_id)
         return actions
-
-    def _release(self, record: SandboxRecord, *, failed_start: bool = False) -> None:
-        out: list[Do] = []
-        self.state.release(record, anyio.current_time(), out, failed_start=failed_start)
-        self._perform(out)
 
     def _withdraw(self, record: SandboxRecord) -> None:
         out: list[Do] = []
@@ -151,6 +149,45 @@ class Cluster(SandboxOperations):
         self.state.drain(host, draining, out)
         self._perform(out)
 
+    # ------------------------------------------------------------------ sandboxes (`_operations`)
+
+    def record(self, sandbox_id: str) -> SandboxRecord:
+        """The record of a sandbox this cluster knows, or `SandboxNotFound`."""
+        return record_of(self.state, sandbox_id)
+
+    def records(self) -> list[SandboxRecord]:
+        """Every sandbox this cluster has created and not yet forgotten."""
+        return list(self.state.records.values())
+
+    def connection(self, sandbox_id: str) -> AgentConnection:
+        """The link to the agent that holds a sandbox."""
+        return connection_of(self.state, sandbox_id, anyio.current_time())
+
+    async def call(self, sandbox_id: str, request: Request, expect: type[R]) -> R:
+        """Send a request about a sandbox to its host's agent."""
+        return await self.connection(sandbox_id).call(request, expect)
+
+    async def inspect(self, sandbox_id: str) -> SandboxInfo:
+        """The agent's live view of a sandbox."""
+        reply = await self.call(sandbox_id, InspectSandbox(sandbox_id=sandbox_id), SandboxReply)
+        self.record(sandbox_id).info = reply.sandbox
+        return reply.sandbox
+
+    async def stop_sandbox(self, sandbox_id: str, *, timeout: float = 10.0) -> SandboxRecord:
+        """Stop a running sandbox (kept, restartable); stopping a stopped one is a no-op."""
+        return await _operations.change(self.state, self._handle, StopAsked(sandbox_id, timeout))
+
+    async def start_sandbox(self, sandbox_id: str) -> SandboxRecord:
+        """Start a stopped sandbox again (its files are kept; sessions are new)."""
+        return await _operations.change(self.state, self._handle, StartAsked(sandbox_id))
+
+    async def delete_sandbox(self, sandbox_id: str) -> SandboxRecord:
+        """Remove a sandbox and its container; deleting a deleted one is a no-op.
+
+        A create in flight is cancelled first (its caller gets `SandboxNotFound`).
+        """
+        return await _operations.delete(self.state, self._handle, sandbox_id)
+
     # ------------------------------------------------------------------ creates
 
     async def create_sandbox(
@@ -173,7 +210,7 @@ class Cluster(SandboxOperations):
         check_admission(
             sandbox_id, spec, [h.connection for h in self.hosts.values() if h.connection]
         )
-        existing = self._records.get(sandbox_id)
+        existing = self.state.records.get(sandbox_id)
         if existing is not None and existing.state is not _S.DELETED:
             if existing.spec != spec:
                 raise AlreadyExists(
@@ -182,7 +219,7 @@ class Cluster(SandboxOperations):
                 )
             await existing.settled.wait()
             if existing.retryable:
-                return await self._retry_create(existing)
+                return await _operations.retry_create(self.state, self._handle, existing)
             if existing.state is _S.FAILED and existing.error is not None:
                 raise existing.error
             if existing.state not in (_S.FAILED, _S.DELETED, _S.DELETING, _S.PENDING):
@@ -197,7 +234,7 @@ class Cluster(SandboxOperations):
             send = await self._place(record, timeout)
             with anyio.CancelScope() as scope:
                 record.create_scope = scope
-                await self._start(record, send)
+                await _operations.send_create(self.state, self._handle, record, send)
             if scope.cancelled_caught:
                 raise SandboxNotFound(
                     f"sandbox {sandbox_id} was deleted while it was being created",
@@ -211,21 +248,6 @@ class Cluster(SandboxOperations):
             record.create_scope = None
             record.settled.set()
         return record
-
-    async def _retry_create(self, failed: SandboxRecord) -> SandboxRecord:
-        """Create again on the same host a sandbox whose first create lost its reply.
-
-        The agent's create is idempotent for an id and spec: it answers with the container the
-        first attempt made, or makes it now. Never another host: the first container may exist.
-        """
-        host = self._host_of(failed)
-        conn = host.link()  # HostUnavailable while the link is still down
-        reply = await conn.call(
-            CreateSandbox(sandbox_id=failed.sandbox_id, spec=failed.spec),
-            SandboxReply,
-        )
-        self._handle(Retried(failed, host.host_id, reply.sandbox))
-        return self._records[failed.sandbox_id]
 
     async def _place(self, record: SandboxRecord, queue_timeout: float | None) -> SendCreate:
         """Wait for the scheduler's placement; return the state's order to send the create."""
@@ -242,31 +264,11 @@ class Cluster(SandboxOperations):
                 if record.state is _S.PENDING:
                     self._withdraw(record)
                     record.fire(_E.FAIL, "gave up waiting for room on a host")
-                self._records.pop(record.sandbox_id, None)
+                self.state.records.pop(record.sandbox_id, None)
         sends = [a for a in self._handle(Placed(record.sandbox_id)) if isinstance(a, SendCreate)]
         if not sends:  # the state sends no create: the record left `pending` meanwhile
             raise SandboxNotFound(f"sandbox {record.sandbox_id} was deleted while it waited")
         return sends[0]
-
-    async def _start(self, record: SandboxRecord, send: SendCreate) -> None:
-        host = self.hosts[send.host_id]
-        try:
-            conn = host.link()
-            check_features(conn, record.spec)
-            reply = await conn.call(
-                CreateSandbox(sandbox_id=record.sandbox_id, spec=record.spec),
-                SandboxReply,
-            )
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):
-                reason = str(exc) if isinstance(exc, RockError) else "cancelled"
-                cancelled = not isinstance(exc, RockError)
-                for action in self._handle(Failed(record.sandbox_id, reason, cancelled)):
-                    if isinstance(action, SendRemove) and action.quiet:
-                        # Cancelled mid-create: the container may exist; do not leave it behind.
-                        await self._remove_quietly(host, action.sandbox_id)
-            raise
-        self._handle(Replied(record.sandbox_id, reply.sandbox))
 
     # ------------------------------------------------------------------ administration (`_admin`)
 
@@ -276,7 +278,8 @@ class Cluster(SandboxOperations):
 
     async def remove_any(self, sandbox_id: str) -> None:
         """Remove a sandbox by id on whichever host has it, whoever owns it."""
-        self._perform(await _admin.remove_any(self.state, sandbox_id))
+        await _admin.remove_any(self.hosts.values(), sandbox_id)
+        self._handle(RemovedByAdmin(sandbox_id))
 
     # ------------------------------------------------------------------ attachments (`_attach`)
 
@@ -335,24 +338,7 @@ class Cluster(SandboxOperations):
         with anyio.CancelScope(shield=True):
             for attached in list(self._attached.values()):
                 await attached.halt()  # no refill may start while the sandboxes go
-        live = [
-            r
-            for r in self._records.values()
-            if r.state not in (_S.DELETED, _S.PENDING, _S.LOST)
-            and r.host in self.hosts
-            and self.hosts[r.host].state == LinkState.CONNECTED
-        ]
-        limiter = anyio.CapacityLimiter(16)
-
-        async def delete(record: SandboxRecord) -> None:
-            async with limiter:
-                with contextlib.suppress(RockError):
-                    await self.delete_sandbox(record.sandbox_id)
-
-        with anyio.CancelScope(shield=True), anyio.move_on_after(120):
-            async with anyio.create_task_group() as tg:
-                for record in live:
-                    tg.start_soon(delete, record)
+        await _operations.delete_all(self.state, self._handle)
 
 
 def new_sandbox_id() -> str:

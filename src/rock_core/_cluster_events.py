@@ -10,7 +10,9 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
+from ._errors import RockError
 from ._protocol import SandboxChanged, SandboxInfo, SandboxListReply, Welcome
 from ._records import SandboxRecord
 
@@ -98,6 +100,92 @@ class Listing:
     reply: SandboxListReply
 
 
+@dataclass(frozen=True, slots=True)
+class StopAsked:
+    """A stop of `sandbox_id` (its lock held, its create settled), `timeout` s for the engine."""
+
+    sandbox_id: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class StartAsked:
+    """A start of `sandbox_id` again (its lock held, its create settled)."""
+
+    sandbox_id: str
+
+
+Doing = Literal["stop", "start"]
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeReplied:
+    """The agent did the stop or start (`doing`) of `sandbox_id`: its container is `info`."""
+
+    sandbox_id: str
+    doing: Doing
+    info: SandboxInfo
+
+
+@dataclass(frozen=True, slots=True)
+class ChangeFailed:
+    """The stop or start (`doing`) of `sandbox_id` failed with `error` (or its reply was lost)."""
+
+    sandbox_id: str
+    doing: Doing
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class DeleteAsked:
+    """A delete of `sandbox_id` was asked (before its lock is taken)."""
+
+    sandbox_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveAsked:
+    """Remove `sandbox_id` on its host: its lock is held (a delete), or it is a leftover."""
+
+    sandbox_id: str
+    reason: str = "delete requested"
+
+
+@dataclass(frozen=True, slots=True)
+class Removed:
+    """The agent removed `sandbox_id` (or it was already gone there)."""
+
+    sandbox_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveFailed:
+    """The removal of `sandbox_id` failed with `error`."""
+
+    sandbox_id: str
+    error: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedByAdmin:
+    """An administrator removed `sandbox_id` by id on some host (`_admin.remove_any`)."""
+
+    sandbox_id: str
+
+
+Operation = (
+    StopAsked
+    | StartAsked
+    | ChangeReplied
+    | ChangeFailed
+    | DeleteAsked
+    | RemoveAsked
+    | Removed
+    | RemoveFailed
+    | RemovedByAdmin
+)
+"""The events of an operation on a sandbox that exists (decided in `_cluster_ops`)."""
+
 Event = (
     CreateAsked
     | Placed
@@ -109,6 +197,7 @@ Event = (
     | GraceOver
     | Changed
     | Listing
+    | Operation
 )
 
 # ---------------------------------------------------------------------------- actions
@@ -124,12 +213,53 @@ class SendCreate:
 
 @dataclass(frozen=True, slots=True)
 class SendRemove:
-    """Remove `sandbox_id` on `host_id`: a leftover to finish deleting, or (`quiet`) the
-    container a cancelled create may have made."""
+    """Send the removal of `sandbox_id` to `host_id` (the caller does, and reports `Removed` or
+    `RemoveFailed`); or (`quiet`) remove the container a cancelled create may have made."""
 
     sandbox_id: str
     host_id: str
     quiet: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RemoveLeftover:
+    """Finish deleting `sandbox_id` on `host_id` in the background (reconcile found it)."""
+
+    sandbox_id: str
+    host_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class SendStop:
+    """Send the stop of `sandbox_id` to `host_id` (the caller does, and reports the outcome)."""
+
+    sandbox_id: str
+    host_id: str
+    timeout: float
+
+
+@dataclass(frozen=True, slots=True)
+class SendStart:
+    """Send the start of `sandbox_id` to `host_id` (the caller does, and reports the outcome)."""
+
+    sandbox_id: str
+    host_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class LockAndRemove:
+    """Take `sandbox_id`'s lock (first cancelling its create in flight and waiting for it to
+    settle, if `cancel_create`), then report `RemoveAsked`."""
+
+    sandbox_id: str
+    cancel_create: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Refuse:
+    """The operation asked cannot be done: the caller raises `error`."""
+
+    error: RockError
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,26 +291,54 @@ class Capacity:
     """Room or start slots may have grown: wake what waits for capacity (pools)."""
 
 
-Do = SendCreate | SendRemove | StartGrace | Wake | Adopt | Capacity
+Do = (
+    SendCreate
+    | SendRemove
+    | RemoveLeftover
+    | SendStop
+    | SendStart
+    | LockAndRemove
+    | Refuse
+    | StartGrace
+    | Wake
+    | Adopt
+    | Capacity
+)
 
 
 __all__ = [
     "Adopt",
     "Capacity",
+    "ChangeFailed",
+    "ChangeReplied",
     "Changed",
     "CreateAsked",
+    "DeleteAsked",
     "Do",
+    "Doing",
     "Event",
     "Failed",
     "GraceOver",
     "LinkDown",
     "LinkUp",
     "Listing",
+    "LockAndRemove",
+    "Operation",
     "Placed",
+    "Refuse",
+    "RemoveAsked",
+    "RemoveFailed",
+    "RemoveLeftover",
+    "Removed",
+    "RemovedByAdmin",
     "Replied",
     "Retried",
     "SendCreate",
     "SendRemove",
+    "SendStart",
+    "SendStop",
+    "StartAsked",
     "StartGrace",
+    "StopAsked",
     "Wake",
 ]

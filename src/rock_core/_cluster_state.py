@@ -14,7 +14,7 @@ Rules:
 - Reconcile (`Listing`) matches the agent's view of this owner's containers with the records:
   a record whose container is gone fails (or is deleted, if it was being deleted); a lost one
   is found again; a stopped one is stopped with its agent's cause; a failed create whose reply
-  was lost is kept for a retry; leftovers are removed (`SendRemove`); unknown containers are
+  was lost is kept for a retry; leftovers are removed (`RemoveLeftover`); unknown containers are
   adopted (`Adopt`). Records with a create in flight are left to that create.
 - A change pushed by an agent (`Changed`) moves only settled states: a record with a request of
   ours in flight (creating, stopping, deleting) is left to that request.
@@ -37,7 +37,9 @@ from ._cluster_events import (
     LinkDown,
     LinkUp,
     Listing,
+    Operation,
     Placed,
+    RemoveLeftover,
     Replied,
     Retried,
     SendCreate,
@@ -45,6 +47,7 @@ from ._cluster_events import (
     StartGrace,
     Wake,
 )
+from ._cluster_ops import operate
 from ._errors import AlreadyExists, RockError, TransportError
 from ._link import LinkEvent, LinkState
 from ._protocol import SandboxChanged, SandboxInfo, SandboxListReply, SandboxSpec
@@ -71,6 +74,8 @@ class ClusterState:
 
     def handle(self, event: Event, now: float) -> list[Do]:
         """Apply `event` at `now`; return what the driver must do."""
+        if isinstance(event, Operation):  # stop, start, delete of a sandbox (`_cluster_ops`)
+            return operate(self, event, now)
         out: list[Do] = []
         match event:
             case CreateAsked(record):
@@ -314,7 +319,7 @@ class ClusterState:
             pass  # the create's reply was lost: kept for a retry with its id (or a delete)
         elif state in (_S.DELETING, _S.FAILED):
             # We meant to delete it, or its create failed on a link that broke: remove it.
-            out.append(SendRemove(record.sandbox_id, host.host_id))
+            out.append(RemoveLeftover(record.sandbox_id, host.host_id))
 
     def _adopt(self, host: Host, info: SandboxInfo, out: list[Do]) -> None:
         spec = info.spec or SandboxSpec(image=info.image)

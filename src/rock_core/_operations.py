@@ -1,235 +1,217 @@
-"""What a cluster does to one of its sandboxes once it exists: stop, start, delete, requests.
+"""The async side of a cluster's per-sandbox operations: stop, start, delete, leftovers.
 
 Rules:
+- Plain functions over the cluster's state and its `Report` (the driver's
+  `Cluster._handle`: report an event, perform what needs no caller, return every action).
+  They decide nothing: `ClusterState.handle` (`_cluster_ops`) does. They take the record's
+  lock, report the events, send the requests the actions name (`SendStop`, `SendStart`,
+  `SendRemove`), raise what it refuses (`Refuse`) and report the outcome.
 - One lifecycle operation at a time per sandbox (its record's lock); a create in flight is
   waited for (stop, start) or cancelled (delete) first.
-- Outcomes move the record through its table (`_states`); an outcome that arrives after
-  something else already moved it (a lost host, a pushed change) is dropped (`fire_if`).
-- A sandbox whose host is lost answers `SandboxLost`; its delete completes when the host is
-  reconciled (or its agent reaps it when this program's lease ends).
-- The records, hosts and the room they hold are the `ClusterState`'s: this mixin reaches them
-  through `state`, and gives room back through `_release` and `_withdraw`, which the driver
-  (`_cluster.Cluster`) implements.
+- A removal that finds the sandbox already gone on its host has reached its goal (`Removed`).
 """
 
 from __future__ import annotations
 
-import abc
 import contextlib
-from typing import TypeVar
+from collections.abc import Callable
 
 import anyio
 
+from ._admission import check_features
+from ._cluster_events import (
+    ChangeFailed,
+    ChangeReplied,
+    DeleteAsked,
+    Do,
+    Doing,
+    Event,
+    Failed,
+    LockAndRemove,
+    Refuse,
+    RemoveAsked,
+    Removed,
+    RemoveFailed,
+    Replied,
+    Retried,
+    SendCreate,
+    SendRemove,
+    SendStart,
+    SendStop,
+    StartAsked,
+    StopAsked,
+)
+from ._cluster_ops import host_of, record_of
 from ._cluster_state import ClusterState
-from ._connection import AgentConnection
-from ._errors import RockError, SandboxFailed, SandboxLost, SandboxNotFound
+from ._errors import RockError, SandboxNotFound
+from ._link import LinkState
 from ._protocol import (
+    CreateSandbox,
     Done,
-    InspectSandbox,
     RemoveSandbox,
-    Reply,
     Request,
-    SandboxInfo,
     SandboxReply,
     StartSandbox,
     StopSandbox,
 )
 from ._records import Host, SandboxRecord
-from ._states import SandboxEvent, SandboxState
+from ._states import SandboxState
 
-R = TypeVar("R", bound=Reply)
-
-_E = SandboxEvent
-_S = SandboxState
+Report = Callable[[Event], list[Do]]
 
 
-class SandboxOperations(abc.ABC):
-    """The per-sandbox operations of a `Cluster`; see the module's rules."""
+def refused(actions: list[Do]) -> list[Do]:
+    """`actions`, unless the state refused: then raise its error."""
+    for action in actions:
+        if isinstance(action, Refuse):
+            raise action.error
+    return actions
 
-    state: ClusterState
-    grace: float
 
-    @abc.abstractmethod
-    def _release(self, record: SandboxRecord, *, failed_start: bool = False) -> None:
-        """Give the room `record` holds back to the scheduler (and wake who waits for it)."""
-
-    @abc.abstractmethod
-    def _withdraw(self, record: SandboxRecord) -> None:
-        """Take a pending `record` out of the queue (or give back the room just given)."""
-
-    def record(self, sandbox_id: str) -> SandboxRecord:
-        """The record of a sandbox this cluster knows, or `SandboxNotFound`."""
-        record = self.state.records.get(sandbox_id)
-        if record is None:
-            raise SandboxNotFound(f"no sandbox {sandbox_id!r} in this cluster")
-        return record
-
-    def records(self) -> list[SandboxRecord]:
-        """Every sandbox this cluster has created and not yet forgotten."""
-        return list(self.state.records.values())
-
-    async def _finish_delete(self, record: SandboxRecord) -> None:
-        with contextlib.suppress(RockError):
-            if record.state is _S.FAILED:
-                record.fire(_E.DELETE, "leftover of a failed create")
-            await self._remove_on_host(record)
-
-    def _host_of(self, record: SandboxRecord) -> Host:
-        if record.host is None or record.host not in self.state.hosts:
-            raise SandboxFailed(f"sandbox {record.sandbox_id} has no reachable host")
-        host = self.state.hosts[record.host]
-        if record.state is _S.LOST:
-            raise SandboxLost(
-                f"sandbox {record.sandbox_id} is lost: host {host.host_id} has been unreachable"
-                f" for more than {self.grace:g} s; it is reconciled if the host comes back",
-                sandbox_id=record.sandbox_id,
-                host=host.host_id,
-            )
-        return host
-
-    def _link(self, record: SandboxRecord) -> AgentConnection:
-        return self._host_of(record).link()
-
-    async def call(self, sandbox_id: str, request: Request, expect: type[R]) -> R:
-        """Send a request about a sandbox to its host's agent."""
-        record = self.record(sandbox_id)
-        if record.state is _S.DELETED:
-            raise SandboxNotFound(f"sandbox {sandbox_id} was deleted")
-        return await self._link(record).call(request, expect)
-
-    def connection(self, sandbox_id: str) -> AgentConnection:
-        """The link to the agent that holds a sandbox."""
-        record = self.record(sandbox_id)
-        if record.state is _S.DELETED:
-            raise SandboxNotFound(f"sandbox {sandbox_id} was deleted")
-        return self._link(record)
-
-    async def _settle_create(self, record: SandboxRecord) -> None:
-        """Wait for a create in flight to finish (either way) before acting on its sandbox."""
-        if record.state in (_S.PENDING, _S.CREATING) and record.create_scope is not None:
-            await record.settled.wait()
-        elif record.state is _S.PENDING and not record.settled.is_set():
-            await record.settled.wait()
-
-    def _usable(self, record: SandboxRecord, doing: str) -> None:
-        if record.state is _S.DELETED:
-            raise SandboxNotFound(
-                f"cannot {doing} sandbox {record.sandbox_id}: it was deleted",
-                sandbox_id=record.sandbox_id,
-            )
-        if record.state is _S.FAILED:
-            why = record.history[-1].reason if record.history else ""
-            raise SandboxFailed(
-                f"cannot {doing} sandbox {record.sandbox_id}: it failed ({why}); delete it",
-                sandbox_id=record.sandbox_id,
-            )
-
-    async def stop_sandbox(self, sandbox_id: str, *, timeout: float = 10.0) -> SandboxRecord:
-        """Stop a running sandbox (kept, restartable); stopping a stopped one is a no-op."""
-        return await self._change(
-            sandbox_id,
-            "stop",
-            already=_S.STOPPED,
-            events=(_E.STOP, _E.FAIL, _E.STOPPED),
-            reasons=("stop failed", "container stopped"),
-            request=StopSandbox(sandbox_id=sandbox_id, timeout=timeout),
+async def send_create(
+    state: ClusterState, report: Report, record: SandboxRecord, send: SendCreate
+) -> None:
+    """Send a placed create to its host; report `Replied`, or `Failed` (then remove quietly
+    what a cancelled create may have made, as the state asks)."""
+    host = state.hosts[send.host_id]
+    try:
+        conn = host.link()
+        check_features(conn, record.spec)
+        reply = await conn.call(
+            CreateSandbox(sandbox_id=record.sandbox_id, spec=record.spec),
+            SandboxReply,
         )
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):
+            reason = str(exc) if isinstance(exc, RockError) else "cancelled"
+            cancelled = not isinstance(exc, RockError)
+            for action in report(Failed(record.sandbox_id, reason, cancelled)):
+                if isinstance(action, SendRemove) and action.quiet:
+                    # Cancelled mid-create: the container may exist; do not leave it behind.
+                    await remove_quietly(host, action.sandbox_id)
+        raise
+    report(Replied(record.sandbox_id, reply.sandbox))
 
-    async def start_sandbox(self, sandbox_id: str) -> SandboxRecord:
-        """Start a stopped sandbox again (its files are kept; sessions are new)."""
-        return await self._change(
-            sandbox_id,
-            "start",
-            already=_S.RUNNING,
-            events=(_E.START, _E.CREATE_FAILED, _E.CREATED),
-            reasons=("restart failed", "container running again"),
-            request=StartSandbox(sandbox_id=sandbox_id),
-        )
 
-    async def _change(
-        self,
-        sandbox_id: str,
-        doing: str,
-        *,
-        already: SandboxState,
-        events: tuple[SandboxEvent, SandboxEvent, SandboxEvent],
-        reasons: tuple[str, str],
-        request: Request,
-    ) -> SandboxRecord:
-        """Stop or start: one lifecycle call at a time per sandbox; a no-op if it is
-        `already` there. `events` are (begin, failed, done); `reasons` (failed, done)."""
-        record = self.record(sandbox_id)
-        await self._settle_create(record)
-        begin, failed, done = events
-        async with record.lock:
-            if record.state is already:
-                return record
-            self._usable(record, doing)
-            conn = self._link(record)
-            record.fire(begin, f"{doing} requested")
+async def retry_create(state: ClusterState, report: Report, failed: SandboxRecord) -> SandboxRecord:
+    """Create again on the same host a sandbox whose first create lost its reply.
+
+    The agent's create is idempotent for an id and spec: it answers with the container the
+    first attempt made, or makes it now. Never another host: the first container may exist.
+    """
+    host = host_of(state, failed, anyio.current_time())  # HostUnavailable while the link is down
+    reply = await host.link().call(
+        CreateSandbox(sandbox_id=failed.sandbox_id, spec=failed.spec),
+        SandboxReply,
+    )
+    report(Retried(failed, host.host_id, reply.sandbox))
+    return state.records[failed.sandbox_id]
+
+
+async def change(
+    state: ClusterState, report: Report, asked: StopAsked | StartAsked
+) -> SandboxRecord:
+    """Stop or start a sandbox: one lifecycle call at a time per sandbox."""
+    sandbox_id = asked.sandbox_id
+    record = record_of(state, sandbox_id)
+    if record.creating:
+        await record.settled.wait()
+    doing: Doing = "stop" if isinstance(asked, StopAsked) else "start"
+    async with record.lock:
+        for send in refused(report(asked)):
+            request: Request
+            if isinstance(send, SendStop):
+                request = StopSandbox(sandbox_id=sandbox_id, timeout=send.timeout)
+            elif isinstance(send, SendStart):
+                request = StartSandbox(sandbox_id=sandbox_id)
+            else:
+                continue
             try:
-                reply = await conn.call(request, SandboxReply)
+                reply = await state.hosts[send.host_id].link().call(request, SandboxReply)
             except RockError as exc:
-                record.fire_if(failed, f"{reasons[0]}: {exc}")
+                report(ChangeFailed(sandbox_id, doing, str(exc)))
                 raise
-            record.info = reply.sandbox
-            record.fire_if(done, reasons[1])
-        return record
+            report(ChangeReplied(sandbox_id, doing, reply.sandbox))
+    return record
 
-    async def delete_sandbox(self, sandbox_id: str) -> SandboxRecord:
-        """Remove a sandbox and its container; deleting a deleted one is a no-op.
 
-        A create in flight is cancelled first (its caller gets `SandboxNotFound`).
-        """
-        record = self.record(sandbox_id)
-        if record.state is _S.DELETED:
-            return record
-        if record.state is _S.PENDING:
-            # Out of the queue; or placed, but its create has not resumed yet: room back now.
-            self._withdraw(record)
-            record.fire(_E.DELETE, "deleted before placement")
-            record.placed.set()  # wake its create, which then reports the deletion
-            return record
-        if record.create_scope is not None:
-            record.create_scope.cancel()
+async def delete(state: ClusterState, report: Report, sandbox_id: str) -> SandboxRecord:
+    """Remove a sandbox and its container; deleting a deleted one is a no-op."""
+    record = record_of(state, sandbox_id)
+    for action in report(DeleteAsked(sandbox_id)):
+        if not isinstance(action, LockAndRemove):
+            continue
+        if action.cancel_create and record.create_scope is not None:
+            record.create_scope.cancel()  # its caller gets `SandboxNotFound`
             await record.settled.wait()
         async with record.lock:
-            if record.lifecycle.state is _S.DELETED:  # deleted while we waited
-                return record
-            if record.state is _S.LOST:
-                # Its host is away: the delete completes when the host is reconciled (or the
-                # agent reaps it when this program's lease ends).
-                record.fire(_E.DELETE, "delete requested while its host is lost")
-                return record
-            if record.state is not _S.DELETING:
-                record.fire_if(_E.DELETE, "delete requested")
-            await self._remove_on_host(record)
-        return record
+            await remove(state, report, RemoveAsked(sandbox_id))
+    return record
 
-    async def _remove_on_host(self, record: SandboxRecord) -> None:
-        """Remove a `deleting` sandbox's container; `deleted` when it is gone."""
+
+async def remove(state: ClusterState, report: Report, asked: RemoveAsked) -> None:
+    """Remove a sandbox's container on its host; report `Removed` when it is gone."""
+    sandbox_id = asked.sandbox_id
+    for send in refused(report(asked)):
+        if not isinstance(send, SendRemove):
+            continue
         try:
-            conn = self._host_of(record).link()
-            await conn.call(RemoveSandbox(sandbox_id=record.sandbox_id), Done)
+            await state.hosts[send.host_id].link().call(RemoveSandbox(sandbox_id=sandbox_id), Done)
         except SandboxNotFound:
             pass  # already gone on the host: the goal is reached
         except RockError as exc:
-            record.fire_if(_E.FAIL, f"delete failed: {exc}")
+            report(RemoveFailed(sandbox_id, str(exc)))
             raise
-        record.fire_if(_E.DELETED, "container removed")
-        self._release(record)
-
-    async def inspect(self, sandbox_id: str) -> SandboxInfo:
-        """The agent's live view of a sandbox."""
-        conn = self.connection(sandbox_id)
-        reply = await conn.call(InspectSandbox(sandbox_id=sandbox_id), SandboxReply)
-        self.record(sandbox_id).info = reply.sandbox
-        return reply.sandbox
-
-    async def _remove_quietly(self, host: Host, sandbox_id: str) -> None:
-        with contextlib.suppress(RockError), anyio.move_on_after(30):
-            conn = host.link()
-            await conn.call(RemoveSandbox(sandbox_id=sandbox_id), Done)
+        report(Removed(sandbox_id))
 
 
-__all__ = ["SandboxOperations"]
+async def remove_leftover(state: ClusterState, report: Report, sandbox_id: str) -> None:
+    """Finish deleting a sandbox reconcile found (a failed create's container, or a delete
+    the link broke under); errors are dropped (the next reconcile tries again)."""
+    with contextlib.suppress(RockError):
+        await remove(state, report, RemoveAsked(sandbox_id, "leftover of a failed create"))
+
+
+async def delete_all(state: ClusterState, report: Report) -> None:
+    """Delete every sandbox the cluster still holds on a connected host (on exit), 16 at a
+    time, within 120 s, shielded; errors are dropped."""
+    hosts = state.hosts
+    live = [
+        r
+        for r in state.records.values()
+        if r.state not in (SandboxState.DELETED, SandboxState.PENDING, SandboxState.LOST)
+        and r.host in hosts
+        and hosts[r.host].state == LinkState.CONNECTED
+    ]
+    limiter = anyio.CapacityLimiter(16)
+
+    async def one(record: SandboxRecord) -> None:
+        async with limiter:
+            with contextlib.suppress(RockError):
+                await delete(state, report, record.sandbox_id)
+
+    with anyio.CancelScope(shield=True), anyio.move_on_after(120):
+        async with anyio.create_task_group() as tg:
+            for record in live:
+                tg.start_soon(one, record)
+
+
+async def remove_quietly(host: Host, sandbox_id: str) -> None:
+    """Remove a container a cancelled create may have made; errors are dropped."""
+    with contextlib.suppress(RockError), anyio.move_on_after(30):
+        conn = host.link()
+        await conn.call(RemoveSandbox(sandbox_id=sandbox_id), Done)
+
+
+__all__ = [
+    "Report",
+    "change",
+    "delete",
+    "delete_all",
+    "refused",
+    "remove",
+    "remove_leftover",
+    "remove_quietly",
+    "retry_create",
+    "send_create",
+]

@@ -74,6 +74,16 @@ class SandboxRecord:
         return self._lock
 
     @property
+    def creating(self) -> bool:
+        """Its create is in flight (or it waits to be placed): stop and start wait for it."""
+        state = self.state
+        if state is SandboxState.PENDING and not self.settled.is_set():
+            return True
+        return state in (SandboxState.PENDING, SandboxState.CREATING) and (
+            self.create_scope is not None
+        )
+
+    @property
     def retryable(self) -> bool:
         """A create with a chosen id failed on a broken link: its container may exist."""
         return (
@@ -135,17 +145,22 @@ class Host:
     def link(self) -> AgentConnection:
         """The live connection, or `HostUnavailable` while the link is down."""
         if self.connection is None or self.connection.closed:
-            since = (
-                ""
-                if self.down_since is None
-                else (f" for {anyio.current_time() - self.down_since:.1f} s")
-            )
-            error = f" (last error: {self.last_error})" if self.last_error else ""
-            raise HostUnavailable(
-                f"host {self.host_id} is {self.state}: its link has been down{since}{error}",
-                host=self.host_id,
-            )
+            raise self._down(anyio.current_time())
         return self.connection
+
+    def unavailable(self, now: float) -> HostUnavailable | None:
+        """The `HostUnavailable` to raise at `now` while the link is down (else None)."""
+        if self.connection is None or self.connection.closed:
+            return self._down(now)
+        return None
+
+    def _down(self, now: float) -> HostUnavailable:
+        since = "" if self.down_since is None else f" for {now - self.down_since:.1f} s"
+        error = f" (last error: {self.last_error})" if self.last_error else ""
+        return HostUnavailable(
+            f"host {self.host_id} is {self.state}: its link has been down{since}{error}",
+            host=self.host_id,
+        )
 
 
 __all__ = ["Flag", "Host", "SandboxRecord"]
