@@ -118,6 +118,10 @@ async def change(
         await record.settled.wait()
     doing: Doing = "stop" if isinstance(asked, StopAsked) else "start"
     async with record.lock:
+        if state.records.get(sandbox_id) is not record:  # deleted and made anew as we waited
+            raise SandboxNotFound(
+                f"cannot {doing} sandbox {sandbox_id}: it was deleted", sandbox_id=sandbox_id
+            )
         for send in refused(report(asked)):
             request: Request
             if isinstance(send, SendStop):
@@ -145,6 +149,8 @@ async def delete(state: ClusterState, report: Report, sandbox_id: str) -> Sandbo
             record.create_scope.cancel()  # its caller gets `SandboxNotFound`
             await record.settled.wait()
         async with record.lock:
+            if state.records.get(sandbox_id) is not record:
+                break  # deleted (and made anew) while this delete waited: nothing left to do
             await remove(state, report, RemoveAsked(sandbox_id))
     return record
 
@@ -152,6 +158,7 @@ async def delete(state: ClusterState, report: Report, sandbox_id: str) -> Sandbo
 async def remove(state: ClusterState, report: Report, asked: RemoveAsked) -> None:
     """Remove a sandbox's container on its host; report `Removed` when it is gone."""
     sandbox_id = asked.sandbox_id
+    record = state.records.get(sandbox_id)
     for send in refused(report(asked)):
         if not isinstance(send, SendRemove):
             continue
@@ -160,9 +167,11 @@ async def remove(state: ClusterState, report: Report, asked: RemoveAsked) -> Non
         except SandboxNotFound:
             pass  # already gone on the host: the goal is reached
         except RockError as exc:
-            report(RemoveFailed(sandbox_id, str(exc)))
+            if state.records.get(sandbox_id) is record:
+                report(RemoveFailed(sandbox_id, str(exc)))
             raise
-        report(Removed(sandbox_id))
+        if state.records.get(sandbox_id) is record:  # not a new sandbox of the same id
+            report(Removed(sandbox_id))
 
 
 async def remove_leftover(state: ClusterState, report: Report, sandbox_id: str) -> None:

@@ -6,16 +6,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from rock_core import (
     Cluster,
     SandboxFailed,
     SandboxNotFound,
+    SandboxRecord,
     SandboxSpec,
     SandboxState,
 )
-from rock_core.testing import open_fake_cluster
+from rock_core.testing import FakeCluster, open_fake_cluster
 from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
@@ -182,3 +184,55 @@ async def test_a_create_retried_after_a_cancelled_one_starts_afresh() -> None:
         assert first_record.state is SandboxState.FAILED
         assert results == [SandboxState.RUNNING]
         assert list(cluster.agents["fake-0"].sandboxes) == ["r1"]
+
+
+# ---------------------------------------------------------------------------- the same id anew
+
+
+async def deleted_then_made_anew(cluster: FakeCluster, sandbox_id: str) -> SandboxRecord:
+    """Once `sandbox_id` is deleted, create a new sandbox under the same id."""
+    while cluster.record(sandbox_id).state is not SandboxState.DELETED:
+        await anyio.lowlevel.checkpoint()  # at once: before the waiting operation resumes
+    return await cluster.create_sandbox(SPEC, sandbox_id=sandbox_id)
+
+
+async def test_a_second_delete_that_waited_leaves_a_new_sandbox_of_the_same_id_alone() -> None:
+    async with open_fake_cluster(1, cpus=8, memory=64 * GiB) as cluster:
+        old = await cluster.create_sandbox(SPEC, sandbox_id="sb-x")
+        made: list[SandboxRecord] = []
+
+        async def make() -> None:
+            made.append(await deleted_then_made_anew(cluster, "sb-x"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cluster.delete_sandbox, "sb-x")
+            tg.start_soon(cluster.delete_sandbox, "sb-x")  # waits on the old record's lock
+            tg.start_soon(make)
+        assert old.state is SandboxState.DELETED
+        assert made[0] is not old and made[0].state is SandboxState.RUNNING
+        assert cluster.record("sb-x") is made[0]
+        assert "sb-x" in cluster.agents["fake-0"].sandboxes  # its container stays
+
+
+async def test_a_stop_that_waited_behind_a_delete_does_not_stop_the_new_sandbox() -> None:
+    async with open_fake_cluster(1, cpus=8, memory=64 * GiB) as cluster:
+        await cluster.create_sandbox(SPEC, sandbox_id="sb-x")
+        made: list[SandboxRecord] = []
+        refused: list[BaseException] = []
+
+        async def stop() -> None:
+            await anyio.lowlevel.checkpoint()  # behind the delete, on the old record's lock
+            try:
+                await cluster.stop_sandbox("sb-x")
+            except SandboxNotFound as exc:
+                refused.append(exc)
+
+        async def make() -> None:
+            made.append(await deleted_then_made_anew(cluster, "sb-x"))
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(cluster.delete_sandbox, "sb-x")
+            tg.start_soon(stop)
+            tg.start_soon(make)
+        assert [str(e) for e in refused] == ["cannot stop sandbox sb-x: it was deleted"]
+        assert made[0].state is SandboxState.RUNNING
