@@ -14,7 +14,9 @@ Rules:
 - Reconcile (`Listing`) matches the agent's view of this owner's containers with the records:
   a record whose container is gone fails (or is deleted, if it was being deleted); a lost one
   is found again; a stopped one is stopped with its agent's cause; a failed create whose reply
-  was lost is kept for a retry; leftovers are removed (`RemoveLeftover`); unknown containers are
+  was lost is kept for a retry; leftovers (a delete the link broke under, a create that
+  failed) are removed (`RemoveLeftover`), but a sandbox that failed after it was made (a lost
+  stop or start reply) keeps its container for its owner to decide; unknown containers are
   adopted (`Adopt`). Records with a create in flight are left to that create.
 - A change pushed by an agent (`Changed`) moves only settled states: a record with a request of
   ours in flight (creating, stopping, deleting) is left to that request.
@@ -317,8 +319,10 @@ class ClusterState:
                 record.fire(_E.FAIL, f"its container is {info.state} (exit code {info.exit_code})")
         elif state is _S.FAILED and record.retryable:
             pass  # the create's reply was lost: kept for a retry with its id (or a delete)
-        elif state in (_S.DELETING, _S.FAILED):
-            # We meant to delete it, or its create failed on a link that broke: remove it.
+        elif state is _S.DELETING or (state is _S.FAILED and not _was_created(record)):
+            # We meant to delete it, or its create failed on a link that broke: remove it. A
+            # sandbox that failed later (a stop or start whose reply was lost) keeps its
+            # container and files: its owner decides (delete, or the cluster's exit).
             out.append(RemoveLeftover(record.sandbox_id, host.host_id))
 
     def _adopt(self, host: Host, info: SandboxInfo, out: list[Do]) -> None:
@@ -336,6 +340,11 @@ class ClusterState:
         self.records[info.sandbox_id] = record
         self.hold(host.host_id, record)
         out.append(Adopt(info.sandbox_id, host.host_id))
+
+
+def _was_created(record: SandboxRecord) -> bool:
+    """Whether the sandbox's create ever succeeded (its container was made for it)."""
+    return any(t.event is _E.CREATED for t in record.history)
 
 
 __all__ = ["ClusterState"]

@@ -185,6 +185,33 @@ def test_a_stop_whose_reply_is_lost_fails_the_sandbox() -> None:
     assert record.history[-1].reason == "stop failed: the link broke mid-request"
 
 
+def test_a_sandbox_whose_stop_or_start_reply_was_lost_keeps_its_container_at_reconnect() -> None:
+    for doing in ("stop", "start"):
+        run = connected()
+        record = run.create("sb-1") if doing == "stop" else stopped(run, "sb-1")
+        run.feed(StopAsked("sb-1", 10.0) if doing == "stop" else StartAsked("sb-1"))
+        run.feed(ChangeFailed("sb-1", doing, "the link broke mid-request"))
+        run.state.hosts["h1"].connection = None
+        run.feed(LinkDown("h1", "reset"), at=10.0)
+        run.feed(LinkUp("mem://h1", welcome(), known="h1"), at=12.0)
+        found = "exited" if doing == "stop" else "running"
+        actions = run.feed(listing(info("sb-1", found)), at=12.0)
+        assert not [a for a in actions if isinstance(a, (RemoveLeftover, SendRemove))], doing
+        assert record.state is S.FAILED  # its owner decides: delete it, or the cluster's exit
+
+
+def test_a_create_that_failed_on_a_broken_link_is_removed_as_a_leftover_at_reconnect() -> None:
+    run = connected()
+    run.feed(CreateAsked(SandboxRecord("sb-1", SPEC)))
+    run.feed(Placed("sb-1"))
+    run.feed(Failed("sb-1", "the agent refused: no room", cancelled=False))
+    run.state.hosts["h1"].connection = None
+    run.feed(LinkDown("h1", "reset"), at=10.0)
+    run.feed(LinkUp("mem://h1", welcome(), known="h1"), at=12.0)
+    actions = run.feed(listing(info("sb-1")), at=12.0)
+    assert [a for a in actions if isinstance(a, RemoveLeftover)] == [RemoveLeftover("sb-1", "h1")]
+
+
 def test_a_stop_reply_that_arrives_after_the_host_was_lost_is_dropped() -> None:
     run = connected()
     record = run.create("sb-1")
