@@ -126,7 +126,15 @@ def operate(rooms: Rooms, event: Operation, now: float) -> list[Do]:
             rooms.records[sandbox_id].fire_if(_E.FAIL, f"delete failed: {error}")
         case RemovedByAdmin(sandbox_id):
             known = rooms.records.get(sandbox_id)
-            if known is not None and known.state is not _S.DELETED:
+            if known is None or known.state is _S.DELETED:
+                pass  # not ours, or gone already
+            elif known.state is _S.PENDING:  # queued: out of the queue, as a delete would
+                rooms.withdraw(known, now, out)
+                known.fire(_E.DELETE, "removed by id before placement")
+                out.append(Wake(sandbox_id))
+            elif not known.settled.is_set():
+                pass  # its create is in flight: its outcome (and the next reconcile) decide
+            else:
                 if known.fire_if(_E.DELETE, "removed by id"):
                     known.fire(_E.DELETED, "container removed")
                 rooms.release(known, now, out)

@@ -361,6 +361,26 @@ def test_an_admin_removal_deletes_our_record_and_gives_its_room_back() -> None:
     assert run.feed(RemovedByAdmin("someone-elses")) == []  # not ours: nothing to record
 
 
+def test_an_admin_removal_of_a_queued_record_takes_it_out_of_the_queue() -> None:
+    run = connected(cpus=2)
+    run.create("sb-1")
+    queued = SandboxRecord("sb-q", SPEC)
+    run.feed(CreateAsked(queued))
+    assert run.feed(RemovedByAdmin("sb-q")) == [Capacity(), Wake("sb-q")]
+    assert run.steps("sb-q") == [("delete", "deleted")]
+    assert run.feed(Placed("sb-q")) == []  # its create wakes and sends nothing
+    assert run.held() == 1
+
+
+def test_an_admin_removal_leaves_a_create_in_flight_to_its_outcome() -> None:
+    run = connected()
+    creating = SandboxRecord("sb-c", SPEC)
+    run.feed(CreateAsked(creating))
+    run.feed(Placed("sb-c"))
+    assert run.feed(RemovedByAdmin("sb-c")) == []
+    assert creating.state is S.CREATING and run.held() == 1
+
+
 def test_an_admin_removal_of_a_deleting_record_gives_its_room_back_only() -> None:
     run = connected()
     record = run.create("sb-1")
