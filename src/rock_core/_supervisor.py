@@ -76,7 +76,8 @@ async def supervise(
 
 @asynccontextmanager
 async def _connect(connector: Connector) -> AsyncIterator[ByteStream]:
-    """`connector.connect()`, with its foreign errors on the way in as `TransportError`."""
+    """`connector.connect()`, with its foreign errors on the way in and out as
+    `TransportError` (a cancellation stays one)."""
     try:
         opening = connector.connect()
         stream = await opening.__aenter__()
@@ -87,10 +88,23 @@ async def _connect(connector: Connector) -> AsyncIterator[ByteStream]:
     try:
         yield stream
     except BaseException as exc:
-        if not await opening.__aexit__(type(exc), exc, exc.__traceback__):
+        try:
+            suppressed = await opening.__aexit__(type(exc), exc, exc.__traceback__)
+        except RockError:
+            raise
+        except Exception as closing:
+            if not isinstance(exc, Exception):
+                raise exc from closing  # a cancellation stays one
+            raise TransportError(f"closing the link to {connector.name}: {closing!r}") from exc
+        if not suppressed:
             raise
     else:
-        await opening.__aexit__(None, None, None)
+        try:
+            await opening.__aexit__(None, None, None)
+        except RockError:
+            raise
+        except Exception as closing:
+            raise TransportError(f"closing the link to {connector.name}: {closing!r}") from closing
 
 
 async def _heartbeat(conn: AgentConnection, every: float, timeout: float) -> str:

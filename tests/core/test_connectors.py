@@ -4,7 +4,8 @@ connector the caller built are its own."""
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 
 import anyio
 import pytest
@@ -78,6 +79,30 @@ async def test_a_foreign_error_at_a_reconnect_is_a_link_failure_retried_not_a_cr
         await anyio.sleep(20)  # within the grace period: the link comes back
         assert host.state == LinkState.CONNECTED
         assert cluster.record(record.sandbox_id).state.value == "running"
+
+
+class BadClose(Flaky):
+    """A connector whose stream's closing raises a foreign error (a reset socket's close)."""
+
+    def connect(self) -> AbstractAsyncContextManager[ByteStream]:
+        return self._connect()
+
+    @asynccontextmanager
+    async def _connect(self) -> AsyncIterator[ByteStream]:
+        self.connects += 1
+        async with self.inner.connect() as stream:
+            yield stream
+        raise ConnectionResetError(104, "Connection reset by peer")
+
+
+async def test_a_foreign_error_closing_a_link_is_a_link_failure_retried_not_a_crash() -> None:
+    agent = LeasedAgent()
+    connector = BadClose(agent)
+    async with open_cluster([connector], LINK) as cluster:
+        await agent.disconnect()  # the link ends; closing its stream raises
+        await anyio.sleep(5)
+        assert cluster.hosts[agent.host_id].state == LinkState.CONNECTED
+        assert connector.connects >= 2
 
 
 async def test_a_given_address_connector_keeps_its_own_ssh_options() -> None:
