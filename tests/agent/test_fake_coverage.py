@@ -21,6 +21,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, ParamSpec
 
+import anyio
 import pytest
 
 from rock_agent import AgentServer, open_agent
@@ -29,7 +30,7 @@ from rock_agent.testing import FakeRuntime, open_fake_connection
 from rock_core import AgentConnection
 from rock_core._connection import unwrap_single_errors
 from rock_core._endpoint import Connection
-from rock_core._protocol import ClientMessage, Ping, Pong, Request, SandboxSpec
+from rock_core._protocol import ClientMessage, Ping, Pong, Request, SandboxChanged, SandboxSpec
 
 from ..conftest import SH_IMAGE
 
@@ -96,6 +97,19 @@ class Fake:
     ) -> AbstractAsyncContextManager[AgentConnection]:
         """Another connection to the same agent."""
         return open_fake_connection(self.server, owner=owner, admin=admin)
+
+    def watch(self) -> tuple[list[SandboxChanged], anyio.Event]:
+        """The owner's pushed changes, and an event set at the first "stopped" one."""
+        changes: list[SandboxChanged] = []
+        stopped = anyio.Event()
+
+        def on_event(change: SandboxChanged) -> None:
+            changes.append(change)
+            if change.state == "stopped":
+                stopped.set()
+
+        self.conn.on_event = on_event
+        return changes, stopped
 
 
 @asynccontextmanager

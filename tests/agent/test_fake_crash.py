@@ -15,14 +15,13 @@ from rock_core._errors import BadRequest, SandboxFailed, SandboxNotFound
 from rock_core._protocol import (
     CreateSandbox,
     InspectSandbox,
-    SandboxChanged,
     SandboxReply,
     StartSandbox,
 )
 from rock_core.protocol import SandboxSpec
 
 from ..conftest import SH_IMAGE
-from .test_fake_coverage import Fake, anyio_backend, covers, open_fake, spec
+from .test_fake_coverage import anyio_backend, covers, open_fake, spec
 
 __all__ = ["anyio_backend"]
 
@@ -112,25 +111,11 @@ async def test_crash_refuses_a_stopped_or_unknown_sandbox() -> None:
             await runtime.crash("gone")
 
 
-async def watch(fake: Fake) -> tuple[list[SandboxChanged], anyio.Event]:
-    """The owner's pushed changes, and an event set at the first "stopped" one."""
-    changes: list[SandboxChanged] = []
-    stopped = anyio.Event()
-
-    def on_event(change: SandboxChanged) -> None:
-        changes.append(change)
-        if change.state == "stopped":
-            stopped.set()
-
-    fake.conn.on_event = on_event
-    return changes, stopped
-
-
 @covers(CreateSandbox, InspectSandbox, StartSandbox)
 async def test_a_crashed_sandbox_is_pushed_to_its_owner_with_the_engine_as_cause() -> None:
     async with open_fake() as fake:
         conn = fake.conn
-        changes, stopped = await watch(fake)
+        changes, stopped = fake.watch()
         await conn.call(
             CreateSandbox(id=conn.next_id(), sandbox_id="box", spec=spec()), SandboxReply
         )
@@ -152,7 +137,7 @@ async def test_an_oom_crash_is_pushed_as_the_real_agent_says_it() -> None:
     # and its "oom" event is not one the agent follows): the owner hears exit code 137.
     async with open_fake() as fake:
         conn = fake.conn
-        changes, stopped = await watch(fake)
+        changes, stopped = fake.watch()
         await conn.call(
             CreateSandbox(id=conn.next_id(), sandbox_id="box", spec=spec()), SandboxReply
         )

@@ -22,7 +22,6 @@ from rock_core._protocol import (
     Keepalive,
     ListSandboxes,
     RemoveSandbox,
-    SandboxChanged,
     SandboxListReply,
     SandboxReply,
     SetTimeouts,
@@ -124,15 +123,7 @@ async def test_timeouts_are_set_and_kept_alive() -> None:
 @covers(CreateSandbox)
 async def test_an_ended_lifetime_stops_the_sandbox_and_tells_its_owner() -> None:
     async with open_fake() as fake:
-        changes: list[SandboxChanged] = []
-        stopped = anyio.Event()
-
-        def on_event(change: SandboxChanged) -> None:
-            changes.append(change)
-            if change.state == "stopped":
-                stopped.set()
-
-        fake.conn.on_event = on_event
+        changes, stopped = fake.watch()
         await create(fake, "short", lifetime=0.5)
         with anyio.fail_after(30):
             await stopped.wait()
