@@ -57,8 +57,11 @@ async def open_agent(
         try:
             yield server
         finally:
-            if working.is_set():
+            if working.is_set() or server.engine_answered:
+                # A short-lived client (`rock ps`) may be done before the loops even began:
+                # the start-up reap still runs, once, before the agent goes.
                 with anyio.move_on_after(FIRST_REAP_WAIT, shield=True):
+                    await working.wait()
                     await server.first_reap_done.wait()
             tg.cancel_scope.cancel()
             with anyio.CancelScope(shield=True):

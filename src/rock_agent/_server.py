@@ -246,6 +246,11 @@ class AgentServer:
 
     # ------------------------------------------------------------------ connections
 
+    @property
+    def engine_answered(self) -> bool:
+        """Whether the engine has answered this agent (a client was welcomed)."""
+        return self._resources is not None
+
     async def serve(self, stream: ByteStream, peer: Peer) -> None:
         """Serve one connection until it ends; never raises (but cancellation)."""
         await serve_connection(stream, self, peer=peer)
