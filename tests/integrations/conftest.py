@@ -1,0 +1,30 @@
+"""Integration tests against real third-party packages (the optional extras).
+
+`.ci/run` installs every extra and sets ROCK_REQUIRE_EXTRAS=1, so there a missing package is
+a failure, never a skip. Elsewhere a test whose package is absent is skipped with the install
+command in its reason.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from types import ModuleType
+
+import pytest
+
+
+def require(module: str, extra: str) -> ModuleType:
+    """Import `module`, or skip (fail under ROCK_REQUIRE_EXTRAS=1) naming the extra."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        reason = f"{module} is not installed: pip install 'rock-kit[{extra}]' ({exc})"
+        if os.environ.get("ROCK_REQUIRE_EXTRAS") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def anyio_backend() -> str:
+    return "asyncio"
