@@ -3,7 +3,8 @@
 # use (built locally: no registry is needed), an OpenSSH server on loopback for the SSH tests,
 # and the package installed. Idempotent: each step is skipped when already done.
 #
-#   ROCK_SETUP_SKIP_SSHD=1   skip the sshd step
+#   ROCK_SETUP_SKIP_SSHD=1     skip the sshd step
+#   ROCK_SETUP_SKIP_PACKAGE=1  do not install the package into python3 (the quickstart uses a venv)
 #   ROCK_SSH_DIR=DIR         where the test sshd keeps its keys and config (/tmp/rock-sshd)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -105,8 +106,12 @@ CONF
 fi
 
 # ---------------------------------------------------------------- the package
-if ! python3 -c "import rock_sdk, rock_agent, pytest_timeout" >/dev/null 2>&1; then
-    say "installing rock-kit (editable, with dev tools)"
+# For the tests: this checkout, editable, in the Python that runs them. Another checkout's
+# rock_sdk does not count. (scripts/quickstart.sh installs into a venv of its own instead.)
+if [ "${ROCK_SETUP_SKIP_PACKAGE:-0}" != 1 ] && ! python3 -c "
+import sys, rock_sdk, rock_agent, pytest_timeout
+sys.exit(not rock_sdk.__file__.startswith('$PWD/src/'))" >/dev/null 2>&1; then
+    say "installing rock-kit from $PWD (editable, with dev tools)"
     python3 -m pip install -q -e ".[dev,ssh]"
 fi
 say "host ready: $(docker version --format 'engine {{.Server.Version}}'), images python:3.11 and rock-test/busybox:latest"

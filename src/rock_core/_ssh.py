@@ -8,7 +8,9 @@ How a link is made (`open_ssh_stream`):
    address, else the systemd service's. Nothing on the host listens on TCP.
 3. No agent there: run ``rock-agent ensure`` once over an exec channel. It starts an agent in
    the background (one that outlives this link, so leases, not the link, decide when sandboxes
-   go) and prints its socket; forward to that.
+   go) and prints its socket; forward to that. The default command is looked for on the
+   login's ``PATH``, then where docs/operations.md installs it (``/opt/rock-agent/bin``) and
+   where ``pipx`` puts it (``~/.local/bin``): an SSH command's ``PATH`` rarely has either.
 
 Every failure becomes its own error: `HostUnreachable`, `AuthenticationFailed`,
 `HostKeyMismatch`, `AgentNotInstalled`, or `TransportError` for the rest. asyncssh runs on
@@ -47,9 +49,14 @@ log = logging.getLogger("rock_core.ssh")
 
 ENSURE_TIMEOUT = 60.0
 INSTALL_HINT = (
-    "install it there (for example `python3 -m pip install 'rock-kit'`, which puts `rock-agent`"
-    " on PATH; see docs/operations.md), or name its command with '?agent=/path/to/rock-agent'"
+    "install it there in a venv of its own, from a clone or a wheel built with `python3 -m build`"
+    " (`python3 -m venv /opt/rock-agent && /opt/rock-agent/bin/pip install ./rock-kit`, which"
+    " is found there; see docs/operations.md), or name its command with"
+    " '?agent=/path/to/rock-agent'"
 )
+DEFAULT_AGENT = "rock-agent"
+# Where the default command is looked for after PATH, in order (a POSIX shell runs the search).
+AGENT_PLACES = ("/opt/rock-agent/bin/rock-agent", "$HOME/.local/bin/rock-agent")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -236,12 +243,27 @@ def _forwarding_refused(address: HostAddress, exc: Exception) -> TransportError:
     )
 
 
-async def _ensure(conn: asyncssh.SSHClientConnection, address: HostAddress) -> str:
+def _ensure_command(address: HostAddress) -> tuple[list[str], str]:
+    """The ``ensure`` command for the host (as shown in errors) and the line the host runs."""
     command = [*shlex.split(address.agent), "ensure"]
     if address.path:
         command += ["--socket", address.path]
+    if address.agent != DEFAULT_AGENT:
+        return command, shlex.join(command)
+    # sh -c 'SCRIPT' sh ARGS...: the first of PATH's rock-agent and AGENT_PLACES that exists.
+    places = " ".join(f'"{place}"' for place in AGENT_PLACES)
+    script = (
+        f'for a in "$(command -v {DEFAULT_AGENT})" {places}; do'
+        ' if [ -n "$a" ] && [ -x "$a" ]; then exec "$a" "$@"; fi; done;'
+        f' echo "{DEFAULT_AGENT}: command not found" >&2; exit 127'
+    )
+    return command, shlex.join(["sh", "-c", script, "sh", *command[1:]])
+
+
+async def _ensure(conn: asyncssh.SSHClientConnection, address: HostAddress) -> str:
+    command, line = _ensure_command(address)
     try:
-        result = await conn.run(shlex.join(command), check=False, timeout=ENSURE_TIMEOUT)
+        result = await conn.run(line, check=False, timeout=ENSURE_TIMEOUT)
     except TimeoutError as exc:
         raise TransportError(
             f"{address.text}: `{shlex.join(command)}` did not finish within {ENSURE_TIMEOUT:g} s",
