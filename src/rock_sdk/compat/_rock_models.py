@@ -289,7 +289,7 @@ class SandboxConfig(_Model, kw_only=True):
             seconds = getattr(config, name)
             if seconds is not None and seconds <= 0:
                 raise BadRequest(f"SandboxConfig.{name} must be positive, got {seconds!r}")
-        return KitConfig(
+        kit = KitConfig(
             image=config.image,
             cpus=config.cpus,
             memory=config.memory,
@@ -300,3 +300,5 @@ class SandboxConfig(_Model, kw_only=True):
             on_expire="delete",
             auto_delete_after=config.auto_delete_seconds,
         )
+        kit.to_spec()  # every value checked now, before a start
+        return kit

@@ -54,10 +54,12 @@ def output_file_for(output_file: str | None, stamp: int) -> tuple[str, str]:
 def start_line(cmd: str, output_file: str) -> str:
     """The session line that starts `cmd` in the background and prints its pid."""
     out = shlex.quote(output_file)
-    # `disown` keeps bash from waiting for it; sh has no `disown`, and needs none.
+    # An image without `nohup` (busybox may lack it) runs the command plainly. `disown` keeps
+    # bash from waiting for it; sh has no `disown`, and needs none.
     return (
-        f"nohup {cmd} < /dev/null > {out} 2>&1 & echo {PID_START}${{!}}{PID_END};"
-        " disown 2>/dev/null || true"
+        "_rock_nohup=nohup; command -v nohup >/dev/null 2>&1 || _rock_nohup=;"
+        f" $_rock_nohup {cmd} < /dev/null > {out} 2>&1 & echo {PID_START}${{!}}{PID_END};"
+        " unset _rock_nohup; disown 2>/dev/null || true"
     )
 
 
