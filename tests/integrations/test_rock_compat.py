@@ -8,6 +8,7 @@ the python blocks of docs/integrations.md's "ROCK scripts" section run as progra
 
 from __future__ import annotations
 
+import inspect
 import os
 import re
 import subprocess
@@ -223,6 +224,26 @@ async def test_nohup_returns_the_output_file_or_where_it_is(sandbox: rock.Sandbo
 
 @pytest.mark.docker
 @pytest.mark.anyio
+async def test_temporary_sessions_are_closed_once_their_command_is_done(
+    sandbox: rock.Sandbox,
+) -> None:
+    async def sessions() -> set[str]:
+        return set((await sandbox._kit.status()).sessions)  # type: ignore[union-attr]
+
+    before = await sessions()
+    assert (await sandbox.arun("echo once")).output == "once"
+    assert (await sandbox.arun("echo twice", mode="nohup")).output == "twice"
+    with pytest.raises(CommandFailed):
+        await sandbox.arun("false")
+    assert await sessions() == before
+    late = await sandbox.arun("sleep 30", mode="nohup", wait_timeout=0.5, wait_interval=0.1)
+    assert late.exit_code == 1
+    [kept] = await sessions() - before  # the session of a command still running stays
+    assert kept.startswith("bash-")
+
+
+@pytest.mark.docker
+@pytest.mark.anyio
 async def test_nohup_failures_come_back_as_observations(sandbox: rock.Sandbox) -> None:
     late = await sandbox.arun("sleep 30", mode="nohup", wait_timeout=1, wait_interval=0.2)
     assert late.exit_code == 1
@@ -320,3 +341,16 @@ def test_plans_for_nohup_runs() -> None:
     assert plans.wait_line(9, 10) == "while kill -0 9 2>/dev/null; do sleep 0.5; done"
     with pytest.raises(BadRequest, match="wait_interval must be a positive number"):
         plans.check_wait(5, True)
+
+
+def test_the_public_surface_is_rocks_names_documented() -> None:
+    assert len(rock.__all__) == len(set(rock.__all__))
+    for name in rock.__all__:
+        obj = getattr(rock, name)
+        assert inspect.getdoc(obj), f"{name} has no docstring"
+        assert obj.__module__.rsplit(".", 1)[1].startswith("_rock_"), f"{name}: {obj.__module__}"
+        for attribute, member in vars(obj).items():
+            if not attribute.startswith("_") and inspect.isfunction(member):
+                assert inspect.getdoc(member), f"{name}.{attribute} has no docstring"
+    for name in ("CreateBashSessionRequest", "WriteFileRequest", "ReadFileRequest", "Command"):
+        assert name in rock.__all__

@@ -219,9 +219,14 @@ class Sandbox:
         if not isinstance(cmd, str) or not cmd.strip():
             raise BadRequest(f"arun: cmd must be a non-empty command line, got {cmd!r}")
         if mode == RunMode.NORMAL:
-            if session is None:
-                session = await self._temporary_session()
-            return await self.run_in_session(BashAction(command=cmd, session=session))
+            if session is not None:
+                return await self.run_in_session(BashAction(command=cmd, session=session))
+            # ROCK leaves its temporary sessions open; nobody can name one, so close it.
+            temporary = await self._temporary_session()
+            try:
+                return await self.run_in_session(BashAction(command=cmd, session=temporary))
+            finally:
+                await self._started().close_session(temporary)
         timeout, interval = plans.check_wait(wait_timeout, wait_interval)
         try:
             return await self._nohup(
@@ -244,6 +249,7 @@ class Sandbox:
     ) -> Observation:
         kit = self._started()
         stamp = time.time_ns()
+        temporary = session is None
         if session is None:
             session = await self._temporary_session()
         out, folder = plans.output_file_for(output_file, stamp)
@@ -268,6 +274,8 @@ class Sandbox:
         else:
             output = (await kit.arun(plans.read_line(out, limit), session)).output.strip()
         if finished:
+            if temporary:  # one still running would end with its session
+                await kit.close_session(session)
             return Observation(output=output, exit_code=0)
         return Observation(output=output, exit_code=1, failure_reason=outcome)
 
