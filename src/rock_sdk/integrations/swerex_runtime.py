@@ -140,10 +140,12 @@ class SwerexRuntime:
             if action.is_interactive_quit or not action.expect:
                 return await self._wait_end(action, program, timeout)
             match = await self._timed(action, program.expect(*action.expect, timeout=timeout))
+        # As SWE-ReX does, an interactive command's output is stripped of the surrounding
+        # blank lines (the newline after the previous prompt, for one).
         if match.index < 0:
             self._programs.pop(action.session, None)
-            return observation(match.before, 0)
-        return observation(match.before, 0, expect_string=action.expect[match.index])
+            return observation(match.before.strip(), 0)
+        return observation(match.before.strip(), 0, expect_string=action.expect[match.index])
 
     async def _wait_end(
         self, action: BashAction, program: InteractiveProcess, timeout: float
