@@ -366,3 +366,30 @@ def test_the_command_needs_an_api_key() -> None:
     )
     assert done.returncode == 2
     assert "the following arguments are required: --api-key" in done.stderr
+
+
+def section_code() -> list[str]:
+    doc = (ROOT / "docs" / "integrations.md").read_text()
+    section = doc.split("## SWE-agent and SWE-ReX\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+def run_python(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=300, cwd=ROOT
+    )
+
+
+@pytest.mark.slow
+def test_the_docs_code_runs(docker_engine: None) -> None:
+    (code,) = section_code()
+    done = run_python("-c", code)
+    assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.slow
+def test_the_example_runs(docker_engine: None) -> None:
+    done = run_python(str(ROOT / "examples" / "integrations" / "swerex_endpoint.py"))
+    assert done.returncode == 0, done.stderr
+    assert "'42\\n' 0\n'x = 6 * 7\\n'\n" in done.stdout
+    assert "test -e /nowhere failed, as SWE-ReX reports it\n" in done.stdout
