@@ -17,7 +17,14 @@ from typing import Any
 import aiohttp
 import pytest
 
-from rock_sdk import BadRequest, Sandbox, SandboxCluster, SandboxConfig, open_cluster
+from rock_sdk import (
+    BadRequest,
+    Sandbox,
+    SandboxCluster,
+    SandboxConfig,
+    SshOptions,
+    open_cluster,
+)
 from rock_sdk.integrations.swerex import SwerexEndpoint, serve_swerex
 
 from ..conftest import PY_IMAGE, SH_IMAGE
@@ -283,6 +290,13 @@ async def test_a_retried_request_gets_the_last_reply(endpoint: SwerexEndpoint) -
     fresh = await post(endpoint, "/execute", append, **{"X-Request-ID": "r2"})
     assert first == again and first[1]["stdout"].strip() == "1"
     assert fresh[1]["stdout"].strip() == "2"
+    failing = {"command": ["sh", "-c", "echo x >> /tmp/failing; false"], "check": True}
+    failed = await post(endpoint, "/execute", failing, **{"X-Request-ID": "r3"})
+    assert failed == await post(endpoint, "/execute", failing, **{"X-Request-ID": "r3"})
+    assert failed[0] == 511
+    assert failed[1]["swerexception"]["class_path"] == "swerex.exceptions.NonZeroExitCodeError"
+    lines = await post(endpoint, "/execute", {"command": ["wc", "-l", "/tmp/failing"]})
+    assert lines[1]["stdout"].split()[0] == "1"  # the retry did not run the command again
 
 
 async def test_leaving_closes_the_sessions(cluster: SandboxCluster) -> None:
@@ -314,6 +328,28 @@ async def test_bad_arguments(cluster: SandboxCluster) -> None:
         with pytest.raises(BadRequest, match=f"cannot listen on 127.0.0.1:{port}: "):
             async with serve_swerex(sandbox, api_key=KEY, port=port):
                 pass
+
+
+SSH_DIR = Path(os.environ.get("ROCK_SSH_DIR", "/tmp/rock-sshd"))
+
+
+async def test_a_sandbox_on_an_ssh_cluster(docker_engine: None, tmp_path: Path) -> None:
+    # The agent is started on demand on a socket of this test (it exits by itself once idle).
+    address = f"ssh://root@127.0.0.1:2222?socket={tmp_path / 'agent.sock'}"
+    ssh = SshOptions(known_hosts=str(SSH_DIR / "known_hosts"), client_keys=[str(SSH_DIR / "id")])
+    (tmp_path / "up").mkdir()
+    (tmp_path / "up" / "f.txt").write_text("over ssh\n")
+    async with (
+        open_cluster([address], ssh=ssh) as ssh_cluster,
+        await ssh_cluster.create_sandbox(SandboxConfig(image=SH_IMAGE, memory="64m")) as sb,
+        serve_swerex(sb, api_key=KEY) as served,
+    ):
+        assert served.host == "127.0.0.1"  # the endpoint runs here, the sandbox over the link
+        client = remote.RemoteRuntime(host=served.url, auth_token=KEY, timeout=10)
+        await client.create_session(rex.CreateBashSessionRequest())
+        await client.upload(rex.UploadRequest(source_path=str(tmp_path / "up"), target_path="/w"))
+        obs = await client.run_in_session(rex.BashAction(command="cd /w && cat f.txt"))
+        assert obs.output == "over ssh\n"
 
 
 @pytest.fixture

@@ -119,7 +119,7 @@ async def serve_swerex(
 
 def _application(runtime: SwerexRuntime, api_key: str) -> web.Application:
     app = web.Application(
-        middlewares=[_authenticate(api_key), _errors, _replay()], client_max_size=MAX_BODY
+        middlewares=[_authenticate(api_key), _replay(), _errors], client_max_size=MAX_BODY
     )
 
     def route(kind: Any, call: Callable[[Any], Awaitable[dict[str, Any]]]) -> Handler:

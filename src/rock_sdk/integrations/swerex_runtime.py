@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 import anyio
 
 from rock_core import RockError
-from rock_sdk import InteractiveProcess, Sandbox
+from rock_sdk import InteractiveProcess, Sandbox, SandboxState
 
 from .swerex_wire import (
     BAD_VALUE,
@@ -75,9 +75,9 @@ class SwerexRuntime:
 
     def is_alive(self) -> dict[str, Any]:
         """Alive while the sandbox runs (read from the core's view, no call)."""
-        state = self._sandbox.state.value
-        if state != "running":
-            return {"is_alive": False, "message": f"the sandbox is {state}"}
+        state = self._sandbox.state
+        if state is not SandboxState.RUNNING:
+            return {"is_alive": False, "message": f"the sandbox is {state.value}"}
         return {"is_alive": True, "message": ""}
 
     async def create_session(self, request: CreateSession) -> dict[str, Any]:
