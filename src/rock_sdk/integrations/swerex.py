@@ -41,6 +41,7 @@ import sniffio
 from aiohttp import BodyPartReader, web
 
 from rock_core import BadRequest, RockError
+from rock_core.protocol import MAX_DATA
 from rock_sdk import Sandbox, SandboxConfig, open_cluster
 
 from .swerex_runtime import DEFAULT_OUTPUT_LIMIT, SwerexRuntime, log
@@ -99,6 +100,10 @@ async def serve_swerex(
         raise BadRequest("serve_swerex needs a non-empty api_key (SWE-ReX's auth_token)")
     if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
         raise BadRequest(f"port must be between 0 and 65535, got {port!r}")
+    if isinstance(output_limit, bool) or not isinstance(output_limit, int):
+        raise BadRequest(f"output_limit must be a number of bytes, got {output_limit!r}")
+    if not 1 <= output_limit <= MAX_DATA:
+        raise BadRequest(f"output_limit must be between 1 and {MAX_DATA} bytes, got {output_limit}")
     if sniffio.current_async_library() != "asyncio":
         raise BadRequest("serve_swerex runs on asyncio (its HTTP server is aiohttp's)")
     runtime = SwerexRuntime(sandbox, output_limit=output_limit)

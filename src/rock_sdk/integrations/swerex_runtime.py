@@ -13,6 +13,8 @@ Rules:
   its line and waits for the program to end.
 - `execute` runs a program outside any session as `subprocess.run` would (``shell`` through
   ``/bin/sh -c``); files go through `read_file`, `write_file` and `upload`.
+- Output past `output_limit` ends with a line saying how much there was and which file of the
+  sandbox holds all of it.
 - Every kit error leaves as a `RemoteError` (`swerex_wire.remote_error_of`).
 """
 
@@ -115,14 +117,20 @@ class SwerexRuntime:
                 COMMAND_TIMEOUT,
                 f"timeout after {action.timeout} seconds while running command {action.command!r}",
             )
+        output = result.output
+        if result.truncated:  # the agent's model should know it sees only the start
+            output += (
+                f"\n[output truncated: {result.total_bytes} bytes in all,"
+                f" kept in {result.output_path}]\n"
+            )
         exit_code = None if action.check == "ignore" else result.exit_code
         if action.check == "raise" and exit_code != 0:
             message = (
                 f"Command {action.command!r} failed with exit code {exit_code}."
-                f" Here is the output:\n{result.output!r}"
+                f" Here is the output:\n{output!r}"
             )
             raise RemoteError(NON_ZERO_EXIT, _prefixed(action.error_msg, message))
-        return observation(result.output, exit_code)
+        return observation(output, exit_code)
 
     async def _interactive(self, action: BashAction, name: str) -> dict[str, Any]:
         timeout = 30.0 if action.timeout is None else action.timeout
