@@ -117,13 +117,10 @@ async def test_session_errors(runtime: Any, session: str) -> None:
         await runtime.close_session(rex.CloseBashSessionRequest(session="nope"))
     with pytest.raises(ValueError, match=r"^invalid 'session_create' request: session 'swerex-has"):
         await runtime.create_session(rex.CreateBashSessionRequest(session="has space"))
-
-
-async def test_a_session_that_exits_is_gone(runtime: Any) -> None:
     await runtime.create_session(rex.CreateBashSessionRequest(session="leaving"))
     await runtime.run_in_session(bash("exit 0", "leaving", check="ignore"))
     with pytest.raises(errors.SessionDoesNotExistError, match="'leaving' does not exist"):
-        await runtime.run_in_session(bash("true", "leaving"))
+        await runtime.run_in_session(bash("true", "leaving"))  # its shell exited
 
 
 async def test_startup_files_are_sourced(runtime: Any) -> None:
@@ -222,15 +219,11 @@ async def test_upload_a_file_and_a_folder(runtime: Any, tmp_path: Path) -> None:
     (tmp_path / "pkg" / "top.txt").write_text("top\n")
     (tmp_path / "one.bin").write_bytes(bytes(range(256)) * 64)
     await runtime.write_file(rex.WriteFileRequest(path="/up/pkg/kept.txt", content="kept\n"))
-    await runtime.upload(
-        rex.UploadRequest(source_path=str(tmp_path / "pkg"), target_path="/up/pkg")
-    )
-    await runtime.upload(
-        rex.UploadRequest(source_path=str(tmp_path / "one.bin"), target_path="/up/b/one.bin")
-    )
-    found = await runtime.execute(
-        rex.Command(command="cd /up && find . -type f | sort", shell=True)
-    )
+    for source, target in (("pkg", "/up/pkg"), ("one.bin", "/up/b/one.bin")):
+        await runtime.upload(
+            rex.UploadRequest(source_path=str(tmp_path / source), target_path=target)
+        )
+    found = await runtime.execute(rex.Command(command="cd /up; find . -type f | sort", shell=True))
     assert found.stdout == "./b/one.bin\n./pkg/kept.txt\n./pkg/sub/mod.py\n./pkg/top.txt\n"
     size = await runtime.execute(rex.Command(command=["wc", "-c", "/up/b/one.bin"]))
     assert size.stdout.split()[0] == str(256 * 64)
