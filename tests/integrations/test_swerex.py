@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
 import pytest
 
 from rock_sdk import (
@@ -332,6 +333,15 @@ async def test_bad_arguments(cluster: SandboxCluster) -> None:
         with pytest.raises(BadRequest, match=f"cannot listen on 127.0.0.1:{port}: "):
             async with serve_swerex(sandbox, api_key=KEY, port=port):
                 pass
+
+
+def test_asyncio_only() -> None:
+    async def serve_on_trio() -> None:
+        async with serve_swerex(Sandbox(SandboxConfig(image=SH_IMAGE)), api_key=KEY):
+            pass
+
+    with pytest.raises(BadRequest, match=r"^serve_swerex runs on asyncio \(its HTTP server"):
+        anyio.run(serve_on_trio, backend="trio")
 
 
 SSH_DIR = Path(os.environ.get("ROCK_SSH_DIR", "/tmp/rock-sshd"))
