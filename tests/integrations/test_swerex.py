@@ -347,9 +347,24 @@ def test_asyncio_only() -> None:
 SSH_DIR = Path(os.environ.get("ROCK_SSH_DIR", "/tmp/rock-sshd"))
 
 
-async def test_a_sandbox_on_an_ssh_cluster(docker_engine: None, tmp_path: Path) -> None:
-    # The agent is started on demand on a socket of this test (it exits by itself once idle).
-    address = f"ssh://root@127.0.0.1:2222?socket={tmp_path / 'agent.sock'}"
+@pytest.fixture
+def agent_socket(tmp_path: Path) -> Iterator[str]:
+    """A socket for an on-demand agent of this test alone; the agent is stopped afterwards."""
+    path = str(tmp_path / "agent.sock")
+    yield path
+    for proc in Path("/proc").glob("[0-9]*"):  # the agent serving exactly this socket
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"serve" in argv and path.encode() in argv:
+            os.kill(int(proc.name), signal.SIGTERM)
+
+
+async def test_a_sandbox_on_an_ssh_cluster(
+    docker_engine: None, agent_socket: str, tmp_path: Path
+) -> None:
+    address = f"ssh://root@127.0.0.1:2222?socket={agent_socket}"
     ssh = SshOptions(known_hosts=str(SSH_DIR / "known_hosts"), client_keys=[str(SSH_DIR / "id")])
     (tmp_path / "up").mkdir()
     (tmp_path / "up" / "f.txt").write_text("over ssh\n")
