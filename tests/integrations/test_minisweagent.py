@@ -249,6 +249,24 @@ def test_a_busybox_image_and_garbage_collection_delete_the_sandbox(docker_engine
 
 
 @pytest.mark.docker
+def test_a_sandbox_removed_under_the_agent_is_an_answer_not_an_exception(
+    docker_engine: None,
+) -> None:
+    with RockEnvironment(image=SH_IMAGE) as env:
+        (container,) = sandbox_containers(env.sandbox_id)
+        subprocess.run(["docker", "rm", "-f", container], capture_output=True, check=True)
+        out = env.execute({"command": "echo never"})
+    assert out["output"] == "" and out["returncode"] == -1
+    kind, message = out["extra"]["exception_type"], out["extra"]["exception"]
+    assert out["exception_info"] == f"An error occurred while executing the command: {message}"
+    # The agent may or may not have seen the engine's removal event before the command.
+    sandbox_id = env.sandbox_id
+    assert kind == "SandboxNotFound"
+    pattern = rf"sandbox {sandbox_id} was deleted|no sandbox '{sandbox_id}' on host \S+"
+    assert re.fullmatch(pattern, message), message
+
+
+@pytest.mark.docker
 def test_a_closed_environment_refuses_actions(docker_engine: None) -> None:
     with RockEnvironment(image=SH_IMAGE) as env:
         assert env.execute({"command": "echo ok"})["output"] == "ok\n"
