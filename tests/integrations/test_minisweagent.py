@@ -12,13 +12,14 @@ import os
 import re
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from rock_sdk import BadRequest
+from rock_sdk import BadRequest, ImageNotFound
 
 from ..conftest import PY_IMAGE, SH_IMAGE
 from .conftest import require
@@ -264,6 +265,20 @@ def test_a_sandbox_removed_under_the_agent_is_an_answer_not_an_exception(
     assert kind == "SandboxNotFound"
     pattern = rf"sandbox {sandbox_id} was deleted|no sandbox '{sandbox_id}' on host \S+"
     assert re.fullmatch(pattern, message), message
+
+
+@pytest.mark.docker
+def test_a_failed_start_raises_and_leaves_no_loop_thread(docker_engine: None) -> None:
+    def loops() -> int:
+        return sum(t.name == "rock-mini-swe-agent" for t in threading.enumerate())
+
+    before = loops()
+    with pytest.raises(ImageNotFound) as info:
+        RockEnvironment(image="rock-test/no-such-image:never")
+    assert str(info.value).startswith(
+        "image 'rock-test/no-such-image:never' is not on this host and could not be pulled"
+    )
+    assert loops() == before
 
 
 @pytest.mark.docker
