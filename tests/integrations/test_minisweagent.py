@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from rock_sdk import BadRequest, ImageNotFound
+from rock_sdk import BadRequest, CommandFailed, ImageNotFound
 
 from ..conftest import PY_IMAGE, SH_IMAGE
 from .conftest import require
@@ -224,6 +224,7 @@ def test_template_vars_and_serialize(env: RockEnvironment) -> None:
             "network": False,
             "hosts": ["local"],
             "output_limit": 1 << 20,
+            "startup": "",
         },
         "environment_type": IMPORT_PATH,
     }
@@ -265,6 +266,29 @@ def test_a_sandbox_removed_under_the_agent_is_an_answer_not_an_exception(
     assert kind == "SandboxNotFound"
     pattern = rf"sandbox {sandbox_id} was deleted|no sandbox '{sandbox_id}' on host \S+"
     assert re.fullmatch(pattern, message), message
+
+
+@pytest.mark.docker
+def test_startup_runs_in_each_new_session_and_docker_only_keys_are_ignored(
+    docker_engine: None,
+) -> None:
+    with pytest.raises(CommandFailed) as info:
+        RockEnvironment(image=SH_IMAGE, startup="echo setting up; false")
+    assert str(info.value) == "command 'echo setting up; false' exited 1"
+    # The startup fails once (it finds the mark, removes it), then works again.
+    startup = "S=set; cd /tmp; test ! -e /tmp/mark || { rm /tmp/mark; false; }"
+    docker_keys = {"interpreter": ["bash", "-c"], "run_args": ["--rm"], "pull_timeout": 9}
+    with RockEnvironment(image=SH_IMAGE, startup=startup, **docker_keys) as env:
+        assert env.execute({"command": "echo $S; pwd"})["output"] == "set\n/tmp\n"
+        assert env.execute({"command": "touch /tmp/mark; exit"})["returncode"] == 0
+        failed = env.execute({"command": "echo lost"})
+        assert failed["returncode"] == -1
+        assert failed["extra"] == {
+            "exception_type": "CommandFailed",
+            "exception": f"command {startup!r} exited 1",
+        }
+        assert env.execute({"command": "echo $S; pwd"})["output"] == "set\n/tmp\n"
+        assert "interpreter" not in env.serialize()["info"]["config"]["environment"]
 
 
 @pytest.mark.docker

@@ -64,6 +64,8 @@ T = TypeVar("T")
 _SUBMIT = "COMPLETE_TASK_AND_SUBMIT_FINAL_OUTPUT"
 _SESSION = "mini-swe-agent"
 _UNAME = ("system", "node", "release", "version", "machine")
+#: Keys of mini-swe-agent's `DockerEnvironmentConfig` that mean nothing for a sandbox session.
+_DOCKER_ONLY = ("interpreter", "executable", "run_args", "container_timeout", "pull_timeout")
 _JOIN_TIMEOUT = 30.0
 
 
@@ -74,7 +76,13 @@ class RockEnvironmentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     (seconds per action) mean what they mean for its `DockerEnvironment`; `cpus`, `memory` and
     `network` are the sandbox's limits (`SandboxConfig`; no network by default); `hosts` is
     the cluster (``"local"``, or addresses such as ``"ssh://user@host"``); `output_limit` is
-    the bytes of an action's output kept (the rest is noted in the output).
+    the bytes of an action's output kept (the rest is noted in the output); `startup` is a
+    command run in each new session before its first action (``source /root/.bashrc`` for
+    images that set up their environment there: the session's shell reads no rc file).
+
+    `DockerEnvironment`'s own keys (`interpreter`, `executable`, `run_args`,
+    `container_timeout`, `pull_timeout`) are accepted and ignored, so its configs (such as
+    mini-swe-agent's SWE-bench one) work with only `environment_class` changed.
     """
 
     image: str = "python:3.11"
@@ -87,6 +95,7 @@ class RockEnvironmentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     network: bool = False
     hosts: list[str] = msgspec.field(default_factory=lambda: ["local"])
     output_limit: int = 1 << 20
+    startup: str = ""
 
 
 class _LoopThread:
@@ -238,6 +247,15 @@ class RockEnvironment:
         env = {k: os.environ[k] for k in self.config.forward_env if k in os.environ}
         env |= self.config.env
         await self._sandbox.create_session(_SESSION, env=env, cwd=self.config.cwd)
+        try:
+            if self.config.startup:
+                await self._sandbox.arun(
+                    self.config.startup, _SESSION, timeout=self.config.timeout, check=True
+                )
+        except BaseException:  # a session without its set-up is not used: the next try is anew
+            with anyio.CancelScope(shield=True), contextlib.suppress(RockError):
+                await self._sandbox.close_session(_SESSION)
+            raise
         self._session_open = True
 
     async def _run(self, script: str, timeout: float = 30) -> CommandResult:
@@ -287,7 +305,7 @@ class RockEnvironment:
 
 
 def _config(kwargs: dict[str, Any]) -> RockEnvironmentConfig:
-    values = dict(kwargs)
+    values = {k: v for k, v in kwargs.items() if k not in _DOCKER_ONLY}
     if isinstance(values.get("hosts"), str):
         values["hosts"] = [values["hosts"]]
     try:
