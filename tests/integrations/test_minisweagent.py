@@ -127,9 +127,10 @@ def test_cd_and_variables_persist_and_config_env_is_set(env: RockEnvironment) ->
 def test_non_zero_exit_is_the_returncode(env: RockEnvironment) -> None:
     out = env.execute({"command": "echo oops >&2; exit_code() { return 3; }; exit_code"})
     assert out == {"output": "oops\n", "returncode": 3, "exception_info": ""}
-    missing = env.execute({"command": "pwd"}, cwd="/no/such/dir")
+    missing = env.execute({"command": "pwd\ntouch /tmp/ran"}, cwd="/no/such/dir")
     assert missing["returncode"] == 1
     assert "/no/such/dir" in missing["output"]
+    assert env.execute({"command": "test -e /tmp/ran"})["returncode"] == 1
 
 
 @pytest.mark.docker

@@ -189,7 +189,8 @@ class RockEnvironment:
         limit = self.config.timeout if timeout is None else _timeout(timeout, "timeout")
         if not isinstance(cwd, str):
             raise BadRequest(f"cwd must be a string, got {cwd!r}")
-        script = f"cd -- {shlex.quote(cwd)} && {command}" if cwd else command
+        # A group, so that no line of a multi-line command runs where `cd` failed.
+        script = f"cd -- {shlex.quote(cwd)} && {{\n{command}\n}}" if cwd else command
         try:
             result = self._require_loop().call(self._run, script, limit)
         except RockError as exc:
