@@ -22,7 +22,7 @@ def require(module: str, extra: str) -> ModuleType:
         reason = f"{module} is not installed: pip install 'rock-kit[{extra}]' ({exc})"
         if os.environ.get("ROCK_REQUIRE_EXTRAS") == "1":
             pytest.fail(reason)
-        pytest.skip(reason)
+        pytest.skip(reason, allow_module_level=True)
 
 
 @pytest.fixture(scope="module")
