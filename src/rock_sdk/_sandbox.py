@@ -16,7 +16,7 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import asynccontextmanager
 from os import PathLike
 from types import TracebackType
 from typing import Literal, TypeVar
@@ -24,7 +24,6 @@ from typing import Literal, TypeVar
 from rock_core import (
     BadRequest,
     Cluster,
-    HostPort,
     PortForward,
     RockError,
     SandboxRecord,
@@ -411,20 +410,8 @@ class Sandbox:
         ) as forward:
             yield forward
 
-    def expose_host_port(
-        self,
-        local_port: int,
-        *,
-        local_host: str = "127.0.0.1",
-        port: int = 0,
-        on_error: Callable[[RockError], object] | None = None,
-    ) -> AbstractAsyncContextManager[HostPort]:
-        """Make the caller's `local_host:local_port` reachable inside the sandbox (on its
-        127.0.0.1:`port`, 0: any) while the block runs: ``async with
-        sb.expose_host_port(8000) as url:`` gives ``http://127.0.0.1:PORT`` (see `_reverse`)."""
-        return _reverse.expose_host_port(
-            self, local_port, local_host=local_host, port=port, on_error=on_error
-        )
+    # `async with sb.expose_host_port(8000) as url:`: the caller's port, inside (`_reverse`).
+    expose_host_port = _reverse.expose_host_port
 
     def __repr__(self) -> str:
         state = self._record.state.value if self._record else "not started"
