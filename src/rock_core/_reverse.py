@@ -209,19 +209,19 @@ async def _carry(conn: AgentConnection, listen_id: int, number: int, target: _Ta
         try:
             local = await _connect_local(target)
         except RockError as exc:
-            failure = exc
+            target.failed(exc)  # reported before the reset inside, which the program sees
             claim.reject = True
             try:
                 await conn.call(claim, ForwardReply)
             except RockError:
                 pass  # the connection is reset inside however the claim fails
-        else:
-            async with local:
-                try:
-                    await exchange(conn, claim, exposed, local)
-                except RockError as exc:
-                    failure = exc
-                    reset(local)
+            return
+        async with local:
+            try:
+                await exchange(conn, claim, exposed, local)
+            except RockError as exc:
+                failure = exc
+                reset(local)
     finally:
         exposed.active -= 1
     if failure is not None:

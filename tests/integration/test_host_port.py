@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import shlex
+import subprocess
 import sys
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -207,3 +208,42 @@ async def test_over_ssh_it_rides_the_ssh_connection(
             )
             got = await sh.execute(["wget", "-q", "-O", "-", f"{sh_url}/ssh"])
             assert (got.exit_code, got.stdout) == (0, "hello from the caller /ssh")
+
+
+ROOT = Path(__file__).parents[2]
+SECTION = "## The trainer's model server, from inside a sandbox"
+
+
+def docs_code() -> str:
+    """The python block of this feature's section of docs/integrations.md."""
+    text = (ROOT / "docs" / "integrations.md").read_text()
+    section = text[text.index(SECTION) :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("\n```", start)]
+
+
+def run_python(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+@pytest.mark.slow
+def test_the_docs_example_runs_as_written(docker_engine: None) -> None:
+    done = run_python("-c", docs_code())
+    assert (done.returncode, done.stderr) == (0, "")
+    assert done.stdout == '{"data": [{"id": "policy-v1"}]}\n'
+
+
+@pytest.mark.slow
+def test_the_example_runs_as_written(docker_engine: None) -> None:
+    done = run_python(str(ROOT / "examples" / "model_server_in_sandbox.py"))
+    assert (done.returncode, done.stderr) == (0, "")
+    models = '{"object": "list", "data": [{"id": "policy-v1"}]}'
+    assert done.stdout.splitlines() == [
+        f"inside: {models}",
+        f"inside: {models}",
+        "a connection failed: NotFound",
+        "inside, the server stopped: exit code 1",
+        "3 connections, 1 failed",
+    ]
