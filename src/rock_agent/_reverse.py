@@ -55,6 +55,7 @@ class _Listen:
         self.address = address
         self.port = port
         self.waiting: dict[int, ByteStream] = {}
+        self.timers: dict[int, anyio.CancelScope] = {}  # of the waiting ones (see `_expire`)
         self.accepted = 0
         self.reason: RockError | None = None
         self.ended = anyio.Event()  # asked to end, with `reason`
@@ -110,6 +111,9 @@ class HostPorts:
                 sandbox_id=req.sandbox_id,
             )
         inside = listen.waiting.pop(req.connection, None)
+        timer = listen.timers.pop(req.connection, None)
+        if timer is not None:
+            timer.cancel()
         if inside is None:
             raise NotFound(
                 f"connection {req.connection} to {listen.where()} is not waiting "
@@ -180,7 +184,10 @@ async def _accept_all(
 
 
 async def _expire(listen: _Listen, number: int) -> None:
-    await anyio.sleep(CLAIM_TIMEOUT)
+    with anyio.CancelScope() as timer:  # cancelled by the claim
+        listen.timers[number] = timer
+        await anyio.sleep(CLAIM_TIMEOUT)
+    listen.timers.pop(number, None)
     inside = listen.waiting.pop(number, None)
     if inside is not None:
         await _reset_and_close(inside)

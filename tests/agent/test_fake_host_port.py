@@ -41,8 +41,11 @@ from rock_core._protocol import (
     Reply,
     Request,
     SandboxReply,
+    SandboxSpec,
     StopSandbox,
 )
+from rock_core.testing import open_fake_cluster
+from rock_sdk import Sandbox
 
 from .test_fake_coverage import Fake, anyio_backend, covers, open_fake, spec
 
@@ -359,3 +362,53 @@ async def test_a_newer_listen_of_the_owner_takes_the_port_over() -> None:
         (error,) = outcome
         assert str(error) == f"a newer listen took over port {port} in sandbox {BOX}"
         assert _reverse.CLAIM_TIMEOUT == 30.0
+
+
+async def test_an_agent_without_the_capability_is_refused_before_sending() -> None:
+    # rock_core's fake agent announces no capabilities, like an agent from before this one.
+    async with open_fake_cluster(1) as cluster:
+        await cluster.create_sandbox(SandboxSpec(image="img:1"), sandbox_id="c1")
+        sandbox = Sandbox.attach(cluster, "c1")
+        with pytest.raises(BadRequest) as info:
+            async with sandbox.expose_host_port(8000):
+                pass
+        assert re.fullmatch(
+            r"the agent of host fake-0 \(version .*\) cannot reach a port of the caller from a "
+            r"sandbox: upgrade rock-agent there",
+            str(info.value),
+        )
+        with pytest.raises(BadRequest) as info:
+            async with sandbox.expose_host_port(8000, on_error="print"):  # type: ignore[arg-type]
+                pass
+        assert str(info.value) == (
+            "on_error must be a callable taking the error of a failed connection, or None, "
+            "got 'print'"
+        )
+        assert (await cluster.inspect("c1")).sandbox_id == "c1"  # the link is still fine
+
+
+@covers(ListenPort)
+async def test_unclaimed_connections_are_reset_and_never_hoarded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_reverse, "CLAIM_TIMEOUT", 0.2)
+    monkeypatch.setattr(_reverse, "MAX_WAITING", 1)
+    async with open_fake() as fake:
+        await make_box(fake)
+        listen = ListenPort(sandbox_id=BOX)
+        async with fake.conn.open_request(listen) as answers:
+            first = await answers.__anext__()
+            assert isinstance(first, Listening)
+            async with (
+                await anyio.connect_tcp("127.0.0.1", first.port) as waiting,
+                await anyio.connect_tcp("127.0.0.1", first.port) as extra,
+            ):
+                # One waits for its claim; the other, beyond MAX_WAITING, is reset at once.
+                assert await answers.__anext__() == Accepted(id=listen.id, connection=1)
+                with pytest.raises(anyio.BrokenResourceError):
+                    await extra.receive()
+                # The waiting one is reset once CLAIM_TIMEOUT passed with no claim.
+                with pytest.raises(anyio.BrokenResourceError):
+                    await waiting.receive()
+                assert fake.server.host_ports.statistics() == (1, 0)
+        await no_listens(fake)
