@@ -35,6 +35,7 @@ from ._conformance_io import (
     check_exec_output_and_exit_codes,
     check_exec_refusals,
     check_images,
+    check_listen,
     check_stdin_eof,
 )
 from ._conformance_kit import (
@@ -225,6 +226,7 @@ async def check_not_found(runtime: ContainerRuntime, image: str) -> None:
         "stop": lambda: runtime.stop(sandbox_id, 1),
         "exec": lambda: runtime.exec(sandbox_id, ["true"]),
         "connect": lambda: runtime.connect(sandbox_id, "127.0.0.1", 9),
+        "listen": lambda: runtime.listen(sandbox_id, "127.0.0.1", 0),
         "get_archive": lambda: read_tar(runtime, sandbox_id, "/tmp"),
         "put_archive": lambda: runtime.put_archive(sandbox_id, "/tmp", chunks(make_tar({}))),
         "stats": lambda: runtime.stats(sandbox_id),
@@ -263,6 +265,7 @@ CHECKS: dict[str, Check] = {
     "main_process_exit": check_main_process_exit,
     "not_found": check_not_found,
     "images": check_images,
+    "listen": check_listen,
 }
 
 

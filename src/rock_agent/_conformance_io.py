@@ -2,6 +2,8 @@
 
 Rules (those of `_conformance` too):
 - Each check is a plain async function ``check(runtime, image)`` on a sandbox of its own.
+- Connections are checked from inside a sandbox only (`connect` and `listen` meet in its
+  network), so no check needs the sandbox to have a network.
 - Errors are checked by type and by the sandbox, path or image they name, never by the
   engine's own wording.
 """
@@ -10,9 +12,12 @@ from __future__ import annotations
 
 import secrets
 
-from rock_core import BadRequest, FileNotFound, ImageNotFound
+import anyio
+
+from rock_core import AlreadyExists, BadRequest, FileNotFound, ImageNotFound, NotFound
 
 from ._conformance_kit import (
+    STEP_TIMEOUT,
     check,
     chunks,
     collect,
@@ -144,3 +149,34 @@ __all__ = [
     "check_images",
     "check_stdin_eof",
 ]
+
+
+async def check_listen(runtime: ContainerRuntime, image: str) -> None:
+    """A listener inside a sandbox accepts a connection made inside, carried both ways; its
+    port, taken, is `AlreadyExists`; closed, nothing listens there any more."""
+    async with sandbox(runtime, image, "listen") as sandbox_id:
+        listener = await runtime.listen(sandbox_id, "127.0.0.1", 0)
+        port = listener.port
+        try:
+            check(1 <= port <= 65535, f"listening on port {port}")
+            with anyio.fail_after(STEP_TIMEOUT):
+                inside = await runtime.connect(sandbox_id, "127.0.0.1", port)
+                async with inside, await listener.accept() as accepted:
+                    await inside.send(b"ping")
+                    check(await accepted.receive() == b"ping", "the listener got other bytes")
+                    await accepted.send(b"pong")
+                    check(await inside.receive() == b"pong", "the connection got other bytes")
+            try:
+                await (await runtime.listen(sandbox_id, "127.0.0.1", port)).aclose()
+            except AlreadyExists as exc:
+                check(sandbox_id in str(exc) and str(port) in str(exc), exc)
+            else:
+                raise AssertionError(f"a second listen on port {port} did not fail")
+        finally:
+            await listener.aclose()
+        try:
+            await (await runtime.connect(sandbox_id, "127.0.0.1", port)).aclose()
+        except NotFound as exc:
+            check(sandbox_id in str(exc), exc)
+        else:
+            raise AssertionError(f"port {port} still accepts connections after aclose")

@@ -63,6 +63,7 @@ from ._labels import (
     sandbox_labels,
     split_owner_key,
 )
+from ._listeners import SocketPortListener, listen_inside
 from ._netns import connect_inside
 from ._runtime import (
     ContainerDetail,
@@ -287,6 +288,13 @@ class DockerRuntime:
         if not detail.running or detail.pid <= 0:
             raise not_running(sandbox_id, detail.status, "start it before forwarding a port")
         return await connect_inside(sandbox_id, detail.pid, address, port)
+
+    async def listen(self, sandbox_id: str, address: str, port: int) -> SocketPortListener:
+        """A listener on `address:port` inside the sandbox's network namespace (`_listeners`)."""
+        detail = await self.container(sandbox_id)
+        if not detail.running or detail.pid <= 0:
+            raise not_running(sandbox_id, detail.status, "start it before exposing a host port")
+        return await listen_inside(sandbox_id, detail.pid, address, port)
 
     async def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
         """Stream `path` out of the sandbox as a tar archive (see `_archive`)."""

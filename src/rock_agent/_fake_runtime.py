@@ -45,6 +45,7 @@ from ._fake_images import FakeImages
 from ._fake_procs import FakeProcess
 from ._fake_sandbox import FakeSandbox, make_root
 from ._labels import adoption_problem, sandbox_labels, split_owner_key
+from ._listeners import SocketPortListener, listen_here
 from ._runtime import (
     ContainerDetail,
     ContainerRuntime,
@@ -280,6 +281,13 @@ class FakeRuntime:
             if _refused(exc):
                 raise NotFound(f"nothing listens on {where} (connection refused)") from exc
             raise SandboxFailed(f"cannot connect to {where}: {exc.strerror or exc}") from exc
+
+    async def listen(self, sandbox_id: str, address: str, port: int) -> SocketPortListener:
+        """A listener on `address:port` of this host (the sandbox's network is the host's)."""
+        box = await self._settled(sandbox_id)
+        if not box.running:
+            raise not_running(sandbox_id, box.status, "start it before exposing a host port")
+        return await listen_here(sandbox_id, address, port)
 
     # ------------------------------------------------------------------ files
 

@@ -22,6 +22,8 @@ import ipaddress
 import os
 import socket
 import threading
+from collections.abc import Callable
+from functools import partial
 
 import anyio
 from anyio.abc import SocketStream
@@ -48,38 +50,32 @@ def _enter_netns(pid: int) -> None:
 
 
 class _Connect:
-    """One connect from inside the network namespace of `pid`, in a thread used only for it.
+    """One socket made (connected, or bound) inside the network namespace of `pid`, in a
+    thread used only for it.
 
     The outcome waits under a lock until the caller `claim`s it; a caller that gives up calls
     `abandon`, and the socket is closed by whoever comes last: `abandon`, or the thread.
     """
 
-    def __init__(self, pid: int, family: socket.AddressFamily, address: str, port: int) -> None:
-        self._target = (pid, family, address, port)
+    def __init__(self, pid: int, make: Callable[[], socket.socket]) -> None:
+        self._pid = pid
+        self._make = make  # runs in the namespace: makes the socket, connected or bound
         self._lock = threading.Lock()
         self._abandoned = False
         self._outcome: socket.socket | BaseException | None = None
 
     def run(self) -> None:
         """Connect in a new thread and wait for it (call from a worker thread)."""
-        pid = self._target[0]
+        pid = self._pid
         thread = threading.Thread(target=self._work, name=f"rock-netns-{pid}", daemon=True)
         thread.start()
         thread.join()
 
     def _work(self) -> None:
-        pid, family, address, port = self._target
         outcome: socket.socket | BaseException
         try:
-            _enter_netns(pid)
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            try:
-                sock.settimeout(CONNECT_TIMEOUT)
-                sock.connect((address, port))
-            except BaseException:
-                sock.close()
-                raise
-            outcome = sock
+            _enter_netns(self._pid)
+            outcome = self._make()
         except BaseException as exc:
             outcome = exc
         with self._lock:
@@ -116,20 +112,45 @@ def _limiter() -> anyio.CapacityLimiter:
         return limiter
 
 
-async def connect_inside(sandbox_id: str, pid: int, address: str, port: int) -> SocketStream:
-    """A TCP stream to `address:port` as seen from inside the sandbox whose init is `pid`."""
-    family = socket.AF_INET6 if ipaddress.ip_address(address).version == 6 else socket.AF_INET
-    where = f"{address}:{port} in sandbox {sandbox_id}"
-    attempt = _Connect(pid, family, address, port)
+def family_of(address: str) -> socket.AddressFamily:
+    """The socket family of an IP address (`BadRequest` if it is not one)."""
     try:
-        # The waiting happens in a pool thread; the connecting thread is a fresh one (above),
+        version = ipaddress.ip_address(address).version
+    except ValueError as exc:
+        raise BadRequest(f"address {address!r} is not an IP address") from exc
+    return socket.AF_INET6 if version == 6 else socket.AF_INET
+
+
+async def socket_inside(pid: int, make: Callable[[], socket.socket]) -> socket.socket:
+    """The socket `make` creates inside the network namespace of `pid` (its errors raised)."""
+    attempt = _Connect(pid, make)
+    try:
+        # The waiting happens in a pool thread; the namespace's thread is a fresh one (above),
         # because a thread that entered a namespace must not run anything else afterwards.
         await anyio.to_thread.run_sync(attempt.run, abandon_on_cancel=True, limiter=_limiter())
     except BaseException:
         attempt.abandon()  # cancelled: the socket, if any, is closed now or when it comes
         raise
+    return attempt.claim()
+
+
+def _connected(family: socket.AddressFamily, address: str, port: int) -> socket.socket:
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
-        sock = attempt.claim()
+        sock.settimeout(CONNECT_TIMEOUT)
+        sock.connect((address, port))
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+async def connect_inside(sandbox_id: str, pid: int, address: str, port: int) -> SocketStream:
+    """A TCP stream to `address:port` as seen from inside the sandbox whose init is `pid`."""
+    family = family_of(address)
+    where = f"{address}:{port} in sandbox {sandbox_id}"
+    try:
+        sock = await socket_inside(pid, partial(_connected, family, address, port))
     except ConnectionRefusedError as exc:
         raise NotFound(f"nothing listens on {where} (connection refused)") from exc
     except TimeoutError as exc:
@@ -152,4 +173,4 @@ async def connect_inside(sandbox_id: str, pid: int, address: str, port: int) -> 
         raise
 
 
-__all__ = ["CONNECT_TIMEOUT", "connect_inside"]
+__all__ = ["CONNECT_TIMEOUT", "connect_inside", "family_of", "socket_inside"]

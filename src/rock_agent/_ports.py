@@ -101,10 +101,15 @@ async def forward_port(server: _Server, conn: _Conn, req: ForwardPort) -> Reply:
         ipaddress.ip_address(req.address)
     except ValueError as exc:
         raise BadRequest(f"address {req.address!r} is not an IP address") from exc
-    where = f"port {req.port} in sandbox {req.sandbox_id}"
     inside = await server.runtime.connect(req.sandbox_id, req.address, req.port)
+    return await carry(conn, req.id, inside, f"port {req.port} in sandbox {req.sandbox_id}")
+
+
+async def carry(conn: _Conn, request_id: int, inside: ByteStream, where: str) -> ForwardReply:
+    """Carry the connection `inside` both ways under `request_id` until both ends are done
+    (it is closed then); `where` names it in errors."""
     # Room for a full window plus the end marker: the caller never sends more than granted.
-    receive = conn.open_inbound(req.id, WINDOW * 2)
+    receive = conn.open_inbound(request_id, WINDOW * 2)
     counts = _Counts()
     failures: list[RockError] = []
     async with inside, receive:
@@ -118,11 +123,13 @@ async def forward_port(server: _Server, conn: _Conn, req: ForwardPort) -> Reply:
                     failures.append(exc)
                     tg.cancel_scope.cancel()
 
-            gate = conn.gate(req.id)
+            gate = conn.gate(request_id)
             tg.start_soon(
-                direction, lambda: _inside_to_caller(conn, req.id, gate, inside, counts, where)
+                direction, lambda: _inside_to_caller(conn, request_id, gate, inside, counts, where)
             )
-            await direction(lambda: _caller_to_inside(conn, req.id, receive, inside, counts, where))
+            await direction(
+                lambda: _caller_to_inside(conn, request_id, receive, inside, counts, where)
+            )
     if failures:
         raise failures[0]
-    return ForwardReply(id=req.id, bytes_in=counts.bytes_in, bytes_out=counts.bytes_out)
+    return ForwardReply(id=request_id, bytes_in=counts.bytes_in, bytes_out=counts.bytes_out)

@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from rock_core import SandboxNotFound
-from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.protocol import (
+    ClaimConnection,
     CommitSandbox,
     CreateSandbox,
     CreateSession,
@@ -30,6 +30,7 @@ from rock_core.protocol import (
     InspectSandbox,
     Interrupt,
     Keepalive,
+    ListenPort,
     ListImages,
     ListSandboxes,
     Ping,
@@ -49,9 +50,10 @@ from rock_core.protocol import (
     WarmImage,
     WriteFile,
 )
+from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.serving import Connection
 
-from . import _commands, _files, _images, _ports, _sandboxes, _stats
+from . import _commands, _files, _images, _ports, _reverse, _sandboxes, _stats
 from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
@@ -83,6 +85,8 @@ HANDLERS: dict[type[Any], Handler] = {
     CommitSandbox: _images.commit_sandbox,
     ReadStats: _stats.read_stats,
     ForwardPort: _ports.forward_port,
+    ListenPort: _reverse.listen_port,
+    ClaimConnection: _reverse.claim_connection,
     SetTimeouts: _sandboxes.set_timeouts,
     Keepalive: _sandboxes.keepalive,
 }

@@ -129,6 +129,23 @@ class ProcessState(msgspec.Struct, frozen=True):
     running: bool
 
 
+class PortListener(Protocol):
+    """A TCP listener inside a sandbox's network namespace (`ContainerRuntime.listen`)."""
+
+    @property
+    def port(self) -> int:
+        """The port it is bound to."""
+        ...
+
+    async def accept(self) -> ByteStream:
+        """The next connection made to it (from inside the sandbox)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Stop listening (connections already accepted stay open)."""
+        ...
+
+
 class Process(Protocol):
     """A process started in a sandbox, attached: its input, its output and how it ended.
 
@@ -275,6 +292,16 @@ class ContainerRuntime(Protocol):
         """
         ...
 
+    async def listen(self, sandbox_id: str, address: str, port: int) -> PortListener:
+        """A TCP listener on `address:port` (0: any free port) inside the sandbox's network
+        namespace: the sandbox's own programs connect to it.
+
+        `SandboxNotFound`; `BadRequest` if the sandbox is not running (or the agent may not
+        enter it, or `address` is not one of its own); `AlreadyExists` if the port is taken;
+        `SandboxFailed` for any other failure to listen.
+        """
+        ...
+
     # ------------------------------------------------------------------ files
 
     def get_archive(self, sandbox_id: str, path: str) -> AsyncGenerator[bytes, None]:
@@ -344,6 +371,7 @@ __all__ = [
     "ImageRecord",
     "OutputChunk",
     "OutputStream",
+    "PortListener",
     "Process",
     "ProcessState",
     "PullPolicy",

@@ -42,7 +42,7 @@ from rock_core import BadRequest, RockError, TransportError
 from rock_core.protocol import ClientMessage, CreateSandbox, Reply, Request, SandboxChanged, Welcome
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
-from . import _commands, _images, _procs
+from . import _commands, _images, _procs, _reverse
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
@@ -67,6 +67,7 @@ CAPABILITIES = [
     "commit",
     "stats",
     "ports",
+    "host-ports",
     "timeouts",
     "events",
     "owners",
@@ -107,6 +108,7 @@ class AgentServer:
         self.image_usage = _images.ImageUsage()
         self.keeper = DeadlineKeeper(runtime, notify=self._notify, drop_sessions=self.drop_sessions)
         self._owner_connections: dict[str, set[Connection]] = {}
+        self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
 
     def adopted(self, sandbox_id: str) -> bool:
         """True if this agent found the sandbox from its labels (its sessions are gone)."""
@@ -233,7 +235,9 @@ class AgentServer:
             log.warning("could not remove sandbox %s: %s", sandbox_id, exc)
 
     async def drop_sessions(self, sandbox_id: str) -> None:
-        """Kill and forget every session of a sandbox (it stopped, or is going)."""
+        """Kill and forget every session of a sandbox (it stopped, or is going), and end the
+        listens in it."""
+        self.host_ports.sandbox_gone(sandbox_id)
         for key in [k for k in self.sessions if k[0] == sandbox_id]:
             session = self.sessions.pop(key)
             await session.kill()

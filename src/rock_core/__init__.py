@@ -56,6 +56,7 @@ from ._pool import RecordPool, delete_quietly, open_pool
 from ._pool_options import PoolOptions
 from ._ports import PortForward, locate_sandbox, open_port_forward
 from ._protocol import PROTOCOL_VERSION, SandboxInfo, SandboxSpec
+from ._reverse import HostPort, open_host_port
 from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
 from ._ssh import SshOptions
 from ._states import SandboxEvent, SandboxLifecycle, SandboxState, Transition, state_diagram
@@ -87,6 +88,7 @@ __all__ = [
     "FileNotFound",
     "Host",
     "HostKeyMismatch",
+    "HostPort",
     "HostUnavailable",
     "HostUnreachable",
     "IllegalTransition",
@@ -129,6 +131,7 @@ __all__ = [
     "new_sandbox_id",
     "open_agent_connection",
     "open_cluster",
+    "open_host_port",
     "open_pool",
     "open_port_forward",
     "prune_images",

@@ -6,7 +6,8 @@ Rules:
   carry are in `_values`. A new request kind here is added to the unions in `_protocol` too.
 - Mutable defaults are `msgspec.field(default_factory=...)` (the same on the wire as `[]`).
 - An agent announces each family it serves as a capability ("images", "commit", "stats",
-  "ports", "timeouts"); a client checks it before sending (`AgentConnection.require`).
+  "ports", "host-ports", "timeouts"); a client checks it before sending
+  (`AgentConnection.require`).
 """
 
 from __future__ import annotations
@@ -15,18 +16,24 @@ from typing import Annotated, Literal
 
 import msgspec
 
-from ._messages import Reply, Request
+from ._messages import Message, Reply, Request
 from ._schema import (
     TEXT_PATTERN,
     Bytes,
     Image,
     Percent,
     Port,
+    RequestId,
     SandboxId,
     SecondsOrInf,
     ShortText,
 )
 from ._values import ImageInfo, ImageReport, PruneResult, SandboxDeadlines, SandboxStats
+
+#: An IP address as seen from inside a sandbox.
+Address = Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN, min_length=1, max_length=255)]
+#: A TCP port, or 0 for any free one.
+PortOrAny = Annotated[int, msgspec.Meta(ge=0, le=65535)]
 
 # ---------------------------------------------------------------------------- images, commit,
 # stats and ports (requests, values and replies of "using what runs inside")
@@ -88,9 +95,46 @@ class ForwardPort(Request, tag="forward"):
     sandbox_id: SandboxId
     port: Port
     # Where to connect, seen from inside the sandbox.
-    address: Annotated[str, msgspec.Meta(pattern=TEXT_PATTERN, min_length=1, max_length=255)] = (
-        "127.0.0.1"
-    )
+    address: Address = "127.0.0.1"
+
+
+class ListenPort(Request, tag="listen"):
+    """Listen on `address`:`port` inside a sandbox (0: any free port) for the caller.
+
+    The agent binds in the sandbox's network namespace and sends `Listening` with the port,
+    then one `Accepted` per connection made there. The caller carries each one with a
+    `ClaimConnection`; leaving (cancelling) this request closes the listener and the
+    connections not yet claimed. It ends with an error only (the sandbox stopped or went).
+    """
+
+    sandbox_id: SandboxId
+    port: PortOrAny = 0
+    address: Address = "127.0.0.1"
+
+
+class ClaimConnection(Request, tag="claim"):
+    """Carry connection `connection` accepted by the `ListenPort` request `listen` (an id on
+    this link) as a two-way stream, exactly as `ForwardPort` carries one; with `reject`, reset
+    it instead (the caller could not reach its own end). Answered with `ForwardReply`."""
+
+    sandbox_id: SandboxId
+    listen: RequestId
+    connection: RequestId
+    reject: bool = False
+
+
+class Listening(Message, tag="listening"):
+    """Event of a `ListenPort`: the listener is bound on `port` inside the sandbox."""
+
+    id: RequestId
+    port: Port
+
+
+class Accepted(Message, tag="accepted"):
+    """Event of a `ListenPort`: connection number `connection` waits for its claim."""
+
+    id: RequestId
+    connection: RequestId
 
 
 class ImageListReply(Reply, tag="images"):

@@ -35,6 +35,7 @@ from ._channel import CHUNK_SIZE, WINDOW, CreditGate
 from ._connection import AgentConnection, RequestStream, raise_for_reply
 from ._errors import BadRequest, RockError, SandboxNotFound, TransportError
 from ._protocol import (
+    ClaimConnection,
     ForwardPort,
     ForwardReply,
     InspectSandbox,
@@ -90,6 +91,13 @@ class PortForward(tuple[str, int]):
             f"<PortForward {self.host}:{self.port} -> {self.sandbox_id}:{self.remote_port} "
             f"connections={self.connections} errors={len(self.errors)}>"
         )
+
+
+class Traffic(Protocol):
+    """Where a carried connection counts its bytes (a `PortForward`, a `HostPort`)."""
+
+    bytes_in: int  # carried into the sandbox
+    bytes_out: int  # carried out of it
 
 
 class HostLink(Protocol):
@@ -205,20 +213,24 @@ async def _carry(
                 port=forward.remote_port,
                 address=address,
             )
-            await _exchange(conn, request, forward, local)
+            await exchange(conn, request, forward, local)
         except RockError as exc:
             failure = exc
             forward.errors.append(exc)
         if failure is not None:
-            _reset(local)
+            reset(local)
     if failure is not None and on_error is not None:
         on_error(failure)
 
 
-async def _exchange(
-    conn: AgentConnection, request: ForwardPort, forward: PortForward, local: SocketStream
+async def exchange(
+    conn: AgentConnection,
+    request: ForwardPort | ClaimConnection,
+    forward: Traffic,
+    local: SocketStream,
 ) -> None:
-    """Run one `ForwardPort` request both ways; raise its error, or return when it is done."""
+    """Carry `local` both ways as the stream of one `ForwardPort` (or `ClaimConnection`)
+    request; raise its error, or return when it is done."""
     failures: list[RockError] = []
     reply: Reply | None = None
     async with conn.open_request(request) as answers:
@@ -254,7 +266,7 @@ async def _local_to_agent(
     gate: CreditGate,
     request_id: int,
     local: SocketStream,
-    forward: PortForward,
+    forward: Traffic,
 ) -> None:
     while True:
         try:
@@ -274,7 +286,7 @@ async def _agent_to_local(
     answers: RequestStream,
     request_id: int,
     local: SocketStream,
-    forward: PortForward,
+    forward: Traffic,
 ) -> Reply | None:
     async for message in answers:
         if isinstance(message, StreamData):
@@ -290,7 +302,7 @@ async def _agent_to_local(
     return None
 
 
-def _reset(local: SocketStream) -> None:
+def reset(local: SocketStream) -> None:
     """Make the coming close a reset, so the local client sees a failure, not a clean end."""
     with contextlib.suppress(OSError):
         sock = local.extra(SocketAttribute.raw_socket)

@@ -16,9 +16,9 @@ Rules:
 - Schema evolution: new fields get defaults, tags never change meaning; encoded fixtures of old
   messages are kept in the tests and must still decode.
 - The messages are defined by family (`_messages`: handshake, sandboxes, sessions, files,
-  streams, replies; `_messages_host`: images, commit, stats, ports, timeouts) over the values
-  of `_values`; this module joins them into the two unions and encodes and decodes them. Every
-  name is re-exported here, and publicly in `rock_core.protocol`.
+  streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts)
+  over the values of `_values`; this module joins them into the two unions and encodes and
+  decodes them. Every name is re-exported here, and publicly in `rock_core.protocol`.
 """
 
 from __future__ import annotations
@@ -70,6 +70,8 @@ from ._messages import (
     check_held_output,
 )
 from ._messages_host import (
+    Accepted,
+    ClaimConnection,
     CommitSandbox,
     DeadlinesReply,
     ForwardPort,
@@ -77,6 +79,8 @@ from ._messages_host import (
     ImageListReply,
     ImageReply,
     Keepalive,
+    Listening,
+    ListenPort,
     ListImages,
     PruneImages,
     PruneReply,
@@ -132,6 +136,8 @@ ClientMessage = (
     | CommitSandbox
     | ReadStats
     | ForwardPort
+    | ListenPort
+    | ClaimConnection
     | SetTimeouts
     | Keepalive
 )
@@ -156,6 +162,8 @@ AgentMessage = (
     | PruneReply
     | StatsReply
     | ForwardReply
+    | Listening
+    | Accepted
     | DeadlinesReply
     | SandboxChanged
 )
@@ -251,8 +259,10 @@ __all__ = [
     "EXPIRE_POLICIES",
     "NO_LIMIT",
     "PROTOCOL_VERSION",
+    "Accepted",
     "AgentMessage",
     "Cancel",
+    "ClaimConnection",
     "ClientMessage",
     "CloseSession",
     "CommandReply",
@@ -283,6 +293,8 @@ __all__ = [
     "Keepalive",
     "ListImages",
     "ListSandboxes",
+    "ListenPort",
+    "Listening",
     "Message",
     "Output",
     "Ping",

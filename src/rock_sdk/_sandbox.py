@@ -52,7 +52,7 @@ from rock_core.protocol import (
 )
 
 from . import _arguments as args
-from . import _transfer
+from . import _reverse, _transfer
 from ._commands import DEFAULT_OUTPUT_LIMIT, DEFAULT_SESSION, SandboxCommands
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
@@ -409,6 +409,9 @@ class Sandbox:
             on_error=on_error,
         ) as forward:
             yield forward
+
+    # `async with sb.expose_host_port(8000) as url:`: the caller's port, inside (`_reverse`).
+    expose_host_port = _reverse.expose_host_port
 
     def __repr__(self) -> str:
         state = self._record.state.value if self._record else "not started"

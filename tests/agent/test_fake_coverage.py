@@ -47,6 +47,7 @@ MODULES = [
     "test_fake_files",
     "test_fake_images",
     "test_fake_crash",
+    "test_fake_host_port",
 ]
 COVERED: dict[type[Request], list[str]] = {}  # kind: the tests that cover it
 HEARD: set[type[Any]] = set()  # kinds the agent heard during the running test

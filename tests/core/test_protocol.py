@@ -73,6 +73,11 @@ V1_TAGS = {
     "keepalive": "Keepalive",
     "deadlines": "DeadlinesReply",
     "changed": "SandboxChanged",
+    # Host ports reached from inside a sandbox.
+    "listen": "ListenPort",
+    "listening": "Listening",
+    "accepted": "Accepted",
+    "claim": "ClaimConnection",
 }
 
 

@@ -68,6 +68,8 @@ def requests_on(sandbox_id: str) -> list[p.Request]:
         p.ReadStats(id=1, sandbox_id=sandbox_id),
         p.CommitSandbox(id=1, sandbox_id=sandbox_id, image="stolen/copy:1"),
         p.ForwardPort(id=1, sandbox_id=sandbox_id, port=80),
+        p.ListenPort(id=1, sandbox_id=sandbox_id),
+        p.ClaimConnection(id=1, sandbox_id=sandbox_id, listen=1, connection=1),
         p.SetTimeouts(id=1, sandbox_id=sandbox_id, lifetime=1),
         p.Keepalive(id=1, sandbox_id=sandbox_id),
     ]
@@ -80,7 +82,7 @@ def test_every_request_that_names_a_sandbox_is_tried() -> None:
         if "sandbox_id" in kind.__struct_fields__ and kind is not p.CreateSandbox
     }
     assert {type(r) for r in requests_on("x")} == naming
-    assert len(requests_on("x")) == len(naming) == 21
+    assert len(requests_on("x")) == len(naming) == 23
 
 
 def _a_with_secret(agent: SocketAgent, owner: str, sandbox_id: str) -> RawClient:
