@@ -18,8 +18,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
 from rock_core import SandboxNotFound
-from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.protocol import (
+    BuildImage,
     CommitSandbox,
     CreateSandbox,
     CreateSession,
@@ -49,9 +49,10 @@ from rock_core.protocol import (
     WarmImage,
     WriteFile,
 )
+from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.serving import Connection
 
-from . import _commands, _files, _images, _ports, _sandboxes, _stats
+from . import _build, _commands, _files, _images, _ports, _sandboxes, _stats
 from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
@@ -81,6 +82,7 @@ HANDLERS: dict[type[Any], Handler] = {
     WarmImage: _images.warm_image,
     PruneImages: _images.prune_images,
     CommitSandbox: _images.commit_sandbox,
+    BuildImage: _build.build_image,
     ReadStats: _stats.read_stats,
     ForwardPort: _ports.forward_port,
     SetTimeouts: _sandboxes.set_timeouts,

@@ -70,6 +70,8 @@ from ._messages import (
     check_held_output,
 )
 from ._messages_host import (
+    BuildImage,
+    BuildReply,
     CommitSandbox,
     DeadlinesReply,
     ForwardPort,
@@ -130,6 +132,7 @@ ClientMessage = (
     | WarmImage
     | PruneImages
     | CommitSandbox
+    | BuildImage
     | ReadStats
     | ForwardPort
     | SetTimeouts
@@ -153,6 +156,7 @@ AgentMessage = (
     | StreamCredit
     | ImageListReply
     | ImageReply
+    | BuildReply
     | PruneReply
     | StatsReply
     | ForwardReply
@@ -252,6 +256,8 @@ __all__ = [
     "NO_LIMIT",
     "PROTOCOL_VERSION",
     "AgentMessage",
+    "BuildImage",
+    "BuildReply",
     "Cancel",
     "ClientMessage",
     "CloseSession",

@@ -46,6 +46,7 @@ MODULES = [
     "test_fake_commands",
     "test_fake_files",
     "test_fake_images",
+    "test_fake_build",
     "test_fake_crash",
 ]
 COVERED: dict[type[Request], list[str]] = {}  # kind: the tests that cover it

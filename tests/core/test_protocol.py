@@ -73,6 +73,9 @@ V1_TAGS = {
     "keepalive": "Keepalive",
     "deadlines": "DeadlinesReply",
     "changed": "SandboxChanged",
+    # Image builds.
+    "image_build": "BuildImage",
+    "built": "BuildReply",
 }
 
 
