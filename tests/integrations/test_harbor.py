@@ -121,6 +121,115 @@ def test_a_missing_image_is_a_clear_error(tmp_path: Path) -> None:
     assert "rock-test/no-such-image:absent" in error["exception_message"]
 
 
+def with_dockerfile(task: Path) -> Path:
+    """Make `task` build its image: no docker_image, an environment/Dockerfile instead."""
+    toml = task / "task.toml"
+    toml.write_text(toml.read_text().replace(f'docker_image = "{PY_IMAGE}"\n', ""))
+    (task / "environment").mkdir()
+    (task / "environment" / "Dockerfile").write_text(
+        f"FROM {PY_IMAGE}\nRUN echo built-by-the-kit > /opt/marker\nWORKDIR /app\n"
+    )
+    solve = task / "solution" / "solve.sh"
+    solve.write_text(solve.read_text() + "cat /opt/marker\n")
+    return task
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_task_image_is_built_from_its_dockerfile(tmp_path: Path) -> None:
+    task = with_dockerfile(make_task(tmp_path))
+    trials = tmp_path / "trials"
+    done = run_harbor(
+        "harbor", "trials", "start", "-p", task, "-a", "oracle", "-e", IMPORT_PATH,
+        "--trials-dir", trials, cwd=tmp_path,
+    )  # fmt: skip
+    assert "Rewards: {'reward': 1.0}" in done.stdout
+    (log,) = trials.glob("*/agent/oracle.txt")
+    assert log.read_text() == "wrote 5050 in /app as root\nbuilt-by-the-kit\n"
+    tag = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", "rock-harbor/hello-task"],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    assert len(tag) == 1 and re.fullmatch(r"rock-harbor/hello-task:[0-9a-f]{12}", tag[0])
+    remove_images("rock-harbor/hello-task")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_dockerfile_that_does_not_build_is_a_build_failure(tmp_path: Path) -> None:
+    task = with_dockerfile(make_task(tmp_path, "broken-task"))
+    (task / "environment" / "Dockerfile").write_text(
+        f"FROM {PY_IMAGE}\nRUN echo failing-step && exit 7\n"
+    )
+    trials = tmp_path / "trials"
+    run_harbor(
+        "harbor", "trials", "start", "-p", task, "-a", "oracle", "-e", IMPORT_PATH,
+        "--trials-dir", trials, cwd=tmp_path,
+    )  # fmt: skip
+    error = trial_result(trials)["exception_info"]
+    assert isinstance(error, dict)
+    assert error["exception_type"] == "SandboxBuildFailedError"
+    message = error["exception_message"]
+    assert re.search(r"Step 2/\d+ : RUN echo failing-step && exit 7 failed:", message)
+    assert "returned a non-zero code: 7" in message
+
+
+def remove_images(repository: str) -> None:
+    """Remove the images the tests built (every tag of `repository`)."""
+    tags = subprocess.run(
+        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", repository],
+        capture_output=True, text=True, check=True,
+    ).stdout.split()  # fmt: skip
+    if tags:
+        subprocess.run(["docker", "rmi", "-f", *tags], capture_output=True, check=True)
+
+
+ON_CLUSTER = """
+import asyncio, sys
+from pathlib import Path
+
+from harbor.models.trial.config import AgentConfig, EnvironmentConfig, TaskConfig, TrialConfig
+from harbor.trial.hooks import TrialEvent
+from harbor.trial.trial import Trial
+from rock_sdk import open_cluster
+from rock_sdk.integrations.harbor import use_cluster
+
+
+async def main():
+    config = TrialConfig(
+        task=TaskConfig(path=Path(sys.argv[1])),
+        trials_dir=Path(sys.argv[2]),
+        agent=AgentConfig(name="oracle"),
+        environment=EnvironmentConfig(import_path="rock_sdk.integrations.harbor:RockEnvironment"),
+    )
+    async with open_cluster(["local"]) as cluster:
+        seen = []
+
+        async def count(event):
+            seen.append(len(cluster.sandboxes()))
+
+        with use_cluster(cluster):
+            trial = await Trial.create(config)
+            trial.add_hook(TrialEvent.AGENT_START, count)
+            result = await trial.run()
+        print(result.verifier_result.rewards, seen, len(cluster.sandboxes()))
+
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_use_cluster_places_and_builds_on_the_given_cluster(tmp_path: Path) -> None:
+    task = with_dockerfile(make_task(tmp_path, "cluster-task"))
+    (tmp_path / "on_cluster.py").write_text(ON_CLUSTER)
+    done = run_harbor("python", tmp_path / "on_cluster.py", task, tmp_path / "trials", cwd=tmp_path)
+    # One sandbox on the cluster while the agent ran, none after the trial.
+    assert done.stdout.splitlines()[-1] == "{'reward': 1.0} [1] 0"
+    remove_images("rock-harbor/cluster-task")
+
+
 @pytest.mark.slow
 def test_bad_environment_kwargs_are_refused_by_harbor(tmp_path: Path) -> None:
     done = subprocess.run(

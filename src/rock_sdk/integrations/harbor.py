@@ -19,8 +19,9 @@ Rules:
 - The capability flags say only what is true: internet can be disabled (a sandbox's network
   is off unless the task's policy is public); no GPUs, mounts, compose, allowlists, Windows,
   or network policy changes after start. CPU and memory are hard limits.
-- A timed-out `exec` raises `RuntimeError`, as Harbor's Docker environment does; errors of the
-  kit (a missing image, a lost host) reach Harbor as the kit's exceptions, message kept.
+- A timed-out `exec` raises `RuntimeError`, as Harbor's Docker environment does, and a
+  Dockerfile that does not build raises Harbor's `SandboxBuildFailedError` (not retried); other
+  errors of the kit (a missing image, a lost host) reach Harbor as the kit's, message kept.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import anyio
-from harbor.environments.base import BaseEnvironment
+from harbor.environments.base import BaseEnvironment, SandboxBuildFailedError
 from harbor.environments.base import ExecResult as HarborExecResult
 from harbor.environments.capabilities import (
     EnvironmentCapabilities,
@@ -51,6 +52,7 @@ from harbor.models.trial.config import ResourceMode
 
 from rock_core.protocol import MAX_DATA
 from rock_sdk import (
+    BadRequest,
     FileNotFound,
     Sandbox,
     SandboxCluster,
@@ -193,11 +195,15 @@ class RockEnvironment(BaseEnvironment):  # type: ignore[misc]
             return str(prebuilt)
         tag = shell.image_tag(self.environment_name, self.environment_id)
         cluster = _cluster.get()
-        if cluster is not None:
-            await _build(cluster, self.environment_dir, tag)
-        else:
-            async with open_cluster(["local"]) as local:
-                await _build(local, self.environment_dir, tag)
+        try:
+            if cluster is not None:
+                await cluster.build_image(self.environment_dir, tag)
+            else:
+                async with open_cluster(["local"]) as local:
+                    await local.build_image(self.environment_dir, tag)
+        except BadRequest as exc:
+            # A Dockerfile that does not build: Harbor does not retry this one.
+            raise SandboxBuildFailedError(str(exc)) from exc
         return tag
 
     # ------------------------------------------------------------------ commands
@@ -296,12 +302,3 @@ class RockEnvironment(BaseEnvironment):  # type: ignore[misc]
             await anyio.to_thread.run_sync(
                 lambda: shutil.copytree(copied, target, symlinks=True, dirs_exist_ok=True)
             )
-
-
-async def _build(cluster: SandboxCluster, context: Path, tag: str) -> None:
-    """Build `tag` from the task's environment folder on the cluster's hosts."""
-    # TEMPORARY until SandboxCluster.build_image lands on main (branch h-build).
-    build = getattr(cluster, "build_image", None)
-    if build is None:
-        raise RuntimeError("this version of rock-kit cannot build images: use a docker_image")
-    await build(context, tag)
