@@ -20,7 +20,7 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 installed="$({ "$venv/bin/python" -m pip show harbor 2>/dev/null || true; } | sed -n 's/^Version: //p')"
 if [ "$installed" != "$harbor_version" ]; then
-    "$venv/bin/python" -m pip install -q "harbor==$harbor_version"
+    "$venv/bin/python" -m pip install -qq "harbor==$harbor_version"
 fi
 # This checkout, editable, so the venv always runs the code of the tree it was set up from.
-"$venv/bin/python" -m pip install -q -e "$repo[ssh]"
+"$venv/bin/python" -m pip install -qq -e "$repo[ssh]"

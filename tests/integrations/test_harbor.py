@@ -20,7 +20,7 @@ import pytest
 
 from rock_sdk.integrations import _harbor_shell as shell
 
-from ..conftest import PY_IMAGE
+from ..conftest import PY_IMAGE, SH_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = Path(__file__).resolve().parent / "harbor_task"
@@ -247,7 +247,7 @@ def test_bad_environment_kwargs_are_refused_by_harbor(tmp_path: Path) -> None:
 
 
 DRIVER = """
-import asyncio, json, sys, tempfile
+import asyncio, json, subprocess, sys
 from pathlib import Path
 
 from harbor.models.task.config import EnvironmentConfig, NetworkMode, NetworkPolicy
@@ -258,15 +258,24 @@ work = Path(sys.argv[1])
 out = {}
 
 
-def environment(mode=NetworkMode.NO_NETWORK, hosts=()):
+def environment(mode=NetworkMode.NO_NETWORK, hosts=(), name="env", image=sys.argv[2], **more):
     return RockEnvironment(
         environment_dir=work / "environment",
         environment_name="driver",
-        session_id="driver__env",
+        session_id=f"driver__{name}",
         trial_paths=TrialPaths(work / "trial"),
-        task_env_config=EnvironmentConfig(docker_image=sys.argv[2], workdir="/app"),
+        task_env_config=EnvironmentConfig(docker_image=image, workdir="/app"),
         network_policy=NetworkPolicy(network_mode=mode, allowed_hosts=list(hosts)),
+        **more,
     )
+
+
+def containers(session):
+    return subprocess.run(
+        ["docker", "ps", "-a", "--filter", f"label=harbor.session={session}",
+         "--format", "{{.State}}"],
+        capture_output=True, text=True, check=True,
+    ).stdout
 
 
 async def error(call):
@@ -325,6 +334,28 @@ async def main():
     finally:
         await env.stop(delete=True)
     out["after_stop"] = await error(env.exec("true"))
+    out["containers_after_stop"] = containers("driver__env")
+
+    # A start that fails after the sandbox is made deletes it: here Harbor's folders
+    # cannot be made (/proc takes no new folders).
+    mount = {"type": "bind", "source": str(work), "target": "/proc/harbor-logs"}
+    broken = environment(name="broken", auto_mounts=[mount])
+    out["failed_start"] = await error(broken.start(force_build=False))
+    out["containers_after_failed_start"] = containers("driver__broken")
+
+    kept = environment(name="kept")
+    await kept.start(force_build=False)
+    await kept.exec("echo kept > /app/file")
+    await kept.stop(delete=False)
+    out["kept"] = containers("driver__kept")
+
+    small = environment(name="busybox", image=sys.argv[3])
+    await small.start(force_build=False)
+    try:
+        r = await small.exec('echo "$0 in $(pwd)"; echo oops >&2; exit 4', env={"A": "1"})
+        out["busybox"] = [r.stdout, r.stderr, r.return_code]
+    finally:
+        await small.stop(delete=True)
     try:
         environment(NetworkMode.ALLOWLIST, ["example.com"])
     except ValueError as exc:
@@ -340,7 +371,7 @@ print(json.dumps(out))
 @pytest.mark.slow
 def test_the_environment_runs_harbors_calls_on_a_sandbox(tmp_path: Path) -> None:
     (tmp_path / "driver.py").write_text(DRIVER)
-    done = run_harbor("python", tmp_path / "driver.py", tmp_path, PY_IMAGE, cwd=tmp_path)
+    done = run_harbor("python", tmp_path / "driver.py", tmp_path, PY_IMAGE, SH_IMAGE, cwd=tmp_path)
     out = json.loads(done.stdout.splitlines()[-1])
     assert out["before_start"] == [
         "RuntimeError",
@@ -376,6 +407,12 @@ def test_the_environment_runs_harbors_calls_on_a_sandbox(tmp_path: Path) -> None
         "RuntimeError",
         "environment driver__env is not running: call start() first",
     ]
+    assert out["containers_after_stop"] == ""  # deleted
+    assert out["failed_start"][0] == "RuntimeError"
+    assert out["failed_start"][1].startswith("cannot make Harbor's folders in the sandbox: mkdir:")
+    assert out["containers_after_failed_start"] == ""
+    assert out["kept"] == "exited\n"  # stop(delete=False): stopped, files kept
+    assert out["busybox"] == ["sh in /app\n", "oops\n", 4]  # no bash there: sh
     assert out["allowlist"].startswith(
         "network_mode='allowlist' is not supported by rock environment."
     )

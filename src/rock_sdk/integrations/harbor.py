@@ -151,7 +151,9 @@ class RockEnvironment(BaseEnvironment):  # type: ignore[misc]
             self._who, self._shell = (name, uid), found
             # Harbor's log folders (/logs/agent, /logs/verifier, ...): a mounting provider
             # binds them, every other one makes them.
-            await self.ensure_dirs(self._mount_targets(writable_only=True))
+            made = await self.ensure_dirs(self._mount_targets(writable_only=True))
+            if made is not None and made.return_code != 0:
+                raise RuntimeError(f"cannot make Harbor's folders in the sandbox: {made.stderr}")
             await self._upload_environment_dir_after_start()
         except BaseException:
             self._sandbox = None
