@@ -302,7 +302,7 @@ async def main():
         out["user_name"] = (await ex("id -un", user="nobody")).stdout
         out["user_id"] = (await ex("id -u", user=1234)).stdout
         out["root"] = (await ex("id -un", user="root")).stdout
-        await ex("cd / && export LEFT=1")
+        await ex("cd / && export LEFT=1 && rm -rf /tmp/.rock-harbor*")
         out["isolated"] = (await ex('pwd; echo "${LEFT:-unset}"')).stdout
         out["timeout"] = await error(ex("sleep 30", timeout_sec=1))
         out["after_timeout"] = (await ex("echo alive")).stdout
@@ -458,14 +458,14 @@ def test_exec_line_quotes_everything() -> None:
     line = shell.exec_line(
         "echo $X; exit 3",
         shell="bash",
-        stderr_file="/tmp/.rock-harbor/s 1.stderr",
+        stderr_file=shell.stderr_path("s 1"),
         cwd="/my dir",
         env={"X": "a'b"},
         user=["runuser", "-u", "nobody", "--"],
     )
     assert line == (
         "( cd '/my dir' && exec runuser -u nobody -- env 'X=a'\"'\"'b' bash -c 'echo $X; exit 3'"
-        " ) </dev/null 2>'/tmp/.rock-harbor/s 1.stderr'"
+        " ) </dev/null 2>'/tmp/.rock-harbor-s 1.stderr'"
     )
 
 

@@ -19,14 +19,14 @@ from __future__ import annotations
 import re
 import shlex
 
-STATE_DIR = "/tmp/.rock-harbor"  # the sessions' stderr files live here
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _TAG_PART = re.compile(r"[^a-z0-9]+")
 
 
 def stderr_path(session: str) -> str:
-    """The file that holds the stderr of the latest command of `session`."""
-    return f"{STATE_DIR}/{session}.stderr"
+    """The file that holds the stderr of the latest command of `session` (straight in /tmp,
+    so no folder of ours must survive the commands)."""
+    return f"/tmp/.rock-harbor-{session}.stderr"
 
 
 def user_prefix(user: str | int | None, current: tuple[str, str]) -> list[str]:

@@ -143,8 +143,7 @@ class RockEnvironment(BaseEnvironment):  # type: ignore[misc]
         try:
             self._sandbox = sandbox
             probe = await sandbox.arun(
-                f"mkdir -p {shell.STATE_DIR} && id -un && id -u"
-                " && { command -v bash >/dev/null 2>&1 && echo bash || echo sh; }",
+                "id -un && id -u && { command -v bash >/dev/null 2>&1 && echo bash || echo sh; }",
                 check=True,
             )
             name, uid, found = probe.output.split()[-3:]
