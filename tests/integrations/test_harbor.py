@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -136,7 +137,8 @@ def with_dockerfile(task: Path) -> Path:
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_a_task_image_is_built_from_its_dockerfile(tmp_path: Path) -> None:
+def test_a_task_image_is_built_from_its_dockerfile(tmp_path: Path, built: list[str]) -> None:
+    built.append("rock-harbor/hello-task")
     task = with_dockerfile(make_task(tmp_path))
     trials = tmp_path / "trials"
     done = run_harbor(
@@ -151,12 +153,14 @@ def test_a_task_image_is_built_from_its_dockerfile(tmp_path: Path) -> None:
         capture_output=True, text=True, check=True,
     ).stdout.split()  # fmt: skip
     assert len(tag) == 1 and re.fullmatch(r"rock-harbor/hello-task:[0-9a-f]{12}", tag[0])
-    remove_images("rock-harbor/hello-task")
 
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_a_dockerfile_that_does_not_build_is_a_build_failure(tmp_path: Path) -> None:
+def test_a_dockerfile_that_does_not_build_is_a_build_failure(
+    tmp_path: Path, built: list[str]
+) -> None:
+    built.append("rock-harbor/broken-task")  # its base layers only, if anything
     task = with_dockerfile(make_task(tmp_path, "broken-task"))
     (task / "environment" / "Dockerfile").write_text(
         f"FROM {PY_IMAGE}\nRUN echo failing-step && exit 7\n"
@@ -174,14 +178,18 @@ def test_a_dockerfile_that_does_not_build_is_a_build_failure(tmp_path: Path) -> 
     assert "returned a non-zero code: 7" in message
 
 
-def remove_images(repository: str) -> None:
-    """Remove the images the tests built (every tag of `repository`)."""
-    tags = subprocess.run(
-        ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", repository],
-        capture_output=True, text=True, check=True,
-    ).stdout.split()  # fmt: skip
-    if tags:
-        subprocess.run(["docker", "rmi", "-f", *tags], capture_output=True, check=True)
+@pytest.fixture
+def built() -> Iterator[list[str]]:
+    """Image repositories a test builds; every tag of each is removed after it."""
+    repositories: list[str] = []
+    yield repositories
+    for repository in repositories:
+        tags = subprocess.run(
+            ["docker", "images", "--format", "{{.Repository}}:{{.Tag}}", repository],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()  # fmt: skip
+        if tags:
+            subprocess.run(["docker", "rmi", "-f", *tags], capture_output=True, check=True)
 
 
 ON_CLUSTER = """
@@ -221,13 +229,15 @@ asyncio.run(main())
 
 @pytest.mark.docker
 @pytest.mark.slow
-def test_use_cluster_places_and_builds_on_the_given_cluster(tmp_path: Path) -> None:
+def test_use_cluster_places_and_builds_on_the_given_cluster(
+    tmp_path: Path, built: list[str]
+) -> None:
+    built.append("rock-harbor/cluster-task")
     task = with_dockerfile(make_task(tmp_path, "cluster-task"))
     (tmp_path / "on_cluster.py").write_text(ON_CLUSTER)
     done = run_harbor("python", tmp_path / "on_cluster.py", task, tmp_path / "trials", cwd=tmp_path)
     # One sandbox on the cluster while the agent ran, none after the trial.
     assert done.stdout.splitlines()[-1] == "{'reward': 1.0} [1] 0"
-    remove_images("rock-harbor/cluster-task")
 
 
 @pytest.mark.slow
