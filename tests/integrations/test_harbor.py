@@ -19,12 +19,11 @@ from pathlib import Path
 
 import pytest
 
-from rock_sdk.integrations import _harbor_shell as shell
-
 from ..conftest import PY_IMAGE, SH_IMAGE
 
 ROOT = Path(__file__).resolve().parents[2]
 TASK = Path(__file__).resolve().parent / "harbor_task"
+SCRIPTS = Path(__file__).resolve().parent / "harbor_scripts"  # run by the venv's python
 VENV = Path("/opt/rock-extras/harbor")
 IMPORT_PATH = "rock_sdk.integrations.harbor:RockEnvironment"
 
@@ -192,41 +191,6 @@ def built() -> Iterator[list[str]]:
             subprocess.run(["docker", "rmi", "-f", *tags], capture_output=True, check=True)
 
 
-ON_CLUSTER = """
-import asyncio, sys
-from pathlib import Path
-
-from harbor.models.trial.config import AgentConfig, EnvironmentConfig, TaskConfig, TrialConfig
-from harbor.trial.hooks import TrialEvent
-from harbor.trial.trial import Trial
-from rock_sdk import open_cluster
-from rock_sdk.integrations.harbor import use_cluster
-
-
-async def main():
-    config = TrialConfig(
-        task=TaskConfig(path=Path(sys.argv[1])),
-        trials_dir=Path(sys.argv[2]),
-        agent=AgentConfig(name="oracle"),
-        environment=EnvironmentConfig(import_path="rock_sdk.integrations.harbor:RockEnvironment"),
-    )
-    async with open_cluster(["local"]) as cluster:
-        seen = []
-
-        async def count(event):
-            seen.append(len(cluster.sandboxes()))
-
-        with use_cluster(cluster):
-            trial = await Trial.create(config)
-            trial.add_hook(TrialEvent.AGENT_START, count)
-            result = await trial.run()
-        print(result.verifier_result.rewards, seen, len(cluster.sandboxes()))
-
-
-asyncio.run(main())
-"""
-
-
 @pytest.mark.docker
 @pytest.mark.slow
 def test_use_cluster_places_and_builds_on_the_given_cluster(
@@ -234,8 +198,7 @@ def test_use_cluster_places_and_builds_on_the_given_cluster(
 ) -> None:
     built.append("rock-harbor/cluster-task")
     task = with_dockerfile(make_task(tmp_path, "cluster-task"))
-    (tmp_path / "on_cluster.py").write_text(ON_CLUSTER)
-    done = run_harbor("python", tmp_path / "on_cluster.py", task, tmp_path / "trials", cwd=tmp_path)
+    done = run_harbor("python", SCRIPTS / "on_cluster.py", task, tmp_path / "trials", cwd=tmp_path)
     # One sandbox on the cluster while the agent ran, none after the trial.
     assert done.stdout.splitlines()[-1] == "{'reward': 1.0} [1] 0"
 
@@ -256,132 +219,11 @@ def test_bad_environment_kwargs_are_refused_by_harbor(tmp_path: Path) -> None:
     assert "pull: Input should be 'missing', 'never' or 'always'" in done.stderr
 
 
-DRIVER = """
-import asyncio, json, subprocess, sys
-from pathlib import Path
-
-from harbor.models.task.config import EnvironmentConfig, NetworkMode, NetworkPolicy
-from harbor.models.trial.paths import TrialPaths
-from rock_sdk.integrations.harbor import RockEnvironment
-
-work = Path(sys.argv[1])
-out = {}
-
-
-def environment(mode=NetworkMode.NO_NETWORK, hosts=(), name="env", image=sys.argv[2], **more):
-    return RockEnvironment(
-        environment_dir=work / "environment",
-        environment_name="driver",
-        session_id=f"driver__{name}",
-        trial_paths=TrialPaths(work / "trial"),
-        task_env_config=EnvironmentConfig(docker_image=image, workdir="/app"),
-        network_policy=NetworkPolicy(network_mode=mode, allowed_hosts=list(hosts)),
-        **more,
-    )
-
-
-def containers(session):
-    return subprocess.run(
-        ["docker", "ps", "-a", "--filter", f"label=harbor.session={session}",
-         "--format", "{{.State}}"],
-        capture_output=True, text=True, check=True,
-    ).stdout
-
-
-async def error(call):
-    try:
-        await call
-    except Exception as exc:
-        return [type(exc).__name__, str(exc)]
-    return None
-
-
-async def main():
-    env = environment()
-    out["before_start"] = await error(env.exec("true"))
-    out["capabilities"] = env.capabilities.model_dump()
-    await env.start(force_build=False)
-    try:
-        ex = env.exec
-        out["default_cwd"] = (await ex("pwd")).stdout
-        out["cwd"] = (await ex("pwd", cwd="/tmp")).stdout
-        out["env"] = (await ex('echo "$GREETING"', env={"GREETING": "hi 'there'"})).stdout
-        r = await ex("echo out; echo err >&2; exit 3")
-        out["streams"] = [r.stdout, r.stderr, r.return_code]
-        out["bash"] = (await ex("echo $BASH_VERSION | cut -c1")).stdout
-        out["user_name"] = (await ex("id -un", user="nobody")).stdout
-        out["user_id"] = (await ex("id -u", user=1234)).stdout
-        out["root"] = (await ex("id -un", user="root")).stdout
-        await ex("cd / && export LEFT=1 && rm -rf /tmp/.rock-harbor*")
-        out["isolated"] = (await ex('pwd; echo "${LEFT:-unset}"')).stdout
-        out["timeout"] = await error(ex("sleep 30", timeout_sec=1))
-        out["after_timeout"] = (await ex("echo alive")).stdout
-        rs = await asyncio.gather(*(ex(f"sleep 1; echo {i}") for i in range(3)))
-        out["concurrent"] = [r.stdout for r in rs]
-        out["bad_env"] = await error(ex("true", env={"BAD-NAME": "x"}))
-        out["interfaces"] = (await ex("ls /sys/class/net")).stdout
-
-        local = work / "local"
-        (local / "sub").mkdir(parents=True)
-        (local / "a.txt").write_text("a")
-        (local / "sub" / "b.txt").write_text("b")
-        await env.upload_file(local / "a.txt", "/data/one/a.txt")
-        await ex("mkdir -p /data/dir && echo old > /data/dir/old.txt")
-        await env.upload_dir(local, "/data/dir")
-        out["uploaded"] = (await ex("cd /data && find . -type f | sort")).stdout
-        await env.download_file("/data/one/a.txt", work / "down" / "file.txt")
-        out["downloaded_file"] = (work / "down" / "file.txt").read_text()
-        target = work / "down" / "dir"
-        target.mkdir()
-        (target / "kept.txt").write_text("kept")
-        (target / "a.txt").write_text("stale")
-        await env.download_dir("/data/dir", target)
-        out["downloaded_dir"] = sorted(
-            str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()
-        )
-        out["overwritten"] = (target / "a.txt").read_text()
-        out["missing_file"] = await error(env.download_file("/nope", work / "nope"))
-    finally:
-        await env.stop(delete=True)
-    out["after_stop"] = await error(env.exec("true"))
-    out["containers_after_stop"] = containers("driver__env")
-
-    # A start that fails after the sandbox is made deletes it: here Harbor's folders
-    # cannot be made (/proc takes no new folders).
-    mount = {"type": "bind", "source": str(work), "target": "/proc/harbor-logs"}
-    broken = environment(name="broken", auto_mounts=[mount])
-    out["failed_start"] = await error(broken.start(force_build=False))
-    out["containers_after_failed_start"] = containers("driver__broken")
-
-    kept = environment(name="kept")
-    await kept.start(force_build=False)
-    await kept.exec("echo kept > /app/file")
-    await kept.stop(delete=False)
-    out["kept"] = containers("driver__kept")
-
-    small = environment(name="busybox", image=sys.argv[3])
-    await small.start(force_build=False)
-    try:
-        r = await small.exec('echo "$0 in $(pwd)"; echo oops >&2; exit 4', env={"A": "1"})
-        out["busybox"] = [r.stdout, r.stderr, r.return_code]
-    finally:
-        await small.stop(delete=True)
-    try:
-        environment(NetworkMode.ALLOWLIST, ["example.com"])
-    except ValueError as exc:
-        out["allowlist"] = str(exc)
-
-
-asyncio.run(main())
-print(json.dumps(out))
-"""
-
-
 @pytest.mark.docker
 @pytest.mark.slow
 def test_the_environment_runs_harbors_calls_on_a_sandbox(tmp_path: Path) -> None:
-    (tmp_path / "driver.py").write_text(DRIVER)
-    done = run_harbor("python", tmp_path / "driver.py", tmp_path, PY_IMAGE, SH_IMAGE, cwd=tmp_path)
+    script = SCRIPTS / "drive_environment.py"
+    done = run_harbor("python", script, tmp_path, PY_IMAGE, SH_IMAGE, cwd=tmp_path)
     out = json.loads(done.stdout.splitlines()[-1])
     assert out["before_start"] == [
         "RuntimeError",
@@ -440,47 +282,3 @@ def test_the_docs_snippet_runs_a_trial(tmp_path: Path) -> None:
         (tmp_path / f"snippet{number}.py").write_text(block)
         done = run_harbor("python", tmp_path / f"snippet{number}.py", cwd=tmp_path)
         assert "{'reward': 1.0}" in done.stdout
-
-
-# The shell lines behind `exec`: plain functions, checked without Harbor or Docker.
-
-
-@pytest.mark.parametrize(
-    ("user", "prefix"),
-    [
-        (None, []),
-        ("root", []),
-        (0, []),
-        ("nobody", ["runuser", "-u", "nobody", "--"]),
-        (1234, ["setpriv", "--reuid=1234", "--regid=1234", "--clear-groups", "--"]),
-    ],
-)
-def test_user_prefix(user: str | int | None, prefix: list[str]) -> None:
-    assert shell.user_prefix(user, ("root", "0")) == prefix
-
-
-def test_user_prefix_refuses_other_types() -> None:
-    with pytest.raises(ValueError, match=r"^user must be a name or a numeric id, got True$"):
-        shell.user_prefix(True, ("root", "0"))
-
-
-def test_exec_line_quotes_everything() -> None:
-    line = shell.exec_line(
-        "echo $X; exit 3",
-        shell="bash",
-        stderr_file=shell.stderr_path("s 1"),
-        cwd="/my dir",
-        env={"X": "a'b"},
-        user=["runuser", "-u", "nobody", "--"],
-    )
-    assert line == (
-        "( cd '/my dir' && exec runuser -u nobody -- env 'X=a'\"'\"'b' bash -c 'echo $X; exit 3'"
-        " ) </dev/null 2>'/tmp/.rock-harbor-s 1.stderr'"
-    )
-
-
-def test_image_tag_is_a_valid_local_tag() -> None:
-    assert shell.image_tag("Hello World__v2", "ABCdef0123456789") == (
-        "rock-harbor/hello-world-v2:abcdef012345"
-    )
-    assert shell.image_tag("___", "") == "rock-harbor/task:latest"
