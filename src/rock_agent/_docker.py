@@ -66,6 +66,7 @@ from ._labels import (
 from ._listeners import SocketPortListener, listen_inside
 from ._netns import connect_inside
 from ._runtime import (
+    BuildOutcome,
     ContainerDetail,
     ContainerSummary,
     DiskUsage,
@@ -359,6 +360,17 @@ class DockerRuntime:
             labels=labels,
             pause=pause,
         )
+
+    async def build_image(
+        self,
+        context: AsyncIterator[bytes],
+        *,
+        tag: str,
+        dockerfile: str,
+        labels: Mapping[str, str],
+    ) -> BuildOutcome:
+        """Build image `tag` from a tar stream of its context (see `ContainerRuntime`)."""
+        return await self.engine.build(context, tag=tag, dockerfile=dockerfile, labels=labels)
 
     async def stats(self, sandbox_id: str) -> StatsReading:
         """One stats reading of a sandbox (the engine compares it with one a second earlier)."""

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -31,7 +32,9 @@ from rock_core import (
     TransportError,
 )
 
+from ._build_log import BuildLog
 from ._docker_json import (
+    build_progress,
     commit_config,
     disk_usage,
     engine_event,
@@ -41,7 +44,15 @@ from ._docker_json import (
 from ._engine import Bounds, disk_limit_problem, engine_call, engine_errors
 from ._labels import LABEL_HOST
 from ._pull_policy import check_policy, must_pull, unpulled
-from ._runtime import DiskUsage, EngineEvent, ImageRecord, PullPolicy, Resources, StatsReading
+from ._runtime import (
+    BuildOutcome,
+    DiskUsage,
+    EngineEvent,
+    ImageRecord,
+    PullPolicy,
+    Resources,
+    StatsReading,
+)
 
 MOUNTINFO = Path("/proc/self/mountinfo")
 
@@ -161,6 +172,50 @@ class DockerEngine:
         with engine_call("reading the engine's disk usage", self.bounds.disk_usage):
             report: dict[str, Any] = await self.docker._query_json("system/df", timeout=None)
         return disk_usage(report)
+
+    async def build(
+        self,
+        context: AsyncIterator[bytes],
+        *,
+        tag: str,
+        dockerfile: str,
+        labels: Mapping[str, str],
+    ) -> BuildOutcome:
+        """Build image `tag` from a tar stream of its context (see `ContainerRuntime`).
+
+        The context is spooled to a temporary file first, so a broken upload never reaches the
+        engine; the build is bounded by its progress, as a pull is. Intermediate containers
+        are removed whether it succeeds or fails (``forcerm``).
+        """
+        log = BuildLog(tag)
+        with tempfile.TemporaryFile(prefix="rock-build-") as spool:
+            async for chunk in context:
+                await anyio.to_thread.run_sync(spool.write, chunk)
+            await anyio.to_thread.run_sync(spool.seek, 0)
+            params = {"t": tag, "dockerfile": dockerfile, "rm": "1", "forcerm": "1", "pull": "0"}
+            params["labels"] = json.dumps(dict(labels))
+            image_id = ""
+            what = f"building image {tag}"
+            idle = self.bounds.pull_idle
+            # One deadline that each word of the engine moves on: bounded by progress only.
+            with anyio.CancelScope(deadline=anyio.current_time() + idle) as scope:
+                with engine_errors(what):
+                    async with self.docker._query(
+                        "build",
+                        method="POST",
+                        params=params,
+                        headers={"content-type": "application/x-tar"},
+                        data=spool,
+                        timeout=None,
+                    ) as response:
+                        async for line in response.content:
+                            scope.deadline = anyio.current_time() + idle
+                            image_id = build_progress(line, log) or image_id
+            if scope.cancelled_caught:
+                raise TimedOut(f"{what}: the Docker engine said nothing for {idle:g} s")
+        if not image_id:
+            image_id = (await self.inspect(tag)).image_id
+        return BuildOutcome(image_id=image_id, output=log.lines)
 
     # ------------------------------------------------------------------ one container
 

@@ -11,11 +11,14 @@ Rules:
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any
 
+from rock_core import ProtocolError
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
+from ._build_log import BuildLog
 from ._labels import (
     LABEL_OWNER,
     LABEL_SANDBOX,
@@ -283,6 +286,26 @@ def stats_reading(reading: dict[str, Any]) -> StatsReading:
     )
 
 
+def build_progress(line: bytes, log: BuildLog) -> str:
+    """Read one line of the engine's build stream into `log`; the built image's id if the
+    line names it, else "". A line reporting the build's failure raises `log.failure`."""
+    if not line.strip():
+        return ""
+    try:
+        raw = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"the engine sent an unreadable build message: {exc}") from exc
+    if not isinstance(raw, dict):
+        return ""
+    if isinstance(raw.get("stream"), str):
+        log.feed(raw["stream"])
+    if raw.get("error") or raw.get("errorDetail"):
+        detail = _dict(raw.get("errorDetail"))
+        raise log.failure(str(detail.get("message") or raw.get("error") or ""))
+    image_id = _dict(raw.get("aux")).get("ID")
+    return image_id if isinstance(image_id, str) else ""
+
+
 def engine_event(event: dict[str, Any], default_uid: int) -> EngineEvent | None:
     """A start, die or destroy event of the engine's stream; None for any other."""
     action: EventAction
@@ -311,6 +334,7 @@ def engine_event(event: dict[str, Any], default_uid: int) -> EngineEvent | None:
 __all__ = [
     "CAPABILITIES",
     "KEEPALIVE",
+    "build_progress",
     "commit_config",
     "container_config",
     "container_detail",

@@ -14,7 +14,8 @@ Rules:
   too: exit code 137, `OOMKilled` in its detail and a plain "die", as Docker reports it).
   The runtime notices such an end before it answers any call about sandboxes, and its event
   feed waits for the main processes too, so a reader of `events` hears of it at once.
-- Images are `_fake_images`'s; stats are plain readings of the processes' /proc entries.
+- Images are `_fake_images`'s, builds `_fake_build`'s; stats are plain readings of the
+  processes' /proc entries.
 - Nothing runs in the background (the feed's reader does the watching): an instance needs
   no entering. `aclose` (or `async with`)
   kills what is left and deletes the folders.
@@ -40,6 +41,7 @@ from rock_core import BadRequest, NotFound, SandboxFailed, SandboxNotFound, Time
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
 from . import _fake_files, _fake_images
+from ._fake_build import fake_build
 from ._fake_events import FakeEventFeed
 from ._fake_images import FakeImages
 from ._fake_procs import FakeProcess
@@ -47,6 +49,7 @@ from ._fake_sandbox import FakeSandbox, make_root
 from ._labels import adoption_problem, sandbox_labels, split_owner_key
 from ._listeners import SocketPortListener, listen_here
 from ._runtime import (
+    BuildOutcome,
     ContainerDetail,
     ContainerRuntime,
     ContainerSummary,
@@ -350,6 +353,19 @@ class FakeRuntime:
             self.images.commit, f"{repository}:{tag}", box.root, merged
         )
         return image.image_id
+
+    async def build_image(
+        self,
+        context: AsyncIterator[bytes],
+        *,
+        tag: str,
+        dockerfile: str,
+        labels: Mapping[str, str],
+    ) -> BuildOutcome:
+        """Build `tag` by running a Dockerfile subset over folders (`_fake_build`)."""
+        return await fake_build(
+            self.images, self.folder, context, tag=tag, dockerfile=dockerfile, labels=labels
+        )
 
     # ------------------------------------------------------------------ observing
 

@@ -309,13 +309,13 @@ async def prune_images(server: _Server, conn: Connection, req: PruneImages) -> R
     return PruneReply(id=req.id, result=result)
 
 
-def split_reference(image: str) -> tuple[str, str]:
-    """(repository, tag) of a ``name[:tag]`` to commit to; the tag defaults to ``latest``."""
+def split_reference(image: str, verb: str = "commit") -> tuple[str, str]:
+    """(repository, tag) of a ``name[:tag]`` to `verb` to; the tag defaults to ``latest``."""
     image = image.strip()
     if not image:
-        raise BadRequest("commit needs an image name such as 'me/saved:1'")
+        raise BadRequest(f"{verb} needs an image name such as 'me/saved:1'")
     if "@" in image:
-        raise BadRequest(f"commit to a name:tag, not a digest: {image!r}")
+        raise BadRequest(f"{verb} to a name:tag, not a digest: {image!r}")
     name, sep, tag = image.rpartition(":")
     if not sep or "/" in tag:
         name, tag = image, "latest"
@@ -327,8 +327,11 @@ def split_reference(image: str) -> tuple[str, str]:
     return name, tag
 
 
-async def _check_overwrite(server: _Server, who: Principal, reference: str) -> None:
-    """`AlreadyExists` unless `reference` is free or names an image `who`'s user committed."""
+async def check_overwrite(
+    server: _Server, who: Principal, reference: str, verb: str = "commit"
+) -> None:
+    """`AlreadyExists` unless `reference` is free or names an image `who`'s user committed
+    (or built: a build labels its image as a commit does)."""
     try:
         existing = await server.runtime.inspect_image(reference)
     except ImageNotFound:
@@ -337,15 +340,15 @@ async def _check_overwrite(server: _Server, who: Principal, reference: str) -> N
     if committer != who.uid:
         by = "no sandbox commit" if committer is None else f"user {committer}"
         raise AlreadyExists(
-            f"image {reference} already exists (made by {by}): a commit replaces only an"
-            " image its own user committed; commit to another name"
+            f"image {reference} already exists (made by {by}): a {verb} replaces only an"
+            f" image its own user committed; {verb} to another name"
         )
 
 
 async def commit_sandbox(server: _Server, conn: Connection, req: CommitSandbox) -> Reply:
     """Handler of `CommitSandbox`."""
     repository, tag = split_reference(req.image)
-    await _check_overwrite(server, conn.principal, f"{repository}:{tag}")
+    await check_overwrite(server, conn.principal, f"{repository}:{tag}")
     image_id = await server.runtime.commit(
         req.sandbox_id,
         repository=repository,

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from rock_core import SandboxNotFound
 from rock_core.protocol import (
+    BuildImage,
     ClaimConnection,
     CommitSandbox,
     CreateSandbox,
@@ -53,7 +54,7 @@ from rock_core.protocol import (
 from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.serving import Connection
 
-from . import _commands, _files, _images, _ports, _reverse, _sandboxes, _stats
+from . import _build, _commands, _files, _images, _ports, _reverse, _sandboxes, _stats
 from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
@@ -83,6 +84,7 @@ HANDLERS: dict[type[Any], Handler] = {
     WarmImage: _images.warm_image,
     PruneImages: _images.prune_images,
     CommitSandbox: _images.commit_sandbox,
+    BuildImage: _build.build_image,
     ReadStats: _stats.read_stats,
     ForwardPort: _ports.forward_port,
     ListenPort: _reverse.listen_port,

@@ -79,6 +79,13 @@ class DiskUsage(msgspec.Struct, frozen=True, kw_only=True):
     layers_size: int = 0
 
 
+class BuildOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """A finished image build: the image's id and the last lines of the build's output."""
+
+    image_id: str
+    output: list[str] = []
+
+
 class StatsReading(msgspec.Struct, frozen=True, kw_only=True):
     """One resource-use reading of a running sandbox, with the reading before it.
 
@@ -347,6 +354,24 @@ class ContainerRuntime(Protocol):
         """
         ...
 
+    async def build_image(
+        self,
+        context: AsyncIterator[bytes],
+        *,
+        tag: str,
+        dockerfile: str,
+        labels: Mapping[str, str],
+    ) -> BuildOutcome:
+        """Build image `tag` from `context` (a tar stream of the build context, its Dockerfile at
+        `dockerfile`), with `labels` added; the base image is pulled only if it is missing.
+
+        `BadRequest` for a Dockerfile that is missing, unreadable or fails at a step (the
+        message names the step and ends with the build's last output lines, which are also its
+        ``output`` detail); `ImageNotFound` if a base image is missing and cannot be pulled.
+        No container of the build is left behind, failed or not.
+        """
+        ...
+
     # ------------------------------------------------------------------ observing
 
     async def stats(self, sandbox_id: str) -> StatsReading:
@@ -362,6 +387,7 @@ class ContainerRuntime(Protocol):
 
 
 __all__ = [
+    "BuildOutcome",
     "ContainerDetail",
     "ContainerRuntime",
     "ContainerSummary",

@@ -65,6 +65,7 @@ CAPABILITIES = [
     "leases",
     "images",
     "commit",
+    "build",
     "stats",
     "ports",
     "host-ports",

@@ -6,7 +6,7 @@ Rules:
   carry are in `_values`. A new request kind here is added to the unions in `_protocol` too.
 - Mutable defaults are `msgspec.field(default_factory=...)` (the same on the wire as `[]`).
 - An agent announces each family it serves as a capability ("images", "commit", "stats",
-  "ports", "host-ports", "timeouts"); a client checks it before sending
+  "ports", "host-ports", "timeouts", "build"); a client checks it before sending
   (`AgentConnection.require`).
 """
 
@@ -78,6 +78,19 @@ class CommitSandbox(Request, tag="commit"):
     pause: bool = True
 
 
+class BuildImage(Request, tag="image_build"):
+    """Build the image `tag` (``name[:tag]``) from a build context the client streams.
+
+    The context is a tar stream of `StreamData` under the agent's `StreamCredit` (as `Upload`'s
+    is); `dockerfile` is the Dockerfile's path inside it.
+    """
+
+    tag: Image
+    dockerfile: Annotated[
+        str, msgspec.Meta(pattern=TEXT_PATTERN, min_length=1, max_length=4096)
+    ] = "Dockerfile"
+
+
 class ReadStats(Request, tag="stats"):
     """Report a sandbox's live resource use."""
 
@@ -147,6 +160,13 @@ class ImageReply(Reply, tag="image"):
     """Answer carrying one image (to `WarmImage` and `CommitSandbox`)."""
 
     image: ImageInfo
+
+
+class BuildReply(Reply, tag="built"):
+    """Answer to `BuildImage`: the image built, and the last lines of the build's output."""
+
+    image: ImageInfo
+    output: list[str] = msgspec.field(default_factory=list)
 
 
 class PruneReply(Reply, tag="pruned"):

@@ -71,6 +71,8 @@ from ._messages import (
 )
 from ._messages_host import (
     Accepted,
+    BuildImage,
+    BuildReply,
     ClaimConnection,
     CommitSandbox,
     DeadlinesReply,
@@ -134,6 +136,7 @@ ClientMessage = (
     | WarmImage
     | PruneImages
     | CommitSandbox
+    | BuildImage
     | ReadStats
     | ForwardPort
     | ListenPort
@@ -159,6 +162,7 @@ AgentMessage = (
     | StreamCredit
     | ImageListReply
     | ImageReply
+    | BuildReply
     | PruneReply
     | StatsReply
     | ForwardReply
@@ -261,6 +265,8 @@ __all__ = [
     "PROTOCOL_VERSION",
     "Accepted",
     "AgentMessage",
+    "BuildImage",
+    "BuildReply",
     "Cancel",
     "ClaimConnection",
     "ClientMessage",

@@ -9,6 +9,7 @@ wrapper only turns records into `Sandbox` objects.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -27,6 +28,7 @@ from rock_core import (
 from rock_core import open_cluster as open_core_cluster
 from rock_core.protocol import ImageInfo, ImageReport, PruneResult
 
+from ._build import build_image
 from ._bulk import CreateManyResult, CreateProgress, create_many
 from ._config import SandboxConfig
 from ._pool import Pool, SandboxPrepare, open_pool
@@ -132,6 +134,19 @@ class SandboxCluster:
     async def warm_image(self, image: str) -> dict[str, ImageInfo]:
         """Make `image` present on every host; `ImageNotFound` where it cannot be had."""
         return await warm_image(self.core, image)
+
+    async def build_image(
+        self,
+        context: str | os.PathLike[str],
+        tag: str,
+        *,
+        dockerfile: str = "Dockerfile",
+        hosts: Sequence[str] | None = None,
+    ) -> dict[str, ImageInfo]:
+        """Build image `tag` from the local folder `context` (its Dockerfile at `dockerfile`)
+        on every connected host, or on `hosts`; no registry is needed when the base image is
+        on the hosts. The built image by host id. See docs/using-sandboxes.md."""
+        return await build_image(self.core, context, tag, dockerfile=dockerfile, hosts=hosts)
 
     async def prune_images(
         self,

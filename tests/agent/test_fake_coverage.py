@@ -46,6 +46,7 @@ MODULES = [
     "test_fake_commands",
     "test_fake_files",
     "test_fake_images",
+    "test_fake_build",
     "test_fake_crash",
     "test_fake_host_port",
 ]

@@ -78,6 +78,9 @@ V1_TAGS = {
     "listening": "Listening",
     "accepted": "Accepted",
     "claim": "ClaimConnection",
+    # Image builds.
+    "image_build": "BuildImage",
+    "built": "BuildReply",
 }
 
 
