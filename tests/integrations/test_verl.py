@@ -15,6 +15,7 @@ from rock_sdk import AlreadyExists, BadRequest, CommandFailed, NotFound
 from tests.conftest import PY_IMAGE
 
 from .conftest import require
+from .test_gem_registry import DOC, doc_blocks
 
 pytestmark = pytest.mark.anyio
 
@@ -133,3 +134,13 @@ async def test_errors_reach_verl_with_our_message(tmp_path: Path) -> None:
         assert (await tool.pool()).statistics().handed_out == 0
     finally:
         await close_pools()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_docs_python(capsys: pytest.CaptureFixture[str]) -> None:
+    require("verl.tools.tool_registry", "verl")
+    [block] = doc_blocks("verl", "python")
+    exec(compile(block.replace("python:3.11", PY_IMAGE), str(DOC), "exec"), {})
+    printed = capsys.readouterr().out.splitlines()
+    assert printed[-3:] == ["2", " {'exit_code': 0, 'timed_out': False}", "1.0"]
