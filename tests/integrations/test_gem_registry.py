@@ -14,6 +14,7 @@ from rock_sdk import AlreadyExists, BadRequest
 from rock_sdk.envs import Hub, HubSpec, list_envs
 from rock_sdk.envs import make as rock_make
 
+from ..envs.test_examples import _run as run_example
 from .conftest import require
 
 DOC = Path(__file__).parents[2] / "docs" / "integrations.md"
@@ -138,3 +139,13 @@ def test_skyrl_gym_make_builds_a_text_env() -> None:
 
     with pytest.raises(BadRequest, match=r"env_config must be a mapping of make\(\) arguments"):
         skyrl_gym.make("rock/game:GuessTheNumber-v0-easy", env_config=[1])
+
+
+def test_the_example() -> None:
+    require("gem", "gem")
+    require("skyrl_gym", "skyrl")
+    output = run_example("integrations/gem_registry.py")
+    assert re.match(r"\d+ rock/ ids in GEM's registry, e\.g\. rock/game:", output)
+    assert "registering again adds []\n" in output
+    assert "GEM Mastermind: " in output
+    assert output.endswith("skyrl-gym GuessTheNumber: won, reward 1.0\n")

@@ -14,6 +14,7 @@ import pytest
 from rock_sdk import AlreadyExists, BadRequest, CommandFailed, NotFound
 from tests.conftest import PY_IMAGE
 
+from ..envs.test_examples import _run as run_example
 from .conftest import require
 from .test_gem_registry import DOC, doc_blocks
 
@@ -144,3 +145,15 @@ def test_the_docs_python(capsys: pytest.CaptureFixture[str]) -> None:
     exec(compile(block.replace("python:3.11", PY_IMAGE), str(DOC), "exec"), {})
     printed = capsys.readouterr().out.splitlines()
     assert printed[-3:] == ["2", " {'exit_code': 0, 'timed_out': False}", "1.0"]
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_the_example() -> None:
+    require("verl.tools.tool_registry", "verl")
+    output = run_example("integrations/verl_tool.py")
+    assert "reward before: 0.0\n" in output
+    assert "AssertionError: -1" in output
+    assert "    return sum((a, b))  (exit 0)\n" in output
+    assert "42  (exit 0)\n" in output
+    assert output.endswith("reward after: 1.0\n")
