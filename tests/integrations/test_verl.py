@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from rock_sdk import AlreadyExists, BadRequest, CommandFailed, NotFound
+from rock_sdk import AlreadyExists, BadRequest, CommandFailed, NotFound, TransportError
 from tests.conftest import PY_IMAGE
 
 from ..envs.test_examples import _run as run_example
@@ -157,3 +157,16 @@ def test_the_example() -> None:
     assert "    return sum((a, b))  (exit 0)\n" in output
     assert "42  (exit 0)\n" in output
     assert output.endswith("reward after: 1.0\n")
+
+
+@pytest.mark.slow
+async def test_a_pool_that_cannot_open_fails_create_with_the_clusters_error() -> None:
+    require("verl", "verl")
+    from rock_sdk.integrations.verl import SandboxTool, close_pools
+
+    tool = SandboxTool({"hosts": ["unix:///nonexistent/agent.sock"]})
+    try:
+        with pytest.raises(TransportError, match=r"no agent listens on /nonexistent/agent.sock"):
+            await tool.create()
+    finally:
+        await close_pools()

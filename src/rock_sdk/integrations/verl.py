@@ -36,6 +36,7 @@ from rock_sdk import (
     BadRequest,
     NotFound,
     Pool,
+    RockError,
     Sandbox,
     SandboxConfig,
     open_cluster,
@@ -137,7 +138,9 @@ class _PoolHost:
             self._task = asyncio.get_running_loop().create_task(self._run())
         await self._ready.wait()
         if self._pool is None:
-            raise BadRequest(f"rock verl tool: the sandbox pool did not open: {self._error}")
+            if isinstance(self._error, RockError):
+                raise self._error  # the cluster's own error (a host unreachable, ...)
+            raise RockError(f"rock verl tool: the sandbox pool is not open: {self._error!r}")
         return self._pool
 
     async def _run(self) -> None:
