@@ -10,9 +10,10 @@ from typing import Any
 
 import pytest
 
-from rock_sdk import AlreadyExists, BadRequest
+from rock_sdk import AlreadyExists, BadRequest, SandboxConfig
 from rock_sdk.envs import Hub, HubSpec, list_envs
 from rock_sdk.envs import make as rock_make
+from tests.conftest import PY_IMAGE
 
 from ..envs.test_examples import _run as run_example
 from .conftest import require
@@ -149,3 +150,20 @@ def test_the_example() -> None:
     assert "registering again adds []\n" in output
     assert "GEM Mastermind: " in output
     assert output.endswith("skyrl-gym GuessTheNumber: won, reward 1.0\n")
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_gem_make_in_a_sandbox_plays_as_in_process() -> None:
+    gem = require("gem", "gem")
+    import rock_sdk.integrations.gem  # noqa: F401
+
+    env = gem.make("rock/game:Sokoban-v0-easy", sandbox=SandboxConfig(image=PY_IMAGE))
+    twin = rock_make("game:Sokoban-v0-easy")
+    try:
+        assert type(env).__name__ == "RemoteEnv"
+        assert env.reset(seed=3) == twin.reset(seed=3)
+        for move in ("up", "left", "down"):
+            assert env.step(f"\\boxed{{{move}}}") == twin.step(f"\\boxed{{{move}}}")
+    finally:
+        env.close()
