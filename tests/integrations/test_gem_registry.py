@@ -58,7 +58,8 @@ def test_gem_make_builds_our_env_in_gems_shape() -> None:
     assert [type(value) for value in result] == [str, float, bool, bool, dict]
     assert result == twin.step("\\boxed{up}")
     assert env.env_id == "rock/game:Sokoban-v0-easy"  # set by gem.make
-    # Registering again adds nothing.
+    # Registering again adds nothing (the first call publishes ids other tests added).
+    adapter.register()
     assert adapter.register() == []
 
 
@@ -85,6 +86,7 @@ def test_hub_specs_and_collisions(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     from rock_sdk.integrations import gem as adapter
 
     registry = gem.envs.registration.ENV_REGISTRY
+    adapter.register()  # whatever other tests registered, so that only the hub's spec is new
     monkeypatch.setenv("ROCK_HOME", str(tmp_path))
     Hub().register(
         HubSpec(name="sokoban-long", env="game:Sokoban-v0-hard", parameters={"max_turns": 80})
@@ -112,6 +114,7 @@ def test_skyrl_gym_make_builds_a_text_env() -> None:
     skyrl_gym = require("skyrl_gym", "skyrl")
     from rock_sdk.integrations import skyrl as adapter
 
+    adapter.register()
     assert adapter.register() == []
     env = skyrl_gym.make(
         "rock/game:GuessTheNumber-v0-easy", env_config={"max_turns": 3}, extras={"seed": 5}
@@ -137,6 +140,17 @@ def test_skyrl_gym_make_builds_a_text_env() -> None:
             break
     assert output["done"]
     env.close()
+
+    name = "rock/game:Wordle-v0-easy"
+    ours = skyrl_gym.envs.registration.registry.pop(name)
+    skyrl_gym.register(name, "somebody.else:Wordle")
+    try:
+        with pytest.raises(
+            AlreadyExists, match=r"skyrl-gym's registry already holds 'rock/game:Wordle"
+        ):
+            adapter.register()
+    finally:
+        skyrl_gym.envs.registration.registry[name] = ours
 
     with pytest.raises(BadRequest, match=r"env_config must be a mapping of make\(\) arguments"):
         skyrl_gym.make("rock/game:GuessTheNumber-v0-easy", env_config=[1])

@@ -111,7 +111,7 @@ async def test_a_trajectory_through_verls_interface(tmp_path: Path) -> None:
 @pytest.mark.docker
 @pytest.mark.slow
 async def test_errors_reach_verl_with_our_message(tmp_path: Path) -> None:
-    from rock_sdk.integrations.verl import close_pools
+    from rock_sdk.integrations.verl import SandboxTool, close_pools
 
     [tool] = load_tools(tmp_path, timeout=1)
     try:
@@ -129,6 +129,19 @@ async def test_errors_reach_verl_with_our_message(tmp_path: Path) -> None:
         await tool.release(instance)
         with pytest.raises(NotFound, match=r"no instance 'one'"):
             await tool.release(instance)
+        no_verifier = SandboxTool({"sandbox": {"image": PY_IMAGE}})
+        scored = SandboxTool({"sandbox": {"image": PY_IMAGE}, "reward": "stdout"})
+        instance, _ = await no_verifier.create()
+        with pytest.raises(BadRequest, match=r"no verifier: set `verifier` in the tool config"):
+            await no_verifier.calc_reward(instance)
+        await no_verifier.release(instance)
+        instance, _ = await scored.create(verifier="echo checking; echo 0.25")
+        assert await scored.calc_reward(instance) == 0.25
+        await scored.release(instance)
+        instance, _ = await scored.create(verifier="echo none")
+        with pytest.raises(BadRequest, match=r"printed no number on its last line \(exit code 0\)"):
+            await scored.calc_reward(instance)
+        await scored.release(instance)
         # A failing setup fails the create, and its sandbox goes back to the pool.
         with pytest.raises(CommandFailed, match=r"command 'test -d /nope' exited 1"):
             await tool.create(setup="test -d /nope")
