@@ -43,7 +43,7 @@ def test_ps_and_rm(docker_engine: None) -> None:
     assert r.returncode == 0
     assert r.stdout.split("\n")[0].split() == ["SANDBOX", "IMAGE", "STATE", "AGE", "OWNER"]
     r = rock("rm", "sb-does-not-exist")
-    assert r.returncode == 1
+    assert r.returncode == 125
     assert "no sandbox 'sb-does-not-exist' on any host" in r.stderr
 
 
