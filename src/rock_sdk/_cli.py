@@ -303,8 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = command.main(args=argv, prog_name="rock", standalone_mode=False)
     except TyperException as exc:  # a usage error: a mistyped command, option or value
-        ctx = getattr(exc, "ctx", None)
-        where = ctx.command_path if isinstance(ctx, typer.Context) else "rock"
+        where = getattr(getattr(exc, "ctx", None), "command_path", None) or "rock"
         if type(exc).__name__ == "NoArgsIsHelpError":  # a group given no command: its help
             print(exc.format_message())
             return ExitCode.OK

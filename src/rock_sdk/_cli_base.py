@@ -143,6 +143,10 @@ def _run(ctx: typer.Context, main: Callable[[], Awaitable[int]]) -> None:
             say_error(where, str(exc))
         except KeyboardInterrupt:
             code = ExitCode.INTERRUPTED
+        except BrokenPipeError:
+            # The reader left (`rock ps | head -1`): what it read is all it wanted.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            code = ExitCode.OK
         finally:
             log.show_held(reported)
     if code:
