@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 
 import msgspec
@@ -10,6 +11,7 @@ import pytest
 
 from rock_core import BadRequest
 from rock_sdk import _cli_format
+from rock_sdk._cli_base import say_error
 from rock_sdk._cli_format import (
     Column,
     duration,
@@ -127,3 +129,16 @@ def test_times_are_local_and_unset_ones_are_a_dash() -> None:
     assert timestamp(stamp) == time.strftime("%Y-%m-%d %H:%M", local)
     assert timestamp(stamp, seconds=True) == time.strftime("%Y-%m-%d %H:%M:%S", local)
     assert timestamp(0) == "-"
+
+
+def test_a_failure_is_one_line_plain_in_a_pipe_and_red_on_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    say_error("rock ps", "no Docker engine answers")
+    assert capsys.readouterr().err == "rock ps: no Docker engine answers\n"
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    say_error("rock ps", "no Docker engine answers")
+    err = capsys.readouterr().err
+    assert "\x1b[" in err and err.count("\n") == 1
+    assert "rock ps: " in err and "no Docker engine answers" in err

@@ -54,7 +54,14 @@ def new_typer(help_text: str) -> typer.Typer:
 
 
 def say_error(where: str, message: str) -> None:
-    """Say a failure on one line of stderr, ``rock CMD: message``."""
+    """Say a failure on one line of stderr, ``rock CMD: message`` (in red on a terminal)."""
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.text import Text
+
+        line = Text(f"{where}: ", style="bold red") + Text(message)
+        Console(stderr=True, highlight=False, soft_wrap=True).print(line)
+        return
     print(f"{where}: {message}", file=sys.stderr, flush=True)
 
 

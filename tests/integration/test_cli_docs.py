@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from rock_sdk._cli_base import ExitCode
+
 from .test_cli import held_sandboxes
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
@@ -47,3 +49,8 @@ def test_the_block_runs(block: str, shell_env: dict[str, str]) -> None:
         timeout=600,
     )
     assert done.returncode == 0, f"{block}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
+
+
+def test_the_page_shows_the_exit_code_table() -> None:
+    rows = dict(re.findall(r"^\| (\d+) \| (.+) \|$", DOC.read_text(), flags=re.M))
+    assert sorted(int(code) for code in rows) == sorted(ExitCode)
