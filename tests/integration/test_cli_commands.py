@@ -79,6 +79,11 @@ def test_exec_by_prefix_and_its_errors(held: list[str]) -> None:
         b"",
         b"rock exec: -e wants KEY=VALUE, got 'NOEQUALS'\n",
     )
+    assert cli("exec", "--session", "a b", held[0], "--", "true") == (
+        FAILED,
+        b"",
+        b"rock exec: --session 'a b': use letters, digits, '.', '_' or '-'\n",
+    )
     assert cli("exec", "--timeout", "soon", held[0], "--", "true") == (
         FAILED,
         b"",
