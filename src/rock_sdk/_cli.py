@@ -1,7 +1,7 @@
 """`rock`: run commands in sandboxes, copy files, list and drive sandboxes, images, pools, envs.
 
 Every command uses an embedded core with a local agent: there is no server to start. The
-command line is typer (click underneath); `_cli_base` holds what every command shares (the
+command line is typer (which carries its own click); `_cli_base` holds what every command shares (the
 exit-code table, errors, Ctrl-C, typo suggestions, ids by prefix) and `_cli_format` how things
 are shown (tables or ``--json`` from the same rows).
 
