@@ -1,9 +1,9 @@
 """`rock`: run commands in sandboxes, copy files, list and drive sandboxes, images, pools, envs.
 
 Every command uses an embedded core with a local agent: there is no server to start. The
-command line is typer (which carries its own click); `_cli_base` holds what every command shares (the
-exit-code table, errors, Ctrl-C, typo suggestions, ids by prefix) and `_cli_format` how things
-are shown (tables or ``--json`` from the same rows).
+command line is typer (which carries its own click); `_cli_base` holds what every command
+shares (the exit-code table, errors, Ctrl-C, typo suggestions, ids by prefix) and
+`_cli_format` how things are shown (tables or ``--json`` from the same rows).
 
 Rules:
 - `main` is the entry point: it returns an `ExitCode` (or a command's own code) and never
