@@ -1,229 +1,317 @@
-"""`rock`: run a command in a fresh sandbox, list and remove sandboxes, manage environments.
+"""`rock`: run commands in sandboxes, copy files, list and drive sandboxes, images, pools, envs.
 
-Every subcommand uses an embedded core with a local agent: there is no server to start.
+Every command uses an embedded core with a local agent: there is no server to start. The
+command line is typer (which carries its own click); `_cli_base` holds what every command
+shares (the exit-code table, errors, Ctrl-C, typo suggestions, ids by prefix) and
+`_cli_format` how things are shown (tables or ``--json`` from the same rows).
 
 Rules:
-- A failure is said once, on one line (``rock CMD: what went wrong``), and the command exits
-  with `EXIT_ERROR`. The kit's log shows on stderr as ``rock: ...`` (warnings and up, or
-  ``$ROCK_LOG_LEVEL``); an error logged with the very error the command reports (a host that
-  cannot be reached) is not shown again.
+- `main` is the entry point: it returns an `ExitCode` (or a command's own code) and never
+  lets a parser's exception out; a usage error is one line on stderr and exit 125.
+- This module holds the commands that run things in sandboxes (`run`, `exec`, `cp`) and the
+  listing of sandboxes (`ps`, alias `ls`); the others live in their own modules and are added
+  here with their `add_commands` function or sub-app.
 """
 
 from __future__ import annotations
 
-import argparse
-import contextlib
-import logging
-import os
-import shlex
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated, Literal
 
-import anyio
+import typer
+from typer.exceptions import TyperException
 
-from rock_core import RockError, open_cluster
+from rock_core import BadRequest, locate_sandbox
+from rock_core.protocol import ExecReply, Execute, SandboxInfo
 
-from ._cli_format import duration, print_table
-from ._cli_host import add_host_parsers, host_handler
-from ._cli_lifecycle import add_lifecycle_parsers, lifecycle_handler
-from ._cli_pool import add_pool_parser, pool_handler
+from . import _transfer
+from ._cli_base import (
+    ExitCode,
+    Interrupts,
+    fail,
+    key_values,
+    open_admin,
+    resolve_ids,
+    run_async,
+    run_interruptible,
+    say_error,
+)
+from ._cli_format import Column, duration, parse_duration, parse_size, show_rows, size_text
+from ._cli_host import add_commands as add_host_commands
+from ._cli_host import images_app
+from ._cli_lifecycle import add_commands as add_lifecycle_commands
+from ._cli_pipe import Piped, read_stdin, run_piped
+from ._cli_pool import pool_app
 from ._config import SandboxConfig
 from ._sandbox import Sandbox
-from .envs._cli import add_env_parser, run_env
+from .envs._cli import env_app
 
-EXIT_ERROR = 125  # like `docker run`: the tool failed, not the command
+app = typer.Typer(
+    help=__doc__.split("\n", 1)[0],
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    rich_markup_mode=None,
+    pretty_exceptions_enable=False,
+)
 
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rock", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    run = sub.add_parser(
-        "run",
-        help="run a command in a fresh sandbox, then remove it",
-        usage="rock run [OPTIONS] IMAGE -- COMMAND [ARG...]",
-    )
-    run.add_argument("image")
-    run.add_argument("argv", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
-    run.add_argument("--cpus", type=float, default=1.0)
-    run.add_argument("--memory", default="1g")
-    run.add_argument("--network", action="store_true", help="give the sandbox a network")
-    run.add_argument("-e", "--env", action="append", default=[], metavar="KEY=VALUE")
-    run.add_argument("-w", "--workdir", default="")
-    run.add_argument("--timeout", type=float, default=None, help="seconds for the command")
-    run.add_argument("--pull", choices=["missing", "never", "always"], default="missing")
-
-    ps = sub.add_parser("ps", help="list the sandboxes on this host")
-    ps.add_argument("-q", "--quiet", action="store_true", help="only ids")
-
-    rm = sub.add_parser("rm", help="remove sandboxes by id")
-    rm.add_argument("ids", nargs="+")
-
-    sub.add_parser("version", help="print the version")
-    add_env_parser(sub)
-    add_host_parsers(sub)
-    add_lifecycle_parsers(sub)
-    add_pool_parser(sub)
-    return parser
+_COMMAND_CONTEXT = {"allow_interspersed_args": False}  # options after IMAGE/ID are the command's
 
 
-def _env(pairs: Sequence[str]) -> dict[str, str]:
-    env = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise SystemExit(f"rock: --env wants KEY=VALUE, got {pair!r}")
-        env[key] = value
-    return env
+def _version() -> str:
+    from rock_agent import AGENT_VERSION
+
+    return AGENT_VERSION
 
 
-async def _run(args: argparse.Namespace) -> int:
-    argv = list(args.argv)
-    if argv and argv[0] == "--":
-        argv = argv[1:]
+def _show_version(value: bool) -> None:
+    if value:
+        print(_version())
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_show_version, is_eager=True, help="print the version and exit"
+        ),
+    ] = False,
+) -> None:
+    """Run commands in sandboxes, copy files, list and drive sandboxes, images, pools, envs."""
+
+
+def version() -> None:
+    """Print the version."""
+    print(_version())
+
+
+def _argv(argv: list[str] | None) -> list[str]:
+    argv = list(argv or [])
+    return argv[1:] if argv[:1] == ["--"] else argv
+
+
+Timeout = Annotated[
+    str | None,
+    typer.Option("--timeout", metavar="DURATION", help="for the command: 30, 30s, 5m, 2h"),
+]
+MaxOutput = Annotated[
+    str | None,
+    typer.Option(
+        "--max-output",
+        metavar="SIZE",
+        help="cut stdout and stderr each after SIZE (512k, 10m); default: no cut",
+    ),
+]
+NoStdin = Annotated[
+    bool, typer.Option("--no-stdin", help="do not forward stdin (by default, when not a terminal)")
+]
+Env = Annotated[
+    list[str] | None, typer.Option("-e", "--env", metavar="KEY=VALUE", help="repeatable")
+]
+Command = Annotated[list[str] | None, typer.Argument(metavar="-- COMMAND [ARG...]")]
+
+
+@app.command("run", context_settings=_COMMAND_CONTEXT)
+def run(
+    ctx: typer.Context,
+    image: Annotated[str, typer.Argument(metavar="IMAGE")],
+    command: Command = None,
+    cpus: Annotated[float, typer.Option(help="cpus for the sandbox")] = 1.0,
+    memory: Annotated[str, typer.Option(help="memory for the sandbox (512m, 2g)")] = "1g",
+    network: Annotated[bool, typer.Option("--network", help="give the sandbox a network")] = False,
+    env: Env = None,
+    workdir: Annotated[str, typer.Option("-w", "--workdir")] = "",
+    timeout: Timeout = None,
+    pull: Annotated[
+        Literal["missing", "never", "always"], typer.Option(help="when to pull IMAGE")
+    ] = "missing",
+    max_output: MaxOutput = None,
+    no_stdin: NoStdin = False,
+) -> None:
+    """Run a command in a fresh sandbox, then remove it (stdout, stderr, stdin and exit code
+    pass through)."""
+    argv = _argv(command)
     if not argv:
-        raise SystemExit("rock run: give the command after --, e.g. rock run python:3.11 -- ls /")
+        raise fail(ctx, "give the command after --, e.g. rock run python:3.11 -- ls /")
     config = SandboxConfig(
-        image=args.image,
-        cpus=args.cpus,
-        memory=args.memory,
-        network=args.network,
-        env=_env(args.env),
-        workdir=args.workdir,
-        pull=args.pull,
+        image=image,
+        cpus=cpus,
+        memory=memory,
+        network=network,
+        env=_pairs(ctx, env, "--env"),
+        workdir=workdir,
+        pull=pull,
     )
-    command = argv[0] if len(argv) == 1 else shlex.join(argv)
-    out = sys.stdout.buffer
+    piped = _piped(ctx, argv, ctx.command_path, timeout, max_output, no_stdin)
 
-    def write(data: bytes) -> None:
-        out.write(data)
-        out.flush()
+    async def body(interrupts: Interrupts) -> int:
+        async with Sandbox(config) as sb:
+            conn = sb.cluster.connection(sb.sandbox_id)
+            return await run_piped(conn, sb.sandbox_id, piped, interrupts, cleanup=False)
 
-    async with Sandbox(config) as sb:
-        result = await sb.arun(command, timeout=args.timeout, on_output=write)
-    if result.truncated:
-        print(f"rock: output truncated at {len(result.output_bytes)} bytes", file=sys.stderr)
-    if result.timed_out:
-        print(f"rock: command timed out after {args.timeout:g} s", file=sys.stderr)
-        return 124
-    return result.exit_code if result.exit_code is not None else EXIT_ERROR
+    run_interruptible(ctx, body)
 
 
-async def _ps(args: argparse.Namespace) -> int:
-    async with open_cluster(["local"], admin=True) as cluster:
-        found = await cluster.list_host_sandboxes()
-    if args.quiet:
-        for info in found:
-            print(info.sandbox_id)
-        return 0
-    rows = [("SANDBOX", "IMAGE", "STATE", "AGE", "OWNER")]
-    now = time.time()
-    for info in sorted(found, key=lambda i: i.created_at):
-        rows.append(
-            (
-                info.sandbox_id,
-                info.image,
-                info.state,
-                duration(now - info.created_at, compact=True),
-                info.owner,
-            )
-        )
-    print_table(rows)
-    return 0
+@app.command("exec", context_settings=_COMMAND_CONTEXT)
+def exec_(
+    ctx: typer.Context,
+    sandbox: Annotated[str, typer.Argument(metavar="ID")],
+    command: Command = None,
+    session: Annotated[
+        str | None,
+        typer.Option(
+            "--session", metavar="NAME", help="keep cwd and exported variables between calls"
+        ),
+    ] = None,
+    workdir: Annotated[str, typer.Option("-w", "--workdir")] = "",
+    env: Env = None,
+    timeout: Timeout = None,
+    max_output: MaxOutput = None,
+    no_stdin: NoStdin = False,
+) -> None:
+    """Run a command in a running sandbox (one-off, or in a named session)."""
+    argv = _argv(command)
+    if not argv:
+        raise fail(ctx, "give the command after --, e.g. rock exec ID -- ls /")
+    piped = _piped(ctx, argv, ctx.command_path, timeout, max_output, no_stdin)
+    piped = replace(piped, workdir=workdir, env=_pairs(ctx, env, "-e"), session=session)
+
+    async def body(interrupts: Interrupts) -> int:
+        async with open_admin() as cluster:
+            (sandbox_id,) = await resolve_ids(cluster, [sandbox])
+            conn, _ = await locate_sandbox(cluster.hosts, sandbox_id)
+            return await run_piped(conn, sandbox_id, piped, interrupts)
+
+    run_interruptible(ctx, body)
 
 
-async def _rm(args: argparse.Namespace) -> int:
-    failed = 0
-    async with open_cluster(["local"], admin=True) as cluster:
-        for sandbox_id in args.ids:
-            try:
-                await cluster.remove_any(sandbox_id)
-                print(sandbox_id)
-            except RockError as exc:
-                print(f"rock rm: {exc}", file=sys.stderr)
-                failed += 1
-    return 1 if failed else 0
+@app.command("cp")
+def cp(
+    ctx: typer.Context,
+    source: Annotated[str, typer.Argument(metavar="SRC")],
+    target: Annotated[str, typer.Argument(metavar="DST")],
+) -> None:
+    """Copy files or folders between a sandbox and here: rock cp ID:/path . / rock cp f ID:/p"""
+    inside = [":" in part and not part.startswith(("/", ".")) for part in (source, target)]
+    if inside == [True, False]:
+        sandbox, remote = source.split(":", 1)
+        local, download = target, True
+    elif inside == [False, True]:
+        sandbox, remote = target.split(":", 1)
+        local, download = source, False
+    else:
+        raise fail(ctx, "give one path as ID:/path (in the sandbox) and one local path")
+
+    async def body() -> None:
+        async with open_admin() as cluster:
+            (sandbox_id,) = await resolve_ids(cluster, [sandbox])
+            conn, _ = await locate_sandbox(cluster.hosts, sandbox_id)
+            if download:
+                into = Path(local)
+                if into.is_dir():
+                    into = into / Path(remote.rstrip("/")).name
+                stat = await _transfer.download(conn, sandbox_id, remote, into)
+            else:
+                into_path = remote
+                probe = Execute(sandbox_id=sandbox_id, argv=["test", "-d", remote])
+                if (await conn.call(probe, ExecReply)).result.exit_code == 0:
+                    into_path = f"{remote.rstrip('/')}/{Path(local).resolve().name}"
+                stat = await _transfer.upload(conn, sandbox_id, local, into_path)
+        what = "folder" if stat.is_dir else "file"
+        print(f"copied {what} {stat.path} ({size_text(stat.size)})", file=sys.stderr)
+        for skipped in stat.skipped:
+            say_error("rock cp", f"skipped {skipped}")
+
+    run_async(ctx, body)
 
 
-class _Log(logging.Handler):
-    """The kit's log on stderr. An error record about a `RockError` waits for the command's
-    end: if the command reports that same error, it is not said twice."""
+def _age(info: SandboxInfo) -> str:
+    return duration(time.time() - info.created_at, compact=True)
 
-    def __init__(self, level: int | str) -> None:
-        super().__init__(level)
-        self.setFormatter(logging.Formatter("rock: %(message)s"))
-        self._held: list[logging.LogRecord] = []
 
-    def emit(self, record: logging.LogRecord) -> None:
-        if record.levelno >= logging.ERROR and _errors_of(record):
-            self._held.append(record)
+SANDBOX_COLUMNS: list[Column[SandboxInfo]] = [
+    Column("SANDBOX", lambda i: i.sandbox_id),
+    Column("IMAGE", lambda i: i.image),
+    Column("STATE", lambda i: i.state),
+    Column("AGE", _age),
+    Column("OWNER", lambda i: i.owner),
+]
+
+Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="only ids")]
+Json = Annotated[bool, typer.Option("--json", help="one JSON object per line")]
+
+
+def ps(ctx: typer.Context, quiet: Quiet = False, json: Json = False) -> None:
+    """List the sandboxes on this host (all owners)."""
+
+    async def body() -> None:
+        async with open_admin() as cluster:
+            found = sorted(await cluster.list_host_sandboxes(), key=lambda i: i.created_at)
+        if quiet:
+            for info in found:
+                print(info.sandbox_id)
             return
-        self._write(record)
+        show_rows(found, SANDBOX_COLUMNS, json=json)
 
-    def show_held(self, reported: BaseException | None) -> None:
-        """Show the held records, but those about `reported` (the command says it itself)."""
-        held, self._held = self._held, []
-        for record in held:
-            if not any(error is reported for error in _errors_of(record)):
-                self._write(record)
-
-    def _write(self, record: logging.LogRecord) -> None:
-        try:
-            print(self.format(record), file=sys.stderr, flush=True)
-        except Exception:
-            self.handleError(record)
+    run_async(ctx, body)
 
 
-def _errors_of(record: logging.LogRecord) -> list[RockError]:
-    args = record.args if isinstance(record.args, tuple) else ()
-    return [arg for arg in args if isinstance(arg, RockError)]
+app.command("ps")(ps)
+app.command("ls", hidden=True)(ps)
+app.add_typer(images_app, name="images")
+app.add_typer(pool_app, name="pool")
+app.add_typer(env_app, name="env")
+add_host_commands(app)
+add_lifecycle_commands(app)
+app.command("version")(version)
 
 
-@contextlib.contextmanager
-def _logging_to_stderr() -> Iterator[_Log]:
-    level = os.environ.get("ROCK_LOG_LEVEL", "WARNING").upper()
-    handler = _Log(level if level in logging.getLevelNamesMapping() else "WARNING")
-    root = logging.getLogger()
-    saved = root.level
-    root.addHandler(handler)
-    root.setLevel(min(saved or logging.WARNING, handler.level))
+def _pairs(ctx: typer.Context, pairs: list[str] | None, option: str) -> dict[str, str]:
     try:
-        yield handler
-    finally:
-        root.removeHandler(handler)
-        root.setLevel(saved)
+        return key_values(pairs or [], option)
+    except BadRequest as exc:
+        raise fail(ctx, str(exc)) from None
+
+
+def _piped(
+    ctx: typer.Context,
+    argv: list[str],
+    where: str,
+    timeout: str | None,
+    max_output: str | None,
+    no_stdin: bool,
+) -> Piped:
+    try:
+        return Piped(
+            argv=argv,
+            where=where,
+            timeout=None if timeout is None else parse_duration(timeout),
+            max_output=None if max_output is None else parse_size(max_output, "--max-output"),
+            stdin=None if no_stdin else read_stdin(),
+        )
+    except BadRequest as exc:
+        raise fail(ctx, str(exc)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of `rock`."""
-    args = _parser().parse_args(argv)
-    if args.command == "version":
-        from rock_agent import AGENT_VERSION
-
-        print(AGENT_VERSION)
-        return 0
-    if args.command == "env":
-        return run_env(args)
-    handler = (
-        host_handler(args)
-        or pool_handler(args)
-        or lifecycle_handler(args)
-        or {"run": _run, "ps": _ps, "rm": _rm}[args.command]
-    )
-    with _logging_to_stderr() as log:
-        reported: RockError | None = None
-        try:
-            return anyio.run(handler, args)
-        except RockError as exc:
-            reported = exc
-            log.show_held(reported)
-            print(f"rock {args.command}: {exc}", file=sys.stderr)
-            return EXIT_ERROR
-        except KeyboardInterrupt:
-            return 130
-        finally:
-            log.show_held(reported)
+    """Entry point of `rock`: run the command line `argv` and return the exit code."""
+    command = typer.main.get_command(app)
+    try:
+        code = command.main(args=argv, prog_name="rock", standalone_mode=False)
+    except TyperException as exc:  # a usage error: a mistyped command, option or value
+        where = getattr(getattr(exc, "ctx", None), "command_path", None) or "rock"
+        if type(exc).__name__ == "NoArgsIsHelpError":  # a group given no command: its help
+            print(exc.format_message())
+            return ExitCode.OK
+        say_error(where, f"{exc.format_message()} (see '{where} --help')")
+        return ExitCode.FAILED
+    except typer.Abort:
+        return ExitCode.INTERRUPTED
+    return code if isinstance(code, int) else ExitCode.OK
 
 
 if __name__ == "__main__":

@@ -1,24 +1,27 @@
-"""`rock status|stop|restart ID`: look at and drive any sandbox on this host, whoever owns it.
+"""`rock status|stop|restart|rm ID`: look at and drive any sandbox on this host, whoever owns it.
 
-Like `rock rm` and `rock ps`, they use an embedded core with the local agent and reach the
-sandbox by id. Ownership does not change: the owner's agent sees the engine's stop or start and
-tells its program, whose records follow. Deadlines come from the host's deadline record, which
-the agent that keeps them writes (see docs/lifecycle.md); the state history shown is what the
-engine knows (created, latest start, latest stop): the full history lives in the owner's core.
+Like `rock ps`, they use an embedded core with the local agent and reach the sandbox by id (or
+a unique prefix of one). Ownership does not change: the owner's agent sees the engine's stop or
+start and tells its program, whose records follow. Deadlines come from the host's deadline
+record, which the agent that keeps them writes (see docs/lifecycle.md); the state history shown
+is what the engine knows (created, latest start, latest stop): the full history lives in the
+owner's core.
+
+Rules:
+- `stop`, `restart` and `rm` act on every id given, print each one done on stdout, say each
+  failure on stderr, and exit 125 if any failed.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import sys
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Annotated
 
 import msgspec
+import typer
 
-from rock_core import RockError, locate_sandbox, open_cluster
+from rock_core import Cluster, RockError, locate_sandbox
 from rock_core.protocol import (
     SandboxDeadlines,
     SandboxInfo,
@@ -27,65 +30,91 @@ from rock_core.protocol import (
     StopSandbox,
 )
 
-from ._cli_format import duration, timestamp
+from ._cli_base import ExitCode, open_admin, resolve_ids, run_async, say_error
+from ._cli_format import duration, show_json, timestamp
+
+_Action = Callable[[Cluster, str], Awaitable[None]]  # one sandbox's stop, restart or rm
+Ids = Annotated[list[str], typer.Argument(metavar="ID...", help="sandbox ids or unique prefixes")]
 
 
-def add_lifecycle_parsers(sub: Any) -> None:
-    """Add `status`, `stop` and `restart` to the `rock` command's subparsers."""
-    status = sub.add_parser("status", help="state, host, deadlines and history of a sandbox")
-    status.add_argument("sandbox_id", metavar="ID")
-    status.add_argument("--json", action="store_true", help="print the agent's report as JSON")
-    stop = sub.add_parser("stop", help="stop sandboxes (their files are kept; restartable)")
-    stop.add_argument("ids", nargs="+", metavar="ID")
-    stop.add_argument("--timeout", type=float, default=10.0, help="seconds before SIGKILL")
-    restart = sub.add_parser("restart", help="stop (if running) and start sandboxes again")
-    restart.add_argument("ids", nargs="+", metavar="ID")
+def add_commands(app: typer.Typer) -> None:
+    """Add `status`, `stop`, `restart` and `rm` to the `rock` app."""
+    app.command("status")(status)
+    app.command("stop")(stop)
+    app.command("restart")(restart)
+    app.command("rm")(rm)
 
 
-def lifecycle_handler(
-    args: argparse.Namespace,
-) -> Callable[[argparse.Namespace], Coroutine[Any, Any, int]] | None:
-    """The coroutine function running `args`, if it is one of these subcommands."""
-    return {"status": _status, "stop": _stop, "restart": _restart}.get(args.command)
+def status(
+    ctx: typer.Context,
+    sandbox: Annotated[str, typer.Argument(metavar="ID")],
+    json: Annotated[bool, typer.Option("--json", help="the agent's report as JSON")] = False,
+) -> None:
+    """State, host, deadlines and history of a sandbox."""
+
+    async def body() -> None:
+        async with open_admin() as cluster:
+            (sandbox_id,) = await resolve_ids(cluster, [sandbox])
+            conn, info = await locate_sandbox(cluster.hosts, sandbox_id)
+            host = conn.welcome.host_id
+        if json:
+            show_json({"host": host, **msgspec.to_builtins(info)})
+            return
+        for line in status_lines(info, host, time.time()):
+            print(line)
+
+    run_async(ctx, body)
 
 
-async def _status(args: argparse.Namespace) -> int:
-    async with open_cluster(["local"], admin=True) as cluster:
-        conn, info = await locate_sandbox(cluster.hosts, args.sandbox_id)
-        host = conn.welcome.host_id
-    if args.json:
-        print(json.dumps({"host": host, **msgspec.to_builtins(info)}, indent=2))
-        return 0
-    for line in status_lines(info, host, time.time()):
-        print(line)
-    return 0
+def stop(
+    ctx: typer.Context,
+    ids: Ids,
+    timeout: Annotated[float, typer.Option(help="seconds before SIGKILL")] = 10.0,
+) -> None:
+    """Stop sandboxes (their files are kept; restartable)."""
+    run_async(ctx, lambda: _each(ids, "rock stop", _stop_one(timeout)))
 
 
-async def _stop(args: argparse.Namespace) -> int:
-    return await _each(args, "stop", stop=True, start=False)
+def restart(ctx: typer.Context, ids: Ids) -> None:
+    """Stop (if running) and start sandboxes again."""
+    run_async(ctx, lambda: _each(ids, "rock restart", _restart_one))
 
 
-async def _restart(args: argparse.Namespace) -> int:
-    return await _each(args, "restart", stop=True, start=True)
+def rm(ctx: typer.Context, ids: Ids) -> None:
+    """Remove sandboxes (all owners)."""
+    run_async(ctx, lambda: _each(ids, "rock rm", _rm_one))
 
 
-async def _each(args: argparse.Namespace, verb: str, *, stop: bool, start: bool) -> int:
+def _stop_one(timeout: float) -> _Action:
+    async def act(cluster: Cluster, sandbox_id: str) -> None:
+        conn, _ = await locate_sandbox(cluster.hosts, sandbox_id)
+        await conn.call(StopSandbox(sandbox_id=sandbox_id, timeout=timeout), SandboxReply)
+
+    return act
+
+
+async def _restart_one(cluster: Cluster, sandbox_id: str) -> None:
+    conn, _ = await locate_sandbox(cluster.hosts, sandbox_id)
+    await conn.call(StopSandbox(sandbox_id=sandbox_id, timeout=10.0), SandboxReply)
+    await conn.call(StartSandbox(sandbox_id=sandbox_id), SandboxReply)
+
+
+async def _rm_one(cluster: Cluster, sandbox_id: str) -> None:
+    await cluster.remove_any(sandbox_id)
+
+
+async def _each(ids: list[str], where: str, act: _Action) -> int:
     failed = 0
-    async with open_cluster(["local"], admin=True) as cluster:
-        for sandbox_id in args.ids:
+    async with open_admin() as cluster:
+        for given in ids:
             try:
-                conn, _ = await locate_sandbox(cluster.hosts, sandbox_id)
-                if stop:
-                    timeout = getattr(args, "timeout", 10.0)
-                    request = StopSandbox(sandbox_id=sandbox_id, timeout=timeout)
-                    await conn.call(request, SandboxReply)
-                if start:
-                    await conn.call(StartSandbox(sandbox_id=sandbox_id), SandboxReply)
-                print(sandbox_id)
+                (sandbox_id,) = await resolve_ids(cluster, [given])
+                await act(cluster, sandbox_id)
+                print(sandbox_id, flush=True)
             except RockError as exc:
-                print(f"rock {verb}: {exc}", file=sys.stderr)
+                say_error(where, str(exc))
                 failed += 1
-    return 1 if failed else 0
+    return ExitCode.FAILED if failed else ExitCode.OK
 
 
 def status_lines(info: SandboxInfo, host: str, now: float) -> list[str]:

@@ -5,42 +5,36 @@ sandboxes labelled ``rock.pool=NAME``, through the local agent like `rock ps`. W
 is idle or handed out is known only to that program: here each shows its container state and
 owner. `rock pool rm` removes a pool's members whoever owns them (for example after a crash,
 before the owner's lease reaps them).
+
+Rules:
+- `pool ls` shows the members' `SandboxInfo`s: the table and ``--json`` are the same rows.
+- `pool rm` of a pool with no members here, or with a member it could not remove, exits 125.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Annotated
 
-from rock_core import Cluster, RockError, SandboxNotFound, open_cluster
+import typer
+
+from rock_core import Cluster, NotFound, RockError, SandboxNotFound
 from rock_core.defaults import POOL_LABEL
 from rock_core.protocol import SandboxInfo
 
-from ._cli_format import duration, print_table
+from ._cli_base import ExitCode, new_typer, open_admin, run_async, say_error
+from ._cli_format import Column, duration, show_rows
 
+pool_app = new_typer("List or remove warm-pool members on this host.")
 
-def add_pool_parser(sub: Any) -> None:
-    """Add `pool` to the `rock` command's subparsers."""
-    pool = sub.add_parser("pool", help="list or remove warm-pool members on this host")
-    what = pool.add_subparsers(dest="pool_command", required=True)
-    ls = what.add_parser("ls", help="pool members by pool, with state and owner")
-    ls.add_argument("name", nargs="?", help="only this pool's members")
-    ls.add_argument("-q", "--quiet", action="store_true", help="only ids")
-    rm = what.add_parser("rm", help="remove every member of a pool (all owners)")
-    rm.add_argument("name")
-    rm.add_argument("--owner", default="", help="only the members of this owner")
-
-
-def pool_handler(
-    args: argparse.Namespace,
-) -> Callable[[argparse.Namespace], Coroutine[Any, Any, int]] | None:
-    """The coroutine function running `args`, if it is a `pool` subcommand."""
-    if args.command != "pool":
-        return None
-    return {"ls": _ls, "rm": _rm}[args.pool_command]
+MEMBER_COLUMNS: list[Column[SandboxInfo]] = [
+    Column("POOL", lambda i: i.labels[POOL_LABEL]),
+    Column("SANDBOX", lambda i: i.sandbox_id),
+    Column("IMAGE", lambda i: i.image),
+    Column("STATE", lambda i: i.state),
+    Column("AGE", lambda i: duration(time.time() - i.created_at, compact=True)),
+    Column("OWNER", lambda i: i.owner),
+]
 
 
 async def _members(cluster: Cluster, name: str | None, owner: str = "") -> list[SandboxInfo]:
@@ -55,41 +49,55 @@ async def _members(cluster: Cluster, name: str | None, owner: str = "") -> list[
     )
 
 
-async def _ls(args: argparse.Namespace) -> int:
+def pool_ls(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument(help="only this pool's members")] = None,
+    quiet: Annotated[bool, typer.Option("-q", "--quiet", help="only ids")] = False,
+    json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+) -> None:
+    """Pool members by pool, with state and owner."""
 
-    async with open_cluster(["local"], admin=True) as cluster:
-        members = await _members(cluster, args.name)
-    if args.quiet:
-        for info in members:
-            print(info.sandbox_id)
-        return 0
-    rows: list[tuple[str, ...]] = [("POOL", "SANDBOX", "IMAGE", "STATE", "AGE", "OWNER")]
-    now = time.time()
-    for info in members:
-        age = duration(now - info.created_at, compact=True)
-        rows.append(
-            (info.labels[POOL_LABEL], info.sandbox_id, info.image, info.state, age, info.owner)
-        )
-    print_table(rows)
-    return 0
+    async def body() -> None:
+        async with open_admin() as cluster:
+            members = await _members(cluster, name)
+        if quiet:
+            for info in members:
+                print(info.sandbox_id)
+            return
+        show_rows(members, MEMBER_COLUMNS, json=json)
+
+    run_async(ctx, body)
 
 
-async def _rm(args: argparse.Namespace) -> int:
-    failed = 0
-    async with open_cluster(["local"], admin=True) as cluster:
-        members = await _members(cluster, args.name, args.owner)
-        if not members:
-            whose = f" owned by {args.owner}" if args.owner else ""
-            print(f"rock pool rm: no members of pool {args.name!r}{whose} here", file=sys.stderr)
-            return 1
-        for info in members:
-            try:
-                await cluster.remove_any(info.sandbox_id)
-            except SandboxNotFound:
-                pass  # gone meanwhile (its owner released it, or a lease ended): the goal
-            except RockError as exc:
-                print(f"rock pool rm: {info.sandbox_id}: {exc}", file=sys.stderr)
-                failed += 1
-                continue
-            print(info.sandbox_id)
-    return 1 if failed else 0
+pool_app.command("ls")(pool_ls)
+pool_app.command("list", hidden=True)(pool_ls)
+
+
+@pool_app.command("rm")
+def pool_rm(
+    ctx: typer.Context,
+    name: str,
+    owner: Annotated[str, typer.Option(help="only the members of this owner")] = "",
+) -> None:
+    """Remove every member of a pool (all owners)."""
+
+    async def body() -> int:
+        failed = 0
+        async with open_admin() as cluster:
+            members = await _members(cluster, name, owner)
+            if not members:
+                whose = f" owned by {owner}" if owner else ""
+                raise NotFound(f"no members of pool {name!r}{whose} here")
+            for info in members:
+                try:
+                    await cluster.remove_any(info.sandbox_id)
+                except SandboxNotFound:
+                    pass  # gone meanwhile (its owner released it, or a lease ended): the goal
+                except RockError as exc:
+                    say_error("rock pool rm", f"{info.sandbox_id}: {exc}")
+                    failed += 1
+                    continue
+                print(info.sandbox_id)
+        return ExitCode.FAILED if failed else ExitCode.OK
+
+    run_async(ctx, body)

@@ -221,10 +221,10 @@ def test_cli_register_list_show_rm(
         (["env", "register", "x", "--task", "/dev/null"], "the task file /dev/null is not JSON"),
     ],
 )
-def test_cli_errors_exit_1_with_the_reason(
+def test_cli_errors_exit_125_with_the_reason(
     hub: Hub, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
-    assert rock(argv) == 1
+    assert rock(argv) == 125
     assert message in capsys.readouterr().err
 
 
@@ -232,11 +232,11 @@ def test_cli_refuses_a_duplicate_and_a_bad_task_file(
     hub: Hub, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:
     assert rock(["env", "register", "a", "--env", "game:Sokoban-v0"]) == 0
-    assert rock(["env", "register", "a", "--env", "game:Wordle-v0"]) == 1
+    assert rock(["env", "register", "a", "--env", "game:Wordle-v0"]) == 125
     assert "already has an environment named 'a'" in capsys.readouterr().err
     assert rock(["env", "register", "a", "--env", "game:Wordle-v0", "--replace"]) == 0
     (tmp_path / "t.json").write_text('{"instruction": "i"}')
-    assert rock(["env", "register", "t", "--task", str(tmp_path / "t.json")]) == 1
+    assert rock(["env", "register", "t", "--task", str(tmp_path / "t.json")]) == 125
     assert "invalid task spec: Object missing required field `verifier`" in capsys.readouterr().err
 
 

@@ -243,6 +243,7 @@ async def test_stdio_agents_sandboxes_are_not_lease_reaped(agent: SocketAgent) -
             "6",
         ],
         env=env,
+        stdin=subprocess.DEVNULL,  # `rock run` forwards a stdin that is not a terminal
     ) as proc:
         await wait_for(lambda: len(agent.containers()) == 1, 20, "started")
         await anyio.sleep(LEASE + 2)

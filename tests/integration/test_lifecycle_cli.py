@@ -112,7 +112,7 @@ async def test_stop_restart_and_rm_by_id_and_the_owner_follows(cluster: Cluster)
     assert record.history[-1].reason == "removed by another program"
     assert await engine_state(container) == "removed"
     code, _, err = await rock("rm", sb.sandbox_id)
-    assert (code, err) == (1, f"rock rm: no sandbox {sb.sandbox_id!r} on any host\n")
+    assert (code, err) == (EXIT_ERROR, f"rock rm: no sandbox {sb.sandbox_id!r} on any host\n")
     await sb.delete()  # deleting a deleted sandbox is fine
 
 
@@ -122,10 +122,14 @@ async def test_stop_and_restart_of_unknown_ids_fail_clearly_but_do_the_others(
     sb = await start(cluster)
     try:
         code, out, err = await rock("stop", "sb-nope-1", sb.sandbox_id)
-        assert (code, out) == (1, f"{sb.sandbox_id}\n")
+        assert (code, out) == (EXIT_ERROR, f"{sb.sandbox_id}\n")
         assert err == "rock stop: no sandbox 'sb-nope-1' on any host\n"
         code, out, err = await rock("restart", "sb-nope-2")
-        assert (code, out, err) == (1, "", "rock restart: no sandbox 'sb-nope-2' on any host\n")
+        assert (code, out, err) == (
+            EXIT_ERROR,
+            "",
+            "rock restart: no sandbox 'sb-nope-2' on any host\n",
+        )
         await wait_state(cluster.record(sb.sandbox_id), S.STOPPED, 10)
     finally:
         await sb.delete()

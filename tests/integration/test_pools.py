@@ -196,7 +196,7 @@ async def test_statistics_and_the_cli_see_the_pool(sdk: SandboxCluster) -> None:
         assert len(pool_containers("it-cli")) == 2
     assert pool_containers("it-cli") == set()
     again = await rock("pool", "rm", "it-cli")
-    assert again.returncode == 1
+    assert again.returncode == 125
     assert again.stderr.decode() == "rock pool rm: no members of pool 'it-cli' here\n"
 
 

@@ -1,6 +1,6 @@
 """``rock env``: list, show, register and remove the hub's environment specs.
 
-    rock env list [--tag TAG] [--owner OWNER] [--json]
+    rock env ls [--tag TAG] [--owner OWNER] [--json]
     rock env show NAME
     rock env register NAME (--env ID | --entry-point MODULE:NAME | --task FILE.json)
                       [--image IMAGE] [--param KEY=VALUE]... [--tag TAG]...
@@ -8,105 +8,161 @@
     rock env register --file SPEC.json [--replace]
     rock env rm NAME [NAME...]
 
-The store is the user's data folder (see `Hub`); ``--hub DIR`` points at another. A
-``--param`` value is read as JSON when it parses (``max_turns=80``, ``dim_room=[8,8]``), else
-taken as a string. Exit status: 0, or 1 when the hub refused (the reason on stderr).
+The store is the user's data folder (see `Hub`); ``rock env --hub DIR ...`` points at another.
+A ``--param`` value is read as JSON when it parses (``max_turns=80``, ``dim_room=[8,8]``), else
+taken as a string.
+
+Rules:
+- `env ls` shows `HubSpec`s: the table and ``--json`` (one spec per line) are the same rows.
+  `env show` prints a spec as JSON, the form ``register --file`` reads back.
+- Exit codes follow `rock`'s table: 0, or 125 when the hub refused (the reason on stderr).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
+import typer
 
 from rock_core import BadRequest, RockError
 
-from .._cli_format import print_table, timestamp
+from .._cli_base import ExitCode, new_typer, run_async, say_error
+from .._cli_format import Column, show_json, show_rows, timestamp
 from ._hub import Hub, HubSpec
 from ._task import TaskSpec
 
-__all__ = ["add_env_parser", "run_env"]
+__all__ = ["env_app"]
+
+env_app = new_typer("Manage the hub's environment specs.")
+
+SPEC_COLUMNS: list[Column[HubSpec]] = [
+    Column("NAME", lambda s: s.name),
+    Column("KIND", lambda s: s.env or s.entry_point or "task"),
+    Column("TAGS", lambda s: ",".join(s.tags)),
+    Column("OWNER", lambda s: s.owner),
+    Column("CREATED", lambda s: timestamp(s.created)),
+    Column("DESCRIPTION", lambda s: s.description),
+]
+
+Json = Annotated[bool, typer.Option("--json", help="as JSON")]
 
 
-def add_env_parser(commands: Any) -> None:
-    """Add the ``env`` command and its subcommands to `rock`'s subparsers."""
-    env = commands.add_parser("env", help="manage the hub's environment specs")
-    env.add_argument("--hub", default=None, metavar="DIR", help="the hub folder to use")
-    sub = env.add_subparsers(dest="env_command", required=True)
-
-    listing = sub.add_parser("list", help="list specs (sorted by name)")
-    listing.add_argument("--tag", default=None, help="only specs with this tag")
-    listing.add_argument("--owner", default=None, help="only specs of this owner")
-    listing.add_argument("--json", action="store_true", help="one JSON spec per line")
-
-    show = sub.add_parser("show", help="print one spec as JSON")
-    show.add_argument("name")
-
-    register = sub.add_parser("register", help="add a spec")
-    register.add_argument("name", nargs="?", default=None)
-    what = register.add_mutually_exclusive_group()
-    what.add_argument("--env", default="", metavar="ID", help="a registered environment id")
-    what.add_argument("--entry-point", default="", metavar="MODULE:NAME")
-    what.add_argument("--task", default=None, metavar="FILE", help="a task spec, as JSON")
-    what.add_argument("--file", default=None, metavar="FILE", help="a whole spec, as JSON")
-    register.add_argument("--image", default="")
-    register.add_argument("--param", action="append", default=[], metavar="KEY=VALUE")
-    register.add_argument("--tag", action="append", default=[])
-    register.add_argument("--description", default="")
-    register.add_argument("--owner", default="")
-    register.add_argument("--replace", action="store_true", help="overwrite a spec of that name")
-
-    remove = sub.add_parser("rm", help="remove specs")
-    remove.add_argument("names", nargs="+")
+@env_app.callback()
+def _hub_option(
+    ctx: typer.Context,
+    hub: Annotated[
+        str | None, typer.Option("--hub", metavar="DIR", help="the hub folder to use")
+    ] = None,
+) -> None:
+    """Manage the hub's environment specs."""
+    ctx.obj = hub
 
 
-def run_env(args: argparse.Namespace) -> int:
-    """Run a parsed ``rock env`` command; 1 (and the reason on stderr) when the hub refuses."""
-    hub = Hub(args.hub)
-    try:
-        if args.env_command == "list":
-            return _list(hub, args)
-        if args.env_command == "show":
-            print(_json(hub.get(args.name)))
-            return 0
-        if args.env_command == "register":
-            spec = hub.register(_spec_from(args), replace=args.replace)
-            print(f"registered {spec.name}")
-            return 0
+def _hub(ctx: typer.Context) -> Hub:
+    parent = ctx.parent
+    return Hub(parent.obj if parent is not None else None)
+
+
+def env_ls(
+    ctx: typer.Context,
+    tag: Annotated[str | None, typer.Option(help="only specs with this tag")] = None,
+    owner: Annotated[str | None, typer.Option(help="only specs of this owner")] = None,
+    json: Annotated[bool, typer.Option("--json", help="one JSON spec per line")] = False,
+) -> None:
+    """List specs (sorted by name)."""
+
+    async def body() -> None:
+        show_rows(_hub(ctx).list(tag=tag, owner=owner), SPEC_COLUMNS, json=json)
+
+    run_async(ctx, body)
+
+
+env_app.command("ls")(env_ls)
+env_app.command("list", hidden=True)(env_ls)
+
+
+@env_app.command("show")
+def env_show(ctx: typer.Context, name: str, json: Json = False) -> None:
+    """Print one spec as JSON (with or without --json)."""
+
+    async def body() -> None:
+        show_json(_hub(ctx).get(name))
+
+    run_async(ctx, body)
+
+
+@env_app.command("register")
+def env_register(
+    ctx: typer.Context,
+    name: Annotated[str | None, typer.Argument()] = None,
+    env: Annotated[str, typer.Option(metavar="ID", help="a registered environment id")] = "",
+    entry_point: Annotated[str, typer.Option(metavar="MODULE:NAME")] = "",
+    task: Annotated[str | None, typer.Option(metavar="FILE", help="a task spec, as JSON")] = None,
+    file: Annotated[str | None, typer.Option(metavar="FILE", help="a whole spec, as JSON")] = None,
+    image: str = "",
+    param: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE")] = None,
+    tag: Annotated[list[str] | None, typer.Option()] = None,
+    description: str = "",
+    owner: str = "",
+    replace: Annotated[
+        bool, typer.Option("--replace", help="overwrite a spec of that name")
+    ] = False,
+) -> None:
+    """Add a spec."""
+    chosen = [o for o, v in (("--env", env), ("--entry-point", entry_point)) if v]
+    chosen += [o for o, v in (("--task", task), ("--file", file)) if v is not None]
+
+    async def body() -> None:
+        if len(chosen) > 1:
+            raise BadRequest(f"give one of {' and '.join(chosen)}, not several")
+        request = _Register(
+            name, env, entry_point, task, file, image, param, tag, description, owner
+        )
+        spec = _hub(ctx).register(_spec_from(request), replace=replace)
+        print(f"registered {spec.name}")
+
+    run_async(ctx, body)
+
+
+@env_app.command("rm")
+def env_rm(ctx: typer.Context, names: list[str]) -> None:
+    """Remove specs."""
+
+    async def body() -> int:
+        hub = _hub(ctx)
         failed = 0
-        for name in args.names:
+        for name in names:
             try:
                 hub.delete(name)
                 print(name)
             except RockError as exc:
-                print(f"rock env rm: {exc}", file=sys.stderr)
+                say_error("rock env rm", str(exc))
                 failed += 1
-        return 1 if failed else 0
-    except RockError as exc:
-        print(f"rock env {args.env_command}: {exc}", file=sys.stderr)
-        return 1
+        return ExitCode.FAILED if failed else ExitCode.OK
+
+    run_async(ctx, body)
 
 
-def _list(hub: Hub, args: argparse.Namespace) -> int:
-    specs = hub.list(tag=args.tag, owner=args.owner)
-    if args.json:
-        for spec in specs:
-            print(msgspec.json.encode(spec).decode())
-        return 0
-    rows = [("NAME", "KIND", "TAGS", "OWNER", "CREATED", "DESCRIPTION")]
-    for spec in specs:
-        created = timestamp(spec.created)
-        what = spec.env or spec.entry_point or "task"
-        rows.append((spec.name, what, ",".join(spec.tags), spec.owner, created, spec.description))
-    print_table(rows)
-    return 0
+class _Register(msgspec.Struct, array_like=True):
+    """The options of `env register`, as given."""
+
+    name: str | None
+    env: str
+    entry_point: str
+    task: str | None
+    file: str | None
+    image: str
+    param: list[str] | None
+    tag: list[str] | None
+    description: str
+    owner: str
 
 
-def _spec_from(args: argparse.Namespace) -> HubSpec:
+def _spec_from(args: _Register) -> HubSpec:
     if args.file is not None:
         data = _read_json(args.file, "spec")
         if args.name is not None:
@@ -124,8 +180,8 @@ def _spec_from(args: argparse.Namespace) -> HubSpec:
         entry_point=args.entry_point,
         task=task,
         image=args.image,
-        parameters=dict(_param(p) for p in args.param),
-        tags=list(args.tag),
+        parameters=dict(_param(p) for p in args.param or []),
+        tags=list(args.tag or []),
         description=args.description,
         owner=args.owner,
     )
@@ -159,7 +215,3 @@ def _convert(data: dict[str, Any], kind: type[Any], what: str) -> Any:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
         raise BadRequest(f"invalid {what}: {exc}") from exc
-
-
-def _json(spec: HubSpec) -> str:
-    return msgspec.json.format(msgspec.json.encode(spec), indent=2).decode()
