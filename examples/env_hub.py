@@ -7,7 +7,7 @@ the user's data folder (``$ROCK_HOME``, else ``$XDG_DATA_HOME/rock``, else
 nothing behind. The same store from the shell:
 
     rock env register sokoban-long --env game:Sokoban-v0-hard --param max_turns=80 --tag games
-    rock env list --tag games
+    rock env ls --tag games
     rock env show sokoban-long
     rock env rm sokoban-long
 
