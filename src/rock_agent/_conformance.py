@@ -32,6 +32,7 @@ from rock_core import AlreadyExists, RockError, SandboxFailed, SandboxNotFound
 
 from ._conformance_io import (
     check_archive_round_trip,
+    check_build,
     check_exec_output_and_exit_codes,
     check_exec_refusals,
     check_images,
@@ -263,6 +264,7 @@ CHECKS: dict[str, Check] = {
     "main_process_exit": check_main_process_exit,
     "not_found": check_not_found,
     "images": check_images,
+    "build": check_build,
 }
 
 
