@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -114,3 +115,21 @@ async def test_an_absent_base_image_is_image_not_found(
         await sdk.build_image(folder, new_tag(built, "orphan"))
     assert f"base image {absent} is not on this host and could not be pulled" in str(caught.value)
     assert re.fullmatch(rf"Step 1/\d+ : FROM {absent}", caught.value.details["step"])
+
+
+DOC = Path(__file__).parents[2] / "docs" / "using-sandboxes.md"
+
+
+def test_the_docs_snippet_runs_as_shown() -> None:
+    section = DOC.read_text().split("## Building images", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        )
+    finally:
+        subprocess.run(["docker", "rmi", "me/task:1"], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()[:2]
+    assert re.fullmatch(r"\{'[^']+': \['me/task:1'\]\}", first)
+    assert second == "42"
