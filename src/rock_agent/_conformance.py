@@ -32,6 +32,7 @@ from rock_core import AlreadyExists, RockError, SandboxFailed, SandboxNotFound
 
 from ._conformance_io import (
     check_archive_round_trip,
+    check_build,
     check_exec_output_and_exit_codes,
     check_exec_refusals,
     check_images,
@@ -266,6 +267,7 @@ CHECKS: dict[str, Check] = {
     "not_found": check_not_found,
     "images": check_images,
     "listen": check_listen,
+    "build": check_build,
 }
 
 

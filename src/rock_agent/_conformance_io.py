@@ -1,4 +1,5 @@
-"""The conformance checks of what runs and moves inside a sandbox: processes, files, images.
+"""The conformance checks of what runs and moves inside a sandbox: processes, files, images
+and image builds.
 
 Rules (those of `_conformance` too):
 - Each check is a plain async function ``check(runtime, image)`` on a sandbox of its own.
@@ -10,6 +11,7 @@ Rules (those of `_conformance` too):
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 
 import anyio
@@ -142,13 +144,56 @@ async def check_images(runtime: ContainerRuntime, image: str) -> None:
         raise AssertionError("an unknown pull policy was accepted")
 
 
-__all__ = [
-    "check_archive_round_trip",
-    "check_exec_output_and_exit_codes",
-    "check_exec_refusals",
-    "check_images",
-    "check_stdin_eof",
-]
+async def check_build(runtime: ContainerRuntime, image: str) -> None:
+    """A build from `image` copies a context file and runs a step; its image carries the
+    labels given and starts sandboxes with those files. A failing step is `BadRequest` naming
+    that step (its output kept); a missing base image is `ImageNotFound`; neither leaves an
+    image. Every image it builds is removed."""
+    tag = f"rock-conformance/build-{secrets.token_hex(4)}:1"
+    dockerfile = b"FROM " + image.encode() + b"\nWORKDIR /built\nCOPY in.txt in.txt\n"
+    context = make_tar({"Dockerfile": dockerfile + b"RUN cp in.txt ran.txt\n", "in.txt": b"in"})
+    labels = {"rock-conformance": "1"}
+    try:
+        outcome = await runtime.build_image(
+            chunks(context), tag=tag, dockerfile="Dockerfile", labels=labels
+        )
+        record = await runtime.inspect_image(tag)
+        check(record.image_id == outcome.image_id, f"{tag} is {record}, built {outcome}")
+        check(record.labels.get("rock-conformance") == "1", f"labels {record.labels}")
+        async with sandbox(runtime, tag, "built") as sandbox_id:
+            found = await read_tar(runtime, sandbox_id, "/built")
+            check(found.get("built/ran.txt") == b"in", f"the built image holds {found}")
+        for name, text, error in (
+            ("fails", dockerfile + b"RUN echo conformance-failed && exit 3\n", BadRequest),
+            (
+                "orphan",
+                b"FROM rock-conformance/absent:" + secrets.token_hex(4).encode(),
+                ImageNotFound,
+            ),
+        ):
+            failed = tag.replace(":1", f"-{name}:1")
+            archive = make_tar({"Dockerfile": text, "in.txt": b"in"})
+            try:
+                await runtime.build_image(
+                    chunks(archive), tag=failed, dockerfile="Dockerfile", labels={}
+                )
+            except error as exc:
+                check(failed in str(exc) and exc.details.get("image") == failed, exc)
+                if name == "fails":
+                    check("RUN echo conformance-failed" in exc.details.get("step", ""), exc.details)
+                    check("conformance-failed" in exc.details.get("output", ""), exc.details)
+            else:
+                raise AssertionError(f"the build of {failed} did not fail")
+            try:
+                await runtime.inspect_image(failed)
+            except ImageNotFound:
+                pass
+            else:
+                raise AssertionError(f"the failed build left image {failed}")
+    finally:
+        with anyio.CancelScope(shield=True), contextlib.suppress(ImageNotFound):
+            await runtime.remove_image(tag)
+
 
 
 async def check_listen(runtime: ContainerRuntime, image: str) -> None:
@@ -180,3 +225,13 @@ async def check_listen(runtime: ContainerRuntime, image: str) -> None:
             check(sandbox_id in str(exc), exc)
         else:
             raise AssertionError(f"port {port} still accepts connections after aclose")
+
+__all__ = [
+    "check_archive_round_trip",
+    "check_build",
+    "check_exec_output_and_exit_codes",
+    "check_exec_refusals",
+    "check_images",
+    "check_listen",
+    "check_stdin_eof",
+]

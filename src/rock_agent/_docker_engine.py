@@ -208,9 +208,14 @@ class DockerEngine:
                         data=spool,
                         timeout=None,
                     ) as response:
-                        async for line in response.content:
-                            scope.deadline = anyio.current_time() + idle
-                            image_id = build_progress(line, log) or image_id
+                        try:
+                            async for line in response.content:
+                                scope.deadline = anyio.current_time() + idle
+                                image_id = build_progress(line, log) or image_id
+                        finally:
+                            # The connection goes with the response: the engine stops a build
+                            # whose client left (`_query` itself never releases it).
+                            response.close()
             if scope.cancelled_caught:
                 raise TimedOut(f"{what}: the Docker engine said nothing for {idle:g} s")
         if not image_id:

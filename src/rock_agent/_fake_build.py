@@ -58,11 +58,21 @@ def parse(text: str) -> list[tuple[str, str]]:
     return steps
 
 
+def _escapes(name: str) -> bool:
+    return name.startswith("/") or ".." in name.split("/")
+
+
 def _unpack(spool: Path, folder: Path) -> None:
     folder.mkdir()
     try:
         with tarfile.open(spool) as archive:
-            archive.extractall(folder, filter="data")
+            if hasattr(tarfile, "data_filter"):
+                archive.extractall(folder, filter="data")
+            else:  # Python 3.11 before 3.11.4: refuse what the "data" filter would
+                for member in archive.getmembers():
+                    if _escapes(member.name) or (member.issym() and _escapes(member.linkname)):
+                        raise BadRequest(f"the build context's {member.name} leaves the context")
+                archive.extractall(folder)
     except (tarfile.TarError, OSError) as exc:
         raise BadRequest(f"the build context is not a readable tar archive: {exc}") from exc
 

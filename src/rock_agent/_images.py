@@ -83,8 +83,8 @@ class _Server(Protocol):
 
 
 def committer_uid(labels: object) -> int | None:
-    """The uid that committed an image, from its labels; None if no sandbox commit made it
-    (pulled, built, or committed outside the kit), -1 if the label is garbled."""
+    """The uid that committed (or built, `_build`) an image, from its labels; None if the kit
+    made it neither way (pulled, or made outside the kit), -1 if the label is garbled."""
     key = labels.get(LABEL_COMMITTER) if isinstance(labels, dict) else None
     if not key:
         return None

@@ -8,27 +8,23 @@ writing outside the target).
 Rules:
 - Arguments are checked first: a wrong type is a `BadRequest` naming the argument.
 - Errors are ours only: local `OSError`s are mapped in `_local` (`FileNotFound` for a missing
-  local path, else `BadRequest`), a broken link is a `TransportError`. The sender and the reply
-  reader run as two tasks; a failure both of them see (the agent died) is raised once, alone,
-  never as an exception group, and with the reader's words for it.
-- The upload's sender never runs ahead of the agent's credit (`send_chunks` takes one credit
-  per chunk), and its file handles are closed on every exit (`aclosing`).
+  local path, else `BadRequest`), a broken link is a `TransportError`. An upload is a
+  `_streamed` call: its sender keeps to the agent's credit, its file handles are closed on
+  every exit, and a failure its sender and its reply reader both see is raised once, alone.
 - Both directions report what they left out in `FileStat.skipped`: special files (FIFOs,
   sockets, devices) are never opened or made, on either side.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 import posixpath
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
 
-from rock_core import AgentConnection, BadRequest, RockError, TransportError
+from rock_core import AgentConnection, BadRequest, TransportError
 from rock_core.protocol import (
     Download,
     ErrorReply,
@@ -41,9 +37,8 @@ from rock_core.protocol import (
 )
 
 from ._local import local_error, tar_stream, walk
+from ._streamed import call_streamed
 from ._unpack import unpack
-
-LINK_GRACE = 10.0  # seconds the reply reader has to notice a link the sender found broken
 
 
 async def upload(conn: AgentConnection, sandbox_id: str, local: object, remote: object) -> FileStat:
@@ -52,30 +47,8 @@ async def upload(conn: AgentConnection, sandbox_id: str, local: object, remote: 
     target = _remote_path("upload", remote)
     tree = await anyio.to_thread.run_sync(walk, source, target.lstrip("/"), abandon_on_cancel=True)
     request = Upload(sandbox_id=sandbox_id, path="/")
-    with _one_error():
-        async with conn.open_request(request) as answers, anyio.create_task_group() as tg:
-
-            async def send() -> None:
-                try:
-                    async with contextlib.aclosing(tar_stream(tree)) as chunks:
-                        await conn.send_chunks(request.id, chunks)
-                except TransportError:
-                    # A broken link ends the replies too, with the link's own reason: let the
-                    # reader report it (it cancels this task), unless it never notices.
-                    with anyio.move_on_after(LINK_GRACE):
-                        await conn.wait_closed()
-                        await anyio.sleep_forever()
-                    raise
-
-            tg.start_soon(send)
-            async for message in answers:
-                if isinstance(message, Reply):
-                    tg.cancel_scope.cancel()
-                    reply = raise_for_reply(message, TransferReply, request)
-                    return FileStat(
-                        path=target, size=reply.stat.size, is_dir=tree.is_dir, skipped=tree.skipped
-                    )
-    raise TransportError("the agent went away during an upload")
+    reply = await call_streamed(conn, request, lambda: tar_stream(tree), TransferReply, "an upload")
+    return FileStat(path=target, size=reply.stat.size, is_dir=tree.is_dir, skipped=tree.skipped)
 
 
 async def download(
@@ -142,25 +115,6 @@ def _remote_path(op: str, value: object) -> str:
     if path == "/":
         raise BadRequest(f"{op}: remote {value!r} must name a file or folder, not the root")
     return path
-
-
-@contextlib.contextmanager
-def _one_error() -> Iterator[None]:
-    """One failure, raised alone: the sender and the reply reader may both see a dead agent."""
-    try:
-        yield
-    except BaseExceptionGroup as group:
-        errors = _leaves(group)
-        if all(isinstance(error, RockError) for error in errors):
-            raise errors[0] from errors[0].__cause__
-        raise
-
-
-def _leaves(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
-    found: list[BaseException] = []
-    for error in group.exceptions:
-        found.extend(_leaves(error) if isinstance(error, BaseExceptionGroup) else [error])
-    return found
 
 
 __all__ = ["download", "upload"]

@@ -13,7 +13,9 @@ import pytest
 from rock_agent._images import LABEL_COMMITTER
 from rock_agent.testing import AgentConnector, FakeRuntime
 from rock_core._errors import AlreadyExists, BadRequest, FileNotFound, ImageNotFound
+from rock_core._fake_agent import FAKE_AGENT_VERSION
 from rock_core._protocol import BuildImage, BuildReply, FileReply, Ping, Pong, ReadFile
+from rock_core.testing import FakeAgent, FakeAgentConnector
 from rock_sdk import open_cluster
 from rock_sdk._build import build_on
 from rock_sdk._local import walk
@@ -206,3 +208,18 @@ async def test_the_sdk_checks_its_arguments_before_sending_anything(tmp_path: Pa
             with pytest.raises(error, match=f"^{message}"):
                 await cluster.build_image(**arguments)
         assert fake.runtime.images.tags() == [SH_IMAGE]
+
+
+async def test_an_agent_without_the_build_capability_is_refused_before_sending(
+    tmp_path: Path,
+) -> None:
+    folder = context(tmp_path / "ctx", f"FROM {SH_IMAGE}\n")
+    agent = FakeAgent(host_id="old", images=[SH_IMAGE])
+    async with open_cluster([FakeAgentConnector(agent)]) as cluster:
+        with pytest.raises(BadRequest) as caught:
+            await cluster.build_image(folder, "me/app:1")
+        assert str(caught.value) == (
+            f"host old: the agent of host old (version {FAKE_AGENT_VERSION}) cannot build images:"
+            " upgrade rock-agent there"
+        )
+    assert not [m for m in agent.received if isinstance(m, BuildImage)]

@@ -9,9 +9,11 @@ from __future__ import annotations
 import re
 import secrets
 import subprocess
-from collections.abc import Iterator
+import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
 from rock_core import BadRequest, ImageNotFound
@@ -114,3 +116,68 @@ async def test_an_absent_base_image_is_image_not_found(
         await sdk.build_image(folder, new_tag(built, "orphan"))
     assert f"base image {absent} is not on this host and could not be pulled" in str(caught.value)
     assert re.fullmatch(rf"Step 1/\d+ : FROM {absent}", caught.value.details["step"])
+
+
+async def eventually(condition: Callable[[], bool], timeout: float = 60) -> None:
+    """Wait until `condition()` holds (the engine acts on its own time); `TimeoutError`."""
+    with anyio.fail_after(timeout):
+        for _ in iter(int, 1):
+            if condition():
+                return
+            await anyio.sleep(0.2)
+
+
+async def test_a_cancelled_build_leaves_no_container_and_the_link_goes_on(
+    sdk: SandboxCluster, built: list[str], tmp_path: Path
+) -> None:
+    marker = f"{PREFIX}-cancelled"
+    folder = context(tmp_path / "ctx", f"FROM {SH_IMAGE}\nRUN echo {marker} && sleep 120\n")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(sdk.build_image, folder, new_tag(built, "cancelled"))
+        await eventually(lambda: bool(containers_running(marker)))  # the RUN step runs
+        tg.cancel_scope.cancel()
+    await eventually(lambda: not containers_running(marker))
+    assert await sdk.warm_image(SH_IMAGE)
+
+
+async def test_a_dockerfile_elsewhere_in_the_context_and_engine_refusals(
+    sdk: SandboxCluster, built: list[str], tmp_path: Path
+) -> None:
+    folder = context(tmp_path / "ctx", "FROM nothing-here\n", {"a.txt": "a\n"})
+    (folder / "docker").mkdir()
+    (folder / "docker" / "Build.file").write_text(f"FROM {SH_IMAGE}\nCOPY a.txt /a.txt\n")
+    tag = new_tag(built, "elsewhere")
+    (info,) = (await sdk.build_image(folder, tag, dockerfile="docker/Build.file")).values()
+    assert info.tags == [tag]
+    (host_id,) = sdk.hosts
+    (folder / "Dockerfile").write_text(f"FROM {SH_IMAGE}\nFOOBAR x\n")
+    with pytest.raises(BadRequest) as caught:
+        await sdk.build_image(folder, new_tag(built, "unparsed"))
+    assert str(caught.value) == (
+        f"host {host_id}: building image {PREFIX}/unparsed:1: dockerfile parse error line 2:"
+        " unknown instruction: FOOBAR"
+    )
+    with pytest.raises(BadRequest) as caught:
+        await sdk.build_image(folder, "Not/Valid:1")
+    assert str(caught.value) == (
+        f"host {host_id}: 'Not/Valid:1' is not a valid image name: use lowercase letters, digits"
+        " and . _ - / in the name, and an optional :tag, e.g. 'me/saved:1'"
+    )
+
+
+DOC = Path(__file__).parents[2] / "docs" / "using-sandboxes.md"
+
+
+def test_the_docs_snippet_runs_as_shown() -> None:
+    section = DOC.read_text().split("## Building images", 1)[1].split("\n## ", 1)[0]
+    (code,) = re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=300
+        )
+    finally:
+        subprocess.run(["docker", "rmi", "me/task:1"], capture_output=True)
+    assert done.returncode == 0, done.stderr
+    first, second = done.stdout.splitlines()[:2]
+    assert re.fullmatch(r"\{'[^']+': \['me/task:1'\]\}", first)
+    assert second == "42"
