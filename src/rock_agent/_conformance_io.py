@@ -195,7 +195,6 @@ async def check_build(runtime: ContainerRuntime, image: str) -> None:
             await runtime.remove_image(tag)
 
 
-
 async def check_listen(runtime: ContainerRuntime, image: str) -> None:
     """A listener inside a sandbox accepts a connection made inside, carried both ways; its
     port, taken, is `AlreadyExists`; closed, nothing listens there any more."""
@@ -225,6 +224,7 @@ async def check_listen(runtime: ContainerRuntime, image: str) -> None:
             check(sandbox_id in str(exc), exc)
         else:
             raise AssertionError(f"port {port} still accepts connections after aclose")
+
 
 __all__ = [
     "check_archive_round_trip",
