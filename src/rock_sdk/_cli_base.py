@@ -178,6 +178,8 @@ async def resolve_ids(cluster: Cluster, given: Sequence[str]) -> list[str]:
 
 
 def _resolve(known: Sequence[str], wanted: str) -> str:
+    if not wanted:  # a prefix of every id: never let it pick the only sandbox there is
+        raise BadRequest("the sandbox id is empty: give an id or a unique prefix of one")
     if wanted in known:
         return wanted
     matches = sorted(i for i in known if i.startswith(wanted))
