@@ -183,3 +183,32 @@ async def test_a_pool_that_cannot_open_fails_create_with_the_clusters_error() ->
             await tool.create()
     finally:
         await close_pools()
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+async def test_a_reward_that_is_no_number_and_a_racing_create_are_errors() -> None:
+    import asyncio
+
+    from rock_sdk.integrations.verl import SandboxTool, close_pools
+
+    require("verl.tools.base_tool", "verl")
+    scored = SandboxTool({"sandbox": {"image": PY_IMAGE}, "reward": "stdout"})
+    try:
+        # float() reads "nan" and "inf": a reward the trainer cannot use, so an error.
+        for printed in ("nan", "-inf"):
+            instance, _ = await scored.create(verifier=f"echo {printed}")
+            with pytest.raises(BadRequest, match=rf"printed no number .*{printed}"):
+                await scored.calc_reward(instance)
+            await scored.release(instance)
+        # Two creates of one id at once: one lease, the other is AlreadyExists (no leak).
+        outcomes = await asyncio.gather(
+            scored.create("same"), scored.create("same"), return_exceptions=True
+        )
+        errors = [o for o in outcomes if isinstance(o, BaseException)]
+        assert len(errors) == 1 and isinstance(errors[0], AlreadyExists), outcomes
+        assert (await scored.pool()).statistics().handed_out == 1
+        await scored.release("same")
+        assert (await scored.pool()).statistics().handed_out == 0
+    finally:
+        await close_pools()

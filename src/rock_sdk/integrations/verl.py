@@ -22,6 +22,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import math
 import uuid
 import weakref
 from dataclasses import dataclass
@@ -207,6 +208,7 @@ class SandboxTool(BaseTool):  # type: ignore[misc,unused-ignore]  # Any where ve
     ) -> None:
         self.settings = ToolSettings.from_config(config)
         self._instances: dict[str, _Instance] = {}
+        self._creating: set[str] = set()  # ids taken by a create still leasing its sandbox
         super().__init__(config, tool_schema or self.settings.schema())
 
     async def pool(self) -> Pool:
@@ -227,21 +229,27 @@ class SandboxTool(BaseTool):  # type: ignore[misc,unused-ignore]  # Any where ve
             )
         files = dict(options.get("files") or {})
         instance_id = instance_id or uuid.uuid4().hex
-        if instance_id in self._instances:
+        if instance_id in self._instances or instance_id in self._creating:
             raise AlreadyExists(f"rock verl tool: instance {instance_id!r} already exists")
-        pool = await self.pool()
-        sandbox = await pool.acquire()
+        # Taken before the first await: a concurrent create of the same id would otherwise
+        # lease a second sandbox and overwrite the first, which then is never released.
+        self._creating.add(instance_id)
         try:
-            for path, content in files.items():
-                await sandbox.write_file(str(path), content)
-            setup = str(options.get("setup") or self.settings.setup)
-            if setup:
-                await sandbox.arun(setup, timeout=self.settings.timeout, check=True)
-        except BaseException:
-            await asyncio.shield(pool.release(sandbox))
-            raise
-        verifier = str(options.get("verifier") or self.settings.verifier)
-        self._instances[instance_id] = _Instance(sandbox, verifier)
+            pool = await self.pool()
+            sandbox = await pool.acquire()
+            try:
+                for path, content in files.items():
+                    await sandbox.write_file(str(path), content)
+                setup = str(options.get("setup") or self.settings.setup)
+                if setup:
+                    await sandbox.arun(setup, timeout=self.settings.timeout, check=True)
+            except BaseException:
+                await asyncio.shield(pool.release(sandbox))
+                raise
+            verifier = str(options.get("verifier") or self.settings.verifier)
+            self._instances[instance_id] = _Instance(sandbox, verifier)
+        finally:
+            self._creating.discard(instance_id)
         return instance_id, ToolResponse()
 
     def _instance(self, instance_id: str) -> _Instance:
@@ -288,7 +296,10 @@ class SandboxTool(BaseTool):  # type: ignore[misc,unused-ignore]  # Any where ve
             return 1.0 if result.ok else 0.0
         lines = result.output.strip().splitlines()
         try:
-            return float(lines[-1])
+            reward = float(lines[-1])
+            if not math.isfinite(reward):  # float() reads "nan" and "inf": no reward to train on
+                raise ValueError(reward)
+            return reward
         except (IndexError, ValueError):
             raise BadRequest(
                 f"rock verl tool: the verifier printed no number on its last line "
