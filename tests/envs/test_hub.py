@@ -228,6 +228,14 @@ def test_cli_errors_exit_125_with_the_reason(
     assert message in capsys.readouterr().err
 
 
+def test_cli_a_spec_file_that_is_not_text_exits_125(
+    hub: Hub, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    (tmp_path / "spec.bin").write_bytes(b"\xff\xfe{not utf-8")
+    assert rock(["env", "register", "--file", str(tmp_path / "spec.bin")]) == 125
+    assert f"the spec file {tmp_path / 'spec.bin'} is not JSON" in capsys.readouterr().err
+
+
 def test_cli_refuses_a_duplicate_and_a_bad_task_file(
     hub: Hub, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

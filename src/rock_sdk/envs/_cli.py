@@ -203,7 +203,7 @@ def _read_json(path: str, what: str) -> dict[str, Any]:
         data = json.loads(text)
     except OSError as exc:
         raise BadRequest(f"cannot read the {what} file {path}: {exc.strerror or exc}") from exc
-    except json.JSONDecodeError as exc:
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:  # not UTF-8 text: no JSON
         raise BadRequest(f"the {what} file {path} is not JSON: {exc}") from exc
     if not isinstance(data, dict):
         raise BadRequest(f"the {what} file {path} must hold a JSON object")
