@@ -282,3 +282,18 @@ def test_the_docs_snippet_runs_a_trial(tmp_path: Path) -> None:
         (tmp_path / f"snippet{number}.py").write_text(block)
         done = run_harbor("python", tmp_path / f"snippet{number}.py", cwd=tmp_path)
         assert "{'reward': 1.0}" in done.stdout
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_an_exec_with_more_stderr_than_read_file_returns_still_answers(tmp_path: Path) -> None:
+    # Its stderr is cut (as its stdout would be), never a BadRequest out of exec.
+    done = run_harbor("python", SCRIPTS / "big_stderr.py", tmp_path, PY_IMAGE, cwd=tmp_path)
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out == {
+        "stdout": "done\n",
+        "code": 4,
+        "stderr_start": "eee",
+        "stderr_large": True,
+        "next": "next\n",
+    }

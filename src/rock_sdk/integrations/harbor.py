@@ -265,16 +265,24 @@ class RockEnvironment(BaseEnvironment):  # type: ignore[misc]
             )
             if result.session_closed:
                 self._closed.add(session)
-            try:
-                stderr = (await sandbox.read_file(errors)).decode("utf-8", errors="replace")
-            except FileNotFound:
-                stderr = ""
+            stderr = await self._stderr(sandbox, errors)
         if result.timed_out:
             raise RuntimeError(f"Command timed out after {timeout_sec} seconds")
         if callback is not None and stderr:
             await callback(stderr, "stderr")
         exit_code = result.exit_code if result.exit_code is not None else -1
         return HarborExecResult(stdout=result.output, stderr=stderr, return_code=exit_code)
+
+    @staticmethod
+    async def _stderr(sandbox: Sandbox, path: str) -> str:
+        """The stderr file of the latest exec; cut to `MAX_DATA` bytes, as stdout is."""
+        try:
+            data = await sandbox.read_file(path)
+        except FileNotFound:
+            return ""
+        except BadRequest:  # more than read_file returns: its start, never a failed exec
+            data = (await sandbox.execute(["head", "-c", str(MAX_DATA), path])).stdout_bytes
+        return data.decode("utf-8", errors="replace")
 
     # ------------------------------------------------------------------ files
 
