@@ -17,7 +17,7 @@ after. A second table times the same actions through ``env.execute`` alone, with
 messages each step), to show what the environments themselves cost.
 
 Needs Docker and the local image ``python:3.11`` (nothing is pulled), and
-``pip install 'rock-kit[mini-swe-agent]'``.
+``pip install '.[mini-swe-agent]'``.
 
     PYTHONPATH=src python bench/bench_minisweagent.py [--steps 200] [--rounds 3] [--quick]
 """

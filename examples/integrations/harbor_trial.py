@@ -1,6 +1,6 @@
 """Run one Harbor trial in a sandbox of the kit: Harbor's oracle agent, then the task's tests.
 
-Harbor (Python >= 3.12, ``pip install 'rock-kit[harbor]'``) picks the environment by import
+Harbor (Python >= 3.12, ``pip install '.[harbor]'``) picks the environment by import
 path; everything else is Harbor's own code. Usage:
 
     python examples/integrations/harbor_trial.py TASK_DIR [TRIALS_DIR]

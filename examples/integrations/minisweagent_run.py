@@ -4,7 +4,7 @@ mini-swe-agent resolves the environment by its import path, exactly as a YAML co
 ``environment_class`` would; its scripted `DeterministicModel` stands in for a language model,
 so this runs without an API key. With a real model, use ``get_model(...)`` instead.
 
-    pip install 'rock-kit[mini-swe-agent]'
+    pip install '.[mini-swe-agent]'
     python examples/integrations/minisweagent_run.py [--image python:3.11] [--hosts local]
 """
 

@@ -131,7 +131,7 @@ def _asyncssh() -> Any:
     except ImportError as exc:
         raise BadRequest(
             "ssh:// hosts need asyncssh: install the kit with its ssh extra "
-            "(`pip install 'rock-kit[ssh]'`)"
+            "(`pip install '.[ssh]'` from a clone of it)"
         ) from exc
     return asyncssh
 

@@ -19,7 +19,7 @@ def require(module: str, extra: str) -> ModuleType:
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        reason = f"{module} is not installed: pip install 'rock-kit[{extra}]' ({exc})"
+        reason = f"{module} is not installed: pip install '.[{extra}]' from a clone ({exc})"
         if os.environ.get("ROCK_REQUIRE_EXTRAS") == "1":
             pytest.fail(reason)
         pytest.skip(reason, allow_module_level=True)

@@ -3,7 +3,7 @@
 One module per framework, each selected by the framework's own plug-in point (an import path
 or a class name in its config). Nothing here is imported by ``import rock_sdk``: a module is
 loaded only when the framework asks for it, and each needs its package, an optional extra
-(``pip install 'rock-kit[harbor]'`` and so on; see docs/integrations.md).
+(``pip install '.[harbor]'`` and so on; see docs/integrations.md).
 
 Rules:
 - An adapter runs every command on a persistent session of the sandbox, never one
