@@ -69,6 +69,15 @@ def test_bad_config_is_a_clear_error() -> None:
     assert python.get_openai_tool_schema().function.parameters.required == ["code"]
 
 
+async def test_create_files_that_are_not_a_mapping_is_a_clear_error() -> None:
+    require("verl", "verl")
+    from rock_sdk.integrations.verl import SandboxTool
+
+    tool = SandboxTool({"sandbox": {"image": PY_IMAGE}})
+    with pytest.raises(BadRequest, match=r"files must be a mapping of sandbox path to content"):
+        await tool.create(files=["/work/a.txt"])  # checked before any sandbox is leased
+
+
 @pytest.mark.docker
 @pytest.mark.slow
 async def test_a_trajectory_through_verls_interface(tmp_path: Path) -> None:

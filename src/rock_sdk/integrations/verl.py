@@ -25,6 +25,7 @@ import asyncio
 import math
 import uuid
 import weakref
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -227,7 +228,13 @@ class SandboxTool(BaseTool):  # type: ignore[misc,unused-ignore]  # Any where ve
                 f"rock verl tool: unknown create arguments {unknown}; "
                 f"it takes {sorted(_CREATE_KEYS)}"
             )
-        files = dict(options.get("files") or {})
+        given_files = options.get("files") or {}
+        if not isinstance(given_files, Mapping):
+            raise BadRequest(
+                "rock verl tool: files must be a mapping of sandbox path to content, "
+                f"got {given_files!r}"
+            )
+        files = dict(given_files)
         instance_id = instance_id or uuid.uuid4().hex
         if instance_id in self._instances or instance_id in self._creating:
             raise AlreadyExists(f"rock verl tool: instance {instance_id!r} already exists")
