@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
+import logging
 import socket
 import struct
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -46,6 +47,8 @@ from ._protocol import (
 )
 
 _LOCAL_GONE = (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError)
+
+log = logging.getLogger("rock_core.ports")
 
 
 class PortForward(tuple[str, int]):
@@ -219,8 +222,19 @@ async def _carry(
             forward.errors.append(exc)
         if failure is not None:
             reset(local)
-    if failure is not None and on_error is not None:
-        on_error(failure)
+    if failure is not None:
+        report(on_error, failure)
+
+
+def report(on_error: Callable[[RockError], object] | None, error: RockError) -> None:
+    """Give a connection's error to the caller's callback; a callback that raises is logged,
+    and ends neither the forward nor its other connections."""
+    if on_error is None:
+        return
+    try:
+        on_error(error)
+    except Exception:
+        log.exception("the on_error callback raised on %s", error)
 
 
 async def exchange(

@@ -34,7 +34,7 @@ from anyio.abc import TaskGroup, TaskStatus
 
 from ._connection import AgentConnection, raise_for_reply, unwrap_single_errors
 from ._errors import BadRequest, NotFound, RockError, TimedOut, TransportError
-from ._ports import LinkSource, exchange, reset
+from ._ports import LinkSource, exchange, report, reset
 from ._protocol import Accepted, ClaimConnection, Done, ForwardReply, Listening, ListenPort, Reply
 
 LOCAL_CONNECT_TIMEOUT = 10.0  # seconds to connect to the caller's own port
@@ -151,8 +151,7 @@ class _Target:
     def failed(self, error: RockError) -> None:
         assert self.exposed is not None
         self.exposed.errors.append(error)
-        if self.on_error is not None:
-            self.on_error(error)
+        report(self.on_error, error)
 
 
 async def _keep_listening(

@@ -160,6 +160,31 @@ async def test_a_refused_local_port_resets_the_connection_inside_and_is_kept() -
             )
 
 
+@covers(ListenPort, ClaimConnection)
+async def test_an_on_error_that_raises_is_logged_and_the_block_goes_on(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async with open_fake() as fake:
+        await make_box(fake)
+        async with upper_server() as closed_port:
+            pass
+
+        def broken(error: RockError) -> None:
+            raise ValueError("a bug in the caller's callback")
+
+        async with open_host_port(fake.conn, BOX, closed_port, on_error=broken) as exposed:
+            for _ in range(2):  # the second connection is still listened for and carried
+                async with await anyio.connect_tcp("127.0.0.1", exposed.port) as inside:
+                    with pytest.raises(anyio.BrokenResourceError):
+                        await inside.receive()
+                await settled(exposed)
+            assert len(exposed.errors) == 2
+        logged = [r for r in caplog.records if r.name == "rock_core.ports"]
+        assert len(logged) == 2
+        assert logged[0].exc_info is not None
+        assert str(logged[0].exc_info[1]) == "a bug in the caller's callback"
+
+
 async def ended_by(fake: Fake, local_port: int, request: Request, reply: type[Reply]) -> Exception:
     """The error a block ends with when `request` (another task's) ends its sandbox."""
     outcome: list[Exception] = []
