@@ -18,10 +18,10 @@ if [ ! -x "$venv/bin/python" ]; then
     fi
     echo "==> making a virtual environment in $venv"
     if ! python3 -m venv "$venv" 2>/dev/null; then
+        rm -rf "$venv"   # half made (it was empty or absent: checked above)
         # Debian's python3 makes venvs only with python3-venv installed.
         if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
             DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv >/dev/null
-            rm -rf "$venv"
             python3 -m venv "$venv"
         else
             echo "cannot make a venv: install python3-venv (as root: apt-get install python3-venv)" >&2
