@@ -121,6 +121,9 @@ def test_cd_and_variables_persist_and_config_env_is_set(env: RockEnvironment) ->
     assert env.execute({"command": "echo $N $GREETING; pwd"})["output"] == "7 hi\n/usr\n"
     assert env.execute({"command": "pwd"}, cwd="/etc")["output"] == "/etc\n"
     assert env.execute({"command": "pwd"})["output"] == "/etc\n"  # a cwd is entered, as cd
+    empty = env.execute({"command": "  "}, cwd="/var")  # an empty command only enters cwd
+    assert empty == {"output": "", "returncode": 0, "exception_info": ""}
+    assert env.execute({"command": "pwd"})["output"] == "/var\n"
 
 
 @pytest.mark.docker

@@ -190,7 +190,10 @@ class RockEnvironment:
         if not isinstance(cwd, str):
             raise BadRequest(f"cwd must be a string, got {cwd!r}")
         # A group, so that no line of a multi-line command runs where `cd` failed.
-        script = f"cd -- {shlex.quote(cwd)} && {{\n{command}\n}}" if cwd else command
+        script = command
+        if cwd:  # an empty group `{ }` is a syntax error: an empty command only changes folder
+            script = f"cd -- {shlex.quote(cwd)}"
+            script += f" && {{\n{command}\n}}" if command.strip() else ""
         try:
             result = self._require_loop().call(self._run, script, limit)
         except RockError as exc:
