@@ -297,3 +297,11 @@ def test_an_exec_with_more_stderr_than_read_file_returns_still_answers(tmp_path:
         "stderr_large": True,
         "next": "next\n",
     }
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_cancelled_exec_ends_its_command_in_the_sandbox(tmp_path: Path) -> None:
+    done = run_harbor("python", SCRIPTS / "cancelled_exec.py", tmp_path, PY_IMAGE, cwd=tmp_path)
+    out = json.loads(done.stdout.splitlines()[-1])
+    assert out == {"timed_out": True, "ticked": True, "still_ticking": False}

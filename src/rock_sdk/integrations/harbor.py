@@ -54,6 +54,7 @@ from rock_core.protocol import MAX_DATA
 from rock_sdk import (
     BadRequest,
     FileNotFound,
+    RockError,
     Sandbox,
     SandboxCluster,
     SandboxConfig,
@@ -63,6 +64,8 @@ from rock_sdk import (
 from . import _harbor_shell as shell
 
 __all__ = ["RockEnvironment", "RockEnvironmentOptions", "use_cluster"]
+
+CLOSE_TIMEOUT = 10.0  # seconds to end a session whose command was cancelled
 
 _cluster: ContextVar[SandboxCluster | None] = ContextVar("rock_harbor_cluster", default=None)
 
@@ -222,8 +225,15 @@ class RockEnvironment(BaseEnvironment):  # type: ignore[misc]
         else:
             self._sessions += 1
             name = await sandbox.create_session(f"harbor-{self._sessions}")
-        yield name
-        # Not reached when the command raised (cancelled, link lost): that session is dropped.
+        try:
+            yield name
+        except BaseException:
+            # Cancelled or failed under a command: end the session's shell, and with it the
+            # command, rather than leave it running (bounded, and shielded from the cancel).
+            with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
+                with contextlib.suppress(RockError):
+                    await sandbox.close_session(name)
+            raise
         if self._sandbox is sandbox and name not in self._closed:
             self._idle.append(name)
 
