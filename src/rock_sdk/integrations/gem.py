@@ -19,44 +19,19 @@ Rules:
 
 from __future__ import annotations
 
-import functools
-from typing import Any
-
 import gem
 from gem.envs.registration import ENV_REGISTRY
 
-from rock_sdk import AlreadyExists
 from rock_sdk.envs import make
 
-from ._env_ids import PREFIX, published_ids
+from ._env_ids import PREFIX, publish
 
 __all__ = ["PREFIX", "register"]
 
 
-def _is_ours(entry_point: Any, env_id: str) -> bool:
-    return (
-        isinstance(entry_point, functools.partial)
-        and entry_point.func is make
-        and entry_point.args == (env_id,)
-    )
-
-
 def register() -> list[str]:
     """Register our ids not yet in GEM's registry; returns the GEM ids added."""
-    added = []
-    for env_id in published_ids():
-        name = PREFIX + env_id
-        existing = ENV_REGISTRY.get(name)
-        if existing is not None:
-            if _is_ours(existing.entry_point, env_id):
-                continue
-            raise AlreadyExists(
-                f"GEM's registry already holds {name!r} with entry point "
-                f"{existing.entry_point!r}, not rock_sdk.envs.make({env_id!r})"
-            )
-        gem.register(name, functools.partial(make, env_id))
-        added.append(name)
-    return added
+    return publish(ENV_REGISTRY, gem.register, make, "GEM's registry")
 
 
 register()

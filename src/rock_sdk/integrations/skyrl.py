@@ -17,7 +17,6 @@ Rules:
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Mapping
 from typing import Any
 
@@ -25,10 +24,10 @@ import skyrl_gym
 from skyrl_gym.envs.base_text_env import BaseTextEnv
 from skyrl_gym.envs.registration import registry
 
-from rock_sdk import AlreadyExists, BadRequest
+from rock_sdk import BadRequest
 from rock_sdk.envs import Env, make
 
-from ._env_ids import PREFIX, published_ids
+from ._env_ids import PREFIX, publish
 
 __all__ = ["PREFIX", "SkyRLEnv", "register"]
 
@@ -75,30 +74,9 @@ class SkyRLEnv(BaseTextEnv):  # type: ignore[misc,unused-ignore]  # Any where sk
         self.env.close()
 
 
-def _is_ours(entry_point: Any, env_id: str) -> bool:
-    return (
-        isinstance(entry_point, functools.partial)
-        and entry_point.func is SkyRLEnv
-        and entry_point.args == (env_id,)
-    )
-
-
 def register() -> list[str]:
     """Register our ids not yet in skyrl-gym's registry; returns the ids added."""
-    added = []
-    for env_id in published_ids():
-        name = PREFIX + env_id
-        existing = registry.get(name)
-        if existing is not None:
-            if _is_ours(existing.entry_point, env_id):
-                continue
-            raise AlreadyExists(
-                f"skyrl-gym's registry already holds {name!r} with entry point "
-                f"{existing.entry_point!r}, not a rock SkyRLEnv of {env_id!r}"
-            )
-        skyrl_gym.register(name, functools.partial(SkyRLEnv, env_id))
-        added.append(name)
-    return added
+    return publish(registry, skyrl_gym.register, SkyRLEnv, "skyrl-gym's registry")
 
 
 register()
