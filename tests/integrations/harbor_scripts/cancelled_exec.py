@@ -8,23 +8,13 @@ import json
 import sys
 from pathlib import Path
 
-from harbor.models.task.config import EnvironmentConfig
-from harbor.models.trial.paths import TrialPaths
-
-from rock_sdk.integrations.harbor import RockEnvironment
+from _env import environment  # beside this script
 
 work = Path(sys.argv[1])
 
 
 async def main() -> None:
-    (work / "environment").mkdir(exist_ok=True)
-    env = RockEnvironment(
-        environment_dir=work / "environment",
-        environment_name="cancel",
-        session_id="cancel__exec",
-        trial_paths=TrialPaths(work / "trial"),
-        task_env_config=EnvironmentConfig(docker_image=sys.argv[2], workdir="/app"),
-    )
+    env = environment(work, "cancel", sys.argv[2])
     await env.start(force_build=False)
     try:
         # The loop writes five ticks a second into /tmp/ticks while it runs.
