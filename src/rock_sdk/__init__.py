@@ -61,6 +61,7 @@ from ._bulk import CreateFailure, CreateManyResult, CreateProgress
 from ._cluster import SandboxCluster, open_cluster
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
+from ._loop_thread import LoopThread
 from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
 from ._sandbox import Sandbox
@@ -100,6 +101,7 @@ __all__ = [
     "ImageReport",
     "InteractiveProcess",
     "InternalError",
+    "LoopThread",
     "NotFound",
     "Pool",
     "PoolStatistics",

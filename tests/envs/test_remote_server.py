@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 
 from rock_core._errors import BadRequest, NotFound
+from rock_sdk import LoopThread
 from rock_sdk.envs import make, registry
 from rock_sdk.envs._bundle import bundle_for
-from rock_sdk.envs._loop import LoopThread
 from rock_sdk.envs._remote import entry_point_name
 from rock_sdk.envs._remote_server import REPLY_PREFIX, serve
 

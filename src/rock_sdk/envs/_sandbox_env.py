@@ -30,9 +30,9 @@ import anyio.to_thread
 from rock_core import BadRequest, Cluster, open_cluster
 
 from .._config import SandboxConfig
+from .._loop_thread import LoopThread
 from .._sandbox import Sandbox
 from ._env import Env, ResetResult, StepResult
-from ._loop import LoopThread
 
 __all__ = ["ColdStart", "SandboxEnv", "SandboxFactory", "SandboxSource"]
 
@@ -235,7 +235,11 @@ class SandboxEnv(Env):
             return self._open_loop()
 
     def _open_loop(self) -> LoopThread:
-        loop = LoopThread()
+        loop = LoopThread(
+            "rock-envs-loop",
+            on_own_loop="a synchronous environment method was called from inside the "
+            "environment's own event loop; use the async twins (areset, astep, aclose) there",
+        )
         try:
             cluster = loop.enter(open_cluster(["local"]))
         except BaseException:

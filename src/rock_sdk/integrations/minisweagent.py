@@ -33,21 +33,18 @@ import math
 import os
 import shlex
 import subprocess
-import threading
-from collections.abc import Awaitable, Callable
-from contextlib import AbstractAsyncContextManager
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any
 
 import anyio
 import msgspec
-from anyio.from_thread import BlockingPortal
 from minisweagent.exceptions import Submitted
 from minisweagent.utils.serialize import recursive_merge
 
 from rock_sdk import (
     BadRequest,
     CommandResult,
+    LoopThread,
     RockError,
     Sandbox,
     SandboxConfig,
@@ -57,7 +54,6 @@ from rock_sdk import (
 
 __all__ = ["RockEnvironment", "RockEnvironmentConfig"]
 
-T = TypeVar("T")
 
 #: The first output line by which mini-swe-agent's agent says it is done (its environments'
 #: contract: the rest of the output is the submission).
@@ -66,7 +62,6 @@ _SESSION = "mini-swe-agent"
 _UNAME = ("system", "node", "release", "version", "machine")
 #: Keys of mini-swe-agent's `DockerEnvironmentConfig` that mean nothing for a sandbox session.
 _DOCKER_ONLY = ("interpreter", "executable", "run_args", "container_timeout", "pull_timeout")
-_JOIN_TIMEOUT = 30.0
 
 
 class RockEnvironmentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -98,59 +93,6 @@ class RockEnvironmentConfig(msgspec.Struct, kw_only=True, forbid_unknown_fields=
     startup: str = ""
 
 
-class _LoopThread:
-    """An asyncio loop in a daemon thread (so a forgotten environment never blocks the
-    program's exit; its local agent then removes the sandbox when the program's pipe closes)."""
-
-    def __init__(self) -> None:
-        self._ready = threading.Event()
-        self._portal: BlockingPortal | None = None
-        self._contexts: list[contextlib.AbstractContextManager[Any]] = []
-        self._thread = threading.Thread(target=self._run, name="rock-mini-swe-agent", daemon=True)
-        self._thread.start()
-        self._ready.wait()
-
-    def _run(self) -> None:
-        try:
-            anyio.run(self._serve)
-        finally:
-            self._ready.set()
-
-    async def _serve(self) -> None:
-        async with BlockingPortal() as portal:
-            self._portal = portal
-            self._ready.set()
-            await portal.sleep_until_stopped()
-
-    def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
-        if self._portal is None:
-            raise BadRequest("this mini-swe-agent environment is closed (cleanup() was called)")
-        if threading.current_thread() is self._thread:
-            raise BadRequest("the environment's blocking methods cannot run on its own loop")
-        return self._portal.call(func, *args)
-
-    def enter(self, cm: AbstractAsyncContextManager[T]) -> T:
-        if self._portal is None:
-            raise BadRequest("this mini-swe-agent environment is closed (cleanup() was called)")
-        wrapped = self._portal.wrap_async_context_manager(cm)
-        value = wrapped.__enter__()
-        self._contexts.append(wrapped)
-        return value
-
-    def stop(self) -> None:
-        """Exit the entered contexts (last first), stop the loop and join its thread."""
-        if self._portal is None or threading.current_thread() is self._thread:
-            return
-        portal, self._portal = self._portal, None
-        try:
-            while self._contexts:
-                self._contexts.pop().__exit__(None, None, None)
-        finally:
-            with contextlib.suppress(RuntimeError):  # the loop is already gone
-                portal.call(portal.stop, True)
-            self._thread.join(_JOIN_TIMEOUT)
-
-
 class RockEnvironment:
     """A mini-swe-agent environment whose actions run in a sandbox's persistent session."""
 
@@ -166,7 +108,11 @@ class RockEnvironment:
             network=self.config.network,
         )
         spec.to_spec()  # a bad image name or limit fails here, before a thread or an agent
-        self._loop: _LoopThread | None = _LoopThread()
+        self._loop: LoopThread | None = LoopThread(
+            "rock-mini-swe-agent",
+            closed="this mini-swe-agent environment is closed (cleanup() was called)",
+            on_own_loop="the environment's blocking methods cannot run on its own loop",
+        )
         try:
             cluster = self._loop.enter(open_cluster(self.config.hosts))
             self._sandbox = Sandbox(spec, cluster=cluster)
@@ -302,7 +248,7 @@ class RockEnvironment:
                 }
             )
 
-    def _require_loop(self) -> _LoopThread:
+    def _require_loop(self) -> LoopThread:
         if self._loop is None:
             raise BadRequest("this mini-swe-agent environment is closed (cleanup() was called)")
         return self._loop

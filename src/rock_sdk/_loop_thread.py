@@ -1,9 +1,9 @@
-"""An event loop of its own in a daemon thread, for the synchronous API of sandbox envs.
+"""An event loop of its own in a daemon thread, for synchronous APIs built on the async kit.
 
-Sandboxes, sessions and clusters belong to the event loop that opened them. A sandbox env
-used from plain synchronous code has no loop, so it starts this one (asyncio, in a daemon
-thread) and runs every coroutine there through an anyio `BlockingPortal`. Async code that
-passes its own cluster never starts one: its envs run in the caller's loop and cost no thread.
+Sandboxes, sessions and clusters belong to the event loop that opened them. Synchronous code
+(a sandbox env's `reset`/`step`, a mini-swe-agent environment) has no loop, so it starts this
+one (asyncio, in a daemon thread) and runs every coroutine there through an anyio
+`BlockingPortal`. Async code that passes its own cluster never needs one.
 
 The thread is a daemon so that a program that forgets `close()` still exits; its sandboxes
 are then removed by the local agent, which sees the program's pipe close.
@@ -32,7 +32,17 @@ _JOIN_TIMEOUT = 30.0
 class LoopThread:
     """A running asyncio loop in a daemon thread; `call` runs a coroutine function there."""
 
-    def __init__(self, name: str = "rock-envs-loop") -> None:
+    def __init__(
+        self,
+        name: str = "rock-loop",
+        *,
+        closed: str = "this environment is closed",
+        on_own_loop: str = "a blocking method cannot run on its own event loop",
+    ) -> None:
+        """Start the thread; `closed` and `on_own_loop` are the `BadRequest` messages of a call
+        after `stop` and of a blocking call from inside the loop (which would deadlock)."""
+        self._closed = closed
+        self._on_own_loop = on_own_loop
         self._ready = threading.Event()
         self._portal: BlockingPortal | None = None
         self._failure: BaseException | None = None
@@ -63,12 +73,9 @@ class LoopThread:
 
     def _checked_portal(self) -> BlockingPortal:
         if self._portal is None or not self._thread.is_alive():
-            raise BadRequest("this environment is closed")
+            raise BadRequest(self._closed)
         if threading.current_thread() is self._thread:
-            raise BadRequest(
-                "a synchronous environment method was called from inside the environment's "
-                "own event loop; use the async twins (areset, astep, aclose) there"
-            )
+            raise BadRequest(self._on_own_loop)
         return self._portal
 
     def call(self, func: Callable[..., Awaitable[T]], *args: Any) -> T:
