@@ -39,6 +39,7 @@ from anyio.abc import ByteStream
 
 from rock_core import BadRequest, NotFound, SandboxFailed, SandboxNotFound, TimedOut
 from rock_core.protocol import SandboxInfo, SandboxSpec
+from rock_core.serving import connection_refused
 
 from . import _fake_files, _fake_images
 from ._fake_build import fake_build
@@ -281,7 +282,7 @@ class FakeRuntime:
         except TimeoutError as exc:
             raise TimedOut(f"connecting to {where} took over {CONNECT_TIMEOUT:g} s") from exc
         except OSError as exc:
-            if _refused(exc):
+            if connection_refused(exc):
                 raise NotFound(f"nothing listens on {where} (connection refused)") from exc
             raise SandboxFailed(f"cannot connect to {where}: {exc.strerror or exc}") from exc
 
@@ -391,17 +392,6 @@ class FakeRuntime:
     def _main_processes(self) -> list[Callable[[], Awaitable[None]]]:
         """A wait for the end of each sandbox's main process (what the feed watches)."""
         return [box.main_ended for box in self._containers.values()]
-
-
-def _refused(exc: BaseException | None) -> bool:
-    """Whether a failed connect was refused (anyio wraps the attempts' errors)."""
-    while exc is not None:
-        if isinstance(exc, ConnectionRefusedError):
-            return True
-        if isinstance(exc, BaseExceptionGroup):
-            return any(_refused(inner) for inner in exc.exceptions)
-        exc = exc.__cause__
-    return False
 
 
 if TYPE_CHECKING:

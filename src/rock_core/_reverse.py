@@ -36,6 +36,7 @@ from ._connection import AgentConnection, raise_for_reply, unwrap_single_errors
 from ._errors import BadRequest, NotFound, RockError, TimedOut, TransportError
 from ._ports import LinkSource, exchange, report, reset
 from ._protocol import Accepted, ClaimConnection, Done, ForwardReply, Listening, ListenPort, Reply
+from ._refused import connection_refused
 
 LOCAL_CONNECT_TIMEOUT = 10.0  # seconds to connect to the caller's own port
 RELISTEN_PAUSE = 0.2  # seconds before listening again after the link broke; doubles per try
@@ -238,7 +239,7 @@ async def _connect_local(target: _Target) -> anyio.abc.SocketStream:
             f"{LOCAL_CONNECT_TIMEOUT:g} s"
         ) from exc
     except OSError as exc:
-        if _refused(exc):
+        if connection_refused(exc):
             raise NotFound(
                 f"nothing listens on {where} (connection refused), so a connection from "
                 f"sandbox {target.sandbox_id} was reset"
@@ -246,17 +247,6 @@ async def _connect_local(target: _Target) -> anyio.abc.SocketStream:
         raise TransportError(
             f"cannot connect to {where} for sandbox {target.sandbox_id}: {exc.strerror or exc}"
         ) from exc
-
-
-def _refused(exc: BaseException | None) -> bool:
-    """Whether a failed connect was refused (anyio groups the errors of its attempts)."""
-    while exc is not None:
-        if isinstance(exc, ConnectionRefusedError):
-            return True
-        if isinstance(exc, BaseExceptionGroup):
-            return any(_refused(inner) for inner in exc.exceptions)
-        exc = exc.__cause__
-    return False
 
 
 __all__ = ["HostPort", "open_host_port"]

@@ -15,12 +15,14 @@ Rules:
 - Owners: `local_owner_alive` tells whether a local owner's process still runs; a lease
   (seconds after an owner's last message that its sandboxes are kept) is at most `MAX_LEASE`,
   checked with `is_seconds` and explained by `SECONDS_RULE`.
+- `connection_refused` tells a connect that nothing listened for from one that failed.
 """
 
 from ._channel import CHUNK_SIZE, WINDOW, ByteStream, CreditGate, send_stream
 from ._endpoint import AgentHandler, Connection, Peer, Principal, serve_connection
 from ._options import MAX_LEASE, SECONDS_RULE, is_seconds
 from ._owner import local_owner_alive
+from ._refused import connection_refused
 
 __all__ = [
     "CHUNK_SIZE",
@@ -33,6 +35,7 @@ __all__ = [
     "CreditGate",
     "Peer",
     "Principal",
+    "connection_refused",
     "is_seconds",
     "local_owner_alive",
     "send_stream",
