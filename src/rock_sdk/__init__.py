@@ -61,6 +61,7 @@ from ._bulk import CreateFailure, CreateManyResult, CreateProgress
 from ._cluster import SandboxCluster, open_cluster
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
+from ._jobs import Job, JobInfo, JobOutput
 from ._loop_thread import LoopThread
 from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
@@ -101,6 +102,9 @@ __all__ = [
     "ImageReport",
     "InteractiveProcess",
     "InternalError",
+    "Job",
+    "JobInfo",
+    "JobOutput",
     "LoopThread",
     "NotFound",
     "Pool",

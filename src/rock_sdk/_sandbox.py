@@ -52,10 +52,11 @@ from rock_core.protocol import (
 )
 
 from . import _arguments as args
-from . import _reverse, _transfer
+from . import _jobs, _reverse, _transfer
 from ._commands import DEFAULT_OUTPUT_LIMIT, DEFAULT_SESSION, SandboxCommands
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
+from ._jobs import DEFAULT_JOB_OUTPUT, Job, JobInfo
 from ._placement import HasCore, Placement, core_of
 from ._results import CommandResult, ExecResult
 from ._status import SandboxStatus
@@ -283,6 +284,23 @@ class Sandbox:
         return await self._commands.execute(
             argv, cwd=cwd, env=env, timeout=timeout, stdin=stdin, check=check
         )
+
+    async def spawn(
+        self, command: str, *, job_id: str | None = None, output_limit: int = DEFAULT_JOB_OUTPUT
+    ) -> Job:
+        """Start `command` as a background job that outlives this program (`docs/jobs.md`)."""
+        self._require_record()
+        return await _jobs.spawn(
+            self._call, self.sandbox_id, command, job_id=job_id, output_limit=output_limit
+        )
+
+    def job(self, job_id: str) -> Job:
+        """A handle on the background job `job_id` (spawned by any program)."""
+        return Job(self._call, self.sandbox_id, _jobs.check_job_id(job_id))
+
+    async def jobs(self) -> list[JobInfo]:
+        """The sandbox's background jobs, oldest first."""
+        return await _jobs.list_jobs(self._call, self.sandbox_id)
 
     # ------------------------------------------------------------------ files
 
