@@ -42,6 +42,7 @@ from ._cli_base import (
 from ._cli_format import Column, duration, parse_duration, parse_size, show_rows, size_text
 from ._cli_host import add_commands as add_host_commands
 from ._cli_host import images_app
+from ._cli_jobs import jobs_app
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
@@ -264,6 +265,7 @@ app.command("ps")(ps)
 app.command("ls", hidden=True)(ps)
 app.add_typer(images_app, name="images")
 app.add_typer(pool_app, name="pool")
+app.add_typer(jobs_app, name="jobs")
 app.add_typer(env_app, name="env")
 add_host_commands(app)
 add_lifecycle_commands(app)

@@ -14,9 +14,10 @@ Rules:
   (`JobInfo.truncated`), never blocking the command.
 - `exit_code` is the command's own code, written by its wrapper when it ends (a command ended
   by a signal: 128 + the signal's number, as a shell reports it). `Job.kill` signals the
-  command's process group only, so the wrapper sees how it ended. A job whose wrapper is gone
-  with no code (the container restarted, or something killed the wrapper) is ``lost``, with
-  no exit code.
+  command's process group only, so the wrapper sees how it ended. As in a terminal, the
+  shells in between may add a line such as ``Terminated`` to the output of a killed command.
+  A job whose wrapper is gone with no code (the container restarted, or something killed the
+  wrapper) is ``lost``, with no exit code.
 - Ids are ours (``job-`` and 12 hex digits) or the caller's (letters, digits, ``-``, ``_``,
   ``.``; at most 64); spawning an id that exists is `AlreadyExists`.
 - Every other bad argument is a `BadRequest` naming it; an unknown job is `NotFound`.
@@ -76,7 +77,8 @@ keep() {
 }
 d=$1
 echo $$ > "$d/pid.new" && mv "$d/pid.new" "$d/pid"
-{ setsid sh -c "$4" rock-job "$d" "$3"; echo $? > "$d/rc"; } 2>&1 < /dev/null |
+{ setsid sh -c "$4" rock-job "$d" "$3" >&3 2>&3 3>&-; echo $? > "$d/rc"; } \
+  3>&1 > /dev/null 2>&1 < /dev/null |
   { keep "$(($2 + 1))" > "$d/out"; cat > /dev/null; }
 mv "$d/rc" "$d/exit"
 """

@@ -47,7 +47,7 @@ async def test_a_job_keeps_its_output_and_its_own_exit_code(sb: Sandbox) -> None
 async def test_output_can_be_read_while_the_job_runs(sb: Sandbox) -> None:
     job = await sb.spawn("echo first; sleep 60")
     with anyio.fail_after(20):  # output held back until the job ends would never arrive
-        while (await job.read()).data != b"first\n":
+        while (await job.read()).data != b"first\n":  # noqa: ASYNC110 (polling the sandbox)
             await anyio.sleep(0.05)
     assert (await job.info()).state == "running"
     await job.kill()
@@ -70,11 +70,13 @@ async def test_kill_ends_a_job_with_the_shells_code_for_the_signal(sb: Sandbox) 
     job = await sb.spawn("sleep 100")
     assert (await job.kill()).exit_code == 143
     stubborn = await sb.spawn("trap '' TERM; echo ready; while :; do sleep 0.1; done")
-    while b"ready" not in (await stubborn.read()).data:
+    while b"ready" not in (await stubborn.read()).data:  # noqa: ASYNC110 (polling the sandbox)
         await anyio.sleep(0.05)
     still = await stubborn.kill("TERM")
     assert still.state == "running", "a job that ignores TERM keeps running"
-    assert (await stubborn.kill("SIGKILL")).exit_code == 137
+    killed = await stubborn.kill("SIGKILL")
+    assert killed.exit_code == 137
+    assert (await stubborn.read()).data.startswith(b"ready\n")
     assert (await stubborn.kill(9)).exit_code == 137, "killing an ended job changes nothing"
 
 
