@@ -3,6 +3,8 @@
 Rules:
 - They act by sandbox id on every connected host, whoever owns the sandbox; a host whose
   link is down is skipped and named when nothing was found.
+- A listing is by host id (`sandboxes_by_host`), so a caller can show where each sandbox is;
+  `list_host_sandboxes` is the same listing flattened.
 - They do I/O only: what a removal means for the cluster's own records (a removed sandbox of
   ours is `deleted` and its room given back) is the state's (`RemovedByAdmin`).
 """
@@ -21,14 +23,20 @@ def _connected(hosts: Iterable[Host]) -> list[Host]:
     return [h for h in hosts if h.state == LinkState.CONNECTED]
 
 
-async def list_host_sandboxes(hosts: Iterable[Host], owner: str = "") -> list[SandboxInfo]:
-    """Every sandbox on every connected host (all owners unless one is named)."""
-    found: list[SandboxInfo] = []
+async def sandboxes_by_host(hosts: Iterable[Host], owner: str = "") -> dict[str, list[SandboxInfo]]:
+    """Every sandbox on every connected host, by host id (all owners unless one is named)."""
+    found: dict[str, list[SandboxInfo]] = {}
     for host in _connected(hosts):
         conn = host.link()
         reply = await conn.call(ListSandboxes(owner=owner), SandboxListReply)
-        found.extend(reply.sandboxes)
+        found[host.host_id] = list(reply.sandboxes)
     return found
+
+
+async def list_host_sandboxes(hosts: Iterable[Host], owner: str = "") -> list[SandboxInfo]:
+    """Every sandbox on every connected host (all owners unless one is named)."""
+    by_host = await sandboxes_by_host(hosts, owner)
+    return [info for found in by_host.values() for info in found]
 
 
 async def remove_any(hosts: Iterable[Host], sandbox_id: str) -> None:
@@ -46,4 +54,4 @@ async def remove_any(hosts: Iterable[Host], sandbox_id: str) -> None:
     raise SandboxNotFound(f"no sandbox {sandbox_id!r} on any host{also}")
 
 
-__all__ = ["list_host_sandboxes", "remove_any"]
+__all__ = ["list_host_sandboxes", "remove_any", "sandboxes_by_host"]
