@@ -60,6 +60,7 @@ from rock_core.protocol import (
 from ._bulk import CreateFailure, CreateManyResult, CreateProgress
 from ._cluster import SandboxCluster, open_cluster
 from ._config import SandboxConfig
+from ._config_file import ConfigDefaults, ConfigError, PoolConfig, RockConfig, load_config
 from ._interactive import InteractiveProcess
 from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
@@ -83,6 +84,8 @@ __all__ = [
     "ClusterStatistics",
     "CommandFailed",
     "CommandResult",
+    "ConfigDefaults",
+    "ConfigError",
     "CreateFailure",
     "CreateManyResult",
     "CreateProgress",
@@ -102,11 +105,13 @@ __all__ = [
     "InternalError",
     "NotFound",
     "Pool",
+    "PoolConfig",
     "PoolStatistics",
     "PortForward",
     "ProtocolError",
     "PruneResult",
     "QueueTimedOut",
+    "RockConfig",
     "RockError",
     "Sandbox",
     "SandboxCluster",
@@ -123,6 +128,7 @@ __all__ = [
     "SshOptions",
     "TimedOut",
     "TransportError",
+    "load_config",
     "make",
     "open_cluster",
 ]
