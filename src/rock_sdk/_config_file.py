@@ -239,7 +239,7 @@ def _host_list(source: str | Sequence[str] | None) -> list[str]:
 def _refusal(raw: Any, at: list[str], message: str) -> str:
     """msgspec's refusal of `raw` (found at key path `at`) as ``key = value: what is wrong``,
     the key written as in TOML (``ssh.connect_timeout``, ``hosts[1]``)."""
-    what, _, where = message.partition(" - at `$")
+    what, _, where = message.replace(" | null", "").partition(" - at `$")  # a key may be left out
     path: list[str | int] = []
     for part in where.rstrip("`").replace("]", "").replace("[", ".[").split("."):
         if part:
