@@ -1,6 +1,7 @@
 """`rock`: run commands in sandboxes, copy files, list and drive sandboxes, images, pools, envs.
 
-Every command uses an embedded core with a local agent: there is no server to start. The
+Every command uses an embedded core, with a local agent or the agents of the configured hosts
+(`_cli_config`: ``--config``, ``--hosts``, ``$ROCK_HOSTS``): there is no server to start. The
 command line is typer (which carries its own click); `_cli_base` holds what every command
 shares (the exit-code table, errors, Ctrl-C, typo suggestions, ids by prefix) and
 `_cli_format` how things are shown (tables or ``--json`` from the same rows).
@@ -15,7 +16,6 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -45,7 +45,6 @@ from ._cli_host import images_app
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
-from ._sandbox import Sandbox
 from .envs._cli import env_app
 
 app = typer.Typer(
@@ -163,18 +162,10 @@ def run(
     piped = _piped(ctx, argv, ctx.command_path, timeout, max_output, no_stdin)
 
     async def body(interrupts: Interrupts) -> int:
-        config = _cli_config.config()
-        sandbox = config.sandbox_config(image, **given, **settings)
-        async with contextlib.AsyncExitStack() as stack:
-            core = None  # this host's engine, unless hosts are configured: then the scheduler's
-            if _cli_config.is_clustered():
-                core = (
-                    await stack.enter_async_context(config.open_cluster(_cli_config.hosts()))
-                ).core
-            sb = await stack.enter_async_context(Sandbox(sandbox, cluster=core))
+        sandbox = _cli_config.config().sandbox_config(image, **given, **settings)
+        async with _cli_config.fresh_sandbox(sandbox) as sb:
             conn = sb.cluster.connection(sb.sandbox_id)
             return await run_piped(conn, sb.sandbox_id, piped, interrupts, cleanup=False)
-        raise AssertionError("unreachable")
 
     run_interruptible(ctx, body)
 

@@ -7,6 +7,8 @@ Rules:
   with `ConfigError`, one line naming the file, the key and the value, exit 125.
 - Hosts: ``--hosts`` > ``$ROCK_HOSTS`` > the file's ``hosts`` > ``local``
   (`RockConfig.cluster_hosts`, the same rule a program gets from `load_config`).
+- `rock run` places its sandbox through the cluster's scheduler when hosts are configured
+  (`fresh_sandbox`); with ``local`` alone, on this host's engine as a program's `Sandbox` does.
 - A listing's rows carry their host (`HostedSandbox`, the ``HOST`` column and ``host`` field).
 - Nothing here imports another CLI module except `_cli_format`.
 """
@@ -14,14 +16,17 @@ Rules:
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from rock_core import Cluster
 from rock_core.protocol import SandboxInfo
 
 from ._cli_format import Column, duration
+from ._config import SandboxConfig
 from ._config_file import RockConfig, load_config
+from ._sandbox import Sandbox
 
 
 @dataclass
@@ -55,6 +60,20 @@ def hosts() -> list[str]:
 def is_clustered() -> bool:
     """Whether hosts other than this machine's engine alone were configured."""
     return hosts() != ["local"]
+
+
+@asynccontextmanager
+async def fresh_sandbox(sandbox: SandboxConfig) -> AsyncIterator[Sandbox]:
+    """A new sandbox of `sandbox` (deleted after the block), placed on the chosen hosts."""
+    if not is_clustered():
+        async with Sandbox(sandbox) as sb:
+            yield sb
+        return
+    async with (
+        config().open_cluster(hosts()) as cluster,
+        Sandbox(sandbox, cluster=cluster.core) as sb,
+    ):
+        yield sb
 
 
 class HostedSandbox(SandboxInfo, kw_only=True):
