@@ -4,19 +4,23 @@ Rules:
 - They act by sandbox id on every connected host, whoever owns the sandbox; a host whose
   link is down is skipped and named when nothing was found.
 - A listing is by host id (`sandboxes_by_host`), so a caller can show where each sandbox is;
-  `list_host_sandboxes` is the same listing flattened.
+  `list_host_sandboxes` is the same listing flattened. A host whose link breaks during the
+  listing is left out with a warning in the log, so the other hosts are still listed.
 - They do I/O only: what a removal means for the cluster's own records (a removed sandbox of
   ours is `deleted` and its room given back) is the state's (`RemovedByAdmin`).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
-from ._errors import SandboxNotFound
+from ._errors import SandboxNotFound, TransportError
 from ._link import LinkState
 from ._protocol import Done, ListSandboxes, RemoveSandbox, SandboxInfo, SandboxListReply
 from ._records import Host
+
+log = logging.getLogger("rock_core")
 
 
 def _connected(hosts: Iterable[Host]) -> list[Host]:
@@ -27,8 +31,11 @@ async def sandboxes_by_host(hosts: Iterable[Host], owner: str = "") -> dict[str,
     """Every sandbox on every connected host, by host id (all owners unless one is named)."""
     found: dict[str, list[SandboxInfo]] = {}
     for host in _connected(hosts):
-        conn = host.link()
-        reply = await conn.call(ListSandboxes(owner=owner), SandboxListReply)
+        try:
+            reply = await host.link().call(ListSandboxes(owner=owner), SandboxListReply)
+        except TransportError as exc:
+            log.warning("host %s is left out of the listing: %s", host.host_id, exc)
+            continue
         found[host.host_id] = list(reply.sandboxes)
     return found
 
