@@ -16,6 +16,7 @@ caller as the exception it raises.
 
 import logging as _logging
 
+from ._admin_cluster import open_admin_cluster
 from ._attach import Attachment, PoolSite
 from ._channel import ByteStream
 from ._cluster import Cluster, Host, SandboxRecord, new_sandbox_id, open_cluster
@@ -129,6 +130,7 @@ __all__ = [
     "local_owner",
     "locate_sandbox",
     "new_sandbox_id",
+    "open_admin_cluster",
     "open_agent_connection",
     "open_cluster",
     "open_host_port",

@@ -98,6 +98,7 @@ class Cluster:
         self._attached: dict[str, Attachment] = {}  # open warm pools by name (`_attach`)
         self._capacity = anyio.Event()  # set (and replaced) whenever room may have grown
         self._links = HostLinks(self._handle, self.state.hosts, owner, options)
+        self.unreachable: dict[str, RockError] = {}  # by address: no answer at a partial open
 
     @property
     def hosts(self) -> dict[str, Host]:
@@ -276,6 +277,10 @@ class Cluster:
         """Every sandbox on every connected host (all owners unless one is named)."""
         return await _admin.list_host_sandboxes(self.hosts.values(), owner)
 
+    async def sandboxes_by_host(self, *, owner: str = "") -> dict[str, list[SandboxInfo]]:
+        """`list_host_sandboxes` by host id (see `_admin.sandboxes_by_host`)."""
+        return await _admin.sandboxes_by_host(self.hosts.values(), owner)
+
     async def remove_any(self, sandbox_id: str) -> None:
         """Remove a sandbox by id on whichever host has it, whoever owns it."""
         await _admin.remove_any(self.hosts.values(), sandbox_id)
@@ -347,16 +352,20 @@ def new_sandbox_id() -> str:
 
 
 @asynccontextmanager
-async def running(cluster: Cluster, connectors: Sequence[Connector]) -> AsyncIterator[None]:
+async def running(
+    cluster: Cluster, connectors: Sequence[Connector], *, partial: bool = False
+) -> AsyncIterator[None]:
     """Run `cluster` over `connectors` (one host each): connect them all, and on exit delete
-    its sandboxes, then disconnect. `BadRequest` for no connector."""
+    its sandboxes, then disconnect. `BadRequest` for no connector. With `partial`, hosts that
+    do not answer are left out (in `Cluster.unreachable`) unless none answers."""
     if not connectors:
         raise BadRequest("a cluster needs at least one host")
     with unwrap_single_errors():
         async with anyio.create_task_group() as tg:
             cluster._tg = tg
             try:
-                await cluster._links.connect_all(tg, connectors)
+                failed = cluster.unreachable if partial else None
+                await cluster._links.connect_all(tg, connectors, failed)
                 try:
                     yield
                 finally:
@@ -384,6 +393,14 @@ async def open_cluster(
     Every option is checked first: a bad one raises `BadRequest` naming it and its value.
     """
     opts = cluster_options(options, **changes)
+    connectors = connectors_for(hosts, opts)
+    cluster = Cluster(opts.owner or local_owner(), opts.scheduler(), opts)
+    async with running(cluster, connectors):
+        yield cluster
+
+
+def connectors_for(hosts: object, opts: ClusterOptions) -> list[Connector]:
+    """One connector per host of `hosts` (addresses expanded; `BadRequest` for none)."""
     connectors: list[Connector] = []
     for host in host_list(hosts, Connector):
         if isinstance(host, str):  # a given connector keeps its own settings
@@ -392,6 +409,4 @@ async def open_cluster(
             connectors.append(host)
     if not connectors:
         raise BadRequest("a cluster needs at least one host")
-    cluster = Cluster(opts.owner or local_owner(), opts.scheduler(), opts)
-    async with running(cluster, connectors):
-        yield cluster
+    return connectors

@@ -8,7 +8,8 @@ Rules:
 - A link that comes up lists this owner's sandboxes first; then `LinkUp` and `Listing` are
   reported together, so nobody sees a host connected whose records are not reconciled yet.
   A listing that fails leaves the host in its outage (its grace timer runs on).
-- Every host is connected at once; the first failure is raised, the others are logged.
+- Every host is connected at once; the first failure is raised, the others are logged. A
+  partial connect (`failed` given) raises only when no host answered, and names the others.
 - The handshake asks for the owner's lease, except from a connector that says ``leased =
   False`` (a local agent, which ends with its pipe).
 """
@@ -102,8 +103,14 @@ class HostLinks:
 
         connection.on_event = on_event
 
-    async def connect_all(self, tg: TaskGroup, connectors: Sequence[Connector]) -> None:
-        """Connect every host at once; raise the first failure (after logging the others)."""
+    async def connect_all(
+        self,
+        tg: TaskGroup,
+        connectors: Sequence[Connector],
+        failed: dict[str, RockError] | None = None,
+    ) -> None:
+        """Connect every host at once; raise the first failure (after logging the others).
+        With `failed`, put the failures there by address instead, unless every host failed."""
         failures: list[tuple[str, RockError]] = []
 
         async def connect(connector: Connector) -> None:
@@ -115,6 +122,9 @@ class HostLinks:
         async with anyio.create_task_group() as starting:
             for connector in connectors:
                 starting.start_soon(connect, connector)
+        if failed is not None and len(failures) < len(connectors):
+            failed.update(failures)
+            return
         if failures:
             # The first is raised; the others would be lost, so they are logged.
             for text, exc in failures[1:]:

@@ -3,17 +3,18 @@
 Each function asks every connected agent concurrently and returns a result per host id. When
 some hosts fail, the others' work is still done (an image warmed there stays warm), and the
 error raised is the first failing host's error class, its message naming every failing host.
+Each takes `hosts` (host ids) to act on those hosts only.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TypeVar
 
 import anyio
 
-from ._cluster import Cluster
-from ._errors import RockError
+from ._cluster import Cluster, Host
+from ._errors import NotFound, RockError
 from ._ports import HostLink
 from ._protocol import (
     ImageInfo,
@@ -65,15 +66,33 @@ async def on_every_host(
     return {host_id: replies[host_id] for host_id in hosts}
 
 
-async def list_images(cluster: Cluster) -> dict[str, ImageReport]:
-    """The images of every host, most recently used first, with their disk use."""
-    replies = await on_every_host(cluster.hosts, ListImages, ImageListReply)
+def chosen_hosts(cluster: Cluster, hosts: Sequence[str] | None) -> dict[str, Host]:
+    """`cluster`'s hosts, or those of the ids `hosts` (`NotFound` naming an unknown one)."""
+    if hosts is None:
+        return dict(cluster.hosts)
+    unknown = [h for h in hosts if h not in cluster.hosts]
+    if unknown:
+        known = ", ".join(cluster.hosts) or "none"
+        raise NotFound(f"no host {unknown[0]!r} in this cluster (hosts: {known})")
+    return {h: cluster.hosts[h] for h in hosts}
+
+
+async def list_images(
+    cluster: Cluster, *, hosts: Sequence[str] | None = None
+) -> dict[str, ImageReport]:
+    """The images of every host (or of the host ids `hosts`), most recently used first, with
+    their disk use."""
+    replies = await on_every_host(chosen_hosts(cluster, hosts), ListImages, ImageListReply)
     return {host_id: reply.report for host_id, reply in replies.items()}
 
 
-async def warm_image(cluster: Cluster, image: str) -> dict[str, ImageInfo]:
-    """Make `image` present on every host (a quick no-op where it is); `ImageNotFound` if not."""
-    replies = await on_every_host(cluster.hosts, lambda: WarmImage(image=image), ImageReply)
+async def warm_image(
+    cluster: Cluster, image: str, *, hosts: Sequence[str] | None = None
+) -> dict[str, ImageInfo]:
+    """Make `image` present on every host or on `hosts` (a quick no-op where it is);
+    `ImageNotFound` if not."""
+    targets = chosen_hosts(cluster, hosts)
+    replies = await on_every_host(targets, lambda: WarmImage(image=image), ImageReply)
     return {host_id: reply.image for host_id, reply in replies.items()}
 
 
@@ -84,15 +103,17 @@ async def prune_images(
     max_percent: float | None = None,
     only: list[str] | None = None,
     dry_run: bool = False,
+    hosts: Sequence[str] | None = None,
 ) -> dict[str, PruneResult]:
     """On every host, remove least recently used unused images while images take over the limit.
 
     Give exactly one limit: `max_bytes`, or `max_percent` of the capacity of the file system
     holding the engine's data. `only` restricts candidates to images whose every tag matches
-    one of these shell patterns; `dry_run` reports what would go without removing anything.
+    one of these shell patterns; `dry_run` reports what would go without removing anything;
+    `hosts` (host ids) limits the prune to those hosts.
     """
     replies = await on_every_host(
-        cluster.hosts,
+        chosen_hosts(cluster, hosts),
         lambda: PruneImages(
             max_bytes=max_bytes,
             max_percent=max_percent,

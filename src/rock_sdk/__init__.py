@@ -60,6 +60,7 @@ from rock_core.protocol import (
 from ._bulk import CreateFailure, CreateManyResult, CreateProgress
 from ._cluster import SandboxCluster, open_cluster
 from ._config import SandboxConfig
+from ._config_file import ConfigDefaults, ConfigError, PoolConfig, RockConfig, load_config
 from ._interactive import InteractiveProcess
 from ._jobs import Job, JobInfo, JobOutput
 from ._loop_thread import LoopThread
@@ -85,6 +86,8 @@ __all__ = [
     "ClusterStatistics",
     "CommandFailed",
     "CommandResult",
+    "ConfigDefaults",
+    "ConfigError",
     "CreateFailure",
     "CreateManyResult",
     "CreateProgress",
@@ -108,11 +111,13 @@ __all__ = [
     "LoopThread",
     "NotFound",
     "Pool",
+    "PoolConfig",
     "PoolStatistics",
     "PortForward",
     "ProtocolError",
     "PruneResult",
     "QueueTimedOut",
+    "RockConfig",
     "RockError",
     "Sandbox",
     "SandboxCluster",
@@ -129,6 +134,7 @@ __all__ = [
     "SshOptions",
     "TimedOut",
     "TransportError",
+    "load_config",
     "make",
     "open_cluster",
 ]

@@ -1,6 +1,7 @@
 """`rock`: run commands in sandboxes, copy files, list and drive sandboxes, images, pools, envs.
 
-Every command uses an embedded core with a local agent: there is no server to start. The
+Every command uses an embedded core, with a local agent or the agents of the configured hosts
+(`_cli_config`: ``--config``, ``--hosts``, ``$ROCK_HOSTS``): there is no server to start. The
 command line is typer (which carries its own click); `_cli_base` holds what every command
 shares (the exit-code table, errors, Ctrl-C, typo suggestions, ids by prefix) and
 `_cli_format` how things are shown (tables or ``--json`` from the same rows).
@@ -16,7 +17,6 @@ Rules:
 from __future__ import annotations
 
 import sys
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Literal
@@ -25,9 +25,9 @@ import typer
 from typer.exceptions import TyperException
 
 from rock_core import BadRequest, locate_sandbox
-from rock_core.protocol import ExecReply, Execute, SandboxInfo
+from rock_core.protocol import ExecReply, Execute
 
-from . import _transfer
+from . import _cli_config, _transfer
 from ._cli_base import (
     ExitCode,
     Interrupts,
@@ -39,15 +39,13 @@ from ._cli_base import (
     run_interruptible,
     say_error,
 )
-from ._cli_format import Column, duration, parse_duration, parse_size, show_rows, size_text
+from ._cli_format import parse_duration, parse_size, show_rows, size_text
 from ._cli_host import add_commands as add_host_commands
 from ._cli_host import images_app
 from ._cli_jobs import jobs_app
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
-from ._config import SandboxConfig
-from ._sandbox import Sandbox
 from .envs._cli import env_app
 
 app = typer.Typer(
@@ -81,8 +79,25 @@ def _root(
             "--version", callback=_show_version, is_eager=True, help="print the version and exit"
         ),
     ] = False,
+    config: Annotated[
+        str | None,
+        typer.Option(
+            "--config",
+            metavar="PATH",
+            help="the config file (default: $ROCK_CONFIG, else ~/.config/rock/config.toml)",
+        ),
+    ] = None,
+    hosts: Annotated[
+        str | None,
+        typer.Option(
+            "--hosts",
+            metavar="HOST,...",
+            help="the hosts to reach (default: $ROCK_HOSTS, else the config's, else local)",
+        ),
+    ] = None,
 ) -> None:
     """Run commands in sandboxes, copy files, list and drive sandboxes, images, pools, envs."""
+    _cli_config.choose(config, hosts)
 
 
 def version() -> None:
@@ -121,8 +136,13 @@ def run(
     ctx: typer.Context,
     image: Annotated[str, typer.Argument(metavar="IMAGE")],
     command: Command = None,
-    cpus: Annotated[float, typer.Option(help="cpus for the sandbox")] = 1.0,
-    memory: Annotated[str, typer.Option(help="memory for the sandbox (512m, 2g)")] = "1g",
+    cpus: Annotated[
+        float | None, typer.Option(help="cpus for the sandbox (default: the config's, else 1)")
+    ] = None,
+    memory: Annotated[
+        str | None,
+        typer.Option(help="memory for the sandbox: 512m, 2g (default: the config's, else 1g)"),
+    ] = None,
     network: Annotated[bool, typer.Option("--network", help="give the sandbox a network")] = False,
     env: Env = None,
     workdir: Annotated[str, typer.Option("-w", "--workdir")] = "",
@@ -138,19 +158,13 @@ def run(
     argv = _argv(command)
     if not argv:
         raise fail(ctx, "give the command after --, e.g. rock run python:3.11 -- ls /")
-    config = SandboxConfig(
-        image=image,
-        cpus=cpus,
-        memory=memory,
-        network=network,
-        env=_pairs(ctx, env, "--env"),
-        workdir=workdir,
-        pull=pull,
-    )
+    given = {k: v for k, v in (("cpus", cpus), ("memory", memory)) if v is not None}
+    settings = dict(network=network, env=_pairs(ctx, env, "--env"), workdir=workdir, pull=pull)
     piped = _piped(ctx, argv, ctx.command_path, timeout, max_output, no_stdin)
 
     async def body(interrupts: Interrupts) -> int:
-        async with Sandbox(config) as sb:
+        sandbox = _cli_config.config().sandbox_config(image, **given, **settings)
+        async with _cli_config.fresh_sandbox(sandbox) as sb:
             conn = sb.cluster.connection(sb.sandbox_id)
             return await run_piped(conn, sb.sandbox_id, piped, interrupts, cleanup=False)
 
@@ -230,33 +244,21 @@ def cp(
     run_async(ctx, body)
 
 
-def _age(info: SandboxInfo) -> str:
-    return duration(time.time() - info.created_at, compact=True)
-
-
-SANDBOX_COLUMNS: list[Column[SandboxInfo]] = [
-    Column("SANDBOX", lambda i: i.sandbox_id),
-    Column("IMAGE", lambda i: i.image),
-    Column("STATE", lambda i: i.state),
-    Column("AGE", _age),
-    Column("OWNER", lambda i: i.owner),
-]
-
 Quiet = Annotated[bool, typer.Option("-q", "--quiet", help="only ids")]
 Json = Annotated[bool, typer.Option("--json", help="one JSON object per line")]
 
 
 def ps(ctx: typer.Context, quiet: Quiet = False, json: Json = False) -> None:
-    """List the sandboxes on this host (all owners)."""
+    """List the sandboxes on every host (all owners)."""
 
     async def body() -> None:
         async with open_admin() as cluster:
-            found = sorted(await cluster.list_host_sandboxes(), key=lambda i: i.created_at)
+            found = await _cli_config.hosted_sandboxes(cluster)
         if quiet:
             for info in found:
                 print(info.sandbox_id)
             return
-        show_rows(found, SANDBOX_COLUMNS, json=json)
+        show_rows(found, _cli_config.SANDBOX_COLUMNS, json=json)
 
     run_async(ctx, body)
 

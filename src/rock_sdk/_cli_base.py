@@ -11,7 +11,8 @@ Rules:
 - Every command's body is an async function run by `run_async`. With ``interruptible``, Ctrl-C
   (or SIGTERM) cancels only the innermost `Interrupts.cancels` scope, so cleanup (removing a
   sandbox, closing sessions) still runs, and the command exits 130.
-- A sandbox id may be given by a unique prefix, as docker allows (`resolve_ids`).
+- A sandbox id may be given by a unique prefix, as docker allows (`resolve_ids`), across every
+  host of the cluster `open_admin` reaches (see `_cli_config`).
 - A mistyped command gets the nearest commands suggested (typer's groups do it, with difflib).
 """
 
@@ -29,7 +30,9 @@ from typing import Any
 import anyio
 import typer
 
-from rock_core import BadRequest, Cluster, RockError, open_cluster
+from rock_core import BadRequest, Cluster, RockError, open_admin_cluster
+
+from . import _cli_config
 
 
 class ExitCode(enum.IntEnum):
@@ -137,10 +140,15 @@ def run_interruptible(ctx: typer.Context, body: Callable[[Interrupts], Awaitable
     _run(ctx, lambda: _interruptible(body))
 
 
+_running: list[str] = []  # the command running now (`rock ps`), for messages said on its way
+
+
 def _run(ctx: typer.Context, main: Callable[[], Awaitable[int]]) -> None:
     where = ctx.command_path
     code = int(ExitCode.FAILED)
-    with _logging_to_stderr() as log:
+    _running.append(where)
+    with _logging_to_stderr() as log, contextlib.ExitStack() as stack:
+        stack.callback(_running.pop)
         reported: RockError | None = None
         try:
             code = anyio.run(main)
@@ -162,8 +170,16 @@ def _run(ctx: typer.Context, main: Callable[[], Awaitable[int]]) -> None:
 
 @contextlib.asynccontextmanager
 async def open_admin() -> AsyncIterator[Cluster]:
-    """The cluster the commands act on: this host's engine, any owner's sandboxes."""
-    async with open_cluster(["local"], admin=True) as cluster:
+    """The cluster the commands act on (`_cli_config`: ``--hosts``, ``$ROCK_HOSTS``, the
+    config file, else this host's engine), any owner's sandboxes. A host that does not answer
+    is named on stderr and left out; if none answers, its failure is the command's."""
+    config = _cli_config.config()
+    async with open_admin_cluster(_cli_config.hosts(), ssh=config.ssh) as cluster:
+        for address, error in cluster.unreachable.items():
+            say_error(
+                _running[-1] if _running else "rock",
+                f"host {address} is not reachable, left out: {error}",
+            )
         yield cluster
 
 

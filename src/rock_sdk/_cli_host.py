@@ -1,11 +1,12 @@
-"""`rock images ...` and `rock port ...`: images on this host, and a port of any sandbox here.
+"""`rock images ...` and `rock port ...`: images on the cluster's hosts, and a port of any sandbox.
 
-Both use an embedded core with the local agent, like `rock ps`: `rock port` reaches a sandbox by
-id (or a unique prefix) whoever owns it, and only carries bytes, so the sandbox's owner and
-lifetime do not change.
+Both use an embedded core reaching the configured hosts, like `rock ps`: `rock port` reaches a
+sandbox by id (or a unique prefix) whoever owns it, and only carries bytes, so the sandbox's
+owner and lifetime do not change.
 
 Rules:
 - `images ls` shows `ImageRow`s: the table and ``--json`` are the same rows.
+- The images commands act on every reachable host, or with ``--host H`` on that host only.
 - A prune that could not remove an image says so on stderr and exits 125.
 """
 
@@ -45,7 +46,13 @@ from ._cli_format import Column, parse_size, show_rows, size_text, timestamp
 DEFAULT_PRUNE_LIMIT = "50%"
 WATCH_INTERVAL = 2.0  # seconds between checks that a forwarded sandbox still runs
 
-images_app = new_typer("List, warm or prune the images on this host.")
+images_app = new_typer("List, warm or prune the images on the cluster's hosts.")
+Host = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--host", metavar="HOST", help="only this host (its id, as HOST shows it); repeatable"
+    ),
+]
 
 
 class ImageRow(msgspec.Struct, kw_only=True):
@@ -96,12 +103,13 @@ def _name(info: ImageInfo) -> str:
 def images_ls(
     ctx: typer.Context,
     json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
+    host: Host = None,
 ) -> None:
     """Images with size, creation and last use."""
 
     async def body() -> None:
         async with open_admin() as cluster:
-            reports = await list_images(cluster)
+            reports = await list_images(cluster, hosts=host)
         rows = [
             ImageRow.of(host, info) for host, report in reports.items() for info in report.images
         ]
@@ -122,12 +130,12 @@ images_app.command("list", hidden=True)(images_ls)
 
 
 @images_app.command("warm")
-def images_warm(ctx: typer.Context, image: str) -> None:
+def images_warm(ctx: typer.Context, image: str, host: Host = None) -> None:
     """Make an image present (a no-op when it is)."""
 
     async def body() -> None:
         async with open_admin() as cluster:
-            warmed = await warm_image(cluster, image)
+            warmed = await warm_image(cluster, image, hosts=host)
         for host_id, info in warmed.items():
             short = info.image_id.removeprefix("sha256:")[:12]
             print(f"{host_id}: {image} ready ({short}, {size_text(info.size)})")
@@ -167,6 +175,7 @@ def images_prune(
         ),
     ] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="show what would be removed")] = False,
+    host: Host = None,
 ) -> None:
     """Remove least recently used unused images while images take too much."""
 
@@ -179,6 +188,7 @@ def images_prune(
                 max_percent=max_percent,
                 only=list(only or []),
                 dry_run=dry_run,
+                hosts=host,
             )
         verb = "would remove" if dry_run else "removed"
         failed = False

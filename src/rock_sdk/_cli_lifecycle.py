@@ -1,8 +1,9 @@
-"""`rock status|stop|restart|rm ID`: look at and drive any sandbox on this host, whoever owns it.
+"""`rock status|stop|restart|rm ID`: look at and drive any sandbox, whoever owns it.
 
-Like `rock ps`, they use an embedded core with the local agent and reach the sandbox by id (or
-a unique prefix of one). Ownership does not change: the owner's agent sees the engine's stop or
-start and tells its program, whose records follow. Deadlines come from the host's deadline
+Like `rock ps`, they use an embedded core reaching the cluster's hosts (`open_admin`) and find
+the sandbox by id (or a unique prefix of one) on whichever host has it. Ownership does not
+change: the owner's agent sees the engine's stop or start and tells its program, whose records
+follow. Deadlines come from the host's deadline
 record, which the agent that keeps them writes (see docs/lifecycle.md); the state history shown
 is what the engine knows (created, latest start, latest stop): the full history lives in the
 owner's core.

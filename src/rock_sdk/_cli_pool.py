@@ -1,44 +1,63 @@
-"""`rock pool ls` and `rock pool rm NAME`: warm-pool members on this machine's agent.
+"""`rock pool ls` and `rock pool rm NAME`: warm-pool members on the cluster's hosts.
 
 A pool lives in the program that opened it; what the command line sees are its members, the
-sandboxes labelled ``rock.pool=NAME``, through the local agent like `rock ps`. Whether a member
-is idle or handed out is known only to that program: here each shows its container state and
-owner. `rock pool rm` removes a pool's members whoever owns them (for example after a crash,
-before the owner's lease reaps them).
+sandboxes labelled ``rock.pool=NAME``, on every host `rock ps` reaches, and the pools the config
+file names (``[pools.NAME]``, which programs open with `RockConfig.open_pool`). Whether a member
+is idle or handed out is known only to that program: here each shows its container state,
+owner and host. `rock pool rm` removes a pool's members whoever owns them (for example after a
+crash, before the owner's lease reaps them).
 
 Rules:
-- `pool ls` shows the members' `SandboxInfo`s: the table and ``--json`` are the same rows.
+- `pool ls` shows `PoolRow`s: the table and ``--json`` are the same rows. A configured pool
+  shows its size on each of its members' rows, and on one row of its own when it has none.
 - `pool rm` of a pool with no members here, or with a member it could not remove, exits 125.
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 from typing import Annotated
 
+import msgspec
 import typer
 
 from rock_core import Cluster, NotFound, RockError, SandboxNotFound
 from rock_core.defaults import POOL_LABEL
-from rock_core.protocol import SandboxInfo
 
+from . import _cli_config
 from ._cli_base import ExitCode, new_typer, open_admin, run_async, say_error
-from ._cli_format import Column, duration, show_rows
+from ._cli_config import HostedSandbox, age, hosted_sandboxes
+from ._cli_format import Column, show_rows
 
-pool_app = new_typer("List or remove warm-pool members on this host.")
+pool_app = new_typer("List or remove warm-pool members on the cluster's hosts.")
 
-MEMBER_COLUMNS: list[Column[SandboxInfo]] = [
-    Column("POOL", lambda i: i.labels[POOL_LABEL]),
-    Column("SANDBOX", lambda i: i.sandbox_id),
-    Column("IMAGE", lambda i: i.image),
-    Column("STATE", lambda i: i.state),
-    Column("AGE", lambda i: duration(time.time() - i.created_at, compact=True)),
-    Column("OWNER", lambda i: i.owner),
+
+class PoolRow(msgspec.Struct, kw_only=True):
+    """One member of a pool (with its host), or a configured pool that has none."""
+
+    pool: str
+    size: int | None  # the configured size (``[pools.NAME]``); None for a pool not configured
+    member: HostedSandbox | None
+
+
+def _cell(get: Callable[[HostedSandbox], str]) -> Callable[[PoolRow], str]:
+    return lambda row: "-" if row.member is None else get(row.member)
+
+
+MEMBER_COLUMNS: list[Column[PoolRow]] = [
+    Column("POOL", lambda r: r.pool),
+    Column("SANDBOX", _cell(lambda i: i.sandbox_id)),
+    Column("IMAGE", _cell(lambda i: i.image)),
+    Column("STATE", _cell(lambda i: i.state)),
+    Column("AGE", _cell(age)),
+    Column("OWNER", _cell(lambda i: i.owner)),
+    Column("HOST", _cell(lambda i: i.host)),
+    Column("SIZE", lambda r: "-" if r.size is None else str(r.size)),
 ]
 
 
-async def _members(cluster: Cluster, name: str | None, owner: str = "") -> list[SandboxInfo]:
-    found = await cluster.list_host_sandboxes(owner=owner)
+async def _members(cluster: Cluster, name: str | None, owner: str = "") -> list[HostedSandbox]:
+    found = await hosted_sandboxes(cluster, owner=owner)
     return sorted(
         (
             info
@@ -49,13 +68,23 @@ async def _members(cluster: Cluster, name: str | None, owner: str = "") -> list[
     )
 
 
+def pool_rows(members: list[HostedSandbox], name: str | None) -> list[PoolRow]:
+    """`members` and the configured pools (only `name`, if given) as rows, by pool name."""
+    sizes = {n: p.size for n, p in _cli_config.config().pools.items() if name in (None, n)}
+    rows = [PoolRow(pool=m.labels[POOL_LABEL], size=None, member=m) for m in members]
+    rows = [msgspec.structs.replace(r, size=sizes.get(r.pool)) for r in rows]
+    have = {row.pool for row in rows}
+    rows += [PoolRow(pool=n, size=size, member=None) for n, size in sizes.items() if n not in have]
+    return sorted(rows, key=lambda r: (r.pool, r.member is not None))
+
+
 def pool_ls(
     ctx: typer.Context,
     name: Annotated[str | None, typer.Argument(help="only this pool's members")] = None,
     quiet: Annotated[bool, typer.Option("-q", "--quiet", help="only ids")] = False,
     json: Annotated[bool, typer.Option("--json", help="one JSON object per line")] = False,
 ) -> None:
-    """Pool members by pool, with state and owner."""
+    """Pool members by pool, with state, owner and host, and the configured pools."""
 
     async def body() -> None:
         async with open_admin() as cluster:
@@ -64,7 +93,7 @@ def pool_ls(
             for info in members:
                 print(info.sandbox_id)
             return
-        show_rows(members, MEMBER_COLUMNS, json=json)
+        show_rows(pool_rows(members, name), MEMBER_COLUMNS, json=json)
 
     run_async(ctx, body)
 

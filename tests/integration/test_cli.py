@@ -190,7 +190,7 @@ def test_shell_completion_offers_commands_and_subcommands() -> None:
 def test_ps_and_rm(docker_engine: None) -> None:
     r = rock("ps")
     assert r.returncode == 0
-    assert r.stdout.split("\n")[0].split() == ["SANDBOX", "IMAGE", "STATE", "AGE", "OWNER"]
+    assert r.stdout.split("\n")[0].split() == ["SANDBOX", "IMAGE", "STATE", "AGE", "OWNER", "HOST"]
     r = rock("rm", "sb-does-not-exist")
     assert r.returncode == 125
     assert r.stderr == "rock rm: no sandbox 'sb-does-not-exist' on any host\n"

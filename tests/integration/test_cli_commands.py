@@ -144,7 +144,7 @@ def test_cp_errors(held: list[str], tmp_path: Path) -> None:
 def test_ps_and_its_ls_alias_table_quiet_and_json(held: list[str]) -> None:
     code, out, _ = cli("ps")
     table = lines(out)
-    assert code == 0 and table[0].split() == ["SANDBOX", "IMAGE", "STATE", "AGE", "OWNER"]
+    assert code == 0 and table[0].split() == ["SANDBOX", "IMAGE", "STATE", "AGE", "OWNER", "HOST"]
     rows = {line.split()[0]: line.split() for line in table[1:]}
     assert rows[held[0]][1:3] == [SH_IMAGE, "running"]
     code, alias, _ = cli("ls")  # other tests' sandboxes come and go meanwhile
@@ -176,7 +176,7 @@ def test_images_ls_list_alias_json_and_errors(docker_engine: None) -> None:
 
 def test_pool_ls_json_and_rm_errors(docker_engine: None) -> None:
     code, out, _ = cli("pool", "ls", "no-such-pool")
-    assert (code, lines(out)) == (0, ["POOL  SANDBOX  IMAGE  STATE  AGE  OWNER"])
+    assert (code, lines(out)) == (0, ["POOL  SANDBOX  IMAGE  STATE  AGE  OWNER  HOST  SIZE"])
     assert cli("pool", "ls", "--json", "no-such-pool") == (0, b"", b"")
     assert cli("pool", "list", "-q", "no-such-pool") == (0, b"", b"")
     assert cli("pool", "rm", "no-such-pool") == (
