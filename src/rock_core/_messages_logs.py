@@ -17,12 +17,15 @@ from typing import Annotated, Literal
 import msgspec
 
 from ._messages import Message, Request
-from ._schema import MAX_SECONDS, RequestId, SandboxId
+from ._schema import RequestId, SandboxId
+
+LATEST = 1e11  # a unix time no log line has
 
 #: Lines from the end of the log; None: all of it.
 TailLines = Annotated[int, msgspec.Meta(ge=0, le=(1 << 31) - 1)]
-#: A unix time in seconds from which on the log is read; 0: from its start.
-SinceTime = Annotated[float, msgspec.Meta(ge=0, le=MAX_SECONDS * 10)]
+#: A unix time in seconds from which on the log is read; 0: from its start. Later than
+#: `LATEST` (the year 5138) is read as `LATEST`: nothing is that new.
+SinceTime = Annotated[float, msgspec.Meta(ge=0, le=LATEST)]
 #: The most bytes one `LogData` carries.
 LOG_CHUNK = 256 << 10
 
@@ -48,4 +51,4 @@ class LogData(Message, tag="log_data"):
     data: Annotated[bytes, msgspec.Meta(max_length=LOG_CHUNK)]
 
 
-__all__ = ["LOG_CHUNK", "LogData", "ReadLogs", "SinceTime", "TailLines"]
+__all__ = ["LATEST", "LOG_CHUNK", "LogData", "ReadLogs", "SinceTime", "TailLines"]
