@@ -118,13 +118,13 @@ async def check_logs(runtime: ContainerRuntime, image: str) -> None:
 async def _check_follow(runtime: ContainerRuntime, sandbox_id: str) -> None:
     """Follow from the last line: a later write comes, a stop ends the log."""
     seen: list[OutputChunk] = []
-    later = anyio.Event()
-    ended = anyio.Event()
+    first, later, ended = anyio.Event(), anyio.Event(), anyio.Event()
 
     async def follow() -> None:
         logs = runtime.logs(sandbox_id, follow=True, tail=1, since=0.0, timestamps=False)
         async for chunk in logs:
             seen.append(chunk)
+            first.set()
             if joined(seen, "stdout").endswith(b"later\n"):
                 later.set()
         ended.set()
@@ -132,6 +132,7 @@ async def _check_follow(runtime: ContainerRuntime, sandbox_id: str) -> None:
     with anyio.fail_after(STEP_TIMEOUT):
         async with anyio.create_task_group() as tg:
             tg.start_soon(follow)
+            await first.wait()  # the last line came: a write from now on is new
             await write_main(runtime, sandbox_id, 1, b"later\n")
             await later.wait()
             check(not ended.is_set(), "following ended while the sandbox ran")

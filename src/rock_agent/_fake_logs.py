@@ -7,7 +7,8 @@ Rules:
   nothing runs in the background. A writer that fills a pipe (64 KiB) between two looks
   waits until the next one.
 - The log is kept as lines, each with its stream and the time it was taken, as the engine
-  keeps them: a line without its newline waits for the rest until its pipe closes. At most
+  keeps them: a line without its newline waits for the rest until its pipe closes. Lines are
+  read out joined while they come from one stream. At most
   `LOG_CAP` bytes are kept; the oldest lines go first. The log outlives a stop, and a start
   appends to it.
 - Reading follows `ReadLogs`: lines at or after `since`, the last `tail` of them, each with
@@ -121,16 +122,17 @@ class ContainerLog:
         if tail is not None:
             picked = picked[len(picked) - tail :] if tail else []
         seen = self._count
-        for line in picked:
-            yield _chunk(line, timestamps)
+        for chunk in _chunks(picked, timestamps):
+            yield chunk
         run = self.run
         while follow and self.open_now and self.run == run:
             await anyio.sleep(POLL)
             if self.run == run:
                 self.drain()
-            for line in [line for line in self.lines if line.number > seen]:
-                seen = line.number
-                yield _chunk(line, timestamps)
+            new = [line for line in self.lines if line.number > seen]
+            seen = new[-1].number if new else seen
+            for chunk in _chunks(new, timestamps):
+                yield chunk
 
 
 class _HasLog(Protocol):
@@ -155,10 +157,16 @@ async def read_log(
             yield chunk
 
 
-def _chunk(line: LogLine, timestamps: bool) -> OutputChunk:
-    if not timestamps:
-        return OutputChunk(line.stream, line.data)
-    return OutputChunk(line.stream, f"{rfc3339(line.at)} ".encode() + line.data)
+def _chunks(lines: list[LogLine], timestamps: bool) -> list[OutputChunk]:
+    """Lines as chunks, adjacent lines of one stream joined (as the engine's reads join them)."""
+    chunks: list[OutputChunk] = []
+    for line in lines:
+        data = f"{rfc3339(line.at)} ".encode() + line.data if timestamps else line.data
+        if chunks and chunks[-1].stream == line.stream:
+            chunks[-1] = OutputChunk(line.stream, chunks[-1].data + data)
+        else:
+            chunks.append(OutputChunk(line.stream, data))
+    return chunks
 
 
 def rfc3339(at: float) -> str:
