@@ -38,7 +38,7 @@ from rock_core import (
 )
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
-from . import _archive
+from . import _archive, _docker_logs
 from ._docker_engine import DockerEngine
 from ._docker_json import (
     KEEPALIVE,
@@ -72,6 +72,7 @@ from ._runtime import (
     DiskUsage,
     EngineEvent,
     ImageRecord,
+    OutputChunk,
     PullPolicy,
     Resources,
     StatsReading,
@@ -379,6 +380,18 @@ class DockerRuntime:
     def events(self, since: float) -> AsyncIterator[EngineEvent]:
         """Start, die and destroy events of this host's containers from `since` (unix time) on."""
         return self.engine.events(since, self.uid)
+
+    async def logs(
+        self, sandbox_id: str, *, follow: bool, tail: int | None, since: float, timestamps: bool
+    ) -> AsyncGenerator[OutputChunk, None]:
+        """The sandbox's container log, through the engine's logs API (`_docker_logs`)."""
+        container = (await self._container(sandbox_id))._container
+        chunks = _docker_logs.read_logs(
+            self.docker, container, sandbox_id, follow, tail, since, timestamps
+        )
+        async with contextlib.aclosing(chunks) as pieces:
+            async for chunk in pieces:
+                yield chunk
 
 
 __all__ = [

@@ -35,6 +35,7 @@ import anyio
 from rock_core import BadRequest, RockError, SandboxNotFound
 from rock_core.protocol import (
     InspectSandbox,
+    ReadLogs,
     ReadStats,
     Request,
     SandboxChanged,
@@ -58,7 +59,7 @@ PERSIST_INTERVAL = 1.0
 STOP_TIMEOUT = 10.0  # seconds an expired sandbox's processes get to end
 WATCH_RETRY = 1.0  # seconds before the event stream is read again after it failed; doubles
 WATCH_RETRY_MAX = 30.0
-LOOKS = (InspectSandbox, ReadStats)  # by another owner, these never count as a use
+LOOKS = (InspectSandbox, ReadStats, ReadLogs)  # by another owner, these never count as a use
 
 Notify = Callable[[str, SandboxChanged], Awaitable[None]]
 

@@ -171,9 +171,11 @@ async def start(
     env: dict[str, str],
     cwd: str,
     stdin: bool,
+    output: tuple[int, int] | None = None,
 ) -> FakeProcess:
-    """Start `argv` for a sandbox (see the rules). One that cannot start is a handle that
-    raises the engine's error for it from `read` and `write`."""
+    """Start `argv` for a sandbox (see the rules), its stdout and stderr into the file
+    descriptors `output` if given (then it has no output to `read`). One that cannot start is
+    a handle that raises the engine's error for it from `read` and `write`."""
     program = argv[0] if argv else ""
     head = f"cannot run {program!r} in sandbox {sandbox_id}"
     folder = host_path(root, cwd or "/")
@@ -190,8 +192,8 @@ async def start(
         process = await anyio.open_process(
             list(argv),
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            stdout=subprocess.PIPE if output is None else output[0],
+            stderr=subprocess.PIPE if output is None else output[1],
             cwd=folder,
             env={**env, MARK.decode(): container_id},
             start_new_session=True,

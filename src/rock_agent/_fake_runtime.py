@@ -45,6 +45,7 @@ from . import _fake_files, _fake_images
 from ._fake_build import fake_build
 from ._fake_events import FakeEventFeed
 from ._fake_images import FakeImages
+from ._fake_logs import read_log
 from ._fake_procs import FakeProcess
 from ._fake_sandbox import FakeSandbox, make_root
 from ._labels import adoption_problem, sandbox_labels, split_owner_key
@@ -58,6 +59,7 @@ from ._runtime import (
     EngineEvent,
     EventAction,
     ImageRecord,
+    OutputChunk,
     PullPolicy,
     Resources,
     StatsReading,
@@ -388,6 +390,14 @@ class FakeRuntime:
         sandbox whose main process ends is stopped, with its "die", as soon as it ends."""
         async for event in self._feed.read(since, self._settle, self._main_processes):
             yield event
+
+    def logs(
+        self, sandbox_id: str, *, follow: bool, tail: int | None, since: float, timestamps: bool
+    ) -> AsyncGenerator[OutputChunk, None]:
+        """What the sandbox's main process wrote (`_fake_logs`)."""
+        return read_log(
+            self._settled, sandbox_id, follow=follow, tail=tail, since=since, timestamps=timestamps
+        )
 
     def _main_processes(self) -> list[Callable[[], Awaitable[None]]]:
         """A wait for the end of each sandbox's main process (what the feed watches)."""

@@ -32,6 +32,7 @@ from rock_core import SandboxFailed
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
 from . import _fake_files, _fake_procs, _procs
+from ._fake_logs import ContainerLog
 from ._fake_procs import FakeProcess
 from ._labels import LABEL_OWNER, owner_uid
 from ._runtime import ContainerDetail, StatsReading
@@ -65,6 +66,7 @@ class FakeSandbox:
         self._main: FakeProcess | None = None
         self._stopping = False  # a stop is under way: its main process's end is no crash
         self._processes: list[FakeProcess] = []
+        self.log = ContainerLog()
 
     @property
     def running(self) -> bool:
@@ -112,7 +114,14 @@ class FakeSandbox:
 
     async def start(self) -> None:
         """Run its main process (it must not be running)."""
-        self._main = await self._spawn(KEEPALIVE, env=None, cwd="", stdin=True)
+        out, err = self.log.open()  # its stdout and stderr are the sandbox's log
+        try:
+            self._main = await self._spawn(
+                KEEPALIVE, env=None, cwd="", stdin=True, output=(out, err)
+            )
+        finally:
+            os.close(out)
+            os.close(err)
         self.started_at = time.time()
         self.oom_killed = False
 
@@ -173,6 +182,7 @@ class FakeSandbox:
             await anyio.to_thread.run_sync(_fake_procs.kill_marked, self.container_id)
             for process in started:
                 await process.reap()
+            self.log.close()
 
     async def delete(self) -> None:
         """Kill what runs and delete its folder."""
@@ -194,7 +204,13 @@ class FakeSandbox:
         return process
 
     async def _spawn(
-        self, argv: list[str], *, env: Mapping[str, str] | None, cwd: str, stdin: bool
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None,
+        cwd: str,
+        stdin: bool,
+        output: tuple[int, int] | None = None,
     ) -> FakeProcess:
         full_env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -211,6 +227,7 @@ class FakeSandbox:
             env=full_env,
             cwd=cwd or self.spec.workdir,
             stdin=stdin,
+            output=output,
         )
 
     async def stats(self) -> StatsReading:

@@ -37,6 +37,7 @@ from rock_core.protocol import (
     Ping,
     PruneImages,
     ReadFile,
+    ReadLogs,
     ReadStats,
     RemoveSandbox,
     Reply,
@@ -54,7 +55,7 @@ from rock_core.protocol import (
 from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.serving import Connection
 
-from . import _build, _commands, _files, _images, _ports, _reverse, _sandboxes, _stats
+from . import _build, _commands, _files, _images, _logs, _ports, _reverse, _sandboxes, _stats
 from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
@@ -86,6 +87,7 @@ HANDLERS: dict[type[Any], Handler] = {
     CommitSandbox: _images.commit_sandbox,
     BuildImage: _build.build_image,
     ReadStats: _stats.read_stats,
+    ReadLogs: _logs.read_logs,
     ForwardPort: _ports.forward_port,
     ListenPort: _reverse.listen_port,
     ClaimConnection: _reverse.claim_connection,

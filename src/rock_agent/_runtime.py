@@ -385,6 +385,13 @@ class ContainerRuntime(Protocol):
         when the feed breaks (read it again from the last event's time)."""
         ...
 
+    def logs(
+        self, sandbox_id: str, *, follow: bool, tail: int | None, since: float, timestamps: bool
+    ) -> AsyncGenerator[OutputChunk, None]:
+        """What the sandbox's main process wrote, in order (`ReadLogs` says what the arguments
+        mean); with `follow`, until it stops. `SandboxNotFound`."""
+        ...
+
 
 __all__ = [
     "BuildOutcome",

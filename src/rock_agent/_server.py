@@ -72,6 +72,7 @@ CAPABILITIES = [
     "timeouts",
     "events",
     "owners",
+    "logs",
 ]
 
 

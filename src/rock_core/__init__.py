@@ -51,6 +51,7 @@ from ._errors import (
 from ._hosts import AddressConnector, Connector
 from ._images import list_images, prune_images, warm_image
 from ._link import LinkState, link_diagram
+from ._logs import LogChunk, read_logs, sandbox_logs
 from ._options import ClusterOptions
 from ._owner import local_owner
 from ._pool import RecordPool, delete_quietly, open_pool
@@ -96,6 +97,7 @@ __all__ = [
     "ImageNotFound",
     "InternalError",
     "LinkState",
+    "LogChunk",
     "NotFound",
     "PoolOptions",
     "PoolSite",
@@ -137,6 +139,8 @@ __all__ = [
     "open_pool",
     "open_port_forward",
     "prune_images",
+    "read_logs",
+    "sandbox_logs",
     "state_diagram",
     "unwrap_single_errors",
     "warm_image",

@@ -91,6 +91,7 @@ from ._messages_host import (
     StatsReply,
     WarmImage,
 )
+from ._messages_logs import LOG_CHUNK, LogData, ReadLogs
 from ._schema import bad_request
 from ._values import (
     EXPIRE_POLICIES,
@@ -143,6 +144,7 @@ ClientMessage = (
     | ClaimConnection
     | SetTimeouts
     | Keepalive
+    | ReadLogs
 )
 
 AgentMessage = (
@@ -170,6 +172,7 @@ AgentMessage = (
     | Accepted
     | DeadlinesReply
     | SandboxChanged
+    | LogData
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -261,6 +264,7 @@ def decode_agent_message(payload: bytes) -> AgentMessage:
 
 __all__ = [
     "EXPIRE_POLICIES",
+    "LOG_CHUNK",
     "NO_LIMIT",
     "PROTOCOL_VERSION",
     "Accepted",
@@ -301,6 +305,7 @@ __all__ = [
     "ListSandboxes",
     "ListenPort",
     "Listening",
+    "LogData",
     "Message",
     "Output",
     "Ping",
@@ -309,6 +314,7 @@ __all__ = [
     "PruneReply",
     "PruneResult",
     "ReadFile",
+    "ReadLogs",
     "ReadStats",
     "Rejected",
     "RemoveSandbox",

@@ -21,6 +21,7 @@ from ._connection import raise_for_reply
 from ._errors import error_from_code
 from ._protocol import (
     EXPIRE_POLICIES,
+    LOG_CHUNK,
     NO_LIMIT,
     PROTOCOL_VERSION,
     Accepted,
@@ -61,6 +62,7 @@ from ._protocol import (
     ListenPort,
     ListImages,
     ListSandboxes,
+    LogData,
     Message,
     Output,
     Ping,
@@ -69,6 +71,7 @@ from ._protocol import (
     PruneReply,
     PruneResult,
     ReadFile,
+    ReadLogs,
     ReadStats,
     Rejected,
     RemoveSandbox,
@@ -107,6 +110,7 @@ from ._schema import MAX_BYTES, MAX_DATA, MAX_SECONDS, SandboxId, validate
 
 __all__ = [
     "EXPIRE_POLICIES",
+    "LOG_CHUNK",
     "MAX_BYTES",
     "MAX_DATA",
     "MAX_SECONDS",
@@ -150,6 +154,7 @@ __all__ = [
     "ListSandboxes",
     "ListenPort",
     "Listening",
+    "LogData",
     "Message",
     "Output",
     "Ping",
@@ -158,6 +163,7 @@ __all__ = [
     "PruneReply",
     "PruneResult",
     "ReadFile",
+    "ReadLogs",
     "ReadStats",
     "Rejected",
     "RemoveSandbox",

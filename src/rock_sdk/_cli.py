@@ -27,7 +27,7 @@ from typer.exceptions import TyperException
 from rock_core import BadRequest, locate_sandbox
 from rock_core.protocol import ExecReply, Execute
 
-from . import _cli_config, _transfer
+from . import _cli_config, _cli_logs, _transfer
 from ._cli_base import (
     ExitCode,
     Interrupts,
@@ -271,6 +271,7 @@ app.add_typer(jobs_app, name="jobs")
 app.add_typer(env_app, name="env")
 add_host_commands(app)
 add_lifecycle_commands(app)
+_cli_logs.add_commands(app)
 app.command("version")(version)
 
 

@@ -52,7 +52,7 @@ from rock_core.protocol import (
 )
 
 from . import _arguments as args
-from . import _jobs, _reverse, _transfer
+from . import _jobs, _logs, _reverse, _transfer
 from ._commands import DEFAULT_OUTPUT_LIMIT, DEFAULT_SESSION, SandboxCommands
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
@@ -430,6 +430,8 @@ class Sandbox:
 
     # `async with sb.expose_host_port(8000) as url:`: the caller's port, inside (`_reverse`).
     expose_host_port = _reverse.expose_host_port
+    # `async for chunk in sb.logs(follow=True):`: what the container printed (`_logs`).
+    logs = _logs.logs
 
     def __repr__(self) -> str:
         state = self._record.state.value if self._record else "not started"

@@ -81,6 +81,9 @@ V1_TAGS = {
     # Image builds.
     "image_build": "BuildImage",
     "built": "BuildReply",
+    # Logs of a sandbox's main process.
+    "logs": "ReadLogs",
+    "log_data": "LogData",
 }
 
 
