@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rock_core import BadRequest
+from rock_core import BadRequest, ImageNotFound
 from rock_sdk import Progress, Sandbox, SandboxCluster, SandboxConfig
 
 from ..conftest import SH_IMAGE
@@ -88,6 +88,15 @@ async def test_pool_fill_reports_ready_members(sdk: SandboxCluster) -> None:
         assert pool.statistics().ready == 3
     check_calls(calls, "pool fill", "sandboxes", 3)
     assert calls[0].done == 0
+
+
+async def test_a_pool_that_cannot_fill_raises_its_error_alone(sdk: SandboxCluster) -> None:
+    missing = SandboxConfig(image="rock-test/no-such-image:1", pull="never", memory="64m")
+    calls: list[Progress] = []
+    async with sdk.open_pool(missing, min_size=2, session=False) as pool:
+        with pytest.raises(ImageNotFound, match=r"^pool '.*' could not refill: image 'rock-test/"):
+            await pool.wait_ready(progress=calls.append)
+    assert calls and not any(p.finished for p in calls), "no final call for a failed fill"
 
 
 async def test_a_raising_callback_is_logged_once_and_the_work_is_done(
