@@ -1,6 +1,6 @@
 """Progress bars of the `rock` commands that take a while (`cp`, `images warm`), on stderr.
 
-    with progress_bar("upload", quiet=quiet, at_least=BIG_TRANSFER) as progress:
+    with progress_bar(quiet=quiet, at_least=BIG_TRANSFER) as progress:
         await _transfer.upload(conn, sandbox_id, local, remote, progress)
 
 A bar is rich's `Progress` (done of total, rate and ETA for bytes), driven by the library's

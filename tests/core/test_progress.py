@@ -1,5 +1,6 @@
 """`ProgressReporter`: monotonic, rate-limited calls with a final ``done == total``, a raising
-callback logged once, a bad callback refused. Plain calls with a fake clock: no I/O, no time."""
+callback logged once, a bad callback refused (plain calls with a fake clock); the core's
+`warm_image` counting hosts on a fake cluster."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ from itertools import pairwise
 
 import pytest
 
-from rock_core import BadRequest, Progress, ProgressReporter, check_progress
+from rock_core import BadRequest, Progress, ProgressReporter, check_progress, warm_image
+from rock_core.testing import open_fake_cluster
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 
 class Clock:
@@ -108,3 +111,17 @@ def test_a_callback_that_is_not_callable_is_a_bad_request() -> None:
         check_progress(42)
     assert check_progress(None) is None
     assert check_progress(print) is print
+
+
+@pytest.mark.anyio
+async def test_warm_counts_hosts_and_refuses_a_bad_callback() -> None:
+    # The fake agent serves no images: every host answers with an error.
+    calls: list[Progress] = []
+    async with open_fake_cluster(3) as cluster:
+        with pytest.raises(BadRequest, match=r"cannot manage images: upgrade rock-agent there"):
+            await warm_image(cluster, "python:3.11", progress=calls.append)
+        with pytest.raises(BadRequest, match=r"^progress must be a callable"):
+            await warm_image(cluster, "python:3.11", progress="yes")  # type: ignore[arg-type]
+    first = calls[0]
+    assert (first.what, first.unit, first.done, first.total) == ("warm", "hosts", 0, 3)
+    assert [p.done for p in calls] == sorted(p.done for p in calls)
