@@ -114,3 +114,11 @@ def test_images_warm_draws_a_bar_on_a_terminal_and_none_in_a_pipe() -> None:
 
     code, out, terminal = rock_on_a_terminal("images", "warm", "--quiet", SH_IMAGE)
     assert (code, terminal) == (0, b"")
+
+
+def test_images_warm_error_under_a_terminal_is_said_once() -> None:
+    missing = "rock-test/no-such-image:1"
+    code, out, terminal = rock_on_a_terminal("images", "warm", missing)
+    assert (code, out) == (125, b"")
+    assert terminal.count(b"rock images warm: host ") == 1
+    assert f"image '{missing}' is not on this host".encode() in terminal
