@@ -57,6 +57,7 @@ from ._owner import local_owner
 from ._pool import RecordPool, delete_quietly, open_pool
 from ._pool_options import PoolOptions
 from ._ports import PortForward, locate_sandbox, open_port_forward
+from ._progress import Progress, ProgressCallback, ProgressReporter, check_progress
 from ._protocol import PROTOCOL_VERSION, SandboxInfo, SandboxSpec
 from ._reverse import HostPort, open_host_port
 from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
@@ -103,6 +104,9 @@ __all__ = [
     "PoolSite",
     "PoolStatistics",
     "PortForward",
+    "Progress",
+    "ProgressCallback",
+    "ProgressReporter",
     "ProtocolError",
     "QueueTimedOut",
     "RecordPool",
@@ -126,6 +130,7 @@ __all__ = [
     "TimedOut",
     "Transition",
     "TransportError",
+    "check_progress",
     "delete_quietly",
     "link_diagram",
     "list_images",

@@ -16,6 +16,7 @@ import anyio
 from ._cluster import Cluster, Host
 from ._errors import NotFound, RockError
 from ._ports import HostLink
+from ._progress import ProgressCallback, ProgressReporter, check_progress
 from ._protocol import (
     ImageInfo,
     ImageListReply,
@@ -37,12 +38,14 @@ async def on_every_host(
     hosts: Mapping[str, HostLink],
     make: Callable[[], Request],
     expect: type[R],
+    answered: Callable[[], None] | None = None,
 ) -> dict[str, R]:
     """Send one request to every host at once; the replies by host id, or the failures raised.
 
     `make` builds the request, once per host (each host's connection sets its id on it).
 
-    A host whose link is down counts as failed (`HostUnavailable`).
+    A host whose link is down counts as failed (`HostUnavailable`). `answered()` is called
+    as each host's answer (or failure) arrives.
     """
     replies: dict[str, R] = {}
     failures: dict[str, RockError] = {}
@@ -54,6 +57,8 @@ async def on_every_host(
             replies[host_id] = await conn.call(make(), expect)
         except RockError as exc:
             failures[host_id] = exc
+        if answered is not None:
+            answered()
 
     async with anyio.create_task_group() as tg:
         for host_id, host in hosts.items():
@@ -87,12 +92,25 @@ async def list_images(
 
 
 async def warm_image(
-    cluster: Cluster, image: str, *, hosts: Sequence[str] | None = None
+    cluster: Cluster,
+    image: str,
+    *,
+    hosts: Sequence[str] | None = None,
+    progress: ProgressCallback | None = None,
 ) -> dict[str, ImageInfo]:
     """Make `image` present on every host or on `hosts` (a quick no-op where it is);
-    `ImageNotFound` if not."""
+    `ImageNotFound` if not.
+
+    `progress(Progress)` counts the hosts done (unit "hosts"): an agent reports nothing
+    during a pull, so a host is a step.
+    """
     targets = chosen_hosts(cluster, hosts)
-    replies = await on_every_host(targets, lambda: WarmImage(image=image), ImageReply)
+    reporter = ProgressReporter(check_progress(progress), "warm", "hosts", len(targets))
+    reporter.start()
+    replies = await on_every_host(
+        targets, lambda: WarmImage(image=image), ImageReply, lambda: reporter.advance(1)
+    )
+    reporter.finish()
     return {host_id: reply.image for host_id, reply in replies.items()}
 
 

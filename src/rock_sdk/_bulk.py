@@ -12,11 +12,19 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import TextIO
+from typing import TextIO, cast
 
 import anyio
 
-from rock_core import BadRequest, Cluster, RockError, delete_quietly, new_sandbox_id
+from rock_core import (
+    BadRequest,
+    Cluster,
+    ProgressCallback,
+    ProgressReporter,
+    RockError,
+    delete_quietly,
+    new_sandbox_id,
+)
 
 from . import _arguments as args
 from ._config import SandboxConfig
@@ -150,7 +158,7 @@ async def create_many(
     concurrency: int | None = None,
     sandbox_ids: Sequence[str] | None = None,
     on_progress: Callable[[CreateProgress], object] | None = None,
-    progress: bool | TextIO = False,
+    progress: bool | TextIO | ProgressCallback = False,
     check: bool = False,
 ) -> CreateManyResult:
     """Start `n` sandboxes of `config` (or one per config of a list), `concurrency` at once.
@@ -162,7 +170,8 @@ async def create_many(
       of its creates waiting for room changes; `progress=True` writes a progress line to
       stderr (or to the stream given). A create waits for room at most its config's
       `startup_timeout` (default: the cluster's `queue_timeout`), then fails with
-      `CapacityError`.
+      `CapacityError`. A callable `progress` gets a `rock_sdk.Progress` (unit "sandboxes",
+      `done` counting the failed ones too) at most ten times a second, and at the end.
     - `check`: raise the first failure (its note lists the others) after deleting the
       sandboxes that started, instead of returning a partial result.
 
@@ -172,8 +181,13 @@ async def create_many(
     n = len(configs)
     args.callback(on_progress, "on_progress", "a CreateProgress")
     args.flag(check, "check")
-    if not isinstance(progress, bool) and not callable(getattr(progress, "write", None)):
-        raise BadRequest(f"progress must be True, False or a text stream, got {progress!r}")
+    callback = progress if callable(progress) else None
+    if callback is None and not isinstance(progress, bool):
+        if not callable(getattr(progress, "write", None)):
+            raise BadRequest(
+                "progress must be True, False, a text stream or a callable taking a "
+                f"rock_sdk.Progress, got {progress!r}"
+            )
     if sandbox_ids is not None:
         ids = args.strings(sandbox_ids, "sandbox_ids", "['sb-1', 'sb-2']")
         if len(ids) != n:
@@ -194,8 +208,11 @@ async def create_many(
         else args.count(concurrency, "concurrency", 1)
     )
     line = None
-    if progress:
-        line = _ProgressLine(sys.stderr if progress is True else progress)
+    if progress is True:
+        line = _ProgressLine(sys.stderr)
+    elif progress and callback is None:
+        line = _ProgressLine(cast(TextIO, progress))
+    reporter = ProgressReporter(callback, "create_many", "sandboxes", n)
 
     started: dict[int, Sandbox] = {}
     failed: dict[int, CreateFailure] = {}
@@ -207,6 +224,7 @@ async def create_many(
 
     def report() -> None:
         nonlocal waiting
+        reporter.update(len(started) + len(failed))
         if on_progress is None and line is None:
             return
         waiting = min(waiting, n - len(started) - len(failed))  # the watcher may lag behind
@@ -238,6 +256,7 @@ async def create_many(
             await cluster.waits.changed()
             await anyio.sleep(WAITS_COALESCE)  # one report for a burst of changes
 
+    reporter.start()
     try:
         async with anyio.create_task_group() as outer:
             if on_progress is not None or line is not None:
@@ -257,6 +276,7 @@ async def create_many(
     if check and not result.ok:
         await _delete_all(cluster, result.sandboxes, limit)
         result.raise_on_failure()
+    reporter.finish()
     return result
 
 

@@ -46,6 +46,7 @@ from ._cli_jobs import jobs_app
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
+from ._cli_progress import BIG_TRANSFER, NoBar, progress_bar
 from .envs._cli import env_app
 
 app = typer.Typer(
@@ -209,6 +210,7 @@ def cp(
     ctx: typer.Context,
     source: Annotated[str, typer.Argument(metavar="SRC")],
     target: Annotated[str, typer.Argument(metavar="DST")],
+    quiet: NoBar = False,
 ) -> None:
     """Copy files or folders between a sandbox and here: rock cp ID:/path . / rock cp f ID:/p"""
     inside = [":" in part and not part.startswith(("/", ".")) for part in (source, target)]
@@ -225,17 +227,20 @@ def cp(
         async with open_admin() as cluster:
             (sandbox_id,) = await resolve_ids(cluster, [sandbox])
             conn, _ = await locate_sandbox(cluster.hosts, sandbox_id)
+            bar = progress_bar(quiet=quiet, at_least=BIG_TRANSFER)
             if download:
                 into = Path(local)
                 if into.is_dir():
                     into = into / Path(remote.rstrip("/")).name
-                stat = await _transfer.download(conn, sandbox_id, remote, into)
+                with bar as progress:
+                    stat = await _transfer.download(conn, sandbox_id, remote, into, progress)
             else:
                 into_path = remote
                 probe = Execute(sandbox_id=sandbox_id, argv=["test", "-d", remote])
                 if (await conn.call(probe, ExecReply)).result.exit_code == 0:
                     into_path = f"{remote.rstrip('/')}/{Path(local).resolve().name}"
-                stat = await _transfer.upload(conn, sandbox_id, local, into_path)
+                with bar as progress:
+                    stat = await _transfer.upload(conn, sandbox_id, local, into_path, progress)
         what = "folder" if stat.is_dir else "file"
         print(f"copied {what} {stat.path} ({size_text(stat.size)})", file=sys.stderr)
         for skipped in stat.skipped:

@@ -42,6 +42,7 @@ from ._cli_base import (
     say_error,
 )
 from ._cli_format import Column, parse_size, show_rows, size_text, timestamp
+from ._cli_progress import NoBar, progress_bar
 
 DEFAULT_PRUNE_LIMIT = "50%"
 WATCH_INTERVAL = 2.0  # seconds between checks that a forwarded sandbox still runs
@@ -130,12 +131,13 @@ images_app.command("list", hidden=True)(images_ls)
 
 
 @images_app.command("warm")
-def images_warm(ctx: typer.Context, image: str, host: Host = None) -> None:
+def images_warm(ctx: typer.Context, image: str, host: Host = None, quiet: NoBar = False) -> None:
     """Make an image present (a no-op when it is)."""
 
     async def body() -> None:
         async with open_admin() as cluster:
-            warmed = await warm_image(cluster, image, hosts=host)
+            with progress_bar(quiet=quiet) as progress:
+                warmed = await warm_image(cluster, image, hosts=host, progress=progress)
         for host_id, info in warmed.items():
             short = info.image_id.removeprefix("sha256:")[:12]
             print(f"{host_id}: {image} ready ({short}, {size_text(info.size)})")

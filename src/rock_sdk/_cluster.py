@@ -12,7 +12,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TextIO
 
 from rock_core import (
     Cluster,
@@ -21,6 +21,7 @@ from rock_core import (
     Connector,
     Host,
     PoolOptions,
+    ProgressCallback,
     list_images,
     prune_images,
     warm_image,
@@ -87,7 +88,7 @@ class SandboxCluster:
         concurrency: int | None = None,
         sandbox_ids: Sequence[str] | None = None,
         on_progress: Callable[[CreateProgress], object] | None = None,
-        progress: bool = False,
+        progress: bool | TextIO | ProgressCallback = False,
         check: bool = False,
     ) -> CreateManyResult:
         """Start `n` sandboxes of `config` (or one per config of a list), with bounded
@@ -131,9 +132,12 @@ class SandboxCluster:
         """Every host's images, most recently used first, with their disk use."""
         return await list_images(self.core)
 
-    async def warm_image(self, image: str) -> dict[str, ImageInfo]:
-        """Make `image` present on every host; `ImageNotFound` where it cannot be had."""
-        return await warm_image(self.core, image)
+    async def warm_image(
+        self, image: str, *, progress: ProgressCallback | None = None
+    ) -> dict[str, ImageInfo]:
+        """Make `image` present on every host; `ImageNotFound` where it cannot be had.
+        `progress(Progress)` counts the hosts done (unit "hosts")."""
+        return await warm_image(self.core, image, progress=progress)
 
     async def build_image(
         self,

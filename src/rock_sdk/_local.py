@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -131,20 +131,23 @@ def _entry(path: str, name: str, info: os.stat_result) -> Entry:
     return Entry(path, name, "file", mode, mtime, size=info.st_size)
 
 
-async def tar_stream(tree: Tree) -> AsyncGenerator[bytes, None]:
-    """The archive of `tree`, its files read in chunks as the stream is consumed."""
+async def tar_stream(
+    tree: Tree, on_sent: Callable[[int], None] | None = None
+) -> AsyncGenerator[bytes, None]:
+    """The archive of `tree`, its files read in chunks as the stream is consumed; `on_sent(n)`
+    is told each time `n` more bytes of file content went out."""
     for entry in tree.entries:
         if entry.kind == "dir":
             yield dir_header(entry.name, mode=entry.mode, mtime=entry.mtime)
         elif entry.kind == "link":
             yield symlink_header(entry.name, entry.target, mtime=entry.mtime)
         else:
-            async for chunk in _file_member(entry):
+            async for chunk in _file_member(entry, on_sent):
                 yield chunk
     yield END
 
 
-async def _file_member(entry: Entry) -> AsyncIterator[bytes]:
+async def _file_member(entry: Entry, on_sent: Callable[[int], None] | None) -> AsyncIterator[bytes]:
     fd = await anyio.to_thread.run_sync(_open_regular, entry.path)
     try:
         yield file_header(entry.name, entry.size, mode=entry.mode, mtime=entry.mtime)
@@ -160,6 +163,8 @@ async def _file_member(entry: Entry) -> AsyncIterator[bytes]:
                 raise BadRequest(f"{entry.path} shrank while it was being uploaded")
             sent += len(chunk)
             yield chunk
+            if on_sent is not None:
+                on_sent(len(chunk))
         yield padding(entry.size)
     finally:
         os.close(fd)

@@ -23,6 +23,7 @@ from rock_core import (
     Cluster,
     PoolOptions,
     PoolStatistics,
+    ProgressCallback,
     RecordPool,
     SandboxRecord,
 )
@@ -31,6 +32,7 @@ from rock_core import open_pool as open_core_pool
 from . import _arguments as args
 from ._commands import DEFAULT_SESSION
 from ._config import SandboxConfig
+from ._pool_progress import wait_ready_reporting
 from ._sandbox import Sandbox
 
 SandboxPrepare = Callable[[Sandbox], Awaitable[None]]
@@ -84,9 +86,15 @@ class Pool:
         finally:
             await self.release(sandbox, reset=reset)
 
-    async def wait_ready(self, count: int | None = None) -> None:
-        """Wait until `count` members (default `min_size`) are ready; see `rock_core.RecordPool`."""
-        await self.core.wait_ready(count)
+    async def wait_ready(
+        self, count: int | None = None, *, progress: ProgressCallback | None = None
+    ) -> None:
+        """Wait until `count` members (default `min_size`) are ready; see `rock_core.RecordPool`.
+        `progress(Progress)` counts the ready members (unit "sandboxes") of `count`."""
+        if progress is None:
+            await self.core.wait_ready(count)
+        else:
+            await wait_ready_reporting(self.core, count, progress)
 
     def statistics(self) -> PoolStatistics:
         """Size, ready, in flight, handed out, hits, misses, refill rate, failures."""

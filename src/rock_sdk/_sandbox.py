@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from os import PathLike
 from types import TracebackType
 from typing import Literal, TypeVar
 
@@ -60,6 +59,7 @@ from ._jobs import DEFAULT_JOB_OUTPUT, Job, JobInfo
 from ._placement import HasCore, Placement, core_of
 from ._results import CommandResult, ExecResult
 from ._status import SandboxStatus
+from ._transfer import Local, OnProgress
 
 R = TypeVar("R", bound=Reply)
 
@@ -337,17 +337,17 @@ class Sandbox:
             raise BadRequest(f"text cannot be written as {codec}: {exc}") from None
         await self.write_file(path, payload)
 
-    async def upload(self, local: str | PathLike[str], remote: str) -> FileStat:
-        """Copy a local file or folder to `remote`, streamed (any size)."""
+    async def upload(self, local: Local, remote: str, *, progress: OnProgress = None) -> FileStat:
+        """Copy a local file or folder to `remote`, streamed; `progress(Progress)`: bytes sent."""
         self._require_record()
         conn = self.cluster.connection(self.sandbox_id)
-        return await _transfer.upload(conn, self.sandbox_id, local, remote)
+        return await _transfer.upload(conn, self.sandbox_id, local, remote, progress)
 
-    async def download(self, remote: str, local: str | PathLike[str]) -> FileStat:
-        """Copy a file or folder out of the sandbox, streamed (any size)."""
+    async def download(self, remote: str, local: Local, *, progress: OnProgress = None) -> FileStat:
+        """Copy a file or folder out of the sandbox, streamed; `progress`: bytes received."""
         self._require_record()
         conn = self.cluster.connection(self.sandbox_id)
-        return await _transfer.download(conn, self.sandbox_id, remote, local)
+        return await _transfer.download(conn, self.sandbox_id, remote, local, progress)
 
     # ------------------------------------------------------------------ images, stats, ports
 

@@ -24,7 +24,14 @@ from pathlib import Path
 
 import anyio
 
-from rock_core import AgentConnection, BadRequest, TransportError
+from rock_core import (
+    AgentConnection,
+    BadRequest,
+    ProgressCallback,
+    ProgressReporter,
+    TransportError,
+    check_progress,
+)
 from rock_core.protocol import (
     Download,
     ErrorReply,
@@ -40,23 +47,49 @@ from ._local import local_error, tar_stream, walk
 from ._streamed import call_streamed
 from ._unpack import unpack
 
+Local = str | os.PathLike[str]
+"""A local path, as `upload` and `download` take it."""
+OnProgress = ProgressCallback | None
+"""A `progress=` argument: None, or a callable taking a `rock_sdk.Progress`."""
 
-async def upload(conn: AgentConnection, sandbox_id: str, local: object, remote: object) -> FileStat:
-    """Copy a local file or folder to `remote` (its full path inside the sandbox)."""
+
+async def upload(
+    conn: AgentConnection,
+    sandbox_id: str,
+    local: object,
+    remote: object,
+    progress: OnProgress = None,
+) -> FileStat:
+    """Copy a local file or folder to `remote` (its full path inside the sandbox).
+    `progress(Progress)` counts the bytes of file content sent, of the files' total size."""
     source = _local_path("upload", local)
     target = _remote_path("upload", remote)
+    check_progress(progress)
     tree = await anyio.to_thread.run_sync(walk, source, target.lstrip("/"), abandon_on_cancel=True)
+    size = sum(entry.size for entry in tree.entries)
+    reporter = ProgressReporter(progress, "upload", "bytes", size)
+    reporter.start()
     request = Upload(sandbox_id=sandbox_id, path="/")
-    reply = await call_streamed(conn, request, lambda: tar_stream(tree), TransferReply, "an upload")
+    reply = await call_streamed(
+        conn, request, lambda: tar_stream(tree, reporter.advance), TransferReply, "an upload"
+    )
+    reporter.finish()
     return FileStat(path=target, size=reply.stat.size, is_dir=tree.is_dir, skipped=tree.skipped)
 
 
 async def download(
-    conn: AgentConnection, sandbox_id: str, remote: object, local: object
+    conn: AgentConnection,
+    sandbox_id: str,
+    remote: object,
+    local: object,
+    progress: OnProgress = None,
 ) -> FileStat:
-    """Copy `remote` (file or folder) from the sandbox to `local` (its full local path)."""
+    """Copy `remote` (file or folder) from the sandbox to `local` (its full local path).
+    `progress(Progress)` counts the bytes received (the archive the agent sends); their
+    total is known only at the end."""
     source = _remote_path("download", remote)
     target = Path(_local_path("download", local))
+    reporter = ProgressReporter(check_progress(progress), "download", "bytes")
     request = Download(sandbox_id=sandbox_id, path=source)
     try:
         spool = tempfile.TemporaryFile(prefix="rock-download-")
@@ -74,6 +107,7 @@ async def download(
                         except OSError as exc:
                             raise local_error(exc, tempfile.gettempdir(), "write") from exc
                         await conn.grant(request.id, 1)
+                        reporter.advance(len(message.data))
                 elif isinstance(message, ErrorReply | Reply):
                     stat = raise_for_reply(message, TransferReply, request).stat
         if stat is None:
@@ -82,6 +116,7 @@ async def download(
         unpacked = await anyio.to_thread.run_sync(
             unpack, spool, target, source, anyio.from_thread.check_cancelled
         )
+    reporter.finish()
     return FileStat(
         path=str(target),
         size=stat.size,
@@ -117,4 +152,4 @@ def _remote_path(op: str, value: object) -> str:
     return path
 
 
-__all__ = ["download", "upload"]
+__all__ = ["Local", "OnProgress", "download", "upload"]

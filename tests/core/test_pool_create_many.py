@@ -190,7 +190,8 @@ async def test_create_many_refuses_bad_arguments_before_starting_anything() -> N
             ),
             (
                 {"config": OK, "n": 1, "progress": "yes"},
-                r"^progress must be True, False or a text stream, got 'yes'$",
+                r"^progress must be True, False, a text stream or a callable taking a "
+                r"rock_sdk\.Progress, got 'yes'$",
             ),
             ({"config": OK, "n": 1, "check": "no"}, r"^check must be True or False, got 'no'$"),
             (

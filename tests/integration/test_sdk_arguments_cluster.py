@@ -190,7 +190,8 @@ CASES: list[tuple[str, Call, type[RockError], str]] = [
         "create_many progress",
         lambda _, sdk: sdk.create_many(SMALL, 1, progress="yes"),
         BadRequest,
-        "progress must be True, False or a text stream, got 'yes'",
+        "progress must be True, False, a text stream or a callable taking a rock_sdk.Progress, "
+        "got 'yes'",
     ),
     (
         "create_many config str",
