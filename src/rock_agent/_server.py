@@ -72,6 +72,7 @@ CAPABILITIES = [
     "timeouts",
     "events",
     "owners",
+    "exec-stream",  # ExecuteStreamed (rock_core.protocol.EXEC_STREAM)
 ]
 
 

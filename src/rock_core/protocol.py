@@ -20,8 +20,10 @@ Rules:
 from ._connection import raise_for_reply
 from ._errors import error_from_code
 from ._protocol import (
+    EXEC_STREAM,
     EXPIRE_POLICIES,
     NO_LIMIT,
+    OUTPUT_CHUNK,
     PROTOCOL_VERSION,
     Accepted,
     AgentMessage,
@@ -43,6 +45,7 @@ from ._protocol import (
     ExecReply,
     ExecResult,
     Execute,
+    ExecuteStreamed,
     Expect,
     ExpectReply,
     FileReply,
@@ -65,6 +68,7 @@ from ._protocol import (
     Output,
     Ping,
     Pong,
+    ProcessOutput,
     PruneImages,
     PruneReply,
     PruneResult,
@@ -106,11 +110,13 @@ from ._protocol import (
 from ._schema import MAX_BYTES, MAX_DATA, MAX_SECONDS, SandboxId, validate
 
 __all__ = [
+    "EXEC_STREAM",
     "EXPIRE_POLICIES",
     "MAX_BYTES",
     "MAX_DATA",
     "MAX_SECONDS",
     "NO_LIMIT",
+    "OUTPUT_CHUNK",
     "PROTOCOL_VERSION",
     "Accepted",
     "AgentMessage",
@@ -132,6 +138,7 @@ __all__ = [
     "ExecReply",
     "ExecResult",
     "Execute",
+    "ExecuteStreamed",
     "Expect",
     "ExpectReply",
     "FileReply",
@@ -154,6 +161,7 @@ __all__ = [
     "Output",
     "Ping",
     "Pong",
+    "ProcessOutput",
     "PruneImages",
     "PruneReply",
     "PruneResult",

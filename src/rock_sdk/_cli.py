@@ -106,9 +106,7 @@ MaxOutput = Annotated[
         help="cut stdout and stderr each after SIZE (512k, 10m); default: no cut",
     ),
 ]
-NoStdin = Annotated[
-    bool, typer.Option("--no-stdin", help="do not forward stdin (by default, when not a terminal)")
-]
+NoStdin = Annotated[bool, typer.Option("--no-stdin", help="do not forward stdin (typed or piped)")]
 Env = Annotated[
     list[str] | None, typer.Option("-e", "--env", metavar="KEY=VALUE", help="repeatable")
 ]
@@ -151,7 +149,7 @@ def run(
     async def body(interrupts: Interrupts) -> int:
         async with Sandbox(config) as sb:
             conn = sb.cluster.connection(sb.sandbox_id)
-            return await run_piped(conn, sb.sandbox_id, piped, interrupts, cleanup=False)
+            return await run_piped(conn, sb.sandbox_id, piped, interrupts)
 
     run_interruptible(ctx, body)
 

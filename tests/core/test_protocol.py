@@ -81,6 +81,9 @@ V1_TAGS = {
     # Image builds.
     "image_build": "BuildImage",
     "built": "BuildReply",
+    # Streamed one-off commands.
+    "exec_stream": "ExecuteStreamed",
+    "exec_output": "ProcessOutput",
 }
 
 
