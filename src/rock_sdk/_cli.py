@@ -42,12 +42,12 @@ from ._cli_base import (
 from ._cli_format import Column, duration, parse_duration, parse_size, show_rows, size_text
 from ._cli_host import add_commands as add_host_commands
 from ._cli_host import images_app
+from ._cli_lazy import add_lazy_groups
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
 from ._config import SandboxConfig
 from ._sandbox import Sandbox
-from .envs._cli import env_app
 
 app = typer.Typer(
     help=__doc__.split("\n", 1)[0],
@@ -262,7 +262,6 @@ app.command("ps")(ps)
 app.command("ls", hidden=True)(ps)
 app.add_typer(images_app, name="images")
 app.add_typer(pool_app, name="pool")
-app.add_typer(env_app, name="env")
 add_host_commands(app)
 add_lifecycle_commands(app)
 app.command("version")(version)
@@ -298,6 +297,7 @@ def _piped(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `rock`: run the command line `argv` and return the exit code."""
     command = typer.main.get_command(app)
+    add_lazy_groups(command, sys.argv[1:] if argv is None else argv)
     try:
         code = command.main(args=argv, prog_name="rock", standalone_mode=False)
     except TyperException as exc:  # a usage error: a mistyped command, option or value
