@@ -147,13 +147,12 @@ def children(pid: int) -> list[int]:
     return found
 
 
-def peak_rss(size: int) -> tuple[int, int, float]:
+def peak_rss(size: int, env: dict[str, str] | None = None) -> tuple[int, int, float]:
     """(peak RSS of `rock`, peak RSS of its agent, seconds) for `size` bytes of stdin."""
     argv = [*ROCK, "run", "--memory", "256m", IMAGE, "--", "cat >/dev/null; echo 42"]
     process = subprocess.Popen(
-        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
-    assert process.stdin is not None
     peaks = [0, 0]
     done = threading.Event()
 
@@ -167,12 +166,9 @@ def peak_rss(size: int) -> tuple[int, int, float]:
     sampler = threading.Thread(target=sample)
     sampler.start()
     started = time.perf_counter()
-    block = bytes(range(256)) * 4096  # 1 MiB
+    data = bytes(range(256)) * (size // 256)
     try:
-        for _ in range(size // len(block)):
-            process.stdin.write(block)
-        process.stdin.close()
-        out, err = process.communicate(timeout=600)
+        out, err = process.communicate(data, timeout=600)
     finally:
         done.set()
         sampler.join()
@@ -181,17 +177,23 @@ def peak_rss(size: int) -> tuple[int, int, float]:
     return peaks[0], peaks[1], time.perf_counter() - started
 
 
-def stdin_memory(megabytes: int) -> None:
-    empty = peak_rss(0)
-    full = peak_rss(megabytes << 20)
+def stdin_memory(megabytes: int, before: str | None) -> None:
+    sides: dict[str, dict[str, str] | None] = {"": None}
+    if before:
+        sides[f" ({before})"] = {**os.environ, "PYTHONPATH": before}
+    rows: list[list[object]] = []
+    for name, env in sides.items():
+        empty = peak_rss(0, env)
+        full = peak_rss(megabytes << 20, env)
+        rows += [
+            [f"empty{name}", empty[0] / 1024, empty[1] / 1024, empty[2]],
+            [f"{megabytes} MiB{name}", full[0] / 1024, full[1] / 1024, full[2]],
+            [f"growth{name}", (full[0] - empty[0]) / 1024, (full[1] - empty[1]) / 1024, ""],
+        ]
     print_table(
         f"{megabytes} MiB of stdin through `rock run ... -- cat >/dev/null` (peak RSS, MiB)",
         ["stdin", "rock", "its agent", "seconds"],
-        [
-            ["empty", empty[0] / 1024, empty[1] / 1024, empty[2]],
-            [f"{megabytes} MiB", full[0] / 1024, full[1] / 1024, full[2]],
-            ["growth", (full[0] - empty[0]) / 1024, (full[1] - empty[1]) / 1024, ""],
-        ],
+        rows,
     )
 
 
@@ -202,11 +204,12 @@ def main() -> None:
     parser.add_argument("--stdin-mb", type=int, default=0)
     parser.add_argument("--before", metavar="SRC", help="also time the CLI of another checkout")
     args = parser.parse_args()
-    compare(args.rounds, args.before)
+    if args.rounds:
+        compare(args.rounds, args.before)
     if args.profile:
         profile()
     if args.stdin_mb:
-        stdin_memory(args.stdin_mb)
+        stdin_memory(args.stdin_mb, args.before)
 
 
 if __name__ == "__main__":

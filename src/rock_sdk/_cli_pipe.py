@@ -42,7 +42,7 @@ from rock_core.protocol import (
 
 from ._cli_base import ExitCode, Interrupts, say_error
 from ._cli_format import duration
-from ._cli_stdin import Stdin, read_stdin
+from ._cli_stdin import CHUNK, Stdin, read_stdin
 from ._streamed import one_error
 
 SESSIONS_DIR = "/tmp/.rock/sessions"  # where named sessions keep their state in a sandbox
@@ -148,6 +148,7 @@ async def _send_stdin(conn: AgentConnection, request_id: int, stdin: Stdin) -> N
         try:
             async for chunk in stdin.chunks():
                 await gate.take()
+                chunk += stdin.ready(CHUNK - len(chunk))
                 await conn.send(StreamData(id=request_id, data=chunk))
         except OSError as exc:  # our stdin failed: the command gets end of file
             say_error("rock", f"reading stdin: {exc}")

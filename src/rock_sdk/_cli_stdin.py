@@ -8,13 +8,15 @@ Rules:
 - Anything else (a regular file, /dev/null, a stream with no descriptor such as a test's) is
   read in a worker thread: such reads never wait for a writer.
 - Nothing is read before the command asks for it, and at most `CHUNK` bytes at a time: memory
-  stays bounded whatever the size of the input.
+  stays bounded whatever the size of the input. A chunk waiting to be sent may take what
+  arrived meanwhile (`Stdin.ready`), never waiting for more.
 """
 
 from __future__ import annotations
 
 import io
 import os
+import select
 import stat
 import sys
 from collections.abc import AsyncIterator
@@ -30,12 +32,14 @@ class Stdin:
 
     def __init__(self, stream: BinaryIO) -> None:
         self._stream = stream
+        self._fd = _pollable_fd(stream)
+        self._ended = False
 
     async def chunks(self) -> AsyncIterator[bytes]:
         """Chunks of at most `CHUNK` bytes, until end of file."""
-        fd = _pollable_fd(self._stream)
+        fd = self._fd
         if fd is not None:
-            while True:
+            while not self._ended:
                 await anyio.wait_readable(fd)
                 data = os.read(fd, CHUNK)
                 if not data:
@@ -46,6 +50,19 @@ class Stdin:
             read = stream.read1 if isinstance(stream, io.BufferedIOBase) else stream.read
             while data := await anyio.to_thread.run_sync(read, CHUNK, abandon_on_cancel=True):
                 yield data
+
+    def ready(self, limit: int) -> bytes:
+        """Up to `limit` more bytes that have arrived, without waiting (from a pipe, socket or
+        terminal; else nothing): a chunk that waited for credit takes what came meanwhile,
+        so a writer of small pieces does not cost a message each."""
+        fd, data = self._fd, b""
+        while fd is not None and len(data) < limit and select.select([fd], [], [], 0)[0]:
+            more = os.read(fd, limit - len(data))
+            if not more:
+                self._ended = True
+                break
+            data += more
+        return data
 
 
 def read_stdin() -> Stdin | None:
