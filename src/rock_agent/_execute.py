@@ -28,7 +28,7 @@ from rock_core import RockError, SandboxFailed, TransportError
 from rock_core.protocol import MAX_DATA, ExecResult
 
 from . import _oom
-from ._runtime import ContainerRuntime
+from ._runtime import ContainerRuntime, Process
 from ._signals import Signals, exec_inside
 
 STDERR_LIMIT = 1 << 20  # stderr is for messages; stdout gets the rest of a reply's room
@@ -47,7 +47,7 @@ async def execute(
 ) -> ExecResult:
     """Run a one-off command in a sandbox with stdout and stderr apart."""
     started = time.monotonic()
-    oom_file = await _oom_file(runtime, sandbox_id)
+    oom_file = await find_oom_file(runtime, sandbox_id)
     oom_before = _oom.count(oom_file)
     process = await runtime.exec(sandbox_id, argv, env=env, cwd=cwd, stdin=True)
     out = bytearray()
@@ -73,9 +73,7 @@ async def execute(
                 truncated = truncated or len(chunk.data) > room
         if scope.cancelled_caught:
             timed_out = True
-            pid = (await process.state()).pid
-            signals = Signals(exec_inside(runtime, sandbox_id), pid)
-            await signals.send(signal.SIGKILL, tree=pid, include_root=True)
+            await kill_tree(runtime, sandbox_id, process)
     finally:
         with anyio.CancelScope(shield=True):
             await process.aclose()
@@ -93,7 +91,14 @@ async def execute(
     )
 
 
-async def _oom_file(runtime: ContainerRuntime, sandbox_id: str) -> Path | None:
+async def kill_tree(runtime: ContainerRuntime, sandbox_id: str, process: Process) -> None:
+    """SIGKILL a one-off command and every process it started."""
+    pid = (await process.state()).pid
+    signals = Signals(exec_inside(runtime, sandbox_id), pid)
+    await signals.send(signal.SIGKILL, tree=pid, include_root=True)
+
+
+async def find_oom_file(runtime: ContainerRuntime, sandbox_id: str) -> Path | None:
     """The OOM-kill counter of the sandbox, found from its init process."""
     try:
         pid = (await runtime.container(sandbox_id)).pid
@@ -102,4 +107,4 @@ async def _oom_file(runtime: ContainerRuntime, sandbox_id: str) -> Path | None:
     return _oom.counter_file(pid) if pid > 1 else None
 
 
-__all__ = ["STDERR_LIMIT", "STDOUT_LIMIT", "execute"]
+__all__ = ["STDERR_LIMIT", "STDOUT_LIMIT", "execute", "find_oom_file", "kill_tree"]

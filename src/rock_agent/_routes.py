@@ -26,6 +26,7 @@ from rock_core.protocol import (
     CreateSession,
     Download,
     Execute,
+    ExecuteStreamed,
     Expect,
     ForwardPort,
     InspectSandbox,
@@ -56,6 +57,7 @@ from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.serving import Connection
 
 from . import _build, _commands, _files, _images, _logs, _ports, _reverse, _sandboxes, _stats
+from ._exec_streamed import execute_streamed
 from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
@@ -77,6 +79,7 @@ HANDLERS: dict[type[Any], Handler] = {
     WaitCommand: _commands.wait,
     Interrupt: _commands.interrupt,
     Execute: _commands.execute,
+    ExecuteStreamed: execute_streamed,
     ReadFile: _files.read_file,
     WriteFile: _files.write_file,
     Upload: _files.upload,

@@ -73,6 +73,7 @@ CAPABILITIES = [
     "events",
     "owners",
     "logs",
+    "exec-stream",  # ExecuteStreamed (rock_core.protocol.EXEC_STREAM)
 ]
 
 

@@ -16,9 +16,10 @@ Rules:
 - Schema evolution: new fields get defaults, tags never change meaning; encoded fixtures of old
   messages are kept in the tests and must still decode.
 - The messages are defined by family (`_messages`: handshake, sandboxes, sessions, files,
-  streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts)
-  over the values of `_values`; this module joins them into the two unions and encodes and
-  decodes them. Every name is re-exported here, and publicly in `rock_core.protocol`.
+  streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts;
+  `_messages_process`: streamed one-off commands) over the values of `_values`; this module
+  joins them into the two unions and encodes and decodes them. Every name is re-exported here,
+  and publicly in `rock_core.protocol`.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ from ._messages_host import (
     WarmImage,
 )
 from ._messages_logs import LOG_CHUNK, LogData, ReadLogs
+from ._messages_process import EXEC_STREAM, OUTPUT_CHUNK, ExecuteStreamed, ProcessOutput
 from ._schema import bad_request
 from ._values import (
     EXPIRE_POLICIES,
@@ -145,6 +147,7 @@ ClientMessage = (
     | SetTimeouts
     | Keepalive
     | ReadLogs
+    | ExecuteStreamed
 )
 
 AgentMessage = (
@@ -173,6 +176,7 @@ AgentMessage = (
     | DeadlinesReply
     | SandboxChanged
     | LogData
+    | ProcessOutput
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -263,9 +267,11 @@ def decode_agent_message(payload: bytes) -> AgentMessage:
 
 
 __all__ = [
+    "EXEC_STREAM",
     "EXPIRE_POLICIES",
     "LOG_CHUNK",
     "NO_LIMIT",
+    "OUTPUT_CHUNK",
     "PROTOCOL_VERSION",
     "Accepted",
     "AgentMessage",
@@ -287,6 +293,7 @@ __all__ = [
     "ExecReply",
     "ExecResult",
     "Execute",
+    "ExecuteStreamed",
     "Expect",
     "ExpectReply",
     "FileReply",
@@ -310,6 +317,7 @@ __all__ = [
     "Output",
     "Ping",
     "Pong",
+    "ProcessOutput",
     "PruneImages",
     "PruneReply",
     "PruneResult",

@@ -20,9 +20,11 @@ Rules:
 from ._connection import raise_for_reply
 from ._errors import error_from_code
 from ._protocol import (
+    EXEC_STREAM,
     EXPIRE_POLICIES,
     LOG_CHUNK,
     NO_LIMIT,
+    OUTPUT_CHUNK,
     PROTOCOL_VERSION,
     Accepted,
     AgentMessage,
@@ -44,6 +46,7 @@ from ._protocol import (
     ExecReply,
     ExecResult,
     Execute,
+    ExecuteStreamed,
     Expect,
     ExpectReply,
     FileReply,
@@ -67,6 +70,7 @@ from ._protocol import (
     Output,
     Ping,
     Pong,
+    ProcessOutput,
     PruneImages,
     PruneReply,
     PruneResult,
@@ -109,12 +113,14 @@ from ._protocol import (
 from ._schema import MAX_BYTES, MAX_DATA, MAX_SECONDS, SandboxId, validate
 
 __all__ = [
+    "EXEC_STREAM",
     "EXPIRE_POLICIES",
     "LOG_CHUNK",
     "MAX_BYTES",
     "MAX_DATA",
     "MAX_SECONDS",
     "NO_LIMIT",
+    "OUTPUT_CHUNK",
     "PROTOCOL_VERSION",
     "Accepted",
     "AgentMessage",
@@ -136,6 +142,7 @@ __all__ = [
     "ExecReply",
     "ExecResult",
     "Execute",
+    "ExecuteStreamed",
     "Expect",
     "ExpectReply",
     "FileReply",
@@ -159,6 +166,7 @@ __all__ = [
     "Output",
     "Ping",
     "Pong",
+    "ProcessOutput",
     "PruneImages",
     "PruneReply",
     "PruneResult",

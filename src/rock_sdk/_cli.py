@@ -43,11 +43,11 @@ from ._cli_format import parse_duration, parse_size, show_rows, size_text
 from ._cli_host import add_commands as add_host_commands
 from ._cli_host import images_app
 from ._cli_jobs import jobs_app
+from ._cli_lazy import add_lazy_groups
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
 from ._cli_progress import BIG_TRANSFER, NoBar, progress_bar
-from .envs._cli import env_app
 
 app = typer.Typer(
     help=__doc__.split("\n", 1)[0],
@@ -123,9 +123,7 @@ MaxOutput = Annotated[
         help="cut stdout and stderr each after SIZE (512k, 10m); default: no cut",
     ),
 ]
-NoStdin = Annotated[
-    bool, typer.Option("--no-stdin", help="do not forward stdin (by default, when not a terminal)")
-]
+NoStdin = Annotated[bool, typer.Option("--no-stdin", help="do not forward stdin (typed or piped)")]
 Env = Annotated[
     list[str] | None, typer.Option("-e", "--env", metavar="KEY=VALUE", help="repeatable")
 ]
@@ -167,7 +165,7 @@ def run(
         sandbox = _cli_config.config().sandbox_config(image, **given, **settings)
         async with _cli_config.fresh_sandbox(sandbox) as sb:
             conn = sb.cluster.connection(sb.sandbox_id)
-            return await run_piped(conn, sb.sandbox_id, piped, interrupts, cleanup=False)
+            return await run_piped(conn, sb.sandbox_id, piped, interrupts)
 
     run_interruptible(ctx, body)
 
@@ -273,7 +271,6 @@ app.command("ls", hidden=True)(ps)
 app.add_typer(images_app, name="images")
 app.add_typer(pool_app, name="pool")
 app.add_typer(jobs_app, name="jobs")
-app.add_typer(env_app, name="env")
 add_host_commands(app)
 add_lifecycle_commands(app)
 _cli_logs.add_commands(app)
@@ -310,6 +307,7 @@ def _piped(
 def main(argv: list[str] | None = None) -> int:
     """Entry point of `rock`: run the command line `argv` and return the exit code."""
     command = typer.main.get_command(app)
+    add_lazy_groups(command, sys.argv[1:] if argv is None else argv)
     try:
         code = command.main(args=argv, prog_name="rock", standalone_mode=False)
     except TyperException as exc:  # a usage error: a mistyped command, option or value

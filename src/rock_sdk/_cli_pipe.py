@@ -1,29 +1,28 @@
 """`rock run` and `rock exec`: a command in a sandbox as a well-behaved member of a pipeline.
 
-How it runs. A session shell merges stderr into stdout, so the command's stderr goes to a fifo
-in the sandbox that a second session reads with `cat`: both sessions stream, one to our
-stdout and one to our stderr, byte for byte. Our stdin, when it is not a terminal, is read to
-its end and written to a file in the sandbox that the command reads. Each call uses sessions
-of its own (an agent belongs to one `rock` process, so its sessions end with it); a named
-session (``--session NAME``) is the working directory and exported variables saved in the
-sandbox after each call (`SESSIONS_DIR`) and restored before the next.
+How it runs. One streamed one-off exec (`ExecuteStreamed`): our stdin goes to the command's
+stdin as it arrives, and its stdout and stderr come back apart, each to ours, byte for byte,
+both ways under credit so memory stays bounded. The command line runs in bash when the image
+has it, else in its ``sh``. A named session (``--session NAME``) is the working directory
+and exported variables saved in the sandbox after each call (`SESSIONS_DIR`) and restored
+before the next.
 
 Rules:
 - The exit code is the command's own; 124 when it ran out of its timeout; 125 when rock failed
-  (also when output passed the most rock streams, unless ``--max-output`` asked for a cut).
-- Ctrl-C cancels the streaming requests (the agent interrupts the command); the caller's
-  cleanup (closing the sessions, removing the sandbox) still runs.
+  (an agent too old to stream is told to upgrade).
+- Our stdin (typed or piped, unless ``--no-stdin``) is read only as fast as the command takes
+  it; its end closes the command's stdin; the command ending first stops the reading.
+- Ctrl-C cancels the request (the agent kills the command); the caller's cleanup (removing the
+  sandbox) still runs.
 - Nothing is written to stdout but the command's stdout.
 """
 
 from __future__ import annotations
 
 import re
-import secrets
 import shlex
 import sys
-import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -31,28 +30,24 @@ import anyio
 
 from rock_core import AgentConnection, BadRequest, RockError
 from rock_core.protocol import (
-    MAX_DATA,
-    CloseSession,
-    CommandReply,
-    CommandResult,
-    CreateSession,
-    Done,
+    EXEC_STREAM,
     ExecReply,
-    Execute,
-    Output,
+    ExecResult,
+    ExecuteStreamed,
+    ProcessOutput,
     Reply,
-    RunCommand,
-    WriteFile,
+    StreamData,
     raise_for_reply,
 )
 
-from . import _transfer
 from ._cli_base import ExitCode, Interrupts, say_error
 from ._cli_format import duration
+from ._cli_stdin import CHUNK, Stdin, read_stdin
+from ._streamed import one_error
 
-STREAM_LIMIT = 1 << 30  # the most output one streamed command may have (the wire's limit)
 SESSIONS_DIR = "/tmp/.rock/sessions"  # where named sessions keep their state in a sandbox
-DRAIN_TIMEOUT = 10.0  # seconds stderr may go on after the command ended (a background writer)
+# Runs the command line (its first argument) in bash when the image has it, else in sh.
+SHELL = 'if command -v bash >/dev/null 2>&1; then exec bash -c "$1"; fi; exec /bin/sh -c "$1"'
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -68,7 +63,7 @@ class Piped:
     timeout: float | None = None
     max_output: int | None = None
     session: str | None = None
-    stdin: bytes | None = None
+    stdin: Stdin | None = None
 
     def command(self) -> str:
         """The shell command line: one word as it is, several quoted as argv."""
@@ -77,15 +72,8 @@ class Piped:
         return self.argv[0] if len(self.argv) == 1 else shlex.join(self.argv)
 
 
-def read_stdin() -> bytes | None:
-    """Our stdin to forward: all of it when it is not a terminal, else None."""
-    if sys.stdin is None or sys.stdin.isatty():
-        return None
-    return sys.stdin.buffer.read()
-
-
-def script(piped: Piped, tmp: str, has_stdin: bool) -> str:
-    """The lines the command session runs (see the module's rules)."""
+def script(piped: Piped) -> str:
+    """The shell command line the exec runs (see the module's rules)."""
     if piped.session is not None and not _NAME.match(piped.session):
         raise BadRequest(f"--session {piped.session!r}: use letters, digits, '.', '_' or '-'")
     steps = []
@@ -97,116 +85,90 @@ def script(piped: Piped, tmp: str, has_stdin: bool) -> str:
         steps.append(f"export {key}={shlex.quote(value)}")
     steps.append("{\n" + piped.command() + "\n}")
     body = " && ".join(steps)
-    redirect = f"<{tmp}/in" if has_stdin else "</dev/null"
     if piped.session is None:
-        return f"( {body} ) {redirect} 2>{tmp}/err"
+        return body
     state = shlex.quote(f"{SESSIONS_DIR}/{piped.session}")
     restore = f'if [ -f {state} ]; then . {state}; cd "$PWD"; fi && '
-    save = f"export -p >{state}.new 2>/dev/null && mv -f {state}.new {state} 2>/dev/null"
-    return f"{{ {restore}{body}\n}} {redirect} 2>{tmp}/err; __rock_rc=$?; {save}; (exit $__rock_rc)"
+    # Saved on every way out, an `exit` in the command too.
+    save = (
+        f"__rock_rc=$?; mkdir -p {shlex.quote(SESSIONS_DIR)} && export PWD && "
+        f"export -p >{state}.new 2>/dev/null && mv -f {state}.new {state} 2>/dev/null; "
+        "exit $__rock_rc"
+    )
+    return f"trap {shlex.quote(save)} EXIT; {restore}{body}"
 
 
 async def run_piped(
-    conn: AgentConnection,
-    sandbox_id: str,
-    piped: Piped,
-    interrupts: Interrupts,
-    *,
-    cleanup: bool = True,
+    conn: AgentConnection, sandbox_id: str, piped: Piped, interrupts: Interrupts
 ) -> int:
     """Run `piped` in the sandbox with our stdout, stderr and stdin; its exit code."""
-    token = secrets.token_hex(6)
-    tmp, main, errs = f"/tmp/.rock-cli-{token}", f"rock-cli-{token}", f"rock-cli-{token}-err"
-    lines = script(piped, tmp, piped.stdin is not None)
-    opened: list[str] = []
-    try:
-        for name in (main, errs):
-            await conn.call(CreateSession(sandbox_id=sandbox_id, session=name), Done)
-            opened.append(name)
-        prepare = f"mkdir -p {tmp} {SESSIONS_DIR} && mkfifo {tmp}/err"
-        ready = await _run(conn, sandbox_id, main, prepare, None, MAX_DATA, None)
-        if ready.exit_code != 0:
-            output = ready.output.decode(errors="replace").strip()
-            raise RockError(f"cannot prepare the sandbox for the command: {output}")
-        if piped.stdin is not None:
-            await _write(conn, sandbox_id, f"{tmp}/in", piped.stdin)
-        limit = piped.max_output if piped.max_output is not None else STREAM_LIMIT
-        result: CommandResult | None = None
-        with interrupts.cancels():
-            async with anyio.create_task_group() as tg:
-                err_result: list[CommandResult] = []
-                drained = anyio.Event()
+    conn.require(EXEC_STREAM, "stream a command's input and output (rock run, rock exec)")
+    request = ExecuteStreamed(
+        sandbox_id=sandbox_id,
+        argv=["/bin/sh", "-c", SHELL, "rock", script(piped)],
+        timeout=piped.timeout,
+        stdin=piped.stdin is not None,
+        output_limit=piped.max_output,
+    )
+    result: ExecResult | None = None
+    with interrupts.cancels():
+        result = await stream_exec(conn, request, piped.stdin)
+    if result is None:
+        return ExitCode.INTERRUPTED
+    return _outcome(piped, result)
 
-                async def read_errors() -> None:
-                    cat = f"cat {tmp}/err"
-                    err_result.append(
-                        await _run(conn, sandbox_id, errs, cat, None, limit, _to_stderr)
+
+async def stream_exec(
+    conn: AgentConnection, request: ExecuteStreamed, stdin: Stdin | None
+) -> ExecResult:
+    """Send `request`, feed it `stdin` under credit, pass its output to ours; its result."""
+    with one_error():
+        async with conn.open_request(request) as answers, anyio.create_task_group() as tg:
+            await conn.grant(request.id)
+            if stdin is not None:
+                tg.start_soon(_send_stdin, conn, request.id, stdin)
+            async for message in answers:
+                if isinstance(message, ProcessOutput):
+                    _emit(
+                        sys.stdout.buffer if message.stream == "stdout" else sys.stderr.buffer,
+                        message.data,
                     )
-                    drained.set()
-
-                tg.start_soon(read_errors)
-                result = await _run(conn, sandbox_id, main, lines, piped.timeout, limit, _to_stdout)
-                with anyio.move_on_after(DRAIN_TIMEOUT):
-                    await drained.wait()
-                tg.cancel_scope.cancel()
-        if result is None:
-            return ExitCode.INTERRUPTED
-        return _outcome(piped, result, err_result[0] if err_result else None)
-    finally:
-        if cleanup:
-            with anyio.CancelScope(shield=True), anyio.move_on_after(DRAIN_TIMEOUT):
-                await _clean(conn, sandbox_id, opened, tmp)
+                    await conn.grant(request.id, 1)
+                elif isinstance(message, Reply):
+                    tg.cancel_scope.cancel()  # the command ended: the rest of stdin is not read
+                    return raise_for_reply(message, ExecReply, request).result
+    raise RockError(f"the agent went away while {request.argv[-1]!r} ran")
 
 
-def _outcome(piped: Piped, result: CommandResult, errors: CommandResult | None) -> int:
-    if result.timed_out or result.idle_timed_out:
+async def _send_stdin(conn: AgentConnection, request_id: int, stdin: Stdin) -> None:
+    # Every chunk, the end marker too, waits for credit: the agent takes none before it is
+    # ready for them.
+    gate = conn.gate(request_id)
+    try:
+        try:
+            async for chunk in stdin.chunks():
+                await gate.take()
+                chunk += stdin.ready(CHUNK - len(chunk))
+                await conn.send(StreamData(id=request_id, data=chunk))
+        except OSError as exc:  # our stdin failed: the command gets end of file
+            say_error("rock", f"reading stdin: {exc}")
+        await gate.take()
+        await conn.send(StreamData(id=request_id, data=b"", end=True))
+    except RockError:
+        pass  # the link broke: the reply reader says so
+
+
+def _outcome(piped: Piped, result: ExecResult) -> int:
+    if result.timed_out:
         assert piped.timeout is not None
         say_error(piped.where, f"the command timed out after {duration(piped.timeout)}")
         return ExitCode.TIMED_OUT
-    cut = result.truncated or (errors is not None and errors.truncated)
-    if cut and piped.max_output is not None:
+    if result.truncated and piped.max_output is not None:
         say_error(piped.where, f"output cut at {piped.max_output} bytes (--max-output)")
-    elif cut:
-        say_error(piped.where, f"output passed {STREAM_LIMIT >> 30} GiB, the most rock streams")
-        return ExitCode.FAILED
     if result.exit_code is None:
         say_error(piped.where, "the command ended without an exit code")
         return ExitCode.FAILED
     return result.exit_code
-
-
-async def _run(
-    conn: AgentConnection,
-    sandbox_id: str,
-    session: str,
-    command: str,
-    timeout: float | None,
-    limit: int,
-    sink: Callable[[bytes], None] | None,
-) -> CommandResult:
-    request = RunCommand(
-        sandbox_id=sandbox_id,
-        session=session,
-        command=command,
-        timeout=timeout,
-        output_limit=limit,
-        stream=sink is not None,
-    )
-    async with conn.open_request(request) as answers:
-        async for message in answers:
-            if isinstance(message, Output) and sink is not None:
-                sink(message.data)
-            elif isinstance(message, Reply):
-                return raise_for_reply(message, CommandReply, request).result
-    raise RockError(f"the agent went away while {command!r} ran")
-
-
-def _to_stdout(data: bytes) -> None:
-    _emit(sys.stdout.buffer, data)
-
-
-def _to_stderr(data: bytes) -> None:
-    _emit(sys.stderr.buffer, data)
 
 
 def _emit(stream: BinaryIO, data: bytes) -> None:
@@ -217,23 +179,4 @@ def _emit(stream: BinaryIO, data: bytes) -> None:
         pass  # the reader left (`| head`): the rest of the output has nowhere to go
 
 
-async def _write(conn: AgentConnection, sandbox_id: str, path: str, data: bytes) -> None:
-    if len(data) <= MAX_DATA:
-        await conn.call(WriteFile(sandbox_id=sandbox_id, path=path, data=data), Done)
-        return
-    with tempfile.NamedTemporaryFile(prefix="rock-stdin-") as spool:
-        spool.write(data)
-        spool.flush()
-        await _transfer.upload(conn, sandbox_id, spool.name, path)
-
-
-async def _clean(conn: AgentConnection, sandbox_id: str, sessions: list[str], tmp: str) -> None:
-    for name in sessions:
-        try:
-            await conn.call(CloseSession(sandbox_id=sandbox_id, session=name), Done)
-        except RockError:
-            pass  # gone with an interrupted command's shell: nothing left to close
-    try:
-        await conn.call(Execute(sandbox_id=sandbox_id, argv=["rm", "-rf", tmp]), ExecReply)
-    except RockError:
-        pass  # the sandbox was removed meanwhile
+__all__ = ["SESSIONS_DIR", "Piped", "read_stdin", "run_piped", "script", "stream_exec"]

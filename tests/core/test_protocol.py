@@ -84,6 +84,9 @@ V1_TAGS = {
     # Logs of a sandbox's main process.
     "logs": "ReadLogs",
     "log_data": "LogData",
+    # Streamed one-off commands.
+    "exec_stream": "ExecuteStreamed",
+    "exec_output": "ProcessOutput",
 }
 
 
