@@ -16,7 +16,8 @@ Rules:
 - Schema evolution: new fields get defaults, tags never change meaning; encoded fixtures of old
   messages are kept in the tests and must still decode.
 - The messages are defined by family (`_messages`: handshake, sandboxes, sessions, files,
-  streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts)
+  streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts;
+  `_messages_metrics`: metrics)
   over the values of `_values`; this module joins them into the two unions and encodes and
   decodes them. Every name is re-exported here, and publicly in `rock_core.protocol`.
 """
@@ -91,6 +92,7 @@ from ._messages_host import (
     StatsReply,
     WarmImage,
 )
+from ._messages_metrics import MetricsReply, ReadMetrics
 from ._schema import bad_request
 from ._values import (
     EXPIRE_POLICIES,
@@ -143,6 +145,7 @@ ClientMessage = (
     | ClaimConnection
     | SetTimeouts
     | Keepalive
+    | ReadMetrics
 )
 
 AgentMessage = (
@@ -170,6 +173,7 @@ AgentMessage = (
     | Accepted
     | DeadlinesReply
     | SandboxChanged
+    | MetricsReply
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -302,6 +306,7 @@ __all__ = [
     "ListenPort",
     "Listening",
     "Message",
+    "MetricsReply",
     "Output",
     "Ping",
     "Pong",
@@ -309,6 +314,7 @@ __all__ = [
     "PruneReply",
     "PruneResult",
     "ReadFile",
+    "ReadMetrics",
     "ReadStats",
     "Rejected",
     "RemoveSandbox",
