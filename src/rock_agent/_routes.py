@@ -37,6 +37,7 @@ from rock_core.protocol import (
     Ping,
     PruneImages,
     ReadFile,
+    ReadMetrics,
     ReadStats,
     RemoveSandbox,
     Reply,
@@ -55,6 +56,7 @@ from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.serving import Connection
 
 from . import _build, _commands, _files, _images, _ports, _reverse, _sandboxes, _stats
+from ._metrics_serve import read_metrics
 from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
@@ -91,6 +93,7 @@ HANDLERS: dict[type[Any], Handler] = {
     ClaimConnection: _reverse.claim_connection,
     SetTimeouts: _sandboxes.set_timeouts,
     Keepalive: _sandboxes.keepalive,
+    ReadMetrics: read_metrics,
 }
 
 _SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)

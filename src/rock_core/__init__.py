@@ -50,6 +50,7 @@ from ._errors import (
 from ._hosts import AddressConnector, Connector
 from ._images import list_images, prune_images, warm_image
 from ._link import LinkState, link_diagram
+from ._metrics_read import read_metrics
 from ._options import ClusterOptions
 from ._owner import local_owner
 from ._pool import RecordPool, delete_quietly, open_pool
@@ -135,6 +136,7 @@ __all__ = [
     "open_pool",
     "open_port_forward",
     "prune_images",
+    "read_metrics",
     "state_diagram",
     "unwrap_single_errors",
     "warm_image",
