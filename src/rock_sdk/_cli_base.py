@@ -161,9 +161,10 @@ def _run(ctx: typer.Context, main: Callable[[], Awaitable[int]]) -> None:
 
 
 @contextlib.asynccontextmanager
-async def open_admin() -> AsyncIterator[Cluster]:
-    """The cluster the commands act on: this host's engine, any owner's sandboxes."""
-    async with open_cluster(["local"], admin=True) as cluster:
+async def open_admin(hosts: Sequence[str] = ("local",)) -> AsyncIterator[Cluster]:
+    """The cluster the commands act on: this host's engine (or `hosts`), any owner's
+    sandboxes."""
+    async with open_cluster(list(hosts), admin=True) as cluster:
         yield cluster
 
 
