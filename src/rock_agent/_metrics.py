@@ -128,10 +128,16 @@ class AgentMetrics:
             ["kind"],
             registry=registry,
         )
-        for kind in COMMAND_KINDS:  # every series exists from the start, at 0
-            self.commands.labels(kind)
-            self.timeouts.labels(kind)
-            self.oom_kills.labels(kind)
+        # Every series exists from the start, at 0; bound once, as `labels()` costs as much
+        # as an observation.
+        self._by_kind = {
+            kind: (
+                self.commands.labels(kind),
+                self.timeouts.labels(kind),
+                self.oom_kills.labels(kind),
+            )
+            for kind in COMMAND_KINDS
+        }
         self.engine_calls = Histogram(
             "rock_engine_call_duration_seconds",
             "Seconds a bounded container-engine call took, by operation (failures too).",
@@ -161,11 +167,12 @@ class AgentMetrics:
             self.creation.labels("cold", pool).observe(seconds)
 
     def _command(self, kind: str, result: CommandResult | ExecResult) -> None:
-        self.commands.labels(kind).observe(result.duration)
+        duration, timeouts, oom_kills = self._by_kind[kind]
+        duration.observe(result.duration)
         if result.timed_out or getattr(result, "idle_timed_out", False):
-            self.timeouts.labels(kind).inc()
+            timeouts.inc()
         if result.oom_killed:
-            self.oom_kills.labels(kind).inc()
+            oom_kills.inc()
 
     def engine_call(self, what: str, seconds: float) -> None:
         """Count one engine call (`_engine_timing.Observer`)."""
