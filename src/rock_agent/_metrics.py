@@ -11,7 +11,8 @@ Rules:
   "cold". A pool member's create carries its pool's name (`warmpool_name`); the "warm"
   hand-out happens in the core, which measures it (`rock_core.metrics`).
 - Sandboxes by state are counted at scrape time from the engine's list (`refresh`), never
-  kept up to date in between.
+  kept up to date in between; so are the stopped ones whose container the kernel OOM-killed
+  (the engine's ``OOMKilled``, one inspect per stopped sandbox).
 - Engine calls are timed at `_engine.engine_call` (`_engine_timing`); their `operation` is
   the call's description without the id or image it names, so its values stay few.
 - Nothing here may fail a request: observing is arithmetic on values already at hand.
@@ -20,6 +21,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import Counter as Tally
 from collections.abc import Iterator
@@ -29,6 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from rock_core import SandboxNotFound
 from rock_core.defaults import POOL_LABEL
 from rock_core.metrics import CREATE_BUCKETS
 from rock_core.protocol import (
@@ -68,6 +71,8 @@ LAG_INTERVAL = 0.5  # seconds between two looks at the event loop's lag
 COMMAND_KINDS = ("session", "exec")
 #: States always reported (0 when none), so a dashboard's series never vanish.
 STATES = ("created", "running", "paused", "restarting", "exited", "dead")
+STOPPED = ("exited", "dead")
+INSPECTS = 8  # stopped sandboxes inspected at once for `OOMKilled` at a scrape
 
 # The id or image a description names: the word after "sandbox" or "image" that ends it.
 _NAMED = re.compile(r"^(.*\b(?:sandbox|image))\s+\S+$")
@@ -84,6 +89,7 @@ class _SandboxStates(Collector):
 
     def __init__(self) -> None:
         self.counts: Tally[str] = Tally()
+        self.oom_killed = 0
 
     def collect(self) -> Iterator[Metric]:
         gauge = GaugeMetricFamily(
@@ -94,6 +100,11 @@ class _SandboxStates(Collector):
         for state in sorted({*STATES, *self.counts}):
             gauge.add_metric([state], self.counts.get(state, 0))
         yield gauge
+        yield GaugeMetricFamily(
+            "rock_sandboxes_oom_killed",
+            "Stopped sandboxes whose container the kernel killed for memory (OOMKilled).",
+            value=self.oom_killed,
+        )
 
 
 class AgentMetrics:
@@ -188,9 +199,24 @@ class AgentMetrics:
     # ------------------------------------------------------------------ reading
 
     async def refresh(self, runtime: ContainerRuntime) -> None:
-        """Count this host's sandboxes by state now (the engine's list, every owner)."""
+        """Count this host's sandboxes by state now (the engine's list, every owner), and
+        the stopped ones the kernel killed for memory (the engine's ``OOMKilled``)."""
         infos = await runtime.list_sandboxes()
+        stopped = [info.sandbox_id for info in infos if info.state in STOPPED]
+        killed = 0
+        limiter = anyio.CapacityLimiter(INSPECTS)
+
+        async def look(sandbox_id: str) -> None:
+            nonlocal killed
+            async with limiter:
+                with contextlib.suppress(SandboxNotFound):  # removed meanwhile
+                    killed += (await runtime.container(sandbox_id)).oom_killed
+
+        async with anyio.create_task_group() as tg:
+            for sandbox_id in stopped:
+                tg.start_soon(look, sandbox_id)
         self._states.counts = Tally(info.state for info in infos)
+        self._states.oom_killed = killed
 
     def render(self) -> str:
         """The text exposition of every metric."""

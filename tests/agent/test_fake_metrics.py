@@ -137,3 +137,19 @@ async def test_the_http_port_answers_on_loopback_only() -> None:
             with pytest.raises(BadRequest, match=f"cannot serve metrics on 127.0.0.1:{port}: "):
                 async with open_metrics_port(fake.server, port):
                     pass
+
+
+@covers(ReadMetrics)
+async def test_a_sandbox_the_kernel_killed_for_memory_is_counted_once_stopped() -> None:
+    async with open_fake() as fake:
+        conn = fake.conn
+        for box in ("oom-1", "crash-1"):
+            await conn.call(
+                CreateSandbox(id=conn.next_id(), sandbox_id=box, spec=spec()), SandboxReply
+            )
+        assert (await scrape(fake))[("rock_sandboxes_oom_killed", ())] == 0
+        await fake.runtime.crash("oom-1", oom=True)
+        await fake.runtime.crash("crash-1")  # killed, but not for memory
+        found = await scrape(fake)
+        assert found[("rock_sandboxes_oom_killed", ())] == 1
+        assert found[("rock_sandboxes", (("state", "exited"),))] == 2

@@ -8,7 +8,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from rock_core import SandboxSpec, open_pool
+from rock_core import BadRequest, NotFound, SandboxSpec, open_pool, read_metrics
 from rock_core._create_times import CREATE_BUCKETS, CreateTimes
 from rock_core.metrics import ClusterCollector
 from rock_core.testing import open_fake_cluster
@@ -71,3 +71,15 @@ async def test_the_collector_shows_the_pools_hits_and_warm_hand_outs() -> None:
         after = samples(registry)
         assert ("rock_pool_hits_total", pool_label) not in after
         assert after[(f"{latency}_count", warm)] == 1
+
+
+async def test_an_agent_without_metrics_is_told_apart_before_anything_is_sent() -> None:
+    async with open_fake_cluster(2, cpus=8, memory=32 * GiB) as cluster:
+        with pytest.raises(BadRequest) as refused:
+            await read_metrics(cluster)
+        message = str(refused.value)
+        assert message.startswith("host fake-0: the agent of host fake-0 (version ")
+        assert message.endswith("cannot read metrics: upgrade rock-agent there")
+        assert "; host fake-1: the agent of host fake-1" in message
+        with pytest.raises(NotFound, match=r"^no host 'nowhere' \(hosts: fake-0, fake-1\)$"):
+            await read_metrics(cluster, ["nowhere"])
