@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextvars import ContextVar
 
 Observer = Callable[[str, float], None]
@@ -37,9 +37,12 @@ def timed(what: str) -> Iterator[None]:
         observe(what, time.perf_counter() - started)
 
 
-@contextlib.contextmanager
-def observing_engine(observe: Observer) -> Iterator[None]:
-    """Within the block (and in tasks started from it), engine calls report to `observe`."""
+@contextlib.asynccontextmanager
+async def observing_engine(observe: Observer) -> AsyncIterator[None]:
+    """Within the block (and in tasks started from it), engine calls report to `observe`.
+
+    Async only to sit beside a task group in one ``async with`` (the variable is set in the
+    caller's context, as a generator's body runs in it)."""
     token = _observer.set(observe)
     try:
         yield

@@ -53,22 +53,21 @@ async def open_agent(
         runtime, reap_interval=reap_interval, lease=lease, reap_on_disconnect=reap_on_disconnect
     )
     working = anyio.Event()  # set once the background work runs
-    with observing_engine(server.metrics.engine_call):  # engine call times (`_metrics`)
-        async with anyio.create_task_group() as tg:
-            tg.start_soon(_work_once_engine_answers, server, quiet, working)
-            tg.start_soon(server.metrics.sample_loop_lag)
-            try:
-                yield server
-            finally:
-                if working.is_set() or server.engine_answered:
-                    # A short-lived client (`rock ps`) may be done before the loops even began:
-                    # the start-up reap still runs, once, before the agent goes.
-                    with anyio.move_on_after(FIRST_REAP_WAIT, shield=True):
-                        await working.wait()
-                        await server.first_reap_done.wait()
-                tg.cancel_scope.cancel()
-                with anyio.CancelScope(shield=True):
-                    await server.aclose()
+    async with anyio.create_task_group() as tg, observing_engine(server.metrics.engine_call):
+        tg.start_soon(_work_once_engine_answers, server, quiet, working)
+        tg.start_soon(server.metrics.sample_loop_lag)
+        try:
+            yield server
+        finally:
+            if working.is_set() or server.engine_answered:
+                # A short-lived client (`rock ps`) may be done before the loops even began:
+                # the start-up reap still runs, once, before the agent goes.
+                with anyio.move_on_after(FIRST_REAP_WAIT, shield=True):
+                    await working.wait()
+                    await server.first_reap_done.wait()
+            tg.cancel_scope.cancel()
+            with anyio.CancelScope(shield=True):
+                await server.aclose()
 
 
 async def _work_once_engine_answers(server: AgentServer, quiet: bool, working: anyio.Event) -> None:

@@ -102,11 +102,11 @@ async def test_agents_in_one_process_keep_their_own_numbers() -> None:
         assert key not in await scrape(second)  # no create there: no series yet
 
 
-def test_engine_calls_are_timed_by_operation_without_ids() -> None:
+async def test_engine_calls_are_timed_by_operation_without_ids() -> None:
     metrics = AgentMetrics()
     with timed("starting sandbox sb-1"):  # no observer: nothing to count
         pass
-    with observing_engine(metrics.engine_call):
+    async with observing_engine(metrics.engine_call):
         for what in ("starting sandbox sb-1", "starting sandbox sb-2", "listing sandboxes"):
             with timed(what):
                 pass
