@@ -31,6 +31,7 @@ from ._ensure import EXIT_UNSAFE, agent_answers, ensure_running, socket_problem
 from ._install import add_commands, notify_ready, run_command
 from ._listen import serve_socket, stdio_peer
 from ._logging import configure
+from ._metrics_serve import open_metrics_port
 from ._open import open_agent
 from ._server import AgentServer
 from ._stdio import StdioStream
@@ -54,6 +55,9 @@ def _parser() -> argparse.ArgumentParser:
         help="socket mode: let this group connect too (mode 0660 instead of 0600)",
     )
     serve.add_argument("--reap-interval", type=seconds_arg(), default=30.0)
+    serve.add_argument(
+        "--metrics-port", type=int, metavar="PORT", help="serve metrics on 127.0.0.1:PORT too"
+    )
     serve.add_argument(
         "--idle-exit",
         type=seconds_arg(zero="never"),
@@ -151,6 +155,7 @@ async def _serve(args: argparse.Namespace) -> None:
             reap_on_disconnect=bool(args.stdio),
             quiet=bool(args.stdio),
         ) as server,
+        open_metrics_port(server, args.metrics_port),
         anyio.create_task_group() as tg,
     ):
         # Serving starts at once; adopting and reaping (`open_agent`) never delay a handshake.

@@ -47,6 +47,7 @@ from rock_core import (
     TransportError,
 )
 
+from ._engine_timing import timed
 from ._start_failure import stopped
 
 CONTROL_TIMEOUT = 30.0  # inspect, list, info, exec create and start, image inspect
@@ -96,8 +97,9 @@ def engine_errors(what: str, *, not_found: type[RockError] = SandboxNotFound) ->
 def engine_call(
     what: str, seconds: float, *, not_found: type[RockError] = SandboxNotFound
 ) -> Iterator[None]:
-    """`engine_errors` for calls that must be done within `seconds`, else `TimedOut`."""
-    with engine_errors(what, not_found=not_found):
+    """`engine_errors` for calls that must be done within `seconds`, else `TimedOut`; timed
+    for the agent's metrics (`_engine_timing`)."""
+    with engine_errors(what, not_found=not_found), timed(what):
         try:
             with anyio.fail_after(seconds):
                 yield

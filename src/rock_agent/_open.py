@@ -23,6 +23,7 @@ import anyio
 
 from rock_core import RockError
 
+from ._engine_timing import observing_engine
 from ._runtime import ContainerRuntime
 from ._server import AgentServer
 
@@ -52,8 +53,9 @@ async def open_agent(
         runtime, reap_interval=reap_interval, lease=lease, reap_on_disconnect=reap_on_disconnect
     )
     working = anyio.Event()  # set once the background work runs
-    async with anyio.create_task_group() as tg:
+    async with anyio.create_task_group() as tg, observing_engine(server.metrics.engine_call):
         tg.start_soon(_work_once_engine_answers, server, quiet, working)
+        tg.start_soon(server.metrics.sample_loop_lag)
         try:
             yield server
         finally:

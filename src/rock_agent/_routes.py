@@ -39,6 +39,7 @@ from rock_core.protocol import (
     PruneImages,
     ReadFile,
     ReadLogs,
+    ReadMetrics,
     ReadStats,
     RemoveSandbox,
     Reply,
@@ -58,6 +59,7 @@ from rock_core.serving import Connection
 
 from . import _build, _commands, _files, _images, _logs, _ports, _reverse, _sandboxes, _stats
 from ._exec_streamed import execute_streamed
+from ._metrics_serve import read_metrics
 from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
@@ -96,6 +98,7 @@ HANDLERS: dict[type[Any], Handler] = {
     ClaimConnection: _reverse.claim_connection,
     SetTimeouts: _sandboxes.set_timeouts,
     Keepalive: _sandboxes.keepalive,
+    ReadMetrics: read_metrics,
 }
 
 _SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)

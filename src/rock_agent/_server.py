@@ -46,6 +46,7 @@ from . import _commands, _images, _procs, _reverse
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
+from ._metrics import AgentMetrics
 from ._routes import HANDLERS, authorize
 from ._runtime import ContainerRuntime, Resources
 from ._shell import ShellSession
@@ -74,6 +75,7 @@ CAPABILITIES = [
     "owners",
     "logs",
     "exec-stream",  # ExecuteStreamed (rock_core.protocol.EXEC_STREAM)
+    "metrics",
 ]
 
 
@@ -112,6 +114,7 @@ class AgentServer:
         self.keeper = DeadlineKeeper(runtime, notify=self._notify, drop_sessions=self.drop_sessions)
         self._owner_connections: dict[str, set[Connection]] = {}
         self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
+        self.metrics = AgentMetrics()  # this agent's own registry (`_metrics`)
 
     def adopted(self, sandbox_id: str) -> bool:
         """True if this agent found the sandbox from its labels (its sessions are gone)."""
@@ -327,7 +330,10 @@ class AgentServer:
         if isinstance(sandbox_id, str) and not isinstance(request, CreateSandbox):
             await authorize(self, conn, sandbox_id, request)
         with self.keeper.use(request, conn.principal.key):
-            return await handler(self, conn, request)
+            started = time.monotonic()
+            reply = await handler(self, conn, request)
+            self.metrics.answered(request, reply, time.monotonic() - started)
+            return reply
 
     async def _remove_owned(
         self,

@@ -52,6 +52,7 @@ from ._hosts import AddressConnector, Connector
 from ._images import list_images, prune_images, warm_image
 from ._link import LinkState, link_diagram
 from ._logs import LogChunk, read_logs, sandbox_logs
+from ._metrics_read import read_metrics
 from ._options import ClusterOptions
 from ._owner import local_owner
 from ._pool import RecordPool, delete_quietly, open_pool
@@ -145,6 +146,7 @@ __all__ = [
     "open_port_forward",
     "prune_images",
     "read_logs",
+    "read_metrics",
     "sandbox_logs",
     "state_diagram",
     "unwrap_single_errors",

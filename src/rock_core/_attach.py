@@ -19,6 +19,7 @@ import anyio.abc
 from msgspec import UNSET, UnsetType
 
 if TYPE_CHECKING:
+    from ._create_times import CreateTimes
     from ._protocol import SandboxSpec
     from ._records import SandboxRecord
     from ._scheduler import Demand
@@ -47,6 +48,8 @@ class Attachment(Protocol):
 
 class PoolSite(Protocol):
     """What a warm pool may ask of the cluster it fills from."""
+
+    create_times: CreateTimes  # a pool counts its hand-outs there (warm or cold)
 
     async def create_sandbox(
         self,

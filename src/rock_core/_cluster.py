@@ -49,6 +49,7 @@ from ._cluster_events import (
 from ._cluster_ops import connection_of, record_of
 from ._cluster_state import ClusterState
 from ._connection import AgentConnection, unwrap_single_errors
+from ._create_times import CreateTimes
 from ._errors import AlreadyExists, BadRequest, NotFound, RockError, SandboxNotFound
 from ._host_links import HostLinks
 from ._hosts import AddressConnector, Connector
@@ -96,6 +97,7 @@ class Cluster:
         self._creates = 0
         self._tg: TaskGroup | None = None
         self._attached: dict[str, Attachment] = {}  # open warm pools by name (`_attach`)
+        self.create_times = CreateTimes()  # as callers saw them (`rock_core.metrics`)
         self._capacity = anyio.Event()  # set (and replaced) whenever room may have grown
         self._links = HostLinks(self._handle, self.state.hosts, owner, options)
         self.unreachable: dict[str, RockError] = {}  # by address: no answer at a partial open
@@ -203,6 +205,7 @@ class Cluster:
         A create that finds no room waits in the queue, at most `queue_timeout` seconds (default:
         the cluster's; None: no limit), then raises `CapacityError` (see `_admission`).
         """
+        started = anyio.current_time()
         timeout = (
             self.queue_timeout if queue_timeout is UNSET else check_queue_timeout(queue_timeout)
         )
@@ -248,6 +251,7 @@ class Cluster:
         finally:
             record.create_scope = None
             record.settled.set()
+        self.create_times.created(spec, anyio.current_time() - started)
         return record
 
     async def _place(self, record: SandboxRecord, queue_timeout: float | None) -> SendCreate:

@@ -39,10 +39,12 @@ async def on_every_host(
     make: Callable[[], Request],
     expect: type[R],
     answered: Callable[[], None] | None = None,
+    capability: tuple[str, str] = ("images", "manage images"),
 ) -> dict[str, R]:
     """Send one request to every host at once; the replies by host id, or the failures raised.
 
-    `make` builds the request, once per host (each host's connection sets its id on it).
+    `make` builds the request, once per host (each host's connection sets its id on it);
+    every agent must announce `capability` (its name, and what it is needed for).
 
     A host whose link is down counts as failed (`HostUnavailable`). `answered()` is called
     as each host's answer (or failure) arrives.
@@ -53,7 +55,7 @@ async def on_every_host(
     async def ask(host_id: str, host: HostLink) -> None:
         try:
             conn = host.link()
-            conn.require("images", "manage images")
+            conn.require(*capability)
             replies[host_id] = await conn.call(make(), expect)
         except RockError as exc:
             failures[host_id] = exc

@@ -117,13 +117,17 @@ class RecordPool:
         """A running sandbox that is now the caller's: a ready member, else a cold start."""
         await anyio.lowlevel.checkpoint_if_cancelled()
         self._check_open()
+        started = anyio.current_time()
         record = self._stock.take()
         if record is not None:
             self._hand_out(record)
+            self.cluster.create_times.observe("warm", anyio.current_time() - started)
             # The member is the caller's from here on: a cancellation now must not lose it.
             await anyio.lowlevel.cancel_shielded_checkpoint()
             return record
-        return await self._cold_start()
+        record = await self._cold_start()
+        self.cluster.create_times.observe("cold", anyio.current_time() - started)
+        return record
 
     async def release(self, sandbox_id: str, *, reset: bool = False) -> None:
         """Give back a sandbox `acquire` handed out: deleted, or with `reset` restarted and

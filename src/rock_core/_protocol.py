@@ -17,9 +17,10 @@ Rules:
   messages are kept in the tests and must still decode.
 - The messages are defined by family (`_messages`: handshake, sandboxes, sessions, files,
   streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts;
-  `_messages_process`: streamed one-off commands) over the values of `_values`; this module
-  joins them into the two unions and encodes and decodes them. Every name is re-exported here,
-  and publicly in `rock_core.protocol`.
+  `_messages_logs`: container logs, `_messages_process`: streamed one-off commands,
+  `_messages_metrics`: metrics) over the
+  values of `_values`; this module joins them into the two unions and encodes and decodes
+  them. Every name is re-exported here, and publicly in `rock_core.protocol`.
 """
 
 from __future__ import annotations
@@ -93,6 +94,7 @@ from ._messages_host import (
     WarmImage,
 )
 from ._messages_logs import LOG_CHUNK, LogData, ReadLogs
+from ._messages_metrics import MetricsReply, ReadMetrics
 from ._messages_process import EXEC_STREAM, OUTPUT_CHUNK, ExecuteStreamed, ProcessOutput
 from ._schema import bad_request
 from ._values import (
@@ -148,6 +150,7 @@ ClientMessage = (
     | Keepalive
     | ReadLogs
     | ExecuteStreamed
+    | ReadMetrics
 )
 
 AgentMessage = (
@@ -177,6 +180,7 @@ AgentMessage = (
     | SandboxChanged
     | LogData
     | ProcessOutput
+    | MetricsReply
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -314,6 +318,7 @@ __all__ = [
     "Listening",
     "LogData",
     "Message",
+    "MetricsReply",
     "Output",
     "Ping",
     "Pong",
@@ -323,6 +328,7 @@ __all__ = [
     "PruneResult",
     "ReadFile",
     "ReadLogs",
+    "ReadMetrics",
     "ReadStats",
     "Rejected",
     "RemoveSandbox",

@@ -45,6 +45,7 @@ from ._cli_host import images_app
 from ._cli_jobs import jobs_app
 from ._cli_lazy import add_lazy_groups
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
+from ._cli_metrics import add_commands as add_metrics_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
 from ._cli_progress import BIG_TRANSFER, NoBar, progress_bar
@@ -274,6 +275,7 @@ app.add_typer(jobs_app, name="jobs")
 add_host_commands(app)
 add_lifecycle_commands(app)
 _cli_logs.add_commands(app)
+add_metrics_commands(app)
 app.command("version")(version)
 
 

@@ -50,6 +50,7 @@ MODULES = [
     "test_fake_crash",
     "test_fake_host_port",
     "test_fake_logs",
+    "test_fake_metrics",
 ]
 COVERED: dict[type[Request], list[str]] = {}  # kind: the tests that cover it
 HEARD: set[type[Any]] = set()  # kinds the agent heard during the running test

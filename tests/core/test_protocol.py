@@ -87,6 +87,9 @@ V1_TAGS = {
     # Streamed one-off commands.
     "exec_stream": "ExecuteStreamed",
     "exec_output": "ProcessOutput",
+    # Metrics.
+    "metrics": "ReadMetrics",
+    "metrics_result": "MetricsReply",
 }
 
 
