@@ -22,6 +22,7 @@ from rock_core.protocol import (
     BuildImage,
     ClaimConnection,
     CommitSandbox,
+    CoreReport,
     CreateSandbox,
     CreateSession,
     Download,
@@ -37,6 +38,7 @@ from rock_core.protocol import (
     Ping,
     PruneImages,
     ReadFile,
+    ReadHostView,
     ReadStats,
     RemoveSandbox,
     Reply,
@@ -54,7 +56,7 @@ from rock_core.protocol import (
 from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.serving import Connection
 
-from . import _build, _commands, _files, _images, _ports, _reverse, _sandboxes, _stats
+from . import _build, _commands, _files, _images, _ports, _reverse, _sandboxes, _stats, _top
 from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
@@ -62,7 +64,7 @@ Handler = Callable[[Any, Connection, Any], Awaitable[Reply]]
 
 HANDLERS: dict[type[Any], Handler] = {
     Ping: _sandboxes.ping,
-    CreateSandbox: _sandboxes.create,
+    CreateSandbox: _top.counting_starts(_sandboxes.create),
     StopSandbox: _sandboxes.stop,
     StartSandbox: _sandboxes.start,
     RemoveSandbox: _sandboxes.remove,
@@ -91,6 +93,8 @@ HANDLERS: dict[type[Any], Handler] = {
     ClaimConnection: _reverse.claim_connection,
     SetTimeouts: _sandboxes.set_timeouts,
     Keepalive: _sandboxes.keepalive,
+    ReadHostView: _top.read_host_view,
+    CoreReport: _top.core_report,
 }
 
 _SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)

@@ -91,6 +91,15 @@ from ._messages_host import (
     StatsReply,
     WarmImage,
 )
+from ._messages_top import (
+    CoreReport,
+    CoreView,
+    HostView,
+    HostViewReply,
+    PoolView,
+    ReadHostView,
+    SandboxView,
+)
 from ._schema import bad_request
 from ._values import (
     EXPIRE_POLICIES,
@@ -143,6 +152,8 @@ ClientMessage = (
     | ClaimConnection
     | SetTimeouts
     | Keepalive
+    | ReadHostView
+    | CoreReport
 )
 
 AgentMessage = (
@@ -170,6 +181,7 @@ AgentMessage = (
     | Accepted
     | DeadlinesReply
     | SandboxChanged
+    | HostViewReply
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -274,6 +286,8 @@ __all__ = [
     "CommandReply",
     "CommandResult",
     "CommitSandbox",
+    "CoreReport",
+    "CoreView",
     "CreateSandbox",
     "CreateSession",
     "DeadlinesReply",
@@ -290,6 +304,8 @@ __all__ = [
     "ForwardPort",
     "ForwardReply",
     "Hello",
+    "HostView",
+    "HostViewReply",
     "ImageInfo",
     "ImageListReply",
     "ImageReply",
@@ -305,10 +321,12 @@ __all__ = [
     "Output",
     "Ping",
     "Pong",
+    "PoolView",
     "PruneImages",
     "PruneReply",
     "PruneResult",
     "ReadFile",
+    "ReadHostView",
     "ReadStats",
     "Rejected",
     "RemoveSandbox",
@@ -322,6 +340,7 @@ __all__ = [
     "SandboxReply",
     "SandboxSpec",
     "SandboxStats",
+    "SandboxView",
     "SendInput",
     "SetTimeouts",
     "StartSandbox",

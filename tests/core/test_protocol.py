@@ -81,6 +81,10 @@ V1_TAGS = {
     # Image builds.
     "image_build": "BuildImage",
     "built": "BuildReply",
+    # The live view.
+    "host_view": "ReadHostView",
+    "core_report": "CoreReport",
+    "host_view_result": "HostViewReply",
 }
 
 
