@@ -162,8 +162,10 @@ def _run(ctx: typer.Context, main: Callable[[], Awaitable[int]]) -> None:
 
 @contextlib.asynccontextmanager
 async def open_admin() -> AsyncIterator[Cluster]:
-    """The cluster the commands act on: this host's engine, any owner's sandboxes."""
-    async with open_cluster(["local"], admin=True) as cluster:
+    """The cluster the commands act on: the hosts of ``$ROCK_HOSTS`` (comma-separated), else
+    this host's engine; any owner's sandboxes."""
+    hosts = [h.strip() for h in os.environ.get("ROCK_HOSTS", "").split(",") if h.strip()]
+    async with open_cluster(hosts or ["local"], admin=True) as cluster:
         yield cluster
 
 
