@@ -65,6 +65,7 @@ from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
 from ._sandbox import Sandbox
 from ._status import SandboxStatus
+from ._top import top
 
 # A library never configures logging (the application does). Without a handler of its own,
 # Python's last-resort handler would print the SDK's warnings to stderr.
@@ -125,6 +126,7 @@ __all__ = [
     "TransportError",
     "make",
     "open_cluster",
+    "top",
 ]
 
 

@@ -61,7 +61,8 @@ class TopApp(App[None]):
         self.snapshot = Snapshot(hosts=[], sandboxes=[], pools=[])
         self.sort_key = "host"
         self.owner_filter = ""
-        self.message = ""
+        self.message = ""  # the latest action's outcome, or why a refresh failed
+        self.refreshed = ""
         self.refreshes = 0  # completed refreshes, for whoever waits on one
         self._shown: list[SandboxRow] = []
         self._reading = anyio.Lock()
@@ -100,7 +101,9 @@ class TopApp(App[None]):
         async with self._reading:
             try:
                 self.snapshot = await collect(self.cluster, stats=self.stats)
-                self.message = f"refreshed at {time.strftime('%H:%M:%S')}"
+                self.refreshed = f"refreshed at {time.strftime('%H:%M:%S')}"
+                if self.message.startswith("refresh failed"):
+                    self.message = ""  # the agents answer again
             except RockError as exc:
                 self.message = f"refresh failed: {exc}"
             self.refreshes += 1
@@ -124,7 +127,8 @@ class TopApp(App[None]):
         self.query_one("#sandboxes-caption", Static).update(
             f"{caption}{SORT_HEADERS[self.sort_key]}{owner})"
         )
-        self.query_one("#status", Static).update(self.message)
+        status = " · ".join(text for text in (self.refreshed, self.message) if text)
+        self.query_one("#status", Static).update(status)
 
     def selected(self) -> SandboxRow | None:
         """The sandbox under the cursor, if any."""
