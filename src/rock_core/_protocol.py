@@ -16,7 +16,8 @@ Rules:
 - Schema evolution: new fields get defaults, tags never change meaning; encoded fixtures of old
   messages are kept in the tests and must still decode.
 - The messages are defined by family (`_messages`: handshake, sandboxes, sessions, files,
-  streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts)
+  streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts;
+  `_messages_top`: the live view)
   over the values of `_values`; this module joins them into the two unions and encodes and
   decodes them. Every name is re-exported here, and publicly in `rock_core.protocol`.
 """
