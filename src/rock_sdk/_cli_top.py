@@ -29,7 +29,8 @@ def add_commands(app: typer.Typer) -> None:
 def top(
     ctx: typer.Context,
     interval: Annotated[
-        str, typer.Option("--interval", "-n", help="seconds between refreshes (2, 5s, 1m)")
+        str,
+        typer.Option("--interval", "-n", metavar="DURATION", help="between refreshes: 2, 5s, 1m"),
     ] = "2",
     once: Annotated[bool, typer.Option("--once", help="print one snapshot and exit")] = False,
     json: Annotated[bool, typer.Option("--json", help="one snapshot as a JSON object")] = False,
