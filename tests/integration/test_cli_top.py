@@ -17,6 +17,7 @@ import anyio
 import pytest
 
 import rock_core
+from rock_core._owner import local_owner
 from rock_sdk import SandboxConfig
 from rock_sdk import open_cluster as open_sdk_cluster
 
@@ -26,6 +27,8 @@ from .test_leases import SocketAgent, running_agent
 pytestmark = [pytest.mark.docker]
 
 SSH_DIR = Path(os.environ.get("ROCK_SSH_DIR", "/tmp/rock-sshd"))
+# A live local owner's sandboxes are never taken for leaks by a test run on the same engine.
+OWNER = f"{local_owner().rsplit(':', 1)[0]}:cli-top"
 CONFIG = SandboxConfig(image=SH_IMAGE, memory="64m", cpus=0.25, idle_timeout=900)
 
 
@@ -53,7 +56,7 @@ def agent(tmp_path_factory: pytest.TempPathFactory, docker_engine: None) -> Iter
 @pytest.mark.anyio
 @pytest.mark.parametrize("anyio_backend", ["asyncio"])
 async def test_once_prints_the_tables_and_json_the_same_rows(agent: SocketAgent) -> None:
-    async with open_sdk_cluster([agent.address], owner="cli-top-owner") as program:
+    async with open_sdk_cluster([agent.address], owner=OWNER) as program:
         sandbox = await program.create_sandbox(CONFIG)
         once = await anyio.to_thread.run_sync(lambda: rock_top("--once", hosts=agent.address))
         as_json = await anyio.to_thread.run_sync(lambda: rock_top("--json", hosts=agent.address))
@@ -67,7 +70,7 @@ async def test_once_prints_the_tables_and_json_the_same_rows(agent: SocketAgent)
     assert host_cells[:2] == [agent.host_id, "connected"] and host_cells[2].startswith("0.25/")
     (line,) = [row for row in sandboxes.splitlines() if sandbox.sandbox_id in row]
     cells = line.split()
-    assert cells[:4] == [agent.host_id, sandbox.sandbox_id, "running", "cli-top-owner"]
+    assert cells[:4] == [agent.host_id, sandbox.sandbox_id, "running", OWNER]
     assert cells[5] == "idle" and cells[6].endswith("m")  # EXPIRES: "idle 15m"
     assert pools.splitlines()[0].split()[:3] == ["OWNER", "POOL", "IMAGE"]
     # Not a terminal: without --once it prints the snapshot too.
@@ -77,7 +80,7 @@ async def test_once_prints_the_tables_and_json_the_same_rows(agent: SocketAgent)
     report = json.loads(as_json.stdout)
     assert sorted(report) == ["hosts", "pools", "sandboxes"]
     (row,) = [r for r in report["sandboxes"] if r["sandbox_id"] == sandbox.sandbox_id]
-    assert (row["host"], row["owner"], row["expiry"]) == (agent.host_id, "cli-top-owner", "idle")
+    assert (row["host"], row["owner"], row["expiry"]) == (agent.host_id, OWNER, "idle")
     assert row["pids"] >= 1 and 800 < row["expires_in"] <= 900
     (host,) = report["hosts"]
     assert (host["host"], host["link"], host["cpus_used"]) == (agent.host_id, "connected", 0.25)

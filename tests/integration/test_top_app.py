@@ -10,6 +10,7 @@ import pytest
 from textual.widgets import DataTable, Input
 
 from rock_core import open_cluster
+from rock_core._owner import local_owner
 from rock_sdk import SandboxConfig
 from rock_sdk import open_cluster as open_sdk_cluster
 from rock_sdk._top import SORT_KEYS, sort_rows
@@ -22,6 +23,12 @@ from .test_leases import SocketAgent, running_agent
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.slow]
 
 CONFIG = SandboxConfig(image=SH_IMAGE, memory="64m", cpus=0.25)
+
+
+def owner(team: str) -> str:
+    """A local identity of this process ending in `team`: the sandboxes of a live local owner
+    are never taken for leaks (by this or another test run on the engine)."""
+    return f"{local_owner().rsplit(':', 1)[0]}:{team}"
 
 
 @pytest.fixture
@@ -42,8 +49,8 @@ def shown_ids(app: TopApp) -> list[str]:
 
 async def test_rows_sort_filter_help_and_delete(agent: SocketAgent) -> None:
     async with (
-        open_sdk_cluster([agent.address], owner="team-a") as team_a,
-        open_sdk_cluster([agent.address], owner="team-b") as team_b,
+        open_sdk_cluster([agent.address], owner=owner("team-a")) as team_a,
+        open_sdk_cluster([agent.address], owner=owner("team-b")) as team_b,
         open_cluster([agent.address], admin=True) as admin,
     ):
         a_ids = [(await team_a.create_sandbox(CONFIG)).sandbox_id for _ in range(2)]
