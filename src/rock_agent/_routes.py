@@ -22,6 +22,7 @@ from rock_core.protocol import (
     BuildImage,
     ClaimConnection,
     CommitSandbox,
+    CoreReport,
     CreateSandbox,
     CreateSession,
     Download,
@@ -38,6 +39,7 @@ from rock_core.protocol import (
     Ping,
     PruneImages,
     ReadFile,
+    ReadHostView,
     ReadLogs,
     ReadMetrics,
     ReadStats,
@@ -57,7 +59,7 @@ from rock_core.protocol import (
 from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.serving import Connection
 
-from . import _build, _commands, _files, _images, _logs, _ports, _reverse, _sandboxes, _stats
+from . import _build, _commands, _files, _images, _logs, _ports, _reverse, _sandboxes, _stats, _top
 from ._exec_streamed import execute_streamed
 from ._metrics_serve import read_metrics
 from ._runtime import ContainerRuntime
@@ -67,7 +69,7 @@ Handler = Callable[[Any, Connection, Any], Awaitable[Reply]]
 
 HANDLERS: dict[type[Any], Handler] = {
     Ping: _sandboxes.ping,
-    CreateSandbox: _sandboxes.create,
+    CreateSandbox: _top.counting_starts(_sandboxes.create),
     StopSandbox: _sandboxes.stop,
     StartSandbox: _sandboxes.start,
     RemoveSandbox: _sandboxes.remove,
@@ -99,6 +101,8 @@ HANDLERS: dict[type[Any], Handler] = {
     SetTimeouts: _sandboxes.set_timeouts,
     Keepalive: _sandboxes.keepalive,
     ReadMetrics: read_metrics,
+    ReadHostView: _top.read_host_view,
+    CoreReport: _top.core_report,
 }
 
 _SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)

@@ -42,7 +42,7 @@ from rock_core import BadRequest, RockError, TransportError
 from rock_core.protocol import ClientMessage, CreateSandbox, Reply, Request, SandboxChanged, Welcome
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
-from . import _commands, _images, _procs, _reverse
+from . import _commands, _images, _procs, _reverse, _top
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
@@ -76,6 +76,7 @@ CAPABILITIES = [
     "logs",
     "exec-stream",  # ExecuteStreamed (rock_core.protocol.EXEC_STREAM)
     "metrics",
+    "top",
 ]
 
 
@@ -115,6 +116,7 @@ class AgentServer:
         self._owner_connections: dict[str, set[Connection]] = {}
         self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
         self.metrics = AgentMetrics()  # this agent's own registry (`_metrics`)
+        self.top = _top.TopState()  # what the live view needs beyond the engine
 
     def adopted(self, sandbox_id: str) -> bool:
         """True if this agent found the sandbox from its labels (its sessions are gone)."""
@@ -299,6 +301,7 @@ class AgentServer:
         """A connection ended: its owner's lease runs from its last message, or it is reaped."""
         self.connections -= 1
         self.last_activity = time.monotonic()
+        self.top.forget(conn)
         if conn.principal.admin:
             return
         key = conn.principal.key

@@ -26,7 +26,7 @@ import anyio.abc
 from anyio.abc import TaskGroup
 from msgspec import UNSET, UnsetType
 
-from . import _admin, _operations
+from . import _admin, _core_report, _operations
 from ._addresses import expand
 from ._admission import QueueWaits, check_admission
 from ._attach import Attachment, Run
@@ -370,6 +370,7 @@ async def running(
             try:
                 failed = cluster.unreachable if partial else None
                 await cluster._links.connect_all(tg, connectors, failed)
+                tg.start_soon(_core_report.report_changes, cluster.statistics, cluster.hosts.values)
                 try:
                     yield
                 finally:

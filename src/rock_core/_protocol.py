@@ -18,9 +18,9 @@ Rules:
 - The messages are defined by family (`_messages`: handshake, sandboxes, sessions, files,
   streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts;
   `_messages_logs`: container logs, `_messages_process`: streamed one-off commands,
-  `_messages_metrics`: metrics) over the
-  values of `_values`; this module joins them into the two unions and encodes and decodes
-  them. Every name is re-exported here, and publicly in `rock_core.protocol`.
+  `_messages_metrics`: metrics, `_messages_top`: the live view) over the values of
+  `_values`; this module joins them into the two unions and encodes and decodes them. Every
+  name is re-exported here, and publicly in `rock_core.protocol`.
 """
 
 from __future__ import annotations
@@ -96,6 +96,15 @@ from ._messages_host import (
 from ._messages_logs import LOG_CHUNK, LogData, ReadLogs
 from ._messages_metrics import MetricsReply, ReadMetrics
 from ._messages_process import EXEC_STREAM, OUTPUT_CHUNK, ExecuteStreamed, ProcessOutput
+from ._messages_top import (
+    CoreReport,
+    CoreView,
+    HostView,
+    HostViewReply,
+    PoolView,
+    ReadHostView,
+    SandboxView,
+)
 from ._schema import bad_request
 from ._values import (
     EXPIRE_POLICIES,
@@ -151,6 +160,8 @@ ClientMessage = (
     | ReadLogs
     | ExecuteStreamed
     | ReadMetrics
+    | ReadHostView
+    | CoreReport
 )
 
 AgentMessage = (
@@ -181,6 +192,7 @@ AgentMessage = (
     | LogData
     | ProcessOutput
     | MetricsReply
+    | HostViewReply
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -288,6 +300,8 @@ __all__ = [
     "CommandReply",
     "CommandResult",
     "CommitSandbox",
+    "CoreReport",
+    "CoreView",
     "CreateSandbox",
     "CreateSession",
     "DeadlinesReply",
@@ -305,6 +319,8 @@ __all__ = [
     "ForwardPort",
     "ForwardReply",
     "Hello",
+    "HostView",
+    "HostViewReply",
     "ImageInfo",
     "ImageListReply",
     "ImageReply",
@@ -322,11 +338,13 @@ __all__ = [
     "Output",
     "Ping",
     "Pong",
+    "PoolView",
     "ProcessOutput",
     "PruneImages",
     "PruneReply",
     "PruneResult",
     "ReadFile",
+    "ReadHostView",
     "ReadLogs",
     "ReadMetrics",
     "ReadStats",
@@ -342,6 +360,7 @@ __all__ = [
     "SandboxReply",
     "SandboxSpec",
     "SandboxStats",
+    "SandboxView",
     "SendInput",
     "SetTimeouts",
     "StartSandbox",

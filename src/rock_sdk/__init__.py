@@ -70,6 +70,7 @@ from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
 from ._sandbox import Sandbox
 from ._status import SandboxStatus
+from ._top import top
 
 # A library never configures logging (the application does). Without a handler of its own,
 # Python's last-resort handler would print the SDK's warnings to stderr.
@@ -141,6 +142,7 @@ __all__ = [
     "load_config",
     "make",
     "open_cluster",
+    "top",
 ]
 
 

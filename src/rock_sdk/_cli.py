@@ -49,6 +49,7 @@ from ._cli_metrics import add_commands as add_metrics_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
 from ._cli_progress import BIG_TRANSFER, NoBar, progress_bar
+from ._cli_top import add_commands as add_top_commands
 
 app = typer.Typer(
     help=__doc__.split("\n", 1)[0],
@@ -276,6 +277,7 @@ add_host_commands(app)
 add_lifecycle_commands(app)
 _cli_logs.add_commands(app)
 add_metrics_commands(app)
+add_top_commands(app)
 app.command("version")(version)
 
 

@@ -51,6 +51,8 @@ MODULES = [
     "test_fake_host_port",
     "test_fake_logs",
     "test_fake_metrics",
+    "test_fake_top",
+    "test_exec_streamed",
 ]
 COVERED: dict[type[Request], list[str]] = {}  # kind: the tests that cover it
 HEARD: set[type[Any]] = set()  # kinds the agent heard during the running test

@@ -90,6 +90,10 @@ V1_TAGS = {
     # Metrics.
     "metrics": "ReadMetrics",
     "metrics_result": "MetricsReply",
+    # The live view.
+    "host_view": "ReadHostView",
+    "core_report": "CoreReport",
+    "host_view_result": "HostViewReply",
 }
 
 
