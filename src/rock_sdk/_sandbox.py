@@ -30,16 +30,12 @@ from rock_core import (
     open_port_forward,
 )
 from rock_core.protocol import (
-    MAX_DATA,
     CommitSandbox,
     DeadlinesReply,
-    Done,
-    FileReply,
     FileStat,
     ImageInfo,
     ImageReply,
     Keepalive,
-    ReadFile,
     ReadStats,
     Reply,
     Request,
@@ -47,15 +43,13 @@ from rock_core.protocol import (
     SandboxStats,
     SetTimeouts,
     StatsReply,
-    WriteFile,
 )
 
 from . import _arguments as args
-from . import _jobs, _logs, _reverse, _transfer
+from . import _logs, _reverse, _sandbox_files, _sandbox_jobs, _transfer
 from ._commands import DEFAULT_OUTPUT_LIMIT, DEFAULT_SESSION, SandboxCommands
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
-from ._jobs import DEFAULT_JOB_OUTPUT, Job, JobInfo
 from ._placement import HasCore, Placement, core_of
 from ._results import CommandResult, ExecResult
 from ._status import SandboxStatus
@@ -285,57 +279,13 @@ class Sandbox:
             argv, cwd=cwd, env=env, timeout=timeout, stdin=stdin, check=check
         )
 
-    async def spawn(
-        self, command: str, *, job_id: str | None = None, output_limit: int = DEFAULT_JOB_OUTPUT
-    ) -> Job:
-        """Start `command` as a background job that outlives this program (`docs/jobs.md`)."""
-        self._require_record()
-        return await _jobs.spawn(
-            self._call, self.sandbox_id, command, job_id=job_id, output_limit=output_limit
-        )
-
-    def job(self, job_id: str) -> Job:
-        """A handle on the background job `job_id` (spawned by any program)."""
-        return Job(self._call, self.sandbox_id, _jobs.check_job_id(job_id))
-
-    async def jobs(self) -> list[JobInfo]:
-        """The sandbox's background jobs, oldest first."""
-        return await _jobs.list_jobs(self._call, self.sandbox_id)
-
     # ------------------------------------------------------------------ files
 
-    async def read_file(self, path: str) -> bytes:
-        """The exact bytes of a file of at most 15 MiB (larger ones: `download`); a missing
-        file raises `FileNotFound`."""
-        reply = await self._call(ReadFile(sandbox_id=self.sandbox_id, path=path), FileReply)
-        return reply.data
-
-    async def read_text(self, path: str, encoding: str = "utf-8") -> str:
-        """A file's text; `BadRequest` if it is not text in `encoding`."""
-        codec = args.encoding(encoding)
-        return args.decode(await self.read_file(path), codec, f"file {path}")
-
-    async def write_file(self, path: str, data: bytes | str, *, mode: int = 0o644) -> None:
-        """Write a whole file (at most 15 MiB), creating its parent folders."""
-        payload = args.data(data)
-        if len(payload) > MAX_DATA:
-            raise BadRequest(
-                f"write_file takes at most {MAX_DATA >> 20} MiB ({len(payload)} bytes given);"
-                " use upload() for larger files"
-            )
-        await self._call(
-            WriteFile(sandbox_id=self.sandbox_id, path=path, data=payload, mode=mode),
-            Done,
-        )
-
-    async def write_text(self, path: str, text: str, encoding: str = "utf-8") -> None:
-        """Write a file's text."""
-        codec = args.encoding(encoding)
-        try:
-            payload = args.text(text, "text").encode(codec)
-        except UnicodeEncodeError as exc:
-            raise BadRequest(f"text cannot be written as {codec}: {exc}") from None
-        await self.write_file(path, payload)
+    # Whole small files (`_sandbox_files`): `await sb.write_text("/w/a.py", "print(1)")`.
+    read_file = _sandbox_files.read_file
+    read_text = _sandbox_files.read_text
+    write_file = _sandbox_files.write_file
+    write_text = _sandbox_files.write_text
 
     async def upload(self, local: Local, remote: str, *, progress: OnProgress = None) -> FileStat:
         """Copy a local file or folder to `remote`, streamed; `progress(Progress)`: bytes sent."""
@@ -432,6 +382,11 @@ class Sandbox:
     expose_host_port = _reverse.expose_host_port
     # `async for chunk in sb.logs(follow=True):`: what the container printed (`_logs`).
     logs = _logs.logs
+
+    # `job = await sb.spawn("make test")`: background jobs that outlive the caller (`_jobs`).
+    spawn = _sandbox_jobs.spawn
+    job = _sandbox_jobs.job
+    jobs = _sandbox_jobs.jobs
 
     def __repr__(self) -> str:
         state = self._record.state.value if self._record else "not started"
