@@ -51,6 +51,7 @@ from ._conformance_kit import (
     sandbox,
     spec,
 )
+from ._conformance_pause import check_pause_and_resume, check_pause_refusals
 from ._labels import owner_key
 from ._runtime import ContainerRuntime, EngineEvent
 
@@ -268,6 +269,8 @@ CHECKS: dict[str, Check] = {
     "images": check_images,
     "listen": check_listen,
     "build": check_build,
+    "pause_and_resume": check_pause_and_resume,
+    "pause_refusals": check_pause_refusals,
 }
 
 

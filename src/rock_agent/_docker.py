@@ -48,6 +48,7 @@ from ._docker_json import (
     engine_host_config,
     sandbox_info,
 )
+from ._docker_pause import set_paused
 from ._engine import (
     Bounds,
     engine_call,
@@ -245,6 +246,16 @@ class DockerRuntime:
         grace = max(0, int(timeout))
         with engine_call(f"stopping sandbox {sandbox_id}", grace + self.bounds.stop_margin):
             await container.stop(t=grace)
+
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze the container (the engine's freezer; `_docker_pause`)."""
+        name = container_name(self.host_id, sandbox_id)
+        await set_paused(self.docker, name, sandbox_id, paused=True, seconds=self.bounds.control)
+
+    async def resume(self, sandbox_id: str) -> None:
+        """Thaw the container."""
+        name = container_name(self.host_id, sandbox_id)
+        await set_paused(self.docker, name, sandbox_id, paused=False, seconds=self.bounds.control)
 
     async def remove(self, sandbox_id: str) -> None:
         """Remove the container; an already removed one is not an error here."""

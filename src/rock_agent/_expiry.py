@@ -337,6 +337,8 @@ class DeadlineKeeper:
 
     async def _on_event(self, event: EngineEvent) -> None:
         sandbox_id, action, at = event.sandbox_id, event.action, event.time
+        if action in ("pause", "unpause"):
+            return  # the pause keeper's (`_pause`): no clock here moves
         owner = self.table.owner(sandbox_id)
         meta = self._meta.get(sandbox_id)
         labelled = owner_key(event.owner_uid, event.owner)

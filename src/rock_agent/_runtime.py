@@ -23,7 +23,7 @@ from anyio.abc import ByteStream
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
 PullPolicy = Literal["missing", "never", "always"]
-EventAction = Literal["start", "die", "destroy"]
+EventAction = Literal["start", "die", "destroy", "pause", "unpause"]
 OutputStream = Literal["stdout", "stderr"]
 
 
@@ -109,7 +109,8 @@ class StatsReading(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class EngineEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """A start, stop ("die") or removal ("destroy") of one of this host's containers."""
+    """A start, stop ("die"), removal ("destroy"), "pause" or "unpause" of one of this host's
+    containers."""
 
     action: EventAction
     sandbox_id: str
@@ -270,6 +271,14 @@ class ContainerRuntime(Protocol):
 
     async def remove(self, sandbox_id: str) -> None:
         """Remove a sandbox and its files; one already gone is not an error."""
+        ...
+
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze a running sandbox (state "paused"); a paused one stays. `BadRequest`."""
+        ...
+
+    async def resume(self, sandbox_id: str) -> None:
+        """Thaw a paused sandbox; a running one stays. `BadRequest` if it does not run."""
         ...
 
     # ------------------------------------------------------------------ processes

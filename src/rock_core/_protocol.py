@@ -16,7 +16,8 @@ Rules:
 - Schema evolution: new fields get defaults, tags never change meaning; encoded fixtures of old
   messages are kept in the tests and must still decode.
 - The messages are defined by family (`_messages`: handshake, sandboxes, sessions, files,
-  streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts)
+  streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts;
+  `_messages_pause`: pause and resume)
   over the values of `_values`; this module joins them into the two unions and encodes and
   decodes them. Every name is re-exported here, and publicly in `rock_core.protocol`.
 """
@@ -91,6 +92,7 @@ from ._messages_host import (
     StatsReply,
     WarmImage,
 )
+from ._messages_pause import PauseSandbox, ResumeSandbox
 from ._schema import bad_request
 from ._values import (
     EXPIRE_POLICIES,
@@ -143,6 +145,8 @@ ClientMessage = (
     | ClaimConnection
     | SetTimeouts
     | Keepalive
+    | PauseSandbox
+    | ResumeSandbox
 )
 
 AgentMessage = (
@@ -303,6 +307,7 @@ __all__ = [
     "Listening",
     "Message",
     "Output",
+    "PauseSandbox",
     "Ping",
     "Pong",
     "PruneImages",
@@ -314,6 +319,7 @@ __all__ = [
     "RemoveSandbox",
     "Reply",
     "Request",
+    "ResumeSandbox",
     "RunCommand",
     "SandboxChanged",
     "SandboxDeadlines",

@@ -81,6 +81,9 @@ V1_TAGS = {
     # Image builds.
     "image_build": "BuildImage",
     "built": "BuildReply",
+    # Pause and resume.
+    "pause": "PauseSandbox",
+    "resume": "ResumeSandbox",
 }
 
 
