@@ -46,6 +46,7 @@ from . import _commands, _images, _procs, _reverse
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
+from ._pause import Pauser
 from ._routes import HANDLERS, authorize
 from ._runtime import ContainerRuntime, Resources
 from ._shell import ShellSession
@@ -72,6 +73,7 @@ CAPABILITIES = [
     "timeouts",
     "events",
     "owners",
+    "pause",
 ]
 
 
@@ -108,6 +110,7 @@ class AgentServer:
         self.first_reap_done = anyio.Event()
         self.image_usage = _images.ImageUsage()
         self.keeper = DeadlineKeeper(runtime, notify=self._notify, drop_sessions=self.drop_sessions)
+        self.pauser = Pauser(runtime, self.keeper)  # resumes a paused sandbox on use (`handle`)
         self._owner_connections: dict[str, set[Connection]] = {}
         self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
 
@@ -324,8 +327,9 @@ class AgentServer:
         sandbox_id = getattr(request, "sandbox_id", None)
         if isinstance(sandbox_id, str) and not isinstance(request, CreateSandbox):
             await authorize(self, conn, sandbox_id, request)
-        with self.keeper.use(request, conn.principal.key):
-            return await handler(self, conn, request)
+        async with self.pauser.use(request):
+            with self.keeper.use(request, conn.principal.key):
+                return await handler(self, conn, request)
 
     async def _remove_owned(
         self,

@@ -43,6 +43,7 @@ from ._cli_format import Column, duration, parse_duration, parse_size, show_rows
 from ._cli_host import add_commands as add_host_commands
 from ._cli_host import images_app
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
+from ._cli_pause import add_commands as add_pause_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
 from ._config import SandboxConfig
@@ -267,6 +268,7 @@ app.add_typer(pool_app, name="pool")
 app.add_typer(env_app, name="env")
 add_host_commands(app)
 add_lifecycle_commands(app)
+add_pause_commands(app)
 app.command("version")(version)
 
 

@@ -56,6 +56,7 @@ from . import _reverse, _transfer
 from ._commands import DEFAULT_OUTPUT_LIMIT, DEFAULT_SESSION, SandboxCommands
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
+from ._pausing import Pausable
 from ._placement import HasCore, Placement, core_of
 from ._results import CommandResult, ExecResult
 from ._status import SandboxStatus
@@ -63,7 +64,7 @@ from ._status import SandboxStatus
 R = TypeVar("R", bound=Reply)
 
 
-class Sandbox:
+class Sandbox(Pausable):
     """A sandbox; use ``async with Sandbox(config) as sb`` or `start()` / `stop()`."""
 
     def __init__(
