@@ -96,9 +96,22 @@ class Pauser:
     async def set_paused(self, sandbox_id: str, paused: bool) -> None:
         """Pause (or resume) the sandbox through the runtime, under its lock."""
         async with self._lock(sandbox_id):
-            await (self.runtime.pause if paused else self.runtime.resume)(sandbox_id)
-            self.table.set_paused(sandbox_id, paused, time.time())
+            if paused:
+                await self._pause(sandbox_id)
+            else:
+                await self.runtime.resume(sandbox_id)
+                self.table.set_paused(sandbox_id, False, time.time())
         log.info("%s sandbox", "paused" if paused else "resumed", extra={"sandbox": sandbox_id})
+
+    async def _pause(self, sandbox_id: str) -> None:
+        # Marked paused before the engine is asked: a request that arrives meanwhile waits
+        # for the lock and then resumes it, rather than finding it frozen.
+        self.table.set_paused(sandbox_id, True, time.time())
+        try:
+            await self.runtime.pause(sandbox_id)
+        except BaseException:
+            self.table.set_paused(sandbox_id, False, time.time())
+            raise
 
     # ------------------------------------------------------------------ running
 
@@ -136,8 +149,7 @@ class Pauser:
                 if not self.table.still_due(sandbox_id, time.time()):
                     self.table.release(sandbox_id)
                     return
-                await self.runtime.pause(sandbox_id)
-                self.table.set_paused(sandbox_id, True, time.time())
+                await self._pause(sandbox_id)
             log.info("paused an idle sandbox", extra={"sandbox": sandbox_id})
         except SandboxNotFound:
             self.table.forget(sandbox_id)
