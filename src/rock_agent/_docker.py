@@ -192,7 +192,7 @@ class DockerRuntime:
         if problem is not None:
             raise problem
         info = await self.inspect(sandbox_id)
-        if info.state != "running":
+        if info.state not in ("running", "paused"):
             await self.start(sandbox_id)
             info = await self.inspect(sandbox_id)
         return info

@@ -142,7 +142,7 @@ class DeadlineKeeper:
             log.warning("sandbox %s has unusable timeouts in its labels: %s", info.sandbox_id, exc)
             spec_timeouts = Timeouts()
         timeouts = stored.timeouts() if stored is not None else spec_timeouts
-        running = info.state == "running"
+        running = info.state in ("running", "paused")
         started_at = stopped_at = info.created_at
         if timeouts.limited:
             try:
