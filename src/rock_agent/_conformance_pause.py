@@ -7,11 +7,13 @@ Rules (those of `_conformance`, whose `CHECKS` holds these too):
 - Pause and resume are idempotent; a paused sandbox refuses new processes (`BadRequest`
   naming it), keeps its files readable, reports state "paused", and its events say "pause"
   and "unpause". A sandbox that does not run refuses both (`BadRequest` naming it); an
-  unknown one is `SandboxNotFound`.
+  unknown one is `SandboxNotFound`. A paused sandbox stops as a running one does: resumed
+  first, its processes get their SIGTERM.
 """
 
 from __future__ import annotations
 
+import signal
 import time
 
 import anyio
@@ -91,8 +93,10 @@ async def check_pause_refusals(runtime: ContainerRuntime, image: str) -> None:
         with anyio.fail_after(STEP_TIMEOUT):
             await runtime.pause(sandbox_id)
             await runtime.stop(sandbox_id, 2)  # a paused sandbox stops too
-        state = (await runtime.inspect(sandbox_id)).state
-        check(state == "exited", f"stopped while paused, it is {state!r}")
+        info = await runtime.inspect(sandbox_id)
+        check(info.state == "exited", f"stopped while paused, it is {info.state!r}")
+        # Resumed before its SIGTERM, not SIGKILLed after the grace while frozen.
+        check(info.exit_code == 128 + signal.SIGTERM, f"its exit code is {info.exit_code}")
         for name, attempt in (("pause", runtime.pause), ("resume", runtime.resume)):
             try:
                 await attempt(sandbox_id)

@@ -241,10 +241,13 @@ class DockerRuntime:
             await container.start()
 
     async def stop(self, sandbox_id: str, timeout: float) -> None:
-        """Stop the container (its files stay): SIGTERM, then SIGKILL after `timeout` s."""
+        """Stop the container (its files stay): SIGTERM, then SIGKILL after `timeout` s; a
+        paused one is resumed first, so its processes can take their SIGTERM."""
         container = await self._container(sandbox_id)
         grace = max(0, int(timeout))
         with engine_call(f"stopping sandbox {sandbox_id}", grace + self.bounds.stop_margin):
+            if (container._container.get("State") or {}).get("Paused"):
+                await container.unpause()
             await container.stop(t=grace)
 
     async def pause(self, sandbox_id: str) -> None:

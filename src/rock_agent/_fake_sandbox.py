@@ -121,9 +121,11 @@ class FakeSandbox:
         self.oom_killed = False
 
     async def stop(self, timeout: float) -> None:
-        """End every process of it (see the rules); it must be running."""
+        """End every process of it (see the rules); it must be running. A paused one is
+        thawed first, as the Docker runtime resumes one, so its processes take their SIGTERM."""
         main = self._main
         assert main is not None
+        await self.set_paused(False)
         self._stopping = True
         try:
             with anyio.CancelScope(shield=True):

@@ -15,6 +15,7 @@ from rock_core import BadRequest, Cluster, SandboxState
 from rock_sdk import Sandbox, SandboxConfig
 
 from ..conftest import SH_IMAGE
+from .test_timeouts import wait_state
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker]
 
@@ -99,6 +100,21 @@ async def test_pause_after_pauses_an_idle_sandbox_and_a_command_resumes_it(
         assert (await sb.arun("echo awake")).output == "awake\n"
         assert not await paused(sb)
         await until_paused(sb)  # idle again for as long: paused again
+    finally:
+        await sb.delete()
+
+
+@pytest.mark.slow
+async def test_the_idle_timeout_still_runs_while_paused(cluster: Cluster) -> None:
+    sb = await start(cluster, pause_after=1.0, idle_timeout=3.0)
+    try:
+        await until_paused(sb)
+        record = cluster.record(sb.sandbox_id)
+        await wait_state(record, SandboxState.STOPPED, STEP)
+        assert record.history[-1].reason.startswith("expired: idle for ")
+        # Resumed before its SIGTERM: its init ended on it, not on a SIGKILL after the grace.
+        info = (await sb.status()).info
+        assert info is not None and (info.state, info.exit_code) == ("exited", 143)
     finally:
         await sb.delete()
 
