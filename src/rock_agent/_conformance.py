@@ -52,6 +52,7 @@ from ._conformance_kit import (
     spec,
 )
 from ._conformance_logs import check_logs
+from ._conformance_pause import check_pause_and_resume, check_pause_refusals
 from ._labels import owner_key
 from ._runtime import ContainerRuntime, EngineEvent
 
@@ -270,6 +271,8 @@ CHECKS: dict[str, Check] = {
     "listen": check_listen,
     "build": check_build,
     "logs": check_logs,
+    "pause_and_resume": check_pause_and_resume,
+    "pause_refusals": check_pause_refusals,
 }
 
 

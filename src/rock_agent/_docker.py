@@ -48,6 +48,7 @@ from ._docker_json import (
     engine_host_config,
     sandbox_info,
 )
+from ._docker_pause import set_paused
 from ._engine import (
     Bounds,
     engine_call,
@@ -192,7 +193,7 @@ class DockerRuntime:
         if problem is not None:
             raise problem
         info = await self.inspect(sandbox_id)
-        if info.state != "running":
+        if info.state not in ("running", "paused"):
             await self.start(sandbox_id)
             info = await self.inspect(sandbox_id)
         return info
@@ -241,11 +242,24 @@ class DockerRuntime:
             await container.start()
 
     async def stop(self, sandbox_id: str, timeout: float) -> None:
-        """Stop the container (its files stay): SIGTERM, then SIGKILL after `timeout` s."""
+        """Stop the container (its files stay): SIGTERM, then SIGKILL after `timeout` s; a
+        paused one is resumed first, so its processes can take their SIGTERM."""
         container = await self._container(sandbox_id)
         grace = max(0, int(timeout))
         with engine_call(f"stopping sandbox {sandbox_id}", grace + self.bounds.stop_margin):
+            if (container._container.get("State") or {}).get("Paused"):
+                await container.unpause()
             await container.stop(t=grace)
+
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze the container (the engine's freezer; `_docker_pause`)."""
+        name = container_name(self.host_id, sandbox_id)
+        await set_paused(self.docker, name, sandbox_id, paused=True, seconds=self.bounds.control)
+
+    async def resume(self, sandbox_id: str) -> None:
+        """Thaw the container."""
+        name = container_name(self.host_id, sandbox_id)
+        await set_paused(self.docker, name, sandbox_id, paused=False, seconds=self.bounds.control)
 
     async def remove(self, sandbox_id: str) -> None:
         """Remove the container; an already removed one is not an error here."""

@@ -268,14 +268,15 @@ class DockerEngine:
     # ------------------------------------------------------------------ events
 
     async def events(self, since: float, default_uid: int) -> AsyncIterator[EngineEvent]:
-        """Start, die and destroy events of this host's containers from `since` (unix time) on.
+        """Start, die, destroy, pause and unpause events of this host's containers from `since`
+        (unix time) on.
 
         The engine replays the events since then, then streams new ones as they happen.
         """
         filters = {
             "type": ["container"],
             "label": [f"{LABEL_HOST}={self.host_id}"],
-            "event": ["start", "die", "destroy"],
+            "event": ["start", "die", "destroy", "pause", "unpause"],
         }
         params = {"since": f"{since:.6f}", "filters": json.dumps(filters)}
         with engine_errors("watching the engine's events"):

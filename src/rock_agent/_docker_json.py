@@ -307,7 +307,7 @@ def build_progress(line: bytes, log: BuildLog) -> str:
 
 
 def engine_event(event: dict[str, Any], default_uid: int) -> EngineEvent | None:
-    """A start, die or destroy event of the engine's stream; None for any other."""
+    """A start, die, destroy, pause or unpause event of the engine's stream; None else."""
     action: EventAction
     match event.get("Action") or event.get("status"):
         case "start":
@@ -316,6 +316,10 @@ def engine_event(event: dict[str, Any], default_uid: int) -> EngineEvent | None:
             action = "die"
         case "destroy":
             action = "destroy"
+        case "pause":
+            action = "pause"
+        case "unpause":
+            action = "unpause"
         case _:
             return None
     attributes = _str_dict(_dict(event.get("Actor")).get("Attributes"))

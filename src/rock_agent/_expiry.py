@@ -143,7 +143,7 @@ class DeadlineKeeper:
             log.warning("sandbox %s has unusable timeouts in its labels: %s", info.sandbox_id, exc)
             spec_timeouts = Timeouts()
         timeouts = stored.timeouts() if stored is not None else spec_timeouts
-        running = info.state == "running"
+        running = info.state in ("running", "paused")
         started_at = stopped_at = info.created_at
         if timeouts.limited:
             try:
@@ -338,6 +338,8 @@ class DeadlineKeeper:
 
     async def _on_event(self, event: EngineEvent) -> None:
         sandbox_id, action, at = event.sandbox_id, event.action, event.time
+        if action in ("pause", "unpause"):
+            return  # the pause keeper's (`_pause`): no clock here moves
         owner = self.table.owner(sandbox_id)
         meta = self._meta.get(sandbox_id)
         labelled = owner_key(event.owner_uid, event.owner)

@@ -244,6 +244,16 @@ class FakeRuntime:
             await box.stop(timeout)
             self._event(box, "die", box.exit_code)
 
+    async def pause(self, sandbox_id: str) -> None:
+        """SIGSTOP its processes (`_fake_freezer`); `BadRequest` unless it runs."""
+        if await (box := await self._settled(sandbox_id)).set_paused(True):
+            self._event(box, "pause")
+
+    async def resume(self, sandbox_id: str) -> None:
+        """SIGCONT its processes; `BadRequest` unless it runs."""
+        if await (box := await self._settled(sandbox_id)).set_paused(False):
+            self._event(box, "unpause")
+
     async def remove(self, sandbox_id: str) -> None:
         """Kill its processes and delete its folder; one already gone is not an error."""
         await self._settle()

@@ -28,14 +28,15 @@ from pathlib import Path
 
 import anyio
 
-from rock_core import SandboxFailed
+from rock_core import BadRequest, SandboxFailed
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
-from . import _fake_files, _fake_procs, _procs
+from . import _fake_files, _fake_freezer, _fake_procs, _procs
 from ._fake_logs import ContainerLog
 from ._fake_procs import FakeProcess
 from ._labels import LABEL_OWNER, owner_uid
 from ._runtime import ContainerDetail, StatsReading
+from ._start_failure import not_running
 
 KEEPALIVE = ["cat"]
 
@@ -67,6 +68,7 @@ class FakeSandbox:
         self._stopping = False  # a stop is under way: its main process's end is no crash
         self._processes: list[FakeProcess] = []
         self.log = ContainerLog()
+        self.paused = False  # its processes are stopped (`_fake_freezer`)
 
     @property
     def running(self) -> bool:
@@ -76,7 +78,9 @@ class FakeSandbox:
     @property
     def status(self) -> str:
         """The engine's word for its state."""
-        return "running" if self.running else "exited" if self.finished_at else "created"
+        if self.running:
+            return "paused" if self.paused else "running"
+        return "exited" if self.finished_at else "created"
 
     def info(self, default_uid: int) -> SandboxInfo:
         """The sandbox as the agent reports it."""
@@ -126,9 +130,11 @@ class FakeSandbox:
         self.oom_killed = False
 
     async def stop(self, timeout: float) -> None:
-        """End every process of it (see the rules); it must be running."""
+        """End every process of it (see the rules); it must be running. A paused one is
+        thawed first, as the Docker runtime resumes one, so its processes take their SIGTERM."""
         main = self._main
         assert main is not None
+        await self.set_paused(False)
         self._stopping = True
         try:
             with anyio.CancelScope(shield=True):
@@ -164,9 +170,23 @@ class FakeSandbox:
         assert self._main is not None
         await self._end(exit_code, oom=oom)
 
+    async def set_paused(self, paused: bool) -> bool:
+        """Freeze (or thaw) its processes; False if it already was so. `BadRequest` unless it
+        runs."""
+        if not self.running:
+            need = "start it first" if paused else "nothing to resume"
+            raise not_running(self.sandbox_id, self.status, need)
+        if paused == self.paused:
+            return False
+        self.paused = paused
+        work = _fake_freezer.freeze if paused else _fake_freezer.thaw
+        await anyio.to_thread.run_sync(work, self.container_id)
+        return True
+
     async def _end(self, exit_code: int | None, *, oom: bool) -> None:
         # The record first, at once: whoever looks meanwhile sees the sandbox stopped.
         self.exit_code, self.oom_killed, self.finished_at = exit_code, oom, time.time()
+        self.paused = False  # SIGKILL ends stopped processes too
         await self.kill()
 
     async def kill(self) -> None:
@@ -198,6 +218,8 @@ class FakeSandbox:
                 f"starting a process in sandbox {self.sandbox_id}: the sandbox is not running "
                 "(its processes have all ended): start it again, or delete it"
             )
+        if self.paused:  # as the engine refuses an exec into a frozen container
+            raise BadRequest(f"sandbox {self.sandbox_id} is paused: resume it first")
         self._processes = [p for p in self._processes if not p.ended]
         process = await self._spawn(argv, env=env, cwd=cwd, stdin=stdin)
         self._processes.append(process)

@@ -90,6 +90,7 @@ async def _work_once_engine_answers(server: AgentServer, quiet: bool, working: a
         tg.start_soon(_reap_loop, server)
         tg.start_soon(_lease_loop, server)
         tg.start_soon(_deadline_loop, server)
+        tg.start_soon(_pause_loop, server)
 
 
 async def _reap_loop(server: AgentServer) -> None:
@@ -124,6 +125,12 @@ async def _deadline_loop(server: AgentServer) -> None:
     """Enforce idle timeouts, lifetimes and auto-delete (after the start-up adoption)."""
     await server.first_reap_done.wait()
     await server.keeper.run()
+
+
+async def _pause_loop(server: AgentServer) -> None:
+    """Pause idle sandboxes and follow pauses (after the start-up adoption)."""
+    await server.first_reap_done.wait()
+    await server.pauser.run()
 
 
 __all__ = ["ENGINE_POLL", "open_agent"]

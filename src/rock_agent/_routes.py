@@ -36,6 +36,7 @@ from rock_core.protocol import (
     ListenPort,
     ListImages,
     ListSandboxes,
+    PauseSandbox,
     Ping,
     PruneImages,
     ReadFile,
@@ -46,6 +47,7 @@ from rock_core.protocol import (
     RemoveSandbox,
     Reply,
     Request,
+    ResumeSandbox,
     RunCommand,
     SendInput,
     SetTimeouts,
@@ -59,7 +61,19 @@ from rock_core.protocol import (
 from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.serving import Connection
 
-from . import _build, _commands, _files, _images, _logs, _ports, _reverse, _sandboxes, _stats, _top
+from . import (
+    _build,
+    _commands,
+    _files,
+    _images,
+    _logs,
+    _pause,
+    _ports,
+    _reverse,
+    _sandboxes,
+    _stats,
+    _top,
+)
 from ._exec_streamed import execute_streamed
 from ._metrics_serve import read_metrics
 from ._runtime import ContainerRuntime
@@ -103,6 +117,8 @@ HANDLERS: dict[type[Any], Handler] = {
     ReadMetrics: read_metrics,
     ReadHostView: _top.read_host_view,
     CoreReport: _top.core_report,
+    PauseSandbox: _pause.pause,
+    ResumeSandbox: _pause.resume,
 }
 
 _SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)

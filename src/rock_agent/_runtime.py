@@ -1,8 +1,8 @@
 """The agent's runtime seam: what the agent needs from a container engine, as a Protocol.
 
 Rules:
-- Everything that crosses the seam is a typed value defined here (or `SandboxInfo` /
-  `SandboxSpec` of the protocol): no engine objects, no engine JSON, no `Any`.
+- Everything that crosses the seam is a typed value of `_runtime_values` (re-exported here)
+  or `SandboxInfo` / `SandboxSpec` of the protocol: no engine objects, no engine JSON, no `Any`.
 - Every failure is one of our tree (`rock_core`); each method names the ones it
   raises. An implementation translates its engine's errors at its own boundary.
 - Sandboxes are named by sandbox id; an implementation manages only its own host's
@@ -15,125 +15,27 @@ Rules:
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
-from typing import Literal, Protocol
+from typing import Protocol
 
-import msgspec
 from anyio.abc import ByteStream
 
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
-PullPolicy = Literal["missing", "never", "always"]
-EventAction = Literal["start", "die", "destroy"]
-OutputStream = Literal["stdout", "stderr"]
-
-
-class Resources(msgspec.Struct, frozen=True, kw_only=True):
-    """The engine host's capacity."""
-
-    cpus: float
-    memory: int  # bytes
-
-
-class ContainerDetail(msgspec.Struct, frozen=True, kw_only=True):
-    """One sandbox's container as the engine describes it now (its full inspect record)."""
-
-    sandbox_id: str
-    container_id: str
-    image: str  # the reference it was made from
-    image_id: str  # the id of the image it runs
-    status: str  # the engine's word: "running", "exited", "created", "paused"...
-    running: bool
-    pid: int  # its main process on the engine's host; 0 when not running
-    started_at: float
-    finished_at: float
-    exit_code: int | None
-    oom_killed: bool
-    ip_address: str  # on the sandbox's network; "" without one
-    labels: dict[str, str] = {}
-
-
-class ContainerSummary(msgspec.Struct, frozen=True, kw_only=True):
-    """Any container of the engine (any owner, any state), as much as image use needs."""
-
-    image_id: str
-    running: bool
-    created: float
-
-
-class ImageRecord(msgspec.Struct, frozen=True, kw_only=True):
-    """One image of the engine."""
-
-    image_id: str
-    tags: list[str] = []  # as the engine lists them ("<none>:<none>" included)
-    size: int = 0
-    shared_size: int = 0  # bytes shared with other images; 0 if not known
-    created: float = 0.0
-    containers: int = 0  # containers using it, as the engine counts them; 0 if not known
-    labels: dict[str, str] = {}
-
-
-class DiskUsage(msgspec.Struct, frozen=True, kw_only=True):
-    """The engine's disk-usage report: its top-level images and the layers' total size."""
-
-    images: list[ImageRecord] = []
-    layers_size: int = 0
-
-
-class BuildOutcome(msgspec.Struct, frozen=True, kw_only=True):
-    """A finished image build: the image's id and the last lines of the build's output."""
-
-    image_id: str
-    output: list[str] = []
-
-
-class StatsReading(msgspec.Struct, frozen=True, kw_only=True):
-    """One resource-use reading of a running sandbox, with the reading before it.
-
-    CPU counters are nanoseconds (the sandbox's, and the host's in `system`); `memory_cache`
-    is the page cache the kernel can drop.
-    """
-
-    read_at: float = 0.0
-    preread_at: float = 0.0
-    cpu_total: int = 0
-    pre_cpu_total: int = 0
-    system: int = 0
-    pre_system: int = 0
-    online_cpus: int = 1
-    memory_usage: int = 0
-    memory_cache: int = 0
-    memory_limit: int = 0
-    memory_peak: int = 0
-    pids: int = 0
-    pids_limit: int = 0
-
-
-class EngineEvent(msgspec.Struct, frozen=True, kw_only=True):
-    """A start, stop ("die") or removal ("destroy") of one of this host's containers."""
-
-    action: EventAction
-    sandbox_id: str
-    container_id: str
-    owner: str  # the owner label
-    owner_uid: int  # the owner's uid (the runtime's `uid` if the labels name none)
-    time: float
-    exit_code: int | None = None  # "die" only
-
-
-class OutputChunk(msgspec.Struct, frozen=True):
-    """A piece of a process's output."""
-
-    stream: OutputStream
-    data: bytes
-
-
-class ProcessState(msgspec.Struct, frozen=True):
-    """A process as the engine sees it now: its host pid (0 if it never started), its exit
-    code once ended, and whether it runs."""
-
-    pid: int
-    exit_code: int | None
-    running: bool
+from ._runtime_values import (
+    BuildOutcome,
+    ContainerDetail,
+    ContainerSummary,
+    DiskUsage,
+    EngineEvent,
+    EventAction,
+    ImageRecord,
+    OutputChunk,
+    OutputStream,
+    ProcessState,
+    PullPolicy,
+    Resources,
+    StatsReading,
+)
 
 
 class PortListener(Protocol):
@@ -270,6 +172,14 @@ class ContainerRuntime(Protocol):
 
     async def remove(self, sandbox_id: str) -> None:
         """Remove a sandbox and its files; one already gone is not an error."""
+        ...
+
+    async def pause(self, sandbox_id: str) -> None:
+        """Freeze a running sandbox (state "paused"); a paused one stays. `BadRequest`."""
+        ...
+
+    async def resume(self, sandbox_id: str) -> None:
+        """Thaw a paused sandbox; a running one stays. `BadRequest` if it does not run."""
         ...
 
     # ------------------------------------------------------------------ processes

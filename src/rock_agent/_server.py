@@ -47,6 +47,7 @@ from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
 from ._metrics import AgentMetrics
+from ._pause import Pauser
 from ._routes import HANDLERS, authorize
 from ._runtime import ContainerRuntime, Resources
 from ._shell import ShellSession
@@ -77,6 +78,7 @@ CAPABILITIES = [
     "exec-stream",  # ExecuteStreamed (rock_core.protocol.EXEC_STREAM)
     "metrics",
     "top",
+    "pause",
 ]
 
 
@@ -113,6 +115,7 @@ class AgentServer:
         self.first_reap_done = anyio.Event()
         self.image_usage = _images.ImageUsage()
         self.keeper = DeadlineKeeper(runtime, notify=self._notify, drop_sessions=self.drop_sessions)
+        self.pauser = Pauser(runtime, self.keeper)  # resumes a paused sandbox on use (`handle`)
         self._owner_connections: dict[str, set[Connection]] = {}
         self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
         self.metrics = AgentMetrics()  # this agent's own registry (`_metrics`)
@@ -332,11 +335,12 @@ class AgentServer:
         sandbox_id = getattr(request, "sandbox_id", None)
         if isinstance(sandbox_id, str) and not isinstance(request, CreateSandbox):
             await authorize(self, conn, sandbox_id, request)
-        with self.keeper.use(request, conn.principal.key):
-            started = time.monotonic()
-            reply = await handler(self, conn, request)
-            self.metrics.answered(request, reply, time.monotonic() - started)
-            return reply
+        async with self.pauser.use(request):
+            with self.keeper.use(request, conn.principal.key):
+                started = time.monotonic()
+                reply = await handler(self, conn, request)
+                self.metrics.answered(request, reply, time.monotonic() - started)
+                return reply
 
     async def _remove_owned(
         self,

@@ -303,7 +303,7 @@ class ClusterState:
             self.release(record, now, out)
             return
         record.info = info
-        running = info.state == "running"
+        running = info.state in ("running", "paused")  # paused: frozen, resumed on use
         if state is _S.LOST:
             record.fire(_E.FOUND_RUNNING if running else _E.FOUND_STOPPED, "host reconciled")
             self.hold(host.host_id, record)
@@ -331,8 +331,9 @@ class ClusterState:
         record.host = host.host_id
         record.info = info
         record.fire(_E.PLACE, f"adopted on {host.host_id}")
-        record.fire(_E.CREATED, "found running" if info.state == "running" else "found")
-        if info.state != "running":
+        running = info.state in ("running", "paused")
+        record.fire(_E.CREATED, "found running" if running else "found")
+        if not running:
             record.fire(_E.STOP, "found stopped")
             record.fire(_E.STOPPED, f"container {info.state}")
         record.placed.set()

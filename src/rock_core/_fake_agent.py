@@ -35,6 +35,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import anyio
 
+from . import _fake_pause
 from ._channel import ByteStream
 from ._connection import unwrap_single_errors
 from ._endpoint import Connection, Peer, Principal, serve_connection
@@ -46,6 +47,7 @@ from ._errors import (
 )
 from ._fake_latency import FakeEngine, FakeStart, StartLatency
 from ._memory import memory_stream_pair
+from ._messages_pause import PauseSandbox, ResumeSandbox
 from ._protocol import (
     PROTOCOL_VERSION,
     ClientMessage,
@@ -191,7 +193,7 @@ class FakeAgent:
             host_id=self.host_id,
             cpus=self.cpus,
             memory=self.memory,
-            capabilities=["owners"],
+            capabilities=["owners", "pause"],
             images=self.images,
             instance=self.instance,
         )
@@ -364,6 +366,8 @@ _HANDLERS: dict[type[Any], Callable[[FakeAgent, Connection, Any], Awaitable[Repl
     RemoveSandbox: FakeAgent._remove,
     InspectSandbox: FakeAgent._inspect,
     ListSandboxes: FakeAgent._list,
+    PauseSandbox: _fake_pause.pause,
+    ResumeSandbox: _fake_pause.resume,
 }
 FakeAgent.request_kinds = frozenset(_HANDLERS)
 

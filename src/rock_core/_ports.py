@@ -161,7 +161,7 @@ async def open_port_forward(
         raise BadRequest(f"address {address!r} is not an IP address") from exc
     conn = resolve()
     info = (await conn.call(InspectSandbox(sandbox_id=sandbox_id), SandboxReply)).sandbox
-    if info.state != "running":
+    if info.state not in ("running", "paused"):  # a paused one is resumed on use
         raise BadRequest(
             f"sandbox {sandbox_id} is {info.state}, not running: cannot forward port {port}",
             sandbox_id=sandbox_id,

@@ -18,9 +18,9 @@ Rules:
 - The messages are defined by family (`_messages`: handshake, sandboxes, sessions, files,
   streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts;
   `_messages_logs`: container logs, `_messages_process`: streamed one-off commands,
-  `_messages_metrics`: metrics, `_messages_top`: the live view) over the values of
-  `_values`; this module joins them into the two unions and encodes and decodes them. Every
-  name is re-exported here, and publicly in `rock_core.protocol`.
+  `_messages_metrics`: metrics, `_messages_top`: the live view, `_messages_pause`: pause and
+  resume) over the values of `_values`; this module joins them into the two unions and encodes
+  and decodes them. Every name is re-exported here, and publicly in `rock_core.protocol`.
 """
 
 from __future__ import annotations
@@ -95,6 +95,7 @@ from ._messages_host import (
 )
 from ._messages_logs import LOG_CHUNK, LogData, ReadLogs
 from ._messages_metrics import MetricsReply, ReadMetrics
+from ._messages_pause import PauseSandbox, ResumeSandbox
 from ._messages_process import EXEC_STREAM, OUTPUT_CHUNK, ExecuteStreamed, ProcessOutput
 from ._messages_top import (
     CoreReport,
@@ -162,6 +163,8 @@ ClientMessage = (
     | ReadMetrics
     | ReadHostView
     | CoreReport
+    | PauseSandbox
+    | ResumeSandbox
 )
 
 AgentMessage = (
@@ -336,6 +339,7 @@ __all__ = [
     "Message",
     "MetricsReply",
     "Output",
+    "PauseSandbox",
     "Ping",
     "Pong",
     "PoolView",
@@ -352,6 +356,7 @@ __all__ = [
     "RemoveSandbox",
     "Reply",
     "Request",
+    "ResumeSandbox",
     "RunCommand",
     "SandboxChanged",
     "SandboxDeadlines",

@@ -49,6 +49,7 @@ class SandboxSpec(msgspec.Struct, kw_only=True, frozen=True):
     lifetime: Seconds | None = None  # seconds from its latest start
     on_expire: ExpirePolicy = "stop"  # what expiry does: "stop" (files kept) or "delete"
     auto_delete_after: Seconds | None = None  # seconds after any stop
+    pause_after: Seconds | None = None  # seconds without a use, then frozen (resumed on use)
 
 
 class SandboxInfo(msgspec.Struct, kw_only=True):

@@ -46,6 +46,7 @@ from ._cli_jobs import jobs_app
 from ._cli_lazy import add_lazy_groups
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_metrics import add_commands as add_metrics_commands
+from ._cli_pause import add_commands as add_pause_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
 from ._cli_progress import BIG_TRANSFER, NoBar, progress_bar
@@ -278,6 +279,7 @@ add_lifecycle_commands(app)
 _cli_logs.add_commands(app)
 add_metrics_commands(app)
 add_top_commands(app)
+add_pause_commands(app)
 app.command("version")(version)
 
 

@@ -272,7 +272,7 @@ async def _port(
                         state = (await conn.call(request, SandboxReply)).sandbox.state
                     except SandboxNotFound:
                         state = "removed"
-                    if state != "running":
+                    if state not in ("running", "paused"):  # paused: resumed on use
                         say_error("rock port", f"sandbox {sandbox_id} is {state}; stopping")
                         outcome = ExitCode.FAILED
                         break

@@ -43,6 +43,8 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     request naming the sandbox (commands, files, sessions, status, `keepalive()`); `lifetime`
     counts from its latest start; either then stops it (`on_expire="stop"`, files kept) or
     deletes it (``"delete"``). `auto_delete_after` deletes it that long after any stop.
+    `pause_after` freezes it after that long with no use, and the next use thaws it
+    (see docs/pause.md).
 
     `startup_timeout` bounds how long a create waits for room on a host before it raises
     `CapacityError`: unset, the cluster's `queue_timeout` (60 s by default); None (or
@@ -66,6 +68,7 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     lifetime: float | None = None
     on_expire: Literal["stop", "delete"] = "stop"
     auto_delete_after: float | None = None
+    pause_after: float | None = None
 
     def to_spec(self) -> SandboxSpec:
         """The wire spec, every value checked by the protocol's schema (`BadRequest`)."""
@@ -74,7 +77,7 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
         del values["startup_timeout"]
         self.queue_timeout()
         values["memory"] = parse_size(self.memory)
-        for name in ("idle_timeout", "lifetime", "auto_delete_after"):
+        for name in ("idle_timeout", "lifetime", "auto_delete_after", "pause_after"):
             values[name] = _no_limit_as_none(values[name])
         return validate(values, SandboxSpec, "sandbox config")
 

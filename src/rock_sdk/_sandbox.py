@@ -50,6 +50,7 @@ from . import _logs, _reverse, _sandbox_files, _sandbox_jobs, _transfer
 from ._commands import DEFAULT_OUTPUT_LIMIT, DEFAULT_SESSION, SandboxCommands
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
+from ._pausing import Pausable
 from ._placement import HasCore, Placement, core_of
 from ._results import CommandResult, ExecResult
 from ._status import SandboxStatus
@@ -58,7 +59,7 @@ from ._transfer import Local, OnProgress
 R = TypeVar("R", bound=Reply)
 
 
-class Sandbox:
+class Sandbox(Pausable):
     """A sandbox; use ``async with Sandbox(config) as sb`` or `start()` / `stop()`."""
 
     def __init__(

@@ -22,6 +22,8 @@ class SandboxStatus:
         self.sessions: list[str] = list(info.sessions) if info else []
         self.image = record.spec.image
         self.deadlines: SandboxDeadlines | None = info.deadlines if info else None
+        # Frozen now (`Sandbox.pause`, or `pause_after`); its state stays running.
+        self.paused = info is not None and info.state == "paused"
 
     @property
     def is_running(self) -> bool:
@@ -29,7 +31,8 @@ class SandboxStatus:
         return self.state is SandboxState.RUNNING
 
     def __repr__(self) -> str:
-        return f"<SandboxStatus {self.sandbox_id} {self.state.value} on {self.host}>"
+        state = "paused" if self.paused else self.state.value
+        return f"<SandboxStatus {self.sandbox_id} {state} on {self.host}>"
 
 
 __all__ = ["SandboxStatus"]

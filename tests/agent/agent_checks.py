@@ -44,10 +44,12 @@ from rock_core._protocol import (
     Hello,
     InspectSandbox,
     ListSandboxes,
+    PauseSandbox,
     Ping,
     Pong,
     RemoveSandbox,
     Request,
+    ResumeSandbox,
     SandboxChanged,
     SandboxInfo,
     SandboxListReply,
@@ -271,6 +273,23 @@ async def a_sandbox_goes_through_its_lifecycle(subject: Subject) -> None:
         with pytest.raises(SandboxNotFound, match=not_found(subject, "box")):
             await conn.call(InspectSandbox(sandbox_id="box"), SandboxReply)
         assert (await conn.call(ListSandboxes(), SandboxListReply)).sandboxes == []
+
+
+@check(CreateSandbox, PauseSandbox, ResumeSandbox, InspectSandbox, StopSandbox)
+async def pause_and_resume_are_idempotent_and_need_a_running_sandbox(subject: Subject) -> None:
+    async with subject.connect("alice") as conn, subject.connect("bob") as other:
+        await create(conn, subject, "box")
+        for request, state in [(PauseSandbox, "paused"), (ResumeSandbox, "running")]:
+            for _ in range(2):  # pausing a paused sandbox (resuming a running one) is no error
+                reply = await conn.call(request(sandbox_id="box"), SandboxReply)
+                assert reply.sandbox.state == state
+                seen = await conn.call(InspectSandbox(sandbox_id="box"), SandboxReply)
+                assert seen.sandbox.state == state
+        with pytest.raises(SandboxNotFound, match=not_found(subject, "box")):
+            await other.call(PauseSandbox(sandbox_id="box"), SandboxReply)
+        await conn.call(StopSandbox(sandbox_id="box", timeout=1), SandboxReply)
+        with pytest.raises(BadRequest, match=r"^sandbox box is not running \(exited\); start"):
+            await conn.call(PauseSandbox(sandbox_id="box"), SandboxReply)
 
 
 @check(CreateSandbox, InspectSandbox, StopSandbox, StartSandbox, RemoveSandbox)

@@ -23,11 +23,13 @@ from rock_core._protocol import (
     Execute,
     InspectSandbox,
     ListSandboxes,
+    PauseSandbox,
     Ping,
     Pong,
     ReadStats,
     RemoveSandbox,
     Request,
+    ResumeSandbox,
     SandboxSpec,
     StartSandbox,
     StopSandbox,
@@ -41,9 +43,10 @@ from .test_fake_coverage import open_fake
 ALL_KINDS: frozenset[type[Request]] = frozenset(
     kind for kind in ClientMessage.__args__ if issubclass(kind, Request)
 )
-# The request kinds FakeAgent serves: the sandbox lifecycle.
+# The request kinds FakeAgent serves: the sandbox lifecycle, pause and resume.
 FAKE_KINDS: frozenset[type[Request]] = frozenset(
     {Ping, CreateSandbox, StopSandbox, StartSandbox, RemoveSandbox, InspectSandbox, ListSandboxes}
+    | {PauseSandbox, ResumeSandbox}
 )
 HELD = "held"  # FakeAgent's creates of this id wait until they are cancelled
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from rock_agent import _conformance, _conformance_io, _conformance_kit
+from rock_agent import _conformance, _conformance_io, _conformance_kit, _conformance_pause
 from rock_agent._docker import DockerRuntime, open_docker
 from rock_agent._runtime import ContainerRuntime, EventAction
 from rock_agent.testing import CHECKS, FakeRuntime, check_runtime
@@ -110,7 +110,9 @@ def test_checks_fail_under_python_O_too() -> None:
     assert "AssertionError: one is not two" in done.stderr
 
 
-@pytest.mark.parametrize("module", [_conformance, _conformance_io, _conformance_kit])
+@pytest.mark.parametrize(
+    "module", [_conformance, _conformance_io, _conformance_kit, _conformance_pause]
+)
 def test_the_suite_has_no_bare_assert(module: ModuleType) -> None:
     tree = ast.parse(Path(inspect.getfile(module)).read_text())
     lines = [node.lineno for node in ast.walk(tree) if isinstance(node, ast.Assert)]

@@ -94,6 +94,9 @@ V1_TAGS = {
     "host_view": "ReadHostView",
     "core_report": "CoreReport",
     "host_view_result": "HostViewReply",
+    # Pause and resume.
+    "pause": "PauseSandbox",
+    "resume": "ResumeSandbox",
 }
 
 
