@@ -38,6 +38,7 @@ from rock_core.protocol import (
     InspectSandbox,
     Keepalive,
     PauseSandbox,
+    ReadLogs,
     ReadStats,
     Reply,
     Request,
@@ -53,7 +54,8 @@ from ._runtime import ContainerRuntime, EngineEvent
 
 log = logging.getLogger("rock_agent.pause")
 
-QUIET = (PauseSandbox, ResumeSandbox, InspectSandbox, ReadStats, Keepalive, SetTimeouts)
+# A container's log is the engine's, read without its processes.
+QUIET = (PauseSandbox, ResumeSandbox, InspectSandbox, ReadStats, ReadLogs, Keepalive, SetTimeouts)
 MAX_SLEEP = 1.0  # the table is looked at least this often
 WATCH_RETRY = 1.0  # seconds before the event stream is read again after it failed
 

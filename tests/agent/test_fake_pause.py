@@ -39,7 +39,7 @@ from rock_core._protocol import (
     WaitCommand,
     WriteFile,
 )
-from rock_core.protocol import CommandReply, ExecReply
+from rock_core.protocol import CommandReply, ExecReply, ExecuteStreamed
 
 from .test_fake_coverage import Fake, anyio_backend, covers, open_fake, spec
 
@@ -125,6 +125,7 @@ USES: dict[type[Request], Callable[[], Request]] = {
     WaitCommand: lambda: WaitCommand(sandbox_id=BOX, session="main", timeout=0.5),
     Interrupt: lambda: Interrupt(sandbox_id=BOX, session="main"),
     Execute: lambda: Execute(sandbox_id=BOX, argv=["true"]),
+    ExecuteStreamed: lambda: ExecuteStreamed(sandbox_id=BOX, argv=["true"]),
     ReadFile: lambda: ReadFile(sandbox_id=BOX, path="/etc/hostname"),
     WriteFile: lambda: WriteFile(sandbox_id=BOX, path="/tmp/f", data=b"x"),
     Upload: lambda: Upload(sandbox_id=BOX, path="/tmp"),
