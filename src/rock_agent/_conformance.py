@@ -51,6 +51,7 @@ from ._conformance_kit import (
     sandbox,
     spec,
 )
+from ._conformance_term import check_terminal
 from ._labels import owner_key
 from ._runtime import ContainerRuntime, EngineEvent
 
@@ -268,6 +269,7 @@ CHECKS: dict[str, Check] = {
     "images": check_images,
     "listen": check_listen,
     "build": check_build,
+    "terminal": check_terminal,
 }
 
 

@@ -272,15 +272,26 @@ class DockerRuntime:
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         stdin: bool = True,
+        tty: bool = False,
+        rows: int = 24,
+        cols: int = 80,
     ) -> DockerProcess:
-        """Start an attached process; its handle reads and writes it.
+        """Start an attached process (on a terminal with `tty`); its handle reads and writes it.
 
         A process the runtime cannot start (no such working folder, program or user) ends its
         stream with the error naming that cause (see `ExecStream`).
         """
         container = await self._container(sandbox_id)
         return await start_process(
-            container, sandbox_id, argv, env=env, cwd=cwd, stdin=stdin, bound=self.bounds.control
+            container,
+            sandbox_id,
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            bound=self.bounds.control,
+            tty=tty,
+            size=(rows, cols),
         )
 
     async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:

@@ -263,10 +263,14 @@ class FakeRuntime:
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         stdin: bool = True,
+        tty: bool = False,
+        rows: int = 24,
+        cols: int = 80,
     ) -> FakeProcess:
-        """Start `argv` in a running sandbox (see `ContainerRuntime.exec`)."""
+        """Start `argv` in a running sandbox (see `ContainerRuntime.exec`; `_fake_term`)."""
         box = await self._settled(sandbox_id)
-        return await box.exec(argv, env=env, cwd=cwd, stdin=stdin)
+        terminal = (rows, cols) if tty else None
+        return await box.exec(argv, env=env, cwd=cwd, stdin=stdin, terminal=terminal)
 
     async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:
         """A TCP connection to `address:port` of this host (the fake has no network of its

@@ -31,7 +31,7 @@ import anyio
 from rock_core import SandboxFailed
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
-from . import _fake_files, _fake_procs, _procs
+from . import _fake_files, _fake_procs, _fake_term, _procs
 from ._fake_procs import FakeProcess
 from ._labels import LABEL_OWNER, owner_uid
 from ._runtime import ContainerDetail, StatsReading
@@ -180,7 +180,13 @@ class FakeSandbox:
         await anyio.to_thread.run_sync(shutil.rmtree, self.root, True)
 
     async def exec(
-        self, argv: list[str], *, env: Mapping[str, str] | None, cwd: str, stdin: bool
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None,
+        cwd: str,
+        stdin: bool,
+        terminal: tuple[int, int] | None = None,
     ) -> FakeProcess:
         """Start a process in the running sandbox; `SandboxFailed` if it is not running."""
         if not self.running:
@@ -189,12 +195,18 @@ class FakeSandbox:
                 "(its processes have all ended): start it again, or delete it"
             )
         self._processes = [p for p in self._processes if not p.ended]
-        process = await self._spawn(argv, env=env, cwd=cwd, stdin=stdin)
+        process = await self._spawn(argv, env=env, cwd=cwd, stdin=stdin, terminal=terminal)
         self._processes.append(process)
         return process
 
     async def _spawn(
-        self, argv: list[str], *, env: Mapping[str, str] | None, cwd: str, stdin: bool
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None,
+        cwd: str,
+        stdin: bool,
+        terminal: tuple[int, int] | None = None,
     ) -> FakeProcess:
         full_env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -203,6 +215,16 @@ class FakeSandbox:
             **self.spec.env,
             **(env or {}),
         }
+        if terminal is not None:
+            return await _fake_term.start_terminal(
+                self.root,
+                self.sandbox_id,
+                self.container_id,
+                argv,
+                env=full_env,
+                cwd=cwd or self.spec.workdir,
+                size=terminal,
+            )
         return await _fake_procs.start(
             self.root,
             self.sandbox_id,

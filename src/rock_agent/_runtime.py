@@ -188,6 +188,10 @@ class Process(Protocol):
         `TimedOut`, `EngineUnavailable`."""
         ...
 
+    async def resize(self, rows: int, cols: int) -> None:
+        """Set the size of its terminal (it gets SIGWINCH). `BadRequest` if it has none."""
+        ...
+
     async def aclose(self) -> None:
         """Detach from it (it may go on; later output is dropped); never raises."""
         ...
@@ -282,8 +286,13 @@ class ContainerRuntime(Protocol):
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         stdin: bool = True,
+        tty: bool = False,
+        rows: int = 24,
+        cols: int = 80,
     ) -> Process:
-        """Start `argv` in a running sandbox, attached (stdin open if `stdin`).
+        """Start `argv` in a running sandbox, attached (stdin open if `stdin`); with `tty`, on
+        a new pseudo-terminal of `rows` x `cols` that is its stdin, stdout and stderr (all its
+        output is "stdout").
 
         `SandboxNotFound`; `SandboxFailed` if the sandbox is not running. A process that
         could not start raises from the returned handle (see `Process`).

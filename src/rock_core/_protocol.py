@@ -91,6 +91,7 @@ from ._messages_host import (
     StatsReply,
     WarmImage,
 )
+from ._messages_term import MAX_TERMINAL_SIDE, OpenTerminal, ResizeTerminal, TerminalReply
 from ._schema import bad_request
 from ._values import (
     EXPIRE_POLICIES,
@@ -143,6 +144,8 @@ ClientMessage = (
     | ClaimConnection
     | SetTimeouts
     | Keepalive
+    | OpenTerminal
+    | ResizeTerminal
 )
 
 AgentMessage = (
@@ -170,6 +173,7 @@ AgentMessage = (
     | Accepted
     | DeadlinesReply
     | SandboxChanged
+    | TerminalReply
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -261,6 +265,7 @@ def decode_agent_message(payload: bytes) -> AgentMessage:
 
 __all__ = [
     "EXPIRE_POLICIES",
+    "MAX_TERMINAL_SIDE",
     "NO_LIMIT",
     "PROTOCOL_VERSION",
     "Accepted",
@@ -302,6 +307,7 @@ __all__ = [
     "ListenPort",
     "Listening",
     "Message",
+    "OpenTerminal",
     "Output",
     "Ping",
     "Pong",
@@ -314,6 +320,7 @@ __all__ = [
     "RemoveSandbox",
     "Reply",
     "Request",
+    "ResizeTerminal",
     "RunCommand",
     "SandboxChanged",
     "SandboxDeadlines",
@@ -329,6 +336,7 @@ __all__ = [
     "StopSandbox",
     "StreamCredit",
     "StreamData",
+    "TerminalReply",
     "TransferReply",
     "Upload",
     "WaitCommand",
