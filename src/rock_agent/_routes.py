@@ -34,6 +34,7 @@ from rock_core.protocol import (
     ListenPort,
     ListImages,
     ListSandboxes,
+    OpenTerminal,
     Ping,
     PruneImages,
     ReadFile,
@@ -41,6 +42,7 @@ from rock_core.protocol import (
     RemoveSandbox,
     Reply,
     Request,
+    ResizeTerminal,
     RunCommand,
     SendInput,
     SetTimeouts,
@@ -54,7 +56,7 @@ from rock_core.protocol import (
 from rock_core.protocol import CloseSession as CloseSessionRequest
 from rock_core.serving import Connection
 
-from . import _build, _commands, _files, _images, _ports, _reverse, _sandboxes, _stats
+from . import _build, _commands, _files, _images, _ports, _reverse, _sandboxes, _stats, _terminal
 from ._runtime import ContainerRuntime
 from ._shell import ShellSession
 
@@ -91,6 +93,8 @@ HANDLERS: dict[type[Any], Handler] = {
     ClaimConnection: _reverse.claim_connection,
     SetTimeouts: _sandboxes.set_timeouts,
     Keepalive: _sandboxes.keepalive,
+    OpenTerminal: _terminal.open_terminal,
+    ResizeTerminal: _terminal.resize_terminal,
 }
 
 _SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)

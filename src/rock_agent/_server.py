@@ -42,7 +42,7 @@ from rock_core import BadRequest, RockError, TransportError
 from rock_core.protocol import ClientMessage, CreateSandbox, Reply, Request, SandboxChanged, Welcome
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
-from . import _commands, _images, _procs, _reverse
+from . import _commands, _images, _procs, _reverse, _terminal
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
@@ -72,6 +72,7 @@ CAPABILITIES = [
     "timeouts",
     "events",
     "owners",
+    "terminal",
 ]
 
 
@@ -110,6 +111,7 @@ class AgentServer:
         self.keeper = DeadlineKeeper(runtime, notify=self._notify, drop_sessions=self.drop_sessions)
         self._owner_connections: dict[str, set[Connection]] = {}
         self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
+        self.terminals = _terminal.Terminals()  # open terminals, by (connection, request id)
 
     def adopted(self, sandbox_id: str) -> bool:
         """True if this agent found the sandbox from its labels (its sessions are gone)."""

@@ -56,7 +56,7 @@ class ResizeTerminal(Request, tag="terminal_resize"):
 class TerminalReply(Reply, tag="terminal_exit"):
     """Answer to `OpenTerminal` once its program has ended and both directions are done."""
 
-    exit_code: int
+    exit_code: int | None  # None: the program let go of its terminal but has not ended
     bytes_in: int = 0  # bytes typed into the terminal
     bytes_out: int = 0  # bytes the terminal showed
 

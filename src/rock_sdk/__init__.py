@@ -65,6 +65,7 @@ from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
 from ._sandbox import Sandbox
 from ._status import SandboxStatus
+from ._terminal import Terminal
 
 # A library never configures logging (the application does). Without a handler of its own,
 # Python's last-resort handler would print the SDK's warnings to stderr.
@@ -121,6 +122,7 @@ __all__ = [
     "SessionClosed",
     "SessionNotFound",
     "SshOptions",
+    "Terminal",
     "TimedOut",
     "TransportError",
     "make",

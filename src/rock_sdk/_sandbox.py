@@ -59,11 +59,12 @@ from ._interactive import InteractiveProcess
 from ._placement import HasCore, Placement, core_of
 from ._results import CommandResult, ExecResult
 from ._status import SandboxStatus
+from ._terminal import SandboxTerminals
 
 R = TypeVar("R", bound=Reply)
 
 
-class Sandbox:
+class Sandbox(SandboxTerminals):
     """A sandbox; use ``async with Sandbox(config) as sb`` or `start()` / `stop()`."""
 
     def __init__(

@@ -81,6 +81,10 @@ V1_TAGS = {
     # Image builds.
     "image_build": "BuildImage",
     "built": "BuildReply",
+    # Terminals.
+    "terminal": "OpenTerminal",
+    "terminal_resize": "ResizeTerminal",
+    "terminal_exit": "TerminalReply",
 }
 
 
