@@ -8,6 +8,9 @@ Rules:
 - This side holds the master: writes are typed at the terminal, reads are what it shows,
   all as "stdout". The output ends when no process holds the terminal any more.
 - A terminal has no end of input of its own: `close_input` does nothing (type ``^D``).
+- Closing the master hangs the terminal up (SIGHUP to its session). Once its output has
+  ended, the program is exiting: `aclose` gives it `WAIT_EXIT` to finish first, or a program
+  that exits on its own could be reported as hung up.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from anyio.abc import Process
 from rock_core import BadRequest, RockError, TransportError
 
 from ._fake_files import host_path
-from ._fake_procs import MARK, FakeProcess, refusal
+from ._fake_procs import MARK, WAIT_EXIT, FakeProcess, refusal
 from ._runtime import OutputChunk
 
 # Run by the host's python before the program: take the terminal (fd 0) as the controlling
@@ -51,6 +54,7 @@ class FakeTerminal(FakeProcess):
     def __init__(self, sandbox_id: str, process: Process, master: int) -> None:
         super().__init__(sandbox_id, process)
         self._master: int | None = master
+        self._output_ended = False
 
     async def read(self) -> OutputChunk | None:
         """What the terminal shows next; None once no process holds it."""
@@ -61,8 +65,11 @@ class FakeTerminal(FakeProcess):
                 await anyio.wait_readable(fd)
                 continue
             except OSError:  # EIO: the last process holding the terminal has ended
-                return None
-            return OutputChunk("stdout", data) if data else None
+                data = b""
+            if data:
+                return OutputChunk("stdout", data)
+            self._output_ended = True
+            return None
         return None
 
     async def write(self, data: bytes) -> None:
@@ -91,6 +98,9 @@ class FakeTerminal(FakeProcess):
 
     async def aclose(self) -> None:
         """Close the master (the process may go on; it loses its terminal)."""
+        if self._output_ended and self._master is not None:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(WAIT_EXIT):
+                await self.wait_forever()
         fd, self._master = self._master, None
         if fd is not None:
             anyio.notify_closing(fd)

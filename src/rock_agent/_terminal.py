@@ -9,20 +9,20 @@ Rules:
   (`TerminalStream`). The caller's ``end`` is a ``^D`` typed at the terminal; what the caller
   types after the program ended is dropped, as a terminal whose program is gone drops it.
 - The reply is the program's exit code once both directions are done. A program that cannot
-  start is the runtime's error for it (`FileNotFound`, `BadRequest`).
+  start ends the output at once, and the reply is the runtime's error for it
+  (`FileNotFound`, `BadRequest`), not a broken stream.
 - An open terminal is known by (its connection, its request id) while its request runs, so
   `ResizeTerminal` reaches only terminals of its own link; it is forgotten on every exit.
 """
 
 from __future__ import annotations
 
-import contextlib
 from typing import Any, Protocol
 
 import anyio
 from anyio.abc import ByteStream
 
-from rock_core import NotFound, TransportError
+from rock_core import NotFound, RockError, TransportError
 from rock_core.protocol import Done, OpenTerminal, Reply, ResizeTerminal, TerminalReply
 from rock_core.serving import CHUNK_SIZE
 
@@ -55,10 +55,16 @@ class TerminalStream(ByteStream):
     def __init__(self, process: Process) -> None:
         self._process = process
         self._pending = b""
+        # Why the program could not run, if it could not: the reply, not a broken stream.
+        self.failure: RockError | None = None
 
     async def receive(self, max_bytes: int = CHUNK_SIZE) -> bytes:
         if not self._pending:
-            chunk = await self._process.read()
+            try:
+                chunk = await self._process.read()
+            except RockError as exc:
+                self.failure = self.failure or exc
+                chunk = None
             if chunk is None:
                 raise anyio.EndOfStream
             self._pending = chunk.data
@@ -66,8 +72,12 @@ class TerminalStream(ByteStream):
         return data
 
     async def send(self, item: bytes) -> None:
-        with contextlib.suppress(TransportError):  # its program has ended: typed into the void
+        try:
             await self._process.write(item)
+        except TransportError:
+            pass  # its program has ended: typed into the void
+        except RockError as exc:
+            self.failure = self.failure or exc
 
     async def send_eof(self) -> None:
         await self.send(END_OF_INPUT)
@@ -92,7 +102,10 @@ async def open_terminal(server: _Server, conn: Any, req: OpenTerminal) -> Reply:
     server.terminals[key] = process
     try:
         where = f"a terminal in sandbox {req.sandbox_id}"
-        carried = await carry(conn, req.id, TerminalStream(process), where)
+        stream = TerminalStream(process)
+        carried = await carry(conn, req.id, stream, where)
+        if stream.failure is not None:
+            raise stream.failure
         exit_code = None
         for _ in range(EXIT_WAITS):
             if (exit_code := await process.wait()) is not None:

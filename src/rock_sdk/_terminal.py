@@ -35,7 +35,7 @@ from rock_core.protocol import (
     TerminalReply,
     raise_for_reply,
 )
-from rock_core.serving import CHUNK_SIZE
+from rock_core.serving import CHUNK_SIZE, WINDOW
 
 from . import _arguments as args
 
@@ -62,6 +62,7 @@ class Terminal:
         self._answers = await self._stack.enter_async_context(
             self._conn.open_request(self._request)
         )
+        await self._conn.grant(self._request.id, WINDOW)  # then one per chunk received
         return self
 
     async def send(self, data: bytes | str) -> None:

@@ -49,6 +49,7 @@ MODULES = [
     "test_fake_build",
     "test_fake_crash",
     "test_fake_host_port",
+    "test_fake_terminal",
 ]
 COVERED: dict[type[Request], list[str]] = {}  # kind: the tests that cover it
 HEARD: set[type[Any]] = set()  # kinds the agent heard during the running test
