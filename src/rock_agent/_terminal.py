@@ -6,7 +6,8 @@ Rules:
   the request sets it.
 - Its bytes travel exactly as a forwarded port's do (`_ports.carry`: credit both ways, one
   chunk per read, an ``end`` each way): the program's terminal is seen as a byte stream
-  (`TerminalStream`). The caller's ``end`` is a ``^D`` typed at the terminal; what the caller
+  (`TerminalStream`). The caller's ``end`` is a ``^D`` typed at the terminal (two after a
+  partial line: the first only sends the line); what the caller
   types after the program ended is dropped, as a terminal whose program is gone drops it.
 - The reply is the program's exit code once both directions are done. A program that cannot
   start ends the output at once, and the reply is the runtime's error for it
@@ -55,6 +56,7 @@ class TerminalStream(ByteStream):
     def __init__(self, process: Process) -> None:
         self._process = process
         self._pending = b""
+        self._line_started = False  # typed a partial line: one ^D only sends it
         # Why the program could not run, if it could not: the reply, not a broken stream.
         self.failure: RockError | None = None
 
@@ -72,6 +74,8 @@ class TerminalStream(ByteStream):
         return data
 
     async def send(self, item: bytes) -> None:
+        if item:
+            self._line_started = item[-1:] not in (b"\n", b"\r")
         try:
             await self._process.write(item)
         except TransportError:
@@ -80,7 +84,8 @@ class TerminalStream(ByteStream):
             self.failure = self.failure or exc
 
     async def send_eof(self) -> None:
-        await self.send(END_OF_INPUT)
+        # After a partial line, the first ^D sends the line; the second is the end of input.
+        await self.send(END_OF_INPUT * (2 if self._line_started else 1))
 
     async def aclose(self) -> None:
         await self._process.aclose()

@@ -45,6 +45,7 @@ from ._cli_host import images_app
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
+from ._cli_shell import add_commands as add_shell_commands
 from ._config import SandboxConfig
 from ._sandbox import Sandbox
 from .envs._cli import env_app
@@ -267,6 +268,7 @@ app.add_typer(pool_app, name="pool")
 app.add_typer(env_app, name="env")
 add_host_commands(app)
 add_lifecycle_commands(app)
+add_shell_commands(app)
 app.command("version")(version)
 
 
