@@ -22,7 +22,7 @@ import anyio
 from rock_core import BadRequest, RockError, TransportError
 
 from ._engine import engine_call, engine_errors
-from ._exec_tty import first_resize, resize_exec
+from ._exec_tty import first_resize, resize_exec, sized_argv
 from ._runtime import OutputChunk, ProcessState
 from ._start_failure import start_failure
 
@@ -174,7 +174,7 @@ async def start_process(
     its handle reads and writes it."""
     with engine_call(f"starting a process in sandbox {sandbox_id}", bound):
         raw = await container.exec(
-            argv,
+            sized_argv(argv) if tty else argv,
             stdin=stdin,
             stdout=True,
             stderr=True,

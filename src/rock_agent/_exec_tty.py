@@ -6,6 +6,10 @@ Rules:
   start and run, so the first one is tried a few times (`FIRST_RESIZE_TRIES`), as docker's
   own client does. It never fails the start: a process that could not start, or ended
   meanwhile, says so through its stream.
+- An engine before API 1.42 has no size at exec create, so a program that reads its size at
+  once (``stty size``) could see 0 x 0: a terminal's program starts behind `WAIT_FOR_SIZE`,
+  a /bin/sh line that waits (briefly, bounded) until the terminal has a size, then execs
+  it. An image without `stty` skips the wait.
 - A resize of a process that has no terminal is a `BadRequest`; every engine call is bounded
   and mapped by `_engine`.
 """
@@ -22,6 +26,15 @@ from rock_core import BadRequest, RockError
 from ._engine import engine_call
 
 log = logging.getLogger("rock_agent")
+
+#: Wait up to about 2 s until the terminal has a size (`stty size` says "0 0" before).
+WAIT_FOR_SIZE = [
+    "/bin/sh",
+    "-c",
+    'n=0; while [ "$(stty size 2>/dev/null)" = "0 0" ] && [ $n -lt 200 ]; do '
+    'n=$((n + 1)); sleep 0.01 2>/dev/null || break; done; exec "$@"',
+    "sh",
+]
 
 FIRST_RESIZE_TRIES = 5
 FIRST_RESIZE_PAUSE = 0.05  # seconds between tries of the first resize
@@ -48,4 +61,9 @@ async def first_resize(raw: Any, sandbox_id: str, rows: int, cols: int, bound: f
             await anyio.sleep(FIRST_RESIZE_PAUSE)
 
 
-__all__ = ["FIRST_RESIZE_TRIES", "first_resize", "resize_exec"]
+def sized_argv(argv: list[str]) -> list[str]:
+    """`argv` started once its terminal has a size (see `WAIT_FOR_SIZE`)."""
+    return [*WAIT_FOR_SIZE, *argv]
+
+
+__all__ = ["FIRST_RESIZE_TRIES", "WAIT_FOR_SIZE", "first_resize", "resize_exec", "sized_argv"]

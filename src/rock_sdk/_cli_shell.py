@@ -100,13 +100,14 @@ async def run_shell(
     conn: AgentConnection, sandbox_id: str, cmd: str | None, env: dict[str, str], cwd: str
 ) -> int:
     """Run the terminal session with this process's stdin and stdout; its exit code."""
-    stdin, stdout = sys.stdin.fileno(), sys.stdout.fileno()
+    stdin, stdout = _fd(sys.stdin, 0), _fd(sys.stdout, 1)
     interactive = os.isatty(stdin)
     size_from = stdout if os.isatty(stdout) else stdin
     rows, cols = terminal_size(size_from)
     if interactive and "TERM" in os.environ:
         env = {"TERM": os.environ["TERM"], **env}
-    sys.stdout.flush()
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
     async with await open_terminal(
         conn, sandbox_id, cmd, rows=rows, cols=cols, env=env, cwd=cwd
     ) as term:
@@ -117,6 +118,15 @@ async def run_shell(
             f"the program of the terminal in sandbox {sandbox_id} closed it but still runs"
         )
     return code if 0 <= code <= 255 else int(ExitCode.FAILED)
+
+
+def _fd(stream: object, default: int) -> int:
+    """The file descriptor of `stream` (the process's own `default` if it has none: a test's)."""
+    try:
+        fileno = getattr(stream, "fileno", None)
+        return int(fileno()) if fileno is not None else default
+    except (OSError, ValueError):  # io.UnsupportedOperation is both
+        return default
 
 
 async def _session(
