@@ -145,9 +145,11 @@ async def _session(
 
 async def _type_input(term: Terminal, fd: int, interactive: bool) -> None:
     """Carry stdin to the terminal as it comes; its end is a ``^D`` (not from a terminal)."""
-    regular = stat.S_ISREG(os.fstat(fd).st_mode)  # a file is always readable: no waiting
+    mode = os.fstat(fd).st_mode
+    # A terminal, pipe or socket is waited on; a file or /dev/null is always readable.
+    waits = os.isatty(fd) or stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode)
     while True:
-        if not regular:
+        if waits:
             await anyio.wait_readable(fd)
         data = os.read(fd, READ_SIZE)
         if not data:
