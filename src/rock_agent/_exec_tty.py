@@ -27,12 +27,13 @@ from ._engine import engine_call
 
 log = logging.getLogger("rock_agent")
 
-#: Wait up to about 2 s until the terminal has a size (`stty size` says "0 0" before).
+#: Wait up to about 2 s until the terminal has a size (`stty size` says "0 0", or fails, before).
 WAIT_FOR_SIZE = [
     "/bin/sh",
     "-c",
-    'n=0; while [ "$(stty size 2>/dev/null)" = "0 0" ] && [ $n -lt 200 ]; do '
-    'n=$((n + 1)); sleep 0.01 2>/dev/null || break; done; exec "$@"',
+    "if command -v stty >/dev/null 2>&1; then n=0; "
+    'while s=$(stty size 2>/dev/null); [ -z "$s" ] || [ "$s" = "0 0" ]; do '
+    '[ $n -ge 200 ] && break; n=$((n + 1)); sleep 0.01 2>/dev/null || break; done; fi; exec "$@"',
     "sh",
 ]
 
