@@ -14,7 +14,15 @@ from rock_agent import _runtime
 
 PACKAGE = Path(rock_agent.__file__).parent
 # The Docker implementation: the only modules that may import the engine's client.
-DOCKER = {"_docker", "_docker_engine", "_docker_json", "_engine", "_archive", "_exec_stream"}
+DOCKER = {
+    "_docker",
+    "_docker_engine",
+    "_docker_json",
+    "_engine",
+    "_archive",
+    "_exec_stream",
+    "_exec_tty",
+}
 ENGINE_CLIENTS = {"aiodocker", "aiohttp"}
 # Modules that choose the implementation: the CLI makes a `DockerRuntime`, the package exports it.
 CHOOSERS = {"__init__", "_cli"}
