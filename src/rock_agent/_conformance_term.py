@@ -45,7 +45,7 @@ async def check_terminal(runtime: ContainerRuntime, image: str) -> None:
     """A process on a terminal sees its size and a resize, ``^C`` reaches its foreground job,
     and its shell's exit code is the process's; a process without one cannot be resized."""
     async with sandbox(runtime, image, "tty") as sandbox_id:
-        process = await runtime.exec(sandbox_id, ["/bin/sh"], tty=True, rows=31, cols=97)
+        process = await runtime.exec(sandbox_id, ["/bin/sh"], terminal=(31, 97))
         try:
             # `expr` makes the marker, so the echo of the command line never matches it.
             await process.write(b"PS1='<'p'> '; stty size; echo at-$(expr 1 + 1)\n")

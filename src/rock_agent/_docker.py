@@ -272,11 +272,10 @@ class DockerRuntime:
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         stdin: bool = True,
-        tty: bool = False,
-        rows: int = 24,
-        cols: int = 80,
+        terminal: tuple[int, int] | None = None,
     ) -> DockerProcess:
-        """Start an attached process (on a terminal with `tty`); its handle reads and writes it.
+        """Start an attached process (on a terminal of (rows, cols) with `terminal`); its handle
+        reads and writes it.
 
         A process the runtime cannot start (no such working folder, program or user) ends its
         stream with the error naming that cause (see `ExecStream`).
@@ -290,8 +289,7 @@ class DockerRuntime:
             cwd=cwd,
             stdin=stdin,
             bound=self.bounds.control,
-            tty=tty,
-            size=(rows, cols),
+            terminal=terminal,
         )
 
     async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:

@@ -167,18 +167,17 @@ async def start_process(
     cwd: str,
     stdin: bool,
     bound: float,
-    tty: bool = False,
-    size: tuple[int, int] = (24, 80),
+    terminal: tuple[int, int] | None = None,
 ) -> DockerProcess:
-    """Start `argv` in a container, attached (on a terminal of `size` rows, cols with `tty`);
-    its handle reads and writes it."""
+    """Start `argv` in a container, attached (on a terminal of `terminal` rows, cols, if
+    given); its handle reads and writes it."""
     with engine_call(f"starting a process in sandbox {sandbox_id}", bound):
         raw = await container.exec(
-            sized_argv(argv) if tty else argv,
+            sized_argv(argv) if terminal else argv,
             stdin=stdin,
             stdout=True,
             stderr=True,
-            tty=tty,
+            tty=terminal is not None,
             environment=[f"{k}={v}" for k, v in (env or {}).items()] or None,
             workdir=cwd or None,
         )
@@ -190,9 +189,9 @@ async def start_process(
                 await attached.close()
             raise
     execution = Execution(raw, sandbox_id, argv[0], bound)
-    process = DockerProcess(execution, ExecStream(execution, attached), tty)
-    if tty:
-        await first_resize(raw, sandbox_id, *size, bound)
+    process = DockerProcess(execution, ExecStream(execution, attached), terminal is not None)
+    if terminal is not None:
+        await first_resize(raw, sandbox_id, *terminal, bound)
     return process
 
 

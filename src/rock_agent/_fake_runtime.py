@@ -263,13 +263,10 @@ class FakeRuntime:
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         stdin: bool = True,
-        tty: bool = False,
-        rows: int = 24,
-        cols: int = 80,
+        terminal: tuple[int, int] | None = None,
     ) -> FakeProcess:
         """Start `argv` in a running sandbox (see `ContainerRuntime.exec`; `_fake_term`)."""
         box = await self._settled(sandbox_id)
-        terminal = (rows, cols) if tty else None
         return await box.exec(argv, env=env, cwd=cwd, stdin=stdin, terminal=terminal)
 
     async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:

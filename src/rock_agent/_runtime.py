@@ -286,13 +286,10 @@ class ContainerRuntime(Protocol):
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         stdin: bool = True,
-        tty: bool = False,
-        rows: int = 24,
-        cols: int = 80,
+        terminal: tuple[int, int] | None = None,
     ) -> Process:
-        """Start `argv` in a running sandbox, attached (stdin open if `stdin`); with `tty`, on
-        a new pseudo-terminal of `rows` x `cols` that is its stdin, stdout and stderr (all its
-        output is "stdout").
+        """Start `argv` in a running sandbox, attached (stdin open if `stdin`; with a `terminal`
+        of (rows, cols), on a new pseudo-terminal that is all three, its output all "stdout").
 
         `SandboxNotFound`; `SandboxFailed` if the sandbox is not running. A process that
         could not start raises from the returned handle (see `Process`).

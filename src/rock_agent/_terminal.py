@@ -1,7 +1,7 @@
 """Terminals, agent side: one program on a pseudo-terminal per `OpenTerminal` request.
 
 Rules:
-- The program runs through the runtime with ``tty`` (`ContainerRuntime.exec`); with no argv
+- The program runs through the runtime on a terminal (`ContainerRuntime.exec`); with no argv
   it is the sandbox's shell, bash if the image has it, else sh. ``TERM`` is ``xterm`` unless
   the request sets it.
 - Its bytes travel exactly as a forwarded port's do (`_ports.carry`: credit both ways, one
@@ -99,9 +99,7 @@ async def open_terminal(server: _Server, conn: Any, req: OpenTerminal) -> Reply:
         env={"TERM": DEFAULT_TERM, **req.env},
         cwd=req.cwd,
         stdin=True,
-        tty=True,
-        rows=req.rows,
-        cols=req.cols,
+        terminal=(req.rows, req.cols),
     )
     key = (conn, req.id)
     server.terminals[key] = process
