@@ -53,6 +53,7 @@ from ._conformance_kit import (
 )
 from ._conformance_logs import check_logs
 from ._conformance_pause import check_pause_and_resume, check_pause_refusals
+from ._conformance_term import check_terminal
 from ._labels import owner_key
 from ._runtime import ContainerRuntime, EngineEvent
 
@@ -273,6 +274,7 @@ CHECKS: dict[str, Check] = {
     "logs": check_logs,
     "pause_and_resume": check_pause_and_resume,
     "pause_refusals": check_pause_refusals,
+    "terminal": check_terminal,
 }
 
 

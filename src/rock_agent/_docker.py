@@ -15,6 +15,7 @@ Rules:
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import time
@@ -287,15 +288,20 @@ class DockerRuntime:
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         stdin: bool = True,
+        terminal: tuple[int, int] | None = None,
     ) -> DockerProcess:
-        """Start an attached process; its handle reads and writes it.
-
-        A process the runtime cannot start (no such working folder, program or user) ends its
-        stream with the error naming that cause (see `ExecStream`).
-        """
+        """Start an attached process (on a terminal of (rows, cols) with `terminal`); one the
+        runtime cannot start ends its stream with the error naming the cause (`ExecStream`)."""
         container = await self._container(sandbox_id)
         return await start_process(
-            container, sandbox_id, argv, env=env, cwd=cwd, stdin=stdin, bound=self.bounds.control
+            container,
+            sandbox_id,
+            argv,
+            env=env,
+            cwd=cwd,
+            stdin=stdin,
+            bound=self.bounds.control,
+            terminal=terminal,
         )
 
     async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:
@@ -395,17 +401,14 @@ class DockerRuntime:
         """Start, die and destroy events of this host's containers from `since` (unix time) on."""
         return self.engine.events(since, self.uid)
 
-    async def logs(
+    def logs(
         self, sandbox_id: str, *, follow: bool, tail: int | None, since: float, timestamps: bool
     ) -> AsyncGenerator[OutputChunk, None]:
         """The sandbox's container log, through the engine's logs API (`_docker_logs`)."""
-        container = (await self._container(sandbox_id))._container
-        chunks = _docker_logs.read_logs(
-            self.docker, container, sandbox_id, follow, tail, since, timestamps
+        find = functools.partial(self._container, sandbox_id)
+        return _docker_logs.read_logs(
+            self.docker, find, sandbox_id, follow, tail, since, timestamps
         )
-        async with contextlib.aclosing(chunks) as pieces:
-            async for chunk in pieces:
-                yield chunk
 
 
 __all__ = [

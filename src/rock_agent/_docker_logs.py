@@ -15,7 +15,7 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Any
 
 import aiodocker
@@ -73,14 +73,15 @@ def log_params(*, follow: bool, tail: int | None, since: float, timestamps: bool
 
 async def read_logs(
     docker: aiodocker.Docker,
-    container: dict[str, Any],
+    find: Callable[[], Awaitable[Any]],
     sandbox_id: str,
     follow: bool,
     tail: int | None,
     since: float,
     timestamps: bool,
 ) -> AsyncGenerator[OutputChunk, None]:
-    """The log of `container` (its inspect record; sandbox `sandbox_id`), as chunks in order."""
+    """The log of sandbox `sandbox_id` (its container, as `find()` gives it), in order."""
+    container: dict[str, Any] = (await find())._container
     tty = bool((container.get("Config") or {}).get("Tty"))
     name = container.get("Id") or container.get("Name", "").lstrip("/")
     params = log_params(follow=follow, tail=tail, since=since, timestamps=timestamps)

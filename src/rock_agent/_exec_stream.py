@@ -22,6 +22,7 @@ import anyio
 from rock_core import BadRequest, RockError, TransportError
 
 from ._engine import engine_call, engine_errors
+from ._exec_tty import first_resize, resize_exec, sized_argv
 from ._runtime import OutputChunk, ProcessState
 from ._start_failure import start_failure
 
@@ -43,6 +44,11 @@ class Execution:
         self.pid = 0
         self.exit_code: int | None = None
         self._bound = bound
+
+    @property
+    def bound(self) -> float:
+        """Seconds each engine call about it may take."""
+        return self._bound
 
     async def state(self) -> tuple[int, int | None, bool]:
         """(host pid, exit code, running), as the engine says now."""
@@ -161,15 +167,17 @@ async def start_process(
     cwd: str,
     stdin: bool,
     bound: float,
+    terminal: tuple[int, int] | None = None,
 ) -> DockerProcess:
-    """Start `argv` in a container, attached; its handle reads and writes it."""
+    """Start `argv` in a container, attached (on a terminal of `terminal` rows, cols, if
+    given); its handle reads and writes it."""
     with engine_call(f"starting a process in sandbox {sandbox_id}", bound):
         raw = await container.exec(
-            argv,
+            sized_argv(argv) if terminal else argv,
             stdin=stdin,
             stdout=True,
             stderr=True,
-            tty=False,
+            tty=terminal is not None,
             environment=[f"{k}={v}" for k, v in (env or {}).items()] or None,
             workdir=cwd or None,
         )
@@ -181,15 +189,19 @@ async def start_process(
                 await attached.close()
             raise
     execution = Execution(raw, sandbox_id, argv[0], bound)
-    return DockerProcess(execution, ExecStream(execution, attached))
+    process = DockerProcess(execution, ExecStream(execution, attached), terminal is not None)
+    if terminal is not None:
+        await first_resize(raw, sandbox_id, *terminal, bound)
+    return process
 
 
 class DockerProcess:
     """The runtime's `Process` handle over one exec and its attached stream."""
 
-    def __init__(self, execution: Execution, stream: ExecStream) -> None:
+    def __init__(self, execution: Execution, stream: ExecStream, tty: bool = False) -> None:
         self._execution = execution
         self._stream = stream
+        self._tty = tty
 
     @property
     def sandbox_id(self) -> str:
@@ -219,6 +231,13 @@ class DockerProcess:
     async def wait(self) -> int | None:
         """Its exit code once its streams have ended (the engine may lag a moment)."""
         return await self._execution.wait_exit()
+
+    async def resize(self, rows: int, cols: int) -> None:
+        """Set the size of its terminal (`BadRequest` if it has none)."""
+        if not self._tty:
+            raise BadRequest(f"a process in sandbox {self.sandbox_id} has no terminal to resize")
+        execution = self._execution
+        await resize_exec(execution.raw, execution.sandbox_id, rows, cols, execution.bound)
 
     async def aclose(self) -> None:
         """Close the stream (the process may go on; its output is dropped)."""

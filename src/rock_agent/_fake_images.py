@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rock_core import BadRequest, ImageNotFound, SandboxFailed
+from rock_core import BadRequest, ImageNotFound, NotFound, SandboxFailed
 
 from ._pull_policy import check_policy, must_pull, unpulled
 from ._runtime import ImageRecord, PullPolicy
@@ -167,4 +167,18 @@ def check_changes(changes: list[str]) -> None:
             raise BadRequest(f"commit change {change!r}: unknown instruction {word or '(none)'}")
 
 
-__all__ = ["FakeImage", "FakeImages", "check_changes", "full_tag", "image_id_of"]
+def commit_labels(
+    images: FakeImages, image_id: str, own: Mapping[str, str], given: Mapping[str, str]
+) -> dict[str, str]:
+    """The labels of an image committed from a sandbox: its image's and its own, the kit's
+    ``rock.*`` ones blanked (as the engine's commit does with ours), then `given`."""
+    try:
+        source = images.find(image_id).labels
+    except NotFound:
+        source = {}
+    merged = {**source, **own}
+    merged = {k: ("" if k.startswith("rock.") else v) for k, v in merged.items()}
+    return {**merged, **given}
+
+
+__all__ = ["FakeImage", "FakeImages", "check_changes", "commit_labels", "full_tag", "image_id_of"]

@@ -103,6 +103,10 @@ class FakeProcess:
         except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
             raise TransportError(f"{what}: the stream is closed") from exc
 
+    async def resize(self, rows: int, cols: int) -> None:
+        """A process started without a terminal has none to resize: `BadRequest`."""
+        raise BadRequest(f"a process in sandbox {self._sandbox_id} has no terminal to resize")
+
     async def close_input(self) -> None:
         """End its stdin: the process reads end-of-file."""
         if self._process is not None and self._process.stdin is not None:
@@ -179,13 +183,7 @@ async def start(
     program = argv[0] if argv else ""
     head = f"cannot run {program!r} in sandbox {sandbox_id}"
     folder = host_path(root, cwd or "/")
-    failure: RockError | None = None
-    if not folder.is_dir():
-        failure = FileNotFound(f"{head}: its working folder {cwd} does not exist")
-    elif "/" not in program and shutil.which(program, path=env.get("PATH")) is None:
-        failure = FileNotFound(f"{head}: program {program!r} not found on the PATH")
-    elif "/" in program and not os.path.exists(program):
-        failure = FileNotFound(f"{head}: {program} not found")
+    failure = refusal(folder, sandbox_id, argv, env, cwd)
     if failure is not None:
         return FakeProcess(sandbox_id, None, failure)
     try:
@@ -205,6 +203,21 @@ async def start(
     if failure is not None:
         return FakeProcess(sandbox_id, None, failure)
     return FakeProcess(sandbox_id, process)
+
+
+def refusal(
+    folder: Path, sandbox_id: str, argv: Sequence[str], env: dict[str, str], cwd: str
+) -> RockError | None:
+    """The engine's error for a process that cannot start in host folder `folder`, or None."""
+    program = argv[0] if argv else ""
+    head = f"cannot run {program!r} in sandbox {sandbox_id}"
+    if not folder.is_dir():
+        return FileNotFound(f"{head}: its working folder {cwd} does not exist")
+    if "/" not in program and shutil.which(program, path=env.get("PATH")) is None:
+        return FileNotFound(f"{head}: program {program!r} not found on the PATH")
+    if "/" in program and not os.path.exists(program):
+        return FileNotFound(f"{head}: {program} not found")
+    return None
 
 
 def marked(container_id: str) -> list[int]:
@@ -243,4 +256,13 @@ def kill_marked(container_id: str) -> None:
     _procs.signal_pids(marked(container_id), signal.SIGKILL)
 
 
-__all__ = ["MARK", "FakeProcess", "exit_status", "kill_marked", "marked", "start", "usage"]
+__all__ = [
+    "MARK",
+    "FakeProcess",
+    "exit_status",
+    "kill_marked",
+    "marked",
+    "refusal",
+    "start",
+    "usage",
+]

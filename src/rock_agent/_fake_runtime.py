@@ -276,10 +276,11 @@ class FakeRuntime:
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         stdin: bool = True,
+        terminal: tuple[int, int] | None = None,
     ) -> FakeProcess:
-        """Start `argv` in a running sandbox (see `ContainerRuntime.exec`)."""
+        """Start `argv` in a running sandbox (see `ContainerRuntime.exec`; `_fake_term`)."""
         box = await self._settled(sandbox_id)
-        return await box.exec(argv, env=env, cwd=cwd, stdin=stdin)
+        return await box.exec(argv, env=env, cwd=cwd, stdin=stdin, terminal=terminal)
 
     async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:
         """A TCP connection to `address:port` of this host (the fake has no network of its
@@ -355,13 +356,7 @@ class FakeRuntime:
         """Save a copy of the sandbox's files as image `repository:tag`; its id."""
         box = self._box(sandbox_id)
         _fake_images.check_changes(changes)
-        try:
-            source = self.images.find(box.image_id).labels
-        except NotFound:
-            source = {}
-        merged = {**source, **box.labels}
-        merged = {k: ("" if k.startswith("rock.") else v) for k, v in merged.items()}
-        merged.update(labels)
+        merged = _fake_images.commit_labels(self.images, box.image_id, box.labels, labels)
         image = await anyio.to_thread.run_sync(
             self.images.commit, f"{repository}:{tag}", box.root, merged
         )

@@ -31,7 +31,7 @@ import anyio
 from rock_core import BadRequest, SandboxFailed
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
-from . import _fake_files, _fake_freezer, _fake_procs, _procs
+from . import _fake_files, _fake_freezer, _fake_procs, _fake_term, _procs
 from ._fake_logs import ContainerLog
 from ._fake_procs import FakeProcess
 from ._labels import LABEL_OWNER, owner_uid
@@ -210,7 +210,13 @@ class FakeSandbox:
         await anyio.to_thread.run_sync(shutil.rmtree, self.root, True)
 
     async def exec(
-        self, argv: list[str], *, env: Mapping[str, str] | None, cwd: str, stdin: bool
+        self,
+        argv: list[str],
+        *,
+        env: Mapping[str, str] | None,
+        cwd: str,
+        stdin: bool,
+        terminal: tuple[int, int] | None = None,
     ) -> FakeProcess:
         """Start a process in the running sandbox; `SandboxFailed` if it is not running."""
         if not self.running:
@@ -221,7 +227,7 @@ class FakeSandbox:
         if self.paused:  # as the engine refuses an exec into a frozen container
             raise BadRequest(f"sandbox {self.sandbox_id} is paused: resume it first")
         self._processes = [p for p in self._processes if not p.ended]
-        process = await self._spawn(argv, env=env, cwd=cwd, stdin=stdin)
+        process = await self._spawn(argv, env=env, cwd=cwd, stdin=stdin, terminal=terminal)
         self._processes.append(process)
         return process
 
@@ -233,6 +239,7 @@ class FakeSandbox:
         cwd: str,
         stdin: bool,
         output: tuple[int, int] | None = None,
+        terminal: tuple[int, int] | None = None,
     ) -> FakeProcess:
         full_env = {
             "PATH": os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin"),
@@ -241,6 +248,16 @@ class FakeSandbox:
             **self.spec.env,
             **(env or {}),
         }
+        if terminal is not None:
+            return await _fake_term.start_terminal(
+                self.root,
+                self.sandbox_id,
+                self.container_id,
+                argv,
+                env=full_env,
+                cwd=cwd or self.spec.workdir,
+                size=terminal,
+            )
         return await _fake_procs.start(
             self.root,
             self.sandbox_id,

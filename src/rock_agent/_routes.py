@@ -36,6 +36,7 @@ from rock_core.protocol import (
     ListenPort,
     ListImages,
     ListSandboxes,
+    OpenTerminal,
     PauseSandbox,
     Ping,
     PruneImages,
@@ -47,6 +48,7 @@ from rock_core.protocol import (
     RemoveSandbox,
     Reply,
     Request,
+    ResizeTerminal,
     ResumeSandbox,
     RunCommand,
     SendInput,
@@ -72,6 +74,7 @@ from . import (
     _reverse,
     _sandboxes,
     _stats,
+    _terminal,
     _top,
 )
 from ._exec_streamed import execute_streamed
@@ -119,6 +122,8 @@ HANDLERS: dict[type[Any], Handler] = {
     CoreReport: _top.core_report,
     PauseSandbox: _pause.pause,
     ResumeSandbox: _pause.resume,
+    OpenTerminal: _terminal.open_terminal,
+    ResizeTerminal: _terminal.resize_terminal,
 }
 
 _SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)

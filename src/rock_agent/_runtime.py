@@ -90,6 +90,10 @@ class Process(Protocol):
         `TimedOut`, `EngineUnavailable`."""
         ...
 
+    async def resize(self, rows: int, cols: int) -> None:
+        """Set the size of its terminal (it gets SIGWINCH). `BadRequest` if it has none."""
+        ...
+
     async def aclose(self) -> None:
         """Detach from it (it may go on; later output is dropped); never raises."""
         ...
@@ -192,8 +196,10 @@ class ContainerRuntime(Protocol):
         env: Mapping[str, str] | None = None,
         cwd: str = "",
         stdin: bool = True,
+        terminal: tuple[int, int] | None = None,
     ) -> Process:
-        """Start `argv` in a running sandbox, attached (stdin open if `stdin`).
+        """Start `argv` in a running sandbox, attached (stdin open if `stdin`; with a `terminal`
+        of (rows, cols), on a new pseudo-terminal that is all three, its output all "stdout").
 
         `SandboxNotFound`; `SandboxFailed` if the sandbox is not running. A process that
         could not start raises from the returned handle (see `Process`).

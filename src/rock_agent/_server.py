@@ -42,7 +42,7 @@ from rock_core import BadRequest, RockError, TransportError
 from rock_core.protocol import ClientMessage, CreateSandbox, Reply, Request, SandboxChanged, Welcome
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
-from . import _commands, _images, _procs, _reverse, _top
+from . import _commands, _images, _procs, _reverse, _terminal, _top
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
@@ -79,6 +79,7 @@ CAPABILITIES = [
     "metrics",
     "top",
     "pause",
+    "terminal",
 ]
 
 
@@ -120,6 +121,7 @@ class AgentServer:
         self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
         self.metrics = AgentMetrics()  # this agent's own registry (`_metrics`)
         self.top = _top.TopState()  # what the live view needs beyond the engine
+        self.terminals = _terminal.Terminals()  # open terminals, by (connection, request id)
 
     def adopted(self, sandbox_id: str) -> bool:
         """True if this agent found the sandbox from its labels (its sessions are gone)."""

@@ -97,6 +97,7 @@ from ._messages_logs import LOG_CHUNK, LogData, ReadLogs
 from ._messages_metrics import MetricsReply, ReadMetrics
 from ._messages_pause import PauseSandbox, ResumeSandbox
 from ._messages_process import EXEC_STREAM, OUTPUT_CHUNK, ExecuteStreamed, ProcessOutput
+from ._messages_term import MAX_TERMINAL_SIDE, OpenTerminal, ResizeTerminal, TerminalReply
 from ._messages_top import (
     CoreReport,
     CoreView,
@@ -165,6 +166,8 @@ ClientMessage = (
     | CoreReport
     | PauseSandbox
     | ResumeSandbox
+    | OpenTerminal
+    | ResizeTerminal
 )
 
 AgentMessage = (
@@ -196,6 +199,7 @@ AgentMessage = (
     | ProcessOutput
     | MetricsReply
     | HostViewReply
+    | TerminalReply
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -289,6 +293,7 @@ __all__ = [
     "EXEC_STREAM",
     "EXPIRE_POLICIES",
     "LOG_CHUNK",
+    "MAX_TERMINAL_SIDE",
     "NO_LIMIT",
     "OUTPUT_CHUNK",
     "PROTOCOL_VERSION",
@@ -338,6 +343,7 @@ __all__ = [
     "LogData",
     "Message",
     "MetricsReply",
+    "OpenTerminal",
     "Output",
     "PauseSandbox",
     "Ping",
@@ -356,6 +362,7 @@ __all__ = [
     "RemoveSandbox",
     "Reply",
     "Request",
+    "ResizeTerminal",
     "ResumeSandbox",
     "RunCommand",
     "SandboxChanged",
@@ -373,6 +380,7 @@ __all__ = [
     "StopSandbox",
     "StreamCredit",
     "StreamData",
+    "TerminalReply",
     "TransferReply",
     "Upload",
     "WaitCommand",

@@ -70,6 +70,7 @@ from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
 from ._sandbox import Sandbox
 from ._status import SandboxStatus
+from ._terminal import Terminal
 from ._top import top
 
 # A library never configures logging (the application does). Without a handler of its own,
@@ -137,6 +138,7 @@ __all__ = [
     "SessionClosed",
     "SessionNotFound",
     "SshOptions",
+    "Terminal",
     "TimedOut",
     "TransportError",
     "load_config",

@@ -50,6 +50,7 @@ from ._cli_pause import add_commands as add_pause_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
 from ._cli_progress import BIG_TRANSFER, NoBar, progress_bar
+from ._cli_shell import add_commands as add_shell_commands
 from ._cli_top import add_commands as add_top_commands
 
 app = typer.Typer(
@@ -280,6 +281,7 @@ _cli_logs.add_commands(app)
 add_metrics_commands(app)
 add_top_commands(app)
 add_pause_commands(app)
+add_shell_commands(app)
 app.command("version")(version)
 
 

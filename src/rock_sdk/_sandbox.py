@@ -54,12 +54,13 @@ from ._pausing import Pausable
 from ._placement import HasCore, Placement, core_of
 from ._results import CommandResult, ExecResult
 from ._status import SandboxStatus
+from ._terminal import SandboxTerminals
 from ._transfer import Local, OnProgress
 
 R = TypeVar("R", bound=Reply)
 
 
-class Sandbox(Pausable):
+class Sandbox(Pausable, SandboxTerminals):
     """A sandbox; use ``async with Sandbox(config) as sb`` or `start()` / `stop()`."""
 
     def __init__(

@@ -23,6 +23,7 @@ DOCKER = {
     "_engine",
     "_archive",
     "_exec_stream",
+    "_exec_tty",
 }
 ENGINE_CLIENTS = {"aiodocker", "aiohttp"}
 # Modules that choose the implementation: the CLI makes a `DockerRuntime`, the package exports it.

@@ -97,6 +97,10 @@ V1_TAGS = {
     # Pause and resume.
     "pause": "PauseSandbox",
     "resume": "ResumeSandbox",
+    # Terminals.
+    "terminal": "OpenTerminal",
+    "terminal_resize": "ResizeTerminal",
+    "terminal_exit": "TerminalReply",
 }
 
 
