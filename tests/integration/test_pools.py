@@ -174,7 +174,8 @@ async def test_statistics_and_the_cli_see_the_pool(sdk: SandboxCluster) -> None:
         listed = await rock("pool", "ls", "it-cli")
         assert listed.returncode == 0, listed.stderr
         lines = listed.stdout.decode().splitlines()
-        assert lines[0].split() == ["POOL", "SANDBOX", "IMAGE", "STATE", "AGE", "OWNER"]
+        header = ["POOL", "SANDBOX", "IMAGE", "STATE", "AGE", "OWNER", "HOST", "SIZE"]
+        assert lines[0].split() == header
         rows = [line.split() for line in lines[1:]]
         assert {row[1] for row in rows} == members
         assert all(row[0] == "it-cli" and row[3] == "running" for row in rows)

@@ -72,6 +72,12 @@ def requests_on(sandbox_id: str) -> list[p.Request]:
         p.ClaimConnection(id=1, sandbox_id=sandbox_id, listen=1, connection=1),
         p.SetTimeouts(id=1, sandbox_id=sandbox_id, lifetime=1),
         p.Keepalive(id=1, sandbox_id=sandbox_id),
+        p.ReadLogs(id=1, sandbox_id=sandbox_id),
+        p.ExecuteStreamed(id=1, sandbox_id=sandbox_id, argv=["cat", "/secret"]),
+        p.OpenTerminal(id=1, sandbox_id=sandbox_id, argv=["cat", "/secret"]),
+        p.ResizeTerminal(id=1, sandbox_id=sandbox_id, terminal=1, rows=30, cols=100),
+        p.PauseSandbox(id=1, sandbox_id=sandbox_id),
+        p.ResumeSandbox(id=1, sandbox_id=sandbox_id),
     ]
 
 
@@ -82,7 +88,7 @@ def test_every_request_that_names_a_sandbox_is_tried() -> None:
         if "sandbox_id" in kind.__struct_fields__ and kind is not p.CreateSandbox
     }
     assert {type(r) for r in requests_on("x")} == naming
-    assert len(requests_on("x")) == len(naming) == 23
+    assert len(requests_on("x")) == len(naming) == 29
 
 
 def _a_with_secret(agent: SocketAgent, owner: str, sandbox_id: str) -> RawClient:
