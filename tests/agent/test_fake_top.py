@@ -13,11 +13,11 @@ from rock_core._protocol import (
     CreateSandbox,
     Done,
     HostViewReply,
+    PauseSandbox,
     PoolView,
     ReadHostView,
     Reply,
     SandboxReply,
-    PauseSandbox,
     StopSandbox,
 )
 
