@@ -217,7 +217,7 @@ def container_summary(attrs: dict[str, Any]) -> ContainerSummary:
     """A container of a listing (any owner), as much as image use needs."""
     return ContainerSummary(
         image_id=str(attrs.get("ImageID") or ""),
-        running=attrs.get("State") == "running",
+        running=attrs.get("State") in ("running", "paused"),  # paused: frozen, still running
         created=_float(attrs.get("Created")),
     )
 

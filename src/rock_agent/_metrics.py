@@ -21,7 +21,7 @@ Rules:
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import re
 from collections import Counter as Tally
 from collections.abc import Iterator
@@ -31,7 +31,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-from rock_core import SandboxNotFound
+from rock_core import RockError, SandboxNotFound
 from rock_core.defaults import POOL_LABEL
 from rock_core.metrics import CREATE_BUCKETS
 from rock_core.protocol import (
@@ -46,6 +46,8 @@ from rock_core.protocol import (
 )
 
 from ._runtime import ContainerRuntime
+
+log = logging.getLogger("rock_agent.metrics")
 
 COMMAND_BUCKETS = (
     0.001,
@@ -209,8 +211,12 @@ class AgentMetrics:
         async def look(sandbox_id: str) -> None:
             nonlocal killed
             async with limiter:
-                with contextlib.suppress(SandboxNotFound):  # removed meanwhile
+                try:
                     killed += (await runtime.container(sandbox_id)).oom_killed
+                except SandboxNotFound:
+                    pass  # removed meanwhile
+                except RockError as exc:  # one sandbox the engine cannot tell of: not counted
+                    log.warning("metrics: cannot inspect sandbox %s: %s", sandbox_id, exc)
 
         async with anyio.create_task_group() as tg:
             for sandbox_id in stopped:

@@ -69,6 +69,7 @@ class Pauser:
         self.table = PauseTable()
         self._since = time.time()  # engine events are read from here on
         self._locks: dict[str, anyio.Lock] = {}
+        self._adopted = False  # the start-up listing came back (`_adopt`)
 
     def _lock(self, sandbox_id: str) -> anyio.Lock:
         return self._locks.setdefault(sandbox_id, anyio.Lock())
@@ -82,6 +83,8 @@ class Pauser:
         if not isinstance(sandbox_id, str) or isinstance(request, QUIET):
             yield
             return
+        if not self._adopted and not self.table.is_paused(sandbox_id):
+            await self._look(sandbox_id)
         if self.table.is_paused(sandbox_id):
             try:
                 await self.set_paused(sandbox_id, False)
@@ -94,6 +97,13 @@ class Pauser:
             self.table.use_ended(sandbox_id, time.time())
         if isinstance(request, CreateSandbox) and request.spec.pause_after is not None:
             self.table.track(sandbox_id, request.spec.pause_after, time.time())
+
+    async def _look(self, sandbox_id: str) -> None:
+        # Until the start-up listing is in, what is paused is asked of the engine: a request
+        # may come first (`rock exec` starts an agent for one request).
+        with contextlib.suppress(RockError):  # a missing one: the handler says so
+            if (await self.runtime.inspect(sandbox_id)).state == "paused":
+                self.table.set_paused(sandbox_id, True, time.time())
 
     async def set_paused(self, sandbox_id: str, paused: bool) -> None:
         """Pause (or resume) the sandbox through the runtime, under its lock."""
@@ -144,6 +154,7 @@ class Pauser:
             after = info.spec.pause_after if info.spec is not None else None
             if after is not None and self.keeper.table.owner(info.sandbox_id) is not None:
                 self.table.track(info.sandbox_id, after, now)
+        self._adopted = True
 
     async def _pause_idle(self, sandbox_id: str) -> None:
         try:

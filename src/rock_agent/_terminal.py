@@ -12,12 +12,15 @@ Rules:
 - The reply is the program's exit code once both directions are done. A program that cannot
   start ends the output at once, and the reply is the runtime's error for it
   (`FileNotFound`, `BadRequest`), not a broken stream.
+- A terminal abandoned before its reply (the caller left, its link broke) is hung up: its
+  program and what it started get SIGHUP, as on a real terminal that closes.
 - An open terminal is known by (its connection, its request id) while its request runs, so
   `ResizeTerminal` reaches only terminals of its own link; it is forgotten on every exit.
 """
 
 from __future__ import annotations
 
+import signal
 from typing import Any, Protocol
 
 import anyio
@@ -29,6 +32,7 @@ from rock_core.serving import CHUNK_SIZE
 
 from ._ports import carry
 from ._runtime import ContainerRuntime, Process
+from ._signals import Signals, exec_inside
 
 #: The sandbox's shell: bash if the image has it, else sh (every image has /bin/sh).
 DEFAULT_SHELL = [
@@ -39,6 +43,7 @@ DEFAULT_SHELL = [
 DEFAULT_TERM = "xterm"
 END_OF_INPUT = b"\x04"  # ^D: what a terminal's user types to end its input
 EXIT_WAITS = 5  # looks at the exit code of a program whose terminal has closed
+HANGUP_BOUND = 10.0  # seconds the hang-up of an abandoned terminal may take
 
 
 class Terminals(dict[tuple[Any, int], Process]):
@@ -103,6 +108,7 @@ async def open_terminal(server: _Server, conn: Any, req: OpenTerminal) -> Reply:
     )
     key = (conn, req.id)
     server.terminals[key] = process
+    answered = False
     try:
         where = f"a terminal in sandbox {req.sandbox_id}"
         stream = TerminalStream(process)
@@ -113,13 +119,30 @@ async def open_terminal(server: _Server, conn: Any, req: OpenTerminal) -> Reply:
         for _ in range(EXIT_WAITS):
             if (exit_code := await process.wait()) is not None:
                 break
+        answered = True
     finally:
         server.terminals.pop(key, None)
         with anyio.CancelScope(shield=True):
+            if not answered:  # abandoned (the caller left, the link broke): hang it up
+                with anyio.move_on_after(HANGUP_BOUND):
+                    await _hang_up(server.runtime, req.sandbox_id, process)
             await process.aclose()
     return TerminalReply(
         id=req.id, exit_code=exit_code, bytes_in=carried.bytes_in, bytes_out=carried.bytes_out
     )
+
+
+async def _hang_up(runtime: ContainerRuntime, sandbox_id: str, process: Process) -> None:
+    """SIGHUP to the program and its descendants, as the kernel sends when a terminal closes
+    (the engine leaves an exec running when its attached stream closes)."""
+    try:
+        pid = (await process.state()).pid
+        if pid > 1:
+            await Signals(exec_inside(runtime, sandbox_id), pid).send(
+                signal.SIGHUP, tree=pid, include_root=True
+            )
+    except RockError:
+        pass  # it ended, or its sandbox went meanwhile: nothing left to hang up
 
 
 async def resize_terminal(server: _Server, conn: Any, req: ResizeTerminal) -> Reply:

@@ -100,6 +100,8 @@ async def read_host_view(server: _Server, conn: Connection, req: ReadHostView) -
         top.resources = await server.runtime.engine_resources()
     infos = await server.runtime.list_sandboxes()
     running = [info for info in infos if info.state == "running"]
+    # A paused sandbox keeps its reservation (the scheduler's ledger counts it as running).
+    holding = [info for info in infos if info.state in ("running", "paused")]
     live = {info.sandbox_id for info in running}
     top.readings = {sid: r for sid, r in top.readings.items() if sid in live}
     who = conn.principal
@@ -115,8 +117,8 @@ async def read_host_view(server: _Server, conn: Connection, req: ReadHostView) -
         time=time.time(),
         cpus=top.resources.cpus,
         memory=top.resources.memory,
-        cpus_reserved=round(sum(i.spec.cpus for i in running if i.spec), 3),
-        memory_reserved=sum(i.spec.memory for i in running if i.spec),
+        cpus_reserved=round(sum(i.spec.cpus for i in holding if i.spec), 3),
+        memory_reserved=sum(i.spec.memory for i in holding if i.spec),
         starting=top.starting,
         sandboxes=[
             SandboxView(

@@ -227,7 +227,7 @@ class FakeAgent:
 
     async def _stop(self, conn: Connection, request: StopSandbox) -> Reply:
         sandbox = self._sandbox(request.sandbox_id, conn.principal)
-        if sandbox.info.state == "running":
+        if sandbox.info.state in ("running", "paused"):  # a paused one is resumed, then stopped
             sandbox.info.state = "exited"
             sandbox.info.exit_code = 137
             await self._tell(sandbox, "stopped", f"stopped at the request of {conn.owner}")
@@ -245,7 +245,7 @@ class FakeAgent:
         sandbox = self._sandbox(request.sandbox_id, conn.principal)
         del self.sandboxes[request.sandbox_id]
         why = f"removed at the request of {conn.owner}"
-        if sandbox.info.state == "running":  # the engine stops it on the way, and says so
+        if sandbox.info.state in ("running", "paused"):  # the engine stops it, and says so
             await self._tell(sandbox, "stopped", why)
         await self._tell(sandbox, "deleted", why)
         return Done(id=request.id)

@@ -14,13 +14,16 @@ Rules:
   it; its end closes the command's stdin; the command ending first stops the reading.
 - Ctrl-C cancels the request (the agent kills the command); the caller's cleanup (removing the
   sandbox) still runs.
-- Nothing is written to stdout but the command's stdout.
+- Nothing is written to stdout but the command's stdout. A reader of ours that leaves
+  (``| head``) ends the command, and we exit 141, as a writer killed by SIGPIPE does.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -48,6 +51,7 @@ from ._streamed import one_error
 SESSIONS_DIR = "/tmp/.rock/sessions"  # where named sessions keep their state in a sandbox
 # Runs the command line (its first argument) in bash when the image has it, else in sh.
 SHELL = 'if command -v bash >/dev/null 2>&1; then exec bash -c "$1"; fi; exec /bin/sh -c "$1"'
+SIGPIPE_EXIT = 128 + signal.SIGPIPE  # a shell's code for a writer whose reader left
 _NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -129,10 +133,14 @@ async def stream_exec(
                 tg.start_soon(_send_stdin, conn, request.id, stdin)
             async for message in answers:
                 if isinstance(message, ProcessOutput):
-                    _emit(
-                        sys.stdout.buffer if message.stream == "stdout" else sys.stderr.buffer,
-                        message.data,
-                    )
+                    out = sys.stdout.buffer if message.stream == "stdout" else sys.stderr.buffer
+                    if not _emit(out, message.data):
+                        # Our reader left (`| head`): the request is dropped (the agent kills
+                        # the command) and we end as a writer killed by SIGPIPE would.
+                        tg.cancel_scope.cancel()
+                        return ExecResult(
+                            stdout=b"", stderr=b"", exit_code=SIGPIPE_EXIT, duration=0.0
+                        )
                     await conn.grant(request.id, 1)
                 elif isinstance(message, Reply):
                     tg.cancel_scope.cancel()  # the command ended: the rest of stdin is not read
@@ -171,12 +179,16 @@ def _outcome(piped: Piped, result: ExecResult) -> int:
     return result.exit_code
 
 
-def _emit(stream: BinaryIO, data: bytes) -> None:
+def _emit(stream: BinaryIO, data: bytes) -> bool:
+    """Write and flush; False if the reader has gone (`| head`)."""
     try:
         stream.write(data)
         stream.flush()
     except BrokenPipeError:
-        pass  # the reader left (`| head`): the rest of the output has nowhere to go
+        # Nothing more can reach it; what is still buffered must not fail the exit either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        return False
+    return True
 
 
 __all__ = ["SESSIONS_DIR", "Piped", "read_stdin", "run_piped", "script", "stream_exec"]

@@ -60,7 +60,7 @@ mkdir "$d" 2>/dev/null || { [ -d "$d" ] && exit 17; echo "cannot make $d" >&2; e
 printf %s "$3" > "$d/cmd" && printf %s "$4" > "$d/started" && printf %s "$2" > "$d/limit" ||
   exit 125
 setsid sh -c "$5" rock-job "$d" "$2" "$3" "$6" > /dev/null 2>&1 < /dev/null &
-for _ in $(seq 1 500); do [ -f "$d/cpid" ] && exit 0; sleep 0.01; done
+for _ in $(seq 1 500); do [ -s "$d/cpid" ] && exit 0; sleep 0.01; done
 echo "the job's shell did not start" >&2; exit 125
 """
 
@@ -96,11 +96,11 @@ alive() {
 }
 cd "$1" 2>/dev/null || exit 0
 for d in ${2:-*}; do
-  [ -f "$d/cpid" ] || continue
+  cpid=$(cat "$d/cpid" 2>/dev/null); [ -n "$cpid" ] || continue  # not launched yet
   alive=0; alive "$(cat "$d/pid")" && alive=1
   code=$(tr -dc 0-9 < "$d/exit" 2>/dev/null); size=$(wc -c < "$d/out" 2>/dev/null | tr -dc 0-9)
   limit=$(tr -dc 0-9 < "$d/limit" 2>/dev/null); started=$(cat "$d/started" 2>/dev/null)
-  printf '%s %s %s %s %s %s %s %s\n' "$d" "$(cat "$d/cpid")" "$alive" "${code:--}" \
+  printf '%s %s %s %s %s %s %s %s\n' "$d" "$cpid" "$alive" "${code:--}" \
     "${size:-0}" "${limit:-0}" "${started:-0}" "$(wc -c < "$d/cmd" | tr -dc 0-9)"
   cat "$d/cmd"
 done

@@ -292,6 +292,17 @@ async def pause_and_resume_are_idempotent_and_need_a_running_sandbox(subject: Su
             await conn.call(PauseSandbox(sandbox_id="box"), SandboxReply)
 
 
+@check(CreateSandbox, PauseSandbox, StopSandbox, InspectSandbox)
+async def a_paused_sandbox_stops_as_a_running_one_does(subject: Subject) -> None:
+    async with subject.connect("alice") as conn:
+        await create(conn, subject, "box")
+        await conn.call(PauseSandbox(sandbox_id="box"), SandboxReply)
+        stopped = await conn.call(StopSandbox(sandbox_id="box", timeout=1), SandboxReply)
+        assert stopped.sandbox.state == "exited" and stopped.sandbox.exit_code is not None
+        seen = await conn.call(InspectSandbox(sandbox_id="box"), SandboxReply)
+        assert seen.sandbox.state == "exited"
+
+
 @check(CreateSandbox, InspectSandbox, StopSandbox, StartSandbox, RemoveSandbox)
 async def an_unknown_or_foreign_id_is_sandbox_not_found(subject: Subject) -> None:
     async with subject.connect("alice") as conn, subject.connect("bob") as other:

@@ -12,7 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from rock_agent._engine_timing import observing_engine, timed
 from rock_agent._metrics import AgentMetrics, operation
 from rock_agent._metrics_serve import open_metrics_port
-from rock_core import BadRequest
+from rock_core import BadRequest, EngineUnavailable
 from rock_core._protocol import (
     CommandReply,
     CreateSandbox,
@@ -24,6 +24,7 @@ from rock_core._protocol import (
     ReadMetrics,
     RunCommand,
     SandboxReply,
+    StopSandbox,
 )
 from rock_core.defaults import POOL_LABEL
 
@@ -153,3 +154,18 @@ async def test_a_sandbox_the_kernel_killed_for_memory_is_counted_once_stopped() 
         found = await scrape(fake)
         assert found[("rock_sandboxes_oom_killed", ())] == 1
         assert found[("rock_sandboxes", (("state", "exited"),))] == 2
+
+
+async def test_a_stopped_sandbox_the_engine_cannot_inspect_does_not_fail_a_scrape() -> None:
+    async with open_fake() as fake:
+        conn = fake.conn
+        await conn.call(CreateSandbox(id=conn.next_id(), sandbox_id=BOX, spec=spec()), SandboxReply)
+        stop = StopSandbox(id=conn.next_id(), sandbox_id=BOX, timeout=1)
+        await conn.call(stop, SandboxReply)
+
+        async def refused(sandbox_id: str) -> None:
+            raise EngineUnavailable(f"the engine did not answer about {sandbox_id}")
+
+        fake.runtime.container = refused  # type: ignore[assignment,method-assign]
+        found = await scrape(fake)
+        assert found[("rock_sandboxes", (("state", "exited"),))] == 1

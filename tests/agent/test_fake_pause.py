@@ -4,12 +4,15 @@ policy, and the resume on use by every kind of request that names a sandbox."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import anyio
 import pytest
 
+from rock_agent import open_agent
 from rock_agent._pause import QUIET
 from rock_agent._routes import HANDLERS
+from rock_agent.testing import open_fake_connection
 from rock_core._errors import BadRequest, SandboxNotFound
 from rock_core._protocol import (
     ClaimConnection,
@@ -183,3 +186,29 @@ async def test_a_bad_pause_after_is_refused(value: float) -> None:
     async with open_fake() as fake:
         with pytest.raises(BadRequest, match="pause_after"):
             await make_box(fake, pause_after=value)
+
+
+async def test_an_agent_just_started_resumes_a_sandbox_paused_before_it_started() -> None:
+    # `rock exec` starts an agent of its own on the engine; its first request may come before
+    # that agent's start-up listing (which tells it what is paused) has come back.
+    async with open_fake() as fake:
+        await make_box(fake)
+        await set_paused(fake, True)
+        listed = anyio.Event()
+        listing = fake.runtime.list_sandboxes
+
+        async def slow_listing(*args: Any, **kwargs: Any) -> Any:
+            await listed.wait()
+            return await listing(*args, **kwargs)
+
+        fake.runtime.list_sandboxes = slow_listing  # type: ignore[method-assign]
+        async with open_agent(fake.runtime) as other:
+            try:
+                async with open_fake_connection(other, owner="cli", admin=True) as conn:
+                    request = Execute(sandbox_id=BOX, argv=["echo", "thawed"])
+                    with anyio.fail_after(STEP):
+                        done = await conn.call(request, ExecReply)
+            finally:
+                listed.set()
+        assert (done.result.stdout, done.result.exit_code) == (b"thawed\n", 0)
+        assert await state(fake) == "running"

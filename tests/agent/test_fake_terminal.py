@@ -163,3 +163,27 @@ async def test_bad_commands_are_bad_requests(changes: dict[str, object], message
 async def test_the_reply_carries_the_exit_code_and_the_bytes_both_ways() -> None:
     reply = TerminalReply(id=1, exit_code=None)
     assert (reply.exit_code, reply.bytes_in, reply.bytes_out) == (None, 0, 0)
+
+
+async def test_an_abandoned_terminal_is_hung_up() -> None:
+    async with open_fake() as fake:
+        await make_box(fake)
+        term = await open_terminal(fake.conn, BOX, ["/bin/sh", "-c", "echo pid=$$; exec sleep 600"])
+        try:
+            shown = await shown_until(term, b"\n")
+        finally:
+            await term.aclose()  # before its program ended: a terminal that closes
+        pid = int(shown.split(b"pid=")[1].split()[0])
+        with anyio.fail_after(STEP):
+            while True:
+                if not _alive(pid):
+                    break
+                await anyio.sleep(0.05)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return ") Z " not in stat.read()  # a zombie has ended
+    except FileNotFoundError:
+        return False

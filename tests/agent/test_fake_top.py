@@ -13,6 +13,7 @@ from rock_core._protocol import (
     CreateSandbox,
     Done,
     HostViewReply,
+    PauseSandbox,
     PoolView,
     ReadHostView,
     Reply,
@@ -98,3 +99,13 @@ async def test_starts_in_flight_are_counted_while_the_create_handler_runs() -> N
         assert server.top.starting == 1
         release.set()
     assert server.top.starting == 0
+
+
+async def test_a_paused_sandbox_keeps_its_reservation_in_the_host_view() -> None:
+    async with open_fake() as fake:
+        conn = fake.conn
+        await make_box(fake, "nap", cpus=0.5)
+        await conn.call(PauseSandbox(id=conn.next_id(), sandbox_id="nap"), SandboxReply)
+        view = (await conn.call(ReadHostView(id=conn.next_id()), HostViewReply)).view
+        assert [s.info.state for s in view.sandboxes] == ["paused"]
+        assert (view.cpus_reserved, view.memory_reserved) == (0.5, spec().memory)

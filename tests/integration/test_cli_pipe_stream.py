@@ -30,6 +30,13 @@ def test_yes_into_head_ends_when_head_ends(docker_engine: None) -> None:
     assert (done.stdout, done.stderr, done.returncode) == (b"y\ny\ny\n", b"", 0)
 
 
+def test_a_reader_that_leaves_ends_the_command(docker_engine: None) -> None:
+    # As `docker run IMG yes | head -n 1`: the writer ends once its reader has gone.
+    pipeline = f"set -o pipefail 2>/dev/null; {' '.join(ROCK)} run {SH_IMAGE} -- yes | head -n 1"
+    done = subprocess.run(["bash", "-c", pipeline], capture_output=True, timeout=120)
+    assert (done.stdout, done.stderr, done.returncode) == (b"y\n", b"", 141)
+
+
 def test_each_line_reaches_the_command_before_the_next_is_written(docker_engine: None) -> None:
     process = subprocess.Popen(
         [*ROCK, "run", SH_IMAGE, "--", "cat; echo closed >&2; exit 4"],

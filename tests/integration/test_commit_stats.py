@@ -10,7 +10,12 @@ from collections.abc import AsyncIterator
 import anyio
 import pytest
 
-from rock_agent._docker_json import commit_config, engine_time, stats_reading
+from rock_agent._docker_json import (
+    commit_config,
+    container_summary,
+    engine_time,
+    stats_reading,
+)
 from rock_agent._images import split_reference
 from rock_agent._stats import sandbox_stats
 from rock_core import BadRequest, Cluster, SandboxNotFound
@@ -226,3 +231,9 @@ def test_commit_names(image: str, expected: tuple[str, str]) -> None:
 def test_bad_commit_names(image: str) -> None:
     with pytest.raises(BadRequest, match=rf"^'{re.escape(image)}' is not a valid image name: "):
         split_reference(image)
+
+
+def test_a_paused_container_is_a_running_one_for_image_use() -> None:
+    # As the fake runtime's: a paused sandbox still runs (its image is in use now).
+    summary = container_summary({"ImageID": "sha256:1", "State": "paused", "Created": 5})
+    assert summary.running

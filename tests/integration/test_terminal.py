@@ -44,3 +44,21 @@ async def test_a_command_sees_its_terminal_and_its_exit_code_comes_back(
             await term.close_input()
             assert (await shown(term)).count(b"x") == 2  # the echo, then cat's copy
             assert await term.wait() == 0
+
+
+async def test_an_abandoned_terminal_is_hung_up(docker_engine: None) -> None:
+    # As on the fake runtime, whose terminal's program loses its terminal (SIGHUP): the engine
+    # itself leaves an exec running when its attached stream closes.
+    async with Sandbox(SandboxConfig(image=SH_IMAGE, memory="64m")) as sb:
+        term = await sb.open_terminal("echo started; exec sleep 4321")
+        try:
+            with anyio.fail_after(60):
+                while b"started" not in await term.receive():
+                    pass
+        finally:
+            await term.aclose()
+        with anyio.fail_after(60):
+            while True:
+                if "sleep 4321" not in (await sb.execute(["ps"])).stdout:
+                    break
+                await anyio.sleep(0.1)
