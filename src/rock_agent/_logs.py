@@ -6,8 +6,9 @@ Rules:
   writer is paced by the caller; then `Done`.
 - With `follow` the request lasts until the sandbox stops (the runtime's log ends) or the
   caller cancels it; the runtime's stream is closed on every exit.
-- Reading a log is a look, not a use: it does not keep a sandbox from its idle timeout
-  (`_expiry.LOOKS`).
+- Reading another owner's log (an administrator's `rock logs`) is a look, not a use: it does
+  not keep the sandbox from its idle timeout (`_expiry.LOOKS`); the owner's own read is a use.
+  Either way it does not resume a paused sandbox (`_pause.QUIET`).
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """`rock metrics`: the agents' Prometheus metrics, as their exposition text or parsed samples.
 
 Rules:
-- `--host` names hosts as `rock_sdk.open_cluster` takes them (``local``, ``ssh://...``);
-  by default this host's agent. Each host's text follows a ``# host: ID`` comment line, so
-  the whole output is still one valid exposition per host for a scraper.
+- It reads every host of the cluster the commands reach (``--hosts``, ``$ROCK_HOSTS``, the
+  config file, else this host's agent); ``--host ID`` (a host id, as the HOST column shows
+  it; repeatable) reads only those. Each host's text follows a ``# host: ID`` comment line,
+  so the whole output is still one valid exposition per host for a scraper.
 - ``--json`` prints one `SampleRow` per line (host, metric name, labels, value), parsed with
   prometheus_client's own parser: nothing here reads the format by hand.
 - A host that cannot be read fails the command (exit 125), naming it.
