@@ -25,7 +25,7 @@ import os
 import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from typing import Any
+from typing import Any, BinaryIO
 
 import anyio
 import typer
@@ -66,6 +66,18 @@ def say_error(where: str, message: str) -> None:
         Console(stderr=True, highlight=False, soft_wrap=True).print(line)
         return
     print(f"{where}: {message}", file=sys.stderr, flush=True)
+
+
+def emit(stream: BinaryIO, data: bytes) -> bool:
+    """Write `data` and flush; False if the reader has gone (`| head`): the stream then points
+    at /dev/null, so what is still buffered cannot fail the exit either."""
+    try:
+        stream.write(data)
+        stream.flush()
+    except BrokenPipeError:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
+        return False
+    return True
 
 
 def fail(ctx: typer.Context, message: str) -> typer.Exit:

@@ -29,6 +29,7 @@ from rock_core import BadRequest, locate_sandbox
 from ._cli_base import (
     ExitCode,
     Interrupts,
+    emit,
     new_typer,
     open_admin,
     resolve_ids,
@@ -151,8 +152,8 @@ def logs(
         async with _job(sandbox, job_id) as job:
             with interrupts.cancels():
                 async for chunk in job.stream(cursor, follow=follow):
-                    sys.stdout.buffer.write(chunk)
-                    sys.stdout.buffer.flush()
+                    if not emit(sys.stdout.buffer, chunk):
+                        break  # the reader left (`| head`): what it read is all it wanted
         return int(ExitCode.OK)
 
     run_interruptible(ctx, body)

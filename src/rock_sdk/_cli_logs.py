@@ -15,17 +15,16 @@ Rules:
 from __future__ import annotations
 
 import datetime
-import os
 import re
 import sys
 import time
-from typing import Annotated, BinaryIO
+from typing import Annotated
 
 import typer
 
 from rock_core import BadRequest, sandbox_logs
 
-from ._cli_base import Interrupts, fail, open_admin, resolve_ids, run_interruptible
+from ._cli_base import Interrupts, emit, fail, open_admin, resolve_ids, run_interruptible
 from ._cli_format import parse_duration
 
 _UNIX_TIME = re.compile(r"^\s*\d+(\.\d+)?\s*$")
@@ -78,7 +77,7 @@ def logs(
                 try:
                     async for chunk in chunks:
                         out = sys.stdout if chunk.stream == "stdout" else sys.stderr
-                        if not _emit(out.buffer, chunk.data):
+                        if not emit(out.buffer, chunk.data):
                             break  # the reader left: what it read is all it wanted
                 finally:
                     await chunks.aclose()
@@ -116,18 +115,6 @@ def parse_since(text: str, now: float) -> float:
             " (2024-05-01T12:00:00Z)"
         ) from None
     return max(0.0, when.timestamp())  # a naive one is local time, as docker reads it
-
-
-def _emit(stream: BinaryIO, data: bytes) -> bool:
-    """Write and flush; False if the reader has gone."""
-    try:
-        stream.write(data)
-        stream.flush()
-    except BrokenPipeError:
-        # Nothing more can reach it; what is still buffered must not fail the exit either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-        return False
-    return True
 
 
 __all__ = ["add_commands", "parse_since", "parse_tail"]

@@ -20,14 +20,12 @@ Rules:
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
 import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 import anyio
 
@@ -43,7 +41,7 @@ from rock_core.protocol import (
     raise_for_reply,
 )
 
-from ._cli_base import ExitCode, Interrupts, say_error
+from ._cli_base import ExitCode, Interrupts, emit, say_error
 from ._cli_format import duration
 from ._cli_stdin import CHUNK, Stdin, read_stdin
 from ._streamed import one_error
@@ -134,7 +132,7 @@ async def stream_exec(
             async for message in answers:
                 if isinstance(message, ProcessOutput):
                     out = sys.stdout.buffer if message.stream == "stdout" else sys.stderr.buffer
-                    if not _emit(out, message.data):
+                    if not emit(out, message.data):
                         # Our reader left (`| head`): the request is dropped (the agent kills
                         # the command) and we end as a writer killed by SIGPIPE would.
                         tg.cancel_scope.cancel()
@@ -177,18 +175,6 @@ def _outcome(piped: Piped, result: ExecResult) -> int:
         say_error(piped.where, "the command ended without an exit code")
         return ExitCode.FAILED
     return result.exit_code
-
-
-def _emit(stream: BinaryIO, data: bytes) -> bool:
-    """Write and flush; False if the reader has gone (`| head`)."""
-    try:
-        stream.write(data)
-        stream.flush()
-    except BrokenPipeError:
-        # Nothing more can reach it; what is still buffered must not fail the exit either.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), stream.fileno())
-        return False
-    return True
 
 
 __all__ = ["SESSIONS_DIR", "Piped", "read_stdin", "run_piped", "script", "stream_exec"]
