@@ -3,7 +3,8 @@
 Rules:
 - The follower is one task of the cluster's group (`run`). It connects the first snapshot's
   hosts as a list is connected (all at once, the first failure raised from `open_cluster`),
-  then applies each next snapshot by difference, by host name (`host_name`).
+  then applies each next snapshot by difference, by host name (an address, or a connector's
+  name). A bad address in a later snapshot is logged and left out; the others still count.
 - A host that appears gets its own supervised link (`HostLinks.supervise`) in a cancel scope
   of its own. It takes placements once its agent answered and was reconciled. Until then a
   failed connect is logged, kept in `Cluster.unreachable`, and retried with the supervisor's
@@ -30,8 +31,8 @@ import anyio.abc
 
 from ._cluster_events import GraceOver, LinkDown
 from ._connection import unwrap_single_errors
-from ._errors import RockError
-from ._host_source import HostItem, HostSource, closing, host_name
+from ._errors import BadRequest, RockError
+from ._host_source import HostItem, HostSource, closing
 from ._hosts import AddressConnector, Connector
 from ._link import LinkState
 from ._states import SandboxState
@@ -91,7 +92,12 @@ class HostFollower:
 
     def apply(self, tg: anyio.abc.TaskGroup, hosts: Sequence[HostItem]) -> None:
         """Connect the hosts new in `hosts`; drain the ones missing from it."""
-        items = {host_name(item): item for item in hosts}
+        items: dict[str, HostItem] = {}
+        for item in hosts:
+            try:
+                items[self._connector(item).name] = item
+            except BadRequest as exc:  # a bad address in a later set: the others still count
+                log.warning("host source %r: host %r left out: %s", self.source, item, exc)
         gone, self.wanted = self.wanted - set(items), set(items)
         for name, item in items.items():
             link = self.links.get(name)

@@ -205,6 +205,30 @@ async def test_a_host_added_later_that_refuses_is_retried_while_it_is_listed(
         assert cluster.hosts["b"].state == LinkState.CONNECTED
 
 
+async def test_a_bad_address_in_a_later_hostfile_is_left_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    fleet = Fleet("a", "b")
+    path = tmp_path / "hosts"
+    path.write_text("a\n")
+
+    def host(name: str) -> HostItem:
+        return name if "://" in name else fleet.host(name)
+
+    source = HostSource.from_hostfile(str(path), refresh=1.0, host=host)
+    async with open_cluster(source, LINK) as cluster:
+        write(path, "a\nunix://relative.sock\nb\n")
+        await until(lambda: "b" in cluster.hosts)
+        assert not cluster.hosts["a"].drained
+    assert (
+        "host 'unix://relative.sock' left out: host 'unix://relative.sock': a unix socket path "
+        "must be absolute" in caplog.text
+    )
+    with pytest.raises(BadRequest, match=r"^host 'unix://relative.sock': a unix socket path"):
+        async with open_cluster(source, LINK):  # in the first set, it fails the opening
+            pass
+
+
 # ---------------------------------------------------------------------------- Slurm
 
 
