@@ -1,15 +1,14 @@
-"""Host sources: a hostfile changed while a cluster runs, a Slurm job through a fake `scontrol`,
-and a Ray node list given as a callable.
+"""Host sources: a hostfile changed while a cluster runs, and a Ray node list given as a callable.
 
 The agents are `FakeAgent`s reached by name through `host=`; the clock is virtual (both
-backends), so a hostfile polled every second costs no real time. The Slurm tests run a real
-child process (a fake `scontrol` script on PATH), in real time.
+backends), so a hostfile polled every second costs no real time. The Slurm source runs a child
+process: its tests are in `tests/integration/test_slurm_hosts.py`; Ray's real node table is
+read in `tests/integrations/test_ray_hosts.py`.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -226,59 +225,6 @@ async def test_a_bad_address_in_a_later_hostfile_is_left_out(
     )
     with pytest.raises(BadRequest, match=r"^host 'unix://relative.sock': a unix socket path"):
         async with open_cluster(source, LINK):  # in the first set, it fails the opening
-            pass
-
-
-# ---------------------------------------------------------------------------- Slurm
-
-
-@pytest.fixture
-def scontrol(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A fake `scontrol` first on PATH: it expands ``n[1-3]`` and fails on anything else."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "scontrol"
-    script.write_text(
-        "#!/bin/sh\n"
-        '[ "$1 $2" = "show hostnames" ] || exit 2\n'
-        'if [ "$3" = "n[1-3]" ]; then printf "n1\\nn2\\nn3\\n"; exit 0; fi\n'
-        'echo "scontrol: error: Invalid node name specified" >&2; exit 1\n'
-    )
-    script.chmod(script.stat().st_mode | stat.S_IXUSR)
-    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
-    return script
-
-
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_slurm_nodes_come_from_scontrol(
-    scontrol: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setenv("SLURM_JOB_NODELIST", "n[1-3]")
-    sets = HostSource.from_slurm(user="rl", port=22).snapshots()
-    assert await anext(sets) == ["ssh://rl@n1:22", "ssh://rl@n2:22", "ssh://rl@n3:22"]
-    with pytest.raises(StopAsyncIteration):  # a job's nodes do not change
-        await anext(sets)
-
-    fleet = Fleet("n1", "n2", "n3")
-    async with open_cluster(HostSource.from_slurm(host=fleet.host), LINK) as cluster:
-        assert sorted(cluster.hosts) == ["n1", "n2", "n3"]
-
-
-@pytest.mark.parametrize("anyio_backend", ["asyncio", "trio"])
-async def test_slurm_errors_say_what_is_missing(
-    scontrol: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv("SLURM_JOB_NODELIST", raising=False)
-    with pytest.raises(BadRequest, match=r"^not inside a Slurm job: \$SLURM_JOB_NODELIST is not"):
-        await anext(HostSource.from_slurm().snapshots())
-    with pytest.raises(
-        BadRequest,
-        match=r"^scontrol show hostnames 'x\[1' failed: scontrol: error: Invalid node name",
-    ):
-        await anext(HostSource.from_slurm(nodelist="x[1").snapshots())
-    monkeypatch.setenv("PATH", str(scontrol.parent.parent))  # no scontrol there
-    with pytest.raises(BadRequest, match=r"^cannot run scontrol to expand the Slurm node list"):
-        async with open_cluster(HostSource.from_slurm(nodelist="n[1-3]"), LINK):
             pass
 
 
