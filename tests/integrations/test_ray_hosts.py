@@ -220,6 +220,7 @@ async def test_ray_nodes_are_found_followed_and_dropped(nodes: RayNodes) -> None
 async def test_the_label_filter_keeps_nodes_with_that_resource(nodes: RayNodes) -> None:
     nodes.worker("--num-cpus=1", '--resources={"sandbox": 1}')
     source = HostSource.from_ray(nodes.address, label="sandbox", refresh=0.5)
+    assert isinstance(source, RaySource)
     with anyio.fail_after(3 * START_TIMEOUT):
         async with closing(source.snapshots()) as sets:
             hosts = await anext(sets)
