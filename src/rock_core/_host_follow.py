@@ -182,6 +182,7 @@ class HostFollower:
         link.retiring = None
         link.scope.cancel()
         await link.closed.wait()
+        self.cluster.unreachable.pop(name, None)
         if link.host_id is not None:
             self._forget(link.host_id)
         link.finished = True

@@ -48,6 +48,7 @@ class Fleet:
     def __init__(self, *names: str) -> None:
         self.agents = {name: FakeAgent(host_id=name) for name in names}
         self.refusing: set[str] = set()
+        self.connects: list[str] = []  # the name of each connect tried, in order
 
     def host(self, name: str) -> HostItem:
         return Door(self, name)
@@ -68,6 +69,7 @@ class Door:
         return self._name
 
     def connect(self) -> AbstractAsyncContextManager[ByteStream]:
+        self.fleet.connects.append(self._name)
         if self._name in self.fleet.refusing:
             raise TransportError(f"{self._name} refuses")
         return self.inner.connect()
@@ -198,6 +200,13 @@ async def test_a_host_added_later_that_refuses_is_retried_while_it_is_listed(
         write(path, "a\nb\n")
         await until(lambda: "b" in cluster.unreachable)
         assert str(cluster.unreachable["b"]) == "b refuses"
+        write(path, "a\n")  # unlisted: no longer tried, nor unreachable
+        await until(lambda: "b" not in cluster.unreachable)
+        tried = fleet.connects.count("b")
+        await anyio.sleep(60)  # four times the longest backoff
+        assert fleet.connects.count("b") == tried
+        write(path, "a\nb\n")
+        await until(lambda: "b" in cluster.unreachable)
         fleet.refusing.clear()
         await until(lambda: "b" in cluster.hosts)
         assert "b" not in cluster.unreachable
