@@ -251,9 +251,6 @@ class Burst:
 
 async def run_burst(args: argparse.Namespace, n: int, latency: StartLatency) -> Burst:
     """Open a fake cluster, create `n` sandboxes at once, measure, then tear it down."""
-    result = Burst(n=n, hosts=args.hosts)
-    began_at: dict[str, float] = {}
-    ended_at: dict[str, float] = {}
     async with open_fake_cluster(
         args.hosts,
         policy=args.policy,
@@ -265,35 +262,44 @@ async def run_burst(args: argparse.Namespace, n: int, latency: StartLatency) -> 
         start_latency=latency,
         engine_rate=args.engine_rate,
     ) as cluster:
-        probe = SchedulerProbe(cluster.scheduler)
-
-        async def create(sandbox_id: str) -> None:
-            began_at[sandbox_id] = time.perf_counter()
-            await cluster.create_sandbox(SPEC, sandbox_id=sandbox_id)
-            ended_at[sandbox_id] = time.perf_counter()
-
-        ids = [f"sb-{i:05d}" for i in range(n)]
-        gc.collect()
-        rss_before = rss_kib(os.getpid())
-        cpu_before = time.process_time()
-        if args.no_gc:
-            gc.disable()
-        try:
-            with GcWatch() as watch:
-                burst_began = time.perf_counter()
-                async with anyio.create_task_group() as tg:
-                    for sandbox_id in ids:
-                        tg.start_soon(create, sandbox_id)
-        finally:
-            gc.enable()
-        result.cpu = time.process_time() - cpu_before
-        result.rss_delta_kib = rss_kib(os.getpid()) - rss_before
-        result.gc_pauses = watch.pauses
-        result.wall = max(ended_at.values()) - burst_began
-        result.spawn = max(began_at.values()) - burst_began
-        collect(result, cluster, probe, ids, began_at, ended_at, burst_began)
+        result = await burst_on(cluster, args, n)
         teardown_began = time.perf_counter()
     result.teardown = time.perf_counter() - teardown_began
+    return result
+
+
+async def burst_on(cluster: FakeCluster, args: argparse.Namespace, n: int) -> Burst:
+    """Create `n` sandboxes at once on an open fake cluster and measure (no teardown)."""
+    result = Burst(n=n, hosts=len(cluster.agents))
+    began_at: dict[str, float] = {}
+    ended_at: dict[str, float] = {}
+    probe = SchedulerProbe(cluster.scheduler)
+
+    async def create(sandbox_id: str) -> None:
+        began_at[sandbox_id] = time.perf_counter()
+        await cluster.create_sandbox(SPEC, sandbox_id=sandbox_id)
+        ended_at[sandbox_id] = time.perf_counter()
+
+    ids = [f"sb-{i:05d}" for i in range(n)]
+    gc.collect()
+    rss_before = rss_kib(os.getpid())
+    cpu_before = time.process_time()
+    if args.no_gc:
+        gc.disable()
+    try:
+        with GcWatch() as watch:
+            burst_began = time.perf_counter()
+            async with anyio.create_task_group() as tg:
+                for sandbox_id in ids:
+                    tg.start_soon(create, sandbox_id)
+    finally:
+        gc.enable()
+    result.cpu = time.process_time() - cpu_before
+    result.rss_delta_kib = rss_kib(os.getpid()) - rss_before
+    result.gc_pauses = watch.pauses
+    result.wall = max(ended_at.values()) - burst_began
+    result.spawn = max(began_at.values()) - burst_began
+    collect(result, cluster, probe, ids, began_at, ended_at, burst_began)
     return result
 
 

@@ -48,6 +48,7 @@ from ._errors import (
     TimedOut,
     TransportError,
 )
+from ._host_source import HostSource
 from ._hosts import AddressConnector, Connector
 from ._images import list_images, prune_images, warm_image
 from ._link import LinkState, link_diagram
@@ -93,6 +94,7 @@ __all__ = [
     "Host",
     "HostKeyMismatch",
     "HostPort",
+    "HostSource",
     "HostUnavailable",
     "HostUnreachable",
     "IllegalTransition",

@@ -51,7 +51,9 @@ from ._cluster_state import ClusterState
 from ._connection import AgentConnection, unwrap_single_errors
 from ._create_times import CreateTimes
 from ._errors import AlreadyExists, BadRequest, NotFound, RockError, SandboxNotFound
+from ._host_follow import connect_hosts
 from ._host_links import HostLinks
+from ._host_source import HostSource
 from ._hosts import AddressConnector, Connector
 from ._options import ClusterOptions, cluster_options, host_list
 from ._options import queue_timeout as check_queue_timeout
@@ -357,19 +359,19 @@ def new_sandbox_id() -> str:
 
 @asynccontextmanager
 async def running(
-    cluster: Cluster, connectors: Sequence[Connector], *, partial: bool = False
+    cluster: Cluster, connectors: Sequence[Connector] | HostSource, *, partial: bool = False
 ) -> AsyncIterator[None]:
-    """Run `cluster` over `connectors` (one host each): connect them all, and on exit delete
-    its sandboxes, then disconnect. `BadRequest` for no connector. With `partial`, hosts that
-    do not answer are left out (in `Cluster.unreachable`) unless none answers."""
-    if not connectors:
+    """Run `cluster` over `connectors` (one host each, or a `HostSource`): connect them all; on
+    exit delete its sandboxes, then disconnect. `BadRequest` for no connector. With `partial`,
+    hosts that do not answer are left out (in `Cluster.unreachable`) unless none answers."""
+    if not isinstance(connectors, HostSource) and not connectors:
         raise BadRequest("a cluster needs at least one host")
     with unwrap_single_errors():
         async with anyio.create_task_group() as tg:
             cluster._tg = tg
             try:
                 failed = cluster.unreachable if partial else None
-                await cluster._links.connect_all(tg, connectors, failed)
+                await connect_hosts(cluster, tg, connectors, failed)
                 tg.start_soon(_core_report.report_changes, cluster.statistics, cluster.hosts.values)
                 try:
                     yield
@@ -381,7 +383,7 @@ async def running(
 
 @asynccontextmanager
 async def open_cluster(
-    hosts: Sequence[str | Connector] | str = ("local",),
+    hosts: Sequence[str | Connector] | str | HostSource = ("local",),
     options: ClusterOptions | None = None,
     **changes: Any,
 ) -> AsyncIterator[Cluster]:
@@ -391,6 +393,7 @@ async def open_cluster(
       ``ssh://[user@]host[:port]``, with ``[01-40]`` ranges; or `Connector` objects (a name
       and a way to open a byte stream to an agent, such as an in-memory one). All are
       connected at once; the first failure is raised (each kind of failure has its own class).
+      Or a `HostSource` (a hostfile, a Slurm job, a Ray cluster), followed as it changes.
     - `options`: a `ClusterOptions` (documented there: owner, policy, queue and start limits,
       lease, grace, heartbeats, ssh, admin, queue_timeout); `changes`: the same fields as
       keywords, applied on top (``open_cluster(["local"], lease=120)``).
@@ -398,7 +401,7 @@ async def open_cluster(
     Every option is checked first: a bad one raises `BadRequest` naming it and its value.
     """
     opts = cluster_options(options, **changes)
-    connectors = connectors_for(hosts, opts)
+    connectors = hosts if isinstance(hosts, HostSource) else connectors_for(hosts, opts)
     cluster = Cluster(opts.owner or local_owner(), opts.scheduler(), opts)
     async with running(cluster, connectors):
         yield cluster

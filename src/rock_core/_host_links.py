@@ -17,8 +17,9 @@ Rules:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
+from typing import Any
 
 import anyio
 import anyio.abc
@@ -53,10 +54,14 @@ class HostLinks:
         self.options = options
 
     async def supervise(
-        self, connector: Connector, *, task_status: anyio.abc.TaskStatus[None]
+        self,
+        connector: Connector,
+        *,
+        known: str | None = None,
+        task_status: anyio.abc.TaskStatus[None],
     ) -> None:
-        """Keep one host connected (`_supervisor`), reporting its links to the state."""
-        known: str | None = None
+        """Keep one host connected (`_supervisor`), reporting its links to the state; `known`
+        is its host id when it was connected before (a host source's host that came back)."""
 
         async def up(conn: AgentConnection) -> None:
             nonlocal known
@@ -108,14 +113,16 @@ class HostLinks:
         tg: TaskGroup,
         connectors: Sequence[Connector],
         failed: dict[str, RockError] | None = None,
+        run: Callable[..., Coroutine[Any, Any, None]] | None = None,
     ) -> None:
         """Connect every host at once; raise the first failure (after logging the others).
-        With `failed`, put the failures there by address instead, unless every host failed."""
+        With `failed`, put the failures there by address instead, unless every host failed.
+        `run(connector, task_status=...)` keeps a link instead of `supervise` (`_host_follow`)."""
         failures: list[tuple[str, RockError]] = []
 
         async def connect(connector: Connector) -> None:
             try:
-                await tg.start(self.supervise, connector)
+                await tg.start(run or self.supervise, connector)
             except RockError as exc:
                 failures.append((connector.name, exc))
 

@@ -20,6 +20,7 @@ from rock_core import (
     ClusterStatistics,
     Connector,
     Host,
+    HostSource,
     PoolOptions,
     ProgressCallback,
     list_images,
@@ -168,14 +169,14 @@ class SandboxCluster:
 
 @asynccontextmanager
 async def open_cluster(
-    hosts: Sequence[str | Connector] | str = ("local",),
+    hosts: Sequence[str | Connector] | str | HostSource = ("local",),
     options: ClusterOptions | None = None,
     **changes: Any,
 ) -> AsyncIterator[SandboxCluster]:
     """Connect to `hosts` and yield the cluster; on exit its sandboxes are deleted.
 
     The arguments are `rock_core.open_cluster`'s: addresses (``local``, ``unix:///path``,
-    ``ssh://[user@]host[:port]`` with ``[01-40]`` ranges) or `Connector`s, and a
+    ``ssh://[user@]host[:port]`` with ``[01-40]`` ranges), `Connector`s or a `HostSource`, and a
     `ClusterOptions` and/or its fields as keywords (the owner identity, the placement policy,
     the queue and start limits, the owner lease, the grace period before a silent host's
     sandboxes are lost, heartbeats, `SshOptions`, and `queue_timeout`: how long a create may
