@@ -30,6 +30,7 @@ from . import _admin, _core_report, _operations
 from ._addresses import expand
 from ._admission import QueueWaits, check_admission
 from ._attach import Attachment, Run
+from ._checkpoints import CheckpointMethods
 from ._cluster_events import (
     Adopt,
     Capacity,
@@ -80,7 +81,7 @@ _S = SandboxState
 R = TypeVar("R", bound=Reply)
 
 
-class Cluster:
+class Cluster(CheckpointMethods):
     """Sandboxes across the agents of `open_cluster`; every method is safe to call concurrently."""
 
     def __init__(
