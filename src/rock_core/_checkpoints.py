@@ -28,6 +28,7 @@ import anyio
 import msgspec
 
 from ._checkpoint_copy import connected, copies_of, holders
+from ._connection import AgentConnection
 from ._errors import BadRequest, ImageNotFound, RockError
 from ._messages_checkpoint import (
     CAPABILITY,
@@ -93,6 +94,22 @@ def check_count(n: object) -> int:
     return n
 
 
+async def make_checkpoint(
+    conn: AgentConnection, sandbox_id: str, *, name: str | None = None, keep: bool = False
+) -> Checkpoint:
+    """Checkpoint sandbox `sandbox_id` through the connection to its host's agent (see
+    `Cluster.checkpoint`; an administrator's tools reach any owner's sandbox this way)."""
+    if not isinstance(keep, bool):
+        raise BadRequest(f"keep must be True or False, got {keep!r}")
+    if name is not None and not isinstance(name, str):
+        raise BadRequest(f"name must be a string, got {name!r}")
+    checkpoint_id = name if name is not None else f"ck-{secrets.token_hex(5)}"
+    conn.require(CAPABILITY, "make checkpoints")
+    request = CheckpointSandbox(sandbox_id=sandbox_id, checkpoint_id=checkpoint_id, keep=keep)
+    reply = await conn.call(request, CheckpointReply)
+    return Checkpoint.from_info(reply.checkpoint)
+
+
 class CheckpointMethods:
     """The checkpoint methods of `Cluster` (see the module's rules)."""
 
@@ -101,17 +118,10 @@ class CheckpointMethods:
     ) -> Checkpoint:
         """Freeze a running sandbox's file system as a checkpoint on its host."""
         cluster: Cluster = self  # type: ignore[assignment]
-        if not isinstance(keep, bool):
-            raise BadRequest(f"keep must be True or False, got {keep!r}")
-        if name is not None and not isinstance(name, str):
-            raise BadRequest(f"name must be a string, got {name!r}")
-        checkpoint_id = name if name is not None else f"ck-{secrets.token_hex(5)}"
         conn = cluster.connection(sandbox_id)
-        conn.require(CAPABILITY, "make checkpoints")
-        request = CheckpointSandbox(sandbox_id=sandbox_id, checkpoint_id=checkpoint_id, keep=keep)
-        reply = await conn.call(request, CheckpointReply)
-        copies_of(cluster.state).held.add((reply.checkpoint.host_id, checkpoint_id))
-        return Checkpoint.from_info(reply.checkpoint)
+        made = await make_checkpoint(conn, sandbox_id, name=name, keep=keep)
+        copies_of(cluster.state).held.add((made.host_id, made.checkpoint_id))
+        return made
 
     async def fork(
         self, checkpoint: Checkpoint | str, n: int, spec: SandboxSpec | None = None
@@ -195,4 +205,10 @@ class CheckpointMethods:
         return kept
 
 
-__all__ = ["Checkpoint", "CheckpointMethods", "check_count", "checkpoint_id_of"]
+__all__ = [
+    "Checkpoint",
+    "CheckpointMethods",
+    "check_count",
+    "checkpoint_id_of",
+    "make_checkpoint",
+]
