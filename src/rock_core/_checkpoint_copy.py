@@ -27,7 +27,7 @@ from collections.abc import AsyncIterator, Mapping
 
 import anyio
 
-from ._connection import AgentConnection, raise_for_reply
+from ._connection import AgentConnection, raise_for_reply, unwrap_single_errors
 from ._errors import ImageNotFound, RockError
 from ._messages import ErrorReply, Reply, StreamData
 from ._messages_checkpoint import (
@@ -146,13 +146,14 @@ async def copy(source: AgentConnection, target: AgentConnection, checkpoint_id: 
                     return
             raise ImageNotFound(f"the agent exporting checkpoint {checkpoint_id!r} went away")
 
-        async with target.open_request(load) as incoming, anyio.create_task_group() as tg:
-            tg.start_soon(target.send_chunks, load.id, relayed())
-            async for message in incoming:
-                if isinstance(message, ErrorReply | Reply):
-                    tg.cancel_scope.cancel()
-                    raise_for_reply(message, CheckpointReply, load)
-                    break
+        with unwrap_single_errors():  # a failure of either side comes out as itself
+            async with target.open_request(load) as incoming, anyio.create_task_group() as tg:
+                tg.start_soon(target.send_chunks, load.id, relayed())
+                async for message in incoming:
+                    if isinstance(message, ErrorReply | Reply):
+                        tg.cancel_scope.cancel()
+                        raise_for_reply(message, CheckpointReply, load)
+                        break
         async for message in outgoing:  # the export's own reply, after its end marker
             if isinstance(message, ErrorReply | Reply):
                 raise_for_reply(message, CheckpointReply, export)
