@@ -106,9 +106,11 @@ async def ensure_checkpoint(
 ) -> None:
     """Make host `host_id` hold the checkpoint `image` names, if it names one (see the rules)."""
     checkpoint_id = checkpoint_of_image(image)
-    conns = connected(hosts)
-    if checkpoint_id is None or host_id not in conns:
+    if checkpoint_id is None:
         return
+    conns = connected(hosts)
+    if host_id not in conns:
+        return  # an agent without checkpoints: its own refusal of the image will say so
     copies = copies_of(owner)
     async with copies.lock(host_id, checkpoint_id):
         if (host_id, checkpoint_id) in copies.held:
