@@ -4,10 +4,12 @@ and refused clearly (a stopped sandbox, a name taken, one not held)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 
 import pytest
 
+from rock_agent import _checkpoints
 from rock_agent.testing import FakeRuntime
 from rock_core._checkpoint_copy import copy
 from rock_core._errors import AlreadyExists, BadRequest, ImageNotFound
@@ -34,7 +36,7 @@ from rock_core.protocol import (
 )
 
 from ..conftest import SH_IMAGE
-from .test_fake_coverage import Fake, anyio_backend, covers, open_fake, spec
+from .test_fake_coverage import OWNER, Fake, anyio_backend, covers, open_fake, spec
 
 __all__ = ["anyio_backend"]
 
@@ -73,7 +75,7 @@ async def test_a_checkpoint_moves_to_another_agent_with_its_files() -> None:
         ).checkpoint
         assert (made.checkpoint_id, made.source, made.origin) == ("ck-1", "src", here)
         assert made.image == "rock-checkpoint:ck-1" and not made.kept
-        assert made.owner.endswith(":" + made.owner.partition(":")[2]) and made.owner
+        assert made.owner == f"{os.getuid()}:{OWNER}"  # the source sandbox's owner
         with pytest.raises(AlreadyExists, match="checkpoint 'ck-1' already exists"):
             await a.conn.call(
                 CheckpointSandbox(sandbox_id="src", checkpoint_id="ck-1"), CheckpointReply
@@ -120,3 +122,24 @@ async def test_refusals_name_what_is_wrong() -> None:
 
 async def _garbage() -> AsyncIterator[bytes]:
     yield b"no archive here" * 10
+
+
+@covers(CheckpointSandbox, ListCheckpoints)
+async def test_an_owners_checkpoints_are_reaped_with_it_unless_kept() -> None:
+    async with open_fake() as fake:
+        await make_box(fake, "src")
+        for name, keep in [("goes", False), ("stays", True)]:
+            request = CheckpointSandbox(sandbox_id="src", checkpoint_id=name, keep=keep)
+            await fake.conn.call(request, CheckpointReply)
+        (owner,) = {
+            c.owner
+            for c in (await fake.conn.call(ListCheckpoints(), CheckpointListReply)).checkpoints
+        }
+        await _checkpoints.reap_owner(fake.server, "0:someone-else")
+        assert [c[0] for c in await listed(fake)] == ["goes", "stays"]
+        # What the server does when it reaps the owner (gone, or its lease ended): the
+        # source sandbox uses no checkpoint, so both could go; the kept one stays.
+        await _checkpoints.reap_owner(fake.server, owner)
+        assert [c[0] for c in await listed(fake)] == ["stays"]
+        await _checkpoints.reap_where(fake.server, lambda key: True)
+        assert [c[0] for c in await listed(fake)] == ["stays"]
