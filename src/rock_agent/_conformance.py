@@ -30,6 +30,7 @@ import anyio
 
 from rock_core import AlreadyExists, RockError, SandboxFailed, SandboxNotFound
 
+from ._conformance_archive import check_image_archive
 from ._conformance_io import (
     check_archive_round_trip,
     check_build,
@@ -275,6 +276,7 @@ CHECKS: dict[str, Check] = {
     "pause_and_resume": check_pause_and_resume,
     "pause_refusals": check_pause_refusals,
     "terminal": check_terminal,
+    "image_archive": check_image_archive,
 }
 
 

@@ -39,7 +39,7 @@ from rock_core import (
 )
 from rock_core.protocol import SandboxInfo, SandboxSpec
 
-from . import _archive, _docker_logs
+from . import _archive, _docker_images, _docker_logs
 from ._docker_engine import DockerEngine
 from ._docker_json import (
     KEEPALIVE,
@@ -87,7 +87,7 @@ def container_name(host_id: str, sandbox_id: str) -> str:
     return f"rock-{host_id}-{sandbox_id}"
 
 
-class DockerRuntime:
+class DockerRuntime(_docker_images.DockerImageArchives):
     """The `ContainerRuntime` of one Docker engine, for one agent (one host id)."""
 
     def __init__(

@@ -94,6 +94,16 @@ class FakeImages:
             image.tags.append(tag)
         self._by_id[image.image_id] = image
 
+    def folder_for(self, image_id: str) -> Path:
+        """Where the files of image `image_id` live."""
+        return self._folder / image_id.removeprefix("sha256:")
+
+    def load(self, image: FakeImage, tags: list[str]) -> None:
+        """Put a loaded `image` on the engine with `tags` (an image already there is re-tagged)."""
+        present = self._by_id.get(image.image_id)
+        for tag in tags:
+            self._tag(present or image, full_tag(tag))
+
     def find(self, reference: str) -> FakeImage:
         """The image a tag or id names; `ImageNotFound`."""
         image = self._by_id.get(reference)

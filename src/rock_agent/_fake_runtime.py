@@ -42,6 +42,7 @@ from rock_core.protocol import SandboxInfo, SandboxSpec
 from rock_core.serving import connection_refused
 
 from . import _fake_files, _fake_images
+from ._fake_archives import FakeImageArchives
 from ._fake_build import fake_build
 from ._fake_events import FakeEventFeed
 from ._fake_images import FakeImages
@@ -70,7 +71,7 @@ DEFAULT_IMAGES = ("python:3.11", "busybox:latest")
 CONNECT_TIMEOUT = 10.0
 
 
-class FakeRuntime:
+class FakeRuntime(FakeImageArchives):
     """A `ContainerRuntime` whose sandboxes are folders and local processes (see the rules).
 
     `images` are present from the start, `pullable` can be pulled; `disk_limits` says whether

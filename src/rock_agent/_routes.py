@@ -65,6 +65,7 @@ from rock_core.serving import Connection
 
 from . import (
     _build,
+    _checkpoints,
     _commands,
     _files,
     _images,
@@ -124,6 +125,7 @@ HANDLERS: dict[type[Any], Handler] = {
     ResumeSandbox: _pause.resume,
     OpenTerminal: _terminal.open_terminal,
     ResizeTerminal: _terminal.resize_terminal,
+    **_checkpoints.HANDLERS,
 }
 
 _SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)

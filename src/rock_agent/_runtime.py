@@ -270,6 +270,16 @@ class ContainerRuntime(Protocol):
         """
         ...
 
+    def export_image(self, reference: str) -> AsyncGenerator[bytes, None]:
+        """The image `reference` alone as the engine's archive (``docker save``), in chunks.
+        `ImageNotFound`."""
+        ...
+
+    async def load_image(self, archive: AsyncIterator[bytes]) -> None:
+        """Load an archive `export_image` made (its tags and labels come with it).
+        `BadRequest` for a bad archive."""
+        ...
+
     async def build_image(
         self,
         context: AsyncIterator[bytes],

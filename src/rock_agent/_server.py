@@ -42,9 +42,9 @@ from rock_core import BadRequest, RockError, TransportError
 from rock_core.protocol import ClientMessage, CreateSandbox, Reply, Request, SandboxChanged, Welcome
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
-from . import _commands, _images, _procs, _reverse, _terminal, _top
+from . import _checkpoints, _commands, _images, _procs, _reverse, _terminal, _top
 from ._expiry import DeadlineKeeper
-from ._labels import LABEL_LEASED, owner_key
+from ._labels import LABEL_LEASED, owner_key, split_owner_key
 from ._leases import Leases
 from ._metrics import AgentMetrics
 from ._pause import Pauser
@@ -78,6 +78,7 @@ CAPABILITIES = [
     "exec-stream",  # ExecuteStreamed (rock_core.protocol.EXEC_STREAM)
     "metrics",
     "top",
+    "checkpoint",  # rock_core.protocol checkpoint requests (`_checkpoints`)
     "pause",
     "terminal",
 ]
@@ -151,6 +152,8 @@ class AgentServer:
                 leased_owners.add(key)
             if info.sandbox_id not in self.created_here:
                 self.adopted_ids.add(info.sandbox_id)
+        gone = lambda k: _owner_gone(split_owner_key(k)[1]) and not self.leases.connected(k)  # noqa: E731
+        await _checkpoints.reap_where(self, gone)
         for key in leased_owners:
             await self.keeper.track_owner(key)  # their deadlines hold while no one connects
         return adopted, reaped
@@ -365,6 +368,7 @@ class AgentServer:
             owned = [info for info in owned if info.labels.get(LABEL_LEASED) == "1"]
         for info in owned:
             await self._remove_quietly(info.sandbox_id)
+        await _checkpoints.reap_owner(self, key)
         return len(owned)
 
 

@@ -19,6 +19,7 @@ import logging as _logging
 from ._admin_cluster import open_admin_cluster
 from ._attach import Attachment, PoolSite
 from ._channel import ByteStream
+from ._checkpoints import Checkpoint, make_checkpoint
 from ._cluster import Cluster, Host, SandboxRecord, new_sandbox_id, open_cluster
 from ._connection import AgentConnection, RequestStream, open_agent_connection, unwrap_single_errors
 from ._errors import (
@@ -83,6 +84,7 @@ __all__ = [
     "BadRequest",
     "ByteStream",
     "CapacityError",
+    "Checkpoint",
     "Cluster",
     "ClusterOptions",
     "ClusterStatistics",
@@ -139,6 +141,7 @@ __all__ = [
     "list_images",
     "local_owner",
     "locate_sandbox",
+    "make_checkpoint",
     "new_sandbox_id",
     "open_admin_cluster",
     "open_agent_connection",

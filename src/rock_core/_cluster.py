@@ -26,7 +26,7 @@ import anyio.abc
 from anyio.abc import TaskGroup
 from msgspec import UNSET, UnsetType
 
-from . import _admin, _core_report, _operations
+from . import _admin, _checkpoints, _core_report, _operations
 from ._addresses import expand
 from ._admission import QueueWaits, check_admission
 from ._attach import Attachment, Run
@@ -82,7 +82,7 @@ _S = SandboxState
 R = TypeVar("R", bound=Reply)
 
 
-class Cluster:
+class Cluster(_checkpoints.CheckpointMethods):
     """Sandboxes across the agents of `open_cluster`; every method is safe to call concurrently."""
 
     def __init__(

@@ -35,7 +35,7 @@ from typing import Any, ClassVar, Protocol, TypeVar
 
 import anyio
 
-from . import _fake_pause
+from . import _fake_checkpoint, _fake_pause
 from ._channel import ByteStream
 from ._connection import unwrap_single_errors
 from ._endpoint import Connection, Peer, Principal, serve_connection
@@ -135,6 +135,7 @@ class FakeAgent:
         self.instance = secrets.token_hex(8)
         self._owner_connections: dict[str, set[Connection]] = {}
         self._container_ids = itertools.count(1)
+        self.checkpoints: dict[str, Any] = {}  # by id (`_fake_checkpoint`)
 
     @property
     def start_latency(self) -> StartLatency:
@@ -193,7 +194,7 @@ class FakeAgent:
             host_id=self.host_id,
             cpus=self.cpus,
             memory=self.memory,
-            capabilities=["owners", "pause"],
+            capabilities=["owners", "pause", "checkpoint"],
             images=self.images,
             instance=self.instance,
         )
@@ -210,6 +211,7 @@ class FakeAgent:
         self._owner_connections.pop(key, None)
         for sandbox_id in [k for k, s in self.sandboxes.items() if s.principal == conn.principal]:
             del self.sandboxes[sandbox_id]
+        _fake_checkpoint.reap(self, key)
 
     async def handle(self, conn: Connection, request: Request) -> Reply:
         """Carry out a lifecycle request; anything else is a `BadRequest`."""
@@ -360,7 +362,7 @@ def _copy(info: SandboxInfo) -> SandboxInfo:
 
 _HANDLERS: dict[type[Any], Callable[[FakeAgent, Connection, Any], Awaitable[Reply]]] = {
     Ping: FakeAgent._ping,
-    CreateSandbox: FakeAgent._create_request,
+    CreateSandbox: _fake_checkpoint.creating(FakeAgent._create_request),
     StopSandbox: FakeAgent._stop,
     StartSandbox: FakeAgent._start,
     RemoveSandbox: FakeAgent._remove,
@@ -368,6 +370,7 @@ _HANDLERS: dict[type[Any], Callable[[FakeAgent, Connection, Any], Awaitable[Repl
     ListSandboxes: FakeAgent._list,
     PauseSandbox: _fake_pause.pause,
     ResumeSandbox: _fake_pause.resume,
+    **_fake_checkpoint.HANDLERS,
 }
 FakeAgent.request_kinds = frozenset(_HANDLERS)
 

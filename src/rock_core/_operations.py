@@ -19,6 +19,7 @@ from collections.abc import Callable
 import anyio
 
 from ._admission import check_features
+from ._checkpoint_copy import ensure_checkpoint
 from ._cluster_events import (
     ChangeFailed,
     ChangeReplied,
@@ -77,6 +78,7 @@ async def send_create(
     try:
         conn = host.link()
         check_features(conn, record.spec)
+        await ensure_checkpoint(state, state.hosts, send.host_id, record.spec.image)
         reply = await conn.call(
             CreateSandbox(sandbox_id=record.sandbox_id, spec=record.spec),
             SandboxReply,

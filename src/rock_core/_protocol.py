@@ -19,14 +19,16 @@ Rules:
   streams, replies; `_messages_host`: images, commit, stats, ports, host ports, timeouts;
   `_messages_logs`: container logs, `_messages_process`: streamed one-off commands,
   `_messages_metrics`: metrics, `_messages_top`: the live view, `_messages_pause`: pause and
-  resume) over the values of `_values`; this module joins them into the two unions and encodes
-  and decodes them. Every name is re-exported here, and publicly in `rock_core.protocol`.
+  resume, `_messages_checkpoint`: checkpoints) over the values of `_values`; this module joins
+  them into the two unions and encodes and decodes them. Every name is re-exported here, and
+  publicly in `rock_core.protocol` (the checkpoint names from their own module).
 """
 
 from __future__ import annotations
 
 import msgspec
 
+from . import _messages_checkpoint as _ck
 from ._errors import BadRequest, ProtocolError, RockError
 from ._messages import (
     PROTOCOL_VERSION,
@@ -168,6 +170,11 @@ ClientMessage = (
     | ResumeSandbox
     | OpenTerminal
     | ResizeTerminal
+    | _ck.CheckpointSandbox
+    | _ck.ListCheckpoints
+    | _ck.RemoveCheckpoint
+    | _ck.ExportCheckpoint
+    | _ck.ImportCheckpoint
 )
 
 AgentMessage = (
@@ -200,6 +207,8 @@ AgentMessage = (
     | MetricsReply
     | HostViewReply
     | TerminalReply
+    | _ck.CheckpointReply
+    | _ck.CheckpointListReply
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")

@@ -61,6 +61,7 @@ from rock_core.protocol import (
 )
 
 from ._bulk import CreateFailure, CreateManyResult, CreateProgress
+from ._checkpoint import Checkpoint
 from ._cluster import SandboxCluster, open_cluster
 from ._config import SandboxConfig
 from ._config_file import ConfigDefaults, ConfigError, PoolConfig, RockConfig, load_config
@@ -88,6 +89,7 @@ __all__ = [
     "AuthenticationFailed",
     "BadRequest",
     "CapacityError",
+    "Checkpoint",
     "ClusterStatistics",
     "CommandFailed",
     "CommandResult",

@@ -28,10 +28,11 @@ from rock_core import (
     warm_image,
 )
 from rock_core import open_cluster as open_core_cluster
-from rock_core.protocol import ImageInfo, ImageReport, PruneResult
+from rock_core.protocol import CheckpointInfo, ImageInfo, ImageReport, PruneResult
 
 from ._build import build_image
 from ._bulk import CreateManyResult, CreateProgress, create_many
+from ._checkpoint import Checkpoint, fork
 from ._config import SandboxConfig
 from ._pool import Pool, SandboxPrepare, open_pool
 from ._sandbox import Sandbox
@@ -107,6 +108,23 @@ class SandboxCluster:
             progress=progress,
             check=check,
         )
+
+    async def fork(
+        self, checkpoint: Checkpoint | str, n: int, config: SandboxConfig | None = None
+    ) -> list[Sandbox]:
+        """Start `n` sandboxes from `checkpoint` (a `Checkpoint` or its id) with `config`'s
+        settings, spread over the hosts; a host that lacks it gets it streamed once. If any
+        fails, those started are deleted and the error raised. See docs/checkpoints.md."""
+        return await fork(self.core, checkpoint, n, config)
+
+    async def checkpoints(self) -> list[CheckpointInfo]:
+        """Every checkpoint on every connected host (one entry per host holding it)."""
+        return await self.core.checkpoints()
+
+    async def delete_checkpoint(self, checkpoint: Checkpoint | str) -> list[CheckpointInfo]:
+        """Remove a checkpoint on every host; return the copies kept because forks use them."""
+        value = checkpoint.value if isinstance(checkpoint, Checkpoint) else checkpoint
+        return await self.core.delete_checkpoint(value)
 
     @asynccontextmanager
     async def open_pool(

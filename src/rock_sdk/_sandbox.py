@@ -47,6 +47,7 @@ from rock_core.protocol import (
 
 from . import _arguments as args
 from . import _logs, _reverse, _sandbox_files, _sandbox_jobs, _transfer
+from ._checkpoint import Checkpointing
 from ._commands import DEFAULT_OUTPUT_LIMIT, DEFAULT_SESSION, SandboxCommands
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
@@ -60,7 +61,7 @@ from ._transfer import Local, OnProgress
 R = TypeVar("R", bound=Reply)
 
 
-class Sandbox(Pausable, SandboxTerminals):
+class Sandbox(Pausable, SandboxTerminals, Checkpointing):
     """A sandbox; use ``async with Sandbox(config) as sb`` or `start()` / `stop()`."""
 
     def __init__(

@@ -17,6 +17,7 @@ import pytest
 
 from rock_agent.testing import AgentConnector
 from rock_core import BadRequest, unwrap_single_errors
+from rock_core._fake_checkpoint import HANDLERS as CHECKPOINT_HANDLERS
 from rock_core._protocol import (
     ClientMessage,
     CreateSandbox,
@@ -37,16 +38,18 @@ from rock_core._protocol import (
 from rock_core.testing import FakeAgent, FakeAgentConnector
 
 from ..conftest import SH_IMAGE
+from . import agent_checks_checkpoint  # noqa: F401  (registers its check)
 from .agent_checks import CHECKS, ENDPOINT_KINDS, Check, Subject, whole
 from .test_fake_coverage import open_fake
 
 ALL_KINDS: frozenset[type[Request]] = frozenset(
     kind for kind in ClientMessage.__args__ if issubclass(kind, Request)
 )
-# The request kinds FakeAgent serves: the sandbox lifecycle, pause and resume.
+# The request kinds FakeAgent serves: the sandbox lifecycle, pause and resume, checkpoints.
 FAKE_KINDS: frozenset[type[Request]] = frozenset(
     {Ping, CreateSandbox, StopSandbox, StartSandbox, RemoveSandbox, InspectSandbox, ListSandboxes}
     | {PauseSandbox, ResumeSandbox}
+    | set(CHECKPOINT_HANDLERS)
 )
 HELD = "held"  # FakeAgent's creates of this id wait until they are cancelled
 

@@ -55,6 +55,7 @@ MODULES = [
     "test_exec_streamed",
     "test_fake_pause",
     "test_fake_terminal",
+    "test_fake_checkpoints",
 ]
 COVERED: dict[type[Request], list[str]] = {}  # kind: the tests that cover it
 HEARD: set[type[Any]] = set()  # kinds the agent heard during the running test

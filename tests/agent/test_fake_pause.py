@@ -43,6 +43,7 @@ from rock_core._protocol import (
     WriteFile,
 )
 from rock_core.protocol import (
+    CheckpointSandbox,
     CommandReply,
     ExecReply,
     ExecuteStreamed,
@@ -148,6 +149,7 @@ USES: dict[type[Request], Callable[[], Request]] = {
     ForwardPort: lambda: ForwardPort(sandbox_id=BOX, port=9),
     ListenPort: lambda: ListenPort(sandbox_id=BOX),
     ClaimConnection: lambda: ClaimConnection(sandbox_id=BOX, listen=1, connection=1),
+    CheckpointSandbox: lambda: CheckpointSandbox(sandbox_id=BOX, checkpoint_id="paused"),
 }
 
 

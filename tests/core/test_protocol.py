@@ -10,6 +10,7 @@ import msgspec
 import pytest
 
 from rock_core import BadRequest, ProtocolError
+from rock_core import _messages_checkpoint as ck
 from rock_core import _protocol as p
 from tests.core.fixtures.make_protocol_v1 import MESSAGES
 
@@ -101,6 +102,14 @@ V1_TAGS = {
     "terminal": "OpenTerminal",
     "terminal_resize": "ResizeTerminal",
     "terminal_exit": "TerminalReply",
+    # Checkpoints.
+    "checkpoint": "CheckpointSandbox",
+    "checkpoints_list": "ListCheckpoints",
+    "checkpoint_remove": "RemoveCheckpoint",
+    "checkpoint_export": "ExportCheckpoint",
+    "checkpoint_import": "ImportCheckpoint",
+    "checkpoint_info": "CheckpointReply",
+    "checkpoints": "CheckpointListReply",
 }
 
 
@@ -257,7 +266,7 @@ def test_v1_messages_still_decode(index: int) -> None:
     payload = _fixture()[index]
     raw = msgspec.msgpack.decode(payload)
     expected = V1_TAGS[raw["op"]]
-    cls = getattr(p, expected)
+    cls = getattr(p, expected, None) or getattr(ck, expected)
     decoders = _decoders(cls)
     assert decoders, f"{expected} is no longer in either message union"
     for decode in decoders:
