@@ -41,6 +41,7 @@ ESCALATION_STEP = 0.5  # seconds between escalation rounds
 ESCALATION_ROUNDS = 4  # rounds before the shell itself is killed
 ABANDON_ROUNDS = 4  # rounds after that before a shell that will not die is given up
 WATCH_STEP = 0.1  # seconds between looks for the end of an interrupted program
+COPY_VIEW = 4096  # output slices this large are copied through a memoryview, once
 PRE_START_KEEP = 1 << 16  # bytes kept from before a start line (they are output if none comes)
 
 
@@ -98,7 +99,7 @@ async def collect(
         found = _wrap.find_end(shell.buffer, markers) if cmd.begun else None
         if found is not None:
             index, at, code, end = found
-            await cmd.output.add(bytes(shell.buffer[:at]))
+            await cmd.output.add(copy(shell.buffer, 0, at))
             del shell.buffer[:end]
             if index == 0:
                 status = code
@@ -114,7 +115,7 @@ async def collect(
             keep = _wrap.held_back(shell.buffer, markers)
             if len(shell.buffer) > keep:
                 forward = len(shell.buffer) - keep
-                await cmd.output.add(bytes(shell.buffer[:forward]))
+                await cmd.output.add(copy(shell.buffer, 0, forward))
                 del shell.buffer[:forward]
         now = time.monotonic()
         wait = _next_wait(now, deadline, idle_timeout, last_output, escalation, next_escalation)
@@ -130,7 +131,7 @@ async def collect(
         if not got:
             # The shell is gone (`exit`, `set -e`, killed): report what it said and close.
             at = 0 if cmd.begun else max(0, _wrap.find_start(shell.buffer, cmd.marker))
-            await cmd.output.add(bytes(shell.buffer[at:]))
+            await cmd.output.add(copy(shell.buffer, at, len(shell.buffer)))
             shell.buffer.clear()
             status = await shell.exit_code()
             shell.closed = True
@@ -159,6 +160,15 @@ async def collect(
         program = await shell.signals.command_pids(shell.host_pid, cmd.mark, cmd.since)
         await signal_program(shell, cmd, program, signal.SIGKILL)
     return result(shell, cmd, status, timed_out, idle_timed_out, False)
+
+
+def copy(buffer: bytearray, start: int, stop: int) -> bytes:
+    """`buffer[start:stop]` as bytes, copied once when large (a slice of a bytearray is a copy
+    already; for a few bytes the second copy is cheaper than the view that avoids it)."""
+    if stop - start < COPY_VIEW:
+        return bytes(buffer[start:stop])
+    with memoryview(buffer) as view, view[start:stop] as part:
+        return bytes(part)
 
 
 def skip_to_start(buffer: bytearray, cmd: Command, markers: list[bytes]) -> None:
@@ -274,6 +284,7 @@ __all__ = [
     "Command",
     "Shell",
     "collect",
+    "copy",
     "end_line",
     "escalate",
     "interrupt_shell",

@@ -16,16 +16,15 @@ from __future__ import annotations
 
 import itertools
 import logging
-import math
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import anyio
-from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 
 from ._channel import WINDOW, ByteStream, CreditGate, FramedChannel, send_stream
 from ._errors import BadRequest, ProtocolError, RockError, TransportError, error_from_code
+from ._inbox import Inbox
 from ._protocol import (
     PROTOCOL_VERSION,
     AgentMessage,
@@ -46,7 +45,7 @@ log = logging.getLogger("rock_core.connection")
 
 R = TypeVar("R", bound=Reply)
 
-_Inbox = MemoryObjectSendStream[AgentMessage]
+_Inbox = Inbox[AgentMessage]
 
 
 class AgentConnection:
@@ -109,19 +108,15 @@ class AgentConnection:
             raise self._broken
         request.id = request_id = self.next_id()
         payload = encode_request(request)  # a value the agent would refuse never leaves
-        # Unbounded on purpose: output is capped by the agent and byte streams by credit, so the
-        # reader never blocks on one slow request while others wait behind it.
-        send, receive = anyio.create_memory_object_stream[AgentMessage](math.inf)
-        self._inboxes[request_id] = send
-        stream = RequestStream(receive, self)
+        inbox = self._inboxes[request_id] = _Inbox()  # unbounded: see `_inbox`
+        stream = RequestStream(inbox, self)
         try:
             await self._channel.send_payload(payload)
             yield stream
         finally:
             self._inboxes.pop(request_id, None)
             self._gates.pop(request_id, None)
-            send.close()
-            receive.close()
+            inbox.close()
             if not stream.replied:
                 await self.cancel(request_id)
 
@@ -194,10 +189,7 @@ class AgentConnection:
         if inbox is None:
             # A late event for a request the caller already left: nothing waits for it.
             return
-        try:
-            inbox.send_nowait(message)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            self._inboxes.pop(request_id, None)
+        inbox.put(message)
 
     def _fail_all(self, exc: TransportError) -> None:
         if self._broken is None:
@@ -213,8 +205,8 @@ class AgentConnection:
 class RequestStream:
     """The messages answering one request: events in order, then exactly one reply."""
 
-    def __init__(self, receive: MemoryObjectReceiveStream[AgentMessage], conn: AgentConnection):
-        self._receive = receive
+    def __init__(self, inbox: _Inbox, conn: AgentConnection):
+        self._inbox = inbox
         self._conn = conn
         self.replied = False
 
@@ -224,10 +216,9 @@ class RequestStream:
     async def __anext__(self) -> AgentMessage:
         if self.replied:
             raise StopAsyncIteration
-        try:
-            message = await self._receive.receive()
-        except (anyio.EndOfStream, anyio.ClosedResourceError):
-            raise self._conn._lost() from None
+        message = await self._inbox.get()
+        if message is None:
+            raise self._conn._lost()
         if isinstance(message, Reply):
             self.replied = True
         return message

@@ -1,0 +1,209 @@
+"""Benchmark: the session path, an `echo` round trip, beside raw attached shells (not a test).
+
+One sandbox of ``python:3.11``; in it, interleaved round by round:
+
+- ``sdk``: ``await sb.arun("echo hi", session=s)`` through an open local cluster;
+- ``raw sh``: ``/bin/sh`` (dash) kept open on an attached aiodocker exec, given
+  ``echo hi; echo __END__``: the physical floor of a line-based exchange;
+- ``raw bash``: the agent's interactive shell (its ``BOOT``), the same line;
+- ``raw bash+wrap``: such a shell set up as the agent does (``_wrap.setup``) and given the
+  exact bytes the agent writes per command (``_wrap.wrap``): the wrapper's overhead is this
+  minus ``raw bash``.
+
+It prints p50/p90 of each side, the ratio sdk p50 / raw sh p50, the CPU per SDK command of
+this process and of the agent, and the load average before and after. Targets (issue 14):
+ratio <= 1.5, CPU <= 0.25 ms per command (caller + agent), wrapper overhead <= +0.03 ms.
+
+With ``--profile DIR``, py-spy records this process and the agent (raw samples, ``--idle``
+off) during a separate loop of SDK commands only, and writes flame graphs and a top list per
+process into DIR (needs ``pip install py-spy``).
+
+Run: ``python bench/bench_session.py [--rounds N] [--profile DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiodocker
+import anyio
+from _stats import child_pids, cpu_seconds, median, percentile, print_table
+from bench_foundation import RawShell
+
+from rock_agent._wrap import BOOT, new_marker, setup, wrap
+from rock_core._cluster import open_cluster
+from rock_sdk import Sandbox, SandboxConfig
+
+IMAGE = "python:3.11"
+SPY_FLAGS = ["--rate", "500", "--format", "raw", "--nonblocking"]
+
+
+def agent_pid() -> int:
+    """The pid of the one local agent this process runs."""
+    agents = child_pids(cmdline_contains="rock_agent")
+    assert len(agents) == 1, f"expected one agent child process, found {agents}"
+    return agents[0]
+
+
+async def measure(rounds: int, warmup: int, profile: Path | None) -> dict[str, float]:
+    """Run the sides interleaved; print the table; return the headline figures."""
+    async with (
+        aiodocker.Docker() as docker,
+        open_cluster(["local"]) as cluster,
+        Sandbox(SandboxConfig(image=IMAGE), cluster=cluster) as sb,
+    ):
+        session = await sb.create_session("bench")
+        info = (await sb.status()).info
+        assert info is not None
+        container = await docker.containers.get(info.container_id)
+        boot = {"stdin": True, "stdout": True, "tty": False, "environment": ["PS1="]}
+        dash_exec = await container.exec(["/bin/sh"], stdin=True, stdout=True, tty=False)
+        bash_exec = await container.exec(["/bin/sh", "-c", BOOT], **boot)
+        kit_exec = await container.exec(["/bin/sh", "-c", BOOT], **boot)
+        async with (
+            dash_exec.start(detach=False) as dash_stream,
+            bash_exec.start(detach=False) as bash_stream,
+            kit_exec.start(detach=False) as kit_stream,
+        ):
+            dash, bash, kit = RawShell(dash_stream), RawShell(bash_stream), RawShell(kit_stream)
+            ready = new_marker()
+            await kit.roundtrip(setup(ready), ready)  # as the agent sets a session's shell up
+            plain = b"echo hi; echo __END__\n"
+
+            async def wrapped() -> bytes:
+                marker = new_marker()
+                data = wrap("echo hi", marker, "bench-1", interactive=False, bash=True)
+                return await kit.wrapped(data, marker)
+
+            async def sdk() -> bytes:
+                result = await sb.arun("echo hi", session=session)
+                return result.output.encode()
+
+            sides: dict[str, Callable[[], Awaitable[bytes]]] = {
+                "sdk": sdk,
+                "raw sh": lambda: dash.roundtrip(plain, b"__END"),
+                "raw bash": lambda: bash.roundtrip(plain, b"__END"),
+                "raw bash+wrap": wrapped,
+            }
+            times: dict[str, list[float]] = {k: [] for k in sides}
+            agent = agent_pid()
+            cpu = {"caller": 0.0, "agent": 0.0}
+            for n in range(warmup + rounds):
+                for name, side in sides.items():
+                    if name == "sdk":
+                        theirs, own = cpu_seconds(agent), time.process_time()
+                    started = time.perf_counter()
+                    out = await side()
+                    elapsed = time.perf_counter() - started
+                    assert out == b"hi\n", (name, out)
+                    if n < warmup:
+                        continue
+                    times[name].append(elapsed)
+                    if name == "sdk":
+                        cpu["caller"] += time.process_time() - own
+                        cpu["agent"] += cpu_seconds(agent) - theirs
+            if profile is not None:
+                await profile_sdk(sdk, agent, profile, rounds)
+    rows = [[k, median(v) * 1e3, percentile(v, 90) * 1e3] for k, v in times.items()]
+    print_table(f"session echo round trip, {rounds} rounds, ms", ["side", "p50", "p90"], rows)
+    p50 = {k: median(v) * 1e3 for k, v in times.items()}
+    figures = {
+        "ratio": p50["sdk"] / p50["raw sh"],
+        "cpu caller us": cpu["caller"] / rounds * 1e6,
+        "cpu agent us": cpu["agent"] / rounds * 1e6,
+        "wrapper ms": p50["raw bash+wrap"] - p50["raw bash"],
+        "sdk p50 ms": p50["sdk"],
+        "raw sh p50 ms": p50["raw sh"],
+    }
+    return figures
+
+
+async def profile_sdk(
+    sdk: Callable[[], Awaitable[bytes]], agent: int, out: Path, rounds: int
+) -> None:
+    """Loop SDK commands under py-spy on both processes."""
+    spy = shutil.which("py-spy")
+    if spy is None:
+        print("py-spy is not installed: no profile")
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    seconds = 8
+    targets = ((os.getpid(), "caller"), (agent, "agent"))
+    procs = await anyio.to_thread.run_sync(start_spies, spy, targets, out, seconds)
+    await anyio.sleep(1.0)  # py-spy attaches
+    done = 0
+    deadline = time.monotonic() + seconds - 1.5
+    while time.monotonic() < deadline:
+        await sdk()
+        done += 1
+    for proc in procs:
+        await anyio.to_thread.run_sync(proc.wait)
+    print(f"profiled {done} sdk commands into {out}")
+
+
+def start_spies(
+    spy: str, targets: tuple[tuple[int, str], ...], out: Path, seconds: int
+) -> list[subprocess.Popen[bytes]]:
+    """One `py-spy record` (raw collapsed stacks) per (pid, name), for `seconds`."""
+    return [
+        subprocess.Popen(
+            [
+                spy,
+                "record",
+                "--pid",
+                str(pid),
+                "--duration",
+                str(seconds),
+                *SPY_FLAGS,
+                "-o",
+                str(out / f"{who}.txt"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid, who in targets
+    ]
+
+
+def main() -> int:
+    """Parse arguments, run, print the figures against the targets."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=2000)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--profile", type=Path, default=None)
+    args = parser.parse_args()
+    print(f"load average before: {os.getloadavg()}")
+    figures = anyio.run(measure, args.rounds, args.warmup, args.profile, backend="asyncio")
+    print(f"load average after: {os.getloadavg()}")
+    cpu = figures["cpu caller us"] + figures["cpu agent us"]
+    rows = [
+        ["sdk p50 / raw sh p50", f"{figures['ratio']:.2f}", "<= 1.5", figures["ratio"] <= 1.5],
+        [
+            "cpu per command (caller + agent)",
+            f"{figures['cpu caller us']:.0f} + {figures['cpu agent us']:.0f} us",
+            "<= 250 us",
+            cpu <= 250,
+        ],
+        [
+            "wrapper over bare echo (p50)",
+            f"{figures['wrapper ms']:+.3f} ms",
+            "<= +0.03 ms",
+            figures["wrapper ms"] <= 0.03,
+        ],
+    ]
+    for row in rows:
+        row[3] = "PASS" if row[3] else "MISS"
+    print_table("targets", ["figure", "measured", "target", "result"], rows)
+    print(f"sdk p50 {figures['sdk p50 ms']:.3f} ms, raw sh p50 {figures['raw sh p50 ms']:.3f} ms")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
