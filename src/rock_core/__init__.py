@@ -48,6 +48,7 @@ from ._errors import (
     TimedOut,
     TransportError,
 )
+from ._event_feed import LifecycleEvent
 from ._hosts import AddressConnector, Connector
 from ._images import list_images, prune_images, warm_image
 from ._link import LinkState, link_diagram
@@ -63,7 +64,14 @@ from ._protocol import PROTOCOL_VERSION, SandboxInfo, SandboxSpec
 from ._reverse import HostPort, open_host_port
 from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
 from ._ssh import SshOptions
-from ._states import SandboxEvent, SandboxLifecycle, SandboxState, Transition, state_diagram
+from ._states import (
+    EndReason,
+    SandboxEvent,
+    SandboxLifecycle,
+    SandboxState,
+    Transition,
+    state_diagram,
+)
 from ._statistics import ClusterStatistics, PoolStatistics
 
 # A library never configures logging (the application does). Without a handler of its own,
@@ -88,6 +96,7 @@ __all__ = [
     "CommandFailed",
     "Connector",
     "Demand",
+    "EndReason",
     "EngineUnavailable",
     "FileNotFound",
     "Host",
@@ -98,6 +107,7 @@ __all__ = [
     "IllegalTransition",
     "ImageNotFound",
     "InternalError",
+    "LifecycleEvent",
     "LinkState",
     "LogChunk",
     "NotFound",

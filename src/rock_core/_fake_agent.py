@@ -193,7 +193,7 @@ class FakeAgent:
             host_id=self.host_id,
             cpus=self.cpus,
             memory=self.memory,
-            capabilities=["owners", "pause"],
+            capabilities=["owners", "pause", "end-reasons"],
             images=self.images,
             instance=self.instance,
         )
@@ -267,13 +267,20 @@ class FakeAgent:
 
     async def _tell(self, sandbox: _Sandbox, state: str, reason: str) -> None:
         """Push a change a request made to the sandbox owner's connections that accept it."""
+        end = "user" if state != "running" else ""
         change = SandboxChanged(
             sandbox_id=sandbox.info.sandbox_id,
             state=state,
             cause="request",
             reason=reason,
             at=time.time(),
+            end=end,
+            exit_code=sandbox.info.exit_code,
         )
+        await self.push(sandbox, change)
+
+    async def push(self, sandbox: _Sandbox, change: SandboxChanged) -> None:
+        """Send `change` to the sandbox owner's connections that accept it."""
         for conn in list(self._owner_connections.get(sandbox.principal.key, ())):
             if "changed" in conn.accepts:
                 await conn.send_quietly(change)
