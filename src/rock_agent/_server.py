@@ -80,6 +80,7 @@ CAPABILITIES = [
     "top",
     "pause",
     "terminal",
+    "end-reasons",  # SandboxChanged says why a sandbox ended (`_end_reasons`)
 ]
 
 
