@@ -43,6 +43,7 @@ from rock_core.protocol import ClientMessage, CreateSandbox, Reply, Request, San
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
 from . import _commands, _images, _procs, _reverse, _terminal, _top
+from ._ends_log import EndsLog
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key
 from ._leases import Leases
@@ -122,6 +123,7 @@ class AgentServer:
         self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
         self.metrics = AgentMetrics()  # this agent's own registry (`_metrics`)
         self.top = _top.TopState()  # what the live view needs beyond the engine
+        self.ends = EndsLog()  # the latest ends told to owners, for `ReadEnds`
         self.terminals = _terminal.Terminals()  # open terminals, by (connection, request id)
 
     def adopted(self, sandbox_id: str) -> bool:
@@ -199,6 +201,7 @@ class AgentServer:
         a small message within `NOTIFY_TIMEOUT` is closed (a send cut short may have left half
         a frame on it); its client reconnects and reconciles.
         """
+        self.ends.add(owner, change)
         targets = [c for c in self._owner_connections.get(owner, ()) if "changed" in c.accepts]
 
         async def tell(conn: Connection) -> None:

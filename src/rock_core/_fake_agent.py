@@ -193,7 +193,7 @@ class FakeAgent:
             host_id=self.host_id,
             cpus=self.cpus,
             memory=self.memory,
-            capabilities=["owners", "pause", "end-reasons"],
+            capabilities=["owners", "pause"],
             images=self.images,
             instance=self.instance,
         )

@@ -71,6 +71,7 @@ from ._messages import (
     WriteFile,
     check_held_output,
 )
+from ._messages_events import EndsReply, ReadEnds, SandboxEnd
 from ._messages_host import (
     Accepted,
     BuildImage,
@@ -168,6 +169,7 @@ ClientMessage = (
     | ResumeSandbox
     | OpenTerminal
     | ResizeTerminal
+    | ReadEnds
 )
 
 AgentMessage = (
@@ -200,6 +202,7 @@ AgentMessage = (
     | MetricsReply
     | HostViewReply
     | TerminalReply
+    | EndsReply
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -315,6 +318,7 @@ __all__ = [
     "DeadlinesReply",
     "Done",
     "Download",
+    "EndsReply",
     "ErrorReply",
     "ExecReply",
     "ExecResult",
@@ -353,6 +357,7 @@ __all__ = [
     "PruneImages",
     "PruneReply",
     "PruneResult",
+    "ReadEnds",
     "ReadFile",
     "ReadHostView",
     "ReadLogs",
@@ -367,6 +372,7 @@ __all__ = [
     "RunCommand",
     "SandboxChanged",
     "SandboxDeadlines",
+    "SandboxEnd",
     "SandboxInfo",
     "SandboxListReply",
     "SandboxReply",

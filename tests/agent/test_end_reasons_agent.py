@@ -6,7 +6,7 @@ import anyio
 import pytest
 
 from rock_agent._end_reasons import end_of
-from rock_core._protocol import CreateSandbox, SandboxReply, StopSandbox
+from rock_core._protocol import CreateSandbox, EndsReply, ReadEnds, SandboxReply, StopSandbox
 
 from .test_fake_coverage import anyio_backend, covers, open_fake, spec
 
@@ -72,3 +72,27 @@ async def test_a_stop_asked_is_the_users() -> None:
             "request",
             "user",
         )
+
+
+@covers(ReadEnds)
+async def test_the_log_of_ends_is_read_by_the_owner_and_its_administrator_only() -> None:
+    async with open_fake() as fake:
+        conn = fake.conn
+        changes, stopped = fake.watch()
+        await conn.call(CreateSandbox(id=conn.next_id(), sandbox_id="c", spec=spec()), SandboxReply)
+        await fake.runtime.crash("c", exit_code=3)
+        with anyio.fail_after(30):
+            await stopped.wait()
+        mine = await conn.call(ReadEnds(id=conn.next_id()), EndsReply)
+        assert [(e.sandbox_id, e.state, e.end, e.exit_code) for e in mine.ends] == [
+            ("c", "stopped", "init_exited", 3)
+        ]
+        assert mine.ends[0].at == changes[-1].at
+        later = await conn.call(ReadEnds(id=conn.next_id(), since=mine.ends[0].at), EndsReply)
+        other = await conn.call(ReadEnds(id=conn.next_id(), of="elsewhere"), EndsReply)
+        assert later.ends == [] and other.ends == []
+        async with fake.connect(owner="someone-else") as stranger:
+            assert (await stranger.call(ReadEnds(id=stranger.next_id()), EndsReply)).ends == []
+        async with fake.connect(admin=True) as admin:
+            seen = await admin.call(ReadEnds(id=admin.next_id(), of="c"), EndsReply)
+            assert [e.owner for e in seen.ends] == [mine.ends[0].owner]

@@ -101,6 +101,8 @@ V1_TAGS = {
     "terminal": "OpenTerminal",
     "terminal_resize": "ResizeTerminal",
     "terminal_exit": "TerminalReply",
+    "read_ends": "ReadEnds",
+    "ends": "EndsReply",
 }
 
 
