@@ -21,6 +21,7 @@ from ._attach import Attachment, PoolSite
 from ._channel import ByteStream
 from ._cluster import Cluster, Host, SandboxRecord, new_sandbox_id, open_cluster
 from ._connection import AgentConnection, RequestStream, open_agent_connection, unwrap_single_errors
+from ._ends_read import read_ends
 from ._errors import (
     AgentNotInstalled,
     AlreadyExists,
@@ -155,6 +156,7 @@ __all__ = [
     "open_pool",
     "open_port_forward",
     "prune_images",
+    "read_ends",
     "read_logs",
     "read_metrics",
     "sandbox_logs",
