@@ -11,6 +11,7 @@ Rules:
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Protocol
 
@@ -20,6 +21,7 @@ from rock_core.serving import Connection
 from ._labels import split_owner_key
 
 KEEP = 1000
+SAME_REMOVAL = 60.0  # seconds within which two removals of one sandbox id are one removal
 
 
 class EndsLog:
@@ -29,8 +31,17 @@ class EndsLog:
         self._ends: deque[tuple[int, SandboxEnd]] = deque(maxlen=keep)
 
     def add(self, owner_key: str, change: SandboxChanged) -> None:
-        """Keep `change` if it is an end (a start is not)."""
+        """Keep `change` if it is an end (a start is not), once: a removal told by the
+        engine's event and by its remover (`removed`) is kept the first time (a sandbox id
+        made again later is another sandbox: `SAME_REMOVAL`)."""
         if change.state == "running":
+            return
+        if change.state == "deleted" and any(
+            end.sandbox_id == change.sandbox_id
+            and end.state == "deleted"
+            and abs(change.at - end.at) < SAME_REMOVAL
+            for _, end in self._ends
+        ):
             return
         uid, owner = split_owner_key(owner_key)
         end = SandboxEnd(
@@ -43,6 +54,19 @@ class EndsLog:
             at=change.at,
         )
         self._ends.append((uid, end))
+
+    def removed(self, owner_key: str, sandbox_id: str, end: str) -> None:
+        """This agent removed an owner's sandbox on its own (`owner_gone`, `lease_expired`):
+        its deadline keeper forgot it first, so no engine event will say why."""
+        change = SandboxChanged(
+            sandbox_id=sandbox_id,
+            state="deleted",
+            cause=end,
+            reason=removal_reason(end),
+            at=time.time(),
+            end=end,
+        )
+        self.add(owner_key, change)
 
     def read(self, conn: Connection, request: ReadEnds) -> EndsReply:
         """What `conn` may see of the log, narrowed by the request."""
@@ -57,6 +81,12 @@ class EndsLog:
         return EndsReply(id=request.id, ends=ends)
 
 
+def removal_reason(end: str) -> str:
+    """The words of a removal this agent made on its own, for `end`."""
+    why = "its owner's lease expired" if end == "lease_expired" else "its owner is gone"
+    return f"removed: {why}"
+
+
 class _WithEnds(Protocol):
     ends: EndsLog
 
@@ -66,4 +96,4 @@ async def read_ends(server: _WithEnds, conn: Connection, request: ReadEnds) -> E
     return server.ends.read(conn, request)
 
 
-__all__ = ["KEEP", "EndsLog", "read_ends"]
+__all__ = ["KEEP", "EndsLog", "read_ends", "removal_reason"]

@@ -19,7 +19,7 @@ from rock_core.protocol import CreateSandbox, SandboxReply, SandboxSpec
 
 from ..conftest import SH_IMAGE
 from .test_cli import cli
-from .test_leases import SocketAgent, running_agent
+from .test_leases import SocketAgent, create_and_vanish, running_agent, wait_for
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker]
 
@@ -46,7 +46,7 @@ async def rock(*args: str) -> tuple[int, bytes, bytes]:
 
 async def test_a_stop_by_the_command_line_is_an_end_of_the_user(agent: SocketAgent) -> None:
     sandbox_id = "sb-" + secrets.token_hex(4)
-    async with open_host(agent.address, owner="events-owner") as conn:
+    async with open_host(agent.address, owner="events-owner", lease=120) as conn:
         spec = SandboxSpec(image=SH_IMAGE, memory=32 << 20)
         request = CreateSandbox(id=conn.next_id(), sandbox_id=sandbox_id, spec=spec)
         await conn.call(request, SandboxReply)
@@ -96,3 +96,18 @@ def test_an_unknown_host_fails_events_naming_it(agent: SocketAgent) -> None:
     assert err.decode() == (
         f"rock events: no host 'nope' in this cluster (hosts: {agent.host_id})\n"
     )
+
+
+@pytest.mark.slow
+async def test_a_lease_that_expires_is_logged_as_such(agent: SocketAgent) -> None:
+    sandbox_id = await create_and_vanish(agent, "remote:events-gone")
+    await wait_for(lambda: not agent.containers(), 30, "reaped after the lease")
+    code, out, err = await rock("--hosts", agent.address, "events", "--json")
+    rows = [json.loads(line) for line in out.decode().splitlines()]
+    assert (code, err) == (0, b"")
+    # Its container stopped on the way out, then went: both steps say why.
+    assert [(r["sandbox"], r["state"], r["end"], r["owner"]) for r in rows] == [
+        (sandbox_id, "stopped", "lease_expired", "remote:events-gone"),
+        (sandbox_id, "deleted", "lease_expired", "remote:events-gone"),
+    ]
+    assert rows[-1]["reason"] == "removed: its owner's lease expired"
