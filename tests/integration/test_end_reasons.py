@@ -24,9 +24,19 @@ from rock_agent._docker import DockerRuntime
 from rock_agent._engine import open_docker
 from rock_agent._open import open_agent
 from rock_agent.testing import AgentConnector, FakeRuntime
-from rock_core import Cluster, EndReason, LifecycleEvent, SandboxSpec, SandboxState, open_cluster
+from rock_core import (
+    BadRequest,
+    Cluster,
+    EndReason,
+    LifecycleEvent,
+    SandboxSpec,
+    SandboxState,
+    open_cluster,
+)
 from rock_core._event_feed import Subscription
 from rock_core.protocol import Done, WriteFile
+from rock_sdk import SandboxConfig
+from rock_sdk import open_cluster as open_sdk_cluster
 
 from ..conftest import SH_IMAGE
 
@@ -135,3 +145,28 @@ async def test_deadlines_and_a_stop_end_with_their_reasons_in_order(docker_engin
         ):
             assert steps[record.sandbox_id] == [(s, None) for s in way[:-1]] + [(S.STOPPED, end)]
             assert record.end is not None and record.end.end == end
+
+
+async def test_the_sdk_status_and_events_say_why() -> None:
+    async with (
+        FakeRuntime(images=[SH_IMAGE]) as runtime,
+        open_agent(runtime) as server,
+        open_sdk_cluster([AgentConnector(server)]) as cluster,
+    ):
+        events = cluster.events(buffer=10)
+        sb = await cluster.create_sandbox(SandboxConfig(image=SH_IMAGE, memory="64m"))
+        assert (await sb.status()).end is None
+        await runtime.crash(sb.sandbox_id, oom=True)
+        with anyio.fail_after(60):
+            async for event in events:
+                if event.end is not None:
+                    break
+        assert (event.sandbox_id, event.end, event.exit_code) == (sb.sandbox_id, EndReason.OOM, 137)
+        status = await sb.status()
+        assert status.end is not None and (status.end.end, status.end.exit_code) == (
+            EndReason.OOM,
+            137,
+        )
+        assert status.history[-1] == status.end
+        with pytest.raises(BadRequest, match=r"^an event buffer holds at least 1 event, not -1$"):
+            cluster.events(buffer=-1)
