@@ -7,7 +7,10 @@ through its own connection, and the command line (another process's view) stops 
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -111,3 +114,25 @@ async def test_a_lease_that_expires_is_logged_as_such(agent: SocketAgent) -> Non
         (sandbox_id, "deleted", "lease_expired", "remote:events-gone"),
     ]
     assert rows[-1]["reason"] == "removed: its owner's lease expired"
+
+
+@pytest.mark.slow
+async def test_follow_prints_new_ends_until_ctrl_c(agent: SocketAgent) -> None:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    argv = [sys.executable, "-m", "rock_sdk._cli", "--hosts", agent.address]
+    follow = await anyio.open_process([*argv, "events", "--follow", "--json"], env=env)
+    assert follow.stdout is not None
+    try:
+        sandbox_id = await create_and_vanish(agent, "remote:followed")  # reaped at its lease
+        out = b""
+        with anyio.fail_after(60):
+            while not out.endswith(b"\n"):
+                out += await follow.stdout.receive()
+        row = json.loads(out.splitlines()[0])
+        assert (row["sandbox"], row["end"]) == (sandbox_id, "lease_expired")
+    finally:
+        follow.send_signal(signal.SIGINT)
+        with anyio.fail_after(60):
+            code = await follow.wait()
+        await follow.aclose()
+    assert code == 130
