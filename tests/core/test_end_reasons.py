@@ -17,11 +17,13 @@ from rock_core import (
     EndReason,
     ImageNotFound,
     LifecycleEvent,
+    NotFound,
     SandboxLifecycle,
     SandboxNotFound,
     SandboxSpec,
     SandboxState,
     open_cluster,
+    read_ends,
 )
 from rock_core._end_reasons import change_end
 from rock_core._event_feed import EventFeed
@@ -247,3 +249,11 @@ def test_records_without_a_feed_take_steps_too() -> None:
     record.fire(SandboxEvent.PLACE)
     assert record.end is None and isinstance(record, SandboxRecord)
     assert Cluster.events.__doc__ and FakeAgent.__doc__
+
+
+async def test_reading_the_ends_of_an_agent_without_the_log_says_so() -> None:
+    async with open_fake_cluster(1) as cluster:
+        with pytest.raises(BadRequest, match=r"^host fake-0: the agent of host fake-0 .* cannot"):
+            await read_ends(cluster)
+        with pytest.raises(NotFound, match=r"^no host 'nope' in this cluster \(hosts: fake-0\)$"):
+            await read_ends(cluster, ["nope"])
