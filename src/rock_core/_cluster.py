@@ -47,11 +47,10 @@ from ._cluster_events import (
     Wake,
 )
 from ._cluster_ops import connection_of, record_of
-from ._cluster_state import ClusterState
+from ._cluster_state import ClusterState, Subscribable
 from ._connection import AgentConnection, unwrap_single_errors
 from ._create_times import CreateTimes
 from ._errors import AlreadyExists, BadRequest, NotFound, RockError, SandboxNotFound
-from ._event_feed import Subscribable
 from ._host_links import HostLinks
 from ._hosts import AddressConnector, Connector
 from ._options import ClusterOptions, cluster_options, host_list
@@ -94,7 +93,6 @@ class Cluster(Subscribable):
         self.grace = options.grace
         self.queue_timeout = options.queue_timeout  # a create's default wait (None: no bound)
         self.state = ClusterState(scheduler, grace=options.grace)
-        self.feed = self.state.feed  # lifecycle events to subscribers (`Subscribable.events`)
         self.waits = QueueWaits(self._room, scheduler.has_room)  # waits for room (`_admission`)
         self._creates = 0
         self._tg: TaskGroup | None = None
@@ -378,7 +376,7 @@ async def running(
                 finally:
                     await cluster._cleanup()
             finally:
-                cluster.feed.close()  # after the cleanup's deletes: subscribers saw them
+                cluster.state.feed.close()  # after the cleanup's deletes: subscribers saw them
                 tg.cancel_scope.cancel()
 
 

@@ -52,7 +52,7 @@ from ._cluster_events import (
 from ._cluster_ops import operate
 from ._end_reasons import change_end
 from ._errors import AlreadyExists, RockError, TransportError
-from ._event_feed import EventFeed
+from ._event_feed import EventFeed, Subscribable
 from ._link import LinkEvent, LinkState
 from ._protocol import SandboxChanged, SandboxInfo, SandboxListReply, SandboxSpec
 from ._records import Host, SandboxRecord, StepHook
@@ -360,4 +360,4 @@ def _was_created(record: SandboxRecord) -> bool:
     return any(t.event is _E.CREATED for t in record.history)
 
 
-__all__ = ["ClusterState"]
+__all__ = ["ClusterState", "Subscribable"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import weakref
 from collections import deque
+from typing import Protocol
 
 import anyio
 import msgspec
@@ -150,17 +151,24 @@ class EventFeed:
         return len(self._subscribers)
 
 
-class Subscribable:
-    """What gives a cluster its `events()`: a feed of its records' steps (`Cluster.feed`)."""
-
+class _HasFeed(Protocol):
     feed: EventFeed
 
-    def events(self, *, buffer: int = DEFAULT_BUFFER) -> Subscription:
+
+class _HasState(Protocol):
+    @property
+    def state(self) -> _HasFeed: ...
+
+
+class Subscribable:
+    """What gives a cluster its `events()`: the feed of its state's records (`ClusterState`)."""
+
+    def events(self: _HasState, *, buffer: int = DEFAULT_BUFFER) -> Subscription:
         """Every step of every sandbox of this cluster from now on, as `LifecycleEvent`s:
         ``async for ev in cluster.events()``. The iteration ends when the cluster closes; a
         reader that falls `buffer` events behind loses the oldest (`LifecycleEvent.missed`).
         `BadRequest` for a buffer under 1. See docs/events.md."""
-        return self.feed.subscribe(buffer)
+        return self.state.feed.subscribe(buffer)
 
 
 __all__ = ["DEFAULT_BUFFER", "EventFeed", "LifecycleEvent", "Subscribable", "Subscription"]

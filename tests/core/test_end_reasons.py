@@ -220,7 +220,7 @@ async def test_a_slow_subscriber_loses_the_oldest_and_is_told_how_many() -> None
 
 async def test_a_subscriber_that_leaves_leaves_nothing_behind() -> None:
     async with open_fake_cluster(1) as cluster:
-        feed = cluster.feed
+        feed = cluster.state.feed
         events = cluster.events()
         await cluster.create_sandbox(SPEC, sandbox_id="sb-1")
         async for _ in events:
