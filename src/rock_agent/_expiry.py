@@ -48,6 +48,7 @@ from rock_core.protocol import (
 from ._changes import Causes, Removals, change_of
 from ._deadline_store import DeadlineStore, StoredDeadlines
 from ._deadlines import DeadlineTable, Due, Timeouts, project
+from ._end_reasons import with_end
 from ._labels import owner_key
 from ._runtime import ContainerRuntime, EngineEvent
 
@@ -357,7 +358,7 @@ class DeadlineKeeper:
             self._mark(sandbox_id)
         else:  # destroy
             self.forget(sandbox_id)
-        change = change_of(event, cause, reason)
+        change = await with_end(self.runtime, change_of(event, cause, reason), event, cause)
         if action == "destroy":
             self._removed.add(owner, change)
         await self._notify(owner, change)

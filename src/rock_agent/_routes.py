@@ -40,6 +40,7 @@ from rock_core.protocol import (
     PauseSandbox,
     Ping,
     PruneImages,
+    ReadEnds,
     ReadFile,
     ReadHostView,
     ReadLogs,
@@ -78,6 +79,7 @@ from . import (
     _terminal,
     _top,
 )
+from ._ends_log import read_ends
 from ._exec_streamed import execute_streamed
 from ._metrics_serve import read_metrics
 from ._runtime import ContainerRuntime
@@ -126,6 +128,7 @@ HANDLERS: dict[type[Any], Handler] = {
     OpenTerminal: _terminal.open_terminal,
     ResizeTerminal: _terminal.resize_terminal,
     **_checkpoints.HANDLERS,
+    ReadEnds: read_ends,
 }
 
 _SESSION_REQUESTS = (CloseSessionRequest, RunCommand, SendInput, Expect, WaitCommand, Interrupt)

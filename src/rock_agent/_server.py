@@ -43,6 +43,7 @@ from rock_core.protocol import ClientMessage, CreateSandbox, Reply, Request, San
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
 from . import _checkpoints, _commands, _images, _procs, _reverse, _terminal, _top
+from ._ends_log import EndsLog, removal_reason
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key, split_owner_key
 from ._leases import Leases
@@ -81,6 +82,7 @@ CAPABILITIES = [
     "checkpoint",  # rock_core.protocol checkpoint requests (`_checkpoints`)
     "pause",
     "terminal",
+    "end-reasons",  # SandboxChanged says why a sandbox ended (`_end_reasons`)
 ]
 
 
@@ -122,6 +124,7 @@ class AgentServer:
         self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
         self.metrics = AgentMetrics()  # this agent's own registry (`_metrics`)
         self.top = _top.TopState()  # what the live view needs beyond the engine
+        self.ends = EndsLog()  # the latest ends told to owners, for `ReadEnds`
         self.terminals = _terminal.Terminals()  # open terminals, by (connection, request id)
 
     def adopted(self, sandbox_id: str) -> bool:
@@ -141,7 +144,8 @@ class AgentServer:
         for info in await self.runtime.list_sandboxes():
             key = owner_key(info.owner_uid, info.owner)
             if _owner_gone(info.owner) and not self.leases.connected(key):
-                await self._remove_quietly(info.sandbox_id)
+                if await self._remove_quietly(info.sandbox_id, "owner_gone"):
+                    self.ends.removed(key, info.sandbox_id, "owner_gone")
                 reaped += 1
                 continue
             adopted += 1
@@ -163,7 +167,10 @@ class AgentServer:
         removed = 0
         for key in self.leases.expired(time.monotonic()):
             count = await self._remove_owned(
-                key, leased_only=True, unless=partial(self.leases.connected, key)
+                key,
+                leased_only=True,
+                unless=partial(self.leases.connected, key),
+                end="lease_expired",
             )
             if count is None:
                 continue  # not listed, or it came back while we listed
@@ -201,6 +208,7 @@ class AgentServer:
         a small message within `NOTIFY_TIMEOUT` is closed (a send cut short may have left half
         a frame on it); its client reconnects and reconciles.
         """
+        self.ends.add(owner, change)
         targets = [c for c in self._owner_connections.get(owner, ()) if "changed" in c.accepts]
 
         async def tell(conn: Connection) -> None:
@@ -240,15 +248,19 @@ class AgentServer:
             if self._lingering:
                 await anyio.sleep(LINGER_POLL)
 
-    async def _remove_quietly(self, sandbox_id: str) -> None:
+    async def _remove_quietly(self, sandbox_id: str, end: str = "") -> bool:
         self.adopted_ids.discard(sandbox_id)
         await self.drop_sessions(sandbox_id)
+        if end:  # the engine's events of this removal carry why (`_ends_log`)
+            self.keeper.note(sandbox_id, end, removal_reason(end), "destroy")
         try:
             await self.runtime.remove(sandbox_id)
             self.keeper.forget(sandbox_id)
             log.info("removed sandbox", extra={"sandbox": sandbox_id})
         except RockError as exc:
             log.warning("could not remove sandbox %s: %s", sandbox_id, exc)
+            return False
+        return True
 
     async def drop_sessions(self, sandbox_id: str) -> None:
         """Kill and forget every session of a sandbox (it stopped, or is going), and end the
@@ -353,6 +365,7 @@ class AgentServer:
         *,
         leased_only: bool = False,
         unless: Callable[[], bool] | None = None,
+        end: str = "owner_gone",  # why, in the log of ends (`_ends_log`)
     ) -> int | None:
         """Remove the sandboxes of owner `key` (only those kept under a lease, with
         `leased_only`); return how many, or None if they could not be listed or `unless()`
@@ -367,7 +380,8 @@ class AgentServer:
         if leased_only:
             owned = [info for info in owned if info.labels.get(LABEL_LEASED) == "1"]
         for info in owned:
-            await self._remove_quietly(info.sandbox_id)
+            if await self._remove_quietly(info.sandbox_id, end):
+                self.ends.removed(key, info.sandbox_id, end)
         await _checkpoints.reap_owner(self, key)
         return len(owned)
 

@@ -22,6 +22,7 @@ from ._channel import ByteStream
 from ._checkpoints import Checkpoint, make_checkpoint
 from ._cluster import Cluster, Host, SandboxRecord, new_sandbox_id, open_cluster
 from ._connection import AgentConnection, RequestStream, open_agent_connection, unwrap_single_errors
+from ._ends_read import read_ends
 from ._errors import (
     AgentNotInstalled,
     AlreadyExists,
@@ -49,6 +50,7 @@ from ._errors import (
     TimedOut,
     TransportError,
 )
+from ._event_feed import LifecycleEvent
 from ._host_source import HostSource
 from ._hosts import AddressConnector, Connector
 from ._images import list_images, prune_images, warm_image
@@ -65,7 +67,14 @@ from ._protocol import PROTOCOL_VERSION, SandboxInfo, SandboxSpec
 from ._reverse import HostPort, open_host_port
 from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
 from ._ssh import SshOptions
-from ._states import SandboxEvent, SandboxLifecycle, SandboxState, Transition, state_diagram
+from ._states import (
+    EndReason,
+    SandboxEvent,
+    SandboxLifecycle,
+    SandboxState,
+    Transition,
+    state_diagram,
+)
 from ._statistics import ClusterStatistics, PoolStatistics
 
 # A library never configures logging (the application does). Without a handler of its own,
@@ -91,6 +100,7 @@ __all__ = [
     "CommandFailed",
     "Connector",
     "Demand",
+    "EndReason",
     "EngineUnavailable",
     "FileNotFound",
     "Host",
@@ -102,6 +112,7 @@ __all__ = [
     "IllegalTransition",
     "ImageNotFound",
     "InternalError",
+    "LifecycleEvent",
     "LinkState",
     "LogChunk",
     "NotFound",
@@ -150,6 +161,7 @@ __all__ = [
     "open_pool",
     "open_port_forward",
     "prune_images",
+    "read_ends",
     "read_logs",
     "read_metrics",
     "sandbox_logs",

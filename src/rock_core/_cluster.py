@@ -47,7 +47,7 @@ from ._cluster_events import (
     Wake,
 )
 from ._cluster_ops import connection_of, record_of
-from ._cluster_state import ClusterState
+from ._cluster_state import ClusterState, Subscribable
 from ._connection import AgentConnection, unwrap_single_errors
 from ._create_times import CreateTimes
 from ._errors import AlreadyExists, BadRequest, NotFound, RockError, SandboxNotFound
@@ -58,14 +58,7 @@ from ._hosts import AddressConnector, Connector
 from ._options import ClusterOptions, cluster_options, host_list
 from ._options import queue_timeout as check_queue_timeout
 from ._owner import local_owner
-from ._protocol import (
-    InspectSandbox,
-    Reply,
-    Request,
-    SandboxInfo,
-    SandboxReply,
-    SandboxSpec,
-)
+from ._protocol import InspectSandbox, Reply, Request, SandboxInfo, SandboxReply, SandboxSpec
 from ._records import Host as Host  # re-exported: the public names live in `_cluster`
 from ._records import SandboxRecord as SandboxRecord
 from ._room import Room, room_for
@@ -82,7 +75,7 @@ _S = SandboxState
 R = TypeVar("R", bound=Reply)
 
 
-class Cluster(_checkpoints.CheckpointMethods):
+class Cluster(_checkpoints.CheckpointMethods, Subscribable):
     """Sandboxes across the agents of `open_cluster`; every method is safe to call concurrently."""
 
     def __init__(
@@ -378,6 +371,7 @@ async def running(
                 finally:
                     await cluster._cleanup()
             finally:
+                cluster.state.feed.close()  # after the cleanup's deletes: subscribers saw them
                 tg.cancel_scope.cancel()
 
 

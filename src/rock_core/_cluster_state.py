@@ -50,12 +50,14 @@ from ._cluster_events import (
     Wake,
 )
 from ._cluster_ops import operate
+from ._end_reasons import change_end
 from ._errors import AlreadyExists, RockError, TransportError
+from ._event_feed import EventFeed, Subscribable
 from ._link import LinkEvent, LinkState
 from ._protocol import SandboxChanged, SandboxInfo, SandboxListReply, SandboxSpec
-from ._records import Host, SandboxRecord
+from ._records import Host, SandboxRecord, StepHook
 from ._scheduler import Action, Demand, Resources, Scheduler
-from ._states import TRANSITIONS, SandboxEvent, SandboxState
+from ._states import TRANSITIONS, EndReason, SandboxEvent, SandboxState
 
 log = logging.getLogger("rock_core")
 
@@ -73,6 +75,8 @@ class ClusterState:
         self.grace = grace
         self.records: dict[str, SandboxRecord] = {}
         self.hosts: dict[str, Host] = {}
+        self.feed = EventFeed()  # each step of each record goes to its subscribers
+        self.on_step: StepHook = self.feed.publish
 
     def handle(self, event: Event, now: float) -> list[Do]:
         """Apply `event` at `now`; return what the driver must do."""
@@ -82,6 +86,7 @@ class ClusterState:
         match event:
             case CreateAsked(record):
                 self.records[record.sandbox_id] = record
+                record.on_step = self.on_step
                 spec = record.spec
                 demand = Demand(cpus=spec.cpus, memory=spec.memory, image=spec.image)
                 self._scheduled(self.scheduler.submit(record.sandbox_id, demand, now), out)
@@ -99,7 +104,7 @@ class ClusterState:
             case Failed(sandbox_id, reason, cancelled):
                 record = self.records[sandbox_id]
                 self.release(record, now, out, failed_start=True)
-                record.fire_if(_E.CREATE_FAILED, reason)
+                record.fire_if(_E.CREATE_FAILED, reason, EndReason.USER if cancelled else None)
                 if cancelled and record.host is not None:
                     out.append(SendRemove(sandbox_id, record.host, quiet=True))
             case Retried(failed, host_id, info):
@@ -176,7 +181,7 @@ class ClusterState:
         current = self.records.get(failed.sandbox_id)
         if current is not failed and current is not None:
             return  # a concurrent retry (or the reconcile) got there first
-        record = SandboxRecord(failed.sandbox_id, failed.spec)
+        record = SandboxRecord(failed.sandbox_id, failed.spec, on_step=self.on_step)
         record.chosen_id = True
         record.host = host_id
         record.info = info
@@ -255,9 +260,10 @@ class ClusterState:
     ) -> None:
         state, expired = record.state, change.cause in ("idle", "lifetime")
         reason = change.reason or change.cause
+        end, code = change_end(change, record.end)
         if change.state == "stopped" and state is _S.RUNNING:
             record.fire(_E.EXPIRE if expired else _E.STOP, reason)
-            record.fire(_E.STOPPED, reason)
+            record.fire(_E.STOPPED, reason, end, code)
         elif change.state == "running" and state is _S.STOPPED:
             record.fire(_E.START, reason)
             record.fire(_E.CREATED, reason)
@@ -265,7 +271,7 @@ class ClusterState:
             if state is _S.RUNNING and expired:
                 record.fire(_E.EXPIRE, reason)
             record.fire(_E.DELETE, reason)
-            record.fire(_E.DELETED, reason)
+            record.fire(_E.DELETED, reason, end, code)
             self.release(record, now, out)
 
     def _reconcile(self, host: Host, reply: SandboxListReply, now: float, out: list[Do]) -> None:
@@ -316,7 +322,11 @@ class ClusterState:
                 )
                 self._apply_change(record, change, now, out)
             else:
-                record.fire(_E.FAIL, f"its container is {info.state} (exit code {info.exit_code})")
+                why, code = (
+                    f"its container is {info.state} (exit code {info.exit_code})",
+                    info.exit_code,
+                )
+                record.fire(_E.FAIL, why, EndReason.INIT_EXITED, code)
         elif state is _S.FAILED and record.retryable:
             pass  # the create's reply was lost: kept for a retry with its id (or a delete)
         elif state is _S.DELETING or (state is _S.FAILED and not _was_created(record)):
@@ -327,7 +337,7 @@ class ClusterState:
 
     def _adopt(self, host: Host, info: SandboxInfo, out: list[Do]) -> None:
         spec = info.spec or SandboxSpec(image=info.image)
-        record = SandboxRecord(info.sandbox_id, spec)
+        record = SandboxRecord(info.sandbox_id, spec, on_step=self.on_step)
         record.host = host.host_id
         record.info = info
         record.fire(_E.PLACE, f"adopted on {host.host_id}")
@@ -335,7 +345,9 @@ class ClusterState:
         record.fire(_E.CREATED, "found running" if running else "found")
         if not running:
             record.fire(_E.STOP, "found stopped")
-            record.fire(_E.STOPPED, f"container {info.state}")
+            record.fire(
+                _E.STOPPED, f"container {info.state}", EndReason.INIT_EXITED, info.exit_code
+            )
         record.placed.set()
         record.settled.set()
         self.records[info.sandbox_id] = record
@@ -348,4 +360,4 @@ def _was_created(record: SandboxRecord) -> bool:
     return any(t.event is _E.CREATED for t in record.history)
 
 
-__all__ = ["ClusterState"]
+__all__ = ["ClusterState", "Subscribable"]

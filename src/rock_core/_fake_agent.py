@@ -39,12 +39,7 @@ from . import _fake_checkpoint, _fake_pause
 from ._channel import ByteStream
 from ._connection import unwrap_single_errors
 from ._endpoint import Connection, Peer, Principal, serve_connection
-from ._errors import (
-    AlreadyExists,
-    BadRequest,
-    ImageNotFound,
-    SandboxNotFound,
-)
+from ._errors import AlreadyExists, BadRequest, ImageNotFound, SandboxNotFound
 from ._fake_latency import FakeEngine, FakeStart, StartLatency
 from ._memory import memory_stream_pair
 from ._messages_pause import PauseSandbox, ResumeSandbox
@@ -269,13 +264,20 @@ class FakeAgent:
 
     async def _tell(self, sandbox: _Sandbox, state: str, reason: str) -> None:
         """Push a change a request made to the sandbox owner's connections that accept it."""
+        end = "user" if state != "running" else ""
         change = SandboxChanged(
             sandbox_id=sandbox.info.sandbox_id,
             state=state,
             cause="request",
             reason=reason,
             at=time.time(),
+            end=end,
+            exit_code=sandbox.info.exit_code,
         )
+        await self.push(sandbox, change)
+
+    async def push(self, sandbox: _Sandbox, change: SandboxChanged) -> None:
+        """Send `change` to the sandbox owner's connections that accept it."""
         for conn in list(self._owner_connections.get(sandbox.principal.key, ())):
             if "changed" in conn.accepts:
                 await conn.send_quietly(change)

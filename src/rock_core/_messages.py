@@ -377,3 +377,7 @@ class SandboxChanged(Message, tag="changed", kw_only=True):
     cause: str
     reason: str = ""
     at: float = 0.0  # unix time of the change
+    # Capability "end-reasons": why it ended (an `EndReason` value; "" from older agents or
+    # for a start), and its init's exit code if it stopped (`_messages_events`).
+    end: str = ""
+    exit_code: int | None = None

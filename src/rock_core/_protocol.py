@@ -73,6 +73,7 @@ from ._messages import (
     WriteFile,
     check_held_output,
 )
+from ._messages_events import EndsReply, ReadEnds, SandboxEnd
 from ._messages_host import (
     Accepted,
     BuildImage,
@@ -175,6 +176,7 @@ ClientMessage = (
     | _ck.RemoveCheckpoint
     | _ck.ExportCheckpoint
     | _ck.ImportCheckpoint
+    | ReadEnds
 )
 
 AgentMessage = (
@@ -209,6 +211,7 @@ AgentMessage = (
     | TerminalReply
     | _ck.CheckpointReply
     | _ck.CheckpointListReply
+    | EndsReply
 )
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")
@@ -324,6 +327,7 @@ __all__ = [
     "DeadlinesReply",
     "Done",
     "Download",
+    "EndsReply",
     "ErrorReply",
     "ExecReply",
     "ExecResult",
@@ -362,6 +366,7 @@ __all__ = [
     "PruneImages",
     "PruneReply",
     "PruneResult",
+    "ReadEnds",
     "ReadFile",
     "ReadHostView",
     "ReadLogs",
@@ -376,6 +381,7 @@ __all__ = [
     "RunCommand",
     "SandboxChanged",
     "SandboxDeadlines",
+    "SandboxEnd",
     "SandboxInfo",
     "SandboxListReply",
     "SandboxReply",

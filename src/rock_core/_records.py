@@ -5,12 +5,15 @@ Rules:
 - A record can be made outside an event loop (the sans-IO tests do): its flags make their
   `anyio.Event` only when someone waits.
 - A host's `state` moves only through the link table (`_link`), by `Host.fire`.
+- Each step of a record goes to its `on_step` hook, if it has one (the cluster's event feed,
+  `_event_feed`); the hook must not block or raise.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 
 import anyio
 
@@ -18,7 +21,14 @@ from ._connection import AgentConnection
 from ._errors import HostUnavailable, RockError, TransportError
 from ._link import LinkEvent, LinkState, next_link_state
 from ._protocol import SandboxInfo, SandboxSpec
-from ._states import TRANSITIONS, SandboxEvent, SandboxLifecycle, SandboxState, Transition
+from ._states import (
+    TRANSITIONS,
+    EndReason,
+    SandboxEvent,
+    SandboxLifecycle,
+    SandboxState,
+    Transition,
+)
 
 log = logging.getLogger("rock_core")
 
@@ -52,7 +62,9 @@ class Flag:
 class SandboxRecord:
     """The core's view of one sandbox: spec, host, lifecycle with its full history."""
 
-    def __init__(self, sandbox_id: str, spec: SandboxSpec) -> None:
+    def __init__(
+        self, sandbox_id: str, spec: SandboxSpec, *, on_step: StepHook | None = None
+    ) -> None:
         self.sandbox_id = sandbox_id
         self.spec = spec
         self.host: str | None = None
@@ -65,6 +77,7 @@ class SandboxRecord:
         self.chosen_id = False  # the caller named it: a create whose reply was lost may retry
         self.create_scope: anyio.CancelScope | None = None  # the create in flight, if any
         self._lock: anyio.Lock | None = None
+        self.on_step = on_step
 
     @property
     def lock(self) -> anyio.Lock:
@@ -102,18 +115,42 @@ class SandboxRecord:
         """Every transition so far, oldest first."""
         return list(self.lifecycle.history)
 
-    def fire(self, event: SandboxEvent, reason: str = "") -> None:
-        """Apply a lifecycle event now."""
-        self.lifecycle.fire(event, time.time(), reason)
+    @property
+    def end(self) -> Transition | None:
+        """The step that ended the sandbox (reason, exit code, time), or None while it has not
+        ended (`SandboxLifecycle.end`)."""
+        return self.lifecycle.end
 
-    def fire_if(self, event: SandboxEvent, reason: str = "") -> bool:
+    def fire(
+        self,
+        event: SandboxEvent,
+        reason: str = "",
+        end: EndReason | None = None,
+        exit_code: int | None = None,
+    ) -> None:
+        """Apply a lifecycle event now (an end of the sandbox with its `end` reason)."""
+        step = self.lifecycle.fire(event, time.time(), reason, end, exit_code)
+        if self.on_step is not None:
+            self.on_step(self, step)
+
+    def fire_if(
+        self,
+        event: SandboxEvent,
+        reason: str = "",
+        end: EndReason | None = None,
+        exit_code: int | None = None,
+    ) -> bool:
         """Apply `event` if the current state allows it (an outcome that arrives after
         something else, such as a lost host or a pushed change, already moved the sandbox)."""
         if (self.state, event) not in TRANSITIONS:
             log.debug("sandbox %s: %s ignored in state %s", self.sandbox_id, event, self.state)
             return False
-        self.fire(event, reason)
+        self.fire(event, reason, end, exit_code)
         return True
+
+
+StepHook = Callable[[SandboxRecord, Transition], None]
+"""Called with a record and each step it takes (`SandboxRecord.on_step`)."""
 
 
 class Host:
@@ -163,4 +200,4 @@ class Host:
         )
 
 
-__all__ = ["Flag", "Host", "SandboxRecord"]
+__all__ = ["Flag", "Host", "SandboxRecord", "StepHook"]

@@ -30,6 +30,10 @@ Rules:
 - `deleted` is terminal: no event leaves it.
 - Idempotence is not the table's business: stopping a stopped sandbox is illegal here, and the
   driver decides whether to treat it as a no-op.
+- Every end of a sandbox (a step into `stopped`, `deleted`, `failed` or `lost`) carries an
+  `EndReason` from a closed set, with the exit code of its init when one is known; a step that
+  only finishes an end already given (a removal after a stop) keeps that end's reason.
+  `SandboxLifecycle.end` is the step that ended the sandbox, while it is not running.
 """
 
 from __future__ import annotations
@@ -56,6 +60,26 @@ class SandboxState(enum.StrEnum):
     DELETED = "deleted"
     FAILED = "failed"
     LOST = "lost"
+
+
+class EndReason(enum.StrEnum):
+    """Why a sandbox ended: a closed set, one value per cause (see docs/events.md)."""
+
+    USER = "user"  # a stop or removal was asked (by its program, or `rock stop`/`rock rm`)
+    IDLE = "idle"  # its idle timeout ran out
+    LIFETIME = "lifetime"  # its lifetime ran out
+    OWNER_GONE = "owner_gone"  # its owner's process ended (a private agent removes it)
+    LEASE_EXPIRED = "lease_expired"  # its owner was silent past its lease (a socket agent)
+    OOM = "oom"  # the kernel's OOM killer killed its init
+    INIT_EXITED = "init_exited"  # its init (main process) ended on its own: see the exit code
+    ENGINE_ERROR = "engine_error"  # the engine refused or failed it, or removed it unasked
+    HOST_LOST = "host_lost"  # its host stayed unreachable past the grace period
+
+
+END_STATES: frozenset[SandboxState] = frozenset(
+    {SandboxState.STOPPED, SandboxState.DELETED, SandboxState.FAILED, SandboxState.LOST}
+)
+"""States a sandbox is in once it ended: a step into one carries an `EndReason`."""
 
 
 class SandboxEvent(enum.StrEnum):
@@ -151,14 +175,20 @@ def next_state(state: SandboxState, event: SandboxEvent) -> SandboxState:
         ) from None
 
 
-class Transition(msgspec.Struct, frozen=True):
-    """One step of a sandbox's history: which event moved it, from where to where, when, why."""
+class Transition(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One step of a sandbox's history: which event moved it, from where to where, when, why.
+
+    `end` is set on a step that ended the sandbox (into one of `END_STATES`), with the exit
+    code of its init if one is known (`exit_code`); `reason` says it in words.
+    """
 
     from_state: SandboxState
     to_state: SandboxState
     event: SandboxEvent
     at: float
     reason: str = ""
+    end: EndReason | None = None
+    exit_code: int | None = None
 
 
 class SandboxLifecycle:
@@ -184,12 +214,63 @@ class SandboxLifecycle:
         """Whether `event` is legal in the current state."""
         return (self.state, event) in TRANSITIONS
 
-    def fire(self, event: SandboxEvent, now: float, reason: str = "") -> Transition:
-        """Apply `event` at time `now`, record and return the step; raise `IllegalTransition`."""
-        step = Transition(self.state, next_state(self.state, event), event, now, reason)
+    @property
+    def end(self) -> Transition | None:
+        """The step that ended the sandbox (its `end` reason set), or None while it has not
+        ended: pending, creating, running (again), or on its way to an end (stopping)."""
+        if self.state not in END_STATES and self.state is not SandboxState.DELETING:
+            return None
+        for step in reversed(self.history):
+            if step.end is not None:
+                return step
+            if step.to_state is SandboxState.RUNNING:
+                return None
+        return None
+
+    def fire(
+        self,
+        event: SandboxEvent,
+        now: float,
+        reason: str = "",
+        end: EndReason | None = None,
+        exit_code: int | None = None,
+    ) -> Transition:
+        """Apply `event` at time `now`, record and return the step; raise `IllegalTransition`.
+
+        A step into an end state without an `end` of its own takes one by its event (see
+        `_default_end`).
+        """
+        target = next_state(self.state, event)
+        if target in END_STATES and end is None:
+            end, exit_code = self._default_end(event, exit_code)
+        step = Transition(self.state, target, event, now, reason, end, exit_code)
         self.state = step.to_state
         self.history.append(step)
         return step
+
+    def _default_end(
+        self, event: SandboxEvent, exit_code: int | None
+    ) -> tuple[EndReason, int | None]:
+        """`lose` is `host_lost`, `fail` and `create_failed` are `engine_error`; any other end
+        keeps the end given on the way to it (a stop asked with a reason, then stopped), else
+        is `user`'s when a stop or delete was asked since it last ran, else `engine_error`."""
+        if event is SandboxEvent.LOSE:
+            return EndReason.HOST_LOST, exit_code
+        if event in (SandboxEvent.FAIL, SandboxEvent.CREATE_FAILED):
+            return EndReason.ENGINE_ERROR, exit_code
+        if event in _ASKED:
+            return EndReason.USER, exit_code
+        for step in reversed(self.history):
+            if step.end is not None:
+                return step.end, step.exit_code if exit_code is None else exit_code
+            if step.event in _ASKED:
+                return EndReason.USER, exit_code
+            if step.to_state is SandboxState.RUNNING:
+                break
+        return EndReason.ENGINE_ERROR, exit_code
+
+
+_ASKED = frozenset({SandboxEvent.STOP, SandboxEvent.DELETE})
 
 
 def state_diagram() -> str:

@@ -10,6 +10,8 @@
   `engine_rate` creates per second; each create's timing is kept in `FakeAgent.starts`.
 - `FakeAgentConnector` is a host `Connector` for a `FakeAgent`: pass it to `open_cluster`
   beside (or instead of) addresses.
+- `end_sandbox(agent, sandbox_id, end)` ends a fake agent's sandbox on its own (an OOM, its
+  init exiting, a deadline, its owner gone...) and pushes what a real agent reports of it.
 - `open_fake_cluster` opens a `Cluster` over several fake agents, each through its connector,
   as `open_cluster` does over real hosts (heartbeats, reconnects and all).
 
@@ -25,6 +27,7 @@ from typing import Any
 from ._cluster import Cluster, running
 from ._errors import BadRequest
 from ._fake_agent import FakeAgent, FakeAgentConnector
+from ._fake_ends import end_sandbox
 from ._fake_latency import FakeStart, LatencyDistribution, LognormalLatency, StartLatency
 from ._memory import MemoryByteStream, memory_stream_pair
 from ._options import ClusterOptions, make_scheduler
@@ -39,6 +42,7 @@ __all__ = [
     "LognormalLatency",
     "MemoryByteStream",
     "StartLatency",
+    "end_sandbox",
     "memory_stream_pair",
     "open_fake_cluster",
 ]
@@ -51,6 +55,7 @@ for _public in (
     LatencyDistribution,
     LognormalLatency,
     MemoryByteStream,
+    end_sandbox,
     memory_stream_pair,
 ):
     _public.__module__ = __name__

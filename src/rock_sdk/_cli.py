@@ -27,7 +27,7 @@ from typer.exceptions import TyperException
 from rock_core import BadRequest, locate_sandbox
 from rock_core.protocol import ExecReply, Execute
 
-from . import _cli_checkpoint, _cli_config, _cli_logs, _transfer
+from . import _cli_checkpoint, _cli_config, _cli_events, _cli_logs, _transfer
 from ._cli_base import (
     ExitCode,
     Interrupts,
@@ -283,6 +283,7 @@ add_top_commands(app)
 add_pause_commands(app)
 _cli_checkpoint.add_commands(app)
 add_shell_commands(app)
+_cli_events.add_commands(app)
 app.command("version")(version)
 
 

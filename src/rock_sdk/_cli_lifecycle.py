@@ -32,6 +32,7 @@ from rock_core.protocol import (
 )
 
 from ._cli_base import ExitCode, open_admin, resolve_ids, run_async, say_error
+from ._cli_events import end_text, latest_end
 from ._cli_format import duration, show_json, timestamp
 
 _Action = Callable[[Cluster, str], Awaitable[None]]  # one sandbox's stop, restart or rm
@@ -58,10 +59,13 @@ def status(
             (sandbox_id,) = await resolve_ids(cluster, [sandbox])
             conn, info = await locate_sandbox(cluster.hosts, sandbox_id)
             host = conn.welcome.host_id
+            ended = info.state not in ("running", "paused")  # why, from its agent's log:
+            end = await latest_end(cluster, host, sandbox_id) if ended else None
         if json:
-            show_json({"host": host, **msgspec.to_builtins(info)})
+            show_json({"host": host, "end": msgspec.to_builtins(end), **msgspec.to_builtins(info)})
             return
-        for line in status_lines(info, host, time.time()):
+        lines = status_lines(info, host, time.time())
+        for line in lines[:2] + ([f"{'ended':<12}{end_text(end)}"] if end else []) + lines[2:]:
             print(line)
 
     run_async(ctx, body)

@@ -21,6 +21,7 @@ from rock_core import (
     Connector,
     Host,
     HostSource,
+    LifecycleEvent,
     PoolOptions,
     ProgressCallback,
     list_images,
@@ -77,6 +78,11 @@ class SandboxCluster:
     def drain_host(self, host_id: str, draining: bool = True) -> None:
         """Stop (or resume) placing new sandboxes on a host; its sandboxes stay."""
         self.core.drain_host(host_id, draining)
+
+    def events(self, *, buffer: int | None = None) -> AsyncIterator[LifecycleEvent]:
+        """Every step of this cluster's sandboxes from now on, each with its end reason:
+        ``async for ev in cluster.events()`` (`rock_core.Cluster.events`; docs/events.md)."""
+        return self.core.events() if buffer is None else self.core.events(buffer=buffer)
 
     def statistics(self) -> ClusterStatistics:
         """Hosts, capacity, use and queue depth, and every open pool."""

@@ -11,6 +11,9 @@ class SandboxStatus:
 
     `deadlines` holds its timeouts and when each runs out (unix times; see `SandboxDeadlines`),
     as its agent keeps them; None once it is deleted or when its agent predates timeouts.
+    `history` holds every step with its reason; a step that ended the sandbox has its `end`
+    (an `EndReason`) and its init's `exit_code` if known. `end` is that step while the sandbox
+    is ended (stopped, deleted, failed, lost), else None.
     """
 
     def __init__(self, record: SandboxRecord, info: SandboxInfo | None) -> None:
@@ -18,6 +21,7 @@ class SandboxStatus:
         self.state: SandboxState = record.state
         self.host = record.host
         self.history: list[Transition] = record.history
+        self.end: Transition | None = record.end
         self.info = info
         self.sessions: list[str] = list(info.sessions) if info else []
         self.image = record.spec.image

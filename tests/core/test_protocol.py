@@ -110,6 +110,8 @@ V1_TAGS = {
     "checkpoint_import": "ImportCheckpoint",
     "checkpoint_info": "CheckpointReply",
     "checkpoints": "CheckpointListReply",
+    "read_ends": "ReadEnds",
+    "ends": "EndsReply",
 }
 
 

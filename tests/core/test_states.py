@@ -10,6 +10,7 @@ import pytest
 
 from rock_core._errors import BadRequest, IllegalTransition
 from rock_core._states import (
+    END_STATES,
     TERMINAL_STATES,
     TRANSITIONS,
     SandboxEvent,
@@ -42,7 +43,8 @@ def test_every_legal_transition_moves_and_records(
     life = SandboxLifecycle(state)
     assert life.can(event)
     step = life.fire(event, 12.5, reason="because")
-    assert step == Transition(state, target, event, 12.5, "because")
+    assert step == Transition(state, target, event, 12.5, "because", step.end)
+    assert (step.end is not None) == (target in END_STATES)  # every end has its reason
     assert life.state is target
     assert life.history == [step]
 
