@@ -140,6 +140,10 @@ class FakeRuntime:
         """ "": images take no disk here, so a prune limit in percent is refused."""
         return ""  # images have no layers on disk here
 
+    async def restore_network(self) -> list[str]:
+        """None: a fake sandbox's policy is a record that needs no process (docs/network.md)."""
+        return []
+
     async def ensure_image(self, image: str, policy: PullPolicy) -> None:
         """Make `image` present per the pull policy (only `pullable` images can be pulled)."""
         self.images.ensure(image, policy)

@@ -39,7 +39,15 @@ from functools import partial
 import anyio
 
 from rock_core import BadRequest, RockError, TransportError
-from rock_core.protocol import ClientMessage, CreateSandbox, Reply, Request, SandboxChanged, Welcome
+from rock_core.protocol import (
+    NETWORK_POLICY,
+    ClientMessage,
+    CreateSandbox,
+    Reply,
+    Request,
+    SandboxChanged,
+    Welcome,
+)
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
 from . import _commands, _images, _procs, _reverse, _terminal, _top
@@ -78,6 +86,7 @@ CAPABILITIES = [
     "exec-stream",  # ExecuteStreamed (rock_core.protocol.EXEC_STREAM)
     "metrics",
     "top",
+    NETWORK_POLICY,  # a NetworkPolicy in SandboxSpec.network (docs/network.md)
     "pause",
     "terminal",
 ]

@@ -19,6 +19,7 @@ Rules:
 
 from ._connection import raise_for_reply
 from ._errors import error_from_code
+from ._network import NETWORK_POLICY, AllowRule, NetworkPolicy, dns_allows, parse_allow
 from ._protocol import (
     EXEC_STREAM,
     EXPIRE_POLICIES,
@@ -135,11 +136,13 @@ __all__ = [
     "MAX_DATA",
     "MAX_SECONDS",
     "MAX_TERMINAL_SIDE",
+    "NETWORK_POLICY",
     "NO_LIMIT",
     "OUTPUT_CHUNK",
     "PROTOCOL_VERSION",
     "Accepted",
     "AgentMessage",
+    "AllowRule",
     "BuildImage",
     "BuildReply",
     "Cancel",
@@ -184,6 +187,7 @@ __all__ = [
     "LogData",
     "Message",
     "MetricsReply",
+    "NetworkPolicy",
     "OpenTerminal",
     "Output",
     "PauseSandbox",
@@ -233,10 +237,12 @@ __all__ = [
     "check_held_output",
     "decode_agent_message",
     "decode_client_message",
+    "dns_allows",
     "encode",
     "encode_request",
     "encode_value",
     "error_from_code",
+    "parse_allow",
     "raise_for_reply",
     "validate",
 ]

@@ -1,0 +1,110 @@
+"""Per-sandbox network policy on real Docker (docs/network.md): the allowed port connects, a
+denied one is refused at once, names off the DNS list do not resolve, and the sandbox's root
+cannot change the rules; bad policies are `BadRequest` before anything is made."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import pytest
+
+from rock_core import BadRequest, NetworkPolicy
+from rock_sdk import Sandbox, SandboxConfig
+from tests.conftest import PY_IMAGE, SH_IMAGE
+
+pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.slow]
+# What root would try; `ip` is busybox's, SO_MARK needs CAP_NET_ADMIN too (python:3.11).
+CHANGE_RULES = (
+    "ip route del default 2>&1; ip link set eth0 down 2>&1; "
+    "python3 -c 'import socket; socket.socket().setsockopt(socket.SOL_SOCKET, socket.SO_MARK, 1)'"
+    " 2>&1; true"
+)
+GATEWAY = "172.17.0.1"  # the default bridge's gateway: the host as the sandbox sees it
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+@pytest.fixture
+def listeners() -> Iterator[list[int]]:
+    """Two ports on the host's bridge address that accept and close every connection."""
+    servers = [socket.create_server((GATEWAY, 0)) for _ in range(2)]
+    stop = threading.Event()
+
+    def serve(server: socket.socket) -> None:
+        server.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            conn.sendall(b"hello\n")
+            conn.close()
+
+    threads = [threading.Thread(target=serve, args=(s,), daemon=True) for s in servers]
+    for thread in threads:
+        thread.start()
+    yield [s.getsockname()[1] for s in servers]
+    stop.set()
+    for thread in threads:
+        thread.join()
+    for server in servers:
+        server.close()
+
+
+def _connect(port: int) -> str:
+    """A connect to the host's `port` from busybox (nc) or python:3.11 (no nc there)."""
+    python = f"import socket; print(socket.create_connection(('{GATEWAY}', {port}), 5).recv(9))"
+    return f'nc -w 5 {GATEWAY} {port} </dev/null 2>&1 || python3 -c "{python}" 2>&1'
+
+
+async def _sh(sb: Sandbox, script: str) -> tuple[int | None, str]:
+    result = await sb.execute(["sh", "-c", script], timeout=30)
+    return result.exit_code, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("image", [SH_IMAGE, PY_IMAGE])
+async def test_allowed_reachable_denied_refused_rules_fixed(
+    image: str, listeners: list[int]
+) -> None:
+    allowed, denied = listeners
+    policy = NetworkPolicy(allow=[f"{GATEWAY}:{allowed}"], dns=["pypi.org"])
+    async with Sandbox(SandboxConfig(image=image, network=policy)) as sb:
+        assert (await sb.status()).network == policy
+        code, out = await _sh(sb, _connect(allowed))
+        assert code == 0 and "hello" in out, out
+        code, out = await _sh(sb, _connect(denied))
+        assert code != 0 and "refused" in out.lower(), out
+        # DNS: the allowed name resolves through the agent's filter, another does not.
+        code, out = await _sh(sb, "getent hosts pypi.org || nslookup pypi.org")
+        assert code == 0 and "pypi.org" in out, out
+        code, out = await _sh(sb, "getent hosts deb.debian.org || nslookup deb.debian.org")
+        assert code != 0, out
+        # Root in the sandbox has no CAP_NET_ADMIN: rules, routes and links stay as they are.
+        code, out = await _sh(sb, "id -u; grep CapEff /proc/self/status")
+        uid, caps = out.split()[0], int(out.split()[-1], 16)
+        assert uid == "0" and not caps & (1 << 12), out  # CAP_NET_ADMIN is bit 12
+        code, out = await _sh(sb, CHANGE_RULES)
+        assert out.lower().count("not permitted") >= 1, out
+        code, out = await _sh(sb, _connect(denied))
+        assert code != 0 and "refused" in out.lower(), out
+
+
+async def test_bad_policies_are_bad_requests() -> None:
+    for allow, why in [
+        ("10.0.0.1/8", "host bits set"),
+        ("1.2.3.4:0", "from 1 to 65535"),
+        ("1.2.3.4:70000", "from 1 to 65535"),
+        ("", "must be a CIDR"),
+        ("a\x00b", "NUL"),
+        ("nan:nan", "port 'nan'"),
+        ("300.1.1.1", "not a CIDR"),
+    ]:
+        with pytest.raises(BadRequest, match=why):
+            NetworkPolicy(allow=[allow])
+    with pytest.raises(BadRequest, match="a DNS entry must be"):
+        NetworkPolicy(dns=[""])
