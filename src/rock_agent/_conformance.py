@@ -52,6 +52,7 @@ from ._conformance_kit import (
     spec,
 )
 from ._conformance_logs import check_logs
+from ._conformance_net import check_network_policy
 from ._conformance_pause import check_pause_and_resume, check_pause_refusals
 from ._conformance_term import check_terminal
 from ._labels import owner_key
@@ -275,6 +276,7 @@ CHECKS: dict[str, Check] = {
     "pause_and_resume": check_pause_and_resume,
     "pause_refusals": check_pause_refusals,
     "terminal": check_terminal,
+    "network_policy": check_network_policy,
 }
 
 

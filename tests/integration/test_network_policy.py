@@ -4,13 +4,19 @@ cannot change the rules; bad policies are `BadRequest` before anything is made."
 
 from __future__ import annotations
 
+import functools
+import secrets
 import socket
+import subprocess
 import threading
 from collections.abc import Iterator
 
+import anyio
 import pytest
 
+from rock_agent._docker import DockerRuntime, container_name, open_docker
 from rock_core import BadRequest, NetworkPolicy
+from rock_core.protocol import SandboxSpec
 from rock_sdk import Sandbox, SandboxConfig
 from tests.conftest import PY_IMAGE, SH_IMAGE
 
@@ -108,3 +114,68 @@ async def test_bad_policies_are_bad_requests() -> None:
             NetworkPolicy(allow=[allow])
     with pytest.raises(BadRequest, match="a DNS entry must be"):
         NetworkPolicy(dns=[""])
+
+
+async def _in_sandbox(
+    host_id: str, sandbox_id: str, script: str
+) -> subprocess.CompletedProcess[str]:
+    """`script` run by docker exec, off the event loop (where the DNS filters answer)."""
+    name = container_name(host_id, sandbox_id)
+    argv = ["docker", "exec", name, "sh", "-c", script]
+    run = functools.partial(subprocess.run, argv, capture_output=True, text=True, timeout=60)
+    return await anyio.to_thread.run_sync(run)
+
+
+def _table(host_id: str, sandbox_id: str) -> str:
+    """The sandbox's policy table, as the host's nft lists it in the sandbox's namespace."""
+    name = container_name(host_id, sandbox_id)
+    pid = subprocess.run(
+        ["docker", "inspect", "-f", "{{.State.Pid}}", name], capture_output=True, text=True
+    ).stdout.strip()
+    argv = ["nsenter", f"--net=/proc/{pid}/ns/net", "nft", "list", "table", "inet", "rock_policy"]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+
+
+async def test_helper_container_loads_the_rules_for_an_agent_that_is_not_root(
+    listeners: list[int],
+) -> None:
+    """The path of an agent in the docker group: a helper container in the sandbox's
+    namespace, with the host's nft bind-mounted, loads the same rules."""
+    allowed, denied = listeners
+    host_id, sandbox_id = f"netpol-{secrets.token_hex(3)}", "helper"
+    policy = NetworkPolicy(allow=[f"{GATEWAY}:{allowed}"])
+    async with open_docker(None) as client:
+        runtime = DockerRuntime(client, host_id)
+        runtime.network.as_root = False
+        try:
+            await runtime.create(sandbox_id, SandboxSpec(image=SH_IMAGE, network=policy), "me", 0)
+            assert f"ip daddr {GATEWAY} tcp dport {allowed} accept" in _table(host_id, sandbox_id)
+            done = await _in_sandbox(host_id, sandbox_id, f"nc -w 5 {GATEWAY} {denied} </dev/null")
+            assert done.returncode != 0 and "refused" in done.stderr.lower(), done
+            done = await _in_sandbox(host_id, sandbox_id, f"nc -w 5 {GATEWAY} {allowed} </dev/null")
+            assert done.returncode == 0 and "hello" in done.stdout, done
+        finally:
+            await runtime.remove(sandbox_id)
+
+
+async def test_a_new_agent_restores_the_dns_filter_of_a_running_sandbox() -> None:
+    """The rules outlive the agent (they live in the namespace), its DNS filter does not: the
+    next agent finds the sandbox and applies its policy again, with a filter of its own."""
+    host_id, sandbox_id = f"netpol-{secrets.token_hex(3)}", "restored"
+    policy = NetworkPolicy(dns=["pypi.org"])
+    async with open_docker(None) as client:
+        first = DockerRuntime(client, host_id)
+        try:
+            await first.create(sandbox_id, SandboxSpec(image=SH_IMAGE, network=policy), "me", 0)
+            assert (await _in_sandbox(host_id, sandbox_id, "nslookup pypi.org")).returncode == 0
+            await first.network.forget(sandbox_id)  # the agent is gone: so is its filter
+            lost = await _in_sandbox(host_id, sandbox_id, "nslookup -timeout=2 pypi.org")
+            assert lost.returncode != 0, lost
+            second = DockerRuntime(client, host_id)
+            assert await second.restore_network() == [sandbox_id]
+            assert await second.restore_network() == []
+            done = await _in_sandbox(host_id, sandbox_id, "nslookup pypi.org")
+            assert done.returncode == 0 and "pypi.org" in done.stdout, done
+            await second.network.forget(sandbox_id)
+        finally:
+            await first.remove(sandbox_id)
