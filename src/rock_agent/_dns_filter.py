@@ -24,6 +24,7 @@ import secrets
 import struct
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -115,10 +116,13 @@ class _Listener(asyncio.DatagramProtocol):
 class DnsFilter:
     """The filter of one sandbox: `open()` it, read `port`, `aclose()` it."""
 
-    def __init__(self, address: str, names: tuple[str, ...], upstream: str = "") -> None:
+    def __init__(
+        self, address: str, names: Sequence[str], upstream: str = "", upstream_port: int = 53
+    ) -> None:
         self.address = address
         self.names = names
         self.upstream = upstream or host_resolver()
+        self.upstream_port = upstream_port
         self.port = 0
         self._listen: asyncio.DatagramTransport | None = None
         self._up: asyncio.DatagramTransport | None = None
@@ -138,7 +142,7 @@ class DnsFilter:
                 lambda: _Listener(self), local_addr=(self.address, self.port)
             )
             self._up, _ = await loop.create_datagram_endpoint(
-                lambda: _Upstream(self), remote_addr=(self.upstream, 53)
+                lambda: _Upstream(self), remote_addr=(self.upstream, self.upstream_port)
             )
         except BaseException:
             await self.aclose()
@@ -210,7 +214,7 @@ class DnsFilter:
             self.refused += 1
             return answer_with(packet, FORMERR if verdict is None else NXDOMAIN)
         self.forwarded += 1
-        reader, writer = await asyncio.open_connection(self.upstream, 53)
+        reader, writer = await asyncio.open_connection(self.upstream, self.upstream_port)
         try:
             writer.write(struct.pack("!H", len(packet)) + packet)
             await writer.drain()

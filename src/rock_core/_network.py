@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import msgspec
@@ -102,7 +103,7 @@ def check_dns_name(entry: str) -> str:
     return entry.rstrip(".").lower()
 
 
-def dns_allows(patterns: tuple[str, ...], name: str) -> bool:
+def dns_allows(patterns: Sequence[str], name: str) -> bool:
     """True if the question `name` matches a `dns` entry (case and a final dot ignored)."""
     name = name.rstrip(".").lower()
     for pattern in patterns:
@@ -122,8 +123,8 @@ class NetworkPolicy(msgspec.Struct, kw_only=True, frozen=True):
     docs/network.md for what is enforced and how.
     """
 
-    allow: tuple[str, ...] = ()
-    dns: tuple[str, ...] = ()
+    allow: Sequence[str] = ()  # kept as a tuple
+    dns: Sequence[str] = ()  # kept as a tuple, lower-cased
 
     def __post_init__(self) -> None:
         for field in ("allow", "dns"):
