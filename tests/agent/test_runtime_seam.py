@@ -19,6 +19,7 @@ DOCKER = {
     "_docker_engine",
     "_docker_json",
     "_docker_logs",
+    "_docker_netpol",
     "_docker_pause",
     "_engine",
     "_archive",
