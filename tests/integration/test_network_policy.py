@@ -17,8 +17,11 @@ import pytest
 from rock_agent._docker import DockerRuntime, container_name, open_docker
 from rock_core import BadRequest, NetworkPolicy
 from rock_core.protocol import SandboxSpec
-from rock_sdk import Sandbox, SandboxConfig
+from rock_sdk import Sandbox, SandboxConfig, open_cluster
 from tests.conftest import PY_IMAGE, SH_IMAGE
+from tests.integration.test_nonroot_agent import NonRootAgent, nonroot_agent, nonroot_python
+
+__all__ = ["nonroot_agent", "nonroot_python"]  # fixtures: an agent run by a docker-group user
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker, pytest.mark.slow]
 # What root would try; `ip` is busybox's, SO_MARK needs CAP_NET_ADMIN too (python:3.11).
@@ -68,6 +71,27 @@ def _connect(port: int) -> str:
     return f'nc -w 5 {GATEWAY} {port} </dev/null 2>&1 || python3 -c "{python}" 2>&1'
 
 
+async def _check_policy(sb: Sandbox, allowed: int, denied: int) -> None:
+    """Allowed connects, denied is refused, DNS filtered, and root cannot change any of it."""
+    code, out = await _sh(sb, _connect(allowed))
+    assert code == 0 and "hello" in out, out
+    code, out = await _sh(sb, _connect(denied))
+    assert code != 0 and "refused" in out.lower(), out
+    # DNS: the allowed name resolves through the agent's filter, another does not.
+    code, out = await _sh(sb, "getent hosts pypi.org || nslookup pypi.org")
+    assert code == 0 and "pypi.org" in out, out
+    code, out = await _sh(sb, "getent hosts deb.debian.org || nslookup deb.debian.org")
+    assert code != 0, out
+    # Root in the sandbox has no CAP_NET_ADMIN: rules, routes and links stay as they are.
+    code, out = await _sh(sb, "id -u; grep CapEff /proc/self/status")
+    uid, caps = out.split()[0], int(out.split()[-1], 16)
+    assert uid == "0" and not caps & (1 << 12), out  # CAP_NET_ADMIN is bit 12
+    code, out = await _sh(sb, CHANGE_RULES)
+    assert out.lower().count("not permitted") >= 1, out
+    code, out = await _sh(sb, _connect(denied))
+    assert code != 0 and "refused" in out.lower(), out
+
+
 async def _sh(sb: Sandbox, script: str) -> tuple[int | None, str]:
     result = await sb.execute(["sh", "-c", script], timeout=30)
     return result.exit_code, result.stdout + result.stderr
@@ -81,23 +105,23 @@ async def test_allowed_reachable_denied_refused_rules_fixed(
     policy = NetworkPolicy(allow=[f"{GATEWAY}:{allowed}"], dns=["pypi.org"])
     async with Sandbox(SandboxConfig(image=image, network=policy)) as sb:
         assert (await sb.status()).network == policy
-        code, out = await _sh(sb, _connect(allowed))
-        assert code == 0 and "hello" in out, out
-        code, out = await _sh(sb, _connect(denied))
-        assert code != 0 and "refused" in out.lower(), out
-        # DNS: the allowed name resolves through the agent's filter, another does not.
-        code, out = await _sh(sb, "getent hosts pypi.org || nslookup pypi.org")
-        assert code == 0 and "pypi.org" in out, out
-        code, out = await _sh(sb, "getent hosts deb.debian.org || nslookup deb.debian.org")
-        assert code != 0, out
-        # Root in the sandbox has no CAP_NET_ADMIN: rules, routes and links stay as they are.
-        code, out = await _sh(sb, "id -u; grep CapEff /proc/self/status")
-        uid, caps = out.split()[0], int(out.split()[-1], 16)
-        assert uid == "0" and not caps & (1 << 12), out  # CAP_NET_ADMIN is bit 12
-        code, out = await _sh(sb, CHANGE_RULES)
-        assert out.lower().count("not permitted") >= 1, out
-        code, out = await _sh(sb, _connect(denied))
-        assert code != 0 and "refused" in out.lower(), out
+        await _check_policy(sb, allowed, denied)
+
+
+async def test_an_agent_in_the_docker_group_enforces_a_policy(
+    nonroot_agent: NonRootAgent, listeners: list[int]
+) -> None:
+    """The agent's user is not root: it loads the rules through a helper container and
+    listens for DNS on the gateway as itself; the sandbox is held just as tightly."""
+    allowed, denied = listeners
+    policy = NetworkPolicy(allow=[f"{GATEWAY}:{allowed}"], dns=["pypi.org"])
+    async with open_cluster([f"unix://{nonroot_agent.socket}"]) as cluster:
+        config = SandboxConfig(image=SH_IMAGE, memory="64m", network=policy)
+        sb = await Sandbox(config, cluster=cluster).start()
+        try:
+            await _check_policy(sb, allowed, denied)
+        finally:
+            await sb.delete()
 
 
 async def test_bad_policies_are_bad_requests() -> None:
