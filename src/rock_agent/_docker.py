@@ -161,7 +161,7 @@ class DockerRuntime(NetworkPolicing):
                 raise
             head = f"sandbox {sandbox_id} did not start"
             raise (start_failure(str(exc), head) or SandboxFailed(f"{head}: {exc}")) from exc
-        await self.network.enforce(sandbox_id, lambda: self._discard(container, sandbox_id))
+        await self.network.enforce(sandbox_id, lambda: self._discard(container, sandbox_id), spec)
         return await self.inspect(sandbox_id)
 
     async def _create_container(self, sandbox_id: str, config: dict[str, Any], name: str) -> Any:

@@ -80,9 +80,17 @@ class NetworkEnforcer:
         self.as_root = os.geteuid() == 0
         self._binds: list[str] | None = None
 
-    async def enforce(self, sandbox_id: str, undo: Callable[[], Awaitable[object]]) -> None:
-        """Apply the policy of a container just started, if it has one; if that fails, `undo`
-        the start (shielded) and raise."""
+    async def enforce(
+        self,
+        sandbox_id: str,
+        undo: Callable[[], Awaitable[object]],
+        spec: SandboxSpec | None = None,
+    ) -> None:
+        """Apply the policy of a container just started, if it has one (`spec`, if given, says
+        whether: a create without a policy costs no inspect); if that fails, `undo` the start
+        (shielded) and raise."""
+        if spec is not None and policy_of(spec) is None:
+            return
         try:
             attrs = (await self._find(sandbox_id))._container
             policy = policy_of(sandbox_info(attrs, -1).spec)

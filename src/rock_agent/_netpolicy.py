@@ -27,6 +27,7 @@ from rock_core import BadRequest
 from rock_core.protocol import AllowRule, NetworkPolicy
 
 TABLE = "rock_policy"
+RESOLVE_TIMEOUT = 10.0  # seconds the agent waits for one host name of `allow`
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
@@ -90,10 +91,18 @@ async def resolve(rule: AllowRule) -> list[Target]:
     """The targets of one `allow` entry; a host name becomes one per address it has now."""
     if rule.network is not None:
         return [Target(rule.network, rule.port)]
-    try:
-        found = await anyio.getaddrinfo(rule.host, None, type=socket.SOCK_STREAM)
-    except OSError as exc:
-        raise BadRequest(f"network policy: host {rule.host!r} does not resolve ({exc})") from exc
+    found = []
+    with anyio.move_on_after(RESOLVE_TIMEOUT):
+        try:
+            found = await anyio.getaddrinfo(rule.host, None, type=socket.SOCK_STREAM)
+        except OSError as exc:
+            raise BadRequest(
+                f"network policy: host {rule.host!r} does not resolve ({exc})"
+            ) from exc
+    if not found:
+        raise BadRequest(
+            f"network policy: host {rule.host!r} did not resolve within {RESOLVE_TIMEOUT:g} s"
+        )
     addresses = sorted({str(info[4][0]) for info in found})
     return [Target(ipaddress.ip_network(a), rule.port) for a in addresses]
 

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from rock_agent._dns_filter import FORMERR, NXDOMAIN, DnsFilter, answer_with, question_name
-from rock_agent._netpolicy import Target, ruleset
+from rock_agent._netpolicy import Target, resolve, ruleset
 from rock_core import BadRequest, NetworkPolicy
 from rock_core.protocol import AllowRule, dns_allows, parse_allow
 
@@ -190,3 +190,11 @@ async def test_filter_over_tcp_refuses_what_is_not_allowed(dns_filter: DnsFilter
         assert reply[:2] == b"\0\x03" and reply[3] & 0xF == NXDOMAIN
     finally:
         writer.close()
+
+
+async def test_host_names_are_resolved_and_pinned_when_applied() -> None:
+    targets = await resolve(AllowRule(None, "localhost", 8080))
+    assert Target(ipaddress.ip_network("127.0.0.1/32"), 8080) in targets
+    assert all(t.port == 8080 for t in targets)
+    with pytest.raises(BadRequest, match=r"host 'no-such-host\.invalid' does not resolve"):
+        await resolve(parse_allow("no-such-host.invalid"))
