@@ -46,6 +46,7 @@ from ._fake_build import fake_build
 from ._fake_events import FakeEventFeed
 from ._fake_images import FakeImages
 from ._fake_logs import read_log
+from ._fake_netpol import FakePolicing, egress_refused
 from ._fake_procs import FakeProcess
 from ._fake_sandbox import FakeSandbox, make_root
 from ._labels import adoption_problem, sandbox_labels, split_owner_key
@@ -70,7 +71,7 @@ DEFAULT_IMAGES = ("python:3.11", "busybox:latest")
 CONNECT_TIMEOUT = 10.0
 
 
-class FakeRuntime:
+class FakeRuntime(FakePolicing):
     """A `ContainerRuntime` whose sandboxes are folders and local processes (see the rules).
 
     `images` are present from the start, `pullable` can be pulled; `disk_limits` says whether
@@ -139,10 +140,6 @@ class FakeRuntime:
     async def data_root(self) -> str:
         """ "": images take no disk here, so a prune limit in percent is refused."""
         return ""  # images have no layers on disk here
-
-    async def restore_network(self) -> list[str]:
-        """None: a fake sandbox's policy is a record that needs no process (docs/network.md)."""
-        return []
 
     async def ensure_image(self, image: str, policy: PullPolicy) -> None:
         """Make `image` present per the pull policy (only `pullable` images can be pulled)."""
@@ -293,6 +290,8 @@ class FakeRuntime:
         where = f"port {port} in sandbox {sandbox_id}"
         if not box.running:
             raise not_running(sandbox_id, box.status, "start it before forwarding a port")
+        if (refused := egress_refused(box.spec, sandbox_id, address, port)) is not None:
+            raise refused
         try:
             with anyio.fail_after(CONNECT_TIMEOUT):
                 return await anyio.connect_tcp(address, port)
