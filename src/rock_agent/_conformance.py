@@ -53,6 +53,7 @@ from ._conformance_kit import (
     spec,
 )
 from ._conformance_logs import check_logs
+from ._conformance_net import check_network_policy
 from ._conformance_pause import check_pause_and_resume, check_pause_refusals
 from ._conformance_term import check_terminal
 from ._labels import owner_key
@@ -277,6 +278,7 @@ CHECKS: dict[str, Check] = {
     "pause_refusals": check_pause_refusals,
     "terminal": check_terminal,
     "image_archive": check_image_archive,
+    "network_policy": check_network_policy,
 }
 
 

@@ -49,13 +49,9 @@ from ._docker_json import (
     engine_host_config,
     sandbox_info,
 )
+from ._docker_netpol import NetworkPolicing
 from ._docker_pause import set_paused
-from ._engine import (
-    Bounds,
-    engine_call,
-    engine_errors,
-    open_docker,
-)
+from ._engine import Bounds, engine_call, engine_errors, open_docker
 from ._exec_stream import DockerProcess, start_process
 from ._labels import (
     LABEL_HOST,
@@ -87,7 +83,7 @@ def container_name(host_id: str, sandbox_id: str) -> str:
     return f"rock-{host_id}-{sandbox_id}"
 
 
-class DockerRuntime(_docker_images.DockerImageArchives):
+class DockerRuntime(_docker_images.DockerImageArchives, NetworkPolicing):
     """The `ContainerRuntime` of one Docker engine, for one agent (one host id)."""
 
     def __init__(
@@ -165,6 +161,7 @@ class DockerRuntime(_docker_images.DockerImageArchives):
                 raise
             head = f"sandbox {sandbox_id} did not start"
             raise (start_failure(str(exc), head) or SandboxFailed(f"{head}: {exc}")) from exc
+        await self.network.enforce(sandbox_id, lambda: self._discard(container, sandbox_id), spec)
         return await self.inspect(sandbox_id)
 
     async def _create_container(self, sandbox_id: str, config: dict[str, Any], name: str) -> Any:
@@ -241,6 +238,7 @@ class DockerRuntime(_docker_images.DockerImageArchives):
         container = await self._container(sandbox_id)
         with engine_call(f"starting sandbox {sandbox_id}", self.bounds.create):
             await container.start()
+        await self.network.enforce(sandbox_id, functools.partial(self.stop, sandbox_id, 0))
 
     async def stop(self, sandbox_id: str, timeout: float) -> None:
         """Stop the container (its files stay): SIGTERM, then SIGKILL after `timeout` s; a
@@ -264,6 +262,7 @@ class DockerRuntime(_docker_images.DockerImageArchives):
 
     async def remove(self, sandbox_id: str) -> None:
         """Remove the container; an already removed one is not an error here."""
+        await self.network.forget(sandbox_id)
         try:
             container = await self._container(sandbox_id)
         except SandboxNotFound:

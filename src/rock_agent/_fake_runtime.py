@@ -47,6 +47,7 @@ from ._fake_build import fake_build
 from ._fake_events import FakeEventFeed
 from ._fake_images import FakeImages
 from ._fake_logs import read_log
+from ._fake_netpol import FakePolicing, egress_refused
 from ._fake_procs import FakeProcess
 from ._fake_sandbox import FakeSandbox, make_root
 from ._labels import adoption_problem, sandbox_labels, split_owner_key
@@ -71,7 +72,7 @@ DEFAULT_IMAGES = ("python:3.11", "busybox:latest")
 CONNECT_TIMEOUT = 10.0
 
 
-class FakeRuntime(FakeImageArchives):
+class FakeRuntime(FakeImageArchives, FakePolicing):
     """A `ContainerRuntime` whose sandboxes are folders and local processes (see the rules).
 
     `images` are present from the start, `pullable` can be pulled; `disk_limits` says whether
@@ -290,6 +291,8 @@ class FakeRuntime(FakeImageArchives):
         where = f"port {port} in sandbox {sandbox_id}"
         if not box.running:
             raise not_running(sandbox_id, box.status, "start it before forwarding a port")
+        if (refused := egress_refused(box.spec, sandbox_id, address, port)) is not None:
+            raise refused
         try:
             with anyio.fail_after(CONNECT_TIMEOUT):
                 return await anyio.connect_tcp(address, port)

@@ -99,6 +99,8 @@ async def _reap_loop(server: AgentServer) -> None:
     while True:
         try:
             adopted, reaped = await server.reap_orphans()
+            if first:  # the adopted sandboxes' DNS filters were the previous agent's
+                await server.runtime.restore_network()
             if first or reaped:
                 log.info(
                     "checked for orphaned sandboxes",

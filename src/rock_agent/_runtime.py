@@ -129,6 +129,11 @@ class ContainerRuntime(Protocol):
         """The engine's data folder on this machine, where image layers live; "" if none."""
         ...
 
+    async def restore_network(self) -> list[str]:
+        """Apply again the network policies of running sandboxes that this process holds no
+        DNS filter for (an agent that started; docs/network.md); the ids restored."""
+        ...
+
     async def ensure_image(self, image: str, policy: PullPolicy) -> None:
         """Make `image` present according to the pull `policy` (a `PullPolicy`).
 

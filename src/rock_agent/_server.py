@@ -39,7 +39,15 @@ from functools import partial
 import anyio
 
 from rock_core import BadRequest, RockError, TransportError
-from rock_core.protocol import ClientMessage, CreateSandbox, Reply, Request, SandboxChanged, Welcome
+from rock_core.protocol import (
+    NETWORK_POLICY,
+    ClientMessage,
+    CreateSandbox,
+    Reply,
+    Request,
+    SandboxChanged,
+    Welcome,
+)
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
 from . import _checkpoints, _commands, _images, _procs, _reverse, _terminal, _top
@@ -80,6 +88,7 @@ CAPABILITIES = [
     "metrics",
     "top",
     "checkpoint",  # rock_core.protocol checkpoint requests (`_checkpoints`)
+    NETWORK_POLICY,  # a NetworkPolicy in SandboxSpec.network (docs/network.md)
     "pause",
     "terminal",
     "end-reasons",  # SandboxChanged says why a sandbox ended (`_end_reasons`)

@@ -57,6 +57,7 @@ from ._images import list_images, prune_images, warm_image
 from ._link import LinkState, link_diagram
 from ._logs import LogChunk, read_logs, sandbox_logs
 from ._metrics_read import read_metrics
+from ._network import NetworkPolicy
 from ._options import ClusterOptions
 from ._owner import local_owner
 from ._pool import RecordPool, delete_quietly, open_pool
@@ -115,6 +116,7 @@ __all__ = [
     "LifecycleEvent",
     "LinkState",
     "LogChunk",
+    "NetworkPolicy",
     "NotFound",
     "PoolOptions",
     "PoolSite",

@@ -30,6 +30,7 @@ import anyio
 
 from ._connection import AgentConnection
 from ._errors import BadRequest, QueueTimedOut
+from ._network import NETWORK_POLICY, NetworkPolicy
 from ._protocol import CreateSandbox, SandboxSpec, encode_request
 from ._room import Room, explain, needs
 from ._scheduler import Demand
@@ -53,6 +54,8 @@ def check_features(conn: AgentConnection, spec: SandboxSpec) -> None:
     fields; an engine without quotas cannot limit disk)."""
     if (spec.idle_timeout, spec.lifetime, spec.auto_delete_after) != (None, None, None):
         conn.require("timeouts", "enforce timeouts (create the sandbox without them)")
+    if isinstance(spec.network, NetworkPolicy):
+        conn.require(NETWORK_POLICY, "enforce a network policy")
     if spec.disk and DISK_LIMITS not in conn.welcome.capabilities:
         raise BadRequest(
             f"host {conn.welcome.host_id} cannot enforce disk={spec.disk!r}: its agent does not"

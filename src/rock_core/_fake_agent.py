@@ -43,6 +43,7 @@ from ._errors import AlreadyExists, BadRequest, ImageNotFound, SandboxNotFound
 from ._fake_latency import FakeEngine, FakeStart, StartLatency
 from ._memory import memory_stream_pair
 from ._messages_pause import PauseSandbox, ResumeSandbox
+from ._network import NETWORK_POLICY
 from ._protocol import (
     PROTOCOL_VERSION,
     ClientMessage,
@@ -189,7 +190,7 @@ class FakeAgent:
             host_id=self.host_id,
             cpus=self.cpus,
             memory=self.memory,
-            capabilities=["owners", "pause", "checkpoint"],
+            capabilities=["owners", "pause", "checkpoint", NETWORK_POLICY],
             images=self.images,
             instance=self.instance,
         )

@@ -14,6 +14,7 @@ import math
 
 import msgspec
 
+from ._network import NetworkPolicy
 from ._schema import (
     AbsPathOrEmpty,
     Cpus,
@@ -38,7 +39,7 @@ class SandboxSpec(msgspec.Struct, kw_only=True, frozen=True):
     memory: Memory = 1 << 30  # bytes; swap is capped at the same value
     pids: Pids = 1024
     disk: DiskSize = ""  # engine storage-opt size, e.g. "10G"; empty = engine default
-    network: bool = False
+    network: bool | NetworkPolicy = False  # off, fully on, or an egress allowlist
     env: Env = {}
     workdir: AbsPathOrEmpty = ""
     labels: Labels = {}

@@ -30,6 +30,7 @@ from ._messages_checkpoint import (
     RemoveCheckpoint,
     checkpoint_image,
 )
+from ._network import NETWORK_POLICY, AllowRule, NetworkPolicy, dns_allows, parse_allow
 from ._protocol import (
     EXEC_STREAM,
     EXPIRE_POLICIES,
@@ -149,11 +150,13 @@ __all__ = [
     "MAX_DATA",
     "MAX_SECONDS",
     "MAX_TERMINAL_SIDE",
+    "NETWORK_POLICY",
     "NO_LIMIT",
     "OUTPUT_CHUNK",
     "PROTOCOL_VERSION",
     "Accepted",
     "AgentMessage",
+    "AllowRule",
     "BuildImage",
     "BuildReply",
     "Cancel",
@@ -206,6 +209,7 @@ __all__ = [
     "LogData",
     "Message",
     "MetricsReply",
+    "NetworkPolicy",
     "OpenTerminal",
     "Output",
     "PauseSandbox",
@@ -259,10 +263,12 @@ __all__ = [
     "checkpoint_image",
     "decode_agent_message",
     "decode_client_message",
+    "dns_allows",
     "encode",
     "encode_request",
     "encode_value",
     "error_from_code",
+    "parse_allow",
     "raise_for_reply",
     "validate",
 ]

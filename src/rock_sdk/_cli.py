@@ -46,6 +46,7 @@ from ._cli_jobs import jobs_app
 from ._cli_lazy import add_lazy_groups
 from ._cli_lifecycle import add_commands as add_lifecycle_commands
 from ._cli_metrics import add_commands as add_metrics_commands
+from ._cli_network import Allow, AllowDns, network_choice
 from ._cli_pause import add_commands as add_pause_commands
 from ._cli_pipe import Piped, read_stdin, run_piped
 from ._cli_pool import pool_app
@@ -147,6 +148,8 @@ def run(
         typer.Option(help="memory for the sandbox: 512m, 2g (default: the config's, else 1g)"),
     ] = None,
     network: Annotated[bool, typer.Option("--network", help="give the sandbox a network")] = False,
+    allow: Allow = None,
+    allow_dns: AllowDns = None,
     env: Env = None,
     workdir: Annotated[str, typer.Option("-w", "--workdir")] = "",
     timeout: Timeout = None,
@@ -162,7 +165,9 @@ def run(
     if not argv:
         raise fail(ctx, "give the command after --, e.g. rock run python:3.11 -- ls /")
     given = {k: v for k, v in (("cpus", cpus), ("memory", memory)) if v is not None}
-    settings = dict(network=network, env=_pairs(ctx, env, "--env"), workdir=workdir, pull=pull)
+    network_or_policy = network_choice(ctx, network, allow, allow_dns)
+    settings = dict(network=network_or_policy, env=_pairs(ctx, env, "--env"), workdir=workdir)
+    settings["pull"] = pull
     piped = _piped(ctx, argv, ctx.command_path, timeout, max_output, no_stdin)
 
     async def body(interrupts: Interrupts) -> int:

@@ -34,6 +34,7 @@ from rock_core.protocol import (
 from ._cli_base import ExitCode, open_admin, resolve_ids, run_async, say_error
 from ._cli_events import end_text, latest_end
 from ._cli_format import duration, show_json, timestamp
+from ._cli_network import network_text
 
 _Action = Callable[[Cluster, str], Awaitable[None]]  # one sandbox's stop, restart or rm
 Ids = Annotated[list[str], typer.Argument(metavar="ID...", help="sandbox ids or unique prefixes")]
@@ -131,6 +132,7 @@ def status_lines(info: SandboxInfo, host: str, now: float) -> list[str]:
         ("image", info.image),
         ("owner", info.owner),
         ("container", info.container_id[:12]),
+        ("network", network_text(info.spec)),
     ]
     d = info.deadlines
     if d is None:

@@ -9,7 +9,7 @@ from typing import Literal
 import msgspec
 from msgspec import UNSET, UnsetType
 
-from rock_core import BadRequest
+from rock_core import BadRequest, NetworkPolicy
 from rock_core.defaults import queue_timeout
 from rock_core.protocol import SandboxId, SandboxSpec, validate
 
@@ -56,7 +56,7 @@ class SandboxConfig(msgspec.Struct, kw_only=True):
     memory: int | str = "1g"
     pids: int = 1024
     disk: str = ""
-    network: bool = False
+    network: bool | NetworkPolicy = False  # off, on, or an egress allowlist (docs/network.md)
     env: dict[str, str] = {}
     workdir: str = ""
     user: str = ""

@@ -25,6 +25,7 @@ class SandboxStatus:
         self.info = info
         self.sessions: list[str] = list(info.sessions) if info else []
         self.image = record.spec.image
+        self.network = record.spec.network  # False, True or its `NetworkPolicy`
         self.deadlines: SandboxDeadlines | None = info.deadlines if info else None
         # Frozen now (`Sandbox.pause`, or `pause_after`); its state stays running.
         self.paused = info is not None and info.state == "paused"

@@ -20,6 +20,7 @@ DOCKER = {
     "_docker_images",
     "_docker_json",
     "_docker_logs",
+    "_docker_netpol",
     "_docker_pause",
     "_engine",
     "_archive",
