@@ -50,12 +50,7 @@ from ._docker_json import (
     sandbox_info,
 )
 from ._docker_pause import set_paused
-from ._engine import (
-    Bounds,
-    engine_call,
-    engine_errors,
-    open_docker,
-)
+from ._engine import Bounds, engine_call, engine_errors, open_docker
 from ._exec_stream import DockerProcess, start_process
 from ._labels import (
     LABEL_HOST,
@@ -302,6 +297,7 @@ class DockerRuntime:
             stdin=stdin,
             bound=self.bounds.control,
             terminal=terminal,
+            stream_type=self.engine.exec_stream,
         )
 
     async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:
