@@ -7,8 +7,9 @@ Rules:
   its own child, and stops it when the agent ends. Containers are not its children (Podman's
   ``conmon`` holds each), so they outlive it and the next agent adopts them.
 - A service that answers already is used as it is and never stopped by the agent.
-- Nothing waits here for the service to answer: the agent serves at once and waits for its
-  engine in the background, as for Docker.
+- A service started here is waited for until its socket answers (it takes about a second;
+  at most `START_TIMEOUT`, or until it exits), so the runtime's first call finds it; one that
+  does not come up is left to the runtime, which reports the engine unavailable.
 - Without a ``podman`` program nothing is started; the runtime then reports the engine
   unavailable, naming the socket.
 """
@@ -30,6 +31,8 @@ from anyio.abc import Process
 
 log = logging.getLogger("rock_agent")
 
+START_TIMEOUT = 30.0  # seconds a started service may take to answer on its socket
+START_POLL = 0.05  # seconds between looks at the socket meanwhile
 STOP_TIMEOUT = 10.0  # seconds a started service gets to exit on SIGTERM before SIGKILL
 
 
@@ -66,6 +69,12 @@ async def open_podman_service(path: Path | None) -> AsyncIterator[None]:
         command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None
     )
     try:
+        for _ in range(round(START_TIMEOUT / START_POLL)):
+            if process.returncode is not None or answers(path):
+                break
+            await anyio.sleep(START_POLL)
+        if process.returncode is not None:
+            log.warning("the Podman service exited at once (%s)", process.returncode)
         yield
     finally:
         with anyio.CancelScope(shield=True):
