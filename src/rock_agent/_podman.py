@@ -18,7 +18,8 @@ Rules:
   - files: Podman makes a missing folder an upload names; an upload first checks that the
     folder is there (`FileNotFound`) and is a folder (`BadRequest`), as Docker answers.
   - pause: rootless Podman on cgroup v1 has no freezer of its own: pausing is `BadRequest`
-    saying so, not the engine's 500.
+    saying so, not the engine's 500, and a commit there does not freeze the sandbox.
+  - commit: Podman ignores the config a commit carries; it is given as Dockerfile changes.
   - limits: Podman ignores cpu and memory limits where it cannot use the host's cgroups
     (rootless on cgroup v1, or cgroup v2 without the controllers delegated to the user). The
     sandbox still runs; the agent logs it once (`PodmanHost.limit_problem`).
@@ -32,7 +33,7 @@ import contextlib
 import json
 import logging
 import re
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -44,6 +45,7 @@ from rock_core.protocol import SandboxInfo, SandboxSpec
 
 from ._docker import DockerRuntime, container_name
 from ._docker_engine import DockerEngine
+from ._docker_json import commit_config
 from ._engine import Bounds, engine_call
 from ._exec_stream import START_FAILURE_TEXT, ExecStream
 from ._runtime import DiskUsage, EngineEvent, ImageRecord, OutputChunk
@@ -106,8 +108,12 @@ def _dict(value: object) -> dict[str, Any]:
 
 
 def short_tag(tag: str) -> str:
-    """A tag as a spec names it: ``localhost/NAME:TAG`` is ``NAME:TAG``."""
-    return tag.removeprefix(LOCAL_PREFIX)
+    """A tag as Docker shows it: ``localhost/NAME:TAG`` (no registry) and
+    ``docker.io/[library/]NAME:TAG`` (Podman's full names) are ``NAME:TAG``."""
+    for prefix in (LOCAL_PREFIX, "docker.io/library/", "docker.io/"):
+        if tag.startswith(prefix):
+            return tag.removeprefix(prefix)
+    return tag
 
 
 def short_tags(record: ImageRecord) -> ImageRecord:
@@ -129,6 +135,20 @@ def docker_event(raw: dict[str, Any]) -> dict[str, Any]:
             attributes["exitCode"] = attributes["containerExitCode"]
         event["Actor"] = {**actor, "Attributes": attributes}
     return event
+
+
+def config_changes(config: dict[str, Any]) -> list[str]:
+    """A commit's config (`commit_config`) as the Dockerfile instructions that set it."""
+    quoted = json.dumps
+    changes = [f"LABEL {quoted(k)}={quoted(v)}" for k, v in sorted(config["Labels"].items())]
+    changes += [f"ENTRYPOINT {quoted(config['Entrypoint'])}", f"CMD {quoted(config['Cmd'])}"]
+    for pair in config["Env"]:
+        name, _, value = pair.partition("=")
+        changes.append(f"ENV {name}={quoted(value)}")
+    changes.append(f"WORKDIR {config['WorkingDir'] or '/'}")
+    if config["User"]:
+        changes.append(f"USER {config['User']}")
+    return changes
 
 
 def padded_stamps(data: bytes) -> bytes:
@@ -195,6 +215,36 @@ class PodmanEngine(DockerEngine):
     def engine_event(self, raw: dict[str, Any], default_uid: int) -> EngineEvent | None:
         """Podman's event translated to Docker's words, then typed as Docker's."""
         return super().engine_event(docker_event(raw), default_uid)
+
+    async def commit(
+        self,
+        container: Any,
+        sandbox_id: str,
+        *,
+        repository: str,
+        tag: str,
+        message: str,
+        changes: list[str],
+        labels: Mapping[str, str],
+        pause: bool,
+    ) -> str:
+        """Docker's commit, its config said again as Dockerfile changes (Podman ignores the
+        config a commit carries, but applies its changes); where this Podman cannot freeze a
+        sandbox, it is committed running."""
+        attrs: dict[str, Any] = container._container
+        source = await self.inspect_raw(str(attrs.get("Image", "")))
+        config = commit_config(attrs, source.get("Config") or {})
+        config["Labels"].update(labels)
+        return await super().commit(
+            container,
+            sandbox_id,
+            repository=repository,
+            tag=tag,
+            message=message,
+            changes=[*config_changes(config), *changes],
+            labels=labels,
+            pause=pause and (await self.podman_host()).pause_problem() is None,
+        )
 
     async def local_images(self) -> list[str]:
         """Tags of the local images, as specs name them."""

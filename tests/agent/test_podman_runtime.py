@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from rock_agent._podman import PodmanHost, docker_event, padded_stamps, short_tag
+from rock_agent._podman import PodmanHost, config_changes, docker_event, padded_stamps, short_tag
 from rock_agent._podman_service import answers
 from rock_agent._runtime_choice import pick_runtime, podman_socket
 from rock_agent.testing import CHECKS
@@ -211,9 +211,32 @@ def test_podman_events_read_as_docker_events() -> None:
     assert (removed["Action"], removed["status"]) == ("destroy", "destroy")
 
 
+def test_a_commits_config_is_said_as_dockerfile_changes() -> None:
+    config = {
+        "Labels": {"rock.owner": "", "team": "rl x"},
+        "Entrypoint": [],
+        "Cmd": ["python3"],
+        "Env": ["PATH=/usr/bin:/bin", "EMPTY="],
+        "WorkingDir": "",
+        "User": "",
+    }
+    assert config_changes(config) == [
+        'LABEL "rock.owner"=""',
+        'LABEL "team"="rl x"',
+        "ENTRYPOINT []",
+        'CMD ["python3"]',
+        'ENV PATH="/usr/bin:/bin"',
+        'ENV EMPTY=""',
+        "WORKDIR /",
+    ]
+    assert config_changes({**config, "User": "1000"})[-1] == "USER 1000"
+
+
 def test_podman_names_and_stamps_read_as_dockers() -> None:
     assert short_tag("localhost/rock-test/busybox:latest") == "rock-test/busybox:latest"
-    assert short_tag("docker.io/library/python:3.11") == "docker.io/library/python:3.11"
+    assert short_tag("docker.io/library/python:3.11") == "python:3.11"
+    assert short_tag("docker.io/rock-test/committed:t1") == "rock-test/committed:t1"
+    assert short_tag("quay.io/podman/hello:latest") == "quay.io/podman/hello:latest"
     stamped = b"2026-01-02T03:04:05Z one\n2026-01-02T03:04:06.5Z two\n"
     assert padded_stamps(stamped) == (
         b"2026-01-02T03:04:05.000000000Z one\n2026-01-02T03:04:06.5Z two\n"

@@ -142,6 +142,19 @@ async def test_sessions_files_and_labels(agent: PodmanAgent) -> None:
             )
             assert f'"rock.sandbox":"{sb.sandbox_id}"' in labels
             assert '"rock.managed":"1"' in labels
+            image = f"rock-test/podman-commit:{secrets.token_hex(3)}"
+            committed = await sb.commit(image, changes=["ENV COMMITTED=1"])
+            assert image in committed.tags
+            try:
+                again = await cluster.create_sandbox(SandboxConfig(image=image, memory="256m"))
+                try:
+                    got = await again.arun('test -f /tmp/data.bin && echo "kept $COMMITTED"')
+                    assert got.output == "kept 1\n"
+                    assert await again.read_file("/tmp/data.bin") == b"\x00podman\xff"
+                finally:
+                    await again.delete()
+            finally:
+                agent.podman("rmi", image)
         finally:
             await sb.delete()
     assert agent.containers() == []
