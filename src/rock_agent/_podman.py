@@ -3,13 +3,14 @@ or not), with the few ways Podman answers differently written out here, one meth
 
 Rules:
 - Everything not listed below is the Docker runtime's own code, run unchanged: containers,
-  labels, archives, sessions, ports, commits, builds, stats, reaping and adoption. A change to
-  the Docker runtime reaches Podman with no change here.
+  labels, archives, sessions, ports (for a root agent, as on Docker), builds, stats, reaping
+  and adoption. A change to the Docker runtime reaches Podman with no change here.
 - The differences, each translated to what the Docker runtime (and the agent) expects:
   - events: Podman filters by its own names ("died", "remove") and names the exit code
     ``containerExitCode``; the feed is read with those and translated before it is typed.
-  - images: an image loaded or built without a registry is named ``localhost/NAME``; its tags
-    are reported as ``NAME``, the reference a spec uses (Podman resolves it to the local one).
+  - images: an image loaded or built without a registry is named ``localhost/NAME``, one from
+    Docker Hub ``docker.io/[library/]NAME``; tags are reported as Docker shows them (``NAME``),
+    the reference a spec uses (Podman resolves it to the local one).
   - exec: Podman forgets an ended exec's pid, and tells a process its runtime could not start
     on stderr, as ``Error: <runtime>: exec failed: ...``, with exit code 126 or 127
     (`PodmanExecStream`); the reason is typed by `_start_failure` as Docker's is.
