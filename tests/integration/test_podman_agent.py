@@ -23,6 +23,7 @@ from typing import Any
 import anyio
 import pytest
 
+from rock_agent._podman_service import answers
 from rock_core import SandboxSpec, SandboxState
 from rock_core._hosts import open_host
 from rock_core._protocol import CreateSandbox, SandboxReply
@@ -71,7 +72,7 @@ class PodmanAgent:
                 start_new_session=True,
             )
         deadline = time.monotonic() + START_TIMEOUT
-        while not self.socket.exists():
+        while not answers(self.socket):  # bound is not yet listening
             if self.process.poll() is not None or time.monotonic() > deadline:
                 raise AssertionError(f"the Podman agent did not start:\n{self.log()}")
             time.sleep(0.05)
