@@ -23,19 +23,12 @@ from rock_agent.testing import CHECKS
 
 # Checks that need what this host may not give an ordinary user's Podman.
 PAUSE_CHECKS = {"pause_and_resume", "pause_refusals"}
-NETNS_CHECKS = {"listen"}
-NOT_ROOT = (
-    "the agent is not root: entering a sandbox's network namespace needs CAP_SYS_ADMIN, as "
-    "for a non-root agent on Docker (docs/podman.md)"
-)
 
 
 async def skip_reason(runtime: PodmanRuntime, name: str) -> str | None:
     """Why this host cannot run check `name`; None if it can."""
     if name in PAUSE_CHECKS:
         return (await runtime.engine.podman_host()).pause_problem()
-    if name in NETNS_CHECKS and os.geteuid() != 0:
-        return NOT_ROOT
     return None
 
 

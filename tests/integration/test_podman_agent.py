@@ -9,13 +9,16 @@ that user's Podman service (test_podman_runtime.py checks that an agent starts o
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import secrets
 import shutil
 import signal
 import subprocess
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,9 @@ from typing import Any
 import anyio
 import pytest
 
+from rock_agent._podman import PodmanHost
 from rock_agent._podman_service import answers
-from rock_core import SandboxSpec, SandboxState
+from rock_core import BadRequest, SandboxSpec, SandboxState
 from rock_core._hosts import open_host
 from rock_core._protocol import CreateSandbox, SandboxReply
 from rock_sdk import SandboxConfig
@@ -36,6 +40,7 @@ from ..conftest import PY_IMAGE, SH_IMAGE
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
 LEASE = 2.0
+LONG_LEASE = 60.0
 FAST: dict[str, Any] = {"heartbeat": 0.3, "heartbeat_timeout": 1.0}
 START_TIMEOUT = 60.0
 
@@ -48,8 +53,9 @@ def anyio_backend() -> str:
 class PodmanAgent:
     """`rock-agent serve --socket --runtime podman` as the Podman user."""
 
-    def __init__(self, user: PodmanUser) -> None:
+    def __init__(self, user: PodmanUser, lease: float) -> None:
         self.user = user
+        self.lease = lease
         self.folder = Path(tempfile.mkdtemp(prefix="rock-podman-agent-"))
         if os.geteuid() == 0:
             shutil.chown(self.folder, user.user.pw_name, user.user.pw_name)
@@ -60,7 +66,7 @@ class PodmanAgent:
 
     def start(self) -> PodmanAgent:
         argv = [self.user.python, "-m", "rock_agent", "serve", "--socket", str(self.socket)]
-        argv += ["--host-id", self.host_id, "--lease", str(LEASE), "--runtime", "podman"]
+        argv += ["--host-id", self.host_id, "--lease", str(self.lease), "--runtime", "podman"]
         argv += ["--docker", f"unix://{self.user.socket}"]
         with open(self.folder / "agent.log", "ab") as log:
             self.process = subprocess.Popen(
@@ -108,8 +114,14 @@ class PodmanAgent:
 
 
 @pytest.fixture
-def agent(podman: PodmanUser) -> Iterator[PodmanAgent]:  # noqa: F811 - the imported fixture
-    agent = PodmanAgent(podman).start()
+def agent(
+    request: pytest.FixtureRequest,
+    podman: PodmanUser,  # noqa: F811 - the imported fixture
+) -> Iterator[PodmanAgent]:
+    # A short lease, but for a restart: a new agent keeps an absent owner's sandboxes for its
+    # own lease, and the owner's reconnect may take seconds on a busy machine.
+    lease = LONG_LEASE if "restarted" in request.node.name else LEASE
+    agent = PodmanAgent(podman, lease).start()
     try:
         yield agent
     finally:
@@ -184,6 +196,36 @@ async def test_a_restarted_agent_adopts_its_sandboxes(agent: PodmanAgent) -> Non
         await wait_for(lambda: host.state != "connected", 30, "link loss noticed")
         agent.start()
         await wait_for(lambda: host.state == "connected", 60, "reconnected")
-        assert sb.state is SandboxState.RUNNING
+        history = cluster.core.record(sb.sandbox_id).history
+        assert sb.state is SandboxState.RUNNING, f"{history}\n{agent.log()}"
         assert (await sb.arun("cat /tmp/kept")).output == "one\n"
     assert agent.containers() == []
+
+
+def http_get(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=30) as response:
+        body: bytes = response.read()
+        return body
+
+
+async def test_ports_and_pause_as_the_host_allows(agent: PodmanAgent) -> None:
+    # A non-root agent reaches into a rootless sandbox's network (`_userns`): no root needed.
+    async with open_sdk_cluster([agent.address], **FAST) as cluster:
+        sb = await cluster.create_sandbox(SandboxConfig(image=SH_IMAGE, memory="64m"))
+        try:
+            await sb.arun("mkdir -p /www && echo served > /www/f")
+            await sb.arun("busybox httpd -p 127.0.0.1:8000 -h /www")
+            async with sb.expose_port(8000) as (host, port):
+                body = await anyio.to_thread.run_sync(http_get, f"http://{host}:{port}/f")
+            assert body == b"served\n"
+            problem = PodmanHost.from_info(json.loads(agent.podman("info", "--format", "json")))
+            if problem.pause_problem() is None:
+                await sb.pause()
+                await sb.resume()
+            else:
+                with pytest.raises(
+                    BadRequest, match=re.escape(f"cannot be paused: {problem.pause_problem()}")
+                ):
+                    await sb.pause()
+        finally:
+            await sb.delete()
