@@ -2,9 +2,9 @@
 group), as a site without Docker runs the agent; and how the agent picks its runtime.
 
 Run as root (CI), each check runs in a process of the Podman user, `PODMAN_USER`, made with
-the test images in its store by `scripts/extras/podman.sh`, against that user's Podman service
-(started here if none answers). Run as an ordinary user, as that user. A host without Podman
-skips them (fails them under ROCK_REQUIRE_EXTRAS=1, as `.ci/run` sets), naming the script.
+the test images in its store by `scripts/extras/podman.sh`, against a Podman service of that
+user started here. Run as an ordinary user, as that user. A host without Podman skips them
+(fails them under ROCK_REQUIRE_EXTRAS=1, as `.ci/run` sets), naming the script.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ import pytest
 
 from rock_agent._podman import PodmanHost, config_changes, docker_event, padded_stamps, short_tag
 from rock_agent._podman_service import answers
-from rock_agent._runtime_choice import pick_runtime, podman_socket
+from rock_agent._runtime_choice import pick_runtime
 from rock_agent.testing import CHECKS
 from rock_core import BadRequest
 
@@ -55,10 +55,10 @@ def _podman_user() -> pwd.struct_passwd:
 class PodmanUser:
     """Runs commands as the Podman user, with a Python that has this checkout's package."""
 
-    def __init__(self, user: pwd.struct_passwd, python: str) -> None:
+    def __init__(self, user: pwd.struct_passwd, python: str, socket: Path) -> None:
         self.user = user
         self.python = python
-        self.socket = Path(podman_socket({}, user.pw_uid))
+        self.socket = socket  # where its Podman service listens
 
     def command(self, argv: list[str]) -> list[str]:
         env = [
@@ -86,7 +86,7 @@ class PodmanUser:
 
 @pytest.fixture(scope="module")
 def podman() -> Iterator[PodmanUser]:
-    """The Podman user, its service answering on its socket for the module."""
+    """The Podman user, a Podman service of its own answering for the module."""
     user = _podman_user()
     python = sys.executable
     if os.geteuid() == 0:
@@ -99,26 +99,27 @@ def podman() -> Iterator[PodmanUser]:
         if setup.returncode != 0:
             pytest.fail(f"cannot make a Python for {user.pw_name}: {setup.stderr[-2000:]}")
         python = setup.stdout.split()[-1]
-    podman_user = PodmanUser(user, python)
-    service = None
-    if not answers(podman_user.socket):
-        argv = ["podman", "system", "service", "--time=0", f"unix://{podman_user.socket}"]
-        service = subprocess.Popen(
-            podman_user.command(
-                ["sh", "-c", f'mkdir -p "$(dirname {podman_user.socket})" && exec "$@"', "-", *argv]
-            ),
-            stdout=subprocess.DEVNULL,
-            cwd=user.pw_dir,
-        )
-        deadline = time.monotonic() + 60
-        while not answers(podman_user.socket) and time.monotonic() < deadline:
-            time.sleep(0.1)
+    # A service of this test session's own, on a socket of its own: test processes running
+    # at once (xdist) never stop one another's.
+    folder = Path(tempfile.mkdtemp(prefix="rock-podman-service-"))
+    if os.geteuid() == 0:
+        shutil.chown(folder, user.pw_name, user.pw_name)
+    podman_user = PodmanUser(user, python, folder / "podman.sock")
+    argv = ["podman", "system", "service", "--time=0", f"unix://{podman_user.socket}"]
+    service = subprocess.Popen(
+        podman_user.command(argv), stdout=subprocess.DEVNULL, cwd=user.pw_dir
+    )
     try:
+        deadline = time.monotonic() + 60
+        while not answers(podman_user.socket):
+            if service.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"the Podman service of {user.pw_name} did not start")
+            time.sleep(0.1)
         yield podman_user
     finally:
-        if service is not None:
-            service.terminate()
-            service.wait(timeout=30)
+        service.terminate()
+        service.wait(timeout=30)
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.mark.slow
