@@ -7,7 +7,7 @@ Rules:
 - Only the last `KEEP` lines are kept (a build may print megabytes), each cut to `LINE_MAX`
   characters; blank lines are dropped.
 - A step is announced by a line ``Step N/M : INSTRUCTION arguments`` (as the engine's classic
-  builder words it; the fake says the same).
+  builder words it; the fake says the same), or ``STEP N/M: ...`` (Podman's buildah).
 - A failure at a ``FROM`` step is `ImageNotFound` naming the base image (it is neither here nor
   to be pulled); any other is `BadRequest` naming the step. Both messages end with the last
   lines, which they also carry as the ``output`` detail (one string: details crossing the wire
@@ -23,7 +23,7 @@ from rock_core import BadRequest, ImageNotFound, RockError
 
 KEEP = 20  # output lines kept for the reply and for errors
 LINE_MAX = 500  # characters kept of one line
-_STEP = re.compile(r"^Step \d+/\d+ : (\S+)\s*(.*)$")
+_STEP = re.compile(r"^(?:Step \d+/\d+ :|STEP \d+/\d+:) (\S+)\s*(.*)$")  # Docker; Podman
 
 
 class BuildLog:

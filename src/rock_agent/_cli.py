@@ -26,13 +26,13 @@ import anyio
 from rock_core import BadRequest
 from rock_core.serving import MAX_LEASE, SECONDS_RULE, is_seconds
 
-from ._docker import DockerRuntime, open_docker
 from ._ensure import EXIT_UNSAFE, agent_answers, ensure_running, socket_problem
 from ._install import add_commands, notify_ready, run_command
 from ._listen import serve_socket, stdio_peer
 from ._logging import configure
 from ._metrics_serve import open_metrics_port
 from ._open import open_agent
+from ._runtime_choice import RUNTIME_CHOICES, open_runtime, pick_runtime
 from ._server import AgentServer
 from ._stdio import StdioStream
 from ._unit import group_id
@@ -88,6 +88,12 @@ def _common_options(parser: argparse.ArgumentParser) -> None:
         help="this host's name in the cluster and in container labels",
     )
     parser.add_argument("--docker", default=env.get("DOCKER_HOST"), help="engine URL")
+    parser.add_argument(
+        "--runtime",
+        choices=RUNTIME_CHOICES,
+        default=env.get("ROCK_AGENT_RUNTIME", "auto"),
+        help="the engine: docker, podman, or auto: by the URL, then which socket is there",
+    )
     parser.add_argument("--log-level", default=env.get("ROCK_LOG_LEVEL", "INFO"))
     parser.add_argument(
         "--lease",
@@ -147,9 +153,11 @@ def _dump_tasks() -> None:
 async def _serve(args: argparse.Namespace) -> None:
     asyncio.get_running_loop().add_signal_handler(signal.SIGUSR1, _dump_tasks)
     async with (
-        open_docker(args.docker) as docker,
+        open_runtime(
+            *pick_runtime(args.runtime, args.docker, os.environ, euid=os.geteuid()), args.host_id
+        ) as runtime,
         open_agent(
-            DockerRuntime(docker, args.host_id),
+            runtime,
             reap_interval=args.reap_interval,
             lease=args.lease,
             reap_on_disconnect=bool(args.stdio),
@@ -205,6 +213,11 @@ def main(argv: list[str] | None = None) -> int:
         return ensure_running(args)
     if args.command in ("install", "uninstall"):
         return run_command(args)
+    if args.runtime not in RUNTIME_CHOICES:  # from $ROCK_AGENT_RUNTIME, which argparse trusts
+        print(
+            f"rock-agent serve: --runtime is one of {', '.join(RUNTIME_CHOICES)}", file=sys.stderr
+        )
+        return 2
     args.socket_gid = None
     if args.socket_group is not None:
         if args.stdio:

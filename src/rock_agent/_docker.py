@@ -301,6 +301,7 @@ class DockerRuntime(_docker_images.DockerImageArchives, NetworkPolicing):
             stdin=stdin,
             bound=self.bounds.control,
             terminal=terminal,
+            stream_type=self.engine.exec_stream,
         )
 
     async def connect(self, sandbox_id: str, address: str, port: int) -> ByteStream:

@@ -42,6 +42,7 @@ from ._docker_json import (
     stats_reading,
 )
 from ._engine import Bounds, disk_limit_problem, engine_call, engine_errors
+from ._exec_stream import ExecStream
 from ._labels import LABEL_HOST
 from ._pull_policy import check_policy, must_pull, unpulled
 from ._runtime import (
@@ -59,6 +60,10 @@ MOUNTINFO = Path("/proc/self/mountinfo")
 
 class DockerEngine:
     """Facts, images, commits, stats and events of one engine, for the agent of one host."""
+
+    # The engine's names of the events `events` reads (Podman's differ: `_podman`).
+    EVENT_NAMES: tuple[str, ...] = ("start", "die", "destroy", "pause", "unpause")
+    exec_stream: type[ExecStream] = ExecStream  # how an exec's stream tells a failed start
 
     def __init__(self, docker: aiodocker.Docker, host_id: str, bounds: Bounds) -> None:
         self.docker = docker
@@ -267,6 +272,10 @@ class DockerEngine:
 
     # ------------------------------------------------------------------ events
 
+    def engine_event(self, raw: dict[str, Any], default_uid: int) -> EngineEvent | None:
+        """One event of the engine's feed, typed (`_docker_json.engine_event`)."""
+        return engine_event(raw, default_uid)
+
     async def events(self, since: float, default_uid: int) -> AsyncIterator[EngineEvent]:
         """Start, die, destroy, pause and unpause events of this host's containers from `since`
         (unix time) on.
@@ -276,7 +285,7 @@ class DockerEngine:
         filters = {
             "type": ["container"],
             "label": [f"{LABEL_HOST}={self.host_id}"],
-            "event": ["start", "die", "destroy", "pause", "unpause"],
+            "event": list(self.EVENT_NAMES),
         }
         params = {"since": f"{since:.6f}", "filters": json.dumps(filters)}
         with engine_errors("watching the engine's events"):
@@ -290,7 +299,7 @@ class DockerEngine:
                         raw = json.loads(line)
                     except ValueError as exc:
                         raise TransportError(f"the engine sent an unreadable event: {exc}") from exc
-                    event = engine_event(raw, default_uid) if isinstance(raw, dict) else None
+                    event = self.engine_event(raw, default_uid) if isinstance(raw, dict) else None
                     if event is not None:
                         yield event
 

@@ -135,6 +135,7 @@ def _start(args: argparse.Namespace, path: Path) -> None:
     ]
     if args.docker:
         command += ["--docker", args.docker]
+    command += ["--runtime", args.runtime]
     with open(log_path, "ab") as log:
         process = subprocess.Popen(
             command,

@@ -135,6 +135,12 @@ class ExecStream:
         """Close the stream (the process may go on)."""
         await self.raw.close()
 
+    def never_ran(self) -> bool:
+        """True if the ended exec never started: an exit code and no pid (Docker keeps the pid
+        of one that ran; Podman's differs: `_podman`)."""
+        execution = self._execution
+        return execution.ended and execution.pid == 0 and execution.exit_code is not None
+
     def _keep(self, message: Any) -> None:
         if message.stream == 1 and len(self._head) < START_FAILURE_TEXT:
             self._head += message.data[: START_FAILURE_TEXT - len(self._head)]
@@ -145,7 +151,7 @@ class ExecStream:
         self._checked = True
         execution = self._execution
         await execution.wait_exit()
-        if not (execution.ended and execution.pid == 0 and execution.exit_code is not None):
+        if not self.never_ran():
             return
         # It never ran: what it "printed" is the runtime's reason, sent at once.
         with anyio.move_on_after(START_FAILURE_WAIT), contextlib.suppress(Exception):
@@ -168,6 +174,7 @@ async def start_process(
     stdin: bool,
     bound: float,
     terminal: tuple[int, int] | None = None,
+    stream_type: type[ExecStream] = ExecStream,
 ) -> DockerProcess:
     """Start `argv` in a container, attached (on a terminal of `terminal` rows, cols, if
     given); its handle reads and writes it."""
@@ -189,7 +196,7 @@ async def start_process(
                 await attached.close()
             raise
     execution = Execution(raw, sandbox_id, argv[0], bound)
-    process = DockerProcess(execution, ExecStream(execution, attached), terminal is not None)
+    process = DockerProcess(execution, stream_type(execution, attached), terminal is not None)
     if terminal is not None:
         await first_resize(raw, sandbox_id, *terminal, bound)
     return process

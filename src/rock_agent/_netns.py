@@ -6,7 +6,8 @@ Rules:
   network namespace (``setns`` on ``/proc/<pid>/ns/net``), creates and connects the socket there
   and exits. A socket stays in the namespace it was made in, so the event loop then uses it like
   any other; the loop's own thread never changes namespace, and a thread that did is never
-  reused. This works the same for "none" and "bridge" sandboxes, and needs a root agent.
+  reused. This works the same for "none" and "bridge" sandboxes, and needs a root agent, or
+  (rootless Podman) the user whose user namespace the sandbox's is, through a child (`_userns`).
 - A connect may take up to `CONNECT_TIMEOUT`, so the threads waiting for connects have a
   limiter of their own (`CONNECT_THREADS` at once): slow connects never starve anyio's default
   thread pool. A cancelled connect does not wait for its thread: whichever ends last, the
@@ -30,6 +31,8 @@ from anyio.abc import SocketStream
 from anyio.lowlevel import RunVar
 
 from rock_core import BadRequest, NotFound, SandboxFailed, TimedOut
+
+from ._userns import needs_userns, socket_in_userns
 
 CLONE_NEWNET = 0x40000000
 CONNECT_TIMEOUT = 10.0
@@ -74,8 +77,11 @@ class _Connect:
     def _work(self) -> None:
         outcome: socket.socket | BaseException
         try:
-            _enter_netns(self._pid)
-            outcome = self._make()
+            if needs_userns(self._pid):  # rootless Podman, a non-root agent: `_userns`
+                outcome = socket_in_userns(self._pid, self._make)
+            else:
+                _enter_netns(self._pid)
+                outcome = self._make()
         except BaseException as exc:
             outcome = exc
         with self._lock:

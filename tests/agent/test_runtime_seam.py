@@ -26,10 +26,12 @@ DOCKER = {
     "_archive",
     "_exec_stream",
     "_exec_tty",
+    "_podman",  # the Docker runtime on Podman's Docker-compatible API
 }
 ENGINE_CLIENTS = {"aiodocker", "aiohttp"}
-# Modules that choose the implementation: the CLI makes a `DockerRuntime`, the package exports it.
-CHOOSERS = {"__init__", "_cli"}
+# Modules that choose the implementation: the CLI makes a runtime (`_runtime_choice` picks
+# Docker or Podman), the package exports it.
+CHOOSERS = {"__init__", "_cli", "_runtime_choice"}
 
 
 def imported(source: str) -> set[str]:
