@@ -265,6 +265,12 @@ class PodmanEngine(DockerEngine):
         )
 
 
+NO_ARCHIVES = (
+    "the Podman runtime does not move image archives (its export did not load back through "
+    "its Docker API): checkpoints stay on the Podman host that made them"
+)
+
+
 class PodmanRuntime(DockerRuntime):
     """The `ContainerRuntime` of one Podman service (its Docker-compatible API socket)."""
 
@@ -290,6 +296,16 @@ class PodmanRuntime(DockerRuntime):
             if problem is not None:
                 log.warning("sandbox limits are not enforced: %s", problem)
         return await super().create(sandbox_id, spec, owner, uid)
+
+    async def export_image(self, reference: str) -> AsyncGenerator[bytes, None]:
+        """Refused: Podman's archive of an image did not load back through its own Docker
+        API here, so a checkpoint is not copied to or from a Podman host (docs/podman.md)."""
+        raise BadRequest(f"cannot export image {reference}: {NO_ARCHIVES}")
+        yield b""  # pragma: no cover - makes this an async generator, as the seam says
+
+    async def load_image(self, archive: AsyncIterator[bytes]) -> None:
+        """Refused, as `export_image` is."""
+        raise BadRequest(f"cannot load an image archive: {NO_ARCHIVES}")
 
     async def pause(self, sandbox_id: str) -> None:
         """Docker's pause, or `BadRequest` where this Podman has no freezer."""

@@ -29,6 +29,8 @@ async def skip_reason(runtime: PodmanRuntime, name: str) -> str | None:
     """Why this host cannot run check `name`; None if it can."""
     if name in PAUSE_CHECKS:
         return (await runtime.engine.podman_host()).pause_problem()
+    if name == "image_archive":
+        return "the Podman runtime refuses image archives (docs/podman.md)"
     if name == "network_policy":
         return "the Podman runtime refuses network policies (docs/podman.md)"
     return None
