@@ -15,7 +15,7 @@ Rules:
 - A host that comes back while it drains is undrained; one that comes back after its link was
   closed is connected again as the same host (`known`), and reconciled.
 - A source that ends leaves the last host set as it is. A source whose read fails later is
-  the source's to handle (`_host_source.poll` keeps the last set).
+  the source's to handle (`_host_sets.poll` keeps the last set).
 """
 
 from __future__ import annotations
@@ -32,7 +32,8 @@ import anyio.abc
 from ._cluster_events import GraceOver, LinkDown
 from ._connection import unwrap_single_errors
 from ._errors import BadRequest, RockError
-from ._host_source import HostItem, HostSource, closing
+from ._host_sets import HostItem, closing
+from ._host_source import HostSource
 from ._hosts import AddressConnector, Connector
 from ._link import LinkState
 from ._states import SandboxState
