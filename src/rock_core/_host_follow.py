@@ -15,7 +15,9 @@ Rules:
 - A host that comes back while it drains is undrained; one that comes back after its link was
   closed is connected again as the same host (`known`), and reconciled.
 - A source that ends leaves the last host set as it is. A source whose read fails later is
-  the source's to handle (`_host_source.poll` keeps the last set).
+  the source's to handle (`_host_sets.poll` keeps the last set).
+- The follower reaches its cluster only through `FollowedCluster`, the little of `Cluster`
+  it uses, so this module does not import `_cluster` (which imports it).
 """
 
 from __future__ import annotations
@@ -24,28 +26,58 @@ import functools
 import logging
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import anyio
 import anyio.abc
 
-from ._cluster_events import GraceOver, LinkDown
+from ._cluster_events import Do, Event, GraceOver, LinkDown
 from ._connection import unwrap_single_errors
 from ._errors import BadRequest, RockError
-from ._host_source import HostItem, HostSource, closing
+from ._host_links import HostLinks
+from ._host_sets import HostItem, closing
+from ._host_source import HostSource
 from ._hosts import AddressConnector, Connector
 from ._link import LinkState
+from ._options import ClusterOptions
+from ._records import Host, SandboxRecord
 from ._states import SandboxState
 from ._supervisor import backoff
-
-if TYPE_CHECKING:
-    from ._cluster import Cluster
 
 log = logging.getLogger("rock_core")
 
 ENDED = frozenset({SandboxState.DELETED, SandboxState.FAILED, SandboxState.LOST})
 RECHECK = 1.0  # seconds between two looks at a draining host when nothing else wakes us
 REMOVED = "removed by its host source"
+
+
+class FollowedCluster(Protocol):
+    """What the follower uses of the cluster it keeps in step with a source (`Cluster` is one)."""
+
+    _links: HostLinks  # connects and supervises host links
+    options: ClusterOptions  # `ssh`, for a listed address
+    unreachable: dict[str, RockError]  # by address: listed hosts that do not answer yet
+
+    @property
+    def hosts(self) -> dict[str, Host]:
+        """Every host that ever joined, by id."""
+        ...
+
+    def records(self) -> list[SandboxRecord]:
+        """Every sandbox of the cluster not yet forgotten."""
+        ...
+
+    def drain_host(self, host_id: str, draining: bool = True) -> None:
+        """Stop (or resume) placing new sandboxes on a host."""
+        ...
+
+    def capacity_changed(self) -> anyio.Event:
+        """Set the next time room may have grown (a sandbox ended, among others)."""
+        ...
+
+    def _handle(self, event: Event) -> list[Do]:
+        """Report `event` to the cluster's state and perform what it asks."""
+        ...
 
 
 class _Link:
@@ -63,7 +95,7 @@ class _Link:
 class HostFollower:
     """Keeps `cluster`'s hosts in step with `source`; see the module's rules."""
 
-    def __init__(self, cluster: Cluster, source: HostSource) -> None:
+    def __init__(self, cluster: FollowedCluster, source: HostSource) -> None:
         self.cluster = cluster
         self.source = source
         self.links: dict[str, _Link] = {}  # every host the source listed, by name
@@ -191,7 +223,7 @@ class HostFollower:
 
     def holds(self, host_id: str) -> bool:
         """Whether a sandbox of this cluster on `host_id` has not ended yet."""
-        records = self.cluster.state.records.values()
+        records = self.cluster.records()
         return any(r.host == host_id and r.state not in ENDED for r in records)
 
     def _forget(self, host_id: str) -> None:
@@ -206,7 +238,7 @@ class HostFollower:
 
 
 async def connect_hosts(
-    cluster: Cluster,
+    cluster: FollowedCluster,
     tg: anyio.abc.TaskGroup,
     hosts: Sequence[Connector] | HostSource,
     failed: dict[str, RockError] | None,
@@ -218,4 +250,4 @@ async def connect_hosts(
         await cluster._links.connect_all(tg, hosts, failed)
 
 
-__all__ = ["HostFollower", "connect_hosts"]
+__all__ = ["FollowedCluster", "HostFollower", "connect_hosts"]

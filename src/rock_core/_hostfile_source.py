@@ -1,4 +1,4 @@
-"""`HostSource.from_hostfile`: the hosts listed in a file, read again when it changes.
+"""`HostSource.from_hostfile`'s reader: the hosts listed in a file, read again on a change.
 
 Rules:
 - One host per line; ``#`` starts a comment; blank lines are skipped; only a line's first word
@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Sequence
 
 from ._addresses import expand
 from ._errors import BadRequest
-from ._host_source import HostItem, HostSource, ToHost, check_refresh, poll
+from ._host_sets import HostItem, ToHost, check_refresh, poll
 
 Stamp = tuple[int, int, int]  # modification time, size, inode
 
@@ -48,8 +48,8 @@ def read_if_changed(path: str, seen: Stamp | None) -> tuple[Stamp, str] | None:
         raise BadRequest(f"cannot read the hostfile {path}: {reason}") from exc
 
 
-class HostfileSource(HostSource):
-    """The hosts of the file at `path`; see the module's rules."""
+class HostfileReader:
+    """Reads the hosts of the file at `path` (a `HostReader`); see the module's rules."""
 
     def __init__(self, path: str | os.PathLike[str], *, refresh: float, host: ToHost) -> None:
         self.path = os.fspath(path)
@@ -76,4 +76,4 @@ class HostfileSource(HostSource):
             raise BadRequest(f"hostfile {self.path}: {exc}") from exc
 
 
-__all__ = ["HostfileSource", "parse_hostfile"]
+__all__ = ["HostfileReader", "parse_hostfile"]

@@ -1,4 +1,4 @@
-"""`HostSource.from_ray`: the alive Ray nodes with CPUs, followed as they join and leave.
+"""`HostSource.from_ray`'s reader: the alive Ray nodes with CPUs, as they join and leave.
 
 Rules:
 - The node list is Ray's own: ``ray.nodes()`` (the GCS node table: ``NodeID``, ``Alive``,
@@ -28,7 +28,7 @@ import anyio
 import anyio.to_thread
 
 from ._errors import BadRequest, TransportError
-from ._host_source import HostItem, HostSource, ToHost, check_refresh, closing, poll
+from ._host_sets import HostItem, ToHost, check_refresh, closing, poll
 
 log = logging.getLogger("rock_core")
 
@@ -75,8 +75,8 @@ def _matches(label: str, labels: Mapping[str, str], resources: Mapping[str, Any]
     return key in labels or float(resources.get(key, 0) or 0) > 0
 
 
-class RaySource(HostSource):
-    """The hosts of a Ray cluster; see the module's rules."""
+class RayReader:
+    """Reads the hosts of a Ray cluster (a `HostReader`); see the module's rules."""
 
     def __init__(
         self,
@@ -147,4 +147,4 @@ def _import_ray() -> Any:
     return ray
 
 
-__all__ = ["NodeList", "RayNode", "RaySource", "ray_nodes"]
+__all__ = ["NodeList", "RayNode", "RayReader", "ray_nodes"]

@@ -1,4 +1,4 @@
-"""`HostSource.from_slurm`: the nodes of the Slurm job this program runs in.
+"""`HostSource.from_slurm`'s reader: the nodes of the Slurm job this program runs in.
 
 Rules:
 - The node list is ``$SLURM_JOB_NODELIST`` (or the one given), expanded by Slurm itself:
@@ -18,13 +18,13 @@ from collections.abc import AsyncIterator, Sequence
 import anyio
 
 from ._errors import BadRequest
-from ._host_source import HostItem, HostSource, ToHost
+from ._host_sets import HostItem, ToHost
 
 NODELIST_ENV = "SLURM_JOB_NODELIST"
 
 
-class SlurmSource(HostSource):
-    """The nodes of a Slurm job; see the module's rules."""
+class SlurmReader:
+    """Reads the nodes of a Slurm job (a `HostReader`); see the module's rules."""
 
     def __init__(self, *, nodelist: str | None, host: ToHost) -> None:
         if nodelist is not None and (not isinstance(nodelist, str) or not nodelist.strip()):
@@ -64,4 +64,4 @@ async def job_nodes(nodelist: str | None = None) -> list[str]:
     return names
 
 
-__all__ = ["NODELIST_ENV", "SlurmSource", "job_nodes"]
+__all__ = ["NODELIST_ENV", "SlurmReader", "job_nodes"]

@@ -9,7 +9,7 @@ read in `tests/integrations/test_ray_hosts.py`.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,11 @@ from rock_core import (
     TransportError,
     open_cluster,
 )
-from rock_core._host_source import HostItem
+from rock_core._host_sets import HostItem
 from rock_core._hostfile_source import parse_hostfile
 from rock_core._link import LinkState
 from rock_core._options import ClusterOptions
-from rock_core._ray_source import RaySource, ray_nodes
+from rock_core._ray_source import ray_nodes
 from rock_core.testing import FakeAgent, FakeAgentConnector
 from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
@@ -281,7 +281,6 @@ async def test_ray_nodes_that_join_and_leave_are_followed() -> None:
     fleet = Fleet("10.0.0.1", "10.0.0.2")
     table: list[dict[str, Any]] = [node("n1", "10.0.0.1"), node("n1b", "10.0.0.1")]
     source = HostSource.from_ray(refresh=1.0, host=fleet.host, nodes=lambda: list(table))
-    assert isinstance(source, RaySource)
     async with open_cluster(source, LINK) as cluster:
         assert sorted(cluster.hosts) == ["10.0.0.1"]  # two Ray nodes, one machine
         table.append(node("n2", "10.0.0.2"))
@@ -307,3 +306,32 @@ async def test_a_ray_list_that_fails_later_keeps_the_hosts() -> None:
         await anyio.sleep(10)
         assert cluster.hosts["10.0.0.1"].state == LinkState.CONNECTED
         assert not cluster.hosts["10.0.0.1"].drained
+
+
+# ---------------------------------------------------------------------------- a reader of one's own
+
+
+class Listed:
+    """A reader of one's own: any object with `snapshots()`; the sets come from a stream."""
+
+    def __init__(self) -> None:
+        self.send, self.receive = anyio.create_memory_object_stream[list[HostItem]](1)
+
+    async def snapshots(self) -> AsyncIterator[Sequence[HostItem]]:
+        async for hosts in self.receive:
+            yield hosts
+
+
+async def test_a_reader_of_ones_own_is_followed_as_a_host_source() -> None:
+    fleet = Fleet("a", "b")
+    listed = Listed()
+    source = HostSource(listed)
+    assert source.reader is listed
+    await listed.send.send([fleet.host("a")])
+    async with open_cluster(source, LINK) as cluster:
+        assert sorted(cluster.hosts) == ["a"]
+        await listed.send.send([fleet.host("a"), fleet.host("b")])
+        await until(lambda: "b" in cluster.hosts)
+        await listed.send.send([fleet.host("b")])
+        await until(lambda: cluster.hosts["a"].state == LinkState.LOST)
+        assert (await cluster.create_sandbox(SPEC)).host == "b"

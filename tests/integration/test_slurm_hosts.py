@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from rock_core import BadRequest, HostSource, open_cluster
-from rock_core._host_source import HostItem
+from rock_core._host_sets import HostItem
 from rock_core.testing import FakeAgent, FakeAgentConnector
 
 pytestmark = pytest.mark.anyio
