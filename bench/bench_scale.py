@@ -29,19 +29,21 @@ import platform
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+from _fake_hosts import open_fake_hosts
 from _stats import median, percentile, print_table, rss_kib
 
 import rock_core
 import rock_core.testing
-from rock_core import Demand, Resources, SandboxSpec, Scheduler
+from rock_core import Cluster, Demand, Resources, SandboxSpec, Scheduler
 from rock_core._scheduler import Action
-from rock_core.testing import FakeCluster, LognormalLatency, StartLatency, open_fake_cluster
+from rock_core.testing import LognormalLatency, StartLatency, open_fake_cluster
 
 GiB = 1 << 30
 IMAGE = "python:3.11"
@@ -241,7 +243,8 @@ class Burst:
     wall: float = 0.0  # burst start -> last create returned, s
     spawn: float = 0.0  # burst start -> last call begun, s
     teardown: float = 0.0  # leaving the cluster (deletes every sandbox), s
-    cpu: float = 0.0  # process CPU time over the burst, s
+    cpu: float = 0.0  # this process's CPU time over the burst, s
+    fakes_cpu: float = 0.0  # the worker processes' CPU time over the burst, s
     rss_delta_kib: int = 0
     decisions: int = 0
     scheduler_busy: float = 0.0  # time inside scheduler calls, s
@@ -249,22 +252,66 @@ class Burst:
     gc_pauses: list[float] = field(default_factory=list)
 
 
+Starts = dict[str, tuple[float, float, float]]  # sandbox id -> engine wait, latency, slept
+
+
+@asynccontextmanager
+async def open_hosts(
+    args: argparse.Namespace, n: int, latency: StartLatency
+) -> AsyncIterator[tuple[Cluster, Callable[[], Awaitable[tuple[Starts, float]]]]]:
+    """The cluster under test and a way to read its fakes' start timings (and their CPU
+    seconds): fake agents in worker processes over unix sockets, or (`--in-process`) in this
+    process and event loop over memory streams."""
+    if args.in_process:
+        async with open_fake_cluster(
+            args.hosts,
+            policy=args.policy,
+            max_queue=n,
+            max_starts=args.max_starts,
+            cpus=HOST_CPUS,
+            memory=HOST_MEMORY,
+            images=[IMAGE],
+            start_latency=latency,
+            engine_rate=args.engine_rate,
+        ) as fake_cluster:
+
+            async def local_starts() -> tuple[Starts, float]:
+                return {
+                    sandbox_id: (start.engine_wait, start.latency, start.slept)
+                    for agent in fake_cluster.agents.values()
+                    for sandbox_id, start in agent.starts.items()
+                }, 0.0
+
+            yield fake_cluster, local_starts
+        return
+    agent = {
+        "cpus": HOST_CPUS,
+        "memory": HOST_MEMORY,
+        "images": [IMAGE],
+        "engine_rate": args.engine_rate,
+        "latency": args.latency,
+        "median": args.median,
+        "sigma": args.sigma,
+        "seed": args.seed,
+        "maximum": args.max_latency,
+    }
+    async with open_fake_hosts(args.hosts, args.workers, agent) as fakes:
+        async with rock_core.open_cluster(
+            fakes.addresses,
+            owner="bench-scale",
+            policy=args.policy,
+            max_queue=n,
+            max_starts=args.max_starts,
+        ) as cluster:
+            yield cluster, fakes.starts
+
+
 async def run_burst(args: argparse.Namespace, n: int, latency: StartLatency) -> Burst:
-    """Open a fake cluster, create `n` sandboxes at once, measure, then tear it down."""
+    """Open a cluster over fake hosts, create `n` sandboxes at once, measure, tear it down."""
     result = Burst(n=n, hosts=args.hosts)
     began_at: dict[str, float] = {}
     ended_at: dict[str, float] = {}
-    async with open_fake_cluster(
-        args.hosts,
-        policy=args.policy,
-        max_queue=n,
-        max_starts=args.max_starts,
-        cpus=HOST_CPUS,
-        memory=HOST_MEMORY,
-        images=[IMAGE],
-        start_latency=latency,
-        engine_rate=args.engine_rate,
-    ) as cluster:
+    async with open_hosts(args, n, latency) as (cluster, read_starts):
         probe = SchedulerProbe(cluster.scheduler)
 
         async def create(sandbox_id: str) -> None:
@@ -274,6 +321,7 @@ async def run_burst(args: argparse.Namespace, n: int, latency: StartLatency) -> 
 
         ids = [f"sb-{i:05d}" for i in range(n)]
         gc.collect()
+        _, fakes_cpu_before = await read_starts()
         rss_before = rss_kib(os.getpid())
         cpu_before = time.process_time()
         if args.no_gc:
@@ -291,7 +339,9 @@ async def run_burst(args: argparse.Namespace, n: int, latency: StartLatency) -> 
         result.gc_pauses = watch.pauses
         result.wall = max(ended_at.values()) - burst_began
         result.spawn = max(began_at.values()) - burst_began
-        collect(result, cluster, probe, ids, began_at, ended_at, burst_began)
+        starts, fakes_cpu = await read_starts()
+        result.fakes_cpu = fakes_cpu - fakes_cpu_before
+        collect(result, starts, probe, ids, began_at, ended_at, burst_began)
         teardown_began = time.perf_counter()
     result.teardown = time.perf_counter() - teardown_began
     return result
@@ -299,7 +349,7 @@ async def run_burst(args: argparse.Namespace, n: int, latency: StartLatency) -> 
 
 def collect(
     result: Burst,
-    cluster: FakeCluster,
+    starts: Starts,
     probe: SchedulerProbe,
     ids: list[str],
     began_at: dict[str, float],
@@ -308,18 +358,16 @@ def collect(
 ) -> None:
     """Turn the raw timestamps into per-sandbox figures."""
     for sandbox_id in ids:
-        host = cluster.record(sandbox_id).host
-        assert host is not None
-        start = cluster.agents[host].starts[sandbox_id]
+        engine_wait, latency, slept = starts[sandbox_id]
         call = ended_at[sandbox_id] - began_at[sandbox_id]
         queued = probe.placed_at[sandbox_id] - began_at[sandbox_id]
-        fake = start.engine_wait + start.latency
+        fake = engine_wait + latency
         result.e2e_burst.append(ended_at[sandbox_id] - burst_began)
         result.e2e_call.append(call)
         result.queued.append(queued)
         result.fake.append(fake)
         result.overhead.append(call - queued - fake)
-        result.late.append(start.slept - fake)
+        result.late.append(slept - fake)
         result.first_wave.append(sandbox_id in probe.at_submit)
     result.decisions = probe.decisions
     result.scheduler_busy = probe.busy
@@ -421,9 +469,15 @@ def report_burst(result: Burst, args: argparse.Namespace) -> None:
         f" {n / result.wall:,.0f} creates/s;"
         f" teardown (delete all) {result.teardown:.2f} s"
     )
+    side = (
+        "core and fake agents, one process"
+        if args.in_process
+        else f"the core alone; the fake agents' {args.workers} processes:"
+        f" {result.fakes_cpu:.2f} s = {ms(result.fakes_cpu / n):.3f} ms per sandbox"
+    )
     print(
-        f"cpu {result.cpu:.2f} s = {ms(result.cpu / n):.3f} ms per sandbox (core and fake agents,"
-        f" one process); gc: {len(pauses)} collections, max pause"
+        f"cpu {result.cpu:.2f} s = {ms(result.cpu / n):.3f} ms per sandbox ({side});"
+        f" gc: {len(pauses)} collections, max pause"
         f" {ms(max(pauses, default=0.0)):.1f} ms, total {sum(pauses):.2f} s"
     )
     print(
@@ -517,8 +571,9 @@ async def run(args: argparse.Namespace) -> int:
         ["concurrent", "hosts", "ours p50", "ours p99", "ROCK p50", "ROCK p99", "p50 x", "p99 x"],
         report_rock(results),
     )
+    where = "in this process" if args.in_process else f"in {args.workers} other processes"
     print(
-        "(ours: fake agents in one process, start latency and engine cap as above; ROCK: real"
+        f"(ours: fake agents {where}, start latency and engine cap as above; ROCK: real"
         " containers on its own cluster. Ratios compare control-plane design, not Docker.)"
     )
 
@@ -609,6 +664,14 @@ def main() -> int:
     parser.add_argument("--churn", type=int, help="scheduler churn iterations (default 20000)")
     parser.add_argument("--memory-n", type=int, help="creates for the tracemalloc phase")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument(
+        "--workers", type=int, default=4, help="processes that serve the fake agents (default 4)"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="serve the fake agents in this process over memory streams (the old setup)",
+    )
     parser.add_argument(
         "--no-gc", action="store_true", help="turn the garbage collector off during each burst"
     )
