@@ -302,6 +302,7 @@ async def open_hosts(
             policy=args.policy,
             max_queue=n,
             max_starts=args.max_starts,
+            gc_tuning=not args.no_gc_tuning,
         ) as cluster:
             yield cluster, fakes.starts
 
@@ -537,7 +538,11 @@ async def run(args: argparse.Namespace) -> int:
     rate = f"{args.engine_rate:g} creates/s per host" if args.engine_rate else "none"
     print(f"engine rate cap: {rate}")
     print(f"bursts: {', '.join(f'{n:,}' for n in args.sizes)}", flush=True)
-    print("garbage collector: off during bursts" if args.no_gc else "garbage collector: on")
+    print(
+        "garbage collector: "
+        + ("off during bursts" if args.no_gc else "on")
+        + ("" if args.in_process else f", cluster gc_tuning={not args.no_gc_tuning}")
+    )
     total_began = time.perf_counter()
 
     timings = bench_scheduler(args, max(args.sizes), args.churn)
@@ -664,6 +669,11 @@ def main() -> int:
     parser.add_argument("--churn", type=int, help="scheduler churn iterations (default 20000)")
     parser.add_argument("--memory-n", type=int, help="creates for the tracemalloc phase")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument(
+        "--no-gc-tuning",
+        action="store_true",
+        help="open the cluster with gc_tuning=False (the process's collector as it is)",
+    )
     parser.add_argument(
         "--workers", type=int, default=4, help="processes that serve the fake agents (default 4)"
     )

@@ -51,6 +51,7 @@ from ._cluster_state import ClusterState
 from ._connection import AgentConnection, unwrap_single_errors
 from ._create_times import CreateTimes
 from ._errors import AlreadyExists, BadRequest, NotFound, RockError, SandboxNotFound
+from ._gc_tuning import tuned_gc
 from ._host_links import HostLinks
 from ._hosts import AddressConnector, Connector
 from ._options import ClusterOptions, cluster_options, host_list
@@ -211,8 +212,8 @@ class Cluster:
         )
         chosen = sandbox_id is not None
         sandbox_id = new_sandbox_id() if sandbox_id is None else sandbox_id
-        check_admission(
-            sandbox_id, spec, [h.connection for h in self.hosts.values() if h.connection]
+        check_admission(  # a generator: only a disk limit reads the hosts
+            sandbox_id, spec, (h.connection for h in self.hosts.values() if h.connection)
         )
         existing = self.state.records.get(sandbox_id)
         if existing is not None and existing.state is not _S.DELETED:
@@ -392,16 +393,17 @@ async def open_cluster(
       and a way to open a byte stream to an agent, such as an in-memory one). All are
       connected at once; the first failure is raised (each kind of failure has its own class).
     - `options`: a `ClusterOptions` (documented there: owner, policy, queue and start limits,
-      lease, grace, heartbeats, ssh, admin, queue_timeout); `changes`: the same fields as
-      keywords, applied on top (``open_cluster(["local"], lease=120)``).
+      lease, grace, heartbeats, ssh, admin, queue_timeout, gc_tuning); `changes`: the same
+      fields as keywords, applied on top (``open_cluster(["local"], lease=120)``).
 
     Every option is checked first: a bad one raises `BadRequest` naming it and its value.
     """
     opts = cluster_options(options, **changes)
     connectors = connectors_for(hosts, opts)
     cluster = Cluster(opts.owner or local_owner(), opts.scheduler(), opts)
-    async with running(cluster, connectors):
-        yield cluster
+    with tuned_gc(opts.gc_tuning):
+        async with running(cluster, connectors):
+            yield cluster
 
 
 def connectors_for(hosts: object, opts: ClusterOptions) -> list[Connector]:
