@@ -302,7 +302,7 @@ async def open_hosts(
             policy=args.policy,
             max_queue=n,
             max_starts=args.max_starts,
-            gc_tuning=not args.no_gc_tuning,
+            **({"gc_tuning": False} if args.no_gc_tuning else {}),
         ) as cluster:
             yield cluster, fakes.starts
 

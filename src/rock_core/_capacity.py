@@ -140,6 +140,7 @@ class Ledger:
         self.open: dict[str, Host] = {}  # hosts that can take a placement of some size
         self.placements: dict[str, Placement] = {}
         self.index = HostIndex(spread)  # the open hosts in placement order, per shape
+        self._ever: dict[tuple[int, int], bool] = {}  # could_ever_hold, until hosts change
 
     # ------------------------------------------------------------------ hosts
 
@@ -157,6 +158,7 @@ class Ledger:
             raise BadRequest(f"host {host_id!r} has an invalid capacity: {capacity}")
         host = Host(host_id, capacity, max_starts, images)
         self.hosts[host_id] = host
+        self._ever.clear()
         self._refresh(host)
 
     def host(self, host_id: str) -> Host:
@@ -171,6 +173,7 @@ class Ledger:
         for request_id in host.requests:
             del self.placements[request_id]
         del self.hosts[host_id]
+        self._ever.clear()
         self.open.pop(host_id, None)
         self.index.removed(host_id)
         return sorted(host.requests)
@@ -242,8 +245,15 @@ class Ledger:
     # ------------------------------------------------------------------ questions
 
     def could_ever_hold(self, cpus: int, memory: int) -> bool:
-        """Whether some host (draining or not) is large enough, empty."""
-        return any(h.cpus >= cpus and h.memory >= memory for h in self.hosts.values())
+        """Whether some host (draining or not) is large enough, empty. Kept per demand size
+        until a host joins or leaves: every submit asks."""
+        known = self._ever.get((cpus, memory))
+        if known is None:
+            known = any(h.cpus >= cpus and h.memory >= memory for h in self.hosts.values())
+            if len(self._ever) >= 64:
+                self._ever.clear()
+            self._ever[cpus, memory] = known
+        return known
 
     def fits_somewhere(self, cpus: int, memory: int) -> bool:
         """Whether a host that takes placements has the free cpus and memory (start slots

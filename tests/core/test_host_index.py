@@ -92,3 +92,16 @@ def test_no_open_host_fits_gives_none() -> None:
     assert first is not None and first.host_id == "h0"
     ledger.place("r1", first, NANO, GiB, "")  # its one start slot is taken: it closes
     assert ledger.choose(0, 0, "") is None
+
+
+def test_could_ever_hold_follows_hosts_joining_and_leaving() -> None:
+    ledger = Ledger(spread=True)
+    ledger.add_host("small", Resources(cpus=2, memory=4 * GiB), 1, [])
+    assert not ledger.could_ever_hold(4 * NANO, GiB)
+    ledger.add_host("big", Resources(cpus=8, memory=4 * GiB), 1, [])
+    assert ledger.could_ever_hold(4 * NANO, GiB)
+    ledger.drain("big", True)  # draining or not: it could hold it once empty
+    assert ledger.could_ever_hold(4 * NANO, GiB)
+    ledger.remove_host("big")
+    assert not ledger.could_ever_hold(4 * NANO, GiB)
+    assert ledger.could_ever_hold(2 * NANO, 4 * GiB)
