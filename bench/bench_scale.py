@@ -1,9 +1,11 @@
 """Benchmark: the scheduler at scale, with fake agents (a benchmark, not a test).
 
 Thousands of concurrent `create_sandbox` calls go through the real embedded core
-(`rock_core._cluster.Cluster`, its `Scheduler`, `AgentConnection`s and the msgspec protocol)
-to `rock_core.testing.FakeAgent`s over in-memory streams, all in this one process. Each fake
-create takes a start latency drawn per sandbox from a distribution (lognormal by default,
+(`rock_core.open_cluster`, its `Scheduler`, `AgentConnection`s and the msgspec protocol) to
+`rock_core.testing.FakeAgent`s served by worker processes (4 by default, 50 agents each over
+200 hosts), each agent on its own unix socket (`_fake_hosts.py`): the fakes' CPU is not the
+core's, and the figures are the core's own. ``--in-process`` serves them in this process over
+memory streams instead, as before. Each fake create takes a start latency drawn per sandbox from a distribution (lognormal by default,
 around the ~0.2 s a real create+start takes on this machine class) behind a per-host engine cap
 (a real engine here tops out near 7 creates/s). The script reports:
 
@@ -12,11 +14,13 @@ around the ~0.2 s a real create+start takes on this machine class) behind a per-
    latency beside ROCK's published figures; the control plane's own overhead per sandbox
    (call time minus the time queued for a start slot minus the fake's own start delay); the
    queue wait; decisions per second as observed; memory per sandbox (RSS delta); wall time;
+   CPU per sandbox of the core and, apart, of the fake agents' processes; teardown time;
 3. retained memory per sandbox split between the core and the fake agents (tracemalloc, on a
    burst with no latency).
 
 Run: ``python bench/bench_scale.py [--quick]`` (no Docker needed). ``--help`` lists the
-options: hosts, burst sizes, latency distribution and seed, engine rate, backend.
+options: hosts, burst sizes, latency distribution and seed, engine rate, backend, workers,
+``--no-gc-tuning`` (open the cluster with ``gc_tuning=False``).
 """
 
 from __future__ import annotations
