@@ -5,9 +5,10 @@ Thousands of concurrent `create_sandbox` calls go through the real embedded core
 `rock_core.testing.FakeAgent`s served by worker processes (4 by default, 50 agents each over
 200 hosts), each agent on its own unix socket (`_fake_hosts.py`): the fakes' CPU is not the
 core's, and the figures are the core's own. ``--in-process`` serves them in this process over
-memory streams instead, as before. Each fake create takes a start latency drawn per sandbox from a distribution (lognormal by default,
-around the ~0.2 s a real create+start takes on this machine class) behind a per-host engine cap
-(a real engine here tops out near 7 creates/s). The script reports:
+memory streams instead, as before. Each fake create takes a start latency drawn per sandbox
+from a distribution (lognormal by default, around the ~0.2 s a real create+start takes on this
+machine class) behind a per-host engine cap (a real engine here tops out near 7 creates/s). The
+script reports:
 
 1. the sans-IO `Scheduler` alone in a tight loop: placement decisions per second;
 2. for each burst size (1,000 and 16,000 over 200 hosts by default): end-to-end create
