@@ -248,6 +248,7 @@ class Burst:
     wall: float = 0.0  # burst start -> last create returned, s
     spawn: float = 0.0  # burst start -> last call begun, s
     teardown: float = 0.0  # leaving the cluster (deletes every sandbox), s
+    teardown_cpu: float = 0.0  # this process's CPU time over the teardown, s
     cpu: float = 0.0  # this process's CPU time over the burst, s
     fakes_cpu: float = 0.0  # the worker processes' CPU time over the burst, s
     rss_delta_kib: int = 0
@@ -349,7 +350,9 @@ async def run_burst(args: argparse.Namespace, n: int, latency: StartLatency) -> 
         result.fakes_cpu = fakes_cpu - fakes_cpu_before
         collect(result, starts, probe, ids, began_at, ended_at, burst_began)
         teardown_began = time.perf_counter()
+        teardown_cpu = time.process_time()
     result.teardown = time.perf_counter() - teardown_began
+    result.teardown_cpu = time.process_time() - teardown_cpu
     return result
 
 
@@ -630,6 +633,13 @@ async def run(args: argparse.Namespace) -> int:
             " ms",
             "",
             "",
+        ],
+        [
+            f"teardown (delete all {largest.n:,})",
+            f"{largest.teardown:.2f} s; this process's CPU"
+            f" {ms(largest.teardown_cpu / largest.n):.3f} ms per sandbox",
+            "<= engine floor + 10 %",
+            "fakes: floor 0",
         ],
         ["placement decisions/s, Scheduler alone (burst)", f"{burst_rate:,.0f}", "", ""],
         ["placement decisions/s, Scheduler alone (churn)", f"{churn_rate:,.0f}", "", ""],
