@@ -11,8 +11,9 @@ Rules:
   if the host is open and fits that shape. An entry whose version is not its host's current
   one is stale and is dropped when it reaches the top, so the top fresh entry is always the
   best host: a host's fit and rank change only when it changes.
-- At most `MAX_SHAPES` shapes are indexed (the least recently used goes); a heap grown to
-  `REBUILD_FACTOR` times the number of hosts with stale entries is rebuilt.
+- At most `MAX_SHAPES` shapes are indexed (the least recently used goes). A heap that grows
+  past `REBUILD_FACTOR` times the number of open hosts (stale entries, as in a shape not
+  placed lately) is rebuilt when it does, so no heap grows without bound.
 - Pure bookkeeping, no I/O and no clocks; the scheduler's tests and its model test cover it
   (the model checks every decision against a plain scan).
 """
@@ -70,21 +71,29 @@ class HostIndex:
             self._hosts.pop(host.host_id, None)
             return
         self._hosts[host.host_id] = host
+        limit = REBUILD_FACTOR * len(self._hosts) + 64
         for shape, heap in self._heaps.items():
             placed = rank(host, *shape, self.spread)
-            if placed is not None:
-                heapq.heappush(heap, (*placed, version))
+            if placed is None:
+                continue
+            heapq.heappush(heap, (*placed, version))
+            if len(heap) > limit:  # mostly stale: a shape not placed lately, say
+                self._fill(heap, shape)
 
     def removed(self, host_id: str) -> None:
         """`host_id` left: every entry of it is stale."""
         self._versions.pop(host_id, None)
         self._hosts.pop(host_id, None)
 
+    def sizes(self) -> dict[Shape, int]:
+        """How many entries each indexed shape's heap holds, fresh and stale."""
+        return {shape: len(heap) for shape, heap in self._heaps.items()}
+
     def best(self, cpus: int, memory: int, image: str) -> Host | None:
         """The best open host for the shape, or None if none has room."""
         shape = (cpus, memory, image)
         heap = self._heaps.get(shape)
-        if heap is None or len(heap) > REBUILD_FACTOR * len(self._hosts) + 64:
+        if heap is None:
             heap = self._build(shape)
         else:
             self._heaps.move_to_end(shape)
@@ -97,13 +106,17 @@ class HostIndex:
         return None
 
     def _build(self, shape: Shape) -> list[Entry]:
-        heap = list(self._entries(shape, self._hosts.values()))
-        heapq.heapify(heap)
+        heap: list[Entry] = []
+        self._fill(heap, shape)
         self._heaps[shape] = heap
-        self._heaps.move_to_end(shape)
         if len(self._heaps) > MAX_SHAPES:
             self._heaps.popitem(last=False)
         return heap
+
+    def _fill(self, heap: list[Entry], shape: Shape) -> None:
+        """Make `heap` hold exactly one fresh entry per open host that fits `shape`."""
+        heap[:] = self._entries(shape, self._hosts.values())
+        heapq.heapify(heap)
 
     def _entries(self, shape: Shape, hosts: Iterable[Host]) -> Iterable[Entry]:
         for host in hosts:

@@ -8,7 +8,7 @@ import random
 import pytest
 
 from rock_core._capacity import NANO, Host, Ledger, Resources
-from rock_core._host_index import MAX_SHAPES, rank
+from rock_core._host_index import MAX_SHAPES, REBUILD_FACTOR, rank
 
 GiB = 1 << 30
 IMAGES = ["a", "b", ""]
@@ -105,3 +105,18 @@ def test_could_ever_hold_follows_hosts_joining_and_leaving() -> None:
     ledger.remove_host("big")
     assert not ledger.could_ever_hold(4 * NANO, GiB)
     assert ledger.could_ever_hold(2 * NANO, 4 * GiB)
+
+
+def test_a_shape_not_placed_lately_keeps_a_bounded_heap() -> None:
+    ledger = Ledger(spread=True)
+    for index in range(10):
+        ledger.add_host(f"h{index}", Resources(cpus=1000, memory=1000 * GiB), 1000, [])
+    rare = (8 * NANO, GiB, "")
+    assert ledger.choose(*rare) is not None  # indexed once, then never asked again
+    for number in range(2000):
+        host = ledger.choose(NANO, GiB, "")
+        assert host is not None
+        ledger.place(f"r{number}", host, NANO, GiB, "")
+        ledger.started(ledger.placements[f"r{number}"])
+    assert ledger.index.sizes()[rare] <= REBUILD_FACTOR * 10 + 64 + 1
+    assert ledger.choose(*rare) is scan(ledger, *rare)
