@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import gc
-import threading
 from collections.abc import Iterator
 
 import pytest
@@ -75,25 +74,3 @@ async def test_open_cluster_tunes_unless_told_not_to(tuning: bool) -> None:
 def test_gc_tuning_must_be_a_bool() -> None:
     with pytest.raises(BadRequest, match=r"gc_tuning must be True or False, got 'no'"):
         ClusterOptions(gc_tuning="no")  # type: ignore[arg-type]
-
-
-def test_clusters_in_several_threads_count_together() -> None:
-    entered = threading.Barrier(4)
-    leave = threading.Event()
-
-    def cluster_in_a_thread() -> None:
-        with tuned_gc():
-            entered.wait()
-            leave.wait()
-
-    threads = [threading.Thread(target=cluster_in_a_thread) for _ in range(3)]
-    for thread in threads:
-        thread.start()
-    entered.wait()
-    assert tuned_clusters() == 3
-    assert gc.get_threshold() == TUNED_THRESHOLDS
-    leave.set()
-    for thread in threads:
-        thread.join()
-    assert tuned_clusters() == 0
-    assert gc.get_threshold() == PROGRAM_THRESHOLDS
