@@ -30,6 +30,7 @@ from bench_scale import (
     IMAGE,
     SPEC,
     burst_on,
+    fake_starts,
     report_burst,
     report_rock,
 )
@@ -137,7 +138,7 @@ async def run(args: argparse.Namespace) -> int:
     async with running(cluster, source):
         opened = time.perf_counter() - began
         print(f"first snapshot connected: {len(cluster.hosts)} hosts in {opened:.2f} s")
-        result = await burst_on(cluster, args, args.n)
+        result = await burst_on(cluster, args, args.n, fake_starts(cluster))
         joins = await time_joins(cluster, ray, args.joins)
         leave = await time_leave(cluster, ray)
         teardown = time.perf_counter()
@@ -197,6 +198,7 @@ def main() -> int:
     args.hosts = args.hosts or (50 if args.quick else 200)
     args.n = args.n or (1000 if args.quick else 16000)
     args.engine_rate = args.engine_rate or None
+    args.in_process = True  # the fake Ray nodes' agents run in this process (bench_scale's report)
     return anyio.run(run, args, backend=args.backend)
 
 

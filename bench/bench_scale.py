@@ -1,22 +1,27 @@
 """Benchmark: the scheduler at scale, with fake agents (a benchmark, not a test).
 
 Thousands of concurrent `create_sandbox` calls go through the real embedded core
-(`rock_core._cluster.Cluster`, its `Scheduler`, `AgentConnection`s and the msgspec protocol)
-to `rock_core.testing.FakeAgent`s over in-memory streams, all in this one process. Each fake
-create takes a start latency drawn per sandbox from a distribution (lognormal by default,
-around the ~0.2 s a real create+start takes on this machine class) behind a per-host engine cap
-(a real engine here tops out near 7 creates/s). The script reports:
+(`rock_core.open_cluster`, its `Scheduler`, `AgentConnection`s and the msgspec protocol) to
+`rock_core.testing.FakeAgent`s served by worker processes (4 by default, 50 agents each over
+200 hosts), each agent on its own unix socket (`_fake_hosts.py`): the fakes' CPU is not the
+core's, and the figures are the core's own. ``--in-process`` serves them in this process over
+memory streams instead, as before. Each fake create takes a start latency drawn per sandbox
+from a distribution (lognormal by default, around the ~0.2 s a real create+start takes on this
+machine class) behind a per-host engine cap (a real engine here tops out near 7 creates/s). The
+script reports:
 
 1. the sans-IO `Scheduler` alone in a tight loop: placement decisions per second;
 2. for each burst size (1,000 and 16,000 over 200 hosts by default): end-to-end create
    latency beside ROCK's published figures; the control plane's own overhead per sandbox
    (call time minus the time queued for a start slot minus the fake's own start delay); the
    queue wait; decisions per second as observed; memory per sandbox (RSS delta); wall time;
+   CPU per sandbox of the core and, apart, of the fake agents' processes; teardown time;
 3. retained memory per sandbox split between the core and the fake agents (tracemalloc, on a
    burst with no latency).
 
 Run: ``python bench/bench_scale.py [--quick]`` (no Docker needed). ``--help`` lists the
-options: hosts, burst sizes, latency distribution and seed, engine rate, backend.
+options: hosts, burst sizes, latency distribution and seed, engine rate, backend, workers,
+``--no-gc-tuning`` (open the cluster with ``gc_tuning=False``).
 """
 
 from __future__ import annotations
@@ -29,17 +34,19 @@ import platform
 import sys
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import anyio
+from _fake_hosts import open_fake_hosts
 from _stats import median, percentile, print_table, rss_kib
 
 import rock_core
 import rock_core.testing
-from rock_core import Demand, Resources, SandboxSpec, Scheduler
+from rock_core import Cluster, Demand, Resources, SandboxSpec, Scheduler
 from rock_core._scheduler import Action
 from rock_core.testing import FakeCluster, LognormalLatency, StartLatency, open_fake_cluster
 
@@ -241,7 +248,9 @@ class Burst:
     wall: float = 0.0  # burst start -> last create returned, s
     spawn: float = 0.0  # burst start -> last call begun, s
     teardown: float = 0.0  # leaving the cluster (deletes every sandbox), s
-    cpu: float = 0.0  # process CPU time over the burst, s
+    teardown_cpu: float = 0.0  # this process's CPU time over the teardown, s
+    cpu: float = 0.0  # this process's CPU time over the burst, s
+    fakes_cpu: float = 0.0  # the worker processes' CPU time over the burst, s
     rss_delta_kib: int = 0
     decisions: int = 0
     scheduler_busy: float = 0.0  # time inside scheduler calls, s
@@ -249,28 +258,73 @@ class Burst:
     gc_pauses: list[float] = field(default_factory=list)
 
 
+Starts = dict[str, tuple[float, float, float]]  # sandbox id -> engine wait, latency, slept
+
+
+@asynccontextmanager
+async def open_hosts(
+    args: argparse.Namespace, n: int, latency: StartLatency
+) -> AsyncIterator[tuple[Cluster, Callable[[], Awaitable[tuple[Starts, float]]]]]:
+    """The cluster under test and a way to read its fakes' start timings (and their CPU
+    seconds): fake agents in worker processes over unix sockets, or (`--in-process`) in this
+    process and event loop over memory streams."""
+    if args.in_process:
+        async with open_fake_cluster(
+            args.hosts,
+            policy=args.policy,
+            max_queue=n,
+            max_starts=args.max_starts,
+            cpus=HOST_CPUS,
+            memory=HOST_MEMORY,
+            images=[IMAGE],
+            start_latency=latency,
+            engine_rate=args.engine_rate,
+        ) as fake_cluster:
+            yield fake_cluster, fake_starts(fake_cluster)
+        return
+    agent = {
+        "cpus": HOST_CPUS,
+        "memory": HOST_MEMORY,
+        "images": [IMAGE],
+        "engine_rate": args.engine_rate,
+        "latency": args.latency,
+        "median": args.median,
+        "sigma": args.sigma,
+        "seed": args.seed,
+        "maximum": args.max_latency,
+    }
+    async with open_fake_hosts(args.hosts, args.workers, agent) as fakes:
+        async with rock_core.open_cluster(
+            fakes.addresses,
+            owner="bench-scale",
+            policy=args.policy,
+            max_queue=n,
+            max_starts=args.max_starts,
+            gc_tuning=not args.no_gc_tuning,
+        ) as cluster:
+            yield cluster, fakes.starts
+
+
 async def run_burst(args: argparse.Namespace, n: int, latency: StartLatency) -> Burst:
-    """Open a fake cluster, create `n` sandboxes at once, measure, then tear it down."""
-    async with open_fake_cluster(
-        args.hosts,
-        policy=args.policy,
-        max_queue=n,
-        max_starts=args.max_starts,
-        cpus=HOST_CPUS,
-        memory=HOST_MEMORY,
-        images=[IMAGE],
-        start_latency=latency,
-        engine_rate=args.engine_rate,
-    ) as cluster:
-        result = await burst_on(cluster, args, n)
+    """Open a cluster over fake hosts, create `n` sandboxes at once, measure, tear it down."""
+    async with open_hosts(args, n, latency) as (cluster, read_starts):
+        result = await burst_on(cluster, args, n, read_starts)
         teardown_began = time.perf_counter()
+        teardown_cpu = time.process_time()
     result.teardown = time.perf_counter() - teardown_began
+    result.teardown_cpu = time.process_time() - teardown_cpu
     return result
 
 
-async def burst_on(cluster: FakeCluster, args: argparse.Namespace, n: int) -> Burst:
-    """Create `n` sandboxes at once on an open fake cluster and measure (no teardown)."""
-    result = Burst(n=n, hosts=len(cluster.agents))
+async def burst_on(
+    cluster: Cluster,
+    args: argparse.Namespace,
+    n: int,
+    read_starts: Callable[[], Awaitable[tuple[Starts, float]]],
+) -> Burst:
+    """Create `n` sandboxes at once on an open cluster of fake hosts and measure them (no
+    teardown); `read_starts` reads the fakes' start timings and CPU seconds."""
+    result = Burst(n=n, hosts=len(cluster.hosts))
     began_at: dict[str, float] = {}
     ended_at: dict[str, float] = {}
     probe = SchedulerProbe(cluster.scheduler)
@@ -282,6 +336,7 @@ async def burst_on(cluster: FakeCluster, args: argparse.Namespace, n: int) -> Bu
 
     ids = [f"sb-{i:05d}" for i in range(n)]
     gc.collect()
+    _, fakes_cpu_before = await read_starts()
     rss_before = rss_kib(os.getpid())
     cpu_before = time.process_time()
     if args.no_gc:
@@ -299,13 +354,28 @@ async def burst_on(cluster: FakeCluster, args: argparse.Namespace, n: int) -> Bu
     result.gc_pauses = watch.pauses
     result.wall = max(ended_at.values()) - burst_began
     result.spawn = max(began_at.values()) - burst_began
-    collect(result, cluster, probe, ids, began_at, ended_at, burst_began)
+    starts, fakes_cpu = await read_starts()
+    result.fakes_cpu = fakes_cpu - fakes_cpu_before
+    collect(result, starts, probe, ids, began_at, ended_at, burst_began)
     return result
+
+
+def fake_starts(cluster: FakeCluster) -> Callable[[], Awaitable[tuple[Starts, float]]]:
+    """A reader of the start timings of `cluster`'s in-process fake agents (no CPU apart)."""
+
+    async def read() -> tuple[Starts, float]:
+        return {
+            sandbox_id: (start.engine_wait, start.latency, start.slept)
+            for agent in cluster.agents.values()
+            for sandbox_id, start in agent.starts.items()
+        }, 0.0
+
+    return read
 
 
 def collect(
     result: Burst,
-    cluster: FakeCluster,
+    starts: Starts,
     probe: SchedulerProbe,
     ids: list[str],
     began_at: dict[str, float],
@@ -314,18 +384,16 @@ def collect(
 ) -> None:
     """Turn the raw timestamps into per-sandbox figures."""
     for sandbox_id in ids:
-        host = cluster.record(sandbox_id).host
-        assert host is not None
-        start = cluster.agents[host].starts[sandbox_id]
+        engine_wait, latency, slept = starts[sandbox_id]
         call = ended_at[sandbox_id] - began_at[sandbox_id]
         queued = probe.placed_at[sandbox_id] - began_at[sandbox_id]
-        fake = start.engine_wait + start.latency
+        fake = engine_wait + latency
         result.e2e_burst.append(ended_at[sandbox_id] - burst_began)
         result.e2e_call.append(call)
         result.queued.append(queued)
         result.fake.append(fake)
         result.overhead.append(call - queued - fake)
-        result.late.append(start.slept - fake)
+        result.late.append(slept - fake)
         result.first_wave.append(sandbox_id in probe.at_submit)
     result.decisions = probe.decisions
     result.scheduler_busy = probe.busy
@@ -427,9 +495,15 @@ def report_burst(result: Burst, args: argparse.Namespace) -> None:
         f" {n / result.wall:,.0f} creates/s;"
         f" teardown (delete all) {result.teardown:.2f} s"
     )
+    side = (
+        "core and fake agents, one process"
+        if args.in_process
+        else f"the core alone; the fake agents' {args.workers} processes:"
+        f" {result.fakes_cpu:.2f} s = {ms(result.fakes_cpu / n):.3f} ms per sandbox"
+    )
     print(
-        f"cpu {result.cpu:.2f} s = {ms(result.cpu / n):.3f} ms per sandbox (core and fake agents,"
-        f" one process); gc: {len(pauses)} collections, max pause"
+        f"cpu {result.cpu:.2f} s = {ms(result.cpu / n):.3f} ms per sandbox ({side});"
+        f" gc: {len(pauses)} collections, max pause"
         f" {ms(max(pauses, default=0.0)):.1f} ms, total {sum(pauses):.2f} s"
     )
     print(
@@ -489,7 +563,11 @@ async def run(args: argparse.Namespace) -> int:
     rate = f"{args.engine_rate:g} creates/s per host" if args.engine_rate else "none"
     print(f"engine rate cap: {rate}")
     print(f"bursts: {', '.join(f'{n:,}' for n in args.sizes)}", flush=True)
-    print("garbage collector: off during bursts" if args.no_gc else "garbage collector: on")
+    print(
+        "garbage collector: "
+        + ("off during bursts" if args.no_gc else "on")
+        + ("" if args.in_process else f", cluster gc_tuning={not args.no_gc_tuning}")
+    )
     total_began = time.perf_counter()
 
     timings = bench_scheduler(args, max(args.sizes), args.churn)
@@ -523,8 +601,9 @@ async def run(args: argparse.Namespace) -> int:
         ["concurrent", "hosts", "ours p50", "ours p99", "ROCK p50", "ROCK p99", "p50 x", "p99 x"],
         report_rock(results),
     )
+    where = "in this process" if args.in_process else f"in {args.workers} other processes"
     print(
-        "(ours: fake agents in one process, start latency and engine cap as above; ROCK: real"
+        f"(ours: fake agents {where}, start latency and engine cap as above; ROCK: real"
         " containers on its own cluster. Ratios compare control-plane design, not Docker.)"
     )
 
@@ -572,6 +651,13 @@ async def run(args: argparse.Namespace) -> int:
             "",
             "",
         ],
+        [
+            f"teardown (delete all {largest.n:,})",
+            f"{largest.teardown:.2f} s; this process's CPU"
+            f" {ms(largest.teardown_cpu / largest.n):.3f} ms per sandbox",
+            "<= engine floor + 10 %",
+            "fakes: floor 0",
+        ],
         ["placement decisions/s, Scheduler alone (burst)", f"{burst_rate:,.0f}", "", ""],
         ["placement decisions/s, Scheduler alone (churn)", f"{churn_rate:,.0f}", "", ""],
         ["core memory per sandbox", f"{memory.size['core'] / memory.n / 1024:.2f} KiB", "", ""],
@@ -615,6 +701,19 @@ def main() -> int:
     parser.add_argument("--churn", type=int, help="scheduler churn iterations (default 20000)")
     parser.add_argument("--memory-n", type=int, help="creates for the tracemalloc phase")
     parser.add_argument("--backend", choices=["asyncio", "trio"], default="asyncio")
+    parser.add_argument(
+        "--no-gc-tuning",
+        action="store_true",
+        help="open the cluster with gc_tuning=False (the process's collector as it is)",
+    )
+    parser.add_argument(
+        "--workers", type=int, default=4, help="processes that serve the fake agents (default 4)"
+    )
+    parser.add_argument(
+        "--in-process",
+        action="store_true",
+        help="serve the fake agents in this process over memory streams (the old setup)",
+    )
     parser.add_argument(
         "--no-gc", action="store_true", help="turn the garbage collector off during each burst"
     )

@@ -11,7 +11,7 @@ Rules:
   cpus and memory. Among them, hosts that already have the demand's image come first; then
   `spread` picks the lowest dominant share after placing (the largest fraction used of cpus,
   memory or sandbox slots), `binpack` the highest; ties go to fewer starts in flight, then to
-  the smaller host id.
+  the smaller host id. `_host_index` keeps the open hosts in that order.
 - A host whose container started is taken to have its image.
 - An adopted placement holds its resources at once, with no start slot, even when that
   over-commits the host.
@@ -25,6 +25,7 @@ from collections.abc import Iterable
 import msgspec
 
 from ._errors import AlreadyExists, BadRequest, NotFound
+from ._host_index import HostIndex
 
 NANO = 1_000_000_000
 
@@ -138,6 +139,8 @@ class Ledger:
         self.hosts: dict[str, Host] = {}
         self.open: dict[str, Host] = {}  # hosts that can take a placement of some size
         self.placements: dict[str, Placement] = {}
+        self.index = HostIndex(spread)  # the open hosts in placement order, per shape
+        self._ever: dict[tuple[int, int], bool] = {}  # could_ever_hold, until hosts change
 
     # ------------------------------------------------------------------ hosts
 
@@ -155,6 +158,7 @@ class Ledger:
             raise BadRequest(f"host {host_id!r} has an invalid capacity: {capacity}")
         host = Host(host_id, capacity, max_starts, images)
         self.hosts[host_id] = host
+        self._ever.clear()
         self._refresh(host)
 
     def host(self, host_id: str) -> Host:
@@ -169,12 +173,19 @@ class Ledger:
         for request_id in host.requests:
             del self.placements[request_id]
         del self.hosts[host_id]
+        self._ever.clear()
         self.open.pop(host_id, None)
+        self.index.removed(host_id)
         return sorted(host.requests)
 
     def drain(self, host_id: str, draining: bool) -> None:
         host = self.host(host_id)
         host.draining = draining
+        self._refresh(host)
+
+    def set_images(self, host_id: str, images: Iterable[str]) -> None:
+        host = self.host(host_id)
+        host.images = set(images)
         self._refresh(host)
 
     # ------------------------------------------------------------------ placements
@@ -224,16 +235,25 @@ class Ledger:
         self._refresh(host)
 
     def _refresh(self, host: Host) -> None:
-        if host.is_open():
+        is_open = host.is_open()
+        if is_open:
             self.open[host.host_id] = host
         else:
             self.open.pop(host.host_id, None)
+        self.index.changed(host, is_open)
 
     # ------------------------------------------------------------------ questions
 
     def could_ever_hold(self, cpus: int, memory: int) -> bool:
-        """Whether some host (draining or not) is large enough, empty."""
-        return any(h.cpus >= cpus and h.memory >= memory for h in self.hosts.values())
+        """Whether some host (draining or not) is large enough, empty. Kept per demand size
+        until a host joins or leaves: every submit asks."""
+        known = self._ever.get((cpus, memory))
+        if known is None:
+            known = any(h.cpus >= cpus and h.memory >= memory for h in self.hosts.values())
+            if len(self._ever) >= 64:
+                self._ever.clear()
+            self._ever[cpus, memory] = known
+        return known
 
     def fits_somewhere(self, cpus: int, memory: int) -> bool:
         """Whether a host that takes placements has the free cpus and memory (start slots
@@ -281,41 +301,8 @@ class Ledger:
     def choose(self, cpus: int, memory: int, image: str) -> Host | None:
         """The best eligible host: image first, then the dominant share after placing (the
         largest fraction used of cpus, memory or sandbox slots), then starts in flight, then
-        host id. Written out flat: this loop runs over every open host for every placement."""
-        spread = self.spread
-        best: Host | None = None
-        best_missing = True
-        best_share = 0.0
-        for host in self.open.values():
-            used_cpus = host.used_cpus + cpus
-            used_memory = host.used_memory + memory
-            if used_cpus > host.cpus or used_memory > host.memory:
-                continue
-            share = used_cpus / host.cpus if host.cpus else 0.0
-            if host.memory:
-                by_memory = used_memory / host.memory
-                if by_memory > share:
-                    share = by_memory
-            if host.limit:
-                by_count = (len(host.requests) + 1) / host.limit
-                if by_count > share:
-                    share = by_count
-            if not spread:
-                share = -share
-            missing = bool(image) and image not in host.images
-            if best is not None:
-                if missing != best_missing:
-                    if missing:
-                        continue
-                elif share > best_share:
-                    continue
-                elif share == best_share and (host.starting, host.host_id) >= (
-                    best.starting,
-                    best.host_id,
-                ):
-                    continue
-            best, best_missing, best_share = host, missing, share
-        return best
+        host id. Kept in that order by `_host_index`: O(log hosts) per placement."""
+        return self.index.best(cpus, memory, image)
 
 
 __all__ = ["NANO", "Demand", "Host", "HostStatistics", "Ledger", "Placement", "Resources", "nano"]

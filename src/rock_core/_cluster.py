@@ -51,6 +51,7 @@ from ._cluster_state import ClusterState, Subscribable
 from ._connection import AgentConnection, unwrap_single_errors
 from ._create_times import CreateTimes
 from ._errors import AlreadyExists, BadRequest, NotFound, RockError, SandboxNotFound
+from ._gc_tuning import tuned_gc
 from ._host_follow import connect_hosts
 from ._host_links import HostLinks
 from ._host_source import HostSource
@@ -206,8 +207,8 @@ class Cluster(_checkpoints.CheckpointMethods, Subscribable):
         )
         chosen = sandbox_id is not None
         sandbox_id = new_sandbox_id() if sandbox_id is None else sandbox_id
-        check_admission(
-            sandbox_id, spec, [h.connection for h in self.hosts.values() if h.connection]
+        check_admission(  # a generator: only a disk limit reads the hosts
+            sandbox_id, spec, (h.connection for h in self.hosts.values() if h.connection)
         )
         existing = self.state.records.get(sandbox_id)
         if existing is not None and existing.state is not _S.DELETED:
@@ -389,16 +390,17 @@ async def open_cluster(
       connected at once; the first failure is raised (each kind of failure has its own class).
       Or a `HostSource` (a hostfile, a Slurm job, a Ray cluster), followed as it changes.
     - `options`: a `ClusterOptions` (documented there: owner, policy, queue and start limits,
-      lease, grace, heartbeats, ssh, admin, queue_timeout); `changes`: the same fields as
-      keywords, applied on top (``open_cluster(["local"], lease=120)``).
+      lease, grace, heartbeats, ssh, admin, queue_timeout, gc_tuning); `changes`: the same
+      fields as keywords, applied on top (``open_cluster(["local"], lease=120)``).
 
     Every option is checked first: a bad one raises `BadRequest` naming it and its value.
     """
     opts = cluster_options(options, **changes)
     connectors = hosts if isinstance(hosts, HostSource) else connectors_for(hosts, opts)
     cluster = Cluster(opts.owner or local_owner(), opts.scheduler(), opts)
-    async with running(cluster, connectors):
-        yield cluster
+    with tuned_gc(opts.gc_tuning):
+        async with running(cluster, connectors):
+            yield cluster
 
 
 def connectors_for(hosts: object, opts: ClusterOptions) -> list[Connector]:

@@ -148,6 +148,9 @@ class ClusterOptions:
       read and write files; create none.
     - `queue_timeout`: seconds a create may wait for room before `CapacityError` (default 60;
       None or ``math.inf``: no limit, kept as None); each create may set its own.
+    - `gc_tuning`: while the cluster is open, raise the garbage collector's thresholds, so
+      that tens of thousands of sandboxes do not stop the event loop for long collections
+      (see `rock_core._gc_tuning`); False leaves the process's collector alone.
     """
 
     owner: str | None = None
@@ -161,6 +164,7 @@ class ClusterOptions:
     ssh: SshOptions | None = None
     admin: bool = False
     queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT
+    gc_tuning: bool = True
 
     def __post_init__(self) -> None:
         make_scheduler(self.policy, self.max_queue, self.max_starts)  # checks the three
@@ -174,6 +178,8 @@ class ClusterOptions:
             admin=self.admin,
         )
         object.__setattr__(self, "queue_timeout", queue_timeout(self.queue_timeout))
+        if not isinstance(self.gc_tuning, bool):
+            raise BadRequest(f"gc_tuning must be True or False, got {self.gc_tuning!r}")
 
     def replace(self, **changes: Any) -> ClusterOptions:
         """A copy with `changes` (field names as keywords; `BadRequest` for an unknown one)."""

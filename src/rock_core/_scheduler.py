@@ -162,7 +162,7 @@ class Scheduler:
 
     def host_images(self, host_id: str, images: Iterable[str]) -> None:
         """Replace the set of images a host is known to have (placement prefers those)."""
-        self._ledger.host(host_id).images = set(images)
+        self._ledger.set_images(host_id, images)
 
     # --------------------------------------------------------------------------- requests
 
