@@ -15,20 +15,11 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Literal, TypeVar
 
-from rock_core import (
-    BadRequest,
-    Cluster,
-    PortForward,
-    RockError,
-    SandboxRecord,
-    SandboxState,
-    open_port_forward,
-)
+from rock_core import BadRequest, Cluster, SandboxRecord, SandboxState
 from rock_core.protocol import (
     CommitSandbox,
     DeadlinesReply,
@@ -46,7 +37,7 @@ from rock_core.protocol import (
 )
 
 from . import _arguments as args
-from . import _logs, _reverse, _sandbox_files, _sandbox_jobs, _transfer
+from . import _forward, _logs, _reverse, _sandbox_files, _sandbox_jobs, _transfer
 from ._checkpoint import Checkpointing
 from ._commands import DEFAULT_OUTPUT_LIMIT, DEFAULT_SESSION, SandboxCommands
 from ._config import SandboxConfig
@@ -343,43 +334,8 @@ class Sandbox(Pausable, SandboxTerminals, Checkpointing):
         reply = await self._call(ReadStats(sandbox_id=self.sandbox_id), StatsReply)
         return reply.stats
 
-    @asynccontextmanager
-    async def expose_port(
-        self,
-        port: int,
-        *,
-        local_port: int = 0,
-        local_host: str = "127.0.0.1",
-        address: str = "127.0.0.1",
-        on_error: Callable[[RockError], object] | None = None,
-    ) -> AsyncIterator[PortForward]:
-        """Make `port` of the sandbox reachable at a local address while the block runs.
-
-        ``async with sb.expose_port(8000) as (host, port):`` then connect to ``host:port``.
-        Every connection is carried through the agent link into the sandbox (it needs no
-        network); a failed one is reset, and its error is kept in the forward's `errors` and
-        given to `on_error`. The link is looked up per connection, so the forward keeps
-        working after the cluster reconnects to the sandbox's host.
-        """
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise BadRequest(f"port must be between 1 and 65535, got {port!r}")  # as `_ports`
-        args.count(local_port, "local_port", 0, 65535)
-        args.text(local_host, "local_host")
-        args.text(address, "address")
-        args.callback(on_error, "on_error", "the error of a failed connection")
-        self._require_record()
-        cluster, sandbox_id = self.cluster, self.sandbox_id
-        cluster.connection(sandbox_id).require("ports", "forward ports")
-        async with open_port_forward(
-            lambda: cluster.connection(sandbox_id),
-            sandbox_id,
-            port,
-            local_host=local_host,
-            local_port=local_port,
-            address=address,
-            on_error=on_error,
-        ) as forward:
-            yield forward
+    # `async with sb.expose_port(8000) as (host, port):`: a port inside, reachable here.
+    expose_port = _forward.expose_port
 
     # `async with sb.expose_host_port(8000) as url:`: the caller's port, inside (`_reverse`).
     expose_host_port = _reverse.expose_host_port
