@@ -2,6 +2,8 @@
 list and delete it (`CheckpointMethods`, which `Cluster` inherits).
 
 Rules:
+- The methods see the cluster only through `_Sandboxes` (its state, hosts, connections,
+  creates and deletes): `_cluster` imports this module, never the reverse.
 - `checkpoint` asks the sandbox's agent to commit it (see `_messages_checkpoint`); the
   sandbox pauses only while the engine copies its changes. Without a name, the id is
   ``ck-`` and 10 random hex digits. The `Checkpoint` returned is a plain value.
@@ -21,8 +23,9 @@ from __future__ import annotations
 
 import math
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import msgspec
@@ -43,8 +46,8 @@ from ._messages_checkpoint import (
 from ._protocol import SandboxSpec
 
 if TYPE_CHECKING:
-    from ._cluster import Cluster
-    from ._records import SandboxRecord
+    from ._cluster_state import ClusterState
+    from ._records import Host, SandboxRecord
 
 
 @dataclass(frozen=True)
@@ -110,27 +113,41 @@ async def make_checkpoint(
     return Checkpoint.from_info(reply.checkpoint)
 
 
+class _Sandboxes(Protocol):
+    """What the checkpoint methods use of a `Cluster`."""
+
+    @property
+    def state(self) -> ClusterState: ...
+
+    @property
+    def hosts(self) -> Mapping[str, Host]: ...
+
+    def connection(self, sandbox_id: str) -> AgentConnection: ...
+
+    async def create_sandbox(self, spec: SandboxSpec) -> SandboxRecord: ...
+
+    async def delete_sandbox(self, sandbox_id: str) -> SandboxRecord: ...
+
+
 class CheckpointMethods:
     """The checkpoint methods of `Cluster` (see the module's rules)."""
 
     async def checkpoint(
-        self, sandbox_id: str, *, name: str | None = None, keep: bool = False
+        self: _Sandboxes, sandbox_id: str, *, name: str | None = None, keep: bool = False
     ) -> Checkpoint:
         """Freeze a running sandbox's file system as a checkpoint on its host."""
-        cluster: Cluster = self  # type: ignore[assignment]
-        conn = cluster.connection(sandbox_id)
+        conn = self.connection(sandbox_id)
         made = await make_checkpoint(conn, sandbox_id, name=name, keep=keep)
-        copies_of(cluster.state).held.add((made.host_id, made.checkpoint_id))
+        copies_of(self.state).held.add((made.host_id, made.checkpoint_id))
         return made
 
     async def fork(
-        self, checkpoint: Checkpoint | str, n: int, spec: SandboxSpec | None = None
+        self: _Sandboxes, checkpoint: Checkpoint | str, n: int, spec: SandboxSpec | None = None
     ) -> list[SandboxRecord]:
         """Start `n` sandboxes of `spec` (default: the defaults) from `checkpoint`."""
-        cluster: Cluster = self  # type: ignore[assignment]
         count = check_count(n)
         checkpoint_id = checkpoint_id_of(checkpoint)
-        if not await holders(cluster.hosts, checkpoint_id):
+        if not await holders(self.hosts, checkpoint_id):
             raise ImageNotFound(
                 f"checkpoint {checkpoint_id!r} is on no connected host (deleted, or its host is"
                 " gone)",
@@ -143,7 +160,7 @@ class CheckpointMethods:
 
         async def one() -> None:
             try:
-                records.append(await cluster.create_sandbox(forked))
+                records.append(await self.create_sandbox(forked))
             except RockError as exc:
                 errors.append(exc)
 
@@ -154,40 +171,40 @@ class CheckpointMethods:
             with anyio.CancelScope(shield=True):
                 for record in records:
                     try:
-                        await cluster.delete_sandbox(record.sandbox_id)
+                        await self.delete_sandbox(record.sandbox_id)
                     except RockError:
                         pass
             raise errors[0]
         return records
 
-    async def checkpoints(self) -> list[CheckpointInfo]:
+    async def checkpoints(self: _Sandboxes) -> list[CheckpointInfo]:
         """Every checkpoint every connected host holds (one entry per host)."""
-        cluster: Cluster = self  # type: ignore[assignment]
         found: list[CheckpointInfo] = []
 
         async def ask(conn_host: str) -> None:
-            conn = connected(cluster.hosts)[conn_host]
+            conn = connected(self.hosts)[conn_host]
             reply = await conn.call(ListCheckpoints(), CheckpointListReply)
             found.extend(reply.checkpoints)
 
         async with anyio.create_task_group() as tg:
-            for host_id in connected(cluster.hosts):
+            for host_id in connected(self.hosts):
                 tg.start_soon(ask, host_id)
         return sorted(found, key=lambda i: (i.created, i.checkpoint_id, i.host_id))
 
-    async def delete_checkpoint(self, checkpoint: Checkpoint | str) -> list[CheckpointInfo]:
+    async def delete_checkpoint(
+        self: _Sandboxes, checkpoint: Checkpoint | str
+    ) -> list[CheckpointInfo]:
         """Remove a checkpoint on every host that holds it; return the copies kept because
         forks still use them (empty when it is gone everywhere)."""
-        cluster: Cluster = self  # type: ignore[assignment]
         checkpoint_id = checkpoint_id_of(checkpoint)
-        copies_of(cluster.state).forget(checkpoint_id)
-        found = await holders(cluster.hosts, checkpoint_id)
+        copies_of(self.state).forget(checkpoint_id)
+        found = await holders(self.hosts, checkpoint_id)
         if not found:
             raise ImageNotFound(
                 f"checkpoint {checkpoint_id!r} is on no connected host",
                 image=checkpoint_image(checkpoint_id),
             )
-        conns = connected(cluster.hosts)
+        conns = connected(self.hosts)
         kept: list[CheckpointInfo] = []
 
         async def remove(host_id: str) -> None:

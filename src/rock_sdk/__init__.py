@@ -64,7 +64,6 @@ from rock_core.protocol import (
 )
 
 from ._bulk import CreateFailure, CreateManyResult, CreateProgress
-from ._checkpoint import Checkpoint
 from ._cluster import SandboxCluster, open_cluster
 from ._config import SandboxConfig
 from ._config_file import ConfigDefaults, ConfigError, PoolConfig, RockConfig, load_config
@@ -73,7 +72,7 @@ from ._jobs import Job, JobInfo, JobOutput
 from ._loop_thread import LoopThread
 from ._pool import Pool
 from ._results import CommandResult, ExecResult, ExpectMatch
-from ._sandbox import Sandbox
+from ._sandbox import Checkpoint, Sandbox
 from ._status import SandboxStatus
 from ._terminal import Terminal
 from ._top import top

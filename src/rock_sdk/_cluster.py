@@ -33,10 +33,9 @@ from rock_core.protocol import CheckpointInfo, ImageInfo, ImageReport, PruneResu
 
 from ._build import build_image
 from ._bulk import CreateManyResult, CreateProgress, create_many
-from ._checkpoint import Checkpoint, fork
 from ._config import SandboxConfig
 from ._pool import Pool, SandboxPrepare, open_pool
-from ._sandbox import Sandbox
+from ._sandbox import Checkpoint, Sandbox, fork
 
 
 class SandboxCluster:

@@ -11,25 +11,23 @@ Rules:
   `Sandbox` ties the two to its lifecycle and offers files, timeouts, images, stats, ports.
 - Stopping, restarting or deleting ends the container's processes, so it forgets the open
   sessions; the default one is opened again on next use.
+- `Checkpoint` lives here too: a sandbox's `checkpoint()` makes one and a checkpoint's
+  `fork()` makes sandboxes, so the two classes name each other. A `Checkpoint` remembers the
+  cluster it was made on; `fork` starts sandboxes there (on any of its hosts: the core
+  streams the checkpoint to a host that lacks it) and `delete` removes it on every host. A
+  fork's config gives everything but the image (the checkpoint's). See docs/checkpoints.md.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Literal, TypeVar
 
-from rock_core import (
-    BadRequest,
-    Cluster,
-    PortForward,
-    RockError,
-    SandboxRecord,
-    SandboxState,
-    open_port_forward,
-)
+from rock_core import BadRequest, Cluster, SandboxRecord, SandboxState
+from rock_core import Checkpoint as CoreCheckpoint
 from rock_core.protocol import (
+    CheckpointInfo,
     CommitSandbox,
     DeadlinesReply,
     FileStat,
@@ -46,8 +44,7 @@ from rock_core.protocol import (
 )
 
 from . import _arguments as args
-from . import _logs, _reverse, _sandbox_files, _sandbox_jobs, _transfer
-from ._checkpoint import Checkpointing
+from . import _forward, _logs, _reverse, _sandbox_files, _sandbox_jobs, _transfer
 from ._commands import DEFAULT_OUTPUT_LIMIT, DEFAULT_SESSION, SandboxCommands
 from ._config import SandboxConfig
 from ._interactive import InteractiveProcess
@@ -61,7 +58,7 @@ from ._transfer import Local, OnProgress
 R = TypeVar("R", bound=Reply)
 
 
-class Sandbox(Pausable, SandboxTerminals, Checkpointing):
+class Sandbox(Pausable, SandboxTerminals):
     """A sandbox; use ``async with Sandbox(config) as sb`` or `start()` / `stop()`."""
 
     def __init__(
@@ -334,6 +331,16 @@ class Sandbox(Pausable, SandboxTerminals, Checkpointing):
         )
         return reply.image
 
+    async def checkpoint(self, name: str | None = None, *, keep: bool = False) -> Checkpoint:
+        """Freeze this running sandbox's file system as a checkpoint on its host.
+
+        It pauses only while the engine copies its changes. `name` is the checkpoint's id
+        (lowercase letters, digits, ``.``, ``_``, ``-``; default: a new ``ck-...``). The
+        checkpoint goes with this sandbox's owner (the program) unless `keep` is True.
+        """
+        value = await self.cluster.checkpoint(self.sandbox_id, name=name, keep=keep)
+        return Checkpoint(value, self.cluster)
+
     async def stats(self) -> SandboxStats:
         """Live resource use: cpu (percent over about a second, and seconds), memory, pids.
 
@@ -343,43 +350,8 @@ class Sandbox(Pausable, SandboxTerminals, Checkpointing):
         reply = await self._call(ReadStats(sandbox_id=self.sandbox_id), StatsReply)
         return reply.stats
 
-    @asynccontextmanager
-    async def expose_port(
-        self,
-        port: int,
-        *,
-        local_port: int = 0,
-        local_host: str = "127.0.0.1",
-        address: str = "127.0.0.1",
-        on_error: Callable[[RockError], object] | None = None,
-    ) -> AsyncIterator[PortForward]:
-        """Make `port` of the sandbox reachable at a local address while the block runs.
-
-        ``async with sb.expose_port(8000) as (host, port):`` then connect to ``host:port``.
-        Every connection is carried through the agent link into the sandbox (it needs no
-        network); a failed one is reset, and its error is kept in the forward's `errors` and
-        given to `on_error`. The link is looked up per connection, so the forward keeps
-        working after the cluster reconnects to the sandbox's host.
-        """
-        if isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535:
-            raise BadRequest(f"port must be between 1 and 65535, got {port!r}")  # as `_ports`
-        args.count(local_port, "local_port", 0, 65535)
-        args.text(local_host, "local_host")
-        args.text(address, "address")
-        args.callback(on_error, "on_error", "the error of a failed connection")
-        self._require_record()
-        cluster, sandbox_id = self.cluster, self.sandbox_id
-        cluster.connection(sandbox_id).require("ports", "forward ports")
-        async with open_port_forward(
-            lambda: cluster.connection(sandbox_id),
-            sandbox_id,
-            port,
-            local_host=local_host,
-            local_port=local_port,
-            address=address,
-            on_error=on_error,
-        ) as forward:
-            yield forward
+    # `async with sb.expose_port(8000) as (host, port):`: a port inside, reachable here.
+    expose_port = _forward.expose_port
 
     # `async with sb.expose_host_port(8000) as url:`: the caller's port, inside (`_reverse`).
     expose_host_port = _reverse.expose_host_port
@@ -394,3 +366,46 @@ class Sandbox(Pausable, SandboxTerminals, Checkpointing):
     def __repr__(self) -> str:
         state = self._record.state.value if self._record else "not started"
         return f"<Sandbox {self._requested_id or ''} {self._spec.image} {state}>"
+
+
+class Checkpoint:
+    """A sandbox's file system frozen as an image on its host (see docs/checkpoints.md).
+
+    `checkpoint_id`, `host_id` (where it was made), `image` (``rock-checkpoint:<id>``, usable
+    as any config's or pool's image), `size` (bytes), `created` (unix time), `source` (the
+    sandbox it was made from) and `kept` (it outlives its owner).
+    """
+
+    def __init__(self, value: CoreCheckpoint, cluster: Cluster) -> None:
+        self.value = value
+        self.cluster = cluster
+        self.checkpoint_id = value.checkpoint_id
+        self.host_id = value.host_id
+        self.image = value.image
+        self.size = value.size
+        self.created = value.created
+        self.source = value.source
+        self.kept = value.kept
+
+    def __repr__(self) -> str:
+        return f"Checkpoint({self.checkpoint_id!r}, host={self.host_id!r}, source={self.source!r})"
+
+    async def fork(self, n: int, config: SandboxConfig | None = None) -> list[Sandbox]:
+        """Start `n` sandboxes from this checkpoint with `config`'s settings (not its image)."""
+        return await fork(self.cluster, self, n, config)
+
+    async def delete(self) -> list[CheckpointInfo]:
+        """Remove it on every host; return the copies kept because forks still use them."""
+        return await self.cluster.delete_checkpoint(self.value)
+
+
+async def fork(
+    cluster: Cluster, checkpoint: Checkpoint | str, n: int, config: SandboxConfig | None = None
+) -> list[Sandbox]:
+    """`n` new running sandboxes of `cluster` from `checkpoint` (a `Checkpoint` or its id)."""
+    if config is not None and not isinstance(config, SandboxConfig):
+        raise BadRequest(f"config must be a SandboxConfig or None, got {config!r}")
+    spec = (config or SandboxConfig()).to_spec()
+    target = checkpoint.value if isinstance(checkpoint, Checkpoint) else checkpoint
+    records = await cluster.fork(target, n, spec)
+    return [Sandbox.attach(cluster, record.sandbox_id) for record in records]
