@@ -139,7 +139,7 @@ class Ledger:
         self.hosts: dict[str, Host] = {}
         self.open: dict[str, Host] = {}  # hosts that can take a placement of some size
         self.placements: dict[str, Placement] = {}
-        self.index = HostIndex(spread)  # the open hosts in placement order, per shape
+        self.index = HostIndex[Host](spread)  # the open hosts in placement order, per shape
         self._ever: dict[tuple[int, int], bool] = {}  # could_ever_hold, until hosts change
 
     # ------------------------------------------------------------------ hosts

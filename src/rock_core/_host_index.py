@@ -23,21 +23,43 @@ from __future__ import annotations
 import heapq
 import itertools
 from collections import OrderedDict
-from collections.abc import Iterable
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from ._capacity import Host
+from collections.abc import Container, Iterable, Sized
+from typing import Generic, Protocol, TypeVar
 
 MAX_SHAPES = 16
 REBUILD_FACTOR = 4
 
+
+class Rankable(Protocol):
+    """What the index reads of a host (`_capacity.Host` is one)."""
+
+    @property
+    def host_id(self) -> str: ...
+    @property
+    def cpus(self) -> int: ...
+    @property
+    def memory(self) -> int: ...
+    @property
+    def limit(self) -> int: ...
+    @property
+    def used_cpus(self) -> int: ...
+    @property
+    def used_memory(self) -> int: ...
+    @property
+    def starting(self) -> int: ...
+    @property
+    def images(self) -> Container[str]: ...
+    @property
+    def requests(self) -> Sized: ...
+
+
+Host = TypeVar("Host", bound=Rankable)
 Shape = tuple[int, int, str]  # nano-cpus, memory, image
 Rank = tuple[bool, float, int, str]  # image missing, share (negated for binpack), starting, id
 Entry = tuple[bool, float, int, str, int]  # a rank, then the host's version when pushed
 
 
-def rank(host: Host, cpus: int, memory: int, image: str, spread: bool) -> Rank | None:
+def rank(host: Rankable, cpus: int, memory: int, image: str, spread: bool) -> Rank | None:
     """Where `host` stands for a demand (lower is better), or None if the demand does not fit
     its free cpus and memory. The host's open state (draining, slots) is the caller's."""
     used_cpus = host.used_cpus + cpus
@@ -53,7 +75,7 @@ def rank(host: Host, cpus: int, memory: int, image: str, spread: bool) -> Rank |
     return (missing, share if spread else -share, host.starting, host.host_id)
 
 
-class HostIndex:
+class HostIndex(Generic[Host]):
     """Open hosts in placement order for each demand shape placed recently (see the rules)."""
 
     def __init__(self, spread: bool) -> None:
