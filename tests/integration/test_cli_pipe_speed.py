@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 
@@ -30,16 +31,16 @@ def imports(*args: str) -> tuple[str, str, str]:
 def test_rock_help_lists_env_without_importing_the_environments() -> None:
     out, _, seen = imports("--help")
     assert seen == "0 False"
-    assert "  env      Manage the hub's environment specs.\n" in out
+    assert re.search(r"^  env +Manage the hub's environment specs\.$", out, re.MULTILINE), out
     out, _, seen = imports("env", "--help")
     assert seen == "0 True"
     assert "register  Add a spec." in out
 
 
 def test_a_typo_still_suggests_the_lazy_group() -> None:
-    _, said, seen = imports("evn")
+    _, said, seen = imports("envv")
     assert seen == "125 False"
-    assert said == "rock: No such command 'evn'. Did you mean 'env'? (see 'rock --help')\n"
+    assert said == "rock: No such command 'envv'. Did you mean 'env'? (see 'rock --help')\n"
 
 
 def test_each_stand_in_says_what_its_real_group_says() -> None:
