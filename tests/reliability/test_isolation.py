@@ -20,6 +20,7 @@ import pytest
 from rock_agent._routes import HANDLERS
 from rock_core import _protocol as p
 from rock_core._framing import FrameDecoder, frame
+from rock_core._messages_checkpoint import CheckpointSandbox
 
 from ..conftest import SH_IMAGE
 from ._agents import RawClient, SocketAgent
@@ -78,6 +79,7 @@ def requests_on(sandbox_id: str) -> list[p.Request]:
         p.ResizeTerminal(id=1, sandbox_id=sandbox_id, terminal=1, rows=30, cols=100),
         p.PauseSandbox(id=1, sandbox_id=sandbox_id),
         p.ResumeSandbox(id=1, sandbox_id=sandbox_id),
+        CheckpointSandbox(id=1, sandbox_id=sandbox_id, checkpoint_id="ck-stolen"),
     ]
 
 
@@ -88,7 +90,7 @@ def test_every_request_that_names_a_sandbox_is_tried() -> None:
         if "sandbox_id" in kind.__struct_fields__ and kind is not p.CreateSandbox
     }
     assert {type(r) for r in requests_on("x")} == naming
-    assert len(requests_on("x")) == len(naming) == 29
+    assert len(requests_on("x")) == len(naming) == 30
 
 
 def _a_with_secret(agent: SocketAgent, owner: str, sandbox_id: str) -> RawClient:
