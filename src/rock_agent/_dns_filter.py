@@ -10,7 +10,8 @@ Rules:
 - UDP is callbacks only: a query's id is swapped for a fresh one on the upstream socket and
   swapped back on the answer; at most `MAX_PENDING` queries wait, the oldest dropped first,
   and any older than `PENDING_TTL` is forgotten. TCP takes `MAX_TCP` connections at once, each
-  one query at a time under `TCP_TIMEOUT`; `aclose` closes them all.
+  one query at a time, its reading, answering and writing back under `TCP_TIMEOUT`; `aclose`
+  closes them all.
 - It listens on the sandbox's bridge gateway (the sandbox's rules send port 53 there, DNAT),
   on a port the kernel picks: an agent that is not root can listen there too.
 """
@@ -194,14 +195,14 @@ class DnsFilter:
         self._writers.add(writer)
         try:
             while True:
-                async with asyncio.timeout(TCP_TIMEOUT):
+                async with asyncio.timeout(TCP_TIMEOUT):  # a reader that never reads too
                     size = struct.unpack("!H", await reader.readexactly(2))[0]
                     packet = await reader.readexactly(size)
                     reply = await self._tcp_reply(packet)
-                if reply is None:
-                    return
-                writer.write(struct.pack("!H", len(reply)) + reply)
-                await writer.drain()
+                    if reply is None:
+                        return
+                    writer.write(struct.pack("!H", len(reply)) + reply)
+                    await writer.drain()
         except (OSError, TimeoutError, asyncio.IncompleteReadError):
             return
         finally:

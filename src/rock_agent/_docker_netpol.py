@@ -6,7 +6,7 @@ Rules:
   its root cannot change the rules, its routes or its interfaces. The rules are loaded after
   its container starts and before the create (or start) is answered: until then only the
   keep-alive runs in it. A start the rules cannot follow is undone (the container is removed
-  on create, stopped on start): a policy is never silently missing.
+  on create, stopped on start, and its DNS filter closed): a policy is never silently missing.
 - Loading (`_load`): an agent running as root enters the namespace itself (``nsenter --net``
   with the host's ``nft``, a few milliseconds). Any other agent cannot, so it runs a
   short-lived helper container in the sandbox's namespace (``NetworkMode: container:ID``,
@@ -97,8 +97,10 @@ class NetworkEnforcer:
             if policy is not None:
                 await self.apply(sandbox_id, attrs, policy)
         except BaseException:
-            with anyio.CancelScope(shield=True), contextlib.suppress(RockError):
-                await undo()
+            with anyio.CancelScope(shield=True):
+                await self.forget(sandbox_id)  # its DNS filter, if one was opened for it
+                with contextlib.suppress(RockError):
+                    await undo()
             raise
 
     async def restore(self) -> list[str]:

@@ -9,9 +9,10 @@ Rules:
   ``ck-`` and 10 random hex digits. The `Checkpoint` returned is a plain value.
 - `fork(checkpoint, n, spec)` starts `n` sandboxes of `spec` with the checkpoint's image, all at
   once, placed by the scheduler like any create; each host that lacks the checkpoint gets it
-  streamed once (`_checkpoint_copy`). `n` is a whole number from 1 up (not a bool, not a
-  float); a checkpoint no connected host holds is `ImageNotFound` before anything starts. If
-  any fork fails, those that started are deleted and the first failure is raised.
+  streamed once (`_checkpoint_copy`). `n` is a whole number from 1 to `MAX_FORKS` (not a
+  bool, not a float); a checkpoint no connected host holds is `ImageNotFound` before anything
+  starts. If any fork fails, or the caller is cancelled, those that started are deleted (and
+  the first failure is raised).
 - `delete_checkpoint` removes the checkpoint on every connected host that holds it. A host
   where forks still use it keeps it (the engine refuses to remove an image in use): it is
   reported in the result and goes at a later delete, or with its owner. A checkpoint no host
@@ -48,6 +49,8 @@ from ._protocol import SandboxSpec
 if TYPE_CHECKING:
     from ._cluster_state import ClusterState
     from ._records import Host, SandboxRecord
+
+MAX_FORKS = 10_000  # sandboxes one fork starts at most (the default `max_queue`)
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,8 @@ def check_count(n: object) -> int:
         raise BadRequest(f"n must be a whole number of sandboxes from 1 up, got {n!r}")
     if n < 1:
         raise BadRequest(f"n must be at least 1, got {n}")
+    if n > MAX_FORKS:
+        raise BadRequest(f"n must be at most {MAX_FORKS}, got {n}")
     return n
 
 
@@ -164,16 +169,19 @@ class CheckpointMethods:
             except RockError as exc:
                 errors.append(exc)
 
-        async with anyio.create_task_group() as tg:
-            for _ in range(count):
-                tg.start_soon(one)
+        try:
+            async with anyio.create_task_group() as tg:
+                for _ in range(count):
+                    tg.start_soon(one)
+        finally:  # a failed or cancelled fork leaves none of its sandboxes behind
+            if errors or len(records) < count:
+                with anyio.CancelScope(shield=True):
+                    for record in records:
+                        try:
+                            await self.delete_sandbox(record.sandbox_id)
+                        except RockError:
+                            pass
         if errors:
-            with anyio.CancelScope(shield=True):
-                for record in records:
-                    try:
-                        await self.delete_sandbox(record.sandbox_id)
-                    except RockError:
-                        pass
             raise errors[0]
         return records
 
@@ -223,6 +231,7 @@ class CheckpointMethods:
 
 
 __all__ = [
+    "MAX_FORKS",
     "Checkpoint",
     "CheckpointMethods",
     "check_count",

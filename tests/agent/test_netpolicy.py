@@ -4,6 +4,7 @@ DNS filter (its parser against malformed packets, and a live filter over a fake 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import socket
 import struct
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from rock_agent import _dns_filter
 from rock_agent._dns_filter import FORMERR, NXDOMAIN, DnsFilter, answer_with, question_name
 from rock_agent._netpolicy import Target, resolve, ruleset
 from rock_core import BadRequest, NetworkPolicy
@@ -198,3 +200,30 @@ async def test_host_names_are_resolved_and_pinned_when_applied() -> None:
     assert all(t.port == 8080 for t in targets)
     with pytest.raises(BadRequest, match=r"host 'no-such-host\.invalid' does not resolve"):
         await resolve(parse_allow("no-such-host.invalid"))
+
+
+async def test_a_tcp_client_that_never_reads_is_dropped_after_the_timeout(
+    dns_filter: DnsFilter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A sandbox that sends queries and never reads the answers fills the buffers: the filter
+    gives up on it after `TCP_TIMEOUT` rather than holding one of its `MAX_TCP` places."""
+    monkeypatch.setattr(_dns_filter, "TCP_TIMEOUT", 0.5)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", dns_filter.port))
+    sock.setblocking(False)
+    packet = query("example.org", ident=3)
+    burst = (struct.pack("!H", len(packet)) + packet) * 2000
+    try:
+        async with asyncio.timeout(20):
+            for _ in range(200):  # until the filter stops reading: its writes are stuck
+                with contextlib.suppress(BlockingIOError):
+                    sock.send(burst)
+                await asyncio.sleep(0.01)
+            for _ in range(200):  # polled: the filter signals nothing when it drops one
+                if not dns_filter._writers:
+                    break
+                await asyncio.sleep(0.05)
+        assert not dns_filter._writers
+    finally:
+        sock.close()

@@ -8,9 +8,11 @@ from __future__ import annotations
 import math
 from collections import Counter
 
+import anyio
 import pytest
 
-from rock_core import BadRequest, Checkpoint, ImageNotFound, SandboxSpec, open_cluster
+from rock_core import BadRequest, Checkpoint, ImageNotFound, SandboxSpec, SandboxState, open_cluster
+from rock_core._checkpoints import MAX_FORKS
 from rock_core.protocol import ExportCheckpoint, ImportCheckpoint, StopSandbox
 from rock_core.testing import FakeAgent, FakeAgentConnector, open_fake_cluster
 from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
@@ -108,3 +110,24 @@ async def test_the_fake_agent_reaps_an_owners_checkpoints_unless_kept() -> None:
         assert (kept.checkpoint_id, kept.kept) == ("stays", True)
         (fork,) = await cluster.fork("stays", 1, SPEC)
         assert fork.spec.image == "rock-checkpoint:stays"
+
+
+async def test_a_cancelled_fork_leaves_none_of_its_sandboxes_running() -> None:
+    async with open_fake_cluster(1, cpus=16, memory=64 << 30) as cluster:
+        parent = await cluster.create_sandbox(SPEC)
+        cp = await cluster.checkpoint(parent.sandbox_id, name="ck-cancel")
+        with anyio.move_on_after(5) as scope:  # 15 start, 5 wait for room: cancelled there
+            await cluster.fork(cp, 20, SPEC)
+        assert scope.cancelled_caught
+        alive = [r.sandbox_id for r in cluster.records() if r.state is SandboxState.RUNNING]
+        assert alive == [parent.sandbox_id]
+
+
+async def test_a_huge_fork_count_is_refused_before_any_start() -> None:
+    async with open_fake_cluster(1, cpus=16, memory=64 << 30) as cluster:
+        parent = await cluster.create_sandbox(SPEC)
+        cp = await cluster.checkpoint(parent.sandbox_id)
+        with pytest.raises(BadRequest) as caught:
+            await cluster.fork(cp, 10**12, SPEC)
+        assert str(caught.value) == f"n must be at most {MAX_FORKS}, got {10**12}"
+        assert len(cluster.records()) == 1

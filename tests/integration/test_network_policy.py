@@ -15,7 +15,7 @@ import anyio
 import pytest
 
 from rock_agent._docker import DockerRuntime, container_name, open_docker
-from rock_core import BadRequest, NetworkPolicy
+from rock_core import BadRequest, NetworkPolicy, SandboxFailed
 from rock_core.protocol import SandboxSpec
 from rock_sdk import Sandbox, SandboxConfig, open_cluster
 from tests.conftest import PY_IMAGE, SH_IMAGE
@@ -203,3 +203,29 @@ async def test_a_new_agent_restores_the_dns_filter_of_a_running_sandbox() -> Non
             await second.network.forget(sandbox_id)
         finally:
             await first.remove(sandbox_id)
+
+
+async def test_a_policy_that_cannot_load_leaves_no_dns_filter_open(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The create is undone when the rules do not load, and so is the DNS filter opened for
+    them: no socket stays open on the gateway for a sandbox that does not exist."""
+    host_id, sandbox_id = f"netpol-{secrets.token_hex(3)}", "unloaded"
+    policy = NetworkPolicy(dns=["pypi.org"])
+
+    async def refuse(*_: object) -> None:
+        raise SandboxFailed("cannot apply the network policy: refused for the test")
+
+    async with open_docker(None) as client:
+        runtime = DockerRuntime(client, host_id)
+        monkeypatch.setattr(runtime.network, "_load_here", refuse)
+        monkeypatch.setattr(runtime.network, "_load_in_helper", refuse)
+        try:
+            with pytest.raises(SandboxFailed, match="refused for the test"):
+                await runtime.create(
+                    sandbox_id, SandboxSpec(image=SH_IMAGE, network=policy), "me", 0
+                )
+            assert runtime.network.filters == {}
+            assert await runtime.list_sandboxes() == []
+        finally:
+            await runtime.remove(sandbox_id)
