@@ -1,0 +1,50 @@
+"""A host source edited to garbage while the cluster runs: the garbage is refused with
+`BadRequest`, never a foreign exception that would end the follower (and the cluster)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rock_core import BadRequest, HostSource, open_cluster
+from rock_core._addresses import expand, parse
+from rock_core._host_sets import HostItem
+from tests.core.test_host_sources import LINK, Fleet, until, write
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
+
+HUGE = "9" * 5000  # more digits than Python converts to an int
+
+
+def test_a_range_with_a_huge_number_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match=r"^range \[0-9999"):
+        expand([f"n[0-{HUGE}]"])
+
+
+def test_a_malformed_ssh_address_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match=r"^host 'ssh://\[::1': Invalid IPv6 URL$"):
+        parse("ssh://[::1")
+
+
+@pytest.mark.anyio
+async def test_a_hostfile_edited_to_garbage_keeps_the_cluster_and_its_hosts(
+    tmp_path: Path,
+) -> None:
+    fleet = Fleet("a", "b")
+    path = tmp_path / "hosts"
+    path.write_text("a\n")
+
+    def host(name: str) -> HostItem:
+        return name if "://" in name else fleet.host(name)
+
+    source = HostSource.from_hostfile(str(path), refresh=1.0, host=host)
+    async with open_cluster(source, LINK) as cluster:
+        write(path, f"a\nn[0-{HUGE}]\n")  # the whole file is refused: the last set is kept
+        write(path, "a\nssh://[::1\nb\n")  # one bad line is left out, the others count
+        await until(lambda: "b" in cluster.hosts)
+        assert not cluster.hosts["a"].drained
+
+
+def test_ranges_that_multiply_past_the_limit_are_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match=r"^the ranges in host 'n\[0-9999\]\[0-9999\]' are too"):
+        expand(["n[0-9999][0-9999]"])  # each range is allowed; their product is 10**8 hosts
