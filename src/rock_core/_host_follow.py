@@ -89,6 +89,7 @@ class _Link:
         self.closed = anyio.Event()
         self.host_id: str | None = None
         self.retiring: anyio.CancelScope | None = None  # while it drains
+        self.retired = False  # a `_retire` of this link runs (a second one would start it twice)
         self.finished = False  # its link was closed and the host forgotten
 
 
@@ -201,6 +202,15 @@ class HostFollower:
     async def _retire(self, tg: anyio.abc.TaskGroup, name: str) -> None:
         """Drain a host the source no longer lists; close its link once its sandboxes ended."""
         link = self.links[name]
+        if link.retired:  # it left, came back and left again while its link closed
+            return
+        link.retired = True
+        try:
+            await self._close(tg, name, link)
+        finally:
+            link.retired = False
+
+    async def _close(self, tg: anyio.abc.TaskGroup, name: str, link: _Link) -> None:
         with anyio.CancelScope() as retiring:
             link.retiring = retiring
             if link.host_id is not None:
