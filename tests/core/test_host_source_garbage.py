@@ -3,14 +3,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+import anyio
 import pytest
 
 from rock_core import BadRequest, HostSource, open_cluster
 from rock_core._addresses import expand, parse
 from rock_core._host_sets import HostItem
-from tests.core.test_host_sources import LINK, Fleet, until, write
+from rock_core._link import LinkState
+from tests.core.test_host_sources import LINK, Fleet, node, until, write
 from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 HUGE = "9" * 5000  # more digits than Python converts to an int
@@ -48,3 +52,22 @@ async def test_a_hostfile_edited_to_garbage_keeps_the_cluster_and_its_hosts(
 def test_ranges_that_multiply_past_the_limit_are_a_bad_request() -> None:
     with pytest.raises(BadRequest, match=r"^the ranges in host 'n\[0-9999\]\[0-9999\]' are too"):
         expand(["n[0-9999][0-9999]"])  # each range is allowed; their product is 10**8 hosts
+
+
+@pytest.mark.anyio
+async def test_a_ray_node_table_that_turns_malformed_keeps_the_hosts() -> None:
+    fleet = Fleet("10.0.0.1")
+    table: list[dict[str, Any]] = [node("n1", "10.0.0.1")]
+
+    def nodes() -> Sequence[Mapping[str, Any]]:
+        return table
+
+    source = HostSource.from_ray(refresh=1.0, host=fleet.host, nodes=nodes)
+    async with open_cluster(source, LINK) as cluster:
+        for bad in ({"CPU": "lots"}, {"CPU": 4, "memory": float("nan")}, {"CPU": [4]}):
+            table[:] = [{**node("n1", "10.0.0.1"), "Resources": bad}]
+            await anyio.sleep(3)  # three reads of it, each refused
+        table[:] = [None]  # type: ignore[list-item]
+        await anyio.sleep(3)
+        assert cluster.hosts["10.0.0.1"].state == LinkState.CONNECTED
+        assert not cluster.hosts["10.0.0.1"].drained
