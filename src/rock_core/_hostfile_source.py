@@ -5,8 +5,10 @@ Rules:
   counts (an MPI or DeepSpeed hostfile's ``slots=8`` is ignored). ``[01-40]`` ranges expand as
   in `open_cluster` (`_addresses.expand`), and a host listed twice is a `BadRequest`.
 - The file is read again when its modification time, size or inode changes (an editor's
-  atomic rename included), checked every `refresh` seconds. Reading a small file is quick and
-  synchronous, so virtual time sees it as instant.
+  atomic rename included), checked every `refresh` seconds, and once the change has stayed
+  for one `refresh` and the file did not change while it was read: a file rewritten in place
+  (``Path.write_text`` truncates it first) is never taken for its empty or half-written self.
+  Reading a small file is quick and synchronous, so virtual time sees it as instant.
 - A missing or unreadable file at the start is a `BadRequest` naming it; later, the last set
   is kept (`poll`), so a file caught mid-rewrite drains nothing.
 """
@@ -42,7 +44,11 @@ def read_if_changed(path: str, seen: Stamp | None) -> tuple[Stamp, str] | None:
         if stamp == seen:
             return None
         with open(path, encoding="utf-8") as file:
-            return stamp, file.read()
+            text = file.read()
+            after = os.fstat(file.fileno())
+        if (after.st_mtime_ns, after.st_size, after.st_ino) != stamp:
+            return None  # written to while we read: read again at the next look
+        return stamp, text
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise BadRequest(f"cannot read the hostfile {path}: {reason}") from exc
@@ -56,20 +62,25 @@ class HostfileReader:
         self.refresh = check_refresh(refresh)
         self.host = host
         self._seen: Stamp | None = None
+        self._pending: Stamp | None = None  # a changed stamp waiting to stay one refresh
 
     def __repr__(self) -> str:
         return f"HostSource.from_hostfile({self.path!r}, refresh={self.refresh:g})"
 
     def snapshots(self) -> AsyncIterator[Sequence[HostItem]]:
         """The file's hosts, then its hosts again whenever it changed."""
-        self._seen = None
+        self._seen = self._pending = None
         return poll(self._read, self.refresh, f"hostfile {self.path}")
 
     async def _read(self) -> list[HostItem] | None:
         read = read_if_changed(self.path, self._seen)
         if read is None:
             return None
-        self._seen, text = read
+        stamp, text = read
+        if self._seen is not None and stamp != self._pending:
+            self._pending = stamp  # changed since the last look: read it once it stays so
+            return None
+        self._seen = stamp
         try:
             return [self.host(name) for name in parse_hostfile(text)]
         except BadRequest as exc:

@@ -18,7 +18,7 @@ from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both 
 
 pytestmark = pytest.mark.anyio
 
-CLOSING = 5.0  # seconds a closing link of `SlowDoor` takes (a dead SSH peer's close)
+CLOSING = 20.0  # seconds a closing link of `SlowDoor` takes (a dead SSH peer's close)
 
 
 class SlowDoor(Door):
@@ -51,7 +51,7 @@ async def test_a_host_that_flaps_while_its_link_closes_ends_with_one_link(
     async with open_cluster(source, LINK) as cluster:
         for text in ("a\n", "a\nb\n", "a\n", "a\nb\n"):  # each read while `b` still closes
             write(path, text + "#" * len(fleet.connects))  # a new size: a new stamp
-            await anyio.sleep(1.5)
+            await anyio.sleep(2.5)  # two reads: a change counts once it stays
         await anyio.sleep(4 * CLOSING)
         await until(lambda: cluster.hosts["b"].state == LinkState.CONNECTED)
         await anyio.sleep(4 * CLOSING)

@@ -71,3 +71,23 @@ async def test_a_ray_node_table_that_turns_malformed_keeps_the_hosts() -> None:
         await anyio.sleep(3)
         assert cluster.hosts["10.0.0.1"].state == LinkState.CONNECTED
         assert not cluster.hosts["10.0.0.1"].drained
+
+
+@pytest.mark.anyio
+async def test_a_hostfile_seen_mid_rewrite_drains_nothing(tmp_path: Path) -> None:
+    fleet = Fleet("a", "b")
+    path = tmp_path / "hosts"
+    path.write_text("a\nb\n")
+    source = HostSource.from_hostfile(str(path), refresh=1.0, host=fleet.host)
+    async with open_cluster(source, LINK) as cluster:
+        with path.open("w") as file:  # rewritten in place, as `Path.write_text` does
+            await anyio.sleep(1.5)  # a read sees the file truncated
+            file.write("a\n")
+            file.flush()
+            await anyio.sleep(1.5)  # ...and half written
+            file.write("b\n")
+        await anyio.sleep(5)
+        assert fleet.connects.count("a") == fleet.connects.count("b") == 1
+        assert not cluster.hosts["a"].drained and not cluster.hosts["b"].drained
+        write(path, "a\n")  # a change that stays is still followed
+        await until(lambda: cluster.hosts["b"].state == LinkState.LOST)
