@@ -49,7 +49,7 @@ def read_if_changed(path: str, seen: Stamp | None) -> tuple[Stamp, str] | None:
         if (after.st_mtime_ns, after.st_size, after.st_ino) != stamp:
             return None  # written to while we read: read again at the next look
         return stamp, text
-    except (OSError, UnicodeDecodeError) as exc:
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, bad UTF-8 text
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise BadRequest(f"cannot read the hostfile {path}: {reason}") from exc
 
@@ -58,6 +58,8 @@ class HostfileReader:
     """Reads the hosts of the file at `path` (a `HostReader`); see the module's rules."""
 
     def __init__(self, path: str | os.PathLike[str], *, refresh: float, host: ToHost) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise BadRequest(f"path must be a file's path, got {path!r}")
         self.path = os.fspath(path)
         self.refresh = check_refresh(refresh)
         self.host = host

@@ -91,3 +91,13 @@ async def test_a_hostfile_seen_mid_rewrite_drains_nothing(tmp_path: Path) -> Non
         assert not cluster.hosts["a"].drained and not cluster.hosts["b"].drained
         write(path, "a\n")  # a change that stays is still followed
         await until(lambda: cluster.hosts["b"].state == LinkState.LOST)
+
+
+@pytest.mark.anyio
+async def test_a_hostfile_path_that_is_no_path_is_a_bad_request(tmp_path: Path) -> None:
+    with pytest.raises(BadRequest, match=r"^path must be a file's path, got None$"):
+        HostSource.from_hostfile(None)  # type: ignore[arg-type]
+    source = HostSource.from_hostfile(f"{tmp_path}/hosts\x00")
+    with pytest.raises(BadRequest, match=r"^cannot read the hostfile .*: embedded null byte$"):
+        async with open_cluster(source, LINK):
+            pass
