@@ -80,11 +80,14 @@ async def test_a_hostfile_seen_mid_rewrite_drains_nothing(tmp_path: Path) -> Non
     path.write_text("a\nb\n")
     source = HostSource.from_hostfile(str(path), refresh=1.0, host=fleet.host)
     async with open_cluster(source, LINK) as cluster:
-        with path.open("w") as file:  # rewritten in place, as `Path.write_text` does
-            await anyio.sleep(1.5)  # a read sees the file truncated
+        # Rewritten in place, as `Path.write_text` does, by a writer slow enough that the
+        # next read (one refresh after the opening, in virtual time) sees it half written;
+        # each state lasts less than a refresh, as a real write's do.
+        with path.open("w") as file:
+            await anyio.sleep(0.6)
             file.write("a\n")
             file.flush()
-            await anyio.sleep(1.5)  # ...and half written
+            await anyio.sleep(0.6)
             file.write("b\n")
         await anyio.sleep(5)
         assert fleet.connects.count("a") == fleet.connects.count("b") == 1
@@ -101,3 +104,8 @@ async def test_a_hostfile_path_that_is_no_path_is_a_bad_request(tmp_path: Path) 
     with pytest.raises(BadRequest, match=r"^cannot read the hostfile .*: embedded null byte$"):
         async with open_cluster(source, LINK):
             pass
+
+
+def test_a_slurm_node_list_with_a_nul_is_a_bad_request() -> None:
+    with pytest.raises(BadRequest, match=r"^nodelist must be None or a Slurm node list, got 'n"):
+        HostSource.from_slurm(nodelist="n[1-3]\x00")
