@@ -4,7 +4,8 @@ Rules:
 - The follower is one task of the cluster's group (`run`). It connects the first snapshot's
   hosts as a list is connected (all at once, the first failure raised from `open_cluster`),
   then applies each next snapshot by difference, by host name (an address, or a connector's
-  name). A bad address in a later snapshot is logged and left out; the others still count.
+  name; a host listed twice counts once). A bad address in a later snapshot is logged and left
+  out; the others still count.
 - A host that appears gets its own supervised link (`HostLinks.supervise`) in a cancel scope
   of its own. It takes placements once its agent answered and was reconciled. Until then a
   failed connect is logged, kept in `Cluster.unreachable`, and retried with the supervisor's
@@ -113,9 +114,12 @@ class HostFollower:
             anyio.create_task_group() as tg,
         ):
             first: Sequence[HostItem] = await anext(sets, [])
-            connectors = [self._connector(item) for item in first]
-            for item, connector in zip(first, connectors, strict=True):
-                self.links[connector.name] = _Link(item)
+            connectors: list[Connector] = []
+            for item in first:
+                connector = self._connector(item)
+                if connector.name not in self.links:  # a host listed twice is one host
+                    self.links[connector.name] = _Link(item)
+                    connectors.append(connector)
             self.wanted = {c.name for c in connectors}
             keep = functools.partial(self._keep, retry=False)
             await self.cluster._links.connect_all(tg, connectors, run=keep)

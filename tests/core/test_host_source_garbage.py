@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,3 +109,23 @@ async def test_a_hostfile_path_that_is_no_path_is_a_bad_request(tmp_path: Path) 
 def test_a_slurm_node_list_with_a_nul_is_a_bad_request() -> None:
     with pytest.raises(BadRequest, match=r"^nodelist must be None or a Slurm node list, got 'n"):
         HostSource.from_slurm(nodelist="n[1-3]\x00")
+
+
+class Twice:
+    """A reader whose first set lists one host twice (``a`` and ``ssh://a`` in a hostfile
+    are one host once they are addresses)."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+
+    async def snapshots(self) -> AsyncIterator[Sequence[HostItem]]:
+        yield [self.fleet.host("a"), self.fleet.host("a")]
+        await anyio.sleep_forever()
+
+
+@pytest.mark.anyio
+async def test_a_host_listed_twice_in_the_first_set_is_one_host() -> None:
+    fleet = Fleet("a")
+    async with open_cluster(HostSource(Twice(fleet)), LINK) as cluster:
+        assert sorted(cluster.hosts) == ["a"]
+        assert fleet.links("a") == 1
