@@ -5,9 +5,10 @@ Rules:
   counts (an MPI or DeepSpeed hostfile's ``slots=8`` is ignored). ``[01-40]`` ranges expand as
   in `open_cluster` (`_addresses.expand`), and a host listed twice is a `BadRequest`.
 - The file is read again when its modification time, size or inode changes (an editor's
-  atomic rename included), checked every `refresh` seconds, and once the change has stayed
-  for one `refresh` and the file did not change while it was read: a file rewritten in place
-  (``Path.write_text`` truncates it first) is never taken for its empty or half-written self.
+  atomic rename included), checked every `refresh` seconds; a changed text is taken once two
+  looks in a row read it, and a read during which the file changed is not used: a file
+  rewritten in place (``Path.write_text`` truncates it first) is never taken for its empty or
+  half-written self, and one rewritten often with the same hosts is still followed.
   Reading a small file is quick and synchronous, so virtual time sees it as instant.
 - A missing or unreadable file at the start is a `BadRequest` naming it; later, the last set
   is kept (`poll`), so a file caught mid-rewrite drains nothing.
@@ -64,7 +65,7 @@ class HostfileReader:
         self.refresh = check_refresh(refresh)
         self.host = host
         self._seen: Stamp | None = None
-        self._pending: Stamp | None = None  # a changed stamp waiting to stay one refresh
+        self._pending: str | None = None  # a changed text, taken if the next look reads it too
 
     def __repr__(self) -> str:
         return f"HostSource.from_hostfile({self.path!r}, refresh={self.refresh:g})"
@@ -79,10 +80,10 @@ class HostfileReader:
         if read is None:
             return None
         stamp, text = read
-        if self._seen is not None and stamp != self._pending:
-            self._pending = stamp  # changed since the last look: read it once it stays so
+        if self._seen is not None and text != self._pending:
+            self._pending = text  # changed since the last look: taken once read twice
             return None
-        self._seen = stamp
+        self._seen, self._pending = stamp, None
         try:
             return [self.host(name) for name in parse_hostfile(text)]
         except BadRequest as exc:

@@ -129,3 +129,18 @@ async def test_a_host_listed_twice_in_the_first_set_is_one_host() -> None:
     async with open_cluster(HostSource(Twice(fleet)), LINK) as cluster:
         assert sorted(cluster.hosts) == ["a"]
         assert fleet.links("a") == 1
+
+
+@pytest.mark.anyio
+async def test_a_hostfile_rewritten_more_often_than_it_is_read_is_still_followed(
+    tmp_path: Path,
+) -> None:
+    fleet = Fleet("a", "b")
+    path = tmp_path / "hosts"
+    path.write_text("a\nb\n")
+    source = HostSource.from_hostfile(str(path), refresh=1.0, host=fleet.host)
+    async with open_cluster(source, LINK) as cluster:
+        for _ in range(8):  # a generator that writes the file twice a refresh
+            write(path, "a\n")  # the same text, a new stamp (mtime, inode) every time
+            await anyio.sleep(0.5)
+        assert cluster.hosts["b"].state == LinkState.LOST
