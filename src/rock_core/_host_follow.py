@@ -206,8 +206,8 @@ class HostFollower:
     async def _retire(self, tg: anyio.abc.TaskGroup, name: str) -> None:
         """Drain a host the source no longer lists; close its link once its sandboxes ended."""
         link = self.links[name]
-        if link.retired:  # it left, came back and left again while its link closed
-            return
+        if link.retired or name in self.wanted:  # it left again while its link closed, or
+            return  # came back before this task ran
         link.retired = True
         try:
             await self._close(tg, name, link)

@@ -3,7 +3,7 @@ link is still closing: one retirement at a time, and one link to the host at the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from pathlib import Path
 
@@ -13,7 +13,7 @@ import pytest
 from rock_core import ByteStream, HostSource, open_cluster
 from rock_core._host_sets import HostItem
 from rock_core._link import LinkState
-from tests.core.test_host_sources import LINK, Door, Fleet, until, write
+from tests.core.test_host_sources import LINK, SPEC, Door, Fleet, until, write
 from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 pytestmark = pytest.mark.anyio
@@ -58,3 +58,32 @@ async def test_a_host_that_flaps_while_its_link_closes_ends_with_one_link(
         assert cluster.hosts["b"].state == LinkState.CONNECTED
         assert fleet.links("b") == 1
         assert not cluster.hosts["b"].drained
+
+
+class Burst:
+    """A reader that yields a host's leaving and coming back with no wait in between."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.go = anyio.Event()
+
+    async def snapshots(self) -> AsyncIterator[Sequence[HostItem]]:
+        both = [self.fleet.host("a"), self.fleet.host("b")]
+        yield both
+        await self.go.wait()
+        yield both[:1]
+        yield both
+        await anyio.sleep_forever()
+
+
+async def test_a_host_that_leaves_and_comes_back_at_once_stays_undrained() -> None:
+    fleet = Fleet("a", "b")
+    burst = Burst(fleet)
+    async with open_cluster(HostSource(burst), LINK, policy="binpack") as cluster:
+        cluster.drain_host("a")
+        await cluster.create_sandbox(SPEC, sandbox_id="sb-b")  # on `b`, which is listed
+        cluster.drain_host("a", False)
+        burst.go.set()
+        await anyio.sleep(10)
+        assert not cluster.hosts["b"].drained
+        assert cluster.hosts["b"].state == LinkState.CONNECTED
