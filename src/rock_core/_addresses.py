@@ -57,6 +57,8 @@ def _expand_one(address: str) -> list[str]:
     if match is None:
         return [address]
     low, high = match.group(1), match.group(2)
+    if len(high) > 9 or len(low) > 9:  # also keeps `int` below Python's digit limit
+        raise BadRequest(f"range [{low}-{high}] in host {address!r} is too large")
     if int(high) < int(low):
         raise BadRequest(f"empty range [{low}-{high}] in host {address!r}")
     if int(high) - int(low) >= _MAX_EXPANSION:
@@ -66,6 +68,8 @@ def _expand_one(address: str) -> list[str]:
     out: list[str] = []
     for number in range(int(low), int(high) + 1):
         out.extend(_expand_one(f"{head}{number:0{width}d}{tail}"))
+        if len(out) > _MAX_EXPANSION:  # ranges in one host multiply: stop before they do
+            raise BadRequest(f"the ranges in host {address!r} are too large")
     return out
 
 
@@ -87,7 +91,10 @@ def parse(address: str) -> HostAddress:
 
 
 def _parse_ssh(address: str) -> HostAddress:
-    parts = urlsplit(address)
+    try:
+        parts = urlsplit(address)
+    except ValueError as exc:  # an unclosed ``[`` of an IPv6 host, among others
+        raise BadRequest(f"host {address!r}: {exc}") from exc
     if not parts.hostname:
         raise BadRequest(f"host {address!r} names no host")
     try:

@@ -4,7 +4,8 @@ Rules:
 - The follower is one task of the cluster's group (`run`). It connects the first snapshot's
   hosts as a list is connected (all at once, the first failure raised from `open_cluster`),
   then applies each next snapshot by difference, by host name (an address, or a connector's
-  name). A bad address in a later snapshot is logged and left out; the others still count.
+  name; a host listed twice counts once). A bad address in a later snapshot is logged and left
+  out; the others still count.
 - A host that appears gets its own supervised link (`HostLinks.supervise`) in a cancel scope
   of its own. It takes placements once its agent answered and was reconciled. Until then a
   failed connect is logged, kept in `Cluster.unreachable`, and retried with the supervisor's
@@ -89,6 +90,7 @@ class _Link:
         self.closed = anyio.Event()
         self.host_id: str | None = None
         self.retiring: anyio.CancelScope | None = None  # while it drains
+        self.retired = False  # a `_retire` of this link runs (a second one would start it twice)
         self.finished = False  # its link was closed and the host forgotten
 
 
@@ -112,9 +114,12 @@ class HostFollower:
             anyio.create_task_group() as tg,
         ):
             first: Sequence[HostItem] = await anext(sets, [])
-            connectors = [self._connector(item) for item in first]
-            for item, connector in zip(first, connectors, strict=True):
-                self.links[connector.name] = _Link(item)
+            connectors: list[Connector] = []
+            for item in first:
+                connector = self._connector(item)
+                if connector.name not in self.links:  # a host listed twice is one host
+                    self.links[connector.name] = _Link(item)
+                    connectors.append(connector)
             self.wanted = {c.name for c in connectors}
             keep = functools.partial(self._keep, retry=False)
             await self.cluster._links.connect_all(tg, connectors, run=keep)
@@ -201,6 +206,15 @@ class HostFollower:
     async def _retire(self, tg: anyio.abc.TaskGroup, name: str) -> None:
         """Drain a host the source no longer lists; close its link once its sandboxes ended."""
         link = self.links[name]
+        if link.retired or name in self.wanted:  # it left again while its link closed, or
+            return  # came back before this task ran
+        link.retired = True
+        try:
+            await self._close(tg, name, link)
+        finally:
+            link.retired = False
+
+    async def _close(self, tg: anyio.abc.TaskGroup, name: str, link: _Link) -> None:
         with anyio.CancelScope() as retiring:
             link.retiring = retiring
             if link.host_id is not None:

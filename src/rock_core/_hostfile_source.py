@@ -5,8 +5,11 @@ Rules:
   counts (an MPI or DeepSpeed hostfile's ``slots=8`` is ignored). ``[01-40]`` ranges expand as
   in `open_cluster` (`_addresses.expand`), and a host listed twice is a `BadRequest`.
 - The file is read again when its modification time, size or inode changes (an editor's
-  atomic rename included), checked every `refresh` seconds. Reading a small file is quick and
-  synchronous, so virtual time sees it as instant.
+  atomic rename included), checked every `refresh` seconds; a changed text is taken once two
+  looks in a row read it, and a read during which the file changed is not used: a file
+  rewritten in place (``Path.write_text`` truncates it first) is never taken for its empty or
+  half-written self, and one rewritten often with the same hosts is still followed.
+  Reading a small file is quick and synchronous, so virtual time sees it as instant.
 - A missing or unreadable file at the start is a `BadRequest` naming it; later, the last set
   is kept (`poll`), so a file caught mid-rewrite drains nothing.
 """
@@ -42,8 +45,12 @@ def read_if_changed(path: str, seen: Stamp | None) -> tuple[Stamp, str] | None:
         if stamp == seen:
             return None
         with open(path, encoding="utf-8") as file:
-            return stamp, file.read()
-    except (OSError, UnicodeDecodeError) as exc:
+            text = file.read()
+            after = os.fstat(file.fileno())
+        if (after.st_mtime_ns, after.st_size, after.st_ino) != stamp:
+            return None  # written to while we read: read again at the next look
+        return stamp, text
+    except (OSError, ValueError) as exc:  # ValueError: a NUL in the path, bad UTF-8 text
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else exc
         raise BadRequest(f"cannot read the hostfile {path}: {reason}") from exc
 
@@ -52,24 +59,31 @@ class HostfileReader:
     """Reads the hosts of the file at `path` (a `HostReader`); see the module's rules."""
 
     def __init__(self, path: str | os.PathLike[str], *, refresh: float, host: ToHost) -> None:
+        if not isinstance(path, str | os.PathLike):
+            raise BadRequest(f"path must be a file's path, got {path!r}")
         self.path = os.fspath(path)
         self.refresh = check_refresh(refresh)
         self.host = host
         self._seen: Stamp | None = None
+        self._pending: str | None = None  # a changed text, taken if the next look reads it too
 
     def __repr__(self) -> str:
         return f"HostSource.from_hostfile({self.path!r}, refresh={self.refresh:g})"
 
     def snapshots(self) -> AsyncIterator[Sequence[HostItem]]:
         """The file's hosts, then its hosts again whenever it changed."""
-        self._seen = None
+        self._seen = self._pending = None
         return poll(self._read, self.refresh, f"hostfile {self.path}")
 
     async def _read(self) -> list[HostItem] | None:
         read = read_if_changed(self.path, self._seen)
         if read is None:
             return None
-        self._seen, text = read
+        stamp, text = read
+        if self._seen is not None and text != self._pending:
+            self._pending = text  # changed since the last look: taken once read twice
+            return None
+        self._seen, self._pending = stamp, None
         try:
             return [self.host(name) for name in parse_hostfile(text)]
         except BadRequest as exc:

@@ -27,7 +27,7 @@ from typing import Any
 import anyio
 import anyio.to_thread
 
-from ._errors import BadRequest, TransportError
+from ._errors import BadRequest, ProtocolError, TransportError
 from ._host_sets import HostItem, ToHost, check_refresh, closing, poll
 
 log = logging.getLogger("rock_core")
@@ -129,7 +129,10 @@ class RayReader:
             table = await anyio.to_thread.run_sync(self._table)
         except Exception as exc:  # Ray's own errors, or the given callable's
             raise TransportError(f"cannot read Ray's node list: {exc!r}") from exc
-        self.nodes = ray_nodes(table, self.label)
+        try:
+            self.nodes = ray_nodes(table, self.label)
+        except (AttributeError, TypeError, ValueError, OverflowError) as exc:
+            raise ProtocolError(f"Ray's node list is malformed: {exc!r}") from exc
         hosts: dict[str, HostItem] = {}
         for node in self.nodes:
             if node.address and node.address not in hosts:

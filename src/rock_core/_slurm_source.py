@@ -27,7 +27,9 @@ class SlurmReader:
     """Reads the nodes of a Slurm job (a `HostReader`); see the module's rules."""
 
     def __init__(self, *, nodelist: str | None, host: ToHost) -> None:
-        if nodelist is not None and (not isinstance(nodelist, str) or not nodelist.strip()):
+        if nodelist is not None and (
+            not isinstance(nodelist, str) or not nodelist.strip() or "\x00" in nodelist
+        ):
             raise BadRequest(f"nodelist must be None or a Slurm node list, got {nodelist!r}")
         self.nodelist = nodelist
         self.host = host
