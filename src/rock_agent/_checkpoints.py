@@ -14,7 +14,9 @@ Rules:
   different host ids see only their own, so the core streams a checkpoint to each of them,
   as it would to a host with an engine of its own. A missing one is `ImageNotFound`.
 - Checkpoints are a user's, as committed images are: a connection sees and removes those of
-  its own user (root's administrator: all).
+  its own user (root's administrator: all). An import loads an archive only as the one image
+  ``rock-checkpoint:<id>`` (any other tag in it is refused before the engine sees it), never
+  over another user's checkpoint, and keeps it only if it is a checkpoint of the importer's.
 - Removal never forces: on a host where forks still use the image it stays, reported with
   their count (`containers`), until a later removal or its owner's reaping finds it unused.
 - An owner's checkpoints go when its sandboxes are reaped (`reap_owner`: owner gone, lease
@@ -23,6 +25,7 @@ Rules:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -244,13 +247,22 @@ async def import_checkpoint(server: _Server, conn: Connection, req: ImportCheckp
             yield chunk
             await conn.send(StreamCredit(id=req.id, chunks=1))
 
-    await server.runtime.load_image(archive())
+    reference = checkpoint_image(req.checkpoint_id)
+    with contextlib.suppress(ImageNotFound):  # another user's checkpoint is never replaced
+        there = _info(server.host_id, await server.runtime.inspect_image(reference), 0)
+        if not _visible(conn.principal, there):
+            raise BadRequest(f"checkpoint id {req.checkpoint_id!r} is taken on this host")
+    await server.runtime.load_image(archive(), only=reference)
     try:
-        image = await server.runtime.inspect_image(checkpoint_image(req.checkpoint_id))
+        image = await server.runtime.inspect_image(reference)
     except ImageNotFound:
         image = None
     if image is None or image.labels.get(LABEL_CHECKPOINT) != req.checkpoint_id:
         raise BadRequest(f"the archive streamed holds no checkpoint {req.checkpoint_id!r}")
+    if not _visible(conn.principal, _info(server.host_id, image, 0)):
+        with contextlib.suppress(RockError):
+            await server.runtime.remove_image(reference)
+        raise BadRequest(f"the archive streamed is not a checkpoint of {conn.principal.owner}")
     await _hold(server.host_id, req.checkpoint_id, True)
     info = await _one(server, conn.principal, req.checkpoint_id)
     return CheckpointReply(id=req.id, checkpoint=info)

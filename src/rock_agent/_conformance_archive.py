@@ -46,7 +46,13 @@ async def check_image_archive(runtime: ContainerRuntime, image: str) -> None:
             pass
         else:
             raise AssertionError(f"{reference} is still there after its removal")
-        await runtime.load_image(chunks(bytes(archive)))
+        try:  # an archive is loaded only as the one image it is expected to be
+            await runtime.load_image(chunks(bytes(archive)), only="rock-conf/archive:other")
+        except BadRequest as exc:
+            check(reference in str(exc), f"the refusal names no tag: {exc}")
+        else:
+            raise AssertionError("an archive of another tag was loaded")
+        await runtime.load_image(chunks(bytes(archive)), only=reference)
         loaded = await runtime.inspect_image(reference)
         check(loaded.image_id == image_id, f"loaded as {loaded.image_id}, not {image_id}")
         check(loaded.labels.get("rock-kit.conformance") == tag, loaded.labels)
@@ -70,7 +76,7 @@ async def check_image_archive(runtime: ContainerRuntime, image: str) -> None:
     else:
         raise AssertionError("exporting a missing image raised nothing")
     try:
-        await runtime.load_image(chunks(b"this is no image archive" * 100))
+        await runtime.load_image(chunks(b"this is no image archive" * 100), only=reference)
     except BadRequest as exc:
         check("archive" in str(exc) or "tar" in str(exc), f"a vague refusal: {exc}")
     else:

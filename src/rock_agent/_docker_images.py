@@ -14,9 +14,10 @@ Rules:
 from __future__ import annotations
 
 import json
+import tarfile
 import tempfile
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Any
+from typing import IO, Any
 
 import aiodocker
 import anyio
@@ -27,6 +28,9 @@ from ._engine import engine_errors
 
 CHUNK = 1 << 20  # bytes read from the engine at a time
 IDLE = 120.0  # seconds an export or a load may go without progress
+
+
+MAX_JSON = 1 << 20  # bytes of an archive's manifest, repositories or index read at most
 
 
 class DockerImageArchives:
@@ -48,13 +52,17 @@ class DockerImageArchives:
                         return
                     yield chunk
 
-    async def load_image(self, archive: AsyncIterator[bytes]) -> None:
-        """Load an image archive (see `ContainerRuntime`)."""
+    async def load_image(self, archive: AsyncIterator[bytes], *, only: str) -> None:
+        """Load an image archive of `only` (see `ContainerRuntime`)."""
         with tempfile.TemporaryFile(prefix="rock-load-") as spool:
             async for chunk in archive:
                 await anyio.to_thread.run_sync(spool.write, chunk)
-            await anyio.to_thread.run_sync(spool.seek, 0)
             what = "loading an image archive"
+            tags = await anyio.to_thread.run_sync(archive_tags, spool)
+            if tags != {only}:
+                named = ", ".join(sorted(tags)) or "none"
+                raise BadRequest(f"{what}: it must tag {only} and nothing else, it tags {named}")
+            await anyio.to_thread.run_sync(spool.seek, 0)
             problem = ""
             with engine_errors(what, not_found=ImageNotFound):
                 async with self.docker._query(
@@ -70,6 +78,47 @@ class DockerImageArchives:
                 problem = problem or _error_of(line)
             if problem:
                 raise BadRequest(f"{what}: {problem}")
+
+
+def archive_tags(spool: IO[bytes]) -> set[str]:
+    """Every name an engine's image archive would tag on load: ``manifest.json``'s
+    ``RepoTags``, the legacy ``repositories`` map and an OCI ``index.json``'s ref names.
+    `BadRequest` for what is no such archive."""
+    spool.seek(0)
+    tags: set[str] = set()
+    try:
+        with tarfile.open(fileobj=spool, mode="r:") as tar:
+            manifest = _json_member(tar, "manifest.json")
+            if not isinstance(manifest, list):
+                raise ValueError("manifest.json is not a list")
+            for entry in manifest:
+                tags.update(str(tag) for tag in (entry.get("RepoTags") or []))
+            repositories = _json_member(tar, "repositories", required=False) or {}
+            for repository, by_tag in dict(repositories).items():
+                tags.update(f"{repository}:{tag}" for tag in dict(by_tag))
+            index = _json_member(tar, "index.json", required=False) or {}
+            for item in list(dict(index).get("manifests") or []):
+                for key, value in dict(dict(item).get("annotations") or {}).items():
+                    if key in ("io.containerd.image.name", "org.opencontainers.image.ref.name"):
+                        tags.add(str(value))
+    except (tarfile.TarError, KeyError, ValueError, TypeError, AttributeError) as exc:
+        raise BadRequest(f"loading an image archive: not an image archive ({exc})") from exc
+    return tags
+
+
+def _json_member(tar: tarfile.TarFile, name: str, *, required: bool = True) -> Any:
+    try:
+        member = tar.extractfile(name)
+    except KeyError:
+        if required:
+            raise
+        return None
+    if member is None:
+        raise ValueError(f"{name} is not a file")
+    data = member.read(MAX_JSON + 1)
+    if len(data) > MAX_JSON:
+        raise ValueError(f"{name} is larger than {MAX_JSON} bytes")
+    return json.loads(data)
 
 
 def _error_of(line: bytes) -> str:

@@ -42,13 +42,13 @@ class FakeImageArchives:
             while chunk := await anyio.to_thread.run_sync(spool.read, CHUNK):
                 yield chunk
 
-    async def load_image(self, archive: AsyncIterator[bytes]) -> None:
+    async def load_image(self, archive: AsyncIterator[bytes], *, only: str) -> None:
         """Load an archive `export_image` made. `BadRequest` for a bad one."""
         with tempfile.TemporaryFile(prefix="rock-fake-load-") as spool:
             async for chunk in archive:
                 await anyio.to_thread.run_sync(spool.write, chunk)
             spool.seek(0)
-            await anyio.to_thread.run_sync(_load, self.images, spool)
+            await anyio.to_thread.run_sync(_load, self.images, spool, only)
 
 
 def _save(image: FakeImage, out: io.BufferedRandom | object) -> None:
@@ -68,7 +68,7 @@ def _save(image: FakeImage, out: io.BufferedRandom | object) -> None:
             tar.add(image.files, arcname="files")
 
 
-def _load(images: FakeImages, source: object) -> None:
+def _load(images: FakeImages, source: object, only: str) -> None:
     try:
         with tarfile.open(fileobj=source, mode="r") as tar:  # type: ignore[call-overload]
             member = tar.extractfile("image.json")
@@ -76,6 +76,12 @@ def _load(images: FakeImages, source: object) -> None:
                 raise KeyError("image.json")
             record = json.loads(member.read())
             image_id, tags = str(record["image_id"]), [str(t) for t in record["tags"]]
+            if set(tags) != {only}:
+                named = ", ".join(sorted(tags)) or "none"
+                raise BadRequest(
+                    f"loading an image archive: it must tag {only} and nothing else, "
+                    f"it tags {named}"
+                )
             folder = images.folder_for(image_id)
             if folder.exists():
                 shutil.rmtree(folder)

@@ -303,7 +303,7 @@ class PodmanRuntime(DockerRuntime):
         raise BadRequest(f"cannot export image {reference}: {NO_ARCHIVES}")
         yield b""  # pragma: no cover - makes this an async generator, as the seam says
 
-    async def load_image(self, archive: AsyncIterator[bytes]) -> None:
+    async def load_image(self, archive: AsyncIterator[bytes], *, only: str) -> None:
         """Refused, as `export_image` is."""
         raise BadRequest(f"cannot load an image archive: {NO_ARCHIVES}")
 

@@ -280,9 +280,10 @@ class ContainerRuntime(Protocol):
         `ImageNotFound`."""
         ...
 
-    async def load_image(self, archive: AsyncIterator[bytes]) -> None:
-        """Load an archive `export_image` made (its tags and labels come with it).
-        `BadRequest` for a bad archive."""
+    async def load_image(self, archive: AsyncIterator[bytes], *, only: str) -> None:
+        """Load an archive `export_image` made of image `only` (its tags and labels come with
+        it). `BadRequest` for a bad archive, or one that would tag anything but `only`: checked
+        before the engine sees it, so a caller cannot retag another user's images."""
         ...
 
     async def build_image(
