@@ -39,10 +39,11 @@ grep -q "^$user:" /etc/subgid || usermod --add-subgids 200000-265535 "$user"
 
 as_user() { runuser -l "$user" -c "$1"; }
 
-# crun refuses a hybrid cgroup host (cgroup v1 with controllers on the v2 hierarchy too, as
-# here): use runc there. A pure cgroup v2 host keeps Debian's default, crun.
+# crun refuses a hybrid cgroup host (cgroup v1 with a v2 hierarchy mounted beside it at
+# /sys/fs/cgroup/unified, as here), whether or not that hierarchy holds controllers: use runc
+# there. A pure cgroup v2 (or pure v1) host keeps Debian's default, crun.
 conf_dir=$(getent passwd "$user" | cut -d: -f6)/.config/containers
-if [ -s /sys/fs/cgroup/unified/cgroup.controllers ]; then
+if [ "$(stat -f -c %T /sys/fs/cgroup/unified 2>/dev/null)" = cgroup2fs ]; then
     as_user "mkdir -p '$conf_dir' && printf '[engine]\nruntime = \"runc\"\n' > '$conf_dir/containers.conf'"
 fi
 as_user "podman info >/dev/null" || fail "podman does not run as $user (see: su - $user -c 'podman info')"
