@@ -249,8 +249,9 @@ class Ledger:
         placement.starting = False
         host = placement.host
         host.starting -= 1
-        host.probing = False
-        host.refusals = 0
+        if not host.full:  # while closed, its reopening waits on the refusal count
+            host.probing = False
+            host.refusals = 0
         if placement.image:
             host.images.add(placement.image)
         self._refresh(host)

@@ -44,9 +44,10 @@ async def place_and_create(
 ) -> None:
     """Wait for room, create the sandbox there; again while hosts say full (module rules)."""
     began = anyio.current_time()
-    budget = timeout
+    refusals = 0
     while True:
-        send = await place(state, report, withdraw, waits, record, budget)
+        waited = anyio.current_time() - began
+        send = await place(state, report, withdraw, waits, record, timeout, waited, refusals < 2)
         full: HostFull | None = None
         with anyio.CancelScope() as scope:
             record.create_scope = scope
@@ -62,11 +63,11 @@ async def place_and_create(
             )
         if full is None:
             return
+        refusals += 1
         if record.state is not _S.PENDING:
             raise SandboxNotFound(f"sandbox {record.sandbox_id} was deleted while it waited")
         if timeout is not None:
-            budget = timeout - (anyio.current_time() - began)
-            if budget <= 0:
+            if anyio.current_time() - began >= timeout:
                 _give_up(state, record)
                 raise QueueTimedOut(
                     f"sandbox {record.sandbox_id} found no room within {timeout:g} s: the last"
@@ -85,14 +86,19 @@ async def place(
     waits: QueueWaits,
     record: SandboxRecord,
     timeout: float | None,
+    waited: float = 0.0,
+    warn: bool = True,
 ) -> SendCreate:
-    """Wait for the scheduler's placement; return the state's order to send the create."""
+    """Wait for the scheduler's placement (`waited`: seconds of `timeout` already spent; `warn`:
+    a wait for room is worth a warning); return the state's order to send the create."""
     spec = record.spec
     demand = Demand(cpus=spec.cpus, memory=spec.memory, image=spec.image)
     report(CreateAsked(record))
     placed = False
     try:
-        await waits.wait(record.sandbox_id, demand, record.placed, timeout)
+        await waits.wait(
+            record.sandbox_id, demand, record.placed, timeout, waited=waited, warn=warn
+        )
         placed = True
     finally:
         if not placed:
