@@ -28,11 +28,14 @@ Rules:
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 
 import anyio
 import msgspec
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 from rock_core import HostFull
 from rock_core.protocol import SHARED_ADMISSION, SandboxSpec
@@ -67,8 +70,9 @@ class HostAdmission:
         self.resources: Resources | None = None
         self.held: dict[str, tuple[int, int]] = {}  # by sandbox id: (nano-cpus, memory)
         self.starting: set[str] = set()
-        self.refusals = 0
+        self.refusals: Counter[str] = Counter()  # by what was full
         self.peak_starting = 0
+        self.peak_held = 0
         self._listed_at: float | None = None
         self._recent: set[str] | None = None  # admitted while a listing runs
         self._listing = anyio.Lock()
@@ -137,13 +141,14 @@ class HostAdmission:
             full = self.full(cpus, memory)
         if full or sandbox_id in self.held:
             if full:
-                self.refusals += 1
+                self.refusals[full] += 1
                 raise self._refusal(runtime.host_id, sandbox_id, full)
             yield  # made by a concurrent create of the same id meanwhile
             return
         self.held[sandbox_id] = (cpus, memory)
         self.starting.add(sandbox_id)
         self.peak_starting = max(self.peak_starting, len(self.starting))
+        self.peak_held = max(self.peak_held, len(self.held))
         if self._recent is not None:
             self._recent.add(sandbox_id)
         made = False
@@ -197,4 +202,29 @@ class HostAdmission:
         )
 
 
-__all__ = ["DEFAULT_MAX_STARTS", "HostAdmission", "Limits"]
+class AdmissionMetrics(Collector):
+    """The shared admission's counts, read at scrape time (docs/metrics.md)."""
+
+    def __init__(self, admission: HostAdmission) -> None:
+        self.admission = admission
+
+    def collect(self) -> Iterator[Metric]:
+        admission = self.admission
+        for name, doc, value in (
+            ("starts", "Creates in flight on this host, all owners.", len(admission.starting)),
+            ("starts_peak", "The most creates ever in flight at once.", admission.peak_starting),
+            ("sandboxes", "Sandboxes this host holds, all owners.", len(admission.held)),
+            ("sandboxes_peak", "The most sandboxes held at an admission.", admission.peak_held),
+        ):
+            yield GaugeMetricFamily(f"rock_admission_{name}", doc, value=value)
+        refusals = CounterMetricFamily(
+            "rock_admission_refusals",
+            "Creates refused as HostFull, by what was full.",
+            labels=["full"],
+        )
+        for full in ("starts", "sandboxes", "cpus", "memory"):
+            refusals.add_metric([full], admission.refusals[full])
+        yield refusals
+
+
+__all__ = ["DEFAULT_MAX_STARTS", "AdmissionMetrics", "HostAdmission", "Limits"]

@@ -50,7 +50,7 @@ from rock_core.protocol import (
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
 from . import _checkpoints, _commands, _images, _procs, _reverse, _terminal, _top
-from ._admit import HostAdmission, Limits
+from ._admit import AdmissionMetrics, HostAdmission, Limits
 from ._capabilities import CAPABILITIES
 from ._ends_log import EndsLog, removal_reason
 from ._expiry import DeadlineKeeper
@@ -108,6 +108,7 @@ class AgentServer:
         self._owner_connections: dict[str, set[Connection]] = {}
         self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
         self.metrics = AgentMetrics()  # this agent's own registry (`_metrics`)
+        self.metrics.registry.register(AdmissionMetrics(self.admission))
         self.top = _top.TopState()  # what the live view needs beyond the engine
         self.ends = EndsLog()  # the latest ends told to owners, for `ReadEnds`
         self.terminals = _terminal.Terminals()  # open terminals, by (connection, request id)

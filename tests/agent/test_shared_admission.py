@@ -211,7 +211,8 @@ async def test_three_cores_on_one_agent_all_get_their_sandboxes_and_never_overru
             async with anyio.create_task_group() as tg:
                 for name in ("t1", "t2", "t3"):
                     tg.start_soon(trainer, agent, name)
-        refusals = agent.admission.refusals
+        refusals = sum(agent.admission.refusals.values())
+        assert agent.admission.peak_starting <= 2 and agent.admission.peak_held <= 3
     assert sorted(created) == sorted(f"t{t}-{n}" for t in (1, 2, 3) for n in range(4))
     assert runtime.most_held <= 3 and runtime.most_in_flight <= 2
     assert refusals > 0  # the cores did meet a full host (12 creates, room for 3)
@@ -280,7 +281,7 @@ async def test_a_create_cancelled_while_it_waits_after_a_refusal_leaves_nothing(
         held = await first.create_sandbox(SMALL)
         with anyio.move_on_after(0.5):
             await second.create_sandbox(SMALL, sandbox_id="gone", queue_timeout=None)
-        assert agent.admission.refusals >= 1
+        assert agent.admission.refusals["sandboxes"] >= 1
         assert "gone" not in second.state.records
         assert second.scheduler.statistics().queue_depth == 0
         assert second.scheduler.statistics().hosts[0].used.sandboxes == 0
