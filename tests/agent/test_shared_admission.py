@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 import anyio
 import pytest
@@ -279,8 +280,14 @@ async def test_a_create_cancelled_while_it_waits_after_a_refusal_leaves_nothing(
         open_cluster([AgentConnector(agent)], owner="second") as second,
     ):
         held = await first.create_sandbox(SMALL)
-        with anyio.move_on_after(0.5):
-            await second.create_sandbox(SMALL, sandbox_id="gone", queue_timeout=None)
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(
+                partial(second.create_sandbox, SMALL, sandbox_id="gone", queue_timeout=None)
+            )
+            while not second.scheduler.statistics().hosts[0].full:
+                await second.capacity_changed().wait()
+            assert second.state.records["gone"].state == "pending"  # back in the queue
+            tg.cancel_scope.cancel()
         assert agent.admission.refusals["sandboxes"] >= 1
         assert "gone" not in second.state.records
         assert second.scheduler.statistics().queue_depth == 0

@@ -60,7 +60,7 @@ def test_a_start_that_succeeds_while_the_host_is_closed_keeps_it_closed() -> Non
 
 def test_an_unknown_host_is_not_found_and_the_agents_start_cap_is_taken_when_smaller() -> None:
     sched = Scheduler(default_max_starts=8)
-    with pytest.raises(NotFound, match="^no host 'x'$"):
+    with pytest.raises(NotFound, match=r"^no host 'x'$"):
         sched.host_refused("x", "starts")
     sched.add_host("a", Resources(4, 16 * GiB), host_max_starts=2)
     sched.add_host("b", Resources(4, 16 * GiB), host_max_starts=0)  # an older agent: none
