@@ -38,6 +38,12 @@ def _count(least: int) -> Callable[[str], int]:
     return parse
 
 
+def _capacity(text: str) -> str:
+    if text in ("auto", "on", "off"):
+        return text
+    raise argparse.ArgumentTypeError(f"auto, on or off is needed, got {text!r}")
+
+
 def add_admission_options(parser: argparse.ArgumentParser) -> None:
     """Add ``--max-starts``, ``--max-sandboxes`` and ``--capacity`` to `parser`."""
     env = os.environ
@@ -58,8 +64,9 @@ def add_admission_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--capacity",
-        choices=("auto", "on", "off"),
+        type=_capacity,  # checks the environment's default too (`choices` would not)
         default=env.get("ROCK_AGENT_CAPACITY", "auto"),
+        metavar="auto|on|off",
         help="refuse creates beyond the engine's cpus and memory, all owners counted (auto: on"
         " for a socket agent, off for a stdio one)",
     )
