@@ -61,7 +61,13 @@ from ._end_reasons import change_end
 from ._errors import AlreadyExists, NotFound, RockError, TransportError
 from ._event_feed import EventFeed, Subscribable
 from ._link import LinkEvent, LinkState
-from ._protocol import SandboxChanged, SandboxInfo, SandboxListReply, SandboxSpec
+from ._protocol import (
+    SHARED_ADMISSION,
+    SandboxChanged,
+    SandboxInfo,
+    SandboxListReply,
+    SandboxSpec,
+)
 from ._records import Flag, Host, SandboxRecord, StepHook
 from ._scheduler import Action, Demand, Resources, Scheduler
 from ._states import TRANSITIONS, EndReason, SandboxEvent, SandboxState
@@ -232,8 +238,9 @@ class ClusterState:
 
     def _link_up(self, event: LinkUp, out: list[Do]) -> None:
         welcome = event.welcome
-        resources = Resources(welcome.cpus, welcome.memory, welcome.max_sandboxes)
-        starts = welcome.max_starts  # the agent's own start cap, for every program (0: none)
+        shared = SHARED_ADMISSION in welcome.capabilities  # else an older agent: no caps told
+        resources = Resources(welcome.cpus, welcome.memory, welcome.max_sandboxes if shared else 0)
+        starts = welcome.max_starts if shared else 0  # the agent's start cap, for every program
         if event.known is None:
             if welcome.host_id in self.hosts:
                 raise AlreadyExists(f"two addresses lead to the same host {welcome.host_id!r}")

@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import anyio
+import msgspec
 import pytest
 
 from rock_core import Cluster, HostFull, QueueTimedOut, SandboxSpec, open_cluster
 from rock_core._endpoint import Connection
-from rock_core._protocol import CreateSandbox, Reply, Request
+from rock_core._protocol import SHARED_ADMISSION, CreateSandbox, Reply, Request, Welcome
 from rock_core.testing import FakeAgent, FakeAgentConnector
 from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
@@ -110,3 +111,27 @@ async def test_a_create_cancelled_after_a_refusal_leaves_nothing() -> None:
         await anyio.sleep(2)  # past the backoff
         record = await cluster.create_sandbox(SPEC, sandbox_id="sb-1", queue_timeout=None)
         assert record.state == "running"
+
+
+class CappedAgent(FakeAgent):
+    """A fake agent whose handshake tells a start cap and a sandbox limit, with or without
+    the capability that says it enforces them."""
+
+    def __init__(self, shared: bool, **kwargs: object) -> None:
+        super().__init__(**kwargs)  # type: ignore[arg-type]
+        self.shared = shared
+
+    async def accept(self, conn: Connection) -> Welcome:
+        welcome = await super().accept(conn)
+        capabilities = [*welcome.capabilities, *([SHARED_ADMISSION] if self.shared else [])]
+        return msgspec.structs.replace(
+            welcome, capabilities=capabilities, max_starts=2, max_sandboxes=5
+        )
+
+
+async def test_the_agents_caps_are_taken_only_from_an_agent_that_enforces_them() -> None:
+    agents = [CappedAgent(True, host_id="new"), CappedAgent(False, host_id="old")]
+    async with cluster_of(agents) as cluster:
+        hosts = {h.host_id: h for h in cluster.scheduler.statistics().hosts}
+        assert (hosts["new"].max_starts, hosts["new"].capacity.sandboxes) == (2, 5)
+        assert (hosts["old"].max_starts, hosts["old"].capacity.sandboxes) == (8, 0)
