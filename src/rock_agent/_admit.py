@@ -135,16 +135,16 @@ class HostAdmission:
         if self._listed_at is None:
             await self._relist(runtime, time.monotonic())
         cpus, memory = _demand(spec)
-        full = self.full(cpus, memory)
+        full = "" if sandbox_id in self.held else self.full(cpus, memory)
         if full and time.monotonic() - (self._listed_at or 0.0) >= RELIST_EVERY:
             await self._relist(runtime, time.monotonic())
             full = self.full(cpus, memory)
-        if full or sandbox_id in self.held:
-            if full:
-                self.refusals[full] += 1
-                raise self._refusal(runtime.host_id, sandbox_id, full)
-            yield  # made by a concurrent create of the same id meanwhile
+        if sandbox_id in self.held:  # on the host (found by a listing), or a concurrent create
+            yield
             return
+        if full:
+            self.refusals[full] += 1
+            raise self._refusal(runtime.host_id, sandbox_id, full)
         self.held[sandbox_id] = (cpus, memory)
         self.starting.add(sandbox_id)
         self.peak_starting = max(self.peak_starting, len(self.starting))

@@ -295,3 +295,21 @@ async def test_a_create_cancelled_while_it_waits_after_a_refusal_leaves_nothing(
         await first.delete_sandbox(held.sandbox_id)
         await anyio.sleep(0.1)
         assert await runtime.list_sandboxes() == []
+
+
+async def test_a_retried_create_of_a_sandbox_on_a_full_host_is_answered_not_refused() -> None:
+    runtime = CountingRuntime(host_id="h1", images=[IMAGE])
+    async with (
+        shared_agent(runtime, Limits()) as agent,
+        open_fake_connection(agent, owner="alice") as alice,
+    ):
+        first = await create(alice, "a1")
+    # A fresh agent at its limit already: the create of "a1" again finds it, as before.
+    async with (
+        shared_agent(runtime, Limits(max_sandboxes=1)) as agent,
+        open_fake_connection(agent, owner="alice") as alice,
+    ):
+        again = await create(alice, "a1")
+        assert again.sandbox.container_id == first.sandbox.container_id
+        assert sum(agent.admission.refusals.values()) == 0
+        await alice.call(RemoveSandbox(sandbox_id="a1"), Done)
