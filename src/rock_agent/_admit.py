@@ -11,6 +11,9 @@ Rules:
   cpus and memory. Otherwise it is refused with `HostFull`: ``full`` names what is full (the
   first of ``starts``, ``sandboxes``, ``cpus``, ``memory``) and the details carry the host-wide
   counts, so the core learns what other cores hold.
+- A socket agent (the one agent of a host that programs share) counts the sandboxes of socket
+  agents only (`leased_only`: those labelled as kept under a lease): a private stdio agent's
+  sandboxes belong to its one program, whose core counts them.
 - A sandbox holds its spec's cpus, memory and one sandbox slot from its admission until it is
   removed, running or stopped (as a core's ledger counts it); a start slot until its create
   returns. A container found on the host (adopted at start, or made by another agent process
@@ -40,6 +43,7 @@ from prometheus_client.registry import Collector
 from rock_core import HostFull
 from rock_core.protocol import SHARED_ADMISSION, SandboxSpec
 
+from ._labels import LABEL_LEASED
 from ._runtime import ContainerRuntime, Resources
 
 DEFAULT_MAX_STARTS = 16  # twice a core's default: one core never meets it, several may
@@ -65,8 +69,9 @@ def _demand(spec: SandboxSpec | None) -> tuple[int, int]:
 class HostAdmission:
     """The host-wide ledger of one agent; see the module's rules."""
 
-    def __init__(self, limits: Limits) -> None:
+    def __init__(self, limits: Limits, *, leased_only: bool = False) -> None:
         self.limits = limits
+        self.leased_only = leased_only  # count only sandboxes of socket agents (see rules)
         self.resources: Resources | None = None
         self.held: dict[str, tuple[int, int]] = {}  # by sandbox id: (nano-cpus, memory)
         self.starting: set[str] = set()
@@ -173,6 +178,8 @@ class HostAdmission:
         self._recent = set(self.starting)
         try:
             infos = await runtime.list_sandboxes()
+            if self.leased_only:
+                infos = [i for i in infos if i.labels.get(LABEL_LEASED) == "1"]
             found = {info.sandbox_id: _demand(info.spec) for info in infos}
             for sandbox_id in self._recent:  # in flight, or made while the engine listed
                 if sandbox_id in self.held:

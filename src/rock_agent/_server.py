@@ -84,7 +84,9 @@ class AgentServer:
         limits: Limits | None = None,  # the shared admission (`_admit`); default: see there
     ) -> None:
         self.runtime = runtime
-        self.admission = HostAdmission(limits or Limits(capacity=not reap_on_disconnect))
+        self.admission = HostAdmission(
+            limits or Limits(capacity=not reap_on_disconnect), leased_only=not reap_on_disconnect
+        )
         self.host_id = runtime.host_id
         self.instance = secrets.token_hex(8)
         self.sessions: dict[tuple[str, str], ShellSession] = {}
