@@ -26,6 +26,7 @@ import anyio
 from rock_core import BadRequest
 from rock_core.serving import MAX_LEASE, SECONDS_RULE, is_seconds
 
+from ._admit_options import add_admission_options, limits_of
 from ._ensure import EXIT_UNSAFE, agent_answers, ensure_running, socket_problem
 from ._install import add_commands, notify_ready, run_command
 from ._listen import serve_socket, stdio_peer
@@ -55,6 +56,7 @@ def _parser() -> argparse.ArgumentParser:
         help="socket mode: let this group connect too (mode 0660 instead of 0600)",
     )
     serve.add_argument("--reap-interval", type=seconds_arg(), default=30.0)
+    add_admission_options(serve)
     serve.add_argument(
         "--metrics-port", type=int, metavar="PORT", help="serve metrics on 127.0.0.1:PORT too"
     )
@@ -162,6 +164,7 @@ async def _serve(args: argparse.Namespace) -> None:
             lease=args.lease,
             reap_on_disconnect=bool(args.stdio),
             quiet=bool(args.stdio),
+            limits=limits_of(args),
         ) as server,
         open_metrics_port(server, args.metrics_port),
         anyio.create_task_group() as tg,

@@ -23,6 +23,7 @@ import anyio
 
 from rock_core import RockError
 
+from ._admit import Limits
 from ._engine_timing import observing_engine
 from ._runtime import ContainerRuntime
 from ._server import AgentServer
@@ -41,16 +42,21 @@ async def open_agent(
     lease: float = 60.0,
     reap_on_disconnect: bool = True,
     quiet: bool = False,
+    limits: Limits | None = None,
 ) -> AsyncIterator[AgentServer]:
     """An `AgentServer` over `runtime`, its background work running while the block runs.
 
     `lease` is the default lease of an owner (seconds); `reap_on_disconnect` removes an
     owner's sandboxes when its link closes (one local program, the stdio mode) instead of
     keeping them for the rest of its lease (a shared socket agent); `quiet` keeps a wait for
-    the engine out of the log.
+    the engine out of the log; `limits` what the agent admits for its host (`_admit`).
     """
     server = AgentServer(
-        runtime, reap_interval=reap_interval, lease=lease, reap_on_disconnect=reap_on_disconnect
+        runtime,
+        reap_interval=reap_interval,
+        lease=lease,
+        reap_on_disconnect=reap_on_disconnect,
+        limits=limits,
     )
     working = anyio.Event()  # set once the background work runs
     async with anyio.create_task_group() as tg, observing_engine(server.metrics.engine_call):

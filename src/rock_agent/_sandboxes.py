@@ -37,6 +37,7 @@ from rock_core.protocol import (
 from rock_core.serving import Connection
 
 from . import _images
+from ._admit import HostAdmission
 from ._expiry import DeadlineKeeper
 from ._labels import owner_key
 from ._runtime import ContainerRuntime
@@ -51,6 +52,7 @@ class _Server(Protocol):
     # Ids this agent found from their labels at start (their sessions are gone).
     adopted_ids: set[str]
     image_usage: _images.ImageUsage
+    admission: HostAdmission  # the host's start cap and capacity, for every owner
 
     async def drop_sessions(self, sandbox_id: str) -> None: ...
 
@@ -68,7 +70,8 @@ async def create(server: _Server, conn: Connection, req: CreateSandbox) -> Reply
     fresh = req.sandbox_id not in server.created_here
     server.created_here.add(req.sandbox_id)
     try:
-        info = await server.runtime.create(req.sandbox_id, req.spec, who.owner, who.uid)
+        async with server.admission.admit(server.runtime, req.sandbox_id, req.spec):
+            info = await server.runtime.create(req.sandbox_id, req.spec, who.owner, who.uid)
     except BaseException:
         if fresh:  # nothing of this id was made here
             server.created_here.discard(req.sandbox_id)
@@ -104,6 +107,7 @@ async def remove(server: _Server, conn: Connection, req: RemoveSandbox) -> Reply
     server.keeper.note(req.sandbox_id, "request", why, "destroy")
     await server.drop_sessions(req.sandbox_id)
     await server.runtime.remove(req.sandbox_id)
+    server.admission.released(req.sandbox_id)
     # Gone: a sandbox created later under this id is new, neither adopted nor created before.
     server.created_here.discard(req.sandbox_id)
     server.adopted_ids.discard(req.sandbox_id)

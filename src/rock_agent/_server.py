@@ -40,7 +40,6 @@ import anyio
 
 from rock_core import BadRequest, RockError, TransportError
 from rock_core.protocol import (
-    NETWORK_POLICY,
     ClientMessage,
     CreateSandbox,
     Reply,
@@ -51,6 +50,8 @@ from rock_core.protocol import (
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
 from . import _checkpoints, _commands, _images, _procs, _reverse, _terminal, _top
+from ._admit import AdmissionMetrics, HostAdmission, Limits
+from ._capabilities import CAPABILITIES
 from ._ends_log import EndsLog, removal_reason
 from ._expiry import DeadlineKeeper
 from ._labels import LABEL_LEASED, owner_key, split_owner_key
@@ -66,33 +67,6 @@ log = logging.getLogger("rock_agent")
 
 NOTIFY_TIMEOUT = 2.0  # seconds a connection may take to accept a pushed event
 LINGER_POLL = 1.0  # seconds between checks that a disconnected local owner still lives
-CAPABILITIES = [
-    "sessions",
-    "interactive",
-    "execute",
-    "files",
-    "archives",
-    "owner-reaping",
-    "leases",
-    "images",
-    "commit",
-    "build",
-    "stats",
-    "ports",
-    "host-ports",
-    "timeouts",
-    "events",
-    "owners",
-    "logs",
-    "exec-stream",  # ExecuteStreamed (rock_core.protocol.EXEC_STREAM)
-    "metrics",
-    "top",
-    "checkpoint",  # rock_core.protocol checkpoint requests (`_checkpoints`)
-    NETWORK_POLICY,  # a NetworkPolicy in SandboxSpec.network (docs/network.md)
-    "pause",
-    "terminal",
-    "end-reasons",  # SandboxChanged says why a sandbox ended (`_end_reasons`)
-]
 
 
 class AgentServer:
@@ -107,8 +81,12 @@ class AgentServer:
         reap_interval: float = 30.0,
         lease: float = 60.0,
         reap_on_disconnect: bool = True,
+        limits: Limits | None = None,  # the shared admission (`_admit`); default: see there
     ) -> None:
         self.runtime = runtime
+        self.admission = HostAdmission(
+            limits or Limits(capacity=not reap_on_disconnect), leased_only=not reap_on_disconnect
+        )
         self.host_id = runtime.host_id
         self.instance = secrets.token_hex(8)
         self.sessions: dict[tuple[str, str], ShellSession] = {}
@@ -132,6 +110,7 @@ class AgentServer:
         self._owner_connections: dict[str, set[Connection]] = {}
         self.host_ports = _reverse.HostPorts()  # listens reaching the callers' ports
         self.metrics = AgentMetrics()  # this agent's own registry (`_metrics`)
+        self.metrics.registry.register(AdmissionMetrics(self.admission))
         self.top = _top.TopState()  # what the live view needs beyond the engine
         self.ends = EndsLog()  # the latest ends told to owners, for `ReadEnds`
         self.terminals = _terminal.Terminals()  # open terminals, by (connection, request id)
@@ -315,10 +294,12 @@ class AgentServer:
             host_id=self.host_id,
             cpus=self._resources.cpus,
             memory=self._resources.memory,
-            capabilities=CAPABILITIES + disk,
+            capabilities=CAPABILITIES + disk + self.admission.capabilities(),
             images=images,
             instance=self.instance,
             lease=lease,
+            max_starts=self.admission.limits.max_starts,
+            max_sandboxes=self.admission.limits.max_sandboxes,
         )
 
     def heard(self, conn: Connection, message: ClientMessage) -> None:

@@ -125,14 +125,23 @@ class QueueWaits:
             self._changed = None
 
     async def wait(
-        self, sandbox_id: str, demand: Demand, placed: Placed, timeout: float | None
+        self,
+        sandbox_id: str,
+        demand: Demand,
+        placed: Placed,
+        timeout: float | None,
+        *,
+        waited: float = 0.0,
+        warn: bool = True,
     ) -> None:
         """Wait until `placed` is set; `CapacityError` once `timeout` seconds passed without
-        it and no host has room (see the module's rules)."""
+        it and no host has room (see the module's rules). `waited`: seconds of `timeout` the
+        create already spent waiting (before a host refused it as full); without `warn`, its
+        wait is logged at debug level (a create a host refused again)."""
         if placed.is_set():
             return
         turn = self._has_room(demand, sandbox_id)
-        level = logging.DEBUG if turn else logging.WARNING
+        level = logging.DEBUG if turn or not warn else logging.WARNING
         if log.isEnabledFor(level):
             why = explain(self._room(demand))
             what = "its turn" if turn else "older requests" if self._has_room(demand) else "room"
@@ -144,11 +153,11 @@ class QueueWaits:
                 needs(demand),
                 why,
             )
-        began = anyio.current_time()
+        began = anyio.current_time() - waited
         self.waiting.add(sandbox_id)
         self._notify()
         try:
-            budget = timeout
+            budget = None if timeout is None else max(0.0, timeout - waited)
             while True:
                 with anyio.move_on_after(budget):
                     await placed.wait()

@@ -15,6 +15,8 @@ Rules:
 - A host whose container started is taken to have its image.
 - An adopted placement holds its resources at once, with no start slot, even when that
   over-commits the host.
+- A host whose agent refused a create as full (`refused`: other programs use it too) takes no
+  placement until `reopen`, then one at a time ("probing") until a start there succeeds.
 """
 
 from __future__ import annotations
@@ -56,6 +58,8 @@ class HostStatistics(msgspec.Struct, frozen=True, kw_only=True):
     max_starts: int
     draining: bool
     images: tuple[str, ...]
+    full: str = ""  # what its agent said is full, while this ledger keeps off it
+    probing: bool = False  # reopened after `full`: one start at a time until one succeeds
 
 
 def nano(cpus: float) -> int:
@@ -70,11 +74,14 @@ class Host:
         "capacity",
         "cpus",
         "draining",
+        "full",
         "host_id",
         "images",
         "limit",
         "max_starts",
         "memory",
+        "probing",
+        "refusals",
         "requests",
         "starting",
         "used_cpus",
@@ -92,6 +99,9 @@ class Host:
         self.max_starts = max_starts
         self.images = set(images)
         self.draining = False
+        self.full = ""  # what its agent last said is full ("" once reopened)
+        self.probing = False
+        self.refusals = 0  # refusals since the last start that succeeded here
         self.used_cpus = 0
         self.used_memory = 0
         self.starting = 0
@@ -100,7 +110,8 @@ class Host:
     def is_open(self) -> bool:
         return (
             not self.draining
-            and self.starting < self.max_starts
+            and not self.full
+            and self.starting < (1 if self.probing else self.max_starts)
             and (self.limit == 0 or len(self.requests) < self.limit)
         )
 
@@ -114,6 +125,8 @@ class Host:
             max_starts=self.max_starts,
             draining=self.draining,
             images=tuple(sorted(self.images)),
+            full=self.full,
+            probing=self.probing,
         )
 
 
@@ -183,6 +196,23 @@ class Ledger:
         host.draining = draining
         self._refresh(host)
 
+    def refused(self, host_id: str, full: str) -> int:
+        """The host's agent refused a create: `full` names what. Keep off the host until
+        `reopen`; return how many refusals in a row it gave."""
+        host = self.host(host_id)
+        host.full = full or "full"
+        host.probing = False
+        host.refusals += 1
+        self._refresh(host)
+        return host.refusals
+
+    def reopen(self, host_id: str) -> None:
+        """Try the host again after a refusal, one start at a time until one succeeds."""
+        host = self.host(host_id)
+        host.full = ""
+        host.probing = True
+        self._refresh(host)
+
     def set_images(self, host_id: str, images: Iterable[str]) -> None:
         host = self.host(host_id)
         host.images = set(images)
@@ -219,6 +249,9 @@ class Ledger:
         placement.starting = False
         host = placement.host
         host.starting -= 1
+        if not host.full:  # while closed, its reopening waits on the refusal count
+            host.probing = False
+            host.refusals = 0
         if placement.image:
             host.images.add(placement.image)
         self._refresh(host)
@@ -260,6 +293,7 @@ class Ledger:
         aside)."""
         return any(
             not host.draining
+            and not host.full
             and (host.limit == 0 or len(host.requests) < host.limit)
             and host.used_cpus + cpus <= host.cpus
             and host.used_memory + memory <= host.memory
@@ -271,9 +305,9 @@ class Ledger:
         cpus = nano(demand.cpus)
         free = 0
         for host in self.hosts.values():
-            if host.draining:
+            if host.draining or host.full:
                 continue
-            room = [host.max_starts - host.starting]
+            room = [(1 if host.probing else host.max_starts) - host.starting]
             if host.limit:
                 room.append(host.limit - len(host.requests))
             if cpus > 0:

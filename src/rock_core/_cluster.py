@@ -33,15 +33,14 @@ from ._attach import Attachment, Run
 from ._cluster_events import (
     Adopt,
     Capacity,
-    CreateAsked,
     Do,
     Event,
     GraceOver,
-    Placed,
     RemovedByAdmin,
     RemoveLeftover,
-    SendCreate,
+    Reopen,
     StartAsked,
+    StartBackoff,
     StartGrace,
     StopAsked,
     Wake,
@@ -49,8 +48,9 @@ from ._cluster_events import (
 from ._cluster_ops import connection_of, record_of
 from ._cluster_state import ClusterState, Subscribable
 from ._connection import AgentConnection, unwrap_single_errors
+from ._create_flow import place_and_create
 from ._create_times import CreateTimes
-from ._errors import AlreadyExists, BadRequest, NotFound, RockError, SandboxNotFound
+from ._errors import AlreadyExists, BadRequest, NotFound, RockError
 from ._gc_tuning import tuned_gc
 from ._host_follow import connect_hosts
 from ._host_links import HostLinks
@@ -121,6 +121,8 @@ class Cluster(_checkpoints.CheckpointMethods, Subscribable):
                 log.info("adopted sandbox %s on host %s", action.sandbox_id, action.host_id)
             elif isinstance(action, StartGrace) and self._tg is not None:
                 self._tg.start_soon(self._grace_timer, action)
+            elif isinstance(action, StartBackoff) and self._tg is not None:
+                self._tg.start_soon(self._backoff_timer, action)
             elif isinstance(action, RemoveLeftover) and self._tg is not None:
                 remove = _operations.remove_leftover
                 self._tg.start_soon(remove, self.state, self._handle, action.sandbox_id)
@@ -134,6 +136,10 @@ class Cluster(_checkpoints.CheckpointMethods, Subscribable):
     async def _grace_timer(self, start: StartGrace) -> None:
         await anyio.sleep(start.seconds)
         self._handle(GraceOver(start.host_id, start.generation))
+
+    async def _backoff_timer(self, start: StartBackoff) -> None:
+        await anyio.sleep(start.seconds)
+        self._handle(Reopen(start.host_id, start.refusals))
 
     # ------------------------------------------------------------------ hosts
 
@@ -199,7 +205,8 @@ class Cluster(_checkpoints.CheckpointMethods, Subscribable):
         """Place and start a sandbox; with a `sandbox_id`, a retry returns the same sandbox.
 
         A create that finds no room waits in the queue, at most `queue_timeout` seconds (default:
-        the cluster's; None: no limit), then raises `CapacityError` (see `_admission`).
+        the cluster's; None: no limit), then raises `CapacityError` (see `_admission`). A host
+        whose agent says it is full (other programs use it) sends it back to wait (`_create_flow`).
         """
         started = anyio.current_time()
         timeout = (
@@ -231,15 +238,9 @@ class Cluster(_checkpoints.CheckpointMethods, Subscribable):
         record = SandboxRecord(sandbox_id, spec)
         record.chosen_id = chosen
         try:
-            send = await self._place(record, timeout)
-            with anyio.CancelScope() as scope:
-                record.create_scope = scope
-                await _operations.send_create(self.state, self._handle, record, send)
-            if scope.cancelled_caught:
-                raise SandboxNotFound(
-                    f"sandbox {sandbox_id} was deleted while it was being created",
-                    sandbox_id=sandbox_id,
-                )
+            await place_and_create(
+                self.state, self._handle, self._withdraw, self.waits, record, timeout
+            )
         except BaseException as exc:
             if isinstance(exc, RockError):
                 record.error = exc
@@ -249,27 +250,6 @@ class Cluster(_checkpoints.CheckpointMethods, Subscribable):
             record.settled.set()
         self.create_times.created(spec, anyio.current_time() - started)
         return record
-
-    async def _place(self, record: SandboxRecord, queue_timeout: float | None) -> SendCreate:
-        """Wait for the scheduler's placement; return the state's order to send the create."""
-        spec = record.spec
-        demand = Demand(cpus=spec.cpus, memory=spec.memory, image=spec.image)
-        self._handle(CreateAsked(record))
-        placed = False
-        try:
-            await self.waits.wait(record.sandbox_id, demand, record.placed, queue_timeout)
-            placed = True
-        finally:
-            if not placed:
-                # Leave no request behind in the queue, whatever ended the wait.
-                if record.state is _S.PENDING:
-                    self._withdraw(record)
-                    record.fire(_E.FAIL, "gave up waiting for room on a host")
-                self.state.records.pop(record.sandbox_id, None)
-        sends = [a for a in self._handle(Placed(record.sandbox_id)) if isinstance(a, SendCreate)]
-        if not sends:  # the state sends no create: the record left `pending` meanwhile
-            raise SandboxNotFound(f"sandbox {record.sandbox_id} was deleted while it waited")
-        return sends[0]
 
     # ------------------------------------------------------------------ administration (`_admin`)
 

@@ -173,6 +173,25 @@ class RemovedByAdmin:
     sandbox_id: str
 
 
+@dataclass(frozen=True, slots=True)
+class HostSaidFull:
+    """The agent of `host_id` refused the create of `sandbox_id` with `HostFull`: the host is
+    full (`full` says what), counting the other programs that use it. `reason` is its words."""
+
+    sandbox_id: str
+    host_id: str
+    full: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reopen:
+    """The wait after the `refusals`-th refusal in a row of `host_id` ran out (`StartBackoff`)."""
+
+    host_id: str
+    refusals: int
+
+
 Operation = (
     StopAsked
     | StartAsked
@@ -191,6 +210,8 @@ Event = (
     | Placed
     | Replied
     | Failed
+    | HostSaidFull
+    | Reopen
     | Retried
     | LinkUp
     | LinkDown
@@ -272,6 +293,15 @@ class StartGrace:
 
 
 @dataclass(frozen=True, slots=True)
+class StartBackoff:
+    """Report `Reopen(host_id, refusals)` in `seconds`: a host that said full is kept off."""
+
+    host_id: str
+    seconds: float
+    refusals: int
+
+
+@dataclass(frozen=True, slots=True)
 class Wake:
     """The create of `sandbox_id` was placed: wake its waiter."""
 
@@ -300,6 +330,7 @@ Do = (
     | LockAndRemove
     | Refuse
     | StartGrace
+    | StartBackoff
     | Wake
     | Adopt
     | Capacity
@@ -319,6 +350,7 @@ __all__ = [
     "Event",
     "Failed",
     "GraceOver",
+    "HostSaidFull",
     "LinkDown",
     "LinkUp",
     "Listing",
@@ -331,6 +363,7 @@ __all__ = [
     "RemoveLeftover",
     "Removed",
     "RemovedByAdmin",
+    "Reopen",
     "Replied",
     "Retried",
     "SendCreate",
@@ -338,6 +371,7 @@ __all__ = [
     "SendStart",
     "SendStop",
     "StartAsked",
+    "StartBackoff",
     "StartGrace",
     "StopAsked",
     "Wake",

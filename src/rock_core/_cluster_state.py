@@ -18,12 +18,16 @@ Rules:
   failed) are removed (`RemoveLeftover`), but a sandbox that failed after it was made (a lost
   stop or start reply) keeps its container for its owner to decide; unknown containers are
   adopted (`Adopt`). Records with a create in flight are left to that create.
+- A create the agent refused as full (`HostSaidFull`) keeps off that host first (the scheduler
+  closes it and says for how long: `StartBackoff`, then `Reopen`), then gives its room back and
+  goes back to `pending`: its caller waits for room again, as if the ledger had said no room.
 - A change pushed by an agent (`Changed`) moves only settled states: a record with a request of
   ours in flight (creating, stopping, deleting) is left to that request.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import assert_never
 
@@ -36,26 +40,35 @@ from ._cluster_events import (
     Event,
     Failed,
     GraceOver,
+    HostSaidFull,
     LinkDown,
     LinkUp,
     Listing,
     Operation,
     Placed,
     RemoveLeftover,
+    Reopen,
     Replied,
     Retried,
     SendCreate,
     SendRemove,
+    StartBackoff,
     StartGrace,
     Wake,
 )
 from ._cluster_ops import operate
 from ._end_reasons import change_end
-from ._errors import AlreadyExists, RockError, TransportError
+from ._errors import AlreadyExists, NotFound, RockError, TransportError
 from ._event_feed import EventFeed, Subscribable
 from ._link import LinkEvent, LinkState
-from ._protocol import SandboxChanged, SandboxInfo, SandboxListReply, SandboxSpec
-from ._records import Host, SandboxRecord, StepHook
+from ._protocol import (
+    SHARED_ADMISSION,
+    SandboxChanged,
+    SandboxInfo,
+    SandboxListReply,
+    SandboxSpec,
+)
+from ._records import Flag, Host, SandboxRecord, StepHook
 from ._scheduler import Action, Demand, Resources, Scheduler
 from ._states import TRANSITIONS, EndReason, SandboxEvent, SandboxState
 
@@ -107,6 +120,13 @@ class ClusterState:
                 record.fire_if(_E.CREATE_FAILED, reason, EndReason.USER if cancelled else None)
                 if cancelled and record.host is not None:
                     out.append(SendRemove(sandbox_id, record.host, quiet=True))
+            case HostSaidFull(sandbox_id, host_id, full, reason):
+                self._host_full(self.records[sandbox_id], host_id, full, reason, now, out)
+            case Reopen(host_id, refusals):
+                scheduler = self.scheduler
+                with contextlib.suppress(NotFound):  # the host was lost meanwhile
+                    if scheduler.host_refusals(host_id) == refusals:  # else a later one waits
+                        self._scheduled(scheduler.host_reopened(host_id), out)
             case Retried(failed, host_id, info):
                 self._retried(failed, host_id, info)
             case LinkUp():
@@ -177,6 +197,18 @@ class ClusterState:
             if record.state is _S.DELETED and record.lifecycle.history[-1].at < before:
                 del self.records[sandbox_id]
 
+    def _host_full(
+        self, record: SandboxRecord, host_id: str, full: str, reason: str, now: float, out: list[Do]
+    ) -> None:
+        with contextlib.suppress(NotFound):  # the host was lost meanwhile: nothing to keep off
+            seconds = self.scheduler.host_refused(host_id, full)  # first: no new placement there
+            out.append(StartBackoff(host_id, seconds, self.scheduler.host_refusals(host_id)))
+        self.release(record, now, out, failed_start=True)
+        if record.state is _S.CREATING:
+            record.fire(_E.REQUEUE, reason)
+            record.host = None
+            record.placed = Flag()
+
     def _retried(self, failed: SandboxRecord, host_id: str, info: SandboxInfo) -> None:
         current = self.records.get(failed.sandbox_id)
         if current is not failed and current is not None:
@@ -206,14 +238,19 @@ class ClusterState:
 
     def _link_up(self, event: LinkUp, out: list[Do]) -> None:
         welcome = event.welcome
-        resources = Resources(cpus=welcome.cpus, memory=welcome.memory)
+        shared = SHARED_ADMISSION in welcome.capabilities  # else an older agent: no caps told
+        resources = Resources(welcome.cpus, welcome.memory, welcome.max_sandboxes if shared else 0)
+        starts = welcome.max_starts if shared else 0  # the agent's start cap, for every program
         if event.known is None:
             if welcome.host_id in self.hosts:
                 raise AlreadyExists(f"two addresses lead to the same host {welcome.host_id!r}")
             host = self.hosts[welcome.host_id] = Host(welcome.host_id, event.address, None)
             host.instance = welcome.instance
             self._scheduled(
-                self.scheduler.add_host(host.host_id, resources, images=welcome.images), out
+                self.scheduler.add_host(
+                    host.host_id, resources, images=welcome.images, host_max_starts=starts
+                ),
+                out,
             )
             return
         host = self.hosts[event.known]
@@ -228,7 +265,10 @@ class ClusterState:
             )
         if host.fire(LinkEvent.UP) is LinkState.LOST:
             self._scheduled(
-                self.scheduler.add_host(host.host_id, resources, images=welcome.images), out
+                self.scheduler.add_host(
+                    host.host_id, resources, images=welcome.images, host_max_starts=starts
+                ),
+                out,
             )
             if host.drained:
                 self.scheduler.drain_host(host.host_id)

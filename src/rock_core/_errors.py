@@ -97,6 +97,17 @@ class QueueTimedOut(CapacityError, TimedOut):
     code = "queue_timed_out"
 
 
+class HostFull(CapacityError):
+    """A host's agent refused a create: the host is at its start cap, its sandbox limit, or its
+    cpus or memory, counting every core that uses it (docs/scale-out.md, "Several trainers,
+    one fleet"). `details` say which (``full``: ``starts``, ``sandboxes``, ``cpus`` or
+    ``memory``) and the host-wide counts the agent holds. A cluster never shows it to a caller:
+    it waits for room (elsewhere, or there) as its own ledger would have made it wait.
+    """
+
+    code = "host_full"
+
+
 class TransportError(RockError, ConnectionError):
     """The link to an agent is broken or was never made; the request's outcome may be unknown."""
 
@@ -194,6 +205,7 @@ ERROR_CLASSES: dict[str, type[RockError]] = {
         TimedOut,
         CapacityError,
         QueueTimedOut,
+        HostFull,
         TransportError,
         ProtocolError,
         HostUnreachable,

@@ -68,6 +68,11 @@ class Hello(Message, tag="hello"):
     admin: bool = False
 
 
+SHARED_ADMISSION = "shared-admission"
+"""The agent's capability: it admits creates against its host's start cap and capacity for every
+core that uses it, and refuses one that would go over with `HostFull` (rock_agent._admit)."""
+
+
 class Welcome(Message, tag="welcome"):
     """The agent's answer to `Hello`: who it is and what the host has."""
 
@@ -80,6 +85,9 @@ class Welcome(Message, tag="welcome"):
     images: list[str] = []
     instance: str = ""  # differs each time the agent process starts
     lease: float = 0.0  # the lease the agent granted this owner, in seconds
+    # With SHARED_ADMISSION: the agent's host-wide start cap and sandbox limit (0: none).
+    max_starts: int = 0
+    max_sandboxes: int = 0
 
 
 # ---------------------------------------------------------------------------- requests

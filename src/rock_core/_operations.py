@@ -28,6 +28,7 @@ from ._cluster_events import (
     Doing,
     Event,
     Failed,
+    HostSaidFull,
     LockAndRemove,
     Refuse,
     RemoveAsked,
@@ -44,7 +45,7 @@ from ._cluster_events import (
 )
 from ._cluster_ops import host_of, record_of
 from ._cluster_state import ClusterState
-from ._errors import RockError, SandboxNotFound
+from ._errors import HostFull, RockError, SandboxNotFound
 from ._link import LinkState
 from ._protocol import (
     CreateSandbox,
@@ -72,8 +73,9 @@ def refused(actions: list[Do]) -> list[Do]:
 async def send_create(
     state: ClusterState, report: Report, record: SandboxRecord, send: SendCreate
 ) -> None:
-    """Send a placed create to its host; report `Replied`, or `Failed` (then remove quietly
-    what a cancelled create may have made, as the state asks)."""
+    """Send a placed create to its host; report `Replied`, `HostSaidFull` (the agent refused it
+    as full: nothing was made), or `Failed` (then remove quietly what a cancelled create may
+    have made, as the state asks)."""
     host = state.hosts[send.host_id]
     try:
         conn = host.link()
@@ -83,6 +85,10 @@ async def send_create(
             CreateSandbox(sandbox_id=record.sandbox_id, spec=record.spec),
             SandboxReply,
         )
+    except HostFull as exc:  # other programs filled the host: back to the queue (`_create_flow`)
+        full = str(exc.details.get("full", ""))
+        report(HostSaidFull(record.sandbox_id, send.host_id, full, str(exc)))
+        raise
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
             reason = str(exc) if isinstance(exc, RockError) else "cancelled"

@@ -32,6 +32,7 @@ from . import _messages_checkpoint as _ck
 from ._errors import BadRequest, ProtocolError, RockError
 from ._messages import (
     PROTOCOL_VERSION,
+    SHARED_ADMISSION,
     Cancel,
     CloseSession,
     CommandReply,
@@ -309,6 +310,7 @@ __all__ = [
     "NO_LIMIT",
     "OUTPUT_CHUNK",
     "PROTOCOL_VERSION",
+    "SHARED_ADMISSION",
     "Accepted",
     "AgentMessage",
     "BuildImage",

@@ -6,9 +6,11 @@ tested as plain calls.
 
 Rules:
 - A host's free room is its capacity less what this cluster's placements hold. The scheduler
-  counts nothing else: sandboxes of other owners and the engine's own limits are not seen.
-- A host takes placements when it is not draining and below its sandbox limit. Its start slots
-  do not count: a start in flight frees its slot by itself.
+  counts nothing else: sandboxes of other owners and the engine's own limits are not seen,
+  except that a host whose agent said it is full (`full`: other programs use it) takes no
+  placement until the cluster tries it again.
+- A host takes placements when it is not draining, not said full, and below its sandbox
+  limit. Its start slots do not count: a start in flight frees its slot by itself.
 - Why a request waits (`Room.blocker`), first match wins:
   ``no-hosts`` (the scheduler has no host), ``draining`` (every host is draining or away),
   ``room`` (no host that takes placements has the free cpus and memory), ``turn`` (one has: the
@@ -50,11 +52,12 @@ class HostRoom(msgspec.Struct, frozen=True, kw_only=True):
     starting: int
     max_starts: int
     at_limit: bool
+    full: str = ""  # what its agent said is full (other programs use it), while kept off
 
     @property
     def takes_placements(self) -> bool:
-        """Not draining and below its sandbox limit."""
-        return not self.draining and not self.at_limit
+        """Not draining, not said full, and below its sandbox limit."""
+        return not self.draining and not self.at_limit and not self.full
 
     def fits(self, demand: Demand) -> bool:
         """The demand fits in the free room now (start slots aside)."""
@@ -119,6 +122,7 @@ def _host_room(host: HostStatistics, away: str) -> HostRoom:
         starting=host.starting,
         max_starts=host.max_starts,
         at_limit=bool(capacity.sandboxes) and used.sandboxes >= capacity.sandboxes,
+        full=host.full,
     )
 
 
@@ -156,6 +160,8 @@ def describe_host(host: HostRoom) -> str:
         return f"{text}, {host.away}"
     if host.draining:
         return f"{text}, draining"
+    if host.full:
+        return f"{text}, its agent says its {host.full} are full (other programs use it too)"
     if host.at_limit:
         return f"{text}, at its limit of {host.capacity.sandboxes} sandboxes"
     if host.starting >= host.max_starts:

@@ -27,6 +27,11 @@ Rules:
 - Settled queue: after every call, nothing waiting could be placed under these rules. Every
   call that can make room returns the `Place` actions it made, in the order made.
 - A host whose container started is taken to have its image (`started` records it).
+- A host whose agent refuses a create as full (it counts other programs' sandboxes and starts
+  too) is kept off: `host_refused` closes it and says how long until `host_reopened` may try it
+  again (`FULL_BACKOFF` seconds, doubled with each refusal in a row, at most
+  `FULL_BACKOFF_MAX`); reopened, it takes one placement at a time until a start there
+  succeeds. A closed host counts as no room (`has_room`, `startable`).
 - `adopt` records a sandbox that already runs on a host (found there after a reconnect or by
   an owner that came back): it holds its resources at once, with no start slot, even when
   that over-commits the host (it exists; refusing it would not free anything).
@@ -44,6 +49,9 @@ import msgspec
 
 from ._capacity import NANO, Demand, HostStatistics, Ledger, Placement, Resources, nano
 from ._errors import AlreadyExists, BadRequest, CapacityError, NotFound
+
+FULL_BACKOFF = 0.1  # seconds a host that said full is kept off, after its first refusal
+FULL_BACKOFF_MAX = 2.0  # ... and at most, however many refusals in a row
 
 
 class Place(msgspec.Struct, frozen=True, tag=True):
@@ -141,9 +149,13 @@ class Scheduler:
         *,
         max_starts: int | None = None,
         images: Iterable[str] = (),
+        host_max_starts: int = 0,
     ) -> list[Action]:
-        """Add a host; return the placements its room made possible."""
+        """Add a host; return the placements its room made possible. `host_max_starts` is the
+        host's own start cap (its agent's, 0: none): the host takes the smaller one."""
         starts = self._default_max_starts if max_starts is None else max_starts
+        if host_max_starts > 0:
+            starts = min(starts, host_max_starts)
         self._ledger.add_host(host_id, capacity, starts, images)
         return self._settle()
 
@@ -159,6 +171,21 @@ class Scheduler:
         """Stop (or resume) placing on a host; its placements stay. Return new placements."""
         self._ledger.drain(host_id, draining)
         return self._settle()
+
+    def host_refused(self, host_id: str, full: str) -> float:
+        """The host's agent refused a create as full (`full` says what): keep off the host;
+        return in how many seconds `host_reopened` may try it again."""
+        refusals = self._ledger.refused(host_id, full)
+        return min(FULL_BACKOFF_MAX, FULL_BACKOFF * (1 << min(refusals - 1, 16)))
+
+    def host_reopened(self, host_id: str) -> list[Action]:
+        """Try a host that said full again (one start at a time); return new placements."""
+        self._ledger.reopen(host_id)
+        return self._settle()
+
+    def host_refusals(self, host_id: str) -> int:
+        """How many creates in a row the host refused as full (0 once a start succeeded)."""
+        return self._ledger.host(host_id).refusals
 
     def host_images(self, host_id: str, images: Iterable[str]) -> None:
         """Replace the set of images a host is known to have (placement prefers those)."""

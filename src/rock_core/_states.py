@@ -9,7 +9,8 @@ Rules:
   chosen). Deleting a pending sandbox goes straight to `deleted`: nothing exists to clean up.
   `fail` covers a request that can no longer be placed (the driver gave up waiting).
 - `creating`: the container is being created and started, or restarted. `created` ->
-  `running`; `create_failed` -> `failed`.
+  `running`; `create_failed` -> `failed`; `requeue` -> `pending` when the host's agent
+  refused it as full (other programs use the host too): it waits for room again.
 - `running`: `stop` (asked) and `expire` (idle or hard timeout) both -> `stopping`; `fail`
   (the container died or the engine refused) -> `failed`.
 - `stopping` -> `stopped` on `stopped`, or `failed` on `fail`.
@@ -98,6 +99,7 @@ class SandboxEvent(enum.StrEnum):
     LOSE = "lose"
     FOUND_RUNNING = "found_running"
     FOUND_STOPPED = "found_stopped"
+    REQUEUE = "requeue"
 
 
 _S = SandboxState
@@ -110,6 +112,7 @@ TRANSITIONS: Mapping[tuple[SandboxState, SandboxEvent], SandboxState] = MappingP
         (_S.PENDING, _E.FAIL): _S.FAILED,
         (_S.CREATING, _E.CREATED): _S.RUNNING,
         (_S.CREATING, _E.CREATE_FAILED): _S.FAILED,
+        (_S.CREATING, _E.REQUEUE): _S.PENDING,
         (_S.CREATING, _E.DELETE): _S.DELETING,
         (_S.CREATING, _E.LOSE): _S.LOST,
         (_S.RUNNING, _E.STOP): _S.STOPPING,
@@ -153,6 +156,7 @@ _VERBS: Mapping[SandboxEvent, str] = MappingProxyType(
         _E.LOSE: "mark as lost",
         _E.FOUND_RUNNING: "mark as found running",
         _E.FOUND_STOPPED: "mark as found stopped",
+        _E.REQUEUE: "put back in the queue",
     }
 )
 
