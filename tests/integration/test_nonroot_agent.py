@@ -170,7 +170,7 @@ async def sandbox(
 async def sleeps(sb: Sandbox, session: str, series: str) -> list[str]:
     """The `sleep <series>NN` processes of the sandbox, seen from inside it (sorted)."""
     listed = await sb.arun(
-        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done "
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' 2>/dev/null < $p/cmdline; echo; done "
         f"| grep -o '^sleep {series}[0-9][0-9]' | sort || true",
         session=session,
         timeout=60,

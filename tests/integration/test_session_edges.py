@@ -216,14 +216,14 @@ async def test_a_timeout_kills_daemonized_processes_and_spares_other_sessions(
     assert r.timed_out
     await anyio.sleep(0.3)
     left = await sandbox.arun(
-        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done "
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' 2>/dev/null < $p/cmdline; echo; done "
         "| grep -o 'sleep 1[09]9*[0-9]' | sort",
         session=other,
     )
     assert left.output == "sleep 1999\n"
     await sandbox.close_session(other)
     gone = await sandbox.arun(
-        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done "
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' 2>/dev/null < $p/cmdline; echo; done "
         "| grep -c 'sleep 199[9]' || true",
         session=s,
     )

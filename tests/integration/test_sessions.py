@@ -138,7 +138,7 @@ async def test_timeout_kills_the_whole_process_tree(sandbox: Sandbox) -> None:
     assert r.timed_out
     await anyio.sleep(0.3)
     left = await sandbox.arun(
-        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done "
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' 2>/dev/null < $p/cmdline; echo; done "
         "| grep -c 'sleep 31[345]' || true",
         session=s,
         timeout=10,
@@ -295,7 +295,7 @@ async def test_close_session_kills_its_processes(sandbox: Sandbox) -> None:
         await sandbox.arun("true", session=s)
     await anyio.sleep(0.2)
     r = await sandbox.arun(
-        "for p in /proc/[0-9]*; do tr '\\0' ' ' < $p/cmdline 2>/dev/null; echo; done "
+        "for p in /proc/[0-9]*; do tr '\\0' ' ' 2>/dev/null < $p/cmdline; echo; done "
         "| grep -c 'sleep 37[7]' || true",
         session=await fresh(sandbox),
     )
