@@ -147,7 +147,8 @@ async def test_a_session_of_the_callers_sandbox_is_all_it_uses(shared: Sandbox) 
     env = make("game:GuessTheNumber-v0-easy", sandbox=shared)
     assert isinstance(env, RemoteEnv)
     await env.areset(seed=1)
-    session = env._session
+    assert env._server is not None
+    session = env._server.session
     assert session in (await shared.status()).sessions
     await env.aclose()
     assert session not in (await shared.status()).sessions
@@ -242,24 +243,26 @@ def test_sandbox_envs_run_in_a_trio_loop(docker_engine: None) -> None:
         pool.submit(anyio.run, main, backend="trio").result()
 
 
-async def cancel_during_make(env: RemoteEnv) -> Sandbox:
-    """Start `env`, cancel it while the server builds the environment; the sandbox it had."""
+async def cancel_during_make(env: RemoteEnv) -> tuple[Sandbox, str]:
+    """Start `env`, cancel it while the server builds the environment: the sandbox it had and
+    its server's session."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(env.areset)
         with anyio.fail_after(60):
-            while env._process is None:  # noqa: ASYNC110
+            while env._server is None or not env._server.running:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
-        sandbox = env.sandbox
+        sandbox, session = env.sandbox, env._server.session
         tg.cancel_scope.cancel()
-    assert sandbox is not None and env.sandbox is None
-    return sandbox
+    assert sandbox is not None and env.sandbox is None and env._server is None
+    return sandbox, session
 
 
 async def test_a_start_cancelled_in_a_callers_sandbox_ends_its_session(shared: Sandbox) -> None:
     env = make("test:SlowMake-v0", sandbox=shared)
     assert isinstance(env, RemoteEnv)
-    assert await cancel_during_make(env) is shared
-    assert env._session not in (await shared.status()).sessions
+    sandbox, session = await cancel_during_make(env)
+    assert sandbox is shared
+    assert session not in (await shared.status()).sessions
     assert (await shared.status()).is_running  # the caller's sandbox is kept
     running = await shared.execute(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"])
     assert "sleep 120" not in running.stdout  # the server and its work ended with the session
@@ -288,7 +291,7 @@ async def test_a_start_cancelled_on_a_cluster_deletes_its_new_sandbox(
     else:
         env = make("test:SlowMake-v0", sandbox=factory)
     assert isinstance(env, RemoteEnv)
-    sandbox = await cancel_during_make(env)
+    sandbox, _ = await cancel_during_make(env)
     if source == "factory":
         assert factory.released == [sandbox.sandbox_id]
     # Deleted before the cancelled call returned, not when the cluster exits.
