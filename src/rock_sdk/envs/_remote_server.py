@@ -44,7 +44,16 @@ import sys
 import traceback
 from typing import Any, TextIO
 
-__all__ = ["MAX_RESULT_BYTES", "PART_BYTES", "REPLY_PATTERN", "REPLY_PREFIX", "main", "serve"]
+__all__ = [
+    "MAX_RESULT_BYTES",
+    "PART_BYTES",
+    "REPLY_PATTERN",
+    "REPLY_PREFIX",
+    "Server",
+    "answer",
+    "main",
+    "serve",
+]
 
 #: What starts every reply line.
 REPLY_PREFIX = "\x1erock-env "
@@ -193,35 +202,40 @@ def _batch_lines(number: Any, outcomes: list[str]) -> list[str]:
     return lines
 
 
+def answer(server: Server, line: str) -> tuple[str, bool]:
+    """The reply lines to one request line, and whether the server is to exit after them."""
+    number = None
+    try:
+        try:
+            request = json.loads(line)
+        except ValueError as exc:
+            raise _Failure("bad_request", f"a request line is not JSON: {exc}") from exc
+        if not isinstance(request, dict):
+            raise _Failure("bad_request", f"a request is a JSON object, got {request!r}")
+        number = request.get("id")
+        op = request.get("op")
+        if op == "batch":
+            return "".join(_batch_lines(number, server.batch(request.get("calls")))), False
+        head = REPLY_PREFIX + '{"ok": true, "id": ' + json.dumps(number, default=repr)
+        if op == "close" and "env" not in request:
+            server.close()
+            return head + ', "result": null}\n', True
+        return head + ', "result": ' + server.call(request) + "}\n", False
+    except Exception as exc:
+        error = json.dumps({**_error(exc), "id": number}, default=repr)
+        return REPLY_PREFIX + error + "\n", False
+
+
 def serve(requests: TextIO, out: TextIO) -> None:
     """Answer requests until ``close`` (without ``env``) or the end of `requests`."""
     server = Server()
     for line in requests:
         if not line.strip():
             continue
-        number = None
-        try:
-            try:
-                request = json.loads(line)
-            except ValueError as exc:
-                raise _Failure("bad_request", f"a request line is not JSON: {exc}") from exc
-            if not isinstance(request, dict):
-                raise _Failure("bad_request", f"a request is a JSON object, got {request!r}")
-            number = request.get("id")
-            op = request.get("op")
-            if op == "batch":
-                out.write("".join(_batch_lines(number, server.batch(request.get("calls")))))
-                out.flush()
-                continue
-            if op == "close" and "env" not in request:
-                server.close()
-                _reply(out, {"ok": True, "id": number, "result": None})
-                return
-            reply = REPLY_PREFIX + '{"ok": true, "id": ' + json.dumps(number, default=repr)
-            reply += ', "result": ' + server.call(request) + "}\n"
-        except Exception as exc:
-            reply = REPLY_PREFIX + json.dumps({**_error(exc), "id": number}, default=repr) + "\n"
+        reply, done = answer(server, line)
         _write(out, reply)
+        if done:
+            return
 
 
 def main() -> None:
