@@ -166,6 +166,67 @@ async def test_many_envs_share_a_sandbox_in_an_async_vector_env(shared: Sandbox)
                 assert await remote.astep(actions) == local.step(actions)
 
 
+async def test_a_vector_shares_a_server_per_sandbox_and_batches_its_steps(shared: Sandbox) -> None:
+    sessions_before = set((await shared.status()).sessions)
+    envs = AsyncVectorEnv("test:Echo-v0", 6, sandbox=shared, envs_per_server=4, max_turns=50)
+    try:
+        assert (await envs.areset(seed=1))[0] == [f"hi {1 + i}" for i in range(6)]
+        servers = {env._server for env in envs.envs if isinstance(env, RemoteEnv)}
+        assert sorted(len(s.slots) for s in servers if s is not None) == [2, 4]
+        opened = set((await shared.status()).sessions) - sessions_before
+        assert opened == {s.session for s in servers if s is not None}
+        # One env's error is its own; the others took their step.
+        with pytest.raises(RockError, match="the environment raised RuntimeError"):
+            await envs.astep(["a", "b", "boom", "d", "e\x00f", "g"])
+        observations, _, _, _, infos = await envs.astep(["h", "i", "j", "k", "l", "m"])
+        assert observations == ["h", "i", "j", "k", "l", "m"]
+        assert [info["turn"] for info in infos] == [2] * 6
+        with pytest.raises(BadRequest, match="an action is a string, got float"):
+            await envs.astep(["a", "b", float("nan"), "d", "e", "f"])  # type: ignore[list-item]
+        with pytest.raises(BadRequest, match="above the limit of 8388608 bytes"):
+            await envs.astep(["x" * (9 << 20), "b", "c", "d", "e", "f"])
+        with pytest.raises(RockError, match=r"result is 1048\d+ bytes as JSON, above the limit"):
+            await envs.astep(["y" * (1 << 20), "b", "c", "d", "e", "f"])
+        observations, *_ = await envs.astep(["z" * 300_000, "1", "2", "3", "4", "5"])
+        assert observations == ["z" * 300_000, "1", "2", "3", "4", "5"]
+    finally:
+        await envs.aclose()
+    assert set((await shared.status()).sessions) == sessions_before
+
+
+async def test_a_server_dying_mid_batch_fails_its_envs_only(shared: Sandbox) -> None:
+    envs = AsyncVectorEnv("test:Echo-v0", 4, sandbox=shared, envs_per_server=2, max_turns=50)
+    try:
+        await envs.areset(seed=0)
+        server = envs.envs[0]._server  # type: ignore[attr-defined]
+        mates = [i for i, env in enumerate(envs.envs) if env._server is server]  # type: ignore[attr-defined]
+        others = [i for i in range(4) if i not in mates]
+        with pytest.raises(SandboxFailed, match=r"the environment server .* exited: .*dying now"):
+            await envs.astep(["die", "b", "c", "d"])
+        for index in mates:
+            with pytest.raises(BadRequest, match="closed"):
+                await envs.envs[index].astep("x")
+        assert (await envs.astep(["p", "q"], indices=others))[0] == ["p", "q"]
+        assert (await envs.areset(seed=5))[0] == [f"hi {5 + i}" for i in range(4)]
+        assert (await envs.astep(["r", "s", "t", "u"]))[0] == ["r", "s", "t", "u"]
+    finally:
+        await envs.aclose()
+
+
+async def test_a_cancelled_batched_step_leaves_the_vector_usable(shared: Sandbox) -> None:
+    envs = AsyncVectorEnv("test:Echo-v0", 3, sandbox=shared, max_turns=50)
+    try:
+        await envs.areset(seed=0)
+        with anyio.move_on_after(0.5) as scope:
+            await envs.astep(["nap", "b", "c"])  # the server sleeps 2 s on the first call
+        assert scope.cancelled_caught
+        with anyio.fail_after(30):
+            observations, _, _, _, infos = await envs.astep(["d", "e", "f"])
+        assert observations == ["d", "e", "f"] and [i["turn"] for i in infos] == [2, 2, 2]
+    finally:
+        await envs.aclose()
+
+
 async def test_new_sandboxes_on_a_cluster_are_deleted_on_close(cluster: Cluster) -> None:
     env = make("game:Hangman-v0-easy", sandbox=True, cluster=cluster)
     await env.areset(seed=2)
