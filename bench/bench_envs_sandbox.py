@@ -11,13 +11,17 @@ Measures on this machine's Docker engine:
 2. Many envs stepped at once through `AsyncVectorEnv`: ``--envs`` games spread over
    sandboxes of ``--per-sandbox`` envs each (a round-robin `SandboxFactory` over started
    sandboxes: a host with 2 cpus cannot hold 256 sandboxes of even 0.01 cpu each, since
-   the scheduler never over-commits), every env stepped once per round. Reported: env-steps
-   per second, the time of a whole round, each env's own step latency (its `astep`, timed
-   from inside the round), and the same vector of games in process. Each env holds one
-   session; ``--agents`` spreads the sandboxes over that many local agents (one
-   `open_cluster(["local"])` each; default 1).
+   the scheduler never over-commits), every env stepped once per round. Three vectors over
+   the same sandboxes, their rounds interleaved in a rotating order so that a change of load
+   hits each: ``batched`` (the envs of a sandbox share one env server: one round trip per
+   sandbox per round), ``unbatched`` (``envs_per_server=1``: a server, and a round trip, per
+   env) and the same games in process (the baseline). Reported: env-steps per second, the
+   time of a whole round, ratios to the baseline and to unbatched, the first reset and the
+   close of each, and the load average. ``--mode`` runs one of the two sandboxed vectors
+   only; ``--games`` with no game skips part 1; ``--agents`` spreads the sandboxes over that
+   many local agents (one `open_cluster(["local"])` each; default 1).
 
-    PYTHONPATH=src python bench/bench_envs_sandbox.py [--steps 2000] [--envs 256]
+    PYTHONPATH=src python bench/bench_envs_sandbox.py [--steps 2000] [--envs 256] [--mode both]
 """
 
 from __future__ import annotations
