@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import anyio
+import anyio.lowlevel
 import pytest
 
 from rock_core import BadRequest, RockError, SandboxFailed, TimedOut
@@ -53,27 +54,30 @@ class FakeProcess:
         self.server = Server()
         self.replies: list[str] = []
         self.dead = False
+        self.output = anyio.Event()
 
     async def sendline(self, line: str) -> None:
         await anyio.lowlevel.checkpoint()
         self.sandbox.lines.append(line)
-        if self.dead:
-            return
-        try:
-            reply, _ = answer(self.server, line)
-        except Died:
-            self.dead = True
-            return
-        self.replies.extend(part + "\n" for part in reply.split("\n") if part)
+        if not self.dead:
+            try:
+                reply, _ = answer(self.server, line)
+            except Died:
+                self.dead = True
+            else:
+                self.replies.extend(part + "\n" for part in reply.split("\n") if part)
+        self.output.set()
 
     async def expect(self, pattern: str, timeout: float = 30.0) -> ExpectMatch:
-        await anyio.lowlevel.checkpoint()
         if self.sandbox.hang:
             self.sandbox.hang = False
             await anyio.sleep_forever()
-        if self.replies:
-            return ExpectMatch(index=0, before="", match=self.replies.pop(0))
-        if self.dead:
+        with anyio.move_on_after(timeout):
+            while not (self.replies or self.dead):
+                self.output = anyio.Event()
+                await self.output.wait()
+            if self.replies:
+                return ExpectMatch(index=0, before="", match=self.replies.pop(0))
             return ExpectMatch(index=-1, before="dying now", match="")
         raise TimedOut(f"no output matched {[pattern]!r} within {timeout:g} s")
 
@@ -240,6 +244,8 @@ async def test_a_server_that_dies_fails_its_envs_until_they_reset() -> None:
 async def test_no_reply_in_time_fails_the_batch_and_the_server_goes_on() -> None:
     sandbox = FakeSandbox()
     envs = AsyncVectorEnv("test:BatchEcho-v0", 3, sandbox=Lend(sandbox))
+    for env in envs.envs:
+        env.step_timeout = 0.2  # type: ignore[attr-defined]
     await envs.areset(seed=0)
     process = sandbox.processes[0]
     process.replies.clear()
