@@ -40,6 +40,8 @@ class MortalEcho(EchoEnv):
     def step(self, action: str) -> tuple[str, float, bool, bool, dict[str, Any]]:
         if action == "die":
             raise Died
+        if action == "odd":
+            return ("three", "items", "only")  # type: ignore[return-value]
         return super().step(action)
 
 
@@ -187,10 +189,13 @@ async def test_errors_stay_with_their_env() -> None:
     assert "Traceback" in raised.value.details["remote_traceback"]
     with pytest.raises(BadRequest, match=r"an action is a string, got int"):
         await envs.astep(["a", "b", "c", 7])  # type: ignore[list-item]
+    with pytest.raises(RockError, match=r"the environment's step returned \['three', 'items', "
+                       r"'only'\], which is not what a step returns"):  # fmt: skip
+        await envs.astep(["a", "odd", "c", "d"])
     observations, _, _, _, infos = await envs.astep(["w", "x\x00y", "\u00e9", "z"])
     assert observations == ["w", "x\x00y", "\u00e9", "z"]
     # Every env but the last took each step it was given (the int never left).
-    assert [info["turn"] for info in infos] == [3, 3, 3, 1]
+    assert [info["turn"] for info in infos] == [4, 3, 4, 2]
     with pytest.raises(BadRequest, match=r"a seed is an int or None, got nan"):
         await envs.areset(seed=[0, 1, float("nan"), 3])  # type: ignore[list-item]
     with pytest.raises(BadRequest, match=r"cannot be sent: Out of range float values"):

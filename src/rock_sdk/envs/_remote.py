@@ -176,12 +176,19 @@ class RemoteEnv(SandboxEnv):
     def _decode(self, call: EnvCall, outcome: dict[str, Any]) -> Transition:
         """The transition an outcome of `call` carries, or the error it carries."""
         result = unwrap(outcome)
-        if isinstance(call, ResetCall):
-            observation, info = result
-            self._started = True
-            return Transition(observation, 0.0, False, False, info)
-        observation, reward, terminated, truncated, info = result
-        return Transition(observation, float(reward), bool(terminated), bool(truncated), info)
+        try:
+            if isinstance(call, ResetCall):
+                observation, info = result
+                self._started = True
+                return Transition(observation, 0.0, False, False, info)
+            observation, reward, terminated, truncated, info = result
+            return Transition(observation, float(reward), bool(terminated), bool(truncated), info)
+        except (TypeError, ValueError) as exc:
+            op = "reset" if isinstance(call, ResetCall) else "step"
+            raise RockError(
+                f"{self.env_id}: the environment's {op} returned {str(result)[:200]}, which is "
+                f"not what a {op} returns: {exc}"
+            ) from exc
 
     def _failed(self, exc: Exception) -> Exception:
         """What this env raises for a round trip that failed with `exc` (a server that died
