@@ -11,19 +11,24 @@ Measures on this machine's Docker engine:
 2. Many envs stepped at once through `AsyncVectorEnv`: ``--envs`` games spread over
    sandboxes of ``--per-sandbox`` envs each (a round-robin `SandboxFactory` over started
    sandboxes: a host with 2 cpus cannot hold 256 sandboxes of even 0.01 cpu each, since
-   the scheduler never over-commits), every env stepped once per round. Reported: env-steps
-   per second, the time of a whole round, each env's own step latency (its `astep`, timed
-   from inside the round), and the same vector of games in process. Each env holds one
-   session; ``--agents`` spreads the sandboxes over that many local agents (one
-   `open_cluster(["local"])` each; default 1).
+   the scheduler never over-commits), every env stepped once per round. Three vectors over
+   the same sandboxes, their rounds interleaved in a rotating order so that a change of load
+   hits each: ``batched`` (the envs of a sandbox share one env server: one round trip per
+   sandbox per round), ``unbatched`` (``envs_per_server=1``: a server, and a round trip, per
+   env) and the same games in process (the baseline). Reported: env-steps per second, the
+   time of a whole round, ratios to the baseline and to unbatched, the first reset and the
+   close of each, and the load average. ``--mode`` runs one of the two sandboxed vectors
+   only; ``--games`` with no game skips part 1; ``--agents`` spreads the sandboxes over that
+   many local agents (one `open_cluster(["local"])` each; default 1).
 
-    PYTHONPATH=src python bench/bench_envs_sandbox.py [--steps 2000] [--envs 256]
+    PYTHONPATH=src python bench/bench_envs_sandbox.py [--steps 2000] [--envs 256] [--mode both]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -155,15 +160,20 @@ class RoundRobin:
 
 
 async def vector(
-    env_id: str, num_envs: int, per_sandbox: int, rounds: int, agents: int
+    env_id: str, num_envs: int, per_sandbox: int, rounds: int, agents: int, modes: list[str]
 ) -> dict[str, Any]:
     async with AsyncExitStack() as stack:
         clusters = [await stack.enter_async_context(open_cluster(["local"])) for _ in range(agents)]
-        return await _vector(clusters, env_id, num_envs, per_sandbox, rounds)
+        return await _vector(clusters, env_id, num_envs, per_sandbox, rounds, modes)
 
 
 async def _vector(
-    clusters: list[Cluster], env_id: str, num_envs: int, per_sandbox: int, rounds: int
+    clusters: list[Cluster],
+    env_id: str,
+    num_envs: int,
+    per_sandbox: int,
+    rounds: int,
+    modes: list[str],
 ) -> dict[str, Any]:
     count = -(-num_envs // per_sandbox)
     cpus = round(min(0.25, 1.6 / count), 3)
@@ -173,103 +183,70 @@ async def _vector(
     async with anyio.create_task_group() as group:
         for sb in sandboxes:
             group.start_soon(sb.start)
-    sandboxes_s = time.perf_counter() - started
-    rng = random.Random(1)
-    per_env: list[float] = []
-    try:
-        envs = AsyncVectorEnv(env_id, num_envs, sandbox=RoundRobin(sandboxes))
-        for env in envs.envs:
-            _time_astep(env, per_env)
-        started = time.perf_counter()
-        for first in range(0, num_envs, START_BATCH):
-            await envs.areset(seed=0, indices=range(first, min(num_envs, first + START_BATCH)))
-        first_reset_s = time.perf_counter() - started
-        directions = ("up", "down", "left", "right")
-        round_times = []
-        per_env.clear()
-        for _ in range(rounds):
-            actions = [f"\\boxed{{{rng.choice(directions)}}}" for _ in range(num_envs)]
-            started = time.perf_counter()
-            await envs.astep(actions)
-            round_times.append(time.perf_counter() - started)
-        started = time.perf_counter()
-        await envs.aclose()
-        close_s = time.perf_counter() - started
-    finally:
-        with anyio.CancelScope(shield=True):
-            for sb in sandboxes:
-                await sb.delete()
-    local = AsyncVectorEnv(env_id, num_envs)
-    await local.areset(seed=0)
-    local_rounds = []
-    for _ in range(rounds):
-        actions = [f"\\boxed{{{rng.choice(directions)}}}" for _ in range(num_envs)]
-        started = time.perf_counter()
-        await local.astep(actions)
-        local_rounds.append(time.perf_counter() - started)
-    return {
+    figures: dict[str, Any] = {
         "agents": len(clusters),
         "sandboxes": count,
         "cpus_each": cpus,
-        "start_sandboxes_s": sandboxes_s,
-        "first_reset_s": first_reset_s,
-        "close_s": close_s,
-        "steps_per_s": num_envs * rounds / sum(round_times),
-        "round_p50_ms": ms(round_times, 50),
-        "round_p99_ms": ms(round_times, 99),
-        "env_step_p50_ms": ms(per_env, 50),
-        "env_step_p99_ms": ms(per_env, 99),
-        "local_steps_per_s": num_envs * rounds / sum(local_rounds),
-        "local_round_p50_ms": ms(local_rounds, 50),
+        "start_sandboxes_s": time.perf_counter() - started,
     }
-
-
-def _time_astep(env: Any, sink: list[float]) -> None:
-    inner = env.astep
-
-    async def timed(action: str) -> Any:
-        started = time.perf_counter()
-        try:
-            return await inner(action)
-        finally:
-            sink.append(time.perf_counter() - started)
-
-    env.astep = timed
+    vectors: dict[str, AsyncVectorEnv] = {}
+    try:
+        for mode in modes:
+            per_server = per_sandbox if mode == "batched" else 1
+            envs = AsyncVectorEnv(
+                env_id, num_envs, sandbox=RoundRobin(sandboxes), envs_per_server=per_server
+            )
+            vectors[mode] = envs
+            started = time.perf_counter()
+            for first in range(0, num_envs, START_BATCH):
+                await envs.areset(seed=0, indices=range(first, min(num_envs, first + START_BATCH)))
+            figures[f"{mode}_first_reset_s"] = time.perf_counter() - started
+        vectors["in process"] = AsyncVectorEnv(env_id, num_envs)
+        await vectors["in process"].areset(seed=0)
+        # Rounds interleaved, in a rotating order, so that a change of load hits every mode.
+        times: dict[str, list[float]] = {mode: [] for mode in vectors}
+        rng = random.Random(1)
+        directions = ("up", "down", "left", "right")
+        order = list(vectors)
+        for turn in range(rounds):
+            for mode in order[turn % len(order) :] + order[: turn % len(order)]:
+                actions = [f"\\boxed{{{rng.choice(directions)}}}" for _ in range(num_envs)]
+                started = time.perf_counter()
+                await vectors[mode].astep(actions)
+                times[mode].append(time.perf_counter() - started)
+        for mode, round_times in times.items():
+            figures[mode] = {
+                "steps_per_s": num_envs * rounds / sum(round_times),
+                "round_p50_ms": ms(round_times, 50),
+                "round_p99_ms": ms(round_times, 99),
+            }
+        for mode in modes:
+            started = time.perf_counter()
+            await vectors.pop(mode).aclose()
+            figures[f"{mode}_close_s"] = time.perf_counter() - started
+    finally:
+        with anyio.CancelScope(shield=True):
+            for envs in vectors.values():
+                await envs.aclose()
+            for sb in sandboxes:
+                await sb.delete()
+    return figures
 
 
 async def async_part(args: argparse.Namespace, results: dict[str, Any]) -> None:
-    async with open_cluster(["local"]) as cluster:
-        floor = await transport_floor(cluster, args.steps)
-        results["floor"] = floor
-        for env_id in args.games:
-            remote, local = await async_round_trips(cluster, env_id, args.steps)
-            results["games"][env_id].update(remote_async=remote, local=local)
+    if args.games:
+        async with open_cluster(["local"]) as cluster:
+            results["floor"] = await transport_floor(cluster, args.steps)
+            for env_id in args.games:
+                remote, local = await async_round_trips(cluster, env_id, args.steps)
+                results["games"][env_id].update(remote_async=remote, local=local)
+    modes = {"both": ["batched", "unbatched"]}.get(args.mode, [args.mode])
     results["vector"] = await vector(
-        args.vector_game, args.envs, args.per_sandbox, args.rounds, args.agents
+        args.vector_game, args.envs, args.per_sandbox, args.rounds, args.agents, modes
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--steps", type=int, default=2000, help="steps per single-env run")
-    parser.add_argument(
-        "--games", nargs="+", default=["game:Sokoban-v0-easy", "game:Wordle-v0-easy"]
-    )
-    parser.add_argument("--envs", type=int, default=256)
-    parser.add_argument("--per-sandbox", type=int, default=16)
-    parser.add_argument(
-        "--agents", type=int, default=1, help="local agents (clusters) the sandboxes spread over"
-    )
-    parser.add_argument("--rounds", type=int, default=50)
-    parser.add_argument("--vector-game", default="game:Sokoban-v0-easy")
-    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
-    args = parser.parse_args()
-
-    results: dict[str, Any] = {"games": {}}
-    for env_id in args.games:
-        results["games"][env_id] = {"remote_sync": sync_round_trips(env_id, args.steps)}
-    anyio.run(async_part, args, results)
-
+def print_single(args: argparse.Namespace, results: dict[str, Any]) -> None:
     rows = [["transport floor (echo line, no game)", ms(results["floor"], 50),
              ms(results["floor"], 99), ""]]  # fmt: skip
     for env_id, figures in results["games"].items():
@@ -286,32 +263,84 @@ def main() -> None:
         ["what", "p50 ms", "p99 ms", "p50 / in process"],
         rows,
     )
-    v = results["vector"]
+
+
+def print_vector(args: argparse.Namespace, v: dict[str, Any]) -> None:
+    modes = [mode for mode in ("batched", "unbatched") if mode in v]
+    local = v["in process"]["steps_per_s"]
+    rows: list[list[Any]] = []
+    for mode in [*modes, "in process"]:
+        f = v[mode]
+        ratios = [f"{f['steps_per_s'] / local:.3f}"]
+        if "unbatched" in v:
+            ratios.append(f"{f['steps_per_s'] / v['unbatched']['steps_per_s']:.2f}")
+        rows.append([mode, f["steps_per_s"], f"{f['round_p50_ms']:.1f} / {f['round_p99_ms']:.1f}",
+                     *ratios])  # fmt: skip
+    per = {"batched": f"{args.per_sandbox} envs per server", "unbatched": "a server per env"}
     print_table(
-        f"{args.envs} x {args.vector_game} through AsyncVectorEnv, {args.rounds} rounds "
-        f"({v['sandboxes']} sandboxes of {v['cpus_each']} cpu, {args.per_sandbox} envs each, "
-        f"over {v['agents']} local agents)",
-        ["", "value"],
-        [
-            ["start the sandboxes (s)", v["start_sandboxes_s"]],
-            ["first reset: sessions + servers (s)", v["first_reset_s"]],
-            ["env-steps/s", v["steps_per_s"]],
-            ["round of all envs p50 / p99 (ms)",
-             f"{v['round_p50_ms']:.1f} / {v['round_p99_ms']:.1f}"],
-            ["one env's step p50 / p99 (ms)",
-             f"{v['env_step_p50_ms']:.2f} / {v['env_step_p99_ms']:.2f}"],
-            ["close all envs (s)", v["close_s"]],
-            ["in process: env-steps/s", v["local_steps_per_s"]],
-            ["in process: round p50 (ms)", v["local_round_p50_ms"]],
-        ],
+        f"{args.envs} x {args.vector_game} through AsyncVectorEnv, {args.rounds} rounds each, "
+        f"interleaved ({v['sandboxes']} sandboxes of {v['cpus_each']} cpu, {args.per_sandbox} "
+        f"envs each, over {v['agents']} local agents)",
+        ["mode", "env-steps/s", "round p50 / p99 (ms)", "/ in process",
+         *(["/ unbatched"] if "unbatched" in v else [])],
+        rows,
     )  # fmt: skip
+    print_table(
+        "Setting up and closing",
+        ["", "value"],
+        [["start the sandboxes (s)", v["start_sandboxes_s"]]]
+        + [[f"{mode} ({per[mode]}): first reset, 32 at a time (s)", v[f"{mode}_first_reset_s"]]
+           for mode in modes]
+        + [[f"{mode}: close all envs (s)", v[f"{mode}_close_s"]] for mode in modes],
+    )  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--steps", type=int, default=2000, help="steps per single-env run")
+    parser.add_argument(
+        "--games",
+        nargs="*",
+        default=["game:Sokoban-v0-easy", "game:Wordle-v0-easy"],
+        help="games of the single-env part (none: skip it)",
+    )
+    parser.add_argument("--envs", type=int, default=256)
+    parser.add_argument("--per-sandbox", type=int, default=16)
+    parser.add_argument(
+        "--agents", type=int, default=1, help="local agents (clusters) the sandboxes spread over"
+    )
+    parser.add_argument("--rounds", type=int, default=50)
+    parser.add_argument("--vector-game", default="game:Sokoban-v0-easy")
+    parser.add_argument(
+        "--mode",
+        choices=["both", "batched", "unbatched"],
+        default="both",
+        help="batched: the envs of a sandbox share one server (one round trip per sandbox per "
+        "step); unbatched: a server per env (one round trip per env); both: interleaved",
+    )
+    parser.add_argument("--json", action="store_true", help="also print the figures as JSON")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    results: dict[str, Any] = {"games": {}}
+    for env_id in args.games:
+        results["games"][env_id] = {"remote_sync": sync_round_trips(env_id, args.steps)}
+    anyio.run(async_part, args, results)
+    load_after = os.getloadavg()
+
+    if args.games:
+        print_single(args, results)
+    print_vector(args, results["vector"])
+    print(f"\nload average (1, 5, 15 min) before: {load_before}, after: {load_after}")
     if args.json:
         summary = {
             env_id: {kind: [ms(t, 50), ms(t, 99)] for kind, t in figures.items()}
             for env_id, figures in results["games"].items()
         }
-        print(json.dumps({"floor": [ms(results["floor"], 50), ms(results["floor"], 99)],
-                          "games": summary, "vector": v}))  # fmt: skip
+        floor = results.get("floor")
+        figures = {"floor": floor and [ms(floor, 50), ms(floor, 99)], "games": summary}
+        figures.update(vector=results["vector"], load=[load_before, load_after])
+        print(json.dumps(figures))
 
 
 if __name__ == "__main__":

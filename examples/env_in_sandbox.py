@@ -4,7 +4,7 @@
 server there and steps it over the session's stream, one JSON line each way; the env owns
 the sandbox and deletes it on ``close``. The episode is the same as in process for the same
 seed. The second half steps 16 games at once in the caller's event loop, all sharing one
-sandbox (each in its own session), through `AsyncVectorEnv`.
+sandbox and one server there, through `AsyncVectorEnv`: each vector step is one batch.
 
 Needs Docker and the ``python:3.11`` image (``bash scripts/setup-host.sh``).
 """

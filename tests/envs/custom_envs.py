@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import os
 import sys
+import time
 from typing import Any
 
 from rock_sdk.envs import Env
 
 
 class EchoEnv(Env):
-    """Echoes each action back; ``boom`` raises, ``die`` kills the process, ``noise`` prints."""
+    """Echoes each action back; ``boom`` raises, ``die`` kills the process, ``noise`` prints,
+    ``nap`` sleeps for two seconds first."""
 
     def __init__(self, greeting: str = "hello", max_turns: int = 3) -> None:
         super().__init__()
@@ -38,6 +40,8 @@ class EchoEnv(Env):
         if action == "die":
             print("dying now", file=sys.stderr, flush=True)
             os._exit(3)
+        if action == "nap":
+            time.sleep(2)
         if action == "noise":
             print("noise on stdout\x1e not a reply")
         return action, 0.5, False, self._turn >= self.max_turns, {"turn": self._turn}

@@ -213,3 +213,111 @@ def test_the_loop_thread_runs_coroutines_and_stops() -> None:
     assert not loop.running
     with pytest.raises(BadRequest, match="this environment is closed"):
         loop.call(double, 1)
+
+
+# ---- several environments per server, batches -------------------------------------------
+
+
+def _run(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    out = io.StringIO()
+    serve(io.StringIO("".join(json.dumps(r) + "\n" for r in requests)), out)
+    return _replies(out.getvalue())
+
+
+ECHO = "tests.envs.custom_envs:EchoEnv"
+
+
+def test_a_batch_runs_each_envs_calls_and_keeps_their_failures_apart() -> None:
+    replies = _run(
+        [
+            {"op": "make", "env": 0, "entry_point": ECHO, "id": 1},
+            {"op": "make", "env": 7, "entry_point": ECHO, "kwargs": {"greeting": "yo"}, "id": 2},
+            {"op": "batch", "id": 3, "calls": [
+                {"op": "reset", "env": 0, "seed": 1},
+                {"op": "reset", "env": 7, "seed": 2, "options": {"x": 1}},
+                {"op": "step", "env": 3, "action": "a"},
+            ]},
+            {"op": "batch", "id": 4, "calls": [
+                {"op": "step", "env": 0, "action": "boom"},
+                {"op": "step", "env": 7, "action": "fine\x00\u00e9"},
+                {"op": "step", "env": 7, "action": 5},
+                {"op": "batch", "calls": []},
+                {"op": "close", "env": 0},
+                {"op": "step", "env": 0, "action": "gone"},
+            ]},
+            {"op": "step", "env": 7, "action": "alone", "id": 5},
+            {"op": "make", "env": 7, "entry_point": ECHO, "id": 6},
+            {"op": "step", "env": True, "action": "x", "id": 7},
+            {"op": "batch", "calls": "nope", "id": 8},
+        ]
+    )  # fmt: skip
+    assert [(r["id"], r["ok"]) for r in replies] == [
+        (1, True), (2, True), (3, True), (4, True), (5, True), (6, False), (7, False), (8, False)
+    ]  # fmt: skip
+    first, second = replies[2]["result"], replies[3]["result"]
+    assert first[0] == {"ok": True, "result": ["hello 1", {"options": None, "gymnasium": True}]}
+    assert first[1]["result"] == ["yo 2", {"options": {"x": 1}, "gymnasium": True}]
+    assert (first[2]["ok"], first[2]["message"]) == (False, "'step' before make of environment 3")
+    assert [o["ok"] for o in second] == [False, True, False, False, True, False]
+    assert second[0]["message"] == "the environment raised RuntimeError: the environment blew up"
+    assert "Traceback" in second[0]["traceback"]
+    assert second[1]["result"] == ["fine\x00\u00e9", 0.5, False, False, {"turn": 1}]
+    assert second[2]["message"] == "a step's action is a str, got 5"
+    assert second[3]["message"] == "a batch cannot hold a batch"
+    assert second[5]["message"] == "'step' before make of environment 0"
+    assert replies[4]["result"][0] == "alone"  # env 7 went on: two steps, then this one
+    assert replies[5]["message"] == "environment 7 exists already"
+    assert replies[6]["message"] == "env must be an int slot number, got True"
+    assert replies[7]["message"] == "a batch's calls are a list, got 'nope'"
+
+
+def test_a_long_batch_reply_comes_in_parts_and_an_oversized_result_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from rock_sdk.envs import _remote_server
+
+    monkeypatch.setattr(_remote_server, "PART_BYTES", 200)
+    monkeypatch.setattr(_remote_server, "MAX_RESULT_BYTES", 1000)
+    steps = [{"op": "step", "env": 0, "action": f"{n:03d}" * 20} for n in range(6)]
+    steps.append({"op": "step", "env": 0, "action": "x" * 2000})
+    replies = _run(
+        [
+            {"op": "make", "entry_point": ECHO, "kwargs": {"max_turns": 99}, "id": 1},
+            {"op": "reset", "seed": 0, "id": 2},
+            {"op": "batch", "calls": steps, "id": 3},
+        ]
+    )
+    parts = replies[2:]
+    assert len(parts) > 2 and all(p["id"] == 3 for p in parts)
+    assert [p.get("more", False) for p in parts] == [True] * (len(parts) - 1) + [False]
+    outcomes = [o for p in parts for o in p["result"]]
+    assert [o["result"][0] for o in outcomes[:6]] == [f"{n:03d}" * 20 for n in range(6)]
+    assert outcomes[6]["message"] == (
+        "the environment's step result is 2036 bytes as JSON, above the limit of 1000 bytes a "
+        "reply may carry"
+    )
+
+
+def test_close_without_env_ends_every_environment_and_the_server() -> None:
+    replies = _run(
+        [
+            {"op": "make", "env": 1, "entry_point": ECHO, "id": 1},
+            {"op": "make", "env": 2, "entry_point": ECHO, "id": 2},
+            {"op": "close", "id": 3},
+            {"op": "reset", "env": 1, "id": 4},  # never read: the server has exited
+        ]
+    )
+    assert [(r["id"], r["ok"]) for r in replies] == [(1, True), (2, True), (3, True)]
+
+
+def test_lines_that_are_not_requests_are_refused_and_the_server_goes_on() -> None:
+    out = io.StringIO()
+    serve(io.StringIO('{"op": \n[1, 2]\n{"op": "make", "entry_point": "' + ECHO + '"}\n'), out)
+    replies = _replies(out.getvalue())
+    assert [r["code"] if not r["ok"] else "ok" for r in replies] == [
+        "bad_request",
+        "bad_request",
+        "ok",
+    ]
+    assert replies[0]["message"].startswith("a request line is not JSON: ")
+    assert replies[1]["message"] == "a request is a JSON object, got [1, 2]"

@@ -147,7 +147,8 @@ async def test_a_session_of_the_callers_sandbox_is_all_it_uses(shared: Sandbox) 
     env = make("game:GuessTheNumber-v0-easy", sandbox=shared)
     assert isinstance(env, RemoteEnv)
     await env.areset(seed=1)
-    session = env._session
+    assert env._server is not None
+    session = env._server.session
     assert session in (await shared.status()).sessions
     await env.aclose()
     assert session not in (await shared.status()).sessions
@@ -163,6 +164,67 @@ async def test_many_envs_share_a_sandbox_in_an_async_vector_env(shared: Sandbox)
             for turn in range(12):
                 actions = [f"\\boxed{{{('up', 'left', 'down', 'right')[turn % 4]}}}"] * len(ids)
                 assert await remote.astep(actions) == local.step(actions)
+
+
+async def test_a_vector_shares_a_server_per_sandbox_and_batches_its_steps(shared: Sandbox) -> None:
+    sessions_before = set((await shared.status()).sessions)
+    envs = AsyncVectorEnv("test:Echo-v0", 6, sandbox=shared, envs_per_server=4, max_turns=50)
+    try:
+        assert (await envs.areset(seed=1))[0] == [f"hi {1 + i}" for i in range(6)]
+        servers = {env._server for env in envs.envs if isinstance(env, RemoteEnv)}
+        assert sorted(len(s.slots) for s in servers if s is not None) == [2, 4]
+        opened = set((await shared.status()).sessions) - sessions_before
+        assert opened == {s.session for s in servers if s is not None}
+        # One env's error is its own; the others took their step.
+        with pytest.raises(RockError, match="the environment raised RuntimeError"):
+            await envs.astep(["a", "b", "boom", "d", "e\x00f", "g"])
+        observations, _, _, _, infos = await envs.astep(["h", "i", "j", "k", "l", "m"])
+        assert observations == ["h", "i", "j", "k", "l", "m"]
+        assert [info["turn"] for info in infos] == [2] * 6
+        with pytest.raises(BadRequest, match="an action is a string, got float"):
+            await envs.astep(["a", "b", float("nan"), "d", "e", "f"])  # type: ignore[list-item]
+        with pytest.raises(BadRequest, match="above the limit of 8388608 bytes"):
+            await envs.astep(["x" * (9 << 20), "b", "c", "d", "e", "f"])
+        with pytest.raises(RockError, match=r"result is 1048\d+ bytes as JSON, above the limit"):
+            await envs.astep(["y" * (1 << 20), "b", "c", "d", "e", "f"])
+        observations, *_ = await envs.astep(["z" * 300_000, "1", "2", "3", "4", "5"])
+        assert observations == ["z" * 300_000, "1", "2", "3", "4", "5"]
+    finally:
+        await envs.aclose()
+    assert set((await shared.status()).sessions) == sessions_before
+
+
+async def test_a_server_dying_mid_batch_fails_its_envs_only(shared: Sandbox) -> None:
+    envs = AsyncVectorEnv("test:Echo-v0", 4, sandbox=shared, envs_per_server=2, max_turns=50)
+    try:
+        await envs.areset(seed=0)
+        server = envs.envs[0]._server  # type: ignore[attr-defined]
+        mates = [i for i, env in enumerate(envs.envs) if env._server is server]  # type: ignore[attr-defined]
+        others = [i for i in range(4) if i not in mates]
+        with pytest.raises(SandboxFailed, match=r"the environment server .* exited: .*dying now"):
+            await envs.astep(["die", "b", "c", "d"])
+        for index in mates:
+            with pytest.raises(BadRequest, match="closed"):
+                await envs.envs[index].astep("x")
+        assert (await envs.astep(["p", "q"], indices=others))[0] == ["p", "q"]
+        assert (await envs.areset(seed=5))[0] == [f"hi {5 + i}" for i in range(4)]
+        assert (await envs.astep(["r", "s", "t", "u"]))[0] == ["r", "s", "t", "u"]
+    finally:
+        await envs.aclose()
+
+
+async def test_a_cancelled_batched_step_leaves_the_vector_usable(shared: Sandbox) -> None:
+    envs = AsyncVectorEnv("test:Echo-v0", 3, sandbox=shared, max_turns=50)
+    try:
+        await envs.areset(seed=0)
+        with anyio.move_on_after(0.5) as scope:
+            await envs.astep(["nap", "b", "c"])  # the server sleeps 2 s on the first call
+        assert scope.cancelled_caught
+        with anyio.fail_after(30):
+            observations, _, _, _, infos = await envs.astep(["d", "e", "f"])
+        assert observations == ["d", "e", "f"] and [i["turn"] for i in infos] == [2, 2, 2]
+    finally:
+        await envs.aclose()
 
 
 async def test_new_sandboxes_on_a_cluster_are_deleted_on_close(cluster: Cluster) -> None:
@@ -242,24 +304,26 @@ def test_sandbox_envs_run_in_a_trio_loop(docker_engine: None) -> None:
         pool.submit(anyio.run, main, backend="trio").result()
 
 
-async def cancel_during_make(env: RemoteEnv) -> Sandbox:
-    """Start `env`, cancel it while the server builds the environment; the sandbox it had."""
+async def cancel_during_make(env: RemoteEnv) -> tuple[Sandbox, str]:
+    """Start `env`, cancel it while the server builds the environment: the sandbox it had and
+    its server's session."""
     async with anyio.create_task_group() as tg:
         tg.start_soon(env.areset)
         with anyio.fail_after(60):
-            while env._process is None:  # noqa: ASYNC110
+            while env._server is None or not env._server.running:  # noqa: ASYNC110
                 await anyio.sleep(0.05)
-        sandbox = env.sandbox
+        sandbox, session = env.sandbox, env._server.session
         tg.cancel_scope.cancel()
-    assert sandbox is not None and env.sandbox is None
-    return sandbox
+    assert sandbox is not None and env.sandbox is None and env._server is None
+    return sandbox, session
 
 
 async def test_a_start_cancelled_in_a_callers_sandbox_ends_its_session(shared: Sandbox) -> None:
     env = make("test:SlowMake-v0", sandbox=shared)
     assert isinstance(env, RemoteEnv)
-    assert await cancel_during_make(env) is shared
-    assert env._session not in (await shared.status()).sessions
+    sandbox, session = await cancel_during_make(env)
+    assert sandbox is shared
+    assert session not in (await shared.status()).sessions
     assert (await shared.status()).is_running  # the caller's sandbox is kept
     running = await shared.execute(["sh", "-c", "cat /proc/[0-9]*/cmdline | tr '\\0' ' '"])
     assert "sleep 120" not in running.stdout  # the server and its work ended with the session
@@ -288,7 +352,7 @@ async def test_a_start_cancelled_on_a_cluster_deletes_its_new_sandbox(
     else:
         env = make("test:SlowMake-v0", sandbox=factory)
     assert isinstance(env, RemoteEnv)
-    sandbox = await cancel_during_make(env)
+    sandbox, _ = await cancel_during_make(env)
     if source == "factory":
         assert factory.released == [sandbox.sandbox_id]
     # Deleted before the cancelled call returned, not when the cluster exits.

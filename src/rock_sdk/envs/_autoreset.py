@@ -58,9 +58,10 @@ class Transition(NamedTuple):
 
 @dataclass(frozen=True, slots=True)
 class ResetCall:
-    """Ask the environment to reset with this seed."""
+    """Ask the environment to reset with this seed (and options)."""
 
     seed: int | None
+    options: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,23 +1,29 @@
 """`RemoteEnv`: any registered environment, run inside a sandbox instead of in this process.
 
-On the first reset the env takes a sandbox (see `SandboxEnv` for where from), opens a
-session of its own in it, uploads the environment code as one zip (`_bundle`), starts the
-JSON-lines server (`_remote_server`) with `Sandbox.start_interactive`, and asks it to build
-the environment. Every later reset and step is one line out and one line back. The sandbox
-is kept for the env's whole life (episodes restart inside the server); `close` ends the
-server and deletes the sandbox, unless it was the caller's (then only the session goes).
+On the first reset the env takes a sandbox (see `SandboxEnv` for where from) and a server
+there (`EnvServer`: a session running the JSON-lines server `_remote_server`, with the
+environment code uploaded as one zip by `_bundle`), and asks it to build the environment in
+a slot of its own. Every later reset and step is one line out and one line back. Alone, an
+env has a server of its own; the envs of an `AsyncVectorEnv` share one per sandbox (see
+`EnvServers`), and the vector sends all of a server's calls of a step as one batch. The
+sandbox is kept for the env's whole life (episodes restart inside the server); `close` ends
+its environment (and the server when it was the last one there) and gives the sandbox back,
+deleting it unless it was the caller's.
 
 Rules:
 - The arguments are checked here before anything starts: the entry point must be a class
   or function defined in an importable module (not ``__main__``), and the keyword arguments
-  must bind to it and be JSON values (tuples travel as lists).
+  must bind to it and be JSON values (tuples travel as lists). Seeds are ints or None, an
+  action is a str, options are JSON values (no NaN): anything else is a `BadRequest` before
+  the call leaves, as is a call longer than `MAX_LINE_BYTES`.
 - Errors raised inside the sandbox come back as the same `RockError` class with the same
   message (other exceptions as `RockError` naming their type); the remote traceback is in
   the error's ``details["remote_traceback"]``. A server that dies raises `SandboxFailed`
-  with the last of its output.
+  with the last of its output, to every env it held (at its next call); such an env is
+  closed until a `reset` starts it again.
 - A request that gets no reply within ``step_timeout`` seconds raises `TimedOut`; replies
   carry the request's number, so a late reply is never taken for the next one.
-- A start that fails or is cancelled gives its sandbox back (ending its session, deleting a
+- A start that fails or is cancelled gives its sandbox back (leaving its server, deleting a
   sandbox it made) before it returns: that cleanup is shielded from the cancellation and
   bounded by `CLEANUP_TIMEOUT`; its own failure is logged, and the start's error is raised.
 """
@@ -27,21 +33,19 @@ from __future__ import annotations
 import inspect
 import json
 import logging
-import secrets
 from typing import Any
 
 import anyio
 
 from rock_core import BadRequest, Cluster, RockError, SandboxFailed
-from rock_core.protocol import error_from_code
 
 from .._config import SandboxConfig
-from .._interactive import InteractiveProcess
 from .._sandbox import Sandbox
+from ._autoreset import EnvCall, ResetCall, StepCall, Transition
 from ._bundle import bundle_for
 from ._env import ResetResult, StepResult
+from ._env_server import CLEANUP_TIMEOUT, MAX_LINE_BYTES, EnvServer, EnvServers, unwrap
 from ._registry import EnvSpec
-from ._remote_server import REPLY_PATTERN, REPLY_PREFIX
 from ._sandbox_env import SandboxEnv, SandboxSource
 
 __all__ = ["DEFAULT_REMOTE_CONFIG", "RemoteEnv", "entry_point_name"]
@@ -50,14 +54,6 @@ log = logging.getLogger("rock_sdk.envs")
 
 #: The sandbox a remote env gets when ``sandbox=True``: python3, a quarter of a cpu.
 DEFAULT_REMOTE_CONFIG = SandboxConfig(image="python:3.11", cpus=0.25, memory="256m")
-
-#: Seconds a failed or cancelled start may spend giving its sandbox back.
-CLEANUP_TIMEOUT = 30.0
-
-_BOOT = (
-    'python3 -u -c \'import sys; sys.path.insert(0, "{path}"); '
-    "from rock_sdk.envs._remote_server import main; main()'"
-)
 
 
 def entry_point_name(spec: EnvSpec) -> str:
@@ -79,10 +75,10 @@ class RemoteEnv(SandboxEnv):
     """A registered environment stepped inside a sandbox (``make(id, sandbox=...)``).
 
     `sandbox` is a caller's `Sandbox` (used as is, in the caller's loop, never deleted;
-    several envs may share one, each in its own session), a `SandboxFactory`, a
-    `SandboxConfig`, or True for `DEFAULT_REMOTE_CONFIG`. With `cluster`, new sandboxes are
-    made there; without a cluster or a `Sandbox`, the env runs its own loop and local agent
-    so that the synchronous API works.
+    several envs may share one), a `SandboxFactory`, a `SandboxConfig`, or True for
+    `DEFAULT_REMOTE_CONFIG`. With `cluster`, new sandboxes are made there; without a cluster
+    or a `Sandbox`, the env runs its own loop and local agent so that the synchronous API
+    works.
     """
 
     def __init__(
@@ -103,9 +99,8 @@ class RemoteEnv(SandboxEnv):
             raise BadRequest(f"environment {spec.id!r}: bad arguments {arguments}: {exc}") from exc
         except ValueError:  # no signature to check; the server will say
             pass
-        self._make_request = {"op": "make", "entry_point": self._entry_point, "kwargs": arguments}
         try:
-            json.dumps(self._make_request)
+            json.dumps(arguments, allow_nan=False)
         except (TypeError, ValueError) as exc:
             raise BadRequest(
                 f"environment {spec.id!r}: its arguments must be JSON values to reach the "
@@ -122,11 +117,13 @@ class RemoteEnv(SandboxEnv):
         self.kwargs = arguments
         self.step_timeout = step_timeout
         self._bundle = bundle_for(self._entry_point.partition(":")[0])
+        self._servers = EnvServers()
         self._sandbox: Sandbox | None = None
-        self._process: InteractiveProcess | None = None
-        self._session = f"env-{secrets.token_hex(4)}"
-        self._request = 0
-        self._started = False
+        self._server: EnvServer | None = None
+        self._slot = 0
+        self._made = False  # the environment exists in its slot
+        self._lost = False  # its server died under it: closed until a reset
+        self._started = False  # an episode is in progress
 
     @property
     def sandbox(self) -> Sandbox | None:
@@ -136,33 +133,125 @@ class RemoteEnv(SandboxEnv):
     def _holds_sandbox(self) -> bool:
         return self._sandbox is not None
 
+    def _share_servers(self, servers: EnvServers) -> None:
+        """Take servers from `servers` (a vector env's) instead of one of its own."""
+        if self._sandbox is not None:
+            raise BadRequest(f"{self.env_id}: it runs already; share servers before a reset")
+        self._servers = servers
+
+    # ---- one call: encoded here, answered by the server, decoded here ----------------------
+
+    def _encode(self, call: EnvCall) -> str:
+        """`call` as the server's JSON, or `BadRequest` if it cannot be made now."""
+        if isinstance(call, ResetCall):
+            seed = call.seed
+            if seed is not None and type(seed) is not int:
+                raise BadRequest(f"{self.env_id}: a seed is an int or None, got {seed!r}")
+            request: dict[str, Any] = {"op": "reset", "env": self._slot, "seed": seed}
+            if call.options is not None:
+                if not isinstance(call.options, dict):
+                    raise BadRequest(f"{self.env_id}: options are a dict, got {call.options!r}")
+                request["options"] = call.options
+        else:
+            if not self._started:
+                raise BadRequest(
+                    f"{self.env_id}: no episode in progress; call reset() before step()"
+                )
+            if not isinstance(call.action, str):
+                raise BadRequest(
+                    f"{self.env_id}: an action is a string, got {type(call.action).__name__}"
+                )
+            request = {"op": "step", "env": self._slot, "action": call.action}
+        try:
+            text = json.dumps(request, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise BadRequest(f"{self.env_id}: the {request['op']} cannot be sent: {exc}") from exc
+        if len(text) > MAX_LINE_BYTES:
+            raise BadRequest(
+                f"{self.env_id}: the {request['op']} is {len(text)} bytes as JSON, above the "
+                f"limit of {MAX_LINE_BYTES} bytes"
+            )
+        return text
+
+    def _decode(self, call: EnvCall, outcome: dict[str, Any]) -> Transition:
+        """The transition an outcome of `call` carries, or the error it carries."""
+        result = unwrap(outcome)
+        try:
+            if isinstance(call, ResetCall):
+                observation, info = result
+                self._started = True
+                return Transition(observation, 0.0, False, False, info)
+            observation, reward, terminated, truncated, info = result
+            return Transition(observation, float(reward), bool(terminated), bool(truncated), info)
+        except (TypeError, ValueError) as exc:
+            op = "reset" if isinstance(call, ResetCall) else "step"
+            raise RockError(
+                f"{self.env_id}: the environment's {op} returned {str(result)[:200]}, which is "
+                f"not what a {op} returns: {exc}"
+            ) from exc
+
+    def _failed(self, exc: Exception) -> Exception:
+        """What this env raises for a round trip that failed with `exc` (a server that died
+        marks it closed)."""
+        if isinstance(exc, SandboxFailed) and self._server is not None and self._server.failure:
+            self._lost = True
+            return SandboxFailed(f"{self.env_id}: {exc}", **exc.details)
+        return exc
+
+    def _live_server(self) -> EnvServer:
+        server = self._server
+        if server is None or self._lost:
+            why = " (its server exited; reset() starts it again)" if self._lost else ""
+            raise BadRequest(f"{self.env_id}: the environment is closed{why}")
+        return server
+
+    def _batch_server(self) -> EnvServer | None:
+        """The server a vector env may batch this env's next call on now, else None."""
+        server = self._server
+        if self._own_loop or self._closed or self._busy or self._lost or server is None:
+            return None
+        return server if server.running else None
+
+    async def _call(self, call: EnvCall) -> Transition:
+        request = self._encode(call)
+        server = self._live_server()
+        try:
+            outcome = await server.call(request, self.step_timeout)
+        except SandboxFailed as exc:
+            failure = self._failed(exc)
+            if failure is exc:
+                raise
+            raise failure from exc
+        return self._decode(call, outcome)
+
+    # ---- the environment ------------------------------------------------------------------
+
     async def _areset(self, seed: int | None, options: dict[str, Any] | None) -> ResetResult:
-        if self._process is None:
+        call = ResetCall(seed, options)
+        if self._server is None or self._lost:
+            self._encode(call)  # bad arguments fail before anything starts
+            if self._sandbox is not None:
+                await self._aclose()  # its server died: start afresh
             await self._start()
-        observation, info = await self._call({"op": "reset", "seed": seed, "options": options})
-        self._started = True
+        observation, _, _, _, info = await self._call(call)
         return observation, info
 
     async def _astep(self, action: str) -> StepResult:
-        if not self._started:
-            raise BadRequest(f"{self.env_id}: no episode in progress; call reset() before step()")
-        if not isinstance(action, str):
-            raise BadRequest(f"{self.env_id}: an action is a string, got {type(action).__name__}")
-        observation, reward, terminated, truncated, info = await self._call(
-            {"op": "step", "action": action}
-        )
-        return observation, float(reward), bool(terminated), bool(truncated), info
+        observation, reward, terminated, truncated, info = await self._call(StepCall(action))
+        return observation, reward, terminated, truncated, info
 
     async def _aclose(self) -> None:
         sandbox, self._sandbox = self._sandbox, None
-        process, self._process = self._process, None
-        self._started = False
+        server, self._server = self._server, None
+        made, self._made = self._made, False
+        self._started = self._lost = False
         if sandbox is None:
             return
         assert self.factory is not None
         try:
-            if process is not None:
-                await sandbox.close_session(self._session)
+            if server is not None:
+                farewell = json.dumps({"op": "close", "env": self._slot}) if made else None
+                await self._servers.detach(server, self._slot, farewell=farewell)
         finally:
             await self.factory.release(sandbox)
 
@@ -171,22 +260,13 @@ class RemoteEnv(SandboxEnv):
         sandbox = await self.factory.acquire()
         self._sandbox = sandbox
         try:
-            await sandbox.create_session(self._session)
-            bundle = self._bundle
-            present = await sandbox.arun(f"test -s {bundle.path}", self._session, timeout=30)
-            if not present.ok:
-                # Written aside then renamed: envs sharing the sandbox never see half a file.
-                partial = f"{bundle.path}.{self._session}"
-                await sandbox.write_file(partial, bundle.data)
-                await sandbox.arun(
-                    f"mv -f {partial} {bundle.path}", self._session, timeout=30, check=True
-                )
-            self._process = await sandbox.start_interactive(
-                _BOOT.format(path=bundle.path), self._session
-            )
-            await self._call(dict(self._make_request))
+            self._server, self._slot = await self._servers.attach(sandbox, self._bundle)
+            make = {"op": "make", "env": self._slot, "entry_point": self._entry_point}
+            make["kwargs"] = self.kwargs
+            unwrap(await self._server.call(json.dumps(make), self.step_timeout))
+            self._made = True
         except BaseException:
-            # Shielded: a cancelled start must not leave its session or new sandbox behind.
+            # Shielded: a cancelled start must not leave its server or new sandbox behind.
             with anyio.move_on_after(CLEANUP_TIMEOUT, shield=True) as cleanup:
                 try:
                     await self._aclose()
@@ -205,33 +285,6 @@ class RemoteEnv(SandboxEnv):
                     CLEANUP_TIMEOUT,
                 )
             raise
-
-    async def _call(self, request: dict[str, Any]) -> Any:
-        process = self._process
-        if process is None:
-            raise BadRequest(f"{self.env_id}: the environment is closed")
-        self._request += 1
-        number = self._request
-        request["id"] = number
-        await process.sendline(json.dumps(request))
-        while True:
-            found = await process.expect(REPLY_PATTERN, timeout=self.step_timeout)
-            if found.before.strip():
-                log.debug("%s printed: %s", self.env_id, found.before.rstrip())
-            if found.index < 0:
-                self._process = None
-                raise SandboxFailed(
-                    f"{self.env_id}: the environment server in sandbox "
-                    f"{self._sandbox_id()} exited: {found.before.strip()[-2000:] or 'no output'}"
-                )
-            reply = json.loads(found.match[len(REPLY_PREFIX) :])
-            if reply.get("id") in (number, None):  # None: the server failed before reading
-                break
-        if not reply["ok"]:
-            raise error_from_code(
-                reply["code"], reply["message"], {"remote_traceback": reply.get("traceback", "")}
-            )
-        return reply["result"]
 
     def _sandbox_id(self) -> str:
         return self._sandbox.sandbox_id if self._sandbox is not None else "?"
