@@ -111,7 +111,7 @@ class FramedChannel(Generic[M]):
     def __init__(
         self,
         stream: ByteStream,
-        decode: Callable[[bytes], M],
+        decode: Callable[[bytes | memoryview], M],
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
         budget: ReceiveBudget | None = None,
@@ -121,7 +121,7 @@ class FramedChannel(Generic[M]):
         self._decoder = FrameDecoder(max_frame, budget)
         self._budget = budget
         self._max_frame = max_frame
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | memoryview] = []
         self._write_lock = anyio.Lock()
         self.bytes_sent = 0
         self.bytes_received = 0

@@ -109,7 +109,7 @@ class FrameDecoder:
         """Bytes still to come of the frame in progress (0 if none, or its header is not in)."""
         if self._held < _HEADER.size:
             return 0
-        (length,) = _HEADER.unpack(self._peek(_HEADER.size))
+        length: int = _HEADER.unpack(self._peek(_HEADER.size))[0]
         return max(0, _HEADER.size + min(length, self.max_frame) - self._held)
 
     def _peek(self, n: int) -> bytes:

@@ -25,7 +25,8 @@ class ChunkFeed:
     def __init__(self, grant: Callable[[], Awaitable[None]]) -> None:
         self._grant = grant
         self._send, self._receive = anyio.create_memory_object_stream[bytes](WINDOW * 2)
-        self._rest = memoryview(b"")
+        self._chunk = b""
+        self._at = 0  # bytes of `_chunk` already read
         self.started = False  # an unpacker reads it
         self.aborted = False
 
@@ -47,11 +48,12 @@ class ChunkFeed:
 
     def read(self, n: int = -1, /) -> bytes:
         """Up to `n` bytes of the stream (in a worker thread); b"" at its end."""
-        if not self._rest:
-            self._rest = memoryview(anyio.from_thread.run(self._take))
-        size = len(self._rest) if n < 0 else n
-        piece, self._rest = self._rest[:size], self._rest[size:]
-        return piece.obj if len(piece) == len(piece.obj) else bytes(piece)  # type: ignore[return-value]
+        if self._at == len(self._chunk):
+            self._chunk, self._at = anyio.from_thread.run(self._take), 0
+        chunk, at = self._chunk, self._at
+        size = len(chunk) - at if n < 0 else min(n, len(chunk) - at)
+        self._at += size
+        return chunk if size == len(chunk) else chunk[at : at + size]  # whole: not copied
 
     async def _take(self) -> bytes:
         try:
