@@ -128,7 +128,11 @@ async def bench(cluster: SandboxCluster, agent: int, size: int, rounds: int, tmp
             who: (reset(pid), cpu_seconds(pid)) for who, pid in (("bench", me), ("agent", agent))
         }
         started = time.perf_counter()
-        await fn()
+        try:
+            await fn()
+        except subprocess.CalledProcessError as exc:  # the engine's, not ours: say so, go on
+            print(f"{op} failed: {exc}: {exc.stderr.decode(errors='replace').strip()}")
+            return
         speeds[op].append(mb / (time.perf_counter() - started))
         if sdk:
             for who, pid in (("bench", me), ("agent", agent)):
@@ -153,10 +157,13 @@ async def bench(cluster: SandboxCluster, agent: int, size: int, rounds: int, tmp
     finally:
         await sb.delete()
         src.unlink()
-    rows = [[op, len(v), median(v), min(v), max(v)] for op, v in speeds.items()]
+    rows = [
+        [op, len(v), median(v), min(v, default=0), max(v, default=0)] for op, v in speeds.items()
+    ]
     print_table(f"{mb:.0f} MB, {rounds} rounds, MB/s", ["op", "n", "median", "min", "max"], rows)
     for op, ref in (("sdk upload", "docker cp in"), ("sdk download", "docker cp out")):
-        print(f"ratio {op} / {ref} = {median(speeds[op]) / median(speeds[ref]):.3f}")
+        if speeds[op] and speeds[ref]:
+            print(f"ratio {op} / {ref} = {median(speeds[op]) / median(speeds[ref]):.3f}")
     print_table(
         "peak RSS growth (VmHWM reset before each SDK transfer)",
         ["op", "process", "growth MiB", "% of file", "cpu s"],
@@ -171,7 +178,7 @@ def reset(pid: int) -> int:
 
 async def cp(source: str, dest: str) -> None:
     """`docker cp source dest`."""
-    await anyio.run_process(["docker", "cp", source, dest])
+    await anyio.run_process(["docker", "cp", source, dest], stdout=None)
 
 
 async def profile(cluster: SandboxCluster, agent: int, size: int, tmp: Path, out: Path) -> None:
@@ -207,7 +214,7 @@ async def profile(cluster: SandboxCluster, agent: int, size: int, tmp: Path, out
 
 async def run(args: argparse.Namespace) -> None:
     """Every size over every transport."""
-    for name in ("pipe", "ssh") if args.ssh else ("pipe",):
+    for name in args.over or (("pipe", "ssh") if args.ssh else ("pipe",)):
         with tempfile.TemporaryDirectory(prefix="rock-bench-") as tmp:
             async with transport(name, Path(tmp)) as (cluster, agent):
                 for mb in args.sizes if args.rounds else ():
@@ -225,6 +232,7 @@ def main() -> int:
     parser.add_argument("--sizes", type=int, nargs="+", default=[200], help="MB (10^6 bytes)")
     parser.add_argument("--rounds", type=int, default=3, help="0: only the profile")
     parser.add_argument("--ssh", action="store_true", help="also over SSH to 127.0.0.1:2222")
+    parser.add_argument("--over", nargs="+", choices=["pipe", "ssh"], help="these transports")
     parser.add_argument("--profile", type=Path, help="py-spy both processes into this folder")
     args = parser.parse_args()
     print(f"load average before: {load()}")

@@ -14,12 +14,15 @@ Rules:
   write (as tarfile's "data" filter does); owners are not copied (the files are the caller's).
 - Errors (see `_local`): a local `OSError` is a `BadRequest` naming the path; a stream that is
   not a tar archive is a `ProtocolError` (the peer's fault, not the caller's).
+- A download that fails leaves nothing: not its staging folder, nor the folders made for it
+  (the stream is unpacked as it arrives, so a failure may come after they were made).
 - It runs in a worker thread and calls `check` between members and chunks (the SDK passes
   `anyio.from_thread.check_cancelled`), so a cancelled caller stops it and nothing is left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
@@ -70,8 +73,10 @@ def _unpack(spool: Source, local: Path, remote: str, check: Callable[[], None]) 
         raise BadRequest(f"local {local} is {describe(here.st_mode)}; not replacing it")
     into = local.is_dir()  # followed if it is a link, as `cp` follows its destination
     parent = local if into else local.parent
+    made = [folder for folder in (parent, *parent.parents) if not folder.exists()]
     parent.mkdir(parents=True, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".rock-download-", dir=parent)
+    done = False
     try:
         extractor = _Extractor(staging, posixpath.dirname(remote.rstrip("/")), check)
         archive = TarReader(spool, f"the download of {remote}")
@@ -86,9 +91,13 @@ def _unpack(spool: Source, local: Path, remote: str, check: Callable[[], None]) 
         target = local / entries[0] if into else local
         _remove(str(target))
         os.rename(os.path.join(staging, entries[0]), target)
+        done = True
         return Unpacked(stat.S_ISDIR(os.lstat(target).st_mode), extractor.skipped)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in made if not done else ():  # a failed download leaves no folders either
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 class _Extractor:
