@@ -40,7 +40,8 @@ async def get_archive(
             timeout=None,
         ) as response:
             try:
-                async for chunk in response.content.iter_chunked(256 << 10):
+                # Pieces as they were received: `iter_chunked` would join them into a copy.
+                async for chunk in response.content.iter_any():
                     yield chunk
             finally:
                 response.close()

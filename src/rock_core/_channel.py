@@ -14,14 +14,18 @@ import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
 
 from ._errors import ProtocolError, TransportError
-from ._framing import DEFAULT_MAX_FRAME, FrameDecoder, frame, size_text
+from ._framing import DEFAULT_MAX_FRAME, FrameDecoder, check_size, frame, size_text
 from ._protocol import Message, StreamData, encode
+from ._stream_head import stream_data_head
 
 M = TypeVar("M")
 
 READ_SIZE = 1 << 16
+MAX_READ = (1 << 20) + (64 << 10)  # the most one read takes: the rest of a frame in progress
 CHUNK_SIZE = 256 << 10
+BULK_CHUNK = 1 << 20  # the chunks of `send_stream` (files, archives): the most `StreamData` holds
 WINDOW = 8  # chunks a stream sender may have in flight before it needs more credit
+SPLIT_SEND = 64 << 10  # stream data from this size is written after its header, not copied
 BUDGET_WAIT = 60.0  # seconds a reader waits for room in its budget before it gives up
 
 
@@ -107,7 +111,7 @@ class FramedChannel(Generic[M]):
     def __init__(
         self,
         stream: ByteStream,
-        decode: Callable[[bytes], M],
+        decode: Callable[[bytes | memoryview], M],
         *,
         max_frame: int = DEFAULT_MAX_FRAME,
         budget: ReceiveBudget | None = None,
@@ -117,7 +121,7 @@ class FramedChannel(Generic[M]):
         self._decoder = FrameDecoder(max_frame, budget)
         self._budget = budget
         self._max_frame = max_frame
-        self._pending: list[bytes] = []
+        self._pending: list[bytes | memoryview] = []
         self._write_lock = anyio.Lock()
         self.bytes_sent = 0
         self.bytes_received = 0
@@ -133,27 +137,42 @@ class FramedChannel(Generic[M]):
         self._max_frame = self._decoder.max_frame = value
 
     async def send(self, message: Message) -> None:
-        """Send one message; a broken stream raises `TransportError`."""
+        """Send one message; a broken stream raises `TransportError`.
+
+        Large stream data is written as two pieces, its frame's head then the data itself, so
+        the data is never copied into an encoded message (see `stream_data_head`).
+        """
+        if type(message) is StreamData and len(message.data) >= SPLIT_SEND:
+            data = message.data
+            head = stream_data_head(message.id, len(data), message.end)
+            check_size(len(head) - 4 + len(data), self._max_frame)
+            await self._write(head, data)
+            return
         await self.send_payload(encode(message))
 
     async def send_payload(self, payload: bytes) -> None:
         """Send one message already encoded (see `encode_request`)."""
-        data = frame(payload, self._max_frame)
+        await self._write(frame(payload, self._max_frame))
+
+    async def _write(self, *pieces: bytes) -> None:
+        """Write `pieces` in order, none of another message between them."""
         async with self._write_lock:
             try:
-                await self.stream.send(data)
+                for piece in pieces:
+                    await self.stream.send(piece)
             except (anyio.BrokenResourceError, anyio.ClosedResourceError, OSError) as exc:
                 raise TransportError(
                     f"cannot send to peer: {str(exc) or type(exc).__name__}"
                 ) from exc
-        self.bytes_sent += len(data)
+        self.bytes_sent += sum(len(piece) for piece in pieces)
 
     async def receive(self) -> M | None:
         """Return the next message, or None at a clean end of stream."""
         while not self._pending:
-            await self._wait_for_room()
+            # A frame in progress is read to its end in as few reads as the transport allows.
+            size = await self._wait_for_room(min(max(READ_SIZE, self._decoder.remaining), MAX_READ))
             try:
-                data = await self.stream.receive(READ_SIZE)
+                data = await self.stream.receive(size)
             except (anyio.EndOfStream, anyio.ClosedResourceError):
                 return None
             except (anyio.BrokenResourceError, OSError) as exc:
@@ -169,15 +188,16 @@ class FramedChannel(Generic[M]):
         self.last_size = len(payload)
         return self._decode(payload)
 
-    async def _wait_for_room(self) -> None:
+    async def _wait_for_room(self, size: int) -> int:
+        """The bytes the next read may take: `size` if the budget has room for them, else
+        `READ_SIZE` once it has room for that (a frame in progress is then read as before)."""
         budget = self._budget
-        if budget is None or self._decoder.reserve(READ_SIZE):
-            return
+        if budget is None or self._decoder.reserve(size):
+            return size
         with anyio.move_on_after(BUDGET_WAIT):
-            while True:
+            while not self._decoder.reserve(READ_SIZE):
                 await budget.wait_for_room()
-                if self._decoder.reserve(READ_SIZE):
-                    return
+            return READ_SIZE
         raise ProtocolError(
             f"waited {BUDGET_WAIT:g} s for room to receive a frame of "
             f"{self._decoder.pending} bytes and more: the agent holds "
@@ -226,24 +246,41 @@ async def send_stream(
     gate: CreditGate,
     request_id: int,
     chunks: AsyncIterable[bytes],
+    chunk_size: int = BULK_CHUNK,
 ) -> int:
-    """Send a byte stream as `StreamData` chunks of `CHUNK_SIZE`, one credit each, then its end.
+    """Send a byte stream as `StreamData` chunks of at most `chunk_size`, one credit each, then
+    its end.
 
-    Returns the number of bytes sent. Both ends use it: the core for uploads, the agent for
-    downloads.
+    Pieces go as they come when they are large (a file read in MiB), so their bytes are never
+    copied; small ones (tar headers, short files) are joined up to `chunk_size` first. Returns
+    the number of bytes sent. Both ends use it: the core for uploads, the agent for downloads.
     """
-    pending = bytearray()
-    sent = 0
-    async for chunk in chunks:
-        pending += chunk
-        while len(pending) >= CHUNK_SIZE:
-            await gate.take()
-            await send(StreamData(id=request_id, data=bytes(pending[:CHUNK_SIZE])))
-            sent += CHUNK_SIZE
-            del pending[:CHUNK_SIZE]
-    if pending:
+    held: list[bytes] = []
+    size = sent = 0
+
+    async def flush() -> None:
+        nonlocal size, sent
+        data = held[0] if len(held) == 1 else b"".join(held)
+        held.clear()
+        size = 0
         await gate.take()
-        await send(StreamData(id=request_id, data=bytes(pending)))
-        sent += len(pending)
+        await send(StreamData(id=request_id, data=data))
+        sent += len(data)
+
+    async for chunk in chunks:
+        if size + len(chunk) > chunk_size and held:
+            await flush()
+        at = 0
+        while len(chunk) - at > chunk_size:  # a piece larger than a chunk goes in slices
+            held.append(chunk[at : at + chunk_size])
+            at += chunk_size
+            await flush()
+        if at < len(chunk):
+            held.append(chunk[at:] if at else chunk)
+            size += len(chunk) - at
+            if size >= chunk_size:
+                await flush()
+    if held:
+        await flush()
     await send(StreamData(id=request_id, data=b"", end=True))
     return sent

@@ -17,6 +17,7 @@ Rules:
 from __future__ import annotations
 
 import struct
+from collections import deque
 from typing import Protocol
 
 from ._errors import BadRequest, ProtocolError
@@ -35,12 +36,17 @@ def size_text(n: int) -> str:
 
 def frame(payload: bytes, max_frame: int = DEFAULT_MAX_FRAME) -> bytes:
     """Return `payload` with its length prefix; `BadRequest` if it is over `max_frame`."""
-    if len(payload) > max_frame:
+    check_size(len(payload), max_frame)
+    return _HEADER.pack(len(payload)) + payload
+
+
+def check_size(size: int, max_frame: int = DEFAULT_MAX_FRAME) -> None:
+    """`BadRequest` if a message of `size` bytes is over `max_frame`."""
+    if size > max_frame:
         raise BadRequest(
-            f"a message of {len(payload)} bytes is over the {size_text(max_frame)} frame limit:"
+            f"a message of {size} bytes is over the {size_text(max_frame)} frame limit:"
             " large files go through upload()/download(), large output through on_output"
         )
-    return _HEADER.pack(len(payload)) + payload
 
 
 class Budget(Protocol):
@@ -54,17 +60,24 @@ class Budget(Protocol):
 
 
 class FrameDecoder:
-    """Accumulates received bytes and yields complete frame payloads in order."""
+    """Accumulates received bytes and yields complete frame payloads in order.
+
+    Received pieces are kept as they came, not appended to one buffer: a frame that lies
+    within one piece is handed out as a view of it (no copy), and one that spans pieces is
+    joined once, when it is complete (a large chunk of a transfer arrives in many reads).
+    """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME, budget: Budget | None = None):
         self.max_frame = max_frame
         self.budget = budget
-        self._buffer = bytearray()
+        self._parts: deque[bytes] = deque()
+        self._offset = 0  # bytes of the first part already handed out
+        self._held = 0  # bytes received and not yet handed out
         self._charged = 0  # bytes of the budget this decoder holds
 
     def reserve(self, n: int) -> bool:
         """True if `n` more bytes may be received now (charged to the budget if it takes them)."""
-        need = max(0, len(self._buffer) + n - UNCHARGED) - self._charged
+        need = max(0, self._held + n - UNCHARGED) - self._charged
         if need <= 0 or self.budget is None:
             return True
         if not self.budget.take(need):
@@ -72,32 +85,75 @@ class FrameDecoder:
         self._charged += need
         return True
 
-    def feed(self, data: bytes) -> list[bytes]:
+    def feed(self, data: bytes) -> list[bytes | memoryview]:
         """Add received bytes; return the payloads of the frames they completed."""
-        self._buffer += data
-        frames: list[bytes] = []
-        buf = self._buffer
-        offset = 0
-        while len(buf) - offset >= _HEADER.size:
-            (length,) = _HEADER.unpack_from(buf, offset)
+        frames: list[bytes | memoryview] = []
+        if data:
+            self._parts.append(data if type(data) is bytes else bytes(data))
+            self._held += len(data)
+        while self._held >= _HEADER.size:
+            (length,) = _HEADER.unpack(self._peek(_HEADER.size))
             if length > self.max_frame:
                 raise ProtocolError(
                     f"peer announced a frame of {length} bytes; the maximum is {self.max_frame}"
                 )
-            end = offset + _HEADER.size + length
-            if len(buf) < end:
+            if self._held < _HEADER.size + length:
                 break
-            frames.append(bytes(buf[offset + _HEADER.size : end]))
-            offset = end
-        if offset:
-            del buf[:offset]
+            self._take(_HEADER.size)
+            frames.append(self._take(length))
         self._settle()
         return frames
+
+    @property
+    def remaining(self) -> int:
+        """Bytes still to come of the frame in progress (0 if none, or its header is not in)."""
+        if self._held < _HEADER.size:
+            return 0
+        length: int = _HEADER.unpack(self._peek(_HEADER.size))[0]
+        return max(0, _HEADER.size + min(length, self.max_frame) - self._held)
+
+    def _peek(self, n: int) -> bytes:
+        """The next `n` bytes held (a frame header), without taking them."""
+        out = b""
+        skip = self._offset
+        for part in self._parts:
+            out += part[skip : skip + n - len(out)]
+            skip = 0
+            if len(out) == n:
+                break
+        return out
+
+    def _take(self, n: int) -> bytes | memoryview:
+        """The next `n` bytes held: a view of the first part if it holds them all, else joined."""
+        if not n:
+            return b""
+        self._held -= n
+        first = self._parts[0]
+        start = self._offset
+        if len(first) - start > n:
+            self._offset += n
+            return memoryview(first)[start : start + n]
+        if len(first) - start == n:
+            self._parts.popleft()
+            self._offset = 0
+            return first if start == 0 else memoryview(first)[start:]
+        pieces: list[bytes | memoryview] = []
+        while n:
+            part = self._parts[0]
+            piece = memoryview(part)[self._offset : self._offset + n]
+            pieces.append(piece)
+            n -= len(piece)
+            if self._offset + len(piece) == len(part):
+                self._parts.popleft()
+                self._offset = 0
+            else:
+                self._offset += len(piece)
+        return b"".join(pieces)
 
     def _settle(self) -> None:
         if self.budget is None:
             return
-        held = max(0, len(self._buffer) - UNCHARGED)
+        held = max(0, self._held - UNCHARGED)
         if held < self._charged:
             self.budget.give(self._charged - held)
             self._charged = held
@@ -106,7 +162,8 @@ class FrameDecoder:
 
     def release(self) -> None:
         """Drop what is held and give its bytes back to the budget (the stream has ended)."""
-        self._buffer = bytearray()
+        self._parts.clear()
+        self._offset = self._held = 0
         if self.budget is not None:
             self.budget.give(self._charged)
         self._charged = 0
@@ -114,4 +171,4 @@ class FrameDecoder:
     @property
     def pending(self) -> int:
         """Bytes received that do not yet form a whole frame."""
-        return len(self._buffer)
+        return self._held

@@ -251,7 +251,7 @@ class _Envelope(msgspec.Struct):
 _envelope_decoder = msgspec.msgpack.Decoder(_Envelope)
 
 
-def decode_client_message(payload: bytes) -> ClientMessage | Rejected:
+def decode_client_message(payload: bytes | memoryview) -> ClientMessage | Rejected:
     """Decode a message sent by a client.
 
     A message that fails its schema is `Rejected` with a `BadRequest` on its own request id, so
@@ -293,7 +293,7 @@ def encode_request(message: Message) -> bytes:
     return payload
 
 
-def decode_agent_message(payload: bytes) -> AgentMessage:
+def decode_agent_message(payload: bytes | memoryview) -> AgentMessage:
     """Decode a message sent by an agent; garbage raises `ProtocolError`."""
     try:
         message: AgentMessage = _agent_decoder.decode(payload)

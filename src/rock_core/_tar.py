@@ -14,6 +14,7 @@ Rules:
 
 from __future__ import annotations
 
+import math
 import tarfile
 import time
 from dataclasses import dataclass
@@ -108,6 +109,8 @@ class Member:
     type: bytes
     size: int
     linkname: str = ""
+    mode: int = 0o644
+    mtime: float = 0.0
 
     @property
     def is_file(self) -> bool:
@@ -136,7 +139,12 @@ class TarScanner:
         self._global: dict[str, str] = {}
         self.ended = False
 
-    def feed(self, data: bytes) -> list[Member]:
+    @property
+    def remaining(self) -> int:
+        """Bytes of the current member's content and padding still to pass over."""
+        return self._skip
+
+    def feed(self, data: bytes | memoryview) -> list[Member]:
         """Take the next bytes of the stream; return every member whose header they complete."""
         members: list[Member] = []
         view = memoryview(data)
@@ -184,7 +192,8 @@ class TarScanner:
         if info.type not in _HEADER_ONLY:
             self._skip = _blocks(size)
         name = fields.get("path", info.name)
-        return Member(name, info.type, size, fields.get("linkpath", info.linkname))
+        linkname = fields.get("linkpath", info.linkname)
+        return Member(name, info.type, size, linkname, info.mode, _mtime(fields, info.mtime))
 
     def _extension(self, content: bytes) -> None:
         assert self._extended is not None
@@ -197,6 +206,15 @@ class TarScanner:
             return
         target = self._global if kind == tarfile.XGLTYPE else self._pending
         target.update(_pax_records(content))
+
+
+def _mtime(fields: dict[str, str], default: float) -> float:
+    """A PAX mtime (seconds, maybe fractional) if there is a valid one, else the header's."""
+    try:
+        value = float(fields["mtime"])
+    except (KeyError, ValueError):
+        return default
+    return value if math.isfinite(value) else default
 
 
 def _blocks(size: int) -> int:

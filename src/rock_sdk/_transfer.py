@@ -2,8 +2,9 @@
 
 An upload is a tar stream built on the fly from the local files (`_local`: walked first, then
 read in chunks), so nothing is held whole in memory. A download arrives as a tar stream that
-is spooled to a temporary file on disk and then unpacked (`_unpack`: like `docker cp`, never
-writing outside the target).
+is unpacked as it arrives, in a worker thread (`_unpack`: like `docker cp`, never writing
+outside the target; `_feed` hands it the chunks, and grants the agent one more chunk of credit
+for each it takes, so at most the credit window is held).
 
 Rules:
 - Arguments are checked first: a wrong type is a `BadRequest` naming the argument.
@@ -19,7 +20,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import tempfile
 from pathlib import Path
 
 import anyio
@@ -29,6 +29,7 @@ from rock_core import (
     BadRequest,
     ProgressCallback,
     ProgressReporter,
+    RockError,
     TransportError,
     check_progress,
 )
@@ -43,9 +44,11 @@ from rock_core.protocol import (
     raise_for_reply,
 )
 
-from ._local import local_error, tar_stream, walk
-from ._streamed import call_streamed
-from ._unpack import unpack
+from ._feed import ChunkFeed
+from ._local import tar_stream, walk
+from ._streamed import call_streamed, one_error
+from ._tar_read import READ_SIZE
+from ._unpack import Unpacked, unpack
 
 Local = str | os.PathLike[str]
 """A local path, as `upload` and `download` take it."""
@@ -91,38 +94,54 @@ async def download(
     target = Path(_local_path("download", local))
     reporter = ProgressReporter(check_progress(progress), "download", "bytes")
     request = Download(sandbox_id=sandbox_id, path=source)
-    try:
-        spool = tempfile.TemporaryFile(prefix="rock-download-")
-    except OSError as exc:
-        raise local_error(exc, tempfile.gettempdir(), "write") from exc
-    with spool:
-        stat: FileStat | None = None
-        async with conn.open_request(request) as answers:
-            await conn.grant(request.id)
-            async for message in answers:
-                if isinstance(message, StreamData):
-                    if message.data:
-                        try:
-                            await anyio.to_thread.run_sync(spool.write, message.data)
-                        except OSError as exc:
-                            raise local_error(exc, tempfile.gettempdir(), "write") from exc
-                        await conn.grant(request.id, 1)
+    stat: FileStat | None = None
+    unpacked: list[Unpacked] = []
+    with one_error():
+        async with conn.open_request(request) as answers, anyio.create_task_group() as tg:
+            feed = ChunkFeed(lambda: conn.grant(request.id, 1))
+            try:
+                await conn.grant(request.id)
+                async for message in answers:
+                    if isinstance(message, StreamData):
+                        if not feed.started:  # nothing is changed here before data comes
+                            feed.started = True
+                            tg.start_soon(_unpack_feed, feed, target, source, unpacked)
+                        await feed.put(message.data, message.end)
                         reporter.advance(len(message.data))
-                elif isinstance(message, ErrorReply | Reply):
-                    stat = raise_for_reply(message, TransferReply, request).stat
-        if stat is None:
-            raise TransportError("the agent went away during a download")
-        spool.seek(0)
-        unpacked = await anyio.to_thread.run_sync(
-            unpack, spool, target, source, anyio.from_thread.check_cancelled
-        )
+                    elif isinstance(message, ErrorReply | Reply):
+                        stat = raise_for_reply(message, TransferReply, request).stat
+                if stat is None:
+                    raise TransportError("the agent went away during a download")
+                feed.close()
+                if not feed.started:  # no data at all: the unpacker says what is wrong
+                    tg.start_soon(_unpack_feed, feed, target, source, unpacked)
+            except BaseException:
+                feed.abort()
+                raise
     reporter.finish()
+    assert stat is not None
     return FileStat(
         path=str(target),
         size=stat.size,
-        is_dir=unpacked.is_dir,
-        skipped=[*stat.skipped, *unpacked.skipped],
+        is_dir=unpacked[0].is_dir,
+        skipped=[*stat.skipped, *unpacked[0].skipped],
     )
+
+
+async def _unpack_feed(feed: ChunkFeed, target: Path, source: str, out: list[Unpacked]) -> None:
+    """Unpack what `feed` gives, in a worker thread; quiet if the download failed first."""
+    try:
+        out.append(await anyio.to_thread.run_sync(_unpack_all, feed, target, source))
+    except RockError:
+        if not feed.aborted:
+            raise  # else the download's own error is the one raised
+
+
+def _unpack_all(feed: ChunkFeed, target: Path, source: str) -> Unpacked:
+    unpacked = unpack(feed, target, source, anyio.from_thread.check_cancelled)
+    while feed.read(READ_SIZE):  # bytes past the archive's end: taken, so the agent can finish
+        pass
+    return unpacked
 
 
 def _local_path(op: str, value: object) -> str:

@@ -14,29 +14,31 @@ Rules:
   write (as tarfile's "data" filter does); owners are not copied (the files are the caller's).
 - Errors (see `_local`): a local `OSError` is a `BadRequest` naming the path; a stream that is
   not a tar archive is a `ProtocolError` (the peer's fault, not the caller's).
+- A download that fails leaves nothing: not its staging folder, nor the folders made for it
+  (the stream is unpacked as it arrives, so a failure may come after they were made).
 - It runs in a worker thread and calls `check` between members and chunks (the SDK passes
   `anyio.from_thread.check_cancelled`), so a cancelled caller stops it and nothing is left.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import shutil
 import stat
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
 
 from rock_core import BadRequest, ProtocolError, RockError
-from rock_core.tar import ENCODING, kind
+from rock_core.tar import Member, kind
 
 from ._local import describe, local_error
+from ._tar_read import Source, TarReader
 
-COPY_CHUNK = 1 << 20
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
@@ -49,9 +51,9 @@ class Unpacked:
 
 
 def unpack(
-    spool: IO[bytes], local: Path, remote: str, check: Callable[[], None] = lambda: None
+    spool: Source, local: Path, remote: str, check: Callable[[], None] = lambda: None
 ) -> Unpacked:
-    """Unpack the archive of `remote` held in `spool` to `local` (see the rules)."""
+    """Unpack the archive of `remote` read from `spool` to `local` (see the rules)."""
     try:
         return _unpack(spool, local, remote, check)
     except RockError:
@@ -60,7 +62,7 @@ def unpack(
         raise local_error(exc, str(exc.filename or local), "write") from exc
 
 
-def _unpack(spool: IO[bytes], local: Path, remote: str, check: Callable[[], None]) -> Unpacked:
+def _unpack(spool: Source, local: Path, remote: str, check: Callable[[], None]) -> Unpacked:
     try:
         here = os.lstat(local)
     except FileNotFoundError:
@@ -71,18 +73,15 @@ def _unpack(spool: IO[bytes], local: Path, remote: str, check: Callable[[], None
         raise BadRequest(f"local {local} is {describe(here.st_mode)}; not replacing it")
     into = local.is_dir()  # followed if it is a link, as `cp` follows its destination
     parent = local if into else local.parent
+    made = [folder for folder in (parent, *parent.parents) if not folder.exists()]
     parent.mkdir(parents=True, exist_ok=True)
     staging = tempfile.mkdtemp(prefix=".rock-download-", dir=parent)
+    done = False
     try:
         extractor = _Extractor(staging, posixpath.dirname(remote.rstrip("/")), check)
-        try:
-            with tarfile.open(
-                fileobj=spool, mode="r|", encoding=ENCODING, errors="surrogateescape"
-            ) as archive:
-                for member in archive:
-                    extractor.add(archive, member)
-        except tarfile.TarError as exc:
-            raise ProtocolError(f"the download of {remote} is not a tar stream: {exc}") from exc
+        archive = TarReader(spool, f"the download of {remote}")
+        for member in archive.members():
+            extractor.add(archive, member)
         extractor.finish()
         entries = os.listdir(staging)
         if not entries and extractor.skipped:
@@ -92,9 +91,13 @@ def _unpack(spool: IO[bytes], local: Path, remote: str, check: Callable[[], None
         target = local / entries[0] if into else local
         _remove(str(target))
         os.rename(os.path.join(staging, entries[0]), target)
+        done = True
         return Unpacked(stat.S_ISDIR(os.lstat(target).st_mode), extractor.skipped)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        for folder in made if not done else ():  # a failed download leaves no folders either
+            with contextlib.suppress(OSError):
+                folder.rmdir()
 
 
 class _Extractor:
@@ -107,7 +110,7 @@ class _Extractor:
         self.skipped: list[str] = []
         self._folders: list[tuple[str, int, float]] = []
 
-    def add(self, archive: tarfile.TarFile, member: tarfile.TarInfo) -> None:
+    def add(self, archive: TarReader, member: Member) -> None:
         self.check()
         where = posixpath.join(self.base, member.name)
         parts = _parts(member.name)
@@ -116,23 +119,26 @@ class _Extractor:
             self.skipped.append(f"{where}: its name leads out of the download, skipped")
             return
         dest = os.path.join(folder, parts[-1])
-        if member.isdir():
+        if member.is_dir:
             existing = _lstat(dest)
             if existing is None or not stat.S_ISDIR(existing.st_mode):
                 _remove(dest)
                 os.mkdir(dest, 0o700)
             self._folders.append((dest, (member.mode & 0o755) | 0o700, member.mtime))
-        elif member.isreg():
+        elif member.is_file and member.type != tarfile.GNUTYPE_SPARSE:
             _remove(dest)
-            self._write(archive, member, dest)
-        elif member.issym():
+            self._write(archive.content(member), member, dest)
+        elif member.type == tarfile.SYMTYPE:
             _remove(dest)
             os.symlink(member.linkname, dest)
             os.utime(dest, (member.mtime, member.mtime), follow_symlinks=False)
-        elif member.islnk():
+        elif member.type == tarfile.LNKTYPE:
             self._hard_link(member, dest, where)
         else:
-            self.skipped.append(f"{where}: {kind(member.type)}, skipped")
+            sparse = member.type == tarfile.GNUTYPE_SPARSE
+            self.skipped.append(
+                f"{where}: {'a sparse file' if sparse else kind(member.type)}, skipped"
+            )
 
     def finish(self) -> None:
         """Give folders their modes and times, deepest first (their content is complete)."""
@@ -154,19 +160,19 @@ class _Extractor:
                 return None
         return path
 
-    def _write(self, archive: tarfile.TarFile, member: tarfile.TarInfo, dest: str) -> None:
-        source = archive.extractfile(member)
-        if source is None:
-            raise ProtocolError(f"tar member {member.name} has no content")
-        with source, open(os.open(dest, _CREATE, 0o600), "wb") as out:
-            while chunk := source.read(COPY_CHUNK):
-                out.write(chunk)
+    def _write(self, content: Iterator[memoryview], member: Member, dest: str) -> None:
+        fd = os.open(dest, _CREATE, 0o600)
+        try:
+            for piece in content:
+                while piece:
+                    piece = piece[os.write(fd, piece) :]
                 self.check()
-            out.flush()
-            os.fchmod(out.fileno(), (member.mode & 0o755) | 0o600)
-            os.utime(out.fileno(), (member.mtime, member.mtime))
+            os.fchmod(fd, (member.mode & 0o755) | 0o600)
+            os.utime(fd, (member.mtime, member.mtime))
+        finally:
+            os.close(fd)
 
-    def _hard_link(self, member: tarfile.TarInfo, dest: str, where: str) -> None:
+    def _hard_link(self, member: Member, dest: str, where: str) -> None:
         parts = _parts(member.linkname)
         folder = self._folder(parts[:-1], create=False) if parts else None
         source = os.path.join(folder, parts[-1]) if folder is not None else None
