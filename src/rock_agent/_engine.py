@@ -117,7 +117,8 @@ def _answered(exc: DockerError, what: str, not_found: type[RockError]) -> RockEr
         return _broken(exc.__context__ or exc, what)
     if exc.status == 404:
         return not_found(f"{what}: {message}")
-    if exc.status == 409 and "is not running" in message:
+    # 409 for most requests; an exec's start that races the container's end answers 500.
+    if exc.status in (409, 500) and "is not running" in message:
         return stopped(what, message)
     if exc.status in (400, 409):
         return BadRequest(f"{what}: {message}")
