@@ -15,7 +15,7 @@ GONE = "Container 2bc1 is not running: Exited (137) Less than a second ago"
 def test_a_container_that_stopped_under_a_request_is_said_so(status: int) -> None:
     # An exec's start that races the container's end is answered 500, most requests 409.
     with pytest.raises(SandboxFailed) as caught, engine_errors("starting a process in sb-1"):
-        raise DockerError(status, {"message": GONE})
+        raise DockerError(status, GONE)
     assert "the sandbox is not running (its processes have all ended)" in str(caught.value)
     assert GONE in str(caught.value)
 
