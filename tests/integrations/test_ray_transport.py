@@ -143,8 +143,10 @@ async def test_sandboxes_through_actors_and_a_killed_actor(ray_cluster: Cluster2
     )
     async with open_cluster(source, owner=owner, **FAST) as cluster:
         await wait_until(
-            lambda: set(cluster.hosts) == set(WORKERS)
-            and all(h.state == LinkState.CONNECTED for h in cluster.hosts.values()),
+            lambda: (
+                set(cluster.hosts) == set(WORKERS)
+                and all(h.state == LinkState.CONNECTED for h in cluster.hosts.values())
+            ),
             "both workers connected",
         )
         nodes = {n.address: n.node_id for n in source.nodes}  # type: ignore[attr-defined]
@@ -185,9 +187,7 @@ async def test_sandboxes_through_actors_and_a_killed_actor(ray_cluster: Cluster2
         with pytest.raises(SandboxLost):
             await lost.arun("true")
         # The agent on the node reaps the owner's sandbox once the lease (6 s) ends.
-        await wait_until(
-            lambda: not containers(f"rock.sandbox={lost.sandbox_id}"), "reaped", 120
-        )
+        await wait_until(lambda: not containers(f"rock.sandbox={lost.sandbox_id}"), "reaped", 120)
         # The other node is untouched.
         assert (await on[kept].arun("echo $X", session="work")).output == "41\n"
     assert not containers(f"rock.owner={owner}")
