@@ -127,9 +127,11 @@ def containers(label: str) -> list[str]:
 
 
 async def wait_until(check: Any, what: str, timeout: float = START_TIMEOUT) -> None:
-    with anyio.fail_after(timeout):
-        while not check():
+    with anyio.move_on_after(timeout):
+        while not check():  # noqa: ASYNC110 (polling Ray's, Docker's and the cluster's views)
             await anyio.sleep(0.3)
+        return
+    raise AssertionError(f"not within {timeout:g} s: {what}")
 
 
 async def test_sandboxes_through_actors_and_a_killed_actor(ray_cluster: Cluster2) -> None:
@@ -162,6 +164,7 @@ async def test_sandboxes_through_actors_and_a_killed_actor(ray_cluster: Cluster2
             await sandbox.write_file("/tmp/f.bin", bytes(range(256)) * 1000)
             assert await sandbox.read_file("/tmp/f.bin") == bytes(range(256)) * 1000
             assert containers(f"rock.sandbox={sandbox.sandbox_id}")
+            assert containers(f"rock.owner={owner}")
             actor = ray.get_actor(actor_name(nodes[ip]), namespace="rock")
             described = await actor.describe.remote()
             assert described["host_id"] == ip and described["streams"] >= 1
@@ -239,7 +242,7 @@ async def test_cancelled_receives_lose_no_bytes_and_bad_input(ray_cluster: Clust
         lambda: ray.init(address=ray_cluster.nodes.address, log_to_driver=False)
     )
     with anyio.fail_after(START_TIMEOUT):
-        while len([n for n in ray.nodes() if n["Alive"] and n["Resources"].get("rock")]) < 2:
+        while len([n for n in ray.nodes() if n["Alive"] and n["Resources"].get("rock")]) < 2:  # noqa: ASYNC110
             await anyio.sleep(0.5)
     node = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("rock"))
     inner = RayAgentConnector(node["NodeID"], socket_dir=str(ray_cluster.sockets))

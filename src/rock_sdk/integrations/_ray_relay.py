@@ -27,7 +27,6 @@ import asyncio
 import contextlib
 import os
 import sys
-import time
 from dataclasses import dataclass, field
 
 POLL = 5.0  # seconds a receive waits for bytes before it answers empty
@@ -46,7 +45,7 @@ class _Relay:
     last: bytes = b""  # the chunk handed out last (handed out again if asked again)
     eof: bool = False
     calls: int = 0  # calls running now
-    touched: float = field(default_factory=time.monotonic)
+    touched: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
 
 class RayAgentRelay:
@@ -65,8 +64,8 @@ class RayAgentRelay:
         self._next = 0
         self._resent = 0  # chunks handed out again (their first reply went to a cancelled call)
         self._ensure_lock: asyncio.Lock | None = None
-        # The sweeper lives as long as the actor's loop: a Ray actor has no `async with` to
-        # own it, and it must run while no call does (that is when callers have gone).
+        # The sweeper runs while there are streams: a Ray actor has no `async with` to own it,
+        # and it must run while no call does (that is when callers have gone).
         self._sweeper: asyncio.Task[None] | None = None
 
     async def describe(self) -> dict[str, object]:
@@ -81,8 +80,6 @@ class RayAgentRelay:
 
     async def open(self) -> int:
         """Connect a new stream to the agent (starting one if none answers); its id."""
-        if self._sweeper is None:
-            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         if len(self._streams) >= MAX_STREAMS:
             raise RuntimeError(f"this actor relays {MAX_STREAMS} streams already")
         try:
@@ -95,6 +92,8 @@ class RayAgentRelay:
                 raise RuntimeError(f"no agent listens on {self.socket}: {exc}") from None
         self._next += 1
         self._streams[self._next] = _Relay(reader, writer)
+        if self._sweeper is None or self._sweeper.done():
+            self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return self._next
 
     async def send(self, stream: int, data: bytes) -> None:
@@ -155,12 +154,12 @@ class RayAgentRelay:
         relay = self._streams.get(stream)
         if relay is None:
             raise RuntimeError(f"stream {stream} is closed")
-        relay.touched = time.monotonic()
+        relay.touched = asyncio.get_running_loop().time()
         return relay
 
     def _done(self, relay: _Relay) -> None:
         relay.calls -= 1
-        relay.touched = time.monotonic()
+        relay.touched = asyncio.get_running_loop().time()
 
     async def _ensure(self) -> None:
         """Run ``rock-agent ensure`` for this node's socket (once at a time)."""
@@ -198,9 +197,9 @@ class RayAgentRelay:
                 )
 
     async def _sweep(self) -> None:
-        while True:
+        while self._streams:
             await asyncio.sleep(STALE / 4)
-            now = time.monotonic()
+            now = asyncio.get_running_loop().time()
             for stream, relay in list(self._streams.items()):
                 if relay.calls == 0 and now - relay.touched > STALE:
                     del self._streams[stream]
