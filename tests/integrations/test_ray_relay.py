@@ -90,7 +90,7 @@ async def test_a_stream_nobody_calls_is_closed(
 @ASYNCIO_ONLY
 async def test_an_agent_that_does_not_start_is_a_clear_error(tmp_path: Path) -> None:
     relay = RayAgentRelay("host", str(tmp_path), ["false"], 5.0)
-    with pytest.raises(RuntimeError, match="false ensure --socket .* failed with status 1"):
+    with pytest.raises(RuntimeError, match=r"false ensure --socket .* failed with status 1"):
         await relay.open()
 
 
@@ -109,7 +109,7 @@ class FakeTaskError(FakeRayError):
 
 
 class FakeRay:
-    class exceptions:  # noqa: N801 (ray.exceptions' shape)
+    class exceptions:  # the shape of ray.exceptions
         RayError = FakeRayError
         RayActorError = FakeActorError
         RayTaskError = FakeTaskError
