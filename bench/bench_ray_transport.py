@@ -63,6 +63,9 @@ async def measure(
 
 
 async def main(commands: int, rounds: int, uploads: int) -> None:
+    # A local Ray started with token auth writes ~/.ray/auth_token, which every later
+    # `ray start` of this user then needs: this benchmark's Ray runs without it.
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     import ray
 
     load_before = os.getloadavg()

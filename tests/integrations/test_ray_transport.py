@@ -12,9 +12,11 @@ from __future__ import annotations
 
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -48,7 +50,8 @@ pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 WORKERS = ("127.0.0.2", "127.0.0.3")
 START_TIMEOUT = 180.0
 CONFIG = SandboxConfig(image=SH_IMAGE, cpus=0.1, memory="64m")
-FAST = {"heartbeat": 1.0, "heartbeat_timeout": 4.0, "lease": 6.0, "grace": 4.0}
+FAST = {"heartbeat": 1.0, "heartbeat_timeout": 4.0, "lease": 6.0, "grace": 15.0}
+ROOT = Path(__file__).parents[2]
 
 
 class Cluster2:
@@ -169,6 +172,21 @@ async def test_sandboxes_through_actors_and_a_killed_actor(ray_cluster: Cluster2
             described = await actor.describe.remote()
             assert described["host_id"] == ip and described["streams"] >= 1
 
+        # The actor's worker crashes: Ray restarts it, the link comes back, nothing is lost.
+        kept_actor = ray.get_actor(actor_name(nodes[WORKERS[0]]), namespace="rock")
+        crashed = (await kept_actor.describe.remote())["pid"]
+        os.kill(crashed, signal.SIGKILL)
+        await wait_until(
+            lambda: cluster.hosts[WORKERS[0]].state != LinkState.CONNECTED, "link down", 60
+        )
+        await wait_until(
+            lambda: cluster.hosts[WORKERS[0]].state == LinkState.CONNECTED, "link back", 60
+        )
+        assert (await kept_actor.describe.remote())["pid"] != crashed
+        survivor = on[WORKERS[0]]
+        assert survivor.state == SandboxState.RUNNING
+        assert (await survivor.arun("cat /tmp/f.bin | wc -c", session="work")).output == "256000\n"
+
         # A stream of the doomed node's own, to see a dead actor's errors.
         doomed, kept = WORKERS[1], WORKERS[0]
         connector = RayAgentConnector(
@@ -194,6 +212,19 @@ async def test_sandboxes_through_actors_and_a_killed_actor(ray_cluster: Cluster2
         # The other node is untouched.
         assert (await on[kept].arun("echo $X", session="work")).output == "41\n"
     assert not containers(f"rock.owner={owner}")
+
+
+async def join_with_workers(ray_cluster: Cluster2) -> list[dict[str, Any]]:
+    """Join the test's Ray cluster once both workers are in its node table; their entries."""
+    await anyio.to_thread.run_sync(
+        lambda: ray.init(address=ray_cluster.nodes.address, log_to_driver=False)
+    )
+    workers: list[dict[str, Any]] = []
+    with anyio.fail_after(START_TIMEOUT):
+        while len(workers) < 2:
+            await anyio.sleep(0.5)
+            workers = [n for n in ray.nodes() if n["Alive"] and n["Resources"].get("rock")]
+    return workers
 
 
 class Noisy:
@@ -238,13 +269,7 @@ class NoisyConnector:
 
 
 async def test_cancelled_receives_lose_no_bytes_and_bad_input(ray_cluster: Cluster2) -> None:
-    await anyio.to_thread.run_sync(
-        lambda: ray.init(address=ray_cluster.nodes.address, log_to_driver=False)
-    )
-    with anyio.fail_after(START_TIMEOUT):
-        while len([n for n in ray.nodes() if n["Alive"] and n["Resources"].get("rock")]) < 2:  # noqa: ASYNC110
-            await anyio.sleep(0.5)
-    node = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("rock"))
+    node = (await join_with_workers(ray_cluster))[0]
     inner = RayAgentConnector(node["NodeID"], socket_dir=str(ray_cluster.sockets))
     noisy = NoisyConnector(inner)
     async with open_cluster([noisy], owner=f"ray-noisy-{uuid.uuid4().hex[:8]}") as cluster:
@@ -271,3 +296,72 @@ async def test_cancelled_receives_lose_no_bytes_and_bad_input(ray_cluster: Clust
     with pytest.raises(HostUnreachable, match="no Ray node has id"):
         async with RayAgentConnector("ab" * 28).connect():
             pass
+
+
+PROGRAM = """
+import sys, time, anyio, ray
+from rock_sdk import SandboxConfig, open_cluster
+from rock_sdk.integrations.ray import RayAgentConnector
+
+async def main():
+    ray.init(address=sys.argv[1], log_to_driver=False)
+    node = next(n for n in ray.nodes() if n["Alive"] and n["Resources"].get("rock"))
+    host = RayAgentConnector(node["NodeID"], socket_dir=sys.argv[2])
+    async with open_cluster([host], heartbeat=1, heartbeat_timeout=4, lease=6) as cluster:
+        sandbox = await cluster.create_sandbox(SandboxConfig(image=sys.argv[3], memory="64m"))
+        print(sandbox.sandbox_id, flush=True)
+        await anyio.sleep(3600)
+
+anyio.run(main)
+"""
+
+
+def scale_out_snippet() -> str:
+    text = (ROOT / "docs" / "scale-out.md").read_text()
+    blocks = [
+        b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "integrations.ray" in b
+    ]
+    assert len(blocks) == 1
+    return blocks[0]
+
+
+async def test_the_docs_snippet_and_a_program_that_dies(ray_cluster: Cluster2) -> None:
+    env = {**os.environ, "RAY_ADDRESS": ray_cluster.nodes.address, "PYTHONPATH": str(ROOT / "src")}
+    await join_with_workers(ray_cluster)  # as a job would start: once its nodes are up
+    await anyio.to_thread.run_sync(ray.shutdown)
+    try:
+        done = await anyio.run_process(
+            [sys.executable, "-c", scale_out_snippet()], env=env, check=False
+        )
+        assert done.returncode == 0, done.stderr.decode()[-3000:]
+        said = done.stdout.decode().split()
+        assert said[:2] == ["hello", "on"] and said[2] in WORKERS
+    finally:
+        # The snippet's agents live in the default folder: end exactly this test's nodes'.
+        for ip in WORKERS:
+            for pid in agents_under(Path(f"/tmp/rock-ray-{os.geteuid()}/{ip}")):
+                os.kill(pid, signal.SIGTERM)
+
+    # A program killed with its sandbox running: the actor drops its stream after STALE
+    # seconds without a call, the agent's lease (6 s) then ends, and its reaper removes it.
+    program = await anyio.open_process(
+        [
+            sys.executable,
+            "-c",
+            PROGRAM,
+            ray_cluster.nodes.address,
+            str(ray_cluster.sockets),
+            SH_IMAGE,
+        ],
+        env=env,
+    )
+    try:
+        assert program.stdout is not None
+        with anyio.fail_after(START_TIMEOUT):
+            line = await program.stdout.receive()
+        sandbox_id = line.decode().split()[0]
+        assert containers(f"rock.sandbox={sandbox_id}")
+    finally:
+        program.kill()
+        await program.wait()
+    await wait_until(lambda: not containers(f"rock.sandbox={sandbox_id}"), "reaped", 150)
