@@ -51,7 +51,9 @@ async def test_the_relay_hands_a_lost_reply_out_again(tmp_path: Path) -> None:
     async with agent_socket(tmp_path) as peers:
         relay = RayAgentRelay("host", str(tmp_path), None, 5.0)
         stream = await relay.open()
-        await relay.send(stream, b"hello")
+        await relay.send(stream, 2, b"llo")  # came before its turn: kept until then
+        await relay.send(stream, 0, b"he")
+        await relay.send(stream, 0, b"he")  # asked twice: written once
         assert await relay.receive(stream, 0, 3, 1.0) == (b"HEL", False)
         # The caller of that receive was cancelled: it asks for offset 0 again.
         assert await relay.receive(stream, 0, 3, 1.0) == (b"HEL", False)
@@ -65,7 +67,7 @@ async def test_the_relay_hands_a_lost_reply_out_again(tmp_path: Path) -> None:
         await relay.close(stream)
         await relay.close(stream)  # closing twice is no error
         with pytest.raises(RuntimeError, match=f"stream {stream} is closed"):
-            await relay.send(stream, b"x")
+            await relay.send(stream, 5, b"x")
 
 
 @pytest.mark.anyio
@@ -77,7 +79,7 @@ async def test_a_stream_nobody_calls_is_closed(
     async with agent_socket(tmp_path) as peers:
         relay = RayAgentRelay("host", str(tmp_path), None, 5.0)
         stream = await relay.open()
-        await relay.send(stream, b"x")
+        await relay.send(stream, 0, b"x")
         with anyio.fail_after(10):
             while (await relay.describe())["streams"]:  # noqa: ASYNC110 (the sweeper's timer)
                 await anyio.sleep(0.05)
@@ -137,6 +139,7 @@ class FakeActor:
 
     def __init__(self) -> None:
         self.asked: list[int] = []
+        self.sent: list[tuple[int, bytes]] = []
         self.dead = False
         self.receive = Method(self._receive)
         self.send = Method(self._send)
@@ -149,7 +152,8 @@ class FakeActor:
         data = b"abcdef"[offset : offset + 2]
         return data, not data
 
-    def _send(self, stream: int, data: bytes) -> None:
+    def _send(self, stream: int, offset: int, data: bytes) -> None:
+        self.sent.append((offset, data))
         if data == b"bad":
             raise FakeTaskError(RuntimeError("stream 1 is closed"))
 
@@ -172,8 +176,14 @@ async def test_the_stream_asks_by_offset_and_maps_ray_errors() -> None:
         await stream.receive()
     assert actor.asked == [0, 2, 2, 4, 6]
     await stream.send(b"fine")
+    await stream.send(b"bad")  # not waited for: its failure comes with the next wait
     with pytest.raises(TransportError, match="ray://n: the actor call failed: stream 1 is closed"):
-        await stream.send(b"bad")
+        await stream.drain()
+    for _ in range(20):
+        await stream.send(b"12")
+    await stream.drain()
+    assert actor.sent[:2] == [(0, b"fine"), (4, b"bad")]
+    assert sorted(actor.sent[2:]) == [(7 + 2 * i, b"12") for i in range(20)]
     actor.dead = True
     with pytest.raises(TransportError, match="ray://n: its agent actor is gone or unreachable"):
         await stream.receive()

@@ -13,6 +13,8 @@ Rules:
 - The agent is not the actor's child and outlives it: when the actor goes (``ray.kill``, its
   worker crashes), its connections to the agent close, and the agent's leases (not the actor)
   decide when the owners' sandboxes are reaped. A new actor on the node finds the same agent.
+- Sends are numbered by offset too: the caller keeps a few in flight without waiting, and the
+  actor writes them in their order whatever order Ray runs them in.
 - A reply lost to a cancelled caller loses no bytes: ``receive`` names the offset it wants, so
   the chunk handed out last is handed out again until the next call asks past it. Calls on one
   stream are taken one at a time (a cancelled caller's call may still run here).
@@ -33,6 +35,7 @@ POLL = 5.0  # seconds a receive waits for bytes before it answers empty
 STALE = 20.0  # seconds without a call after which a stream's caller counts as gone
 MAX_STREAMS = 4096  # streams one actor relays at once
 MAX_CHUNK = 1 << 20  # the most bytes one receive answers
+MAX_EARLY = 64 << 20  # the most bytes of sends that came before their turn, per stream
 ENSURE_TIMEOUT = 60.0
 
 
@@ -44,6 +47,8 @@ class _Relay:
     offset: int = 0  # where `last` starts in the stream from the agent
     last: bytes = b""  # the chunk handed out last (handed out again if asked again)
     eof: bool = False
+    written: int = 0  # bytes written to the agent: the offset the next send must start at
+    early: dict[int, bytes] = field(default_factory=dict)  # sends that came before their turn
     calls: int = 0  # calls running now
     touched: float = field(default_factory=lambda: asyncio.get_running_loop().time())
 
@@ -96,12 +101,27 @@ class RayAgentRelay:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
         return self._next
 
-    async def send(self, stream: int, data: bytes) -> None:
-        """Write `data` to the agent (waiting while the agent's socket is full)."""
+    async def send(self, stream: int, offset: int, data: bytes) -> None:
+        """Write `data`, the bytes at `offset` of the stream to the agent, in their turn.
+
+        The caller does not wait for one send before the next, and Ray does not order an async
+        actor's calls: a send that comes early waits here (at most `MAX_EARLY` bytes), and
+        one whose bytes were written already (asked twice) is ignored.
+        """
         relay = self._relay(stream)
         relay.calls += 1
         try:
-            relay.writer.write(data)
+            if offset > relay.written:
+                if sum(map(len, relay.early.values())) + len(data) > MAX_EARLY:
+                    raise RuntimeError(f"stream {stream}: over {MAX_EARLY} bytes sent out of turn")
+                relay.early[offset] = data
+            elif offset == relay.written:
+                relay.writer.write(data)
+                relay.written += len(data)
+                while relay.written in relay.early:
+                    chunk = relay.early.pop(relay.written)
+                    relay.writer.write(chunk)
+                    relay.written += len(chunk)
             await relay.writer.drain()
         finally:
             self._done(relay)

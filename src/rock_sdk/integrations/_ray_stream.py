@@ -17,7 +17,8 @@ Rules:
 - Awaiting a call works on asyncio and trio: the call's ``concurrent.futures`` future is
   awaited, never a thread blocked in ``ray.get``.
 - A cancelled ``receive`` loses no bytes (the offset it asked for is asked again, see
-  `_ray_relay`); a cancelled ``send`` leaves the stream to be closed, as any cut stream.
+  `_ray_relay`). ``send`` keeps up to `WINDOW` calls in flight, numbered by offset, and
+  waits only for the oldest: a failed send is raised by a later one, as a socket's would be.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+from collections import deque
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import Future
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -42,6 +44,7 @@ NAMESPACE = "rock"
 OPEN_TIMEOUT = 120.0  # seconds for a first open: Ray starts a worker, the agent starts
 CALL_SLACK = 30.0  # seconds past its own wait that a receive may take before the link is cut
 CLOSE_TIMEOUT = 5.0
+WINDOW = 8  # sends a stream keeps in flight before it waits for the oldest
 MAX_CONCURRENCY = 10_000  # calls one actor runs at once: a long poll per stream, and sends
 _NODE_ID = re.compile(r"[0-9a-f]{56}")
 
@@ -207,13 +210,30 @@ class RayStream:
         self._id = stream_id
         self._name = name
         self._offset = 0  # bytes received so far: the offset the next receive asks for
+        self._sent = 0  # bytes given to `send` so far: the offset of the next one
+        self._inflight: deque[Future[Any]] = deque()  # sends not yet answered, oldest first
         self._closed = False
 
     async def send(self, item: bytes, /) -> None:
-        """Write `item` to the agent."""
+        """Send `item` to the agent: up to `WINDOW` sends stay in flight, unawaited.
+
+        A send that failed is raised by the next send (or `drain`), as a socket's would be.
+        """
         if self._closed:
             raise anyio.ClosedResourceError
-        await call(self._ray, self._actor.send.remote(self._id, bytes(item)), self._name)
+        while self._inflight and (self._inflight[0].done() or len(self._inflight) >= WINDOW):
+            await self._settle(self._inflight.popleft())
+        ref = self._actor.send.remote(self._id, self._sent, bytes(item))
+        self._sent += len(item)
+        self._inflight.append(ref.future())
+
+    async def drain(self) -> None:
+        """Wait until every send so far is written on the actor (raising the first failure)."""
+        while self._inflight:
+            await self._settle(self._inflight.popleft())
+
+    async def _settle(self, future: Future[Any]) -> None:
+        await answer(self._ray, future, self._name)
 
     async def receive(self, max_bytes: int = 65536, /) -> bytes:
         """The next bytes from the agent; `anyio.EndOfStream` once it closed."""
@@ -240,13 +260,19 @@ class RayStream:
         self._closed = True
         with anyio.CancelScope(shield=True), anyio.move_on_after(CLOSE_TIMEOUT):
             with contextlib.suppress(TransportError):
+                await self.drain()  # the bytes sent before the close go before it
+            with contextlib.suppress(TransportError):
                 await call(self._ray, self._actor.close.remote(self._id), self._name)
 
 
 async def call(ray: Any, ref: Any, name: str) -> Any:
     """The result of the actor call `ref`, with Ray's failures as `TransportError`."""
+    return await answer(ray, ref.future(), name)
+
+
+async def answer(ray: Any, future: Future[Any], name: str) -> Any:
+    """The result of an actor call's `future`, with Ray's failures as `TransportError`."""
     try:
-        future = ref.future()
         return await wait_future(future)
     except ray.exceptions.RayActorError as exc:
         raise TransportError(
