@@ -47,7 +47,14 @@ from rock_sdk.integrations.ray import RayAgentConnector, actor_name, ray_hosts  
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
 
-WORKERS = ("127.0.0.2", "127.0.0.3")
+# Each test's workers have addresses of their own: an address is an agent's host id, and two
+# agents with one host id on one engine would take each other's containers (tests run in
+# parallel; test_ray_hosts uses 127.0.0.2).
+WORKER_IPS = {
+    "test_sandboxes_through_actors_and_a_killed_actor": ("127.0.0.12", "127.0.0.13"),
+    "test_cancelled_receives_lose_no_bytes_and_bad_input": ("127.0.0.22", "127.0.0.23"),
+    "test_the_docs_snippet_and_a_program_that_dies": ("127.0.0.32", "127.0.0.33"),
+}
 START_TIMEOUT = 180.0
 CONFIG = SandboxConfig(image=SH_IMAGE, cpus=0.1, memory="64m")
 FAST = {"heartbeat": 1.0, "heartbeat_timeout": 4.0, "lease": 6.0, "grace": 15.0}
@@ -57,7 +64,8 @@ ROOT = Path(__file__).parents[2]
 class Cluster2:
     """A Ray head with no CPUs and two workers with a ``rock`` resource; agents made by tests."""
 
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, workers: tuple[str, str]) -> None:
+        self.workers = workers
         self.nodes = RayNodes(root)
         self.sockets = root / "agents"  # every agent the relays start listens under here
 
@@ -70,7 +78,7 @@ class Cluster2:
             f"--temp-dir={self.nodes.root / 'head'}",
         )
         wait_for_port(self.nodes.port)
-        for ip in WORKERS:
+        for ip in self.workers:
             self.nodes.start(
                 f"--address={self.nodes.address}",
                 f"--node-ip-address={ip}",
@@ -104,11 +112,11 @@ def agents_under(folder: Path) -> list[int]:
 
 
 @pytest.fixture
-def ray_cluster() -> Iterator[Cluster2]:
+def ray_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster2]:
     if ray.is_initialized():
         ray.shutdown()
     root = Path(tempfile.mkdtemp(prefix="rock-rayt-", dir="/tmp"))
-    cluster = Cluster2(root)
+    cluster = Cluster2(root, WORKER_IPS[request.node.name])
     try:
         cluster.start()
         yield cluster
@@ -139,6 +147,7 @@ async def wait_until(check: Any, what: str, timeout: float = START_TIMEOUT) -> N
 
 async def test_sandboxes_through_actors_and_a_killed_actor(ray_cluster: Cluster2) -> None:
     owner = f"ray-transport-{uuid.uuid4().hex[:8]}"
+    workers = ray_cluster.workers
     source = ray_hosts(
         ray_cluster.nodes.address,
         label="rock",
@@ -149,7 +158,7 @@ async def test_sandboxes_through_actors_and_a_killed_actor(ray_cluster: Cluster2
     async with open_cluster(source, owner=owner, **FAST) as cluster:
         await wait_until(
             lambda: (
-                set(cluster.hosts) == set(WORKERS)
+                set(cluster.hosts) == set(workers)
                 and all(h.state == LinkState.CONNECTED for h in cluster.hosts.values())
             ),
             "both workers connected",
@@ -158,7 +167,7 @@ async def test_sandboxes_through_actors_and_a_killed_actor(ray_cluster: Cluster2
         first = await cluster.create_sandbox(CONFIG)
         second = await cluster.create_sandbox(CONFIG)
         on = {(await s.status()).host: s for s in (first, second)}
-        assert set(on) == set(WORKERS)  # spread: one on each worker
+        assert set(on) == set(workers)  # spread: one on each worker
         for ip, sandbox in on.items():
             await sandbox.create_session("work")
             await sandbox.arun("cd /tmp && X=41", session="work", check=True)
@@ -173,22 +182,22 @@ async def test_sandboxes_through_actors_and_a_killed_actor(ray_cluster: Cluster2
             assert described["host_id"] == ip and described["streams"] >= 1
 
         # The actor's worker crashes: Ray restarts it, the link comes back, nothing is lost.
-        kept_actor = ray.get_actor(actor_name(nodes[WORKERS[0]]), namespace="rock")
+        kept_actor = ray.get_actor(actor_name(nodes[workers[0]]), namespace="rock")
         crashed = (await kept_actor.describe.remote())["pid"]
         os.kill(crashed, signal.SIGKILL)
         await wait_until(
-            lambda: cluster.hosts[WORKERS[0]].state != LinkState.CONNECTED, "link down", 60
+            lambda: cluster.hosts[workers[0]].state != LinkState.CONNECTED, "link down", 60
         )
         await wait_until(
-            lambda: cluster.hosts[WORKERS[0]].state == LinkState.CONNECTED, "link back", 60
+            lambda: cluster.hosts[workers[0]].state == LinkState.CONNECTED, "link back", 60
         )
         assert (await kept_actor.describe.remote())["pid"] != crashed
-        survivor = on[WORKERS[0]]
+        survivor = on[workers[0]]
         assert survivor.state == SandboxState.RUNNING
         assert (await survivor.arun("cat /tmp/f.bin | wc -c", session="work")).output == "256000\n"
 
         # A stream of the doomed node's own, to see a dead actor's errors.
-        doomed, kept = WORKERS[1], WORKERS[0]
+        doomed, kept = workers[1], workers[0]
         connector = RayAgentConnector(
             nodes[doomed], host_id=doomed, socket_dir=str(ray_cluster.sockets)
         )
@@ -336,10 +345,10 @@ async def test_the_docs_snippet_and_a_program_that_dies(ray_cluster: Cluster2) -
         )
         assert done.returncode == 0, done.stderr.decode()[-3000:]
         said = done.stdout.decode().split()
-        assert said[:2] == ["hello", "on"] and said[2] in WORKERS
+        assert said[:2] == ["hello", "on"] and said[2] in ray_cluster.workers
     finally:
         # The snippet's agents live in the default folder: end exactly this test's nodes'.
-        for ip in WORKERS:
+        for ip in ray_cluster.workers:
             for pid in agents_under(Path(f"/tmp/rock-ray-{os.geteuid()}/{ip}")):
                 os.kill(pid, signal.SIGTERM)
 
