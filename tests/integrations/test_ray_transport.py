@@ -90,8 +90,11 @@ class Cluster2:
     def stop(self) -> None:
         self.nodes.stop()
         # The agents left their relays' sessions on purpose (they outlive an actor): end
-        # exactly the ones started for this test, found by their socket folder.
-        for pid in agents_under(self.sockets):
+        # exactly the ones started for this test, found by their socket folder (the test's,
+        # or the default one under this test's worker addresses).
+        default = Path(f"/tmp/rock-ray-{os.geteuid()}")
+        folders = [self.sockets, *(default / ip for ip in self.workers)]
+        for pid in [pid for folder in folders for pid in agents_under(folder)]:
             try:
                 os.kill(pid, signal.SIGTERM)
             except ProcessLookupError:
@@ -339,21 +342,16 @@ async def test_the_docs_snippet_and_a_program_that_dies(ray_cluster: Cluster2) -
     env = {**os.environ, "RAY_ADDRESS": ray_cluster.nodes.address, "PYTHONPATH": str(ROOT / "src")}
     await join_with_workers(ray_cluster)  # as a job would start: once its nodes are up
     await anyio.to_thread.run_sync(ray.shutdown)
-    try:
-        done = await anyio.run_process(
-            [sys.executable, "-c", scale_out_snippet()], env=env, check=False
-        )
-        assert done.returncode == 0, done.stderr.decode()[-3000:]
-        said = done.stdout.decode().split()
-        assert said[:2] == ["hello", "on"] and said[2] in ray_cluster.workers
-    finally:
-        # The snippet's agents live in the default folder: end exactly this test's nodes'.
-        for ip in ray_cluster.workers:
-            for pid in agents_under(Path(f"/tmp/rock-ray-{os.geteuid()}/{ip}")):
-                os.kill(pid, signal.SIGTERM)
+    snippet = scale_out_snippet()
+    done = await anyio.run_process([sys.executable, "-c", snippet], env=env, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    said = done.stdout.decode().split()
+    assert said[:2] == ["hello", "on"] and said[2] in ray_cluster.workers
 
-    # A program killed with its sandbox running: the actor drops its stream after STALE
-    # seconds without a call, the agent's lease (6 s) then ends, and its reaper removes it.
+    # A program killed with its sandbox running (through the node's actor that the snippet
+    # made, which keeps its agent folder, the default one): the actor drops its stream after
+    # STALE seconds without a call, the agent's lease (6 s) then ends, and its reaper
+    # removes the sandbox.
     program = await anyio.open_process(
         [
             sys.executable,

@@ -73,7 +73,9 @@ class RayAgentConnector:
     ``/tmp/rock-ray-<uid>``; a folder per host id, since several Ray nodes may share a
     machine); `agent` is the command that starts it there (default: the actor's interpreter
     with ``-m rock_agent``), `idle_exit` the seconds it lingers with no link and no sandbox.
-    ``ray.init`` must have run in this process (`ray_hosts` does it).
+    An actor that exists already (another program's) is used as it was made: these settings
+    of a later connector do not change it. ``ray.init`` must have run in this process
+    (`ray_hosts` does it).
     """
 
     leased = True  # the agent outlives the actor: the owner's lease decides
