@@ -6,6 +6,8 @@ are ``concurrent.futures`` futures completed from another thread (on asyncio and
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 import threading
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import Future
@@ -182,8 +184,9 @@ async def test_the_stream_asks_by_offset_and_maps_ray_errors() -> None:
     for _ in range(20):
         await stream.send(b"12")
     await stream.drain()
-    assert actor.sent[:2] == [(0, b"fine"), (4, b"bad")]
-    assert sorted(actor.sent[2:]) == [(7 + 2 * i, b"12") for i in range(20)]
+    # Every send went out once, at its offset (in whatever order the calls ran).
+    pairs = [(7 + 2 * i, b"12") for i in range(20)]
+    assert sorted(actor.sent) == [(0, b"fine"), (4, b"bad"), *pairs]
     actor.dead = True
     with pytest.raises(TransportError, match="ray://n: its agent actor is gone or unreachable"):
         await stream.receive()
@@ -222,3 +225,34 @@ def test_bad_connector_arguments_are_bad_requests() -> None:
         with pytest.raises(BadRequest, match="56 hex digits"):
             RayAgentConnector(bad)  # type: ignore[arg-type]
     assert RayAgentConnector(node).name == f"ray://{node}"
+
+
+def test_without_ray_the_sdk_imports_and_the_transport_says_how_to_install(
+    tmp_path: Path,
+) -> None:
+    program = """
+import sys
+sys.modules["ray"] = None  # as if the extra were not installed
+import anyio, rock_sdk
+from rock_core import BadRequest
+from rock_sdk.integrations.ray import RayAgentConnector, ray_hosts
+
+
+async def connect():
+    async with RayAgentConnector("ab" * 28).connect():
+        pass
+
+for attempt in (lambda: ray_hosts("auto"), lambda: anyio.run(connect)):
+    try:
+        attempt()
+    except BadRequest as exc:
+        print("BadRequest:", exc)
+"""
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2
+    assert "from_ray needs ray: pip install '.[ray]'" in lines[0]
+    assert "the Ray transport needs ray: pip install '.[ray]'" in lines[1]
