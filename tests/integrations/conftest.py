@@ -13,6 +13,11 @@ from types import ModuleType
 
 import pytest
 
+# Ray 2.60 turns on token auth for a cluster that `ray start` makes when ~/.ray/auth_token
+# exists (any local `ray.init()` on this machine writes one), and the tests' own clients then
+# cannot connect. The test clusters are on loopback and torn down by their tests: no auth, for
+# them and every process they start.
+os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 def require(module: str, extra: str) -> ModuleType:
     """Import `module`, or skip (fail under ROCK_REQUIRE_EXTRAS=1) naming the extra."""
