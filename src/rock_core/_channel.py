@@ -189,18 +189,18 @@ class FramedChannel(Generic[M]):
         return self._decode(payload)
 
     async def _wait_for_room(self, size: int) -> int:
-        """The bytes the next read may take: `size` if the budget has room for them, else
-        `READ_SIZE` once it has room for that (a frame in progress is then read as before)."""
+        """Return `size` (the bytes the next read may take) once the budget has room for them
+        and for the rest of the frame in progress (see `_framing`)."""
         budget = self._budget
         if budget is None or self._decoder.reserve(size):
             return size
         with anyio.move_on_after(BUDGET_WAIT):
-            while not self._decoder.reserve(READ_SIZE):
+            while not self._decoder.reserve(size):
                 await budget.wait_for_room()
-            return READ_SIZE
+            return size
         raise ProtocolError(
             f"waited {BUDGET_WAIT:g} s for room to receive a frame of "
-            f"{self._decoder.pending} bytes and more: the agent holds "
+            f"{self._decoder.pending + self._decoder.remaining} bytes: the agent holds "
             f"{size_text(budget.size)} of unfinished frames and requests across its connections"
             " (send large files with upload())"
         )

@@ -12,7 +12,8 @@ Rules:
   valid message is answered on its own request id (0 if it names none) and the rest go on.
 - Each request runs in its own task with its own cancel scope; `Cancel` cancels it. It ends
   with exactly one final answer: the handler's reply, an `ErrorReply` for the `RockError` it
-  raised, or an `InternalError` for anything else (logged with its traceback).
+  raised, or an `InternalError` for anything else (logged with its traceback), a cancellation
+  nobody asked for included: it would end the connection (`_request_failure`).
 - Nothing raises out of `serve_connection`: a peer that hangs up at any moment, even before
   its answer, only ends its own connection.
 - A byte stream the client sends (`StreamData`) goes to the request that opened an inbound
@@ -45,7 +46,6 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 from ._channel import ByteStream, CreditGate, FramedChannel, ReceiveBudget
 from ._errors import (
     BadRequest,
-    InternalError,
     ProtocolError,
     RockError,
     TimedOut,
@@ -67,6 +67,7 @@ from ._protocol import (
     Welcome,
     decode_client_message,
 )
+from ._request_failure import answerable, internal_error
 
 log = logging.getLogger("rock_core.endpoint")
 
@@ -373,14 +374,10 @@ async def _run_request(
             reply = _error_reply(request.id, TimedOut("request cancelled"))
     except RockError as exc:
         reply = _error_reply(request.id, exc)
-    except Exception as exc:
-        log.exception("internal error handling %s", type(request).__name__)
-        reply = _error_reply(
-            request.id,
-            InternalError(
-                f"internal agent error in {type(request).__name__}: {type(exc).__name__}: {exc}"
-            ),
-        )
+    except BaseException as exc:
+        if not answerable(exc):  # a real cancellation, or the process is told to end
+            raise
+        reply = _error_reply(request.id, internal_error(type(request).__name__, exc))
     finally:
         violation = conn._finish(request.id)
     if violation is not None:

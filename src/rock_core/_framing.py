@@ -12,6 +12,10 @@ Rules:
   `_channel`); `feed` then settles the charge to what is really held. Small frames are never
   charged, so a full budget never stalls a link that sends only small messages. Whatever a
   decoder holds goes back with `release()`.
+- Once its header is in, a frame is charged whole (not only the part received) and keeps that
+  charge until it is complete: links that share a budget then never each hold part of a frame
+  while waiting for room the others hold, which would stall them all. A link whose frame has
+  no room waits holding at most its first `UNCHARGED` bytes, uncharged.
 """
 
 from __future__ import annotations
@@ -77,7 +81,7 @@ class FrameDecoder:
 
     def reserve(self, n: int) -> bool:
         """True if `n` more bytes may be received now (charged to the budget if it takes them)."""
-        need = max(0, self._held + n - UNCHARGED) - self._charged
+        need = max(0, self._held + max(n, self.remaining) - UNCHARGED) - self._charged
         if need <= 0 or self.budget is None:
             return True
         if not self.budget.take(need):
@@ -151,14 +155,19 @@ class FrameDecoder:
         return b"".join(pieces)
 
     def _settle(self) -> None:
+        """Charge the whole frame in progress if the budget takes it, else what is held."""
         if self.budget is None:
             return
-        held = max(0, self._held - UNCHARGED)
-        if held < self._charged:
-            self.budget.give(self._charged - held)
-            self._charged = held
-        elif held > self._charged and self.budget.take(held - self._charged):
-            self._charged = held  # fed past its reservation (a reader that did not reserve)
+        for want in (self._held + self.remaining, self._held):
+            want = max(0, want - UNCHARGED)
+            if want <= self._charged:
+                if want < self._charged:
+                    self.budget.give(self._charged - want)
+                    self._charged = want
+                return
+            if self.budget.take(want - self._charged):
+                self._charged = want  # a new frame's header came, or a reader did not reserve
+                return
 
     def release(self) -> None:
         """Drop what is held and give its bytes back to the budget (the stream has ended)."""

@@ -9,7 +9,9 @@ Rules:
 - Reading: `TarScanner` follows a stream chunk by chunk and reports each member's header as
   soon as it is complete, without keeping content; what it accepts is what Go's archive/tar (the
   engine's reader and writer) accepts: PAX and GNU long names, header-only link/device/folder
-  types. A stream it cannot read is a `BadRequest`.
+  types. A stream it cannot read is a `BadRequest`, and so is one no file system could hold:
+  a name or link target with a NUL byte, a size of more than 20 digits. A time outside
+  `TIME_LIMIT` seconds of 1970 is brought within it (the platform's `time_t` may not hold it).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ BLOCK = 512
 END = b"\0" * (2 * BLOCK)
 ENCODING = "utf-8"
 MAX_EXTENDED_HEADER = 1 << 20  # bytes of PAX / GNU long-name content one member may carry
+TIME_LIMIT = float(1 << 40)  # seconds either side of 1970 a member's time is kept within
 
 # Types whose header carries no content, whatever its size field says (as in Go's archive/tar).
 _HEADER_ONLY = {
@@ -193,6 +196,8 @@ class TarScanner:
             self._skip = _blocks(size)
         name = fields.get("path", info.name)
         linkname = fields.get("linkpath", info.linkname)
+        if "\0" in name or "\0" in linkname:
+            raise BadRequest(f"not a tar stream: member {name!r} has a NUL byte in its name")
         return Member(name, info.type, size, linkname, info.mode, _mtime(fields, info.mtime))
 
     def _extension(self, content: bytes) -> None:
@@ -209,12 +214,14 @@ class TarScanner:
 
 
 def _mtime(fields: dict[str, str], default: float) -> float:
-    """A PAX mtime (seconds, maybe fractional) if there is a valid one, else the header's."""
+    """A PAX mtime (seconds, maybe fractional) if there is a valid one, else the header's;
+    within `TIME_LIMIT`."""
     try:
         value = float(fields["mtime"])
     except (KeyError, ValueError):
-        return default
-    return value if math.isfinite(value) else default
+        value = default
+    value = value if math.isfinite(value) else default
+    return min(max(value, -TIME_LIMIT), TIME_LIMIT)
 
 
 def _blocks(size: int) -> int:
@@ -237,7 +244,8 @@ def _pax_records(content: bytes) -> dict[str, str]:
         key, _, value = record[:-1].partition(b"=")
         records[key.decode(ENCODING, "surrogateescape")] = value.decode(ENCODING, "surrogateescape")
         pos += length
-    if "size" in records and not records["size"].isdigit():
+    size = records.get("size", "0")
+    if not (size.isascii() and size.isdigit() and len(size) <= 20):
         raise BadRequest("not a tar stream: a PAX size that is not a number")
     return records
 

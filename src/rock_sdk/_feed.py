@@ -4,7 +4,8 @@ Rules:
 - `put` (event loop) queues a chunk; `read` (worker thread) takes the next one and, once it
   has it, grants the sender one more chunk of credit (`grant`). So the chunks held here are at
   most the credit window the caller granted first, whatever the speed of the disk.
-- `close` marks the end: `read` then returns b"". `abort` (the download failed) wakes the
+- `close` marks the end: `read` then returns b"", and a chunk put after it is the agent's
+  fault (`ProtocolError`). `abort` (the download failed) wakes the
   reader with a `TransportError`, so the thread ends and leaves nothing behind.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 import anyio
 import anyio.from_thread
 
-from rock_core import TransportError
+from rock_core import ProtocolError, TransportError
 from rock_core.serving import WINDOW
 
 
@@ -31,9 +32,13 @@ class ChunkFeed:
         self.aborted = False
 
     async def put(self, data: bytes, end: bool = False) -> None:
-        """Queue a chunk (the sender keeps to its credit, so this waits only for a bad one)."""
+        """Queue a chunk (the sender keeps to its credit, so this waits only for a bad one);
+        `ProtocolError` for one that comes after the end."""
         if data:
-            await self._send.send(data)
+            try:
+                await self._send.send(data)
+            except anyio.ClosedResourceError:
+                raise ProtocolError("the agent sent download data after its end") from None
         if end:
             self.close()
 

@@ -174,7 +174,8 @@ async def test_a_link_that_waits_too_long_for_room_ends_alone(
         assert caught.value.message == "agent fake closed the connection"
         assert caplog.messages[-1] == (
             "closing a connection that broke the framing: "
-            f"waited 60 s for room to receive a frame of {UNCHARGED} bytes and more: the agent"
+            f"waited 60 s for room to receive a frame of {len(frame(encode(request)))} bytes:"
+            " the agent"
             f" holds {UNCHARGED} bytes of unfinished frames and requests across its connections"
             " (send large files with upload())"
         )

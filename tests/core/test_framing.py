@@ -5,13 +5,16 @@ from __future__ import annotations
 import itertools
 import struct
 
+import anyio
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from rock_core import BadRequest, ProtocolError
-from rock_core._channel import ReceiveBudget
+from rock_core._channel import FramedChannel, ReceiveBudget
 from rock_core._framing import DEFAULT_MAX_FRAME, UNCHARGED, FrameDecoder, frame
+from rock_core.testing import memory_stream_pair
+from tests.core.virtual import anyio_backend  # noqa: F401  (virtual time, both backends)
 
 
 def test_round_trip() -> None:
@@ -108,3 +111,28 @@ def test_unfinished_frames_share_one_budget_reserved_before_each_read() -> None:
         b"z" * (2 * UNCHARGED)
     ]
     assert budget.held == 0
+
+
+@pytest.mark.anyio
+async def test_links_that_share_a_budget_each_finish_their_large_frame() -> None:
+    # Two frames that the budget holds one at a time, sent in small pieces to two links that
+    # read at once: a frame begun past its first bytes has room for all of it, so the links
+    # never both hold half a frame and wait for each other (until BUDGET_WAIT ends them).
+    size = 2 << 20
+    budget = ReceiveBudget(size + size // 4)
+    got: list[int] = []
+
+    async def link(tg: anyio.abc.TaskGroup) -> None:
+        ours, theirs = memory_stream_pair()
+        channel = FramedChannel(ours, bytes, budget=budget)
+        data = frame(b"x" * size)
+        for at in range(0, len(data), 64 << 10):
+            await theirs.send(data[at : at + (64 << 10)])
+        message = await channel.receive()
+        got.append(len(message or b""))
+        await channel.aclose()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(link, tg)
+        tg.start_soon(link, tg)
+    assert (got, budget.held) == ([size, size], 0)

@@ -312,3 +312,38 @@ async def test_an_env_busy_with_a_call_of_its_own_is_refused_in_the_batch() -> N
     observations, _, _, _, infos = await envs.astep(["d", "e", "f"])
     assert observations == ["d", "e", "f"] and [i["turn"] for i in infos] == [2, 2, 2]
     await envs.aclose()
+
+
+@pytest.mark.parametrize(
+    ("lines", "error"),
+    [
+        (['{"ok": true, "id": null, "result": [1, 2]}'], "answered a batch with {'ok': True"),
+        (
+            ['{"ok": true, "id": null, "more": true, "result": [{"ok": true}]}', '{"ok": false}'],
+            "ended a reply in parts with {'ok': False}",
+        ),
+    ],
+)
+async def test_a_garbled_batch_reply_is_our_error_for_each_env(
+    lines: list[str], error: str
+) -> None:
+    sandbox = FakeSandbox()
+    envs = AsyncVectorEnv("test:BatchEcho-v0", 2, sandbox=Lend(sandbox))
+    for env in envs.envs:
+        env.step_timeout = 5  # type: ignore[attr-defined]  (a lost reply fails fast)
+    await envs.areset(seed=0)
+    process = sandbox.processes[0]
+
+    async def garble(line: str) -> None:
+        sandbox.lines.append(line)
+        process.replies.extend(f"\x1erock-env {reply}\n" for reply in lines)
+        process.output.set()
+
+    original = process.sendline
+    process.sendline = garble  # type: ignore[method-assign]
+    with pytest.raises(RockError) as raised:
+        await envs.astep(["a", "b"])
+    assert type(raised.value) is RockError and error in raised.value.message
+    process.sendline = original  # type: ignore[method-assign]
+    assert (await envs.astep(["c", "d"]))[0] == ["c", "d"]
+    await envs.aclose()

@@ -161,3 +161,15 @@ async def test_an_aborted_feed_stops_its_reader() -> None:
         await anyio.sleep(0.2)  # the reader waits in its thread for a chunk
         feed.abort()
     assert [str(e) for e in errors] == ["the download was abandoned"]
+
+
+async def test_data_after_the_end_of_a_download_is_a_protocol_error() -> None:
+    async def grant() -> None:
+        pass
+
+    feed = ChunkFeed(grant)
+    await feed.put(b"last", end=True)
+    with pytest.raises(ProtocolError) as caught:
+        await feed.put(b"more")
+    assert caught.value.message == "the agent sent download data after its end"
+    assert await anyio.to_thread.run_sync(feed.read, 10) == b"last"

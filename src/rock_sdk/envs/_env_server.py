@@ -160,8 +160,12 @@ class EnvServer:
             line = '{"op": "batch", "calls": [' + ",".join(calls[first:last]) + "]}"
             reply = await self._exchange(line, timeout)
             results = unwrap(reply)
-            if not isinstance(results, list) or len(results) != last - first:
-                raise RockError(f"the environment server answered a batch with {reply!r}")
+            if (
+                not isinstance(results, list)
+                or len(results) != last - first
+                or not all(isinstance(result, dict) for result in results)
+            ):
+                raise RockError(f"the environment server answered a batch with {reply!r:.2000}")
             outcomes.extend(results)
             first = last
         return outcomes
@@ -199,6 +203,10 @@ class EnvServer:
                     parts.extend(reply["result"])
                     continue
                 if parts:
+                    if not isinstance(reply.get("result"), list):  # e.g. it failed midway
+                        raise RockError(
+                            f"the environment server ended a reply in parts with {reply!r:.2000}"
+                        )
                     reply["result"] = parts + reply["result"]
                 return reply
 
