@@ -19,6 +19,7 @@ import pytest
 # them and every process they start.
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
+
 def require(module: str, extra: str) -> ModuleType:
     """Import `module`, or skip (fail under ROCK_REQUIRE_EXTRAS=1) naming the extra."""
     try:
