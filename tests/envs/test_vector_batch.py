@@ -347,3 +347,36 @@ async def test_a_garbled_batch_reply_is_our_error_for_each_env(
     process.sendline = original  # type: ignore[method-assign]
     assert (await envs.astep(["c", "d"]))[0] == ["c", "d"]
     await envs.aclose()
+
+
+async def test_a_batch_refuses_an_env_that_became_busy_and_a_plan_that_fails_at_once() -> None:
+    from rock_sdk.envs._vector_batch import run_batched
+
+    sandbox = FakeSandbox()
+    envs = AsyncVectorEnv("test:BatchEcho-v0", 3, sandbox=Lend(sandbox))
+    await envs.areset(seed=0)
+    server = envs.envs[0]._batch_server()
+    assert server is not None
+
+    def broken() -> Any:
+        raise RuntimeError("no first call")
+        yield  # a generator, as a plan is
+
+    envs.envs[1]._busy = True  # a call of its own began after the vector looked
+    jobs = [
+        (0, envs._slots[0].step("a"), envs.envs[0]),
+        (1, envs._slots[1].step("b"), envs.envs[1]),
+        (2, broken(), envs.envs[2]),
+    ]
+    results: dict[int, Any] = {}
+    errors: dict[int, Exception] = {}
+    await run_batched(server, jobs, results, errors)
+    assert list(results) == [0]
+    assert isinstance(errors[1], BadRequest) and "in progress" in str(errors[1])
+    assert isinstance(errors[2], RuntimeError)
+    # The busy env's own call still holds it; the others are free again.
+    assert [env._busy for env in envs.envs] == [False, True, False]
+    envs.envs[1]._busy = False
+    observations, _, _, _, _ = await envs.astep(["d", "e", "f"])
+    assert observations == ["d", "e", "f"]
+    await envs.aclose()

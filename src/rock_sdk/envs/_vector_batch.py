@@ -20,6 +20,8 @@ from __future__ import annotations
 from collections.abc import MutableMapping, Sequence
 from typing import Any
 
+from rock_core import BadRequest
+
 from ._autoreset import EnvCall, Plan, Transition
 from ._env_server import EnvServer
 from ._remote import RemoteEnv
@@ -38,15 +40,27 @@ async def run_batched(
 ) -> None:
     """Carry out `jobs` (envs on `server`) in lockstep; fill `results` or `errors` by position."""
     pending: list[tuple[int, Plan, RemoteEnv, EnvCall]] = []
-    for position, plan, env in jobs:
-        env._busy = True
-        pending.append((position, plan, env, next(plan)))
+    held: list[RemoteEnv] = []  # the envs this run marked busy (and only those it clears)
     try:
+        for position, plan, env in jobs:
+            if env._busy:  # a call of its own began after the vector looked
+                errors[position] = BadRequest(
+                    f"another call on this {type(env).__name__} is in progress; an"
+                    " environment takes one call at a time"
+                )
+                continue
+            env._busy = True
+            held.append(env)
+            try:
+                pending.append((position, plan, env, next(plan)))
+            except Exception as exc:  # the plan failed before its first call: this env only
+                errors[position] = exc
         while pending:
             pending = await _round(server, pending, results, errors)
     finally:
-        for _, plan, env in jobs:
+        for env in held:
             env._busy = False
+        for _, plan, _ in jobs:
             plan.close()
 
 
