@@ -90,7 +90,8 @@ class TarReader:
         try:
             return self._scanner.feed(data)
         except BadRequest as exc:
-            raise ProtocolError(f"{self._what} is not a tar stream: {exc.message}") from exc
+            why = exc.message.removeprefix("not a tar stream: ")  # the scanner's own words
+            raise ProtocolError(f"{self._what} is not a tar stream: {why}") from exc
 
 
 __all__ = ["READ_SIZE", "Source", "TarReader"]
