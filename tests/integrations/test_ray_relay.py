@@ -74,6 +74,31 @@ async def test_the_relay_hands_a_lost_reply_out_again(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 @ASYNCIO_ONLY
+async def test_a_restarted_relay_never_hands_an_old_stream_id_to_a_new_caller(
+    tmp_path: Path,
+) -> None:
+    async with agent_socket(tmp_path) as peers:
+        before = RayAgentRelay("host", str(tmp_path), None, 5.0)
+        old = await before.open()
+        # Ray restarts the actor: a new instance, its streams gone. Another program opens
+        # first; the old program's calls, still naming `old`, must not reach that stream.
+        after = RayAgentRelay("host", str(tmp_path), None, 5.0)
+        new = await after.open()
+        assert new != old
+        with pytest.raises(RuntimeError, match=f"stream {old} is closed"):
+            await after.send(old, 0, b"intruder")
+        await after.send(new, 0, b"mine")
+        assert await after.receive(new, 0, 64, 1.0) == (b"MINE", False)
+        ids = {await after.open() for _ in range(50)}
+        assert len(ids) == 50 and new not in ids
+        for stream in (*ids, new):
+            await after.close(stream)
+        await before.close(old)
+        assert peers
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
 async def test_a_stream_nobody_calls_is_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

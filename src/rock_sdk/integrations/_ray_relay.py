@@ -7,7 +7,7 @@ Ray worker process, on that worker's asyncio loop, and relays byte streams betwe
 
 Rules:
 - The actor only relays bytes: ``open`` connects a fresh unix connection to the agent and
-  names it with a stream id, ``send`` writes, ``receive`` long-polls (at most `wait` seconds,
+  names it with a random stream id (unique across the actor's restarts), ``send`` writes, ``receive`` long-polls (at most `wait` seconds,
   then an empty answer, so a call never hangs), ``close`` ends it. The handshake, the owner
   and its lease are the core's, inside the bytes.
 - The agent is not the actor's child and outlives it: when the actor goes (``ray.kill``, its
@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import sys
 from dataclasses import dataclass, field
 
@@ -66,7 +67,6 @@ class RayAgentRelay:
         self.agent = agent or [sys.executable, "-m", "rock_agent"]
         self.idle_exit = idle_exit
         self._streams: dict[int, _Relay] = {}
-        self._next = 0
         self._resent = 0  # chunks handed out again (their first reply went to a cancelled call)
         self._ensure_lock: asyncio.Lock | None = None
         # The sweeper runs while there are streams: a Ray actor has no `async with` to own it,
@@ -95,11 +95,15 @@ class RayAgentRelay:
                 reader, writer = await asyncio.open_unix_connection(self.socket)
             except OSError as exc:
                 raise RuntimeError(f"no agent listens on {self.socket}: {exc}") from None
-        self._next += 1
-        self._streams[self._next] = _Relay(reader, writer)
+        # A random id, never a count: a restarted actor counts from nothing again, and a caller
+        # of the old one still calling with its id must not reach another caller's new stream.
+        stream = secrets.randbits(62) + 1
+        while stream in self._streams:
+            stream = secrets.randbits(62) + 1
+        self._streams[stream] = _Relay(reader, writer)
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-        return self._next
+        return stream
 
     async def send(self, stream: int, offset: int, data: bytes) -> None:
         """Write `data`, the bytes at `offset` of the stream to the agent, in their turn.
