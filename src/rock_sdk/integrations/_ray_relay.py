@@ -7,9 +7,10 @@ Ray worker process, on that worker's asyncio loop, and relays byte streams betwe
 
 Rules:
 - The actor only relays bytes: ``open`` connects a fresh unix connection to the agent and
-  names it with a random stream id (unique across the actor's restarts), ``send`` writes, ``receive`` long-polls (at most `wait` seconds,
-  then an empty answer, so a call never hangs), ``close`` ends it. The handshake, the owner
-  and its lease are the core's, inside the bytes.
+  names it with a random stream id (unique across the actor's restarts), ``send`` writes,
+  ``receive`` long-polls (at most `wait` seconds, then an empty answer, so a call never
+  hangs), ``close`` ends it. The handshake, the owner and its lease are the core's, inside
+  the bytes.
 - The agent is not the actor's child and outlives it: when the actor goes (``ray.kill``, its
   worker crashes), its connections to the agent close, and the agent's leases (not the actor)
   decide when the owners' sandboxes are reaped. A new actor on the node finds the same agent.
