@@ -283,12 +283,14 @@ async def test_a_cancelled_connect_does_not_wait_for_a_blocked_ray_lookup(
     connector = RayAgentConnector("ab" * 28)
     # Ray's control store is gone: the lookup blocks (for minutes, in Ray).
     monkeypatch.setattr(connector, "_actor", lambda ray: release.wait(60))
-    threading.Timer(30, release.set).start()  # the test ends even without the fix
+    timer = threading.Timer(30, release.set)  # the test ends even without the fix
+    timer.start()
     with anyio.move_on_after(0.1):
         async with connector.connect():
             pass
     assert not release.is_set()  # the cancel did not wait for the blocked thread
     release.set()
+    timer.cancel()
 
 
 @pytest.mark.anyio

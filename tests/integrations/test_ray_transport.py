@@ -89,17 +89,24 @@ class Cluster2:
             )
 
     def stop(self) -> None:
-        self.nodes.stop()
-        # The agents left their relays' sessions on purpose (they outlive an actor): end
-        # exactly the ones started for this test, found by their socket folder (the test's,
-        # or the default one under this test's worker addresses).
-        default = Path(f"/tmp/rock-ray-{os.geteuid()}")
-        folders = [self.sockets, *(default / ip for ip in self.workers)]
-        for pid in [pid for folder in folders for pid in agents_under(folder)]:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        try:
+            self.nodes.stop()
+        finally:
+            # The agents left their relays' sessions on purpose (they outlive an actor): end
+            # exactly the ones started for this test, found by their socket folder (the
+            # test's, or the default one under this test's worker addresses).
+            default = Path(f"/tmp/rock-ray-{os.geteuid()}")
+            folders = [self.sockets, *(default / ip for ip in self.workers)]
+            for pid in [pid for folder in folders for pid in agents_under(folder)]:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            # A test that failed left its sandboxes to agents that are gone now: remove them
+            # (their host ids are this test's worker addresses, no other test's).
+            left = [c for ip in self.workers for c in containers(f"rock.host={ip}")]
+            if left:
+                subprocess.run(["docker", "rm", "-f", *left], capture_output=True, check=False)
 
 
 def agents_under(folder: Path) -> list[int]:
