@@ -360,7 +360,7 @@ async def test_the_docs_snippet_and_a_program_that_stops_calling(ray_cluster: Cl
 
     # A program that stops calling with its sandbox running (through the node's actor that
     # the snippet made, which keeps its agent folder, the default one): the actor drops its
-    # stream after STALE seconds without a call, the agent's lease (6 s) then ends, and its
+    # stream after STALE (60) seconds without a call, the agent's lease (6 s) has ended, and its
     # reaper removes the sandbox.
     program = await anyio.open_process(
         [

@@ -34,7 +34,11 @@ import sys
 from dataclasses import dataclass, field
 
 POLL = 5.0  # seconds a receive waits for bytes before it answers empty
-STALE = 20.0  # seconds without a call after which a stream's caller counts as gone
+# Seconds without a call after which a stream's caller counts as gone. As long as the default
+# lease: a program whose loop stalls (a blocking call, a long pause) keeps its links as long as
+# over SSH, where only the lease counts; and since the lease runs from the owner's last message,
+# a dead program's sandboxes are reaped no later for it.
+STALE = 60.0
 MAX_STREAMS = 4096  # streams one actor relays at once
 MAX_CHUNK = 1 << 20  # the most bytes one receive answers
 MAX_EARLY = 64 << 20  # the most bytes of sends that came before their turn, per stream
