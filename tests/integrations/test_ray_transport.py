@@ -123,9 +123,15 @@ def agents_under(folder: Path) -> list[int]:
 
 
 @pytest.fixture
-def ray_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster2]:
+def ray_cluster(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cluster2]:
     if ray.is_initialized():
         ray.shutdown()
+    # Any local ray.init() of this user (another program's) writes ~/.ray/auth_token, and a
+    # head started while it exists wants it from every caller: one that came or went between
+    # the head's start and a join failed this test with InvalidAuthToken. Ours runs without.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     root = Path(tempfile.mkdtemp(prefix="rock-rayt-", dir="/tmp"))
     cluster = Cluster2(root, WORKER_IPS[request.node.name])
     try:
