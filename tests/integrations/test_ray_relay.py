@@ -294,6 +294,21 @@ async def test_a_cancelled_connect_does_not_wait_for_a_blocked_ray_lookup(
 
 
 @pytest.mark.anyio
+async def test_a_receive_never_returns_more_than_it_asks_for() -> None:
+    # A chunk handed out again after a cancelled call is as long as that call asked for; the
+    # channel's receive budget counts on getting no more than it asks for now.
+    actor = FakeActor()
+    stream = RayStream(FakeRay, actor, 1, "ray://n")
+    assert await stream.receive(1) == b"a"
+    assert await stream.receive(5) == b"b"  # the rest, without a call
+    assert await stream.receive(1) == b"c"
+    assert await stream.receive() == b"d"
+    assert await stream.receive() == b"ef"
+    assert actor.asked == [0, 2, 4]
+    await stream.aclose()
+
+
+@pytest.mark.anyio
 async def test_waiting_on_a_future_from_another_thread() -> None:
     future: Future[int] = Future()
     threading.Timer(0.02, future.set_result, (7,)).start()

@@ -217,6 +217,7 @@ class RayStream:
         self._name = name
         self._offset = 0  # bytes received so far: the offset the next receive asks for
         self._sent = 0  # bytes given to `send` so far: the offset of the next one
+        self._rest = b""  # bytes received past what the caller asked for, for the next call
         self._inflight: deque[Future[Any]] = deque()  # sends not yet answered, oldest first
         self._failed: TransportError | None = None  # the first send that failed
         self._closed = False
@@ -253,7 +254,14 @@ class RayStream:
         self._inflight.popleft()
 
     async def receive(self, max_bytes: int = 65536, /) -> bytes:
-        """The next bytes from the agent; `anyio.EndOfStream` once it closed."""
+        """The next bytes from the agent (at most `max_bytes`); `anyio.EndOfStream` once it
+        closed. A chunk handed out again may be longer than this call asks for (its first
+        caller asked for more): the rest waits here for the next call."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._rest:
+            data, self._rest = self._rest[:max_bytes], self._rest[max_bytes:]
+            return data
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
@@ -267,7 +275,9 @@ class RayStream:
                 )
             self._offset += len(data)
             if data:
-                return bytes(data)
+                data = bytes(data)
+                self._rest = data[max_bytes:]
+                return data[:max_bytes]
             if eof:
                 raise anyio.EndOfStream
 
