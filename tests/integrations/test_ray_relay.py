@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from rock_core import BadRequest, TransportError
-from rock_sdk.integrations import _ray_relay
+from rock_sdk.integrations import _ray_relay, _ray_stream
 from rock_sdk.integrations._ray_relay import RayAgentRelay
 from rock_sdk.integrations._ray_stream import RayAgentConnector, RayStream, wait_future
 
@@ -305,6 +305,22 @@ async def test_a_receive_never_returns_more_than_it_asks_for() -> None:
     assert await stream.receive() == b"d"
     assert await stream.receive() == b"ef"
     assert actor.asked == [0, 2, 4]
+    await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_large_sends_wait_for_the_oldest_before_they_pass_the_byte_window() -> None:
+    # The relay keeps at most MAX_EARLY bytes of sends that came out of turn: the stream keeps
+    # fewer bytes in flight than that, whatever the size of its sends.
+    actor = FakeActor()
+    stream = RayStream(FakeRay, actor, 1, "ray://n")
+    big = bytes(_ray_stream.WINDOW_BYTES // 2 + 1)
+    await stream.send(big)  # alone in flight: not waited for
+    await stream.send(big)  # both would pass the window: the first is answered before
+    assert [offset for offset, _ in actor.sent] == [0]
+    await stream.drain()
+    assert [offset for offset, _ in actor.sent] == [0, len(big)]
+    assert _ray_stream.WINDOW_BYTES < _ray_relay.MAX_EARLY
     await stream.aclose()
 
 

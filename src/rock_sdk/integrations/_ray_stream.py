@@ -17,7 +17,8 @@ Rules:
 - Awaiting a call works on asyncio and trio: the call's ``concurrent.futures`` future is
   awaited, never a thread blocked in ``ray.get``.
 - A cancelled ``receive`` loses no bytes (the offset it asked for is asked again, see
-  `_ray_relay`). ``send`` keeps up to `WINDOW` calls in flight, numbered by offset, and
+  `_ray_relay`). ``send`` keeps up to `WINDOW` calls (`WINDOW_BYTES`) in flight, numbered by
+  offset, and
   waits only for the oldest: a failed send is raised by a later one, as a socket's would be,
   and by every one after it (a cancelled wait for the oldest keeps it to wait for again).
 - No call is submitted once this process has left Ray: Ray would start a local cluster of
@@ -48,6 +49,9 @@ OPEN_TIMEOUT = 120.0  # seconds for a first open: Ray starts a worker, the agent
 CALL_SLACK = 30.0  # seconds past its own wait that a receive may take before the link is cut
 CLOSE_TIMEOUT = 5.0
 WINDOW = 8  # sends a stream keeps in flight before it waits for the oldest
+# Bytes of sends in flight past which a stream waits for the oldest (one larger send still goes
+# alone): below the relay's MAX_EARLY, which 8 sends of large frames, reordered, would pass.
+WINDOW_BYTES = 32 << 20
 MAX_CONCURRENCY = 10_000  # calls one actor runs at once: a long poll per stream, and sends
 _NODE_ID = re.compile(r"[0-9a-f]{56}")
 
@@ -218,7 +222,9 @@ class RayStream:
         self._offset = 0  # bytes received so far: the offset the next receive asks for
         self._sent = 0  # bytes given to `send` so far: the offset of the next one
         self._rest = b""  # bytes received past what the caller asked for, for the next call
-        self._inflight: deque[Future[Any]] = deque()  # sends not yet answered, oldest first
+        # Sends not yet answered, oldest first, with their sizes.
+        self._inflight: deque[tuple[Future[Any], int]] = deque()
+        self._inflight_bytes = 0
         self._failed: TransportError | None = None  # the first send that failed
         self._closed = False
 
@@ -230,11 +236,16 @@ class RayStream:
         """
         if self._closed:
             raise anyio.ClosedResourceError
-        while self._inflight and (self._inflight[0].done() or len(self._inflight) >= WINDOW):
+        while self._inflight and (
+            self._inflight[0][0].done()
+            or len(self._inflight) >= WINDOW
+            or self._inflight_bytes + len(item) > WINDOW_BYTES
+        ):
             await self._settle()
         future = submit(self._ray, self._actor.send, self._name, self._id, self._sent, bytes(item))
         self._sent += len(item)
-        self._inflight.append(future)
+        self._inflight.append((future, len(item)))
+        self._inflight_bytes += len(item)
 
     async def drain(self) -> None:
         """Wait until every send so far is written on the actor (raising the first failure)."""
@@ -247,11 +258,11 @@ class RayStream:
         if self._failed is not None:
             raise TransportError(f"{self._name}: an earlier send failed: {self._failed}")
         try:
-            await answer(self._ray, self._inflight[0], self._name)
+            await answer(self._ray, self._inflight[0][0], self._name)
         except TransportError as exc:
             self._failed = exc
             raise
-        self._inflight.popleft()
+        self._inflight_bytes -= self._inflight.popleft()[1]
 
     async def receive(self, max_bytes: int = 65536, /) -> bytes:
         """The next bytes from the agent (at most `max_bytes`); `anyio.EndOfStream` once it
