@@ -19,7 +19,7 @@ import anyio
 import pytest
 
 from rock_core import BadRequest, TransportError
-from rock_sdk.integrations import _ray_relay
+from rock_sdk.integrations import _ray_relay, _ray_stream
 from rock_sdk.integrations._ray_relay import RayAgentRelay
 from rock_sdk.integrations._ray_stream import RayAgentConnector, RayStream, wait_future
 
@@ -74,6 +74,31 @@ async def test_the_relay_hands_a_lost_reply_out_again(tmp_path: Path) -> None:
 
 @pytest.mark.anyio
 @ASYNCIO_ONLY
+async def test_a_restarted_relay_never_hands_an_old_stream_id_to_a_new_caller(
+    tmp_path: Path,
+) -> None:
+    async with agent_socket(tmp_path) as peers:
+        before = RayAgentRelay("host", str(tmp_path), None, 5.0)
+        old = await before.open()
+        # Ray restarts the actor: a new instance, its streams gone. Another program opens
+        # first; the old program's calls, still naming `old`, must not reach that stream.
+        after = RayAgentRelay("host", str(tmp_path), None, 5.0)
+        new = await after.open()
+        assert new != old
+        with pytest.raises(RuntimeError, match=f"stream {old} is closed"):
+            await after.send(old, 0, b"intruder")
+        await after.send(new, 0, b"mine")
+        assert await after.receive(new, 0, 64, 1.0) == (b"MINE", False)
+        ids = {await after.open() for _ in range(50)}
+        assert len(ids) == 50 and new not in ids
+        for stream in (*ids, new):
+            await after.close(stream)
+        await before.close(old)
+        assert peers
+
+
+@pytest.mark.anyio
+@ASYNCIO_ONLY
 async def test_a_stream_nobody_calls_is_closed(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -113,17 +138,27 @@ class FakeTaskError(FakeRayError):
 
 
 class FakeRay:
+    joined = True
+
     class exceptions:  # the shape of ray.exceptions
         RayError = FakeRayError
         RayActorError = FakeActorError
         RayTaskError = FakeTaskError
 
+    @classmethod
+    def is_initialized(cls) -> bool:
+        return cls.joined
+
 
 class Method:
-    def __init__(self, answer: Callable[..., Any]) -> None:
+    def __init__(self, answer: Callable[..., Any], delay: float = 0.01) -> None:
         self.answer = answer
+        self.delay = delay
+        self.refuse: Exception | None = None  # raised by `remote` itself, as Ray may
 
     def remote(self, *args: Any) -> Any:
+        if self.refuse is not None:
+            raise self.refuse
         future: Future[Any] = Future()
 
         def complete() -> None:
@@ -132,7 +167,7 @@ class Method:
             except Exception as exc:
                 future.set_exception(exc)
 
-        threading.Timer(0.01, complete).start()  # as Ray does: from a thread of its own
+        threading.Timer(self.delay, complete).start()  # as Ray does: from a thread of its own
         return type("Ref", (), {"future": lambda _self: future})()
 
 
@@ -178,21 +213,115 @@ async def test_the_stream_asks_by_offset_and_maps_ray_errors() -> None:
         await stream.receive()
     assert actor.asked == [0, 2, 2, 4, 6]
     await stream.send(b"fine")
-    await stream.send(b"bad")  # not waited for: its failure comes with the next wait
-    with pytest.raises(TransportError, match="ray://n: the actor call failed: stream 1 is closed"):
-        await stream.drain()
     for _ in range(20):
         await stream.send(b"12")
     await stream.drain()
     # Every send went out once, at its offset (in whatever order the calls ran).
-    pairs = [(7 + 2 * i, b"12") for i in range(20)]
-    assert sorted(actor.sent) == [(0, b"fine"), (4, b"bad"), *pairs]
+    pairs = [(4 + 2 * i, b"12") for i in range(20)]
+    assert sorted(actor.sent) == [(0, b"fine"), *pairs]
+    await stream.send(b"bad")  # not waited for: its failure comes with the next wait
+    with pytest.raises(TransportError, match="ray://n: the actor call failed: stream 1 is closed"):
+        await stream.drain()
+    assert sorted(actor.sent)[-1] == (44, b"bad")
     actor.dead = True
     with pytest.raises(TransportError, match="ray://n: its agent actor is gone or unreachable"):
         await stream.receive()
     await stream.aclose()
     with pytest.raises(anyio.ClosedResourceError):
         await stream.send(b"x")
+
+
+@pytest.mark.anyio
+async def test_a_failed_send_is_never_lost_to_a_cancelled_wait_and_breaks_the_stream() -> None:
+    actor = FakeActor()
+    actor.send = Method(actor._send, delay=0.3)
+    stream = RayStream(FakeRay, actor, 1, "ray://n")
+    await stream.send(b"bad")  # fails on the actor, later
+    for _ in range(7):
+        await stream.send(b"ok")
+    with anyio.move_on_after(0.05) as scope:  # the window is full: waits for "bad", cancelled
+        await stream.send(b"next")
+    assert scope.cancelled_caught
+    with pytest.raises(TransportError, match="the actor call failed: stream 1 is closed"):
+        await stream.send(b"next")
+    # Every later send fails too: the bytes after a gap would never be written.
+    with pytest.raises(TransportError, match="an earlier send failed"):
+        await stream.send(b"after")
+    with pytest.raises(TransportError, match="an earlier send failed"):
+        await stream.drain()
+    await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_ray_failing_a_call_or_gone_from_the_process_is_a_transport_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    actor = FakeActor()
+    stream = RayStream(FakeRay, actor, 1, "ray://n")
+    # Ray raises a plain Exception when it cannot submit a call (an actor of another cluster).
+    actor.receive.refuse = actor.send.refuse = Exception("Failed to submit task to actor")
+    with pytest.raises(TransportError, match="cannot call its agent actor: Failed to submit"):
+        await stream.receive()
+    with pytest.raises(TransportError, match="cannot call its agent actor: Failed to submit"):
+        await stream.send(b"x")
+    actor.receive.refuse = actor.send.refuse = None
+    monkeypatch.setattr(FakeRay, "joined", False)  # ray.shutdown() ran (the cluster closed)
+    with pytest.raises(TransportError, match="has left its Ray cluster"):
+        await stream.receive()
+    with pytest.raises(TransportError, match="has left its Ray cluster"):
+        await stream.send(b"x")
+    await stream.aclose()  # best effort: no error
+    assert actor.asked == [] and actor.sent == []
+
+
+@pytest.mark.anyio
+async def test_a_cancelled_connect_does_not_wait_for_a_blocked_ray_lookup(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    release = threading.Event()
+    monkeypatch.setattr("rock_sdk.integrations._ray_stream.import_ray", lambda: FakeRay)
+    connector = RayAgentConnector("ab" * 28)
+    # Ray's control store is gone: the lookup blocks (for minutes, in Ray).
+    monkeypatch.setattr(connector, "_actor", lambda ray: release.wait(60))
+    timer = threading.Timer(30, release.set)  # the test ends even without the fix
+    timer.start()
+    with anyio.move_on_after(0.1):
+        async with connector.connect():
+            pass
+    assert not release.is_set()  # the cancel did not wait for the blocked thread
+    release.set()
+    timer.cancel()
+
+
+@pytest.mark.anyio
+async def test_a_receive_never_returns_more_than_it_asks_for() -> None:
+    # A chunk handed out again after a cancelled call is as long as that call asked for; the
+    # channel's receive budget counts on getting no more than it asks for now.
+    actor = FakeActor()
+    stream = RayStream(FakeRay, actor, 1, "ray://n")
+    assert await stream.receive(1) == b"a"
+    assert await stream.receive(5) == b"b"  # the rest, without a call
+    assert await stream.receive(1) == b"c"
+    assert await stream.receive() == b"d"
+    assert await stream.receive() == b"ef"
+    assert actor.asked == [0, 2, 4]
+    await stream.aclose()
+
+
+@pytest.mark.anyio
+async def test_large_sends_wait_for_the_oldest_before_they_pass_the_byte_window() -> None:
+    # The relay keeps at most MAX_EARLY bytes of sends that came out of turn: the stream keeps
+    # fewer bytes in flight than that, whatever the size of its sends.
+    actor = FakeActor()
+    stream = RayStream(FakeRay, actor, 1, "ray://n")
+    big = bytes(_ray_stream.WINDOW_BYTES // 2 + 1)
+    await stream.send(big)  # alone in flight: not waited for
+    await stream.send(big)  # both would pass the window: the first is answered before
+    assert [offset for offset, _ in actor.sent] == [0]
+    await stream.drain()
+    assert [offset for offset, _ in actor.sent] == [0, len(big)]
+    assert _ray_stream.WINDOW_BYTES < _ray_relay.MAX_EARLY
+    await stream.aclose()
 
 
 @pytest.mark.anyio

@@ -89,17 +89,24 @@ class Cluster2:
             )
 
     def stop(self) -> None:
-        self.nodes.stop()
-        # The agents left their relays' sessions on purpose (they outlive an actor): end
-        # exactly the ones started for this test, found by their socket folder (the test's,
-        # or the default one under this test's worker addresses).
-        default = Path(f"/tmp/rock-ray-{os.geteuid()}")
-        folders = [self.sockets, *(default / ip for ip in self.workers)]
-        for pid in [pid for folder in folders for pid in agents_under(folder)]:
-            try:
-                os.kill(pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        try:
+            self.nodes.stop()
+        finally:
+            # The agents left their relays' sessions on purpose (they outlive an actor): end
+            # exactly the ones started for this test, found by their socket folder (the
+            # test's, or the default one under this test's worker addresses).
+            default = Path(f"/tmp/rock-ray-{os.geteuid()}")
+            folders = [self.sockets, *(default / ip for ip in self.workers)]
+            for pid in [pid for folder in folders for pid in agents_under(folder)]:
+                try:
+                    os.kill(pid, signal.SIGTERM)
+                except ProcessLookupError:
+                    pass
+            # A test that failed left its sandboxes to agents that are gone now: remove them
+            # (their host ids are this test's worker addresses, no other test's).
+            left = [c for ip in self.workers for c in containers(f"rock.host={ip}")]
+            if left:
+                subprocess.run(["docker", "rm", "-f", *left], capture_output=True, check=False)
 
 
 def agents_under(folder: Path) -> list[int]:
@@ -116,9 +123,15 @@ def agents_under(folder: Path) -> list[int]:
 
 
 @pytest.fixture
-def ray_cluster(request: pytest.FixtureRequest) -> Iterator[Cluster2]:
+def ray_cluster(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Cluster2]:
     if ray.is_initialized():
         ray.shutdown()
+    # Any local ray.init() of this user (another program's) writes ~/.ray/auth_token, and a
+    # head started while it exists wants it from every caller: one that came or went between
+    # the head's start and a join failed this test with InvalidAuthToken. Ours runs without.
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
     root = Path(tempfile.mkdtemp(prefix="rock-rayt-", dir="/tmp"))
     cluster = Cluster2(root, WORKER_IPS[request.node.name])
     try:
@@ -353,7 +366,7 @@ async def test_the_docs_snippet_and_a_program_that_stops_calling(ray_cluster: Cl
 
     # A program that stops calling with its sandbox running (through the node's actor that
     # the snippet made, which keeps its agent folder, the default one): the actor drops its
-    # stream after STALE seconds without a call, the agent's lease (6 s) then ends, and its
+    # stream after STALE (60) seconds without a call, the agent's lease (6 s) has ended, and its
     # reaper removes the sandbox.
     program = await anyio.open_process(
         [

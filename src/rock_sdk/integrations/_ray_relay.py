@@ -7,9 +7,10 @@ Ray worker process, on that worker's asyncio loop, and relays byte streams betwe
 
 Rules:
 - The actor only relays bytes: ``open`` connects a fresh unix connection to the agent and
-  names it with a stream id, ``send`` writes, ``receive`` long-polls (at most `wait` seconds,
-  then an empty answer, so a call never hangs), ``close`` ends it. The handshake, the owner
-  and its lease are the core's, inside the bytes.
+  names it with a random stream id (unique across the actor's restarts), ``send`` writes,
+  ``receive`` long-polls (at most `wait` seconds, then an empty answer, so a call never
+  hangs), ``close`` ends it. The handshake, the owner and its lease are the core's, inside
+  the bytes.
 - The agent is not the actor's child and outlives it: when the actor goes (``ray.kill``, its
   worker crashes), its connections to the agent close, and the agent's leases (not the actor)
   decide when the owners' sandboxes are reaped. A new actor on the node finds the same agent.
@@ -28,11 +29,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import secrets
 import sys
 from dataclasses import dataclass, field
 
 POLL = 5.0  # seconds a receive waits for bytes before it answers empty
-STALE = 20.0  # seconds without a call after which a stream's caller counts as gone
+# Seconds without a call after which a stream's caller counts as gone. As long as the default
+# lease: a program whose loop stalls (a blocking call, a long pause) keeps its links as long as
+# over SSH, where only the lease counts; and since the lease runs from the owner's last message,
+# a dead program's sandboxes are reaped no later for it.
+STALE = 60.0
 MAX_STREAMS = 4096  # streams one actor relays at once
 MAX_CHUNK = 1 << 20  # the most bytes one receive answers
 MAX_EARLY = 64 << 20  # the most bytes of sends that came before their turn, per stream
@@ -66,7 +72,6 @@ class RayAgentRelay:
         self.agent = agent or [sys.executable, "-m", "rock_agent"]
         self.idle_exit = idle_exit
         self._streams: dict[int, _Relay] = {}
-        self._next = 0
         self._resent = 0  # chunks handed out again (their first reply went to a cancelled call)
         self._ensure_lock: asyncio.Lock | None = None
         # The sweeper runs while there are streams: a Ray actor has no `async with` to own it,
@@ -95,11 +100,15 @@ class RayAgentRelay:
                 reader, writer = await asyncio.open_unix_connection(self.socket)
             except OSError as exc:
                 raise RuntimeError(f"no agent listens on {self.socket}: {exc}") from None
-        self._next += 1
-        self._streams[self._next] = _Relay(reader, writer)
+        # A random id, never a count: a restarted actor counts from nothing again, and a caller
+        # of the old one still calling with its id must not reach another caller's new stream.
+        stream = secrets.randbits(62) + 1
+        while stream in self._streams:
+            stream = secrets.randbits(62) + 1
+        self._streams[stream] = _Relay(reader, writer)
         if self._sweeper is None or self._sweeper.done():
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
-        return self._next
+        return stream
 
     async def send(self, stream: int, offset: int, data: bytes) -> None:
         """Write `data`, the bytes at `offset` of the stream to the agent, in their turn.

@@ -17,8 +17,12 @@ Rules:
 - Awaiting a call works on asyncio and trio: the call's ``concurrent.futures`` future is
   awaited, never a thread blocked in ``ray.get``.
 - A cancelled ``receive`` loses no bytes (the offset it asked for is asked again, see
-  `_ray_relay`). ``send`` keeps up to `WINDOW` calls in flight, numbered by offset, and
-  waits only for the oldest: a failed send is raised by a later one, as a socket's would be.
+  `_ray_relay`). ``send`` keeps up to `WINDOW` calls (`WINDOW_BYTES`) in flight, numbered by
+  offset, and
+  waits only for the oldest: a failed send is raised by a later one, as a socket's would be,
+  and by every one after it (a cancelled wait for the oldest keeps it to wait for again).
+- No call is submitted once this process has left Ray: Ray would start a local cluster of
+  its own for it. A blocked lookup of the actor is abandoned by a cancelled ``connect``.
 """
 
 from __future__ import annotations
@@ -45,6 +49,9 @@ OPEN_TIMEOUT = 120.0  # seconds for a first open: Ray starts a worker, the agent
 CALL_SLACK = 30.0  # seconds past its own wait that a receive may take before the link is cut
 CLOSE_TIMEOUT = 5.0
 WINDOW = 8  # sends a stream keeps in flight before it waits for the oldest
+# Bytes of sends in flight past which a stream waits for the oldest (one larger send still goes
+# alone): below the relay's MAX_EARLY, which 8 sends of large frames, reordered, would pass.
+WINDOW_BYTES = 32 << 20
 MAX_CONCURRENCY = 10_000  # calls one actor runs at once: a long poll per stream, and sends
 _NODE_ID = re.compile(r"[0-9a-f]{56}")
 
@@ -125,9 +132,10 @@ class RayAgentConnector:
     @asynccontextmanager
     async def _open(self) -> AsyncIterator[ByteStream]:
         ray = import_ray()
-        actor = await anyio.to_thread.run_sync(self._actor, ray)
+        # Abandoned if cancelled: with Ray's control store gone, its calls block for minutes.
+        actor = await anyio.to_thread.run_sync(self._actor, ray, abandon_on_cancel=True)
         with anyio.move_on_after(OPEN_TIMEOUT) as scope:
-            stream_id = await call(ray, actor.open.remote(), self.name)
+            stream_id = await call(ray, actor.open, self.name)
         if scope.cancelled_caught:
             raise TransportError(
                 f"{self.name}: the actor did not open a stream in {OPEN_TIMEOUT:g} s"
@@ -213,45 +221,74 @@ class RayStream:
         self._name = name
         self._offset = 0  # bytes received so far: the offset the next receive asks for
         self._sent = 0  # bytes given to `send` so far: the offset of the next one
-        self._inflight: deque[Future[Any]] = deque()  # sends not yet answered, oldest first
+        self._rest = b""  # bytes received past what the caller asked for, for the next call
+        # Sends not yet answered, oldest first, with their sizes.
+        self._inflight: deque[tuple[Future[Any], int]] = deque()
+        self._inflight_bytes = 0
+        self._failed: TransportError | None = None  # the first send that failed
         self._closed = False
 
     async def send(self, item: bytes, /) -> None:
         """Send `item` to the agent: up to `WINDOW` sends stay in flight, unawaited.
 
-        A send that failed is raised by the next send (or `drain`), as a socket's would be.
+        A send that failed is raised by the next send (or `drain`), as a socket's would be, and
+        by every one after it: the bytes after a gap would never be written.
         """
         if self._closed:
             raise anyio.ClosedResourceError
-        while self._inflight and (self._inflight[0].done() or len(self._inflight) >= WINDOW):
-            await self._settle(self._inflight.popleft())
-        ref = self._actor.send.remote(self._id, self._sent, bytes(item))
+        while self._inflight and (
+            self._inflight[0][0].done()
+            or len(self._inflight) >= WINDOW
+            or self._inflight_bytes + len(item) > WINDOW_BYTES
+        ):
+            await self._settle()
+        future = submit(self._ray, self._actor.send, self._name, self._id, self._sent, bytes(item))
         self._sent += len(item)
-        self._inflight.append(ref.future())
+        self._inflight.append((future, len(item)))
+        self._inflight_bytes += len(item)
 
     async def drain(self) -> None:
         """Wait until every send so far is written on the actor (raising the first failure)."""
         while self._inflight:
-            await self._settle(self._inflight.popleft())
+            await self._settle()
 
-    async def _settle(self, future: Future[Any]) -> None:
-        await answer(self._ray, future, self._name)
+    async def _settle(self) -> None:
+        """Wait for the oldest send; taken off only once answered, so a cancelled wait loses
+        no failure (the next wait sees it)."""
+        if self._failed is not None:
+            raise TransportError(f"{self._name}: an earlier send failed: {self._failed}")
+        try:
+            await answer(self._ray, self._inflight[0][0], self._name)
+        except TransportError as exc:
+            self._failed = exc
+            raise
+        self._inflight_bytes -= self._inflight.popleft()[1]
 
     async def receive(self, max_bytes: int = 65536, /) -> bytes:
-        """The next bytes from the agent; `anyio.EndOfStream` once it closed."""
+        """The next bytes from the agent (at most `max_bytes`); `anyio.EndOfStream` once it
+        closed. A chunk handed out again may be longer than this call asks for (its first
+        caller asked for more): the rest waits here for the next call."""
+        if self._closed:
+            raise anyio.ClosedResourceError
+        if self._rest:
+            data, self._rest = self._rest[:max_bytes], self._rest[max_bytes:]
+            return data
         while True:
             if self._closed:
                 raise anyio.ClosedResourceError
-            ref = self._actor.receive.remote(self._id, self._offset, max_bytes, POLL)
+            asked = (self._id, self._offset, max_bytes, POLL)
+            future = submit(self._ray, self._actor.receive, self._name, *asked)
             with anyio.move_on_after(POLL + CALL_SLACK) as scope:
-                data, eof = await call(self._ray, ref, self._name)
+                data, eof = await answer(self._ray, future, self._name)
             if scope.cancelled_caught:
                 raise TransportError(
                     f"{self._name}: no answer from its actor in {POLL + CALL_SLACK:g} s"
                 )
             self._offset += len(data)
             if data:
-                return bytes(data)
+                data = bytes(data)
+                self._rest = data[max_bytes:]
+                return data[:max_bytes]
             if eof:
                 raise anyio.EndOfStream
 
@@ -264,12 +301,27 @@ class RayStream:
             with contextlib.suppress(TransportError):
                 await self.drain()  # the bytes sent before the close go before it
             with contextlib.suppress(TransportError):
-                await call(self._ray, self._actor.close.remote(self._id), self._name)
+                future = submit(self._ray, self._actor.close, self._name, self._id)
+                await answer(self._ray, future, self._name)
 
 
-async def call(ray: Any, ref: Any, name: str) -> Any:
-    """The result of the actor call `ref`, with Ray's failures as `TransportError`."""
-    return await answer(ray, ref.future(), name)
+def submit(ray: Any, method: Any, name: str, *args: Any) -> Future[Any]:
+    """Call the actor's `method` with `args`: its answer's future, or `TransportError`.
+
+    Never once this process has left Ray (``ray.shutdown``, or a cluster that closed): Ray
+    would start a local cluster of its own to submit the call, and fail it anyway.
+    """
+    if not ray.is_initialized():
+        raise TransportError(f"{name}: this process has left its Ray cluster (ray.shutdown)")
+    try:
+        return method.remote(*args).future()  # type: ignore[no-any-return]
+    except Exception as exc:  # Ray's own errors, raised as they are or as plain Exception
+        raise TransportError(f"{name}: cannot call its agent actor: {_reason(exc)}") from exc
+
+
+async def call(ray: Any, method: Any, name: str, *args: Any) -> Any:
+    """The result of calling the actor's `method` with `args`, Ray's failures as ours."""
+    return await answer(ray, submit(ray, method, name, *args), name)
 
 
 async def answer(ray: Any, future: Future[Any], name: str) -> Any:
