@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from rock_core import BadRequest, ImageNotFound
+from rock_core import BadRequest, ImageNotFound, ProgressCallback
+from rock_core._progress import PROGRESS_INTERVAL
 from rock_sdk import Progress, Sandbox, SandboxCluster, SandboxConfig
 
 from ..conftest import SH_IMAGE
@@ -57,16 +59,28 @@ async def test_create_many_reports_each_sandbox(sdk: SandboxCluster) -> None:
             await sandbox.delete()
 
 
+def slowly(calls: list[Progress]) -> ProgressCallback:
+    """A callback that takes longer than the reporter's interval: each later update is then
+    due, however fast the transfer (20 MB may take less than one interval here)."""
+
+    def keep(progress: Progress) -> None:
+        calls.append(progress)
+        time.sleep(PROGRESS_INTERVAL * 1.2)
+
+    return keep
+
+
 async def test_upload_and_download_of_20_mb_report_bytes(holder: Sandbox, tmp_path: Path) -> None:
     source = tmp_path / "big"
     source.write_bytes(os.urandom(SIZE))
     sent: list[Progress] = []
-    await holder.upload(source, "/tmp/big", progress=sent.append)
+    await holder.upload(source, "/tmp/big", progress=slowly(sent))
     check_calls(sent, "upload", "bytes", SIZE)  # the files' bytes, known before the start
     assert len(sent) > 2, "bytes are reported as they go, not only at the end"
 
     received: list[Progress] = []
-    await holder.download("/tmp/big", tmp_path / "back", progress=received.append)
+    await holder.download("/tmp/big", tmp_path / "back", progress=slowly(received))
+    assert len(received) > 2, "bytes are reported as they go, not only at the end"
     assert (tmp_path / "back").read_bytes() == source.read_bytes()
     check_calls(received, "download", "bytes", None)
     # The archive the agent sends: the file, its header and padding.
