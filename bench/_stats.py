@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Awaitable, Callable, Sequence
@@ -102,6 +103,15 @@ def child_pids(parent: int | None = None, *, cmdline_contains: str = "") -> list
         if ppid == parent and cmdline_contains in cmdline:
             found.append(int(entry.name))
     return sorted(found)
+
+
+def sha256(path: Path) -> str:
+    """The sha256 of a file."""
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def cpu_seconds(pid: int) -> float:

@@ -43,6 +43,7 @@ from _stats import (
     print_table,
     reset_peak_rss,
     rss_kib,
+    sha256,
 )
 
 from rock_agent._docker import KEEPALIVE, engine_host_config
@@ -397,15 +398,6 @@ def make_file(path: Path, size: int) -> str:
             block = os.urandom(min(1 << 20, size - start))
             digest.update(block)
             f.write(block)
-    return digest.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    """The sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
     return digest.hexdigest()
 
 

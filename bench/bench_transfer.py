@@ -42,6 +42,7 @@ from _stats import (
     print_table,
     reset_peak_rss,
     rss_kib,
+    sha256,
 )
 
 from rock_core import SshOptions
@@ -63,15 +64,6 @@ def make_file(path: Path, size: int) -> str:
             piece = (start.to_bytes(8, "big") + block[8:])[: min(1 << 20, size - start)]
             digest.update(piece)
             f.write(piece)
-    return digest.hexdigest()
-
-
-def sha256(path: Path) -> str:
-    """The sha256 of a file."""
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        while block := f.read(1 << 20):
-            digest.update(block)
     return digest.hexdigest()
 
 
