@@ -25,7 +25,7 @@ from pathlib import Path
 import anyio
 from anyio.abc import SocketAttribute, SocketStream
 
-from rock_core.serving import Peer
+from rock_core.serving import ByteStream, Peer, UnixStream
 
 log = logging.getLogger("rock_agent")
 
@@ -53,7 +53,7 @@ def stdio_peer() -> Peer:
 
 async def serve_socket(
     path: Path,
-    serve: Callable[[SocketStream, Peer], Awaitable[None]],
+    serve: Callable[[ByteStream, Peer], Awaitable[None]],
     *,
     group: int | None = None,
     max_connections: int = MAX_CONNECTIONS,
@@ -77,14 +77,16 @@ async def serve_socket(
     limiter = anyio.CapacityLimiter(max_connections)
 
     async def handle(stream: SocketStream) -> None:
+        # Served as a `UnixStream`, which owns the socket from here on (see its module).
+        ours = UnixStream(stream.extra(SocketAttribute.raw_socket))
         try:
-            await serve(stream, peer_of(stream))
+            await serve(ours, peer_of(stream))
         except Exception:
             log.exception("a connection failed")
         finally:
             limiter.release_on_behalf_of(stream)
             with anyio.CancelScope(shield=True), contextlib.suppress(Exception):
-                await stream.aclose()
+                await ours.aclose()
 
     async with listener, anyio.create_task_group() as tg:
         pause = 0.05

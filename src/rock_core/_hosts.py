@@ -34,6 +34,7 @@ from ._channel import ByteStream, SplitStream
 from ._connection import AgentConnection, open_agent_connection
 from ._errors import TransportError
 from ._ssh import SshOptions, open_ssh_stream
+from ._unix_stream import connect_unix
 
 AGENT_COMMAND_ENV = "ROCK_AGENT_COMMAND"
 
@@ -123,7 +124,7 @@ async def _open_stream(where: HostAddress, ssh: SshOptions) -> AsyncIterator[Byt
             yield stream
         return
     try:
-        unix = await anyio.connect_unix(where.path)
+        unix = await connect_unix(where.path)
     except OSError as exc:
         raise TransportError(f"no agent listens on {where.path}: {exc.strerror or exc}") from exc
     yield unix

@@ -16,6 +16,7 @@ Rules:
   (seconds after an owner's last message that its sandboxes are kept) is at most `MAX_LEASE`,
   checked with `is_seconds` and explained by `SECONDS_RULE`.
 - `connection_refused` tells a connect that nothing listened for from one that failed.
+- A unix socket connection is served as a `UnixStream` (see `_unix_stream` for why not anyio's).
 """
 
 from ._channel import CHUNK_SIZE, WINDOW, ByteStream, CreditGate, send_stream
@@ -23,6 +24,7 @@ from ._endpoint import AgentHandler, Connection, Peer, Principal, serve_connecti
 from ._options import MAX_LEASE, SECONDS_RULE, is_seconds
 from ._owner import local_owner_alive
 from ._refused import connection_refused
+from ._unix_stream import UnixStream
 
 __all__ = [
     "CHUNK_SIZE",
@@ -35,6 +37,7 @@ __all__ = [
     "CreditGate",
     "Peer",
     "Principal",
+    "UnixStream",
     "connection_refused",
     "is_seconds",
     "local_owner_alive",
