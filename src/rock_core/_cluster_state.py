@@ -57,6 +57,7 @@ from ._cluster_events import (
     Wake,
 )
 from ._cluster_ops import operate
+from ._deleted_log import DeletedLog
 from ._end_reasons import change_end
 from ._errors import AlreadyExists, NotFound, RockError, TransportError
 from ._event_feed import EventFeed, Subscribable
@@ -70,7 +71,7 @@ from ._protocol import (
 )
 from ._records import Flag, Host, SandboxRecord, StepHook
 from ._scheduler import Action, Demand, Resources, Scheduler
-from ._states import TRANSITIONS, EndReason, SandboxEvent, SandboxState
+from ._states import TRANSITIONS, EndReason, SandboxEvent, SandboxState, Transition
 
 log = logging.getLogger("rock_core")
 
@@ -89,7 +90,8 @@ class ClusterState:
         self.records: dict[str, SandboxRecord] = {}
         self.hosts: dict[str, Host] = {}
         self.feed = EventFeed()  # each step of each record goes to its subscribers
-        self.on_step: StepHook = self.feed.publish
+        self.deleted = DeletedLog()  # deleted records in that order (`forget_deleted`)
+        self.on_step: StepHook = self._stepped
 
     def handle(self, event: Event, now: float) -> list[Do]:
         """Apply `event` at `now`; return what the driver must do."""
@@ -193,9 +195,11 @@ class ClusterState:
 
     def forget_deleted(self, before: float) -> None:
         """Forget the records of sandboxes deleted before `before` (wall-clock seconds)."""
-        for sandbox_id, record in list(self.records.items()):
-            if record.state is _S.DELETED and record.lifecycle.history[-1].at < before:
-                del self.records[sandbox_id]
+        self.deleted.forget(self.records, before)
+
+    def _stepped(self, record: SandboxRecord, step: Transition) -> None:
+        self.deleted.note(record, step)
+        self.feed.publish(record, step)
 
     def _host_full(
         self, record: SandboxRecord, host_id: str, full: str, reason: str, now: float, out: list[Do]
