@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -33,6 +32,7 @@ from ._addresses import HostAddress, parse
 from ._channel import ByteStream, SplitStream
 from ._connection import AgentConnection, open_agent_connection
 from ._errors import TransportError
+from ._pipe_read import spawn_piped
 from ._ssh import SshOptions, open_ssh_stream
 from ._unix_stream import connect_unix
 
@@ -134,10 +134,9 @@ async def _open_stream(where: HostAddress, ssh: SshOptions) -> AsyncIterator[Byt
 async def _open_local() -> AsyncIterator[ByteStream]:
     command = [*agent_command(), "serve", "--stdio", "--log-level", "WARNING"]
     try:
-        process = await anyio.open_process(
+        # On asyncio the agent's output is read in the pieces the pipe gives (`_pipe_read`).
+        process, output = await spawn_piped(
             command,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
             stderr=None,
             # Its own session: a Ctrl-C meant for this program must not kill the agent before
             # it has cleaned up after us.
@@ -145,8 +144,8 @@ async def _open_local() -> AsyncIterator[ByteStream]:
         )
     except OSError as exc:
         raise TransportError(f"cannot start the local agent ({command[0]}): {exc}") from exc
-    assert process.stdin is not None and process.stdout is not None
-    stream = SplitStream(process.stdout, process.stdin)
+    assert process.stdin is not None
+    stream = SplitStream(output, process.stdin)
     try:
         yield stream
     finally:
@@ -159,3 +158,4 @@ async def _open_local() -> AsyncIterator[ByteStream]:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
+            await output.aclose()

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import os
 import secrets
-import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -24,6 +23,7 @@ from anyio.abc import ByteStream as AnyioByteStream
 from rock_core import ByteStream, SshOptions
 from rock_core._addresses import parse
 from rock_core._channel import SplitStream
+from rock_core._pipe_read import spawn_piped
 from rock_core._ssh import open_ssh_stream
 from rock_core.testing import memory_stream_pair
 
@@ -78,11 +78,11 @@ async def memory() -> AsyncIterator[ByteStream]:
 
 @asynccontextmanager
 async def pipe() -> AsyncIterator[ByteStream]:
-    async with await anyio.open_process(
-        [sys.executable, "-c", ECHO_PROCESS], stdin=subprocess.PIPE, stdout=subprocess.PIPE
-    ) as process:
-        assert process.stdin is not None and process.stdout is not None
-        yield SplitStream(process.stdout, process.stdin)
+    # Spawned as the local agent is: on asyncio its output is read in pieces (`_pipe_read`).
+    process, output = await spawn_piped([sys.executable, "-c", ECHO_PROCESS])
+    async with process, output:
+        assert process.stdin is not None
+        yield SplitStream(output, process.stdin)
 
 
 @asynccontextmanager
