@@ -40,9 +40,11 @@ class UnixStream:
 
     @property
     def raw_socket(self) -> socket.socket:
+        """The socket itself (for its peer's credentials); do not read or write it directly."""
         return self._sock
 
     async def receive(self, max_bytes: int = 65536, /) -> bytes:
+        """What one `recv` gives, at most `max_bytes`; `EndOfStream` at the end."""
         if max_bytes < 1:
             raise ValueError("max_bytes must be a positive integer")
         await anyio.lowlevel.checkpoint()
@@ -60,6 +62,7 @@ class UnixStream:
             return data
 
     async def send(self, item: bytes, /) -> None:
+        """Send all of `item`, waiting for room as needed."""
         await anyio.lowlevel.checkpoint()
         view = memoryview(item)
         while view:
@@ -74,6 +77,7 @@ class UnixStream:
             view = view[sent:]
 
     async def send_eof(self) -> None:
+        """Tell the peer nothing more will be sent (the stream can still receive)."""
         self._check_open()
         try:
             self._sock.shutdown(socket.SHUT_WR)
@@ -81,6 +85,7 @@ class UnixStream:
             raise self._failure(exc) from exc
 
     async def aclose(self) -> None:
+        """Wake whatever waits on the socket, then close it (twice is fine)."""
         if not self._closed:
             self._closed = True
             anyio.notify_closing(self._sock)
