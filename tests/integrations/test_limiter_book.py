@@ -29,6 +29,23 @@ def test_a_cap_grants_first_come_first_served() -> None:
     assert (b.peak, b.grants) == (2, 3)
 
 
+def test_clients_are_served_in_turn() -> None:
+    b = book(max_starts=1)
+    for i in range(3):
+        b.ask("a", f"a{i}", 0.0)
+    b.ask("b", "b0", 0.1)
+    b.ask("b", "b1", 0.1)
+    b.ask("c", "c0", 0.2)
+    order = []
+    for step in range(6):
+        b.pump(1.0 + step)
+        (token,) = b.held
+        order.append(token)
+        b.release(token[0], token, 1.0 + step)
+    assert order == ["a0", "b0", "c0", "a1", "b1", "a2"]
+    assert not b.line and not b.queues and not b.turn
+
+
 def test_a_rate_grants_at_most_burst_then_one_per_interval() -> None:
     b = book(rate=2.0, burst=2)
     for i in range(5):

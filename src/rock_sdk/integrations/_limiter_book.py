@@ -4,9 +4,11 @@ Plain synchronous code with `now` passed in (no clocks, no I/O, no ray): the Ray
 (`_ray_limiter`) calls it, and its tests call it directly.
 
 Rules:
-- A permit is a token named by its client (a trainer process). Grants go first come, first
-  served, while both limits allow: fewer than `max_starts` tokens held (None: no cap), and a
-  whole token in the bucket that `rate` fills (starts per second, up to `burst`; None: no rate).
+- A permit is a token named by its client (a trainer process). Grants go round-robin across
+  the clients that wait, first come, first served within each (a trainer that queued a
+  thousand starts does not hold back the others for all of them), while both limits allow:
+  fewer than `max_starts` tokens held (None: no cap), and a whole token in the bucket that
+  `rate` fills (starts per second, up to `burst`; None: no rate).
 - Every permit is leased: a client that has not called for `lease` seconds is gone, and its
   permits and places in line are dropped (`expired` counts the permits). A live client renews
   all of its tokens with one call, naming the ones it holds and the ones it waits for; a token
@@ -23,7 +25,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from dataclasses import dataclass
 
 from rock_core import BadRequest
@@ -96,7 +98,9 @@ class LimiterBook:
     def __init__(self, config: LimiterConfig, now: float, *, settle: float = 0.0) -> None:
         self.config = config
         self.held: dict[str, str] = {}  # token -> client
-        self.line: OrderedDict[str, str] = OrderedDict()  # token -> client, oldest first
+        self.line: dict[str, str] = {}  # waiting token -> client
+        self.queues: dict[str, OrderedDict[str, None]] = {}  # client -> its tokens, oldest first
+        self.turn: deque[str] = deque()  # the clients that wait, the next to be served first
         self.seen: dict[str, float] = {}  # client -> when it last called
         self.bucket = float(config.burst)
         self.filled_at = now
@@ -111,6 +115,10 @@ class LimiterBook:
         self.seen[client] = now
         if token not in self.held and token not in self.line:
             self.line[token] = client
+            if client not in self.queues:
+                self.queues[client] = OrderedDict()
+                self.turn.append(client)
+            self.queues[client][token] = None
 
     def release(self, client: str, token: str, now: float) -> None:
         """`client` gives `token` back, held or waited for (any other token: no change)."""
@@ -118,18 +126,20 @@ class LimiterBook:
         if self.held.get(token) == client:
             del self.held[token]
         if self.line.get(token) == client:
-            del self.line[token]
+            self._unqueue(token)
 
     def renew(self, client: str, holds: list[str], waits: list[str], now: float) -> None:
         """`client` is alive and names every token it holds and waits for (see the rules)."""
         self.seen[client] = now
         named = set(holds) | set(waits)
-        for table in (self.held, self.line):
-            for token in [t for t, c in table.items() if c == client and t not in named]:
-                del table[token]
+        for token in [t for t, c in self.held.items() if c == client and t not in named]:
+            del self.held[token]
+        for token in [t for t, c in self.line.items() if c == client and t not in named]:
+            self._unqueue(token)
         for token in holds:
             if token not in self.held:
-                self.line.pop(token, None)
+                if token in self.line:
+                    self._unqueue(token)
                 self.held[token] = client
                 self.adopted += 1
         self.peak = max(self.peak, len(self.held))
@@ -140,10 +150,11 @@ class LimiterBook:
         lease = self.config.lease
         for client in [c for c, at in self.seen.items() if now - at > lease]:
             del self.seen[client]
-            for table in (self.held, self.line):
-                for token in [t for t, c in table.items() if c == client]:
-                    del table[token]
-                    self.expired += table is self.held
+            for token in [t for t, c in self.held.items() if c == client]:
+                del self.held[token]
+                self.expired += 1
+            for token in list(self.queues.get(client, ())):
+                self._unqueue(token)
         rate = self.config.rate
         if rate is not None:
             self.bucket = min(self.config.burst, self.bucket + (now - self.filled_at) * rate)
@@ -155,7 +166,14 @@ class LimiterBook:
                     if self.bucket < 1.0:
                         break
                     self.bucket -= 1.0
-                token, client = self.line.popitem(last=False)
+                client = self.turn[0]
+                queue = self.queues[client]
+                token, _ = queue.popitem(last=False)
+                del self.line[token]
+                self.turn.rotate(-1)  # this client goes to the back of the turn
+                if not queue:
+                    del self.queues[client]
+                    self.turn.remove(client)
                 self.held[token] = client
                 self.grants += 1
             self.peak = max(self.peak, len(self.held))
@@ -167,6 +185,14 @@ class LimiterBook:
         if self.seen:
             waits.append(max(0.0, min(self.seen.values()) + lease - now) + 1e-3)
         return min(waits) if waits else None
+
+    def _unqueue(self, token: str) -> None:
+        client = self.line.pop(token)
+        queue = self.queues[client]
+        del queue[token]
+        if not queue:
+            del self.queues[client]
+            self.turn.remove(client)
 
     def holds(self, token: str) -> bool:
         """Whether `token` holds a permit."""

@@ -14,7 +14,8 @@ Rules:
   actor it restarts (``max_restarts=-1``, ``max_task_retries=-1``).
 - The client renews every token it holds or waits for, in one call every ``lease / 3``
   seconds, from a task of its own `open_start_limiter` block: a process that dies holding
-  permits loses them after the lease; one that stops the block releases them at once.
+  permits loses them after the lease; one that stops the block releases them at once. A
+  release is sent without waiting for its answer (the next renew settles a lost one).
 - The first process makes the actor with its limits; a later one with other limits gets
   `BadRequest` naming both. A removed actor (``ray.kill``) fails the calls in flight with
   `TransportError`; the next call makes it again, and the renews re-adopt the permits held.
@@ -24,6 +25,7 @@ Rules:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -39,7 +41,7 @@ import anyio.to_thread
 from rock_core import BadRequest, RockError, TransportError
 
 from ._limiter_book import LimiterBook, LimiterConfig, check_name, limiter_config
-from ._ray_stream import NAMESPACE, call, import_ray
+from ._ray_stream import NAMESPACE, call, import_ray, submit
 
 log = logging.getLogger("rock_sdk")
 
@@ -59,16 +61,16 @@ class StartLimiterActor:
         settle = self.config.lease / 3 + 1.0 if restarted else 0.0
         self.book = LimiterBook(self.config, time.monotonic(), settle=settle)
         self.restarted = restarted
-        self._changed: asyncio.Event | None = None
+        self._waiting: dict[str, asyncio.Event] = {}  # token -> set once it is granted
         self._timer: asyncio.TimerHandle | None = None
 
     def _pump(self) -> None:
-        """Apply the book's decisions now, wake the waiting calls, and again when time says."""
-        if self._changed is None:
-            self._changed = asyncio.Event()
+        """Apply the book's decisions now, wake the calls whose token was granted (only those),
+        and pump again when time alone may change something."""
         delay = self.book.pump(time.monotonic())
-        self._changed.set()
-        self._changed = asyncio.Event()
+        for token, granted in self._waiting.items():
+            if token in self.book.held:
+                granted.set()
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
@@ -82,19 +84,18 @@ class StartLimiterActor:
     async def acquire(self, client: str, token: str, poll: float) -> bool:
         """Whether `token` holds a permit, waiting for one at most `poll` seconds."""
         self.book.ask(client, token, time.monotonic())
-        deadline = time.monotonic() + poll
-        while True:
-            self._pump()
-            if self.book.holds(token):
-                return True
-            left = deadline - time.monotonic()
-            if left <= 0 or token not in self.book.line:
-                return False
-            assert self._changed is not None
-            try:
-                await asyncio.wait_for(self._changed.wait(), left)
-            except TimeoutError:
-                pass
+        self._pump()
+        if self.book.holds(token) or token not in self.book.line:
+            return self.book.holds(token)
+        granted = self._waiting.setdefault(token, asyncio.Event())
+        try:
+            await asyncio.wait_for(granted.wait(), poll)
+        except TimeoutError:
+            pass
+        finally:
+            if self._waiting.get(token) is granted:
+                del self._waiting[token]
+        return self.book.holds(token)
 
     async def release(self, client: str, token: str) -> None:
         """Give `token` back (held or waited for)."""
@@ -140,10 +141,13 @@ class RayStartLimiter:
             self.waits.discard(token)
 
     async def release(self, token: str) -> None:
-        """Give `token` back, held or waited for."""
+        """Give `token` back, held or waited for. Its answer is not waited for, so a create
+        does not wait a round trip to the actor: a release that is lost is done by the next
+        renew, which no longer names the token."""
         self.holds.discard(token)
         self.waits.discard(token)
-        await self._call("release", self.client, token)
+        actor = await self._actor()
+        submit(self._ray, actor.release, self._label, self.client, token, what="actor")
 
     async def statistics(self) -> dict[str, Any]:
         """The limiter's counts: ``held``, ``waiting``, ``peak``, ``grants``, ``expired``,
@@ -254,12 +258,12 @@ async def open_start_limiter(
             yield limiter
         finally:
             tg.cancel_scope.cancel()
+            limiter.holds.clear()
+            limiter.waits.clear()
+            # One renew naming nothing gives back every permit of this process, answered.
             with anyio.CancelScope(shield=True), anyio.move_on_after(5.0):
-                for token in sorted(limiter.holds | limiter.waits):
-                    try:
-                        await limiter.release(token)
-                    except RockError:
-                        break  # left to the lease
+                with contextlib.suppress(RockError):  # left to the lease
+                    await limiter._call("renew", limiter.client, [], [])
 
 
 __all__ = ["RayStartLimiter", "StartLimiterActor", "open_start_limiter"]
