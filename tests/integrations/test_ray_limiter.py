@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -180,3 +181,19 @@ async def test_a_crashed_limiter_restarts_and_a_removed_one_fails_cleanly(head: 
     with pytest.raises(BadRequest, match=r"call ray.init\(address=...\) first"):
         async with open_start_limiter("lim-y", max_starts=1):
             pass
+
+
+def limiter_snippet() -> str:
+    text = (ROOT / "docs" / "scale-out.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", text, re.DOTALL)
+    found = [b for b in blocks if "open_start_limiter(" in b]
+    assert len(found) == 1
+    return found[0]
+
+
+async def test_the_docs_snippet_runs_as_shown(head: RayNodes, docker_engine: None) -> None:
+    env = {**os.environ, "RAY_ADDRESS": head.address, "PYTHONPATH": str(ROOT / "src")}
+    command = [sys.executable, "-c", limiter_snippet()]
+    done = await anyio.run_process(command, env=env, check=False)
+    assert done.returncode == 0, done.stderr.decode()[-3000:]
+    assert done.stdout.decode().split("\n")[-3:] == ["running", "1 1", ""]
