@@ -27,6 +27,7 @@ import anyio
 import pytest
 
 from rock_core import BadRequest, TransportError
+from tests.conftest import SH_IMAGE
 from tests.integrations.conftest import require
 from tests.integrations.test_ray_hosts import RayNodes, wait_for_port
 
@@ -197,3 +198,48 @@ async def test_the_docs_snippet_runs_as_shown(head: RayNodes, docker_engine: Non
     done = await anyio.run_process(command, env=env, check=False)
     assert done.returncode == 0, done.stderr.decode()[-3000:]
     assert done.stdout.decode().split("\n")[-3:] == ["running", "1 1", ""]
+
+
+VERL_YAML = """\
+tools:
+  - class_name: rock_sdk.integrations.verl.SandboxTool
+    config:
+      type: native
+      sandbox: {{image: "{image}", cpus: 0.1, memory: 64m}}
+      pool_min_size: 0
+      pool_max_size: 3
+      start_limit: 1
+      start_limiter: lim-verl
+"""
+
+
+async def test_the_verl_tool_shares_the_limiter(
+    head: RayNodes, docker_engine: None, tmp_path: Path
+) -> None:
+    registry = require("verl.tools.tool_registry", "verl")
+    from rock_sdk.integrations.verl import SandboxTool, close_pools
+
+    ray.init(address=head.address, log_to_driver=False)
+    path = tmp_path / "tools.yaml"
+    path.write_text(VERL_YAML.format(image=SH_IMAGE))
+    [tool] = registry.initialize_tools_from_config(str(path))
+    try:
+        async with anyio.create_task_group() as tg:  # three at once, one start at a time
+            for i in range(3):
+                tg.start_soon(tool.create, f"trajectory-{i}")
+        for i in range(3):
+            text, _, _ = await tool.execute(f"trajectory-{i}", {"command": "echo hi"})
+            assert text.text == "hi\n"
+        counts = await stats("lim-verl")
+        assert counts["grants"] >= 3 and counts["peak"] == 1
+        assert counts["max_starts"] == 1
+    finally:
+        await close_pools()
+    assert (await stats("lim-verl"))["held"] == 0
+    for bad, message in (
+        ({"start_limit": -1}, "max_starts must be between 1 and"),
+        ({"start_rate": float("nan")}, "rate must be finite"),
+        ({"start_limit": 2, "start_limiter": "a b"}, "a limiter's name must be"),
+    ):
+        with pytest.raises(BadRequest, match=f"rock verl tool config: .*{message}"):
+            SandboxTool({"type": "native", **bad}, None)
