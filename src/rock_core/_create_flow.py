@@ -52,7 +52,7 @@ async def place_and_create(
     while True:
         waited = anyio.current_time() - began
         full: HostFull | None = None
-        permit = StartPermit(gate, record.sandbox_id)
+        permit = None if gate is None else StartPermit(gate, record.sandbox_id)
         try:
             send = await place(
                 state, report, withdraw, waits, record, timeout, waited, refusals < 2, permit
@@ -65,7 +65,8 @@ async def place_and_create(
                     full = exc
             record.create_scope = None
         finally:
-            await permit.give_back()
+            if permit is not None:
+                await permit.give_back()
         if scope.cancelled_caught:
             raise SandboxNotFound(
                 f"sandbox {record.sandbox_id} was deleted while it was being created",
