@@ -69,6 +69,7 @@ from ._protocol import PROTOCOL_VERSION, SandboxInfo, SandboxSpec
 from ._reverse import HostPort, open_host_port
 from ._scheduler import Demand, Resources, Scheduler, SchedulerStatistics
 from ._ssh import SshOptions
+from ._start_gate import StartGate
 from ._states import (
     EndReason,
     SandboxEvent,
@@ -147,6 +148,7 @@ __all__ = [
     "SessionClosed",
     "SessionNotFound",
     "SshOptions",
+    "StartGate",
     "TimedOut",
     "Transition",
     "TransportError",

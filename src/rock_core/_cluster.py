@@ -238,8 +238,9 @@ class Cluster(_checkpoints.CheckpointMethods, Subscribable):
         record = SandboxRecord(sandbox_id, spec)
         record.chosen_id = chosen
         try:
+            gate = self.options.start_gate  # shared permits, if any (`_start_gate`)
             await place_and_create(
-                self.state, self._handle, self._withdraw, self.waits, record, timeout
+                self.state, self._handle, self._withdraw, self.waits, record, timeout, gate
             )
         except BaseException as exc:
             if isinstance(exc, RockError):

@@ -12,6 +12,8 @@ Rules:
 - Nothing is left behind: a wait that ends (timeout, cancel) withdraws its request; a create
   cancelled mid-send removes what it may have made; a create deleted meanwhile raises
   `SandboxNotFound`.
+- With a start gate (`rock_core._start_gate`), each try takes a permit once placed, before its
+  send, within the same `queue_timeout`, and gives it back when the send ends, however it ends.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from ._cluster_state import ClusterState
 from ._errors import HostFull, QueueTimedOut, SandboxNotFound
 from ._records import SandboxRecord
 from ._scheduler import Demand
+from ._start_gate import StartGate, StartPermit
 from ._states import SandboxEvent, SandboxState
 
 Report = Callable[[Event], list[Do]]
@@ -41,21 +44,29 @@ async def place_and_create(
     waits: QueueWaits,
     record: SandboxRecord,
     timeout: float | None,
+    gate: StartGate | None = None,
 ) -> None:
     """Wait for room, create the sandbox there; again while hosts say full (module rules)."""
     began = anyio.current_time()
     refusals = 0
     while True:
         waited = anyio.current_time() - began
-        send = await place(state, report, withdraw, waits, record, timeout, waited, refusals < 2)
         full: HostFull | None = None
-        with anyio.CancelScope() as scope:
-            record.create_scope = scope
-            try:
-                await _operations.send_create(state, report, record, send)
-            except HostFull as exc:
-                full = exc
-        record.create_scope = None
+        permit = None if gate is None else StartPermit(gate, record.sandbox_id)
+        try:
+            send = await place(
+                state, report, withdraw, waits, record, timeout, waited, refusals < 2, permit
+            )
+            with anyio.CancelScope() as scope:
+                record.create_scope = scope
+                try:
+                    await _operations.send_create(state, report, record, send)
+                except HostFull as exc:
+                    full = exc
+            record.create_scope = None
+        finally:
+            if permit is not None:
+                await permit.give_back()
         if scope.cancelled_caught:
             raise SandboxNotFound(
                 f"sandbox {record.sandbox_id} was deleted while it was being created",
@@ -88,9 +99,12 @@ async def place(
     timeout: float | None,
     waited: float = 0.0,
     warn: bool = True,
+    permit: StartPermit | None = None,
 ) -> SendCreate:
     """Wait for the scheduler's placement (`waited`: seconds of `timeout` already spent; `warn`:
-    a wait for room is worth a warning); return the state's order to send the create."""
+    a wait for room is worth a warning), then for `permit`; return the state's order to send the
+    create."""
+    began = anyio.current_time() - waited
     spec = record.spec
     demand = Demand(cpus=spec.cpus, memory=spec.memory, image=spec.image)
     report(CreateAsked(record))
@@ -99,6 +113,9 @@ async def place(
         await waits.wait(
             record.sandbox_id, demand, record.placed, timeout, waited=waited, warn=warn
         )
+        if permit is not None:
+            left = None if timeout is None else timeout - (anyio.current_time() - began)
+            await permit.take(left, timeout)
         placed = True
     finally:
         if not placed:

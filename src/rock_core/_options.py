@@ -28,6 +28,7 @@ from ._errors import BadRequest
 from ._scheduler import Scheduler
 from ._schema import LeaseSeconds
 from ._ssh import SshOptions
+from ._start_gate import StartGate, check_start_gate
 
 Policy = Literal["spread", "binpack"]
 
@@ -148,6 +149,9 @@ class ClusterOptions:
       read and write files; create none.
     - `queue_timeout`: seconds a create may wait for room before `CapacityError` (default 60;
       None or ``math.inf``: no limit, kept as None); each create may set its own.
+    - `start_gate`: a `StartGate` this cluster takes a permit from before each create goes to
+      its agent, shared with other programs (a cluster-wide cap or rate: see
+      `rock_sdk.integrations.ray.open_start_limiter`); None: no gate.
     - `gc_tuning`: while the cluster is open, raise the garbage collector's thresholds, so
       that tens of thousands of sandboxes do not stop the event loop for long collections
       (see `rock_core._gc_tuning`); False leaves the process's collector alone.
@@ -165,6 +169,7 @@ class ClusterOptions:
     admin: bool = False
     queue_timeout: float | None = DEFAULT_QUEUE_TIMEOUT
     gc_tuning: bool = True
+    start_gate: StartGate | None = None
 
     def __post_init__(self) -> None:
         make_scheduler(self.policy, self.max_queue, self.max_starts)  # checks the three
@@ -180,6 +185,7 @@ class ClusterOptions:
         object.__setattr__(self, "queue_timeout", queue_timeout(self.queue_timeout))
         if not isinstance(self.gc_tuning, bool):
             raise BadRequest(f"gc_tuning must be True or False, got {self.gc_tuning!r}")
+        check_start_gate(self.start_gate)
 
     def replace(self, **changes: Any) -> ClusterOptions:
         """A copy with `changes` (field names as keywords; `BadRequest` for an unknown one)."""

@@ -28,6 +28,7 @@ from ._cluster import Cluster, running
 from ._errors import BadRequest
 from ._fake_agent import FakeAgent, FakeAgentConnector
 from ._fake_ends import end_sandbox
+from ._fake_gate import FakeStartGate
 from ._fake_latency import FakeStart, LatencyDistribution, LognormalLatency, StartLatency
 from ._memory import MemoryByteStream, memory_stream_pair
 from ._options import ClusterOptions, make_scheduler
@@ -38,6 +39,7 @@ __all__ = [
     "FakeAgentConnector",
     "FakeCluster",
     "FakeStart",
+    "FakeStartGate",
     "LatencyDistribution",
     "LognormalLatency",
     "MemoryByteStream",
@@ -52,6 +54,7 @@ for _public in (
     FakeAgent,
     FakeAgentConnector,
     FakeStart,
+    FakeStartGate,
     LatencyDistribution,
     LognormalLatency,
     MemoryByteStream,

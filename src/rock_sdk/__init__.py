@@ -51,6 +51,7 @@ from rock_core import (
     SessionClosed,
     SessionNotFound,
     SshOptions,
+    StartGate,
     TimedOut,
     TransportError,
 )
@@ -147,6 +148,7 @@ __all__ = [
     "SessionClosed",
     "SessionNotFound",
     "SshOptions",
+    "StartGate",
     "Terminal",
     "TimedOut",
     "TransportError",

@@ -372,7 +372,7 @@ NOWHERE = "unix:///nonexistent/rock-agent.sock"  # refused options never get thi
             {"leases": 5},
             "unknown cluster option 'leases': the options are owner, policy,"
             " max_queue, max_starts, lease, grace, heartbeat, heartbeat_timeout, ssh, admin,"
-            " queue_timeout, gc_tuning",
+            " queue_timeout, gc_tuning, start_gate",
         ),
     ],
 )

@@ -347,9 +347,7 @@ anyio.run(main)
 
 def scale_out_snippet() -> str:
     text = (ROOT / "docs" / "scale-out.md").read_text()
-    blocks = [
-        b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "integrations.ray" in b
-    ]
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.DOTALL) if "ray_hosts(" in b]
     assert len(blocks) == 1
     return blocks[0]
 

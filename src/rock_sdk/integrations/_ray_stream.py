@@ -305,7 +305,7 @@ class RayStream:
                 await answer(self._ray, future, self._name)
 
 
-def submit(ray: Any, method: Any, name: str, *args: Any) -> Future[Any]:
+def submit(ray: Any, method: Any, name: str, *args: Any, what: str = "agent actor") -> Future[Any]:
     """Call the actor's `method` with `args`: its answer's future, or `TransportError`.
 
     Never once this process has left Ray (``ray.shutdown``, or a cluster that closed): Ray
@@ -316,22 +316,21 @@ def submit(ray: Any, method: Any, name: str, *args: Any) -> Future[Any]:
     try:
         return method.remote(*args).future()  # type: ignore[no-any-return]
     except Exception as exc:  # Ray's own errors, raised as they are or as plain Exception
-        raise TransportError(f"{name}: cannot call its agent actor: {_reason(exc)}") from exc
+        raise TransportError(f"{name}: cannot call its {what}: {_reason(exc)}") from exc
 
 
-async def call(ray: Any, method: Any, name: str, *args: Any) -> Any:
-    """The result of calling the actor's `method` with `args`, Ray's failures as ours."""
-    return await answer(ray, submit(ray, method, name, *args), name)
+async def call(ray: Any, method: Any, name: str, *args: Any, what: str = "agent actor") -> Any:
+    """The result of calling the actor's `method` with `args`, Ray's failures as ours (`what`:
+    the actor, in their words)."""
+    return await answer(ray, submit(ray, method, name, *args, what=what), name, what)
 
 
-async def answer(ray: Any, future: Future[Any], name: str) -> Any:
+async def answer(ray: Any, future: Future[Any], name: str, what: str = "agent actor") -> Any:
     """The result of an actor call's `future`, with Ray's failures as `TransportError`."""
     try:
         return await wait_future(future)
     except ray.exceptions.RayActorError as exc:
-        raise TransportError(
-            f"{name}: its agent actor is gone or unreachable: {_reason(exc)}"
-        ) from exc
+        raise TransportError(f"{name}: its {what} is gone or unreachable: {_reason(exc)}") from exc
     except ray.exceptions.RayTaskError as exc:
         cause = getattr(exc, "cause", None) or exc
         raise TransportError(f"{name}: the actor call failed: {cause}") from exc

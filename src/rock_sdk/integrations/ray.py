@@ -9,6 +9,8 @@ Rules:
 - A host is a node address of `HostSource.from_ray` (several nodes on one machine are one
   host); its connector is that node's `RayAgentConnector`, whose agent takes the address as
   its host id.
+- `open_start_limiter` is a cluster-wide start limiter shared by every trainer process (a
+  named Ray actor), given to ``open_cluster(..., start_gate=...)``.
 - Nothing here imports ray until it is used: without the ``ray`` extra, `ray_hosts` raises
   `BadRequest` saying how to install it.
 """
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 
 from rock_core import HostSource, ProtocolError
 
+from ._ray_limiter import RayStartLimiter, open_start_limiter
 from ._ray_stream import RayAgentConnector, actor_name
 
 
@@ -56,4 +59,10 @@ def ray_hosts(
     return source
 
 
-__all__ = ["RayAgentConnector", "actor_name", "ray_hosts"]
+__all__ = [
+    "RayAgentConnector",
+    "RayStartLimiter",
+    "actor_name",
+    "open_start_limiter",
+    "ray_hosts",
+]

@@ -25,7 +25,8 @@ import asyncio
 import math
 import uuid
 import weakref
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -41,8 +42,12 @@ from rock_sdk import (
     RockError,
     Sandbox,
     SandboxConfig,
+    StartGate,
     open_cluster,
 )
+
+from ._limiter_book import check_name, limiter_config
+from ._ray_limiter import open_start_limiter
 
 __all__ = ["SandboxTool", "ToolSettings", "close_pools"]
 
@@ -72,6 +77,12 @@ class ToolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     #: The function's name and which parameter it takes: ``command`` (shell) or ``code``.
     name: str = "run"
     language: Literal["bash", "python"] = "bash"
+    #: Sandbox creates in flight at once across every verl worker of the Ray cluster, and
+    #: creates begun per second (0: none), through the named limiter actor `start_limiter`
+    #: (`rock_sdk.integrations.ray.open_start_limiter`; the worker must have joined Ray).
+    start_limit: int = 0
+    start_rate: float = 0.0
+    start_limiter: str = "rock-starts"
 
     @classmethod
     def from_config(cls, config: Any) -> ToolSettings:
@@ -93,12 +104,19 @@ class ToolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
             )
         if not settings.timeout > 0 or settings.max_output < 1:
             raise BadRequest("rock verl tool config: timeout and max_output must be positive")
+        if settings.start_limit or settings.start_rate:
+            try:
+                limiter_config(settings.start_limit or None, settings.start_rate or None)
+                check_name(settings.start_limiter)
+            except BadRequest as exc:
+                raise BadRequest(f"rock verl tool config: {exc}") from None
         return settings
 
     def pool_key(self) -> bytes:
         """What tools sharing a pool have in common."""
+        limits = (self.start_limit, self.start_rate, self.start_limiter)
         return msgspec.json.encode(
-            (self.sandbox, self.hosts, self.pool_min_size, self.pool_max_size)
+            (self.sandbox, self.hosts, self.pool_min_size, self.pool_max_size, limits)
         )
 
     def schema(self) -> OpenAIFunctionToolSchema:
@@ -122,6 +140,20 @@ class ToolSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
                 },
             }
         )
+
+
+@asynccontextmanager
+async def _start_gate(settings: ToolSettings) -> AsyncIterator[StartGate | None]:
+    """The shared start limiter the settings ask for, or None."""
+    if not (settings.start_limit or settings.start_rate):
+        yield None
+        return
+    async with open_start_limiter(
+        settings.start_limiter,
+        max_starts=settings.start_limit or None,
+        rate=settings.start_rate or None,
+    ) as gate:
+        yield gate
 
 
 class _PoolHost:
@@ -149,7 +181,8 @@ class _PoolHost:
         settings = self.settings
         try:
             async with (
-                open_cluster(list(settings.hosts)) as cluster,
+                _start_gate(settings) as gate,
+                open_cluster(list(settings.hosts), start_gate=gate) as cluster,
                 cluster.open_pool(
                     settings.sandbox,
                     min_size=settings.pool_min_size,
