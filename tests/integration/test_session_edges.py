@@ -3,7 +3,10 @@ daemonized processes at a timeout, OOM kills, output floods and hostile expect p
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import anyio
@@ -22,6 +25,7 @@ from rock_sdk import (
     open_cluster,
 )
 
+from .._host_pid import host_pid
 from ..conftest import PY_IMAGE, SH_IMAGE
 
 pytestmark = pytest.mark.anyio
@@ -228,6 +232,32 @@ async def test_a_timeout_kills_daemonized_processes_and_spares_other_sessions(
         session=s,
     )
     assert gone.output.strip() == "0"
+
+
+async def test_a_timeout_ends_a_loop_the_shell_was_slow_to_read(sandbox: Sandbox) -> None:
+    # A shell too slow to read its command line before the timeout (as under load): stopped,
+    # it gets the kit's SIGINT and its end lines with the command line still unread, and
+    # reads them all at once when it runs again. Ash then throws that input away as it acts
+    # on the SIGINT; the kit's next end line must still reach it, and the session live on.
+    s = await fresh(sandbox)
+    shell = host_pid(sandbox, int((await sandbox.arun("echo $$", session=s)).output))
+    result: dict[str, object] = {}
+
+    async def loop() -> None:
+        r = await sandbox.arun("while :; do :; done", session=s, timeout=1)
+        result.update(timed_out=r.timed_out, closed=r.session_closed)
+
+    os.kill(shell, signal.SIGSTOP)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(loop)
+            await anyio.sleep(1.3)  # the kit's first round (at 1 s) has signalled and written
+            os.kill(shell, signal.SIGCONT)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed, when the kit gave up on it
+            os.kill(shell, signal.SIGCONT)
+    assert result == {"timed_out": True, "closed": False}
+    assert (await sandbox.arun("echo alive", session=s, timeout=10)).output == "alive\n"
 
 
 # ---------------------------------------------------------------------------- OOM, floods
