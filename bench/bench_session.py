@@ -10,6 +10,10 @@ One sandbox of ``python:3.11``; in it, interleaved round by round:
   exact bytes the agent writes per command (``_wrap.wrap``): the wrapper's overhead is this
   minus ``raw bash``.
 
+With ``--baseline DIR`` (another tree's ``src``, say ``/work/main/src``), ``raw bash`` and
+``raw bash+wrap`` run a second time with that tree's ``_wrap`` (its shell, its setup, its
+wrapper), interleaved with the rest: the shell side of a change, before and after, in one run.
+
 It prints p50/p90 of each side, the ratio sdk p50 / raw sh p50, the CPU per SDK command of
 this process and of the agent, and the load average before and after. Targets (issue 14):
 ratio <= 1.5, CPU <= 0.25 ms per command (caller + agent), wrapper overhead <= +0.03 ms.
@@ -18,12 +22,14 @@ With ``--profile DIR``, py-spy records this process and the agent (raw samples, 
 off) during a separate loop of SDK commands only, and writes flame graphs and a top list per
 process into DIR (needs ``pip install py-spy``).
 
-Run: ``python bench/bench_session.py [--rounds N] [--profile DIR]``.
+Run: ``python bench/bench_session.py [--rounds N] [--profile DIR] [--baseline DIR]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import shutil
 import subprocess
@@ -31,13 +37,15 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from types import ModuleType
 
 import aiodocker
 import anyio
 from _stats import child_pids, cpu_seconds, median, percentile, print_table
 from bench_foundation import RawShell
+from bench_wrapper import load_wrap
 
-from rock_agent._wrap import BOOT, new_marker, setup, wrap
+from rock_agent import _wrap
 from rock_core._cluster import open_cluster
 from rock_sdk import Sandbox, SandboxConfig
 
@@ -52,65 +60,64 @@ def agent_pid() -> int:
     return agents[0]
 
 
-async def measure(rounds: int, warmup: int, profile: Path | None) -> dict[str, float]:
+async def measure(
+    rounds: int, warmup: int, profile: Path | None, baseline: Path | None
+) -> dict[str, float]:
     """Run the sides interleaved; print the table; return the headline figures."""
+    kits = {"": _wrap} if baseline is None else {"": _wrap, "base ": load_wrap(baseline)}
     async with (
         aiodocker.Docker() as docker,
         open_cluster(["local"]) as cluster,
         Sandbox(SandboxConfig(image=IMAGE), cluster=cluster) as sb,
+        contextlib.AsyncExitStack() as stack,
     ):
         session = await sb.create_session("bench")
         info = (await sb.status()).info
         assert info is not None
         container = await docker.containers.get(info.container_id)
         boot = {"stdin": True, "stdout": True, "tty": False, "environment": ["PS1="]}
-        dash_exec = await container.exec(["/bin/sh"], stdin=True, stdout=True, tty=False)
-        bash_exec = await container.exec(["/bin/sh", "-c", BOOT], **boot)
-        kit_exec = await container.exec(["/bin/sh", "-c", BOOT], **boot)
-        async with (
-            dash_exec.start(detach=False) as dash_stream,
-            bash_exec.start(detach=False) as bash_stream,
-            kit_exec.start(detach=False) as kit_stream,
-        ):
-            dash, bash, kit = RawShell(dash_stream), RawShell(bash_stream), RawShell(kit_stream)
-            ready = new_marker()
-            await kit.roundtrip(setup(ready), ready)  # as the agent sets a session's shell up
-            plain = b"echo hi; echo __END__\n"
 
-            async def wrapped() -> bytes:
-                marker = new_marker()
-                data = wrap("echo hi", marker, "bench-1", interactive=False, bash=True)
-                return await kit.wrapped(data, marker)
+        async def attach(argv: list[str], **options: object) -> RawShell:
+            exec_ = await container.exec(argv, **options)
+            return RawShell(await stack.enter_async_context(exec_.start(detach=False)))
 
-            async def sdk() -> bytes:
-                result = await sb.arun("echo hi", session=session)
-                return result.output.encode()
+        dash = await attach(["/bin/sh"], stdin=True, stdout=True, tty=False)
+        plain = b"echo hi; echo __END__\n"
 
-            sides: dict[str, Callable[[], Awaitable[bytes]]] = {
-                "sdk": sdk,
-                "raw sh": lambda: dash.roundtrip(plain, b"__END"),
-                "raw bash": lambda: bash.roundtrip(plain, b"__END"),
-                "raw bash+wrap": wrapped,
-            }
-            times: dict[str, list[float]] = {k: [] for k in sides}
-            agent = agent_pid()
-            cpu = {"caller": 0.0, "agent": 0.0}
-            for n in range(warmup + rounds):
-                for name, side in sides.items():
-                    if name == "sdk":
-                        theirs, own = cpu_seconds(agent), time.process_time()
-                    started = time.perf_counter()
-                    out = await side()
-                    elapsed = time.perf_counter() - started
-                    assert out == b"hi\n", (name, out)
-                    if n < warmup:
-                        continue
-                    times[name].append(elapsed)
-                    if name == "sdk":
-                        cpu["caller"] += time.process_time() - own
-                        cpu["agent"] += cpu_seconds(agent) - theirs
-            if profile is not None:
-                await profile_sdk(sdk, agent, profile, rounds)
+        async def sdk() -> bytes:
+            result = await sb.arun("echo hi", session=session)
+            return result.output.encode()
+
+        sides: dict[str, Callable[[], Awaitable[bytes]]] = {
+            "sdk": sdk,
+            "raw sh": lambda: dash.roundtrip(plain, b"__END"),
+        }
+        for prefix, kit in kits.items():
+            bash = await attach(["/bin/sh", "-c", kit.BOOT], **boot)
+            wrapped = await attach(["/bin/sh", "-c", kit.BOOT], **boot)
+            ready = _wrap.new_marker()
+            await wrapped.roundtrip(kit.setup(ready), ready)  # as the agent sets a shell up
+            sides[prefix + "raw bash"] = functools.partial(bash.roundtrip, plain, b"__END")
+            sides[prefix + "raw bash+wrap"] = functools.partial(run_wrapped, wrapped, kit)
+        times: dict[str, list[float]] = {k: [] for k in sides}
+        agent = agent_pid()
+        cpu = {"caller": 0.0, "agent": 0.0}
+        for n in range(warmup + rounds):
+            for name, side in sides.items():
+                if name == "sdk":
+                    theirs, own = cpu_seconds(agent), time.process_time()
+                started = time.perf_counter()
+                out = await side()
+                elapsed = time.perf_counter() - started
+                assert out == b"hi\n", (name, out)
+                if n < warmup:
+                    continue
+                times[name].append(elapsed)
+                if name == "sdk":
+                    cpu["caller"] += time.process_time() - own
+                    cpu["agent"] += cpu_seconds(agent) - theirs
+        if profile is not None:
+            await profile_sdk(sdk, agent, profile, rounds)
     rows = [[k, median(v) * 1e3, percentile(v, 90) * 1e3] for k, v in times.items()]
     print_table(f"session echo round trip, {rounds} rounds, ms", ["side", "p50", "p90"], rows)
     p50 = {k: median(v) * 1e3 for k, v in times.items()}
@@ -119,10 +126,18 @@ async def measure(rounds: int, warmup: int, profile: Path | None) -> dict[str, f
         "cpu caller us": cpu["caller"] / rounds * 1e6,
         "cpu agent us": cpu["agent"] / rounds * 1e6,
         "wrapper ms": p50["raw bash+wrap"] - p50["raw bash"],
+        "base wrapper ms": p50.get("base raw bash+wrap", 0.0) - p50.get("base raw bash", 0.0),
         "sdk p50 ms": p50["sdk"],
         "raw sh p50 ms": p50["raw sh"],
     }
     return figures
+
+
+async def run_wrapped(shell: RawShell, kit: ModuleType) -> bytes:
+    """`echo hi` in the bytes `kit` writes per command, read to its end line."""
+    marker = _wrap.new_marker()
+    data = kit.wrap("echo hi", marker, "bench-1", interactive=False, bash=True)
+    return await shell.wrapped(data, marker)
 
 
 async def profile_sdk(
@@ -178,9 +193,12 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--profile", type=Path, default=None)
+    parser.add_argument("--baseline", type=Path, default=None, help="another tree's src")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
-    figures = anyio.run(measure, args.rounds, args.warmup, args.profile, backend="asyncio")
+    figures = anyio.run(
+        measure, args.rounds, args.warmup, args.profile, args.baseline, backend="asyncio"
+    )
     print(f"load average after: {os.getloadavg()}")
     cpu = figures["cpu caller us"] + figures["cpu agent us"]
     rows = [
@@ -202,6 +220,8 @@ def main() -> int:
         row[3] = "PASS" if row[3] else "MISS"
     print_table("targets", ["figure", "measured", "target", "result"], rows)
     print(f"sdk p50 {figures['sdk p50 ms']:.3f} ms, raw sh p50 {figures['raw sh p50 ms']:.3f} ms")
+    if args.baseline is not None:
+        print(f"baseline wrapper over bare echo (p50): {figures['base wrapper ms']:+.3f} ms")
     return 0
 
 

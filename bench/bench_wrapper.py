@@ -7,24 +7,33 @@ its end line, interleaved round by round. The sides add the wrapper's pieces one
 - ``bare``: ``echo hi`` and an end line, both to the kit's fd, nothing else;
 - ``+ redirects``: the command with the wrapper's redirections (stdin from /dev/null, the
   kit's fd closed for it) and the kit's `printf` end line with its status;
-- ``+ start line``: the kit's start line (`__rock_p`: a group on its own fd) before it;
+- ``+ start line``: the kit's `printf` start line before it;
 - ``+ here-doc .``: the text sourced by `.` from a here-document instead of run directly;
 - ``wrapper``: the exact bytes the agent writes (`_wrap.wrap`), which add the command's
-  variables, `set +x`, the `ROCK_CMD` export and the kit's RETURN trap at the `.`'s end.
+  variables, the `ROCK_CMD` export and the kit's RETURN trap at the `.`'s end.
 
-Run: ``python bench/bench_wrapper.py [--rounds N]`` (bash when the machine has it, as in a
-session); prints p50 and p90 per side, the load average and each piece's p50 over the side
-before it.
+With ``--baseline DIR`` (a tree's ``src``, say ``/work/main/src``), that tree's
+``rock_agent/_wrap.py`` runs too, in a shell of its own booted and set up its way, with its
+``bare`` and ``wrapper`` sides interleaved with this tree's: the before and after of a change
+in one run.
+
+Run: ``python bench/bench_wrapper.py [--rounds N] [--baseline DIR]`` (bash when the machine
+has it, as in a session; ``PATH`` with busybox only measures ash); prints p50 and p90 per
+side, each piece's p50 over the side before it, each shell's wrapper over its bare command,
+and the load average.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
+from types import ModuleType
 
 from _stats import median, percentile, print_table
 
@@ -33,40 +42,53 @@ from rock_agent import _wrap
 Side = Callable[[bytes], bytes]  # marker -> the line to write
 
 
-def sides(bash: bool) -> dict[str, Side]:
-    """The command lines, from the bare command to the agent's wrapper."""
+def sides(wrap: ModuleType, bash: bool, *, pieces: bool = True) -> dict[str, Side]:
+    """The command lines, from the bare command to `wrap`'s wrapper."""
     word = b"\\builtin" if bash else b"\\command"
     end = word + b' printf \'%s%d\\n\' "$__rock_m" "$?" >&63\n'
     redirect = b" >&63 2>&63 </dev/null 63>&-; "
-    start = b'\\command eval "$__rock_p"' if not bash else b'\\builtin eval "$__rock_p"'
+    start = word + b" printf '%ss\\n' \"$__rock_m\" >&63; "
 
     def head(marker: bytes) -> bytes:
-        return b"__rock_m='" + marker + b"'; __rock_x=$-; "
+        return b"__rock_m='" + marker + b"'; "
 
-    found: dict[str, Side] = {
-        "bare": lambda m: b"echo hi >&63; echo '" + m + b"0' >&63\n",
-        "+ redirects": lambda m: head(m) + b"echo hi" + redirect + end,
-        "+ start line": lambda m: head(m) + start + b" >&63; echo hi" + redirect + end,
-    }
-    if bash:
-        found["+ here-doc ."] = lambda m: (
-            head(m) + b"\\. /dev/fd/3 3<<__rock_eof" + redirect + end + b"$__rock_p echo hi\n"
-            b"__rock_eof\n"
-        )
-    found["wrapper"] = lambda m: _wrap.wrap("echo hi", m, "bench-1", interactive=False, bash=bash)
+    found: dict[str, Side] = {"bare": lambda m: b"echo hi >&63; echo '" + m + b"0' >&63\n"}
+    if pieces:
+        found["+ redirects"] = lambda m: head(m) + b"echo hi" + redirect + end
+        found["+ start line"] = lambda m: head(m) + start + b"echo hi" + redirect + end
+        if bash:
+            found["+ here-doc ."] = lambda m: (
+                head(m) + start + b"\\. /dev/fd/3 3<<__rock_eof" + redirect + end + b"echo hi\n"
+                b"__rock_eof\n"
+            )
+    found["wrapper"] = lambda m: wrap.wrap("echo hi", m, "bench-1", interactive=False, bash=bash)
     return found
 
 
-class LocalShell:
-    """The session shell as a child process on pipes."""
+def load_wrap(src: Path) -> ModuleType:
+    """`rock_agent/_wrap.py` of another tree, as a module of its own."""
+    path = src / "rock_agent" / "_wrap.py"
+    spec = importlib.util.spec_from_file_location("baseline_wrap", path)
+    if spec is None or spec.loader is None:
+        raise SystemExit(f"no {path}")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
-    def __init__(self) -> None:
+
+class LocalShell:
+    """The session shell of `wrap` as a child process on pipes, set up as the agent does."""
+
+    def __init__(self, wrap: ModuleType) -> None:
         self.proc = subprocess.Popen(
-            ["/bin/sh", "-c", _wrap.BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
+            ["/bin/sh", "-c", wrap.BOOT], stdin=subprocess.PIPE, stdout=subprocess.PIPE
         )
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.fd_in, self.fd_out = self.proc.stdin.fileno(), self.proc.stdout.fileno()
         self.buffer = bytearray()
+        ready = _wrap.new_marker()
+        status, _, _ = self.run(wrap.setup(ready), ready)
+        self.bash = status == 10
 
     def run(self, data: bytes, marker: bytes) -> tuple[int, bytes, bool]:
         """Write `data`, read to `marker`'s end line: (status, output after the start line,
@@ -93,40 +115,49 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=2000)
     parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--baseline", type=Path, default=None, help="another tree's src")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
-    shell = LocalShell()
+    modules = {"": _wrap}
+    if args.baseline is not None:
+        modules["baseline "] = load_wrap(args.baseline)
+    shells = {prefix: LocalShell(module) for prefix, module in modules.items()}
     try:
-        ready = _wrap.new_marker()
-        status, _, _ = shell.run(_wrap.setup(ready), ready)
-        all_sides = sides(bash=status == 10)
+        all_sides: dict[str, tuple[LocalShell, Side]] = {}
+        for prefix, shell in shells.items():
+            for name, side in sides(modules[prefix], shell.bash, pieces=not prefix).items():
+                all_sides[prefix + name] = (shell, side)
         times: dict[str, list[float]] = {k: [] for k in all_sides}
         for n in range(args.warmup + args.rounds):
-            for name, side in all_sides.items():
+            for name, (shell, side) in all_sides.items():
                 marker = _wrap.new_marker()
                 data = side(marker)
                 started = time.perf_counter()
                 status, out, started_line = shell.run(data, marker)
                 elapsed = time.perf_counter() - started
                 assert (status, out) == (0, b"hi\n"), (name, status, out)
-                assert started_line == (name not in ("bare", "+ redirects")), name
+                assert started_line == (not name.endswith(("bare", "redirects"))), name
                 if n >= args.warmup:
                     times[name].append(elapsed)
     finally:
-        shell.close()
+        for shell in shells.values():
+            shell.close()
     print(f"load average after: {os.getloadavg()}")
     rows, previous = [], None
     for name, values in times.items():
         p50 = median(values) * 1e3
-        step = "" if previous is None else f"{p50 - previous:+.3f}"
+        step = "" if previous is None or name.endswith("bare") else f"{p50 - previous:+.3f}"
         rows.append([name, p50, percentile(values, 90) * 1e3, step])
         previous = p50
-    shell_name = "bash" if "+ here-doc ." in times else "sh"
+    shell_name = "bash" if shells[""].bash else "sh"
     print_table(
         f"per-command wrapper pieces, local {shell_name}, {args.rounds} rounds, ms",
         ["side", "p50", "p90", "p50 over the row above"],
         rows,
     )
+    for prefix in shells:
+        over = median(times[prefix + "wrapper"]) - median(times[prefix + "bare"])
+        print(f"{prefix or 'this tree '}wrapper over bare: {over * 1e3:+.3f} ms (p50)")
     return 0
 
 

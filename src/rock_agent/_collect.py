@@ -7,7 +7,9 @@ Rules:
 - Timeouts escalate (see `_shell`): SIGINT to the shell and the command's processes with a
   fresh end line, then SIGKILL to the command's processes, then the shell itself. For an
   interactive command, whose program may read the shell's input, nothing is written while one
-  of its processes lives.
+  of its processes lives. Otherwise each round writes a fresh end line after its SIGINT to the
+  shell: ash, acting on a SIGINT, throws away what it has read and not yet run, end lines
+  included, and a shell slow to read (under load) may act on it only after reading them.
 - At a timeout everything the command started is killed, daemons included (`_signals`: from
   the host, or from inside the sandbox when the kernel refuses the agent).
 - Escalation is bounded: a shell that still has not ended `ABANDON_ROUNDS` rounds after it was
@@ -204,7 +206,9 @@ async def escalate(shell: Shell, cmd: Command, step: int) -> bytes | None:
         return await interrupt_shell(shell, cmd, program)
     await signal_program(shell, cmd, program, signal.SIGKILL)
     await signals.send(signal.SIGINT, [shell.host_pid])
-    return None
+    # Ash, acting on a SIGINT, throws away what it has read and not yet run: the end lines
+    # too, when it was slow to read them (under load). A fresh one after each SIGINT.
+    return await end_line(shell, cmd)
 
 
 async def interrupt_shell(shell: Shell, cmd: Command, program: list[int]) -> bytes:

@@ -7,17 +7,24 @@ Rules:
   its own between commands (PROMPT_COMMAND, PS0, `set -v`/`set -x` of the kit's lines, DEBUG
   and ERR traps fired by the kit's lines, job notices) goes to /dev/null.
 - Each command prints `<marker>s` when it starts and `<marker><status>` when it ends; the
-  marker is 128 random bits made for that command, so no output can forge either line. Bytes
-  before the start line are noise (late output of earlier background jobs) and are dropped;
-  when no start line comes (a syntax error on the command's first line, which holds the start
-  line too), everything before the end line is the command's output.
+  marker is 128 random bits made for that command, so no output can forge either line. The
+  kit's line prints the start line just before it runs the text, once the shell has read the
+  whole line (here-document included): bytes before it are noise (late output of earlier
+  background jobs) and are dropped, and input sent after it can only reach the command.
 - Every word the kit runs is quoted (`\\builtin printf` in bash, `\\command printf` in ash), so
-  no alias or function of the user's can change it. The kit's lines run with xtrace off; the
-  user's `set -x` is restored for the user's text only (its trace shows one level deeper,
-  `++`, as the text is sourced).
+  no alias or function of the user's can change it. The kit's lines run with xtrace and
+  verbose off; the user's `set -x` and `set -v` are restored for the user's text only, by a
+  prefix on its first line when they were on (bash's trace shows one level deeper, `++`, as
+  the text is sourced).
 - The command's text reaches the shell as one single-quoted word and is run by `.` of a
-  here-document (bash; no job notices, same shell and state) or `eval` (ash). The text and its
-  start line share line 1, so line numbers in errors stay the user's.
+  here-document (bash; no job notices, same shell and state) or `eval` (ash). The text starts
+  line 1 of what is run (after the prefix, if any), so line numbers in errors are the user's,
+  and a syntax error's message quotes the user's line only.
+- Bash reads its input without readline (`--noediting`): readline reads a pipe one byte per
+  `read` (and a `select` each), which cost more than all the rest of the wrapper; without it
+  bash reads what the pipe holds, and never more than the kit has written, as the kit writes
+  nothing after a command line until its start line has come (interactive commands) or its
+  end line (the others), but end lines at a timeout. Ash reads its script file the same way.
 - Traps: ERR and EXIT work as in a terminal. Bash's `.` holds a DEBUG trap aside while it
   sources (unless `set -T`), so a DEBUG trap fires only within the command that sets it.
 - `set -e` is the user's. Bash: a command that fails under it ends the shell, as in a
@@ -48,7 +55,8 @@ OUT = 63  # the fd that holds the output pipe in the shell
 # finished background job's SIGCHLD for end of input, so it exits; given the pipe as a script
 # file (/dev/stdin) it reads with a retrying read() instead. Bash needs no such help.
 BOOT = (
-    "if command -v bash >/dev/null 2>&1; then exec bash --norc --noprofile -i 2>/dev/null; fi; "
+    "if command -v bash >/dev/null 2>&1; then "
+    "exec bash --norc --noprofile --noediting -i 2>/dev/null; fi; "
     "exec sh -i /dev/stdin 2>/dev/null"
 )
 
@@ -71,14 +79,10 @@ _BASH_SETUP = (
     "__rock_k='__rock_t=$(\\builtin trap -p RETURN); "
     '\\builtin eval "__rock_arg3 $__rock_t"; \\builtin trap -- "$__rock_h" RETURN\'\n'
     '\\builtin trap -- "$__rock_h" RETURN\n'
-    '__rock_p=\'{ \\builtin printf "%ss\\n" "$__rock_m" >&4; '
-    "case $__rock_x in *x*) \\builtin set -x;; esac; } 4>&1 >/dev/null 2>&1; '\n"
+    # Around the user's -v and -x (the kit turns them off), first in the text it runs.
+    "__rock_X='{ \\builtin set -'; __rock_Y='; } >/dev/null 2>&1; '\n"
 )
-_ASH_SETUP = (
-    "set +x\n"
-    '__rock_p=\'{ \\command printf "%ss\\n" "$__rock_m" >&4; '
-    "case $__rock_x in *x*) set -x;; esac; } 4>&1 >/dev/null 2>&1; '\n"
-)
+_ASH_SETUP = "\\set +x\n__rock_X='\\set -'; __rock_Y='; '\n"
 
 
 def setup(marker: bytes) -> bytes:
@@ -111,41 +115,47 @@ def quote(command: str) -> bytes:
 
 
 def wrap(command: str, marker: bytes, token: str, *, interactive: bool, bash: bool) -> bytes:
-    """The lines that run `command` in the session between its start and end lines.
+    """The line that runs `command` in the session between its start and end lines.
 
-    Everything after the text's line is on the line that runs it, so the shell has read all
-    of the kit's bytes before the command starts: input sent after the start line can only
-    reach the command.
+    The shell has read all of the kit's bytes (the here-document too) before the line runs,
+    and the start line is its first output: input sent after the start line can only reach
+    the command.
     """
     out = _out()
-    stdin = b"" if interactive else b" </dev/null"
+    # Bash runs its builtins through `builtin` (a function may be named like one); ash looks
+    # its special builtins (`set`, `export`, `eval`) up before functions.
+    word, special = (b"\\builtin ", b"\\builtin ") if bash else (b"\\command ", b"\\")
     head = (
         b"__rock_c="
         + quote(command)
         + b"; __rock_m='"
         + marker
-        + b"'; __rock_x=$-; __rock_e=; "
-        + (b"\\builtin set +x; \\builtin" if bash else b"set +x;")
-        + b" export ROCK_CMD='"
+        + b"'; __rock_e=; case $- in *[vx]*) __rock_q=$-; "
+        + special
+        + b"set +vx; __rock_q=$__rock_X${__rock_q//[!vx]/}$__rock_Y;; *) __rock_q=;; esac; "
+        + special
+        + b"export ROCK_CMD='"
         + token.encode()
-        + b"'\n"
+        + b"'; "
+        + word
+        + b"printf '%ss\\n' \"$__rock_m\" >&"
+        + out
+        + b"; "
     )
-    end = b'printf \'%s%d\\n\' "$__rock_m" "$?" >&' + out
+    end = word + b'printf \'%s%d\\n\' "$__rock_m" "$?" >&' + out
     # Both outputs go to the kit's descriptor, which the command itself does not keep open.
-    redirect = b" >&" + out + b" 2>&" + out + stdin + b" " + out + b">&-; "
+    redirect = b" >&" + out + b" 2>&" + out + (b"" if interactive else b" </dev/null") + b" " + out
     if not bash:
-        return (
-            head + b'\\command eval "$__rock_p$__rock_c"' + redirect + b"\\command " + end + b"\n"
-        )
-    # The here-document expands `$__rock_p$__rock_c` once (its delimiter is unquoted on
+        return head + b'\\command eval "$__rock_q$__rock_c"' + redirect + b">&-; " + end + b"\n"
+    # The here-document expands `$__rock_q$__rock_c` once (its delimiter is unquoted on
     # purpose); the result is the text to source, which is never expanded again.
     return (
-        head + b"\\. /dev/fd/3 3<<__rock_eof" + redirect + b"\\builtin " + end + b"; "
+        head + b"\\. /dev/fd/3 3<<__rock_eof" + redirect + b">&-; " + end + b"; "
         # A `.` that did not return through the kit's trap: the user replaced it. Keep theirs
         # aside (at the top level: a function would not see it) and put the kit's back.
         b"case $__rock_e in '') \\builtin eval \"$__rock_k\";; "
         b"*e*) \\builtin set -e;; esac\n"
-        b"$__rock_p$__rock_c\n__rock_eof\n"
+        b"$__rock_q$__rock_c\n__rock_eof\n"
     )
 
 

@@ -3,7 +3,10 @@ daemonized processes at a timeout, OOM kills, output floods and hostile expect p
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import os
+import signal
 from collections.abc import AsyncIterator
 
 import anyio
@@ -22,12 +25,14 @@ from rock_sdk import (
     open_cluster,
 )
 
+from .._host_pid import host_pid
 from ..conftest import PY_IMAGE, SH_IMAGE
 
 pytestmark = pytest.mark.anyio
 
 _names = itertools.count()
 KIT_TRACES = ("__rock", "/dev/fd/3", "printf", "ROCK_CMD")
+KIT_WORDS = ("__rock", "printf", "ROCK_CMD")  # in the kit's lines, never in the user's text
 
 
 async def fresh(sb: Sandbox, env: dict[str, str] | None = None) -> str:
@@ -150,6 +155,45 @@ async def test_late_output_of_an_earlier_background_job_is_not_the_next_commands
     assert (await sandbox.arun("echo mine", session=s)).output == "mine\n"
 
 
+async def test_job_notices_stay_out_of_the_output(sandbox: Sandbox) -> None:
+    # An interactive shell says `[1] 1234` as a job starts and `[1]+ Done` once it ended.
+    s = await fresh(sandbox)
+    r = await sandbox.arun("true & sleep 0.3; echo x; sleep 0.1 & echo y", session=s)
+    assert (r.output, r.exit_code) == ("x\ny\n", 0)
+    await anyio.sleep(0.3)
+    assert (await sandbox.arun("echo z", session=s)).output == "z\n"
+
+
+async def test_rock_cmd_is_exported_whatever_the_users_aliases(sandbox: Sandbox) -> None:
+    s = await fresh(sandbox)
+    await sandbox.arun("alias export='echo X'; alias set='echo S'", session=s)
+    if is_bash(sandbox):  # ash looks its special builtins up before functions
+        await sandbox.arun("export() { :; }; set() { :; }", session=s)
+    first = await sandbox.arun("sh -c 'echo $ROCK_CMD'", session=s)
+    second = await sandbox.arun("sh -c 'echo $ROCK_CMD'", session=s)
+    token, _, n = first.output.strip().rpartition("-")
+    then, _, next_n = second.output.strip().rpartition("-")
+    assert (len(token), then, int(next_n)) == (16, token, int(n) + 1), (first, second)
+
+
+async def test_a_syntax_error_keeps_the_users_line_number(sandbox: Sandbox) -> None:
+    s = await fresh(sandbox)
+    r = await sandbox.arun("echo a\necho b\nif then fi\necho never", session=s)
+    assert r.exit_code == 2
+    assert r.output.startswith("a\nb\n")
+    assert "syntax error" in r.output
+    # (Bash names the sourced file in its message, as `bash` or as `/dev/fd/3`.)
+    assert not any(trace in r.output for trace in KIT_WORDS), r.output
+    if is_bash(sandbox):  # ash's message has no line number
+        assert "line 3: " in r.output
+    r = await sandbox.arun("fi", session=s)
+    assert (r.exit_code, "syntax error" in r.output) == (2, True)
+    assert not any(trace in r.output for trace in KIT_WORDS), r.output
+    if is_bash(sandbox):
+        assert "line 1: " in r.output
+    assert (await sandbox.arun("echo $((1 + 1))", session=s)).output == "2\n"
+
+
 # ---------------------------------------------------------------------------- interactive
 
 
@@ -228,6 +272,32 @@ async def test_a_timeout_kills_daemonized_processes_and_spares_other_sessions(
         session=s,
     )
     assert gone.output.strip() == "0"
+
+
+async def test_a_timeout_ends_a_loop_the_shell_was_slow_to_read(sandbox: Sandbox) -> None:
+    # A shell too slow to read its command line before the timeout (as under load): stopped,
+    # it gets the kit's SIGINT and its end lines with the command line still unread, and
+    # reads them all at once when it runs again. Ash then throws that input away as it acts
+    # on the SIGINT; the kit's next end line must still reach it, and the session live on.
+    s = await fresh(sandbox)
+    shell = host_pid(sandbox, int((await sandbox.arun("echo $$", session=s)).output))
+    result: dict[str, object] = {}
+
+    async def loop() -> None:
+        r = await sandbox.arun("while :; do :; done", session=s, timeout=1)
+        result.update(timed_out=r.timed_out, closed=r.session_closed)
+
+    os.kill(shell, signal.SIGSTOP)
+    try:
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(loop)
+            await anyio.sleep(1.3)  # the kit's first round (at 1 s) has signalled and written
+            os.kill(shell, signal.SIGCONT)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # killed, when the kit gave up on it
+            os.kill(shell, signal.SIGCONT)
+    assert result == {"timed_out": True, "closed": False}
+    assert (await sandbox.arun("echo alive", session=s, timeout=10)).output == "alive\n"
 
 
 # ---------------------------------------------------------------------------- OOM, floods

@@ -11,9 +11,7 @@ import contextlib
 import itertools
 import os
 import signal
-import subprocess
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import anyio
 import pytest
@@ -21,6 +19,7 @@ import pytest
 from rock_core import Cluster
 from rock_sdk import RockError, Sandbox, SandboxConfig, SandboxFailed, SessionClosed
 
+from .._host_pid import host_pid
 from ..conftest import PY_IMAGE, SH_IMAGE
 from ..integration.test_session_edges import wire_run
 
@@ -75,29 +74,6 @@ async def usable(sb: Sandbox) -> None:
     """A new session of `sb` runs a command."""
     s = await sb.create_session(f"after{next(_names)}")
     assert (await sb.arun("echo usable", session=s, timeout=30)).output == "usable\n"
-
-
-def host_pid(sb: Sandbox, pid_in_sandbox: int) -> int:
-    """The host pid of a process of `sb`, from its pid inside the sandbox."""
-    record = sb.cluster.record(sb.sandbox_id)
-    assert record.info is not None
-    init = subprocess.run(
-        ["docker", "inspect", "--format", "{{.State.Pid}}", record.info.container_id],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.strip()
-    namespace = os.readlink(f"/proc/{init}/ns/pid")
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if os.readlink(entry / "ns" / "pid") != namespace:
-                continue
-            for line in (entry / "status").read_text().splitlines():
-                if line.startswith("NSpid:") and int(line.split()[-1]) == pid_in_sandbox:
-                    return int(entry.name)
-    raise AssertionError(f"no process {pid_in_sandbox} in sandbox {sb.sandbox_id}")
 
 
 @pytest.mark.slow
