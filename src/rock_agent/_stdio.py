@@ -49,6 +49,15 @@ class StdioStream:
         self._writer.write(item)
         await self._writer.drain()
 
+    def send_nowait(self, item: bytes, /) -> bool:
+        """Write `item` if the pipe has taken all written before (nothing is buffered, so
+        nothing could make a writer wait); else write nothing (`rock_core._channel.NowaitSend`)."""
+        transport = self._writer.transport
+        if transport.is_closing() or transport.get_write_buffer_size():
+            return False
+        transport.write(item)
+        return True
+
     async def receive(self, max_bytes: int = 65536, /) -> bytes:
         return await self._reader.read(max_bytes)
 

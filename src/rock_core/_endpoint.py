@@ -133,6 +133,8 @@ class Connection:
 
     async def send(self, message: Message) -> None:
         """Send a message; `TransportError` if the peer is gone (the connection then ends)."""
+        if self.channel.try_send(message):  # it took it at once: no timer was needed
+            return
         try:
             with anyio.fail_after(SEND_TIMEOUT):
                 await self.channel.send(message)
