@@ -168,12 +168,18 @@ class FramedChannel(Generic[M]):
         The hot path of a reply: no lock, no timer, no trip through the event loop. A message
         too large to frame raises `BadRequest`, as `send` does.
         """
-        send_nowait = self._send_nowait
-        if send_nowait is None or self._write_lock.locked():
+        if self._send_nowait is None or self._write_lock.locked():
             return False
         if type(message) is StreamData and len(message.data) >= SPLIT_SEND:
             return False
-        data = frame(encode(message), self._max_frame)
+        return self.try_send_payload(encode(message))
+
+    def try_send_payload(self, payload: bytes) -> bool:
+        """`try_send` of a message already encoded (see `encode_request`)."""
+        send_nowait = self._send_nowait
+        if send_nowait is None or self._write_lock.locked():
+            return False
+        data = frame(payload, self._max_frame)
         if not send_nowait(data):
             return False
         self.bytes_sent += len(data)
