@@ -18,11 +18,18 @@ It prints p50/p90 of each side, the ratio sdk p50 / raw sh p50, the CPU per SDK 
 this process and of the agent, and the load average before and after. Targets (issue 14):
 ratio <= 1.5, CPU <= 0.25 ms per command (caller + agent), wrapper overhead <= +0.03 ms.
 
+With ``--baseline-agent SRC``, a second sandbox is served by an agent run from another source
+tree (``SRC``, say ``main``'s ``src``), and ``sdk (baseline agent)`` runs in the same rounds:
+the agents' CPU per command is then compared in one run, under the same load. (The caller's
+own code is the one this process imports; compare it by running the benchmark under each
+tree's ``PYTHONPATH``.)
+
 With ``--profile DIR``, py-spy records this process and the agent (raw samples, ``--idle``
 off) during a separate loop of SDK commands only, and writes flame graphs and a top list per
 process into DIR (needs ``pip install py-spy``).
 
-Run: ``python bench/bench_session.py [--rounds N] [--profile DIR] [--baseline DIR]``.
+Run: ``python bench/bench_session.py [--rounds N] [--profile DIR] [--baseline DIR]
+[--baseline-agent SRC]``.
 """
 
 from __future__ import annotations
@@ -35,7 +42,7 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -47,31 +54,58 @@ from bench_wrapper import load_wrap
 
 from rock_agent import _wrap
 from rock_core._cluster import open_cluster
+from rock_core._hosts import AGENT_COMMAND_ENV
 from rock_sdk import Sandbox, SandboxConfig
 
 IMAGE = "python:3.11"
 SPY_FLAGS = ["--rate", "500", "--format", "raw", "--nonblocking"]
 
 
-def agent_pid() -> int:
-    """The pid of the one local agent this process runs."""
-    agents = child_pids(cmdline_contains="rock_agent")
-    assert len(agents) == 1, f"expected one agent child process, found {agents}"
-    return agents[0]
+@contextlib.contextmanager
+def agent_from(source: str | None) -> Iterator[None]:
+    """Within the block, a local agent starts from the source tree `source` (if given)."""
+    saved = os.environ.get(AGENT_COMMAND_ENV)
+    if source is not None:
+        os.environ[AGENT_COMMAND_ENV] = f"env PYTHONPATH={source} {sys.executable} -m rock_agent"
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(AGENT_COMMAND_ENV, None)
+        else:
+            os.environ[AGENT_COMMAND_ENV] = saved
+
+
+@contextlib.asynccontextmanager
+async def open_sandbox(source: str | None) -> AsyncIterator[tuple[Sandbox, str, int]]:
+    """A sandbox with a session, through a local agent of its own (run from `source`, a source
+    tree, if given): (sandbox, session, the agent's pid)."""
+    before = set(child_pids(cmdline_contains="rock_agent"))
+    async with contextlib.AsyncExitStack() as stack:
+        with agent_from(source):
+            cluster = await stack.enter_async_context(open_cluster(["local"]))
+        (agent,) = set(child_pids(cmdline_contains="rock_agent")) - before
+        sb = await stack.enter_async_context(Sandbox(SandboxConfig(image=IMAGE), cluster=cluster))
+        yield sb, await sb.create_session("bench"), agent
 
 
 async def measure(
-    rounds: int, warmup: int, profile: Path | None, baseline: Path | None
+    rounds: int,
+    warmup: int,
+    profile: Path | None,
+    baseline: Path | None,
+    baseline_agent: str | None,
 ) -> dict[str, float]:
     """Run the sides interleaved; print the table; return the headline figures."""
     kits = {"": _wrap} if baseline is None else {"": _wrap, "base ": load_wrap(baseline)}
-    async with (
-        aiodocker.Docker() as docker,
-        open_cluster(["local"]) as cluster,
-        Sandbox(SandboxConfig(image=IMAGE), cluster=cluster) as sb,
-        contextlib.AsyncExitStack() as stack,
-    ):
-        session = await sb.create_session("bench")
+    async with contextlib.AsyncExitStack() as stack:
+        docker = await stack.enter_async_context(aiodocker.Docker())
+        sb, session, agent = await stack.enter_async_context(open_sandbox(None))
+        agents = {"sdk": agent}  # side -> the pid of the agent serving it
+        if baseline_agent is not None:
+            old_sb, old_session, agents["sdk (baseline agent)"] = await stack.enter_async_context(
+                open_sandbox(baseline_agent)
+            )
         info = (await sb.status()).info
         assert info is not None
         container = await docker.containers.get(info.container_id)
@@ -99,13 +133,19 @@ async def measure(
             await wrapped.roundtrip(kit.setup(ready), ready)  # as the agent sets a shell up
             sides[prefix + "raw bash"] = functools.partial(bash.roundtrip, plain, b"__END")
             sides[prefix + "raw bash+wrap"] = functools.partial(run_wrapped, wrapped, kit)
+        if baseline_agent is not None:
+
+            async def sdk_baseline() -> bytes:
+                result = await old_sb.arun("echo hi", session=old_session)
+                return result.output.encode()
+
+            sides["sdk (baseline agent)"] = sdk_baseline
         times: dict[str, list[float]] = {k: [] for k in sides}
-        agent = agent_pid()
-        cpu = {"caller": 0.0, "agent": 0.0}
+        cpu = {(k, who): 0.0 for k in agents for who in ("caller", "agent")}
         for n in range(warmup + rounds):
             for name, side in sides.items():
-                if name == "sdk":
-                    theirs, own = cpu_seconds(agent), time.process_time()
+                if name in agents:
+                    theirs, own = cpu_seconds(agents[name]), time.process_time()
                 started = time.perf_counter()
                 out = await side()
                 elapsed = time.perf_counter() - started
@@ -113,18 +153,23 @@ async def measure(
                 if n < warmup:
                     continue
                 times[name].append(elapsed)
-                if name == "sdk":
-                    cpu["caller"] += time.process_time() - own
-                    cpu["agent"] += cpu_seconds(agent) - theirs
+                if name in agents:
+                    cpu[name, "caller"] += time.process_time() - own
+                    cpu[name, "agent"] += cpu_seconds(agents[name]) - theirs
         if profile is not None:
             await profile_sdk(sdk, agent, profile, rounds)
     rows = [[k, median(v) * 1e3, percentile(v, 90) * 1e3] for k, v in times.items()]
     print_table(f"session echo round trip, {rounds} rounds, ms", ["side", "p50", "p90"], rows)
+    if baseline_agent is not None:
+        rows = [
+            [k, cpu[k, "caller"] / rounds * 1e6, cpu[k, "agent"] / rounds * 1e6] for k in agents
+        ]
+        print_table("cpu per command, us", ["side", "caller", "agent"], rows)
     p50 = {k: median(v) * 1e3 for k, v in times.items()}
     figures = {
         "ratio": p50["sdk"] / p50["raw sh"],
-        "cpu caller us": cpu["caller"] / rounds * 1e6,
-        "cpu agent us": cpu["agent"] / rounds * 1e6,
+        "cpu caller us": cpu["sdk", "caller"] / rounds * 1e6,
+        "cpu agent us": cpu["sdk", "agent"] / rounds * 1e6,
         "wrapper ms": p50["raw bash+wrap"] - p50["raw bash"],
         "base wrapper ms": p50.get("base raw bash+wrap", 0.0) - p50.get("base raw bash", 0.0),
         "sdk p50 ms": p50["sdk"],
@@ -194,10 +239,17 @@ def main() -> int:
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--profile", type=Path, default=None)
     parser.add_argument("--baseline", type=Path, default=None, help="another tree's src")
+    parser.add_argument("--baseline-agent", default=None, metavar="SRC")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()}")
     figures = anyio.run(
-        measure, args.rounds, args.warmup, args.profile, args.baseline, backend="asyncio"
+        measure,
+        args.rounds,
+        args.warmup,
+        args.profile,
+        args.baseline,
+        args.baseline_agent,
+        backend="asyncio",
     )
     print(f"load average after: {os.getloadavg()}")
     cpu = figures["cpu caller us"] + figures["cpu agent us"]

@@ -92,10 +92,12 @@ class ExecStream:
         self._execution = execution
         self._head = bytearray()  # the start of its output: the runtime's reason, if it failed
         self._checked = False
+        self._reading = f"reading a process in sandbox {execution.sandbox_id}"
+        self._writing = f"writing to a process in sandbox {execution.sandbox_id}"
 
     async def read_out(self) -> Any:
         """The next output message (with `.stream`, 1 or 2, and `.data`); None at the end."""
-        with engine_errors(f"reading a process in sandbox {self._execution.sandbox_id}"):
+        with engine_errors(self._reading):
             message = await self.raw.read_out()
         if message is None:
             await self._check_started()
@@ -106,23 +108,30 @@ class ExecStream:
     async def write_in(self, data: bytes) -> None:
         """Write to the process's stdin (`TransportError` if it ended before taking it).
 
-        The hot path (a session's next command) is one write into the connection's buffer;
-        only a write the process stops taking for `WRITE_CHECK` seconds is watched.
+        The hot path (a session's next command) is one write into the connection's buffer,
+        with no timer: while the connection is not paused the write cannot wait
+        (`_drains_at_once`). Only a write into a paused connection is watched, every
+        `WRITE_CHECK` seconds while it waits.
         """
         execution = self._execution
-        what = f"writing to a process in sandbox {execution.sandbox_id}"
+        what = self._writing
         chunk = data
         while True:
+            waited = None
             try:
-                with engine_errors(what), anyio.move_on_after(WRITE_CHECK) as waited:
-                    await self.raw.write_in(chunk)
+                with engine_errors(what):
+                    if _drains_at_once(self.raw):
+                        await self.raw.write_in(chunk)
+                    else:
+                        with anyio.move_on_after(WRITE_CHECK) as waited:
+                            await self.raw.write_in(chunk)
             except (RuntimeError, AssertionError) as exc:  # aiodocker: the stream was closed
                 await self._check_started()  # a process that never ran: that is the error
                 raise TransportError(f"{what}: the stream is closed") from exc
             except RockError:
                 await self._check_started()
                 raise
-            if not waited.cancelled_caught:
+            if waited is None or not waited.cancelled_caught:
                 return
             # All of it is buffered; it has not drained for a while: is the process still there?
             chunk = b""
@@ -250,6 +259,19 @@ class DockerProcess:
         """Close the stream (the process may go on; its output is dropped)."""
         with contextlib.suppress(Exception):
             await self._stream.close()
+
+
+def _drains_at_once(stream: Any) -> bool:
+    """True if a write to an attached exec stream cannot wait: its aiohttp connection is up and
+    not paused (aiodocker's `write_in` then waits only in aiohttp's `_drain_helper`, which
+    returns at once). False when that cannot be told: the write is then watched."""
+    resp = getattr(stream, "_resp", None)
+    conn = getattr(resp, "connection", None)
+    protocol = getattr(conn, "protocol", None)
+    return (
+        getattr(protocol, "transport", None) is not None
+        and getattr(protocol, "_paused", True) is False
+    )
 
 
 async def _close_write(stream: Any) -> None:

@@ -72,7 +72,7 @@ class ShellSession:
         self.host_pid = 0
         self._open_spill = open_spill
         self.buffer = bytearray()
-        self._lock = anyio.Lock()
+        self._lock = anyio.Lock(fast_acquire=True)  # free: taken with no trip through the loop
         self._eof = False
         self.closed = False
         self.bash = False

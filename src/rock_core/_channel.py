@@ -8,7 +8,7 @@ an in-memory pair in tests all fit it.
 from __future__ import annotations
 
 from collections.abc import AsyncIterable, Awaitable, Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 import anyio
 from anyio.abc import ByteReceiveStream, ByteSendStream
@@ -40,6 +40,14 @@ class ByteStream(Protocol):
 
     async def aclose(self) -> None:
         """Close the stream."""
+
+
+@runtime_checkable
+class NowaitSend(Protocol):
+    """A stream that can take bytes without waiting when it has room (the agent's stdio)."""
+
+    def send_nowait(self, item: bytes, /) -> bool:
+        """Take all of `item` now if that needs no wait (True), else take none of it (False)."""
 
 
 class SplitStream:
@@ -122,7 +130,10 @@ class FramedChannel(Generic[M]):
         self._budget = budget
         self._max_frame = max_frame
         self._pending: list[bytes | memoryview] = []
-        self._write_lock = anyio.Lock()
+        # Uncontended (the usual case: one reply at a time), the lock is taken without a trip
+        # through the event loop; the write itself is the request's checkpoint if it waits.
+        self._write_lock = anyio.Lock(fast_acquire=True)
+        self._send_nowait = stream.send_nowait if isinstance(stream, NowaitSend) else None
         self.bytes_sent = 0
         self.bytes_received = 0
         self.last_size = 0  # the payload size of the message `receive` returned last
@@ -149,6 +160,30 @@ class FramedChannel(Generic[M]):
             await self._write(head, data)
             return
         await self.send_payload(encode(message))
+
+    def try_send(self, message: Message) -> bool:
+        """Send a message at once if no other is being written and the stream takes it without
+        waiting (see `NowaitSend`); False, and nothing sent, otherwise.
+
+        The hot path of a reply: no lock, no timer, no trip through the event loop. A message
+        too large to frame raises `BadRequest`, as `send` does.
+        """
+        if self._send_nowait is None or self._write_lock.locked():
+            return False
+        if type(message) is StreamData and len(message.data) >= SPLIT_SEND:
+            return False
+        return self.try_send_payload(encode(message))
+
+    def try_send_payload(self, payload: bytes) -> bool:
+        """`try_send` of a message already encoded (see `encode_request`)."""
+        send_nowait = self._send_nowait
+        if send_nowait is None or self._write_lock.locked():
+            return False
+        data = frame(payload, self._max_frame)
+        if not send_nowait(data):
+            return False
+        self.bytes_sent += len(data)
+        return True
 
     async def send_payload(self, payload: bytes) -> None:
         """Send one message already encoded (see `encode_request`)."""

@@ -21,6 +21,7 @@ from contextlib import asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 import anyio
+import anyio.lowlevel
 
 from ._channel import WINDOW, ByteStream, CreditGate, FramedChannel, send_stream
 from ._errors import BadRequest, ProtocolError, RockError, TransportError, error_from_code
@@ -111,7 +112,11 @@ class AgentConnection:
         inbox = self._inboxes[request_id] = _Inbox()  # unbounded: see `_inbox`
         stream = RequestStream(inbox, self)
         try:
-            await self._channel.send_payload(payload)
+            # A cancelled caller sends nothing; else the request goes at once if the stream
+            # has room (no lock, no trip through the event loop), or waits its turn.
+            await anyio.lowlevel.checkpoint_if_cancelled()
+            if not self._channel.try_send_payload(payload):
+                await self._channel.send_payload(payload)
             yield stream
         finally:
             self._inboxes.pop(request_id, None)

@@ -10,10 +10,11 @@ Rules:
 - After the handshake a connection ends only at end of stream, on a framing violation (a frame
   announced larger than the maximum) or when the handler closes it. A frame that holds no
   valid message is answered on its own request id (0 if it names none) and the rest go on.
-- Each request runs in its own task with its own cancel scope; `Cancel` cancels it. It ends
-  with exactly one final answer: the handler's reply, an `ErrorReply` for the `RockError` it
-  raised, or an `InternalError` for anything else (logged with its traceback), a cancellation
-  nobody asked for included: it would end the connection (`_request_failure`).
+- Each request runs in a worker task of the connection with its own cancel scope; `Cancel`
+  cancels it. It ends with exactly one final answer: the handler's reply, an `ErrorReply` for
+  the `RockError` it raised, or an `InternalError` for anything else (logged with its
+  traceback), a cancellation nobody asked for included: it would end the connection
+  (`_request_run`, `_request_failure`).
 - Nothing raises out of `serve_connection`: a peer that hangs up at any moment, even before
   its answer, only ends its own connection.
 - A byte stream the client sends (`StreamData`) goes to the request that opened an inbound
@@ -35,7 +36,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -45,10 +45,8 @@ from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStre
 
 from ._channel import ByteStream, CreditGate, FramedChannel, ReceiveBudget
 from ._errors import (
-    BadRequest,
     ProtocolError,
     RockError,
-    TimedOut,
     TransportError,
 )
 from ._framing import DEFAULT_MAX_FRAME, UNCHARGED
@@ -56,7 +54,6 @@ from ._protocol import (
     PROTOCOL_VERSION,
     Cancel,
     ClientMessage,
-    ErrorReply,
     Hello,
     Message,
     Rejected,
@@ -67,7 +64,7 @@ from ._protocol import (
     Welcome,
     decode_client_message,
 )
-from ._request_failure import answerable, internal_error
+from ._request_run import RequestWorkers, error_reply
 
 log = logging.getLogger("rock_core.endpoint")
 
@@ -136,6 +133,8 @@ class Connection:
 
     async def send(self, message: Message) -> None:
         """Send a message; `TransportError` if the peer is gone (the connection then ends)."""
+        if self.channel.try_send(message):  # it took it at once: no timer was needed
+            return
         try:
             with anyio.fail_after(SEND_TIMEOUT):
                 await self.channel.send(message)
@@ -260,7 +259,7 @@ async def serve_connection(
         try:
             welcome = await handler.accept(conn)
         except RockError as exc:
-            await _send_quietly(channel, _error_reply(0, exc))
+            await _send_quietly(channel, error_reply(0, exc))
             return
         channel.max_frame = max_frame
         try:
@@ -294,7 +293,7 @@ async def _handshake(
         with anyio.move_on_after(timeout) as waited:
             first = await channel.receive()
     except RockError as exc:
-        await _send_quietly(channel, _error_reply(0, exc))
+        await _send_quietly(channel, error_reply(0, exc))
         return None
     if waited.cancelled_caught:
         log.info("closing a connection that sent no hello within %g s", timeout)
@@ -311,7 +310,7 @@ async def _handshake(
             f"client speaks protocol {first.protocol}; agent {version} speaks {PROTOCOL_VERSION}"
         )
     if error is not None:
-        await _send_quietly(channel, _error_reply(0, error))
+        await _send_quietly(channel, error_reply(0, error))
         return None
     assert isinstance(first, Hello)
     return first
@@ -319,12 +318,13 @@ async def _handshake(
 
 async def _read_loop(conn: Connection, handler: AgentHandler, tg: TaskGroup) -> None:
     channel = conn.channel
+    workers = RequestWorkers(tg, conn, handler)  # each request runs in one (`_request_run`)
     while True:
         try:
             message = await channel.receive()
         except ProtocolError as exc:  # a framing violation: the stream cannot be trusted
             log.warning("closing a connection that broke the framing: %s", exc)
-            await conn.send_quietly(_error_reply(0, exc))
+            await conn.send_quietly(error_reply(0, exc))
             return
         except TransportError:
             return
@@ -333,7 +333,7 @@ async def _read_loop(conn: Connection, handler: AgentHandler, tg: TaskGroup) -> 
         conn.last_seen = anyio.current_time()
         if isinstance(message, Rejected):
             request_id = 0 if message.id in conn._scopes else message.id
-            await conn.send_quietly(_error_reply(request_id, message.error))
+            await conn.send_quietly(error_reply(request_id, message.error))
             continue
         handler.heard(conn, message)
         if isinstance(message, StreamData):
@@ -347,60 +347,17 @@ async def _read_loop(conn: Connection, handler: AgentHandler, tg: TaskGroup) -> 
             if scope is not None:
                 scope.cancel()
         elif isinstance(message, Hello):
-            await conn.send_quietly(_error_reply(0, ProtocolError("second hello")))
+            await conn.send_quietly(error_reply(0, ProtocolError("second hello")))
         elif message.id in conn._scopes:
             await conn.send_quietly(
-                _error_reply(
+                error_reply(
                     0, ProtocolError(f"request id {message.id} is already in use on this link")
                 )
             )
         else:
             conn._hold(message.id, channel.last_size)
             scope = conn._scopes[message.id] = anyio.CancelScope()
-            tg.start_soon(_run_request, conn, handler, message, scope)
-
-
-async def _run_request(
-    conn: Connection,
-    handler: AgentHandler,
-    request: Request,
-    scope: anyio.CancelScope,
-) -> None:
-    reply: Reply
-    try:
-        with scope:
-            reply = await handler.handle(conn, request)
-        if scope.cancelled_caught:
-            reply = _error_reply(request.id, TimedOut("request cancelled"))
-    except RockError as exc:
-        reply = _error_reply(request.id, exc)
-    except BaseException as exc:
-        if not answerable(exc):  # a real cancellation, or the process is told to end
-            raise
-        reply = _error_reply(request.id, internal_error(type(request).__name__, exc))
-    finally:
-        violation = conn._finish(request.id)
-    if violation is not None:
-        reply = _error_reply(request.id, violation)
-    try:
-        await conn.send(reply)
-    except TransportError:
-        pass
-    except BadRequest as exc:  # too large to frame: this request fails, the link goes on
-        tag = request.__struct_config__.tag
-        error = BadRequest(f"the answer to this {tag!r} request cannot be sent: {exc.message}")
-        await conn.send_quietly(_error_reply(request.id, error))
-
-
-def _error_reply(request_id: int, exc: RockError) -> ErrorReply:
-    details = {k: v for k, v in exc.details.items() if _plain(v)}
-    return ErrorReply(id=request_id, code=exc.code, message=exc.message, details=details)
-
-
-def _plain(value: object) -> bool:
-    if isinstance(value, float):
-        return math.isfinite(value)
-    return isinstance(value, str | int | bool) or value is None
+            workers.submit(message, scope)
 
 
 async def _send_quietly(channel: FramedChannel[Any], message: Message) -> None:

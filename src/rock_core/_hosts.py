@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import contextlib
 import os
+import subprocess
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Protocol, runtime_checkable
 
 import anyio
+import sniffio
 
 from ._addresses import HostAddress, parse
 from ._channel import ByteStream, SplitStream
 from ._connection import AgentConnection, open_agent_connection
 from ._errors import TransportError
-from ._pipe_read import spawn_piped
+from ._pipes import open_pipe_stream
 from ._ssh import SshOptions, open_ssh_stream
 from ._unix_stream import connect_unix
 
@@ -133,29 +135,50 @@ async def _open_stream(where: HostAddress, ssh: SshOptions) -> AsyncIterator[Byt
 @asynccontextmanager
 async def _open_local() -> AsyncIterator[ByteStream]:
     command = [*agent_command(), "serve", "--stdio", "--log-level", "WARNING"]
+    # On asyncio the agent's pipes are read and written straight from the loop (`_pipes`: no
+    # copy and no extra hop per message, as anyio's process streams make); else through those.
+    pipes = sniffio.current_async_library() == "asyncio"
+    to_agent, from_agent = (os.pipe(), os.pipe()) if pipes else ((-1, -1), (-1, -1))
     try:
-        # On asyncio the agent's output is read in the pieces the pipe gives (`_pipe_read`).
-        process, output = await spawn_piped(
+        process = await anyio.open_process(
             command,
+            stdin=to_agent[0] if pipes else subprocess.PIPE,
+            stdout=from_agent[1] if pipes else subprocess.PIPE,
             stderr=None,
             # Its own session: a Ctrl-C meant for this program must not kill the agent before
             # it has cleaned up after us.
             start_new_session=True,
         )
     except OSError as exc:
+        for fd in (*to_agent, *from_agent):
+            if fd >= 0:
+                os.close(fd)
         raise TransportError(f"cannot start the local agent ({command[0]}): {exc}") from exc
-    assert process.stdin is not None
-    stream = SplitStream(output, process.stdin)
+    stream: ByteStream
+    if pipes:
+        os.close(to_agent[0])  # the agent's ends: only the agent holds them now
+        os.close(from_agent[1])
+        stream = pipe = await open_pipe_stream(
+            os.fdopen(from_agent[0], "rb", buffering=0), os.fdopen(to_agent[1], "wb", buffering=0)
+        )
+    else:
+        assert process.stdin is not None and process.stdout is not None
+        stream = SplitStream(process.stdout, process.stdin)
     try:
         yield stream
     finally:
         with anyio.CancelScope(shield=True):
-            with contextlib.suppress(OSError, anyio.BrokenResourceError):
-                await process.stdin.aclose()
+            if pipes:
+                pipe.close_input()
+            else:
+                with contextlib.suppress(OSError, anyio.BrokenResourceError):
+                    assert process.stdin is not None
+                    await process.stdin.aclose()
             # The agent removes our sandboxes on end-of-file, then exits.
             with anyio.move_on_after(30):
                 await process.wait()
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-            await output.aclose()
+            if pipes:
+                await pipe.aclose()

@@ -177,6 +177,26 @@ async def test_input_to_a_process_that_ended_is_a_transport_error(
         await process.aclose()
 
 
+async def test_input_a_live_process_does_not_read_is_watched_until_it_ends(
+    plain_box: tuple[DockerRuntime, str],
+) -> None:
+    """A write into a connection the process does not drain waits (the watched path, not the
+    hot one), and ends with an error once the process has ended without taking it."""
+    runtime, sandbox_id = plain_box
+    process = await runtime.exec(sandbox_id, ["sleep", "2"])
+    try:
+        with pytest.raises(TransportError) as caught:
+            for _ in range(64):  # 64 MiB: more than any buffer on the way
+                await process.write(b"x" * (1 << 20))
+        # The engine closes the stream as the process ends ("Connection lost"), or the watch
+        # finds it ended first ("the process ended before it took its input").
+        assert type(caught.value) is TransportError
+        assert str(caught.value).startswith(f"writing to a process in sandbox {sandbox_id}: ")
+        assert await process.wait() == 0
+    finally:
+        await process.aclose()
+
+
 async def test_input_to_a_closed_stream_is_a_transport_error(
     plain_box: tuple[DockerRuntime, str],
 ) -> None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
@@ -18,12 +19,13 @@ from pathlib import Path
 
 import anyio
 import pytest
+import sniffio
 from anyio.abc import ByteStream as AnyioByteStream
 
 from rock_core import ByteStream, SshOptions
 from rock_core._addresses import parse
 from rock_core._channel import SplitStream
-from rock_core._pipe_read import spawn_piped
+from rock_core._pipes import open_pipe_stream
 from rock_core._ssh import open_ssh_stream
 from rock_core.testing import memory_stream_pair
 
@@ -78,11 +80,29 @@ async def memory() -> AsyncIterator[ByteStream]:
 
 @asynccontextmanager
 async def pipe() -> AsyncIterator[ByteStream]:
-    # Spawned as the local agent is: on asyncio its output is read in pieces (`_pipe_read`).
-    process, output = await spawn_piped([sys.executable, "-c", ECHO_PROCESS])
-    async with process, output:
-        assert process.stdin is not None
-        yield SplitStream(output, process.stdin)
+    # Spawned as the local agent is (`_hosts._open_local`): on asyncio its pipes are read and
+    # written from the loop (`_pipes`), elsewhere through anyio's process streams.
+    command = [sys.executable, "-c", ECHO_PROCESS]
+    if sniffio.current_async_library() != "asyncio":
+        async with await anyio.open_process(
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+        ) as process:
+            assert process.stdin is not None and process.stdout is not None
+            yield SplitStream(process.stdout, process.stdin)
+        return
+    to_child, from_child = os.pipe(), os.pipe()
+    async with await anyio.open_process(
+        command, stdin=to_child[0], stdout=from_child[1]
+    ) as process:
+        os.close(to_child[0])
+        os.close(from_child[1])
+        stream = await open_pipe_stream(
+            os.fdopen(from_child[0], "rb", buffering=0), os.fdopen(to_child[1], "wb", buffering=0)
+        )
+        try:
+            yield stream
+        finally:
+            await stream.aclose()
 
 
 @asynccontextmanager
