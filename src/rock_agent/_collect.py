@@ -43,6 +43,11 @@ ESCALATION_STEP = 0.5  # seconds between escalation rounds
 ESCALATION_ROUNDS = 4  # rounds before the shell itself is killed
 ABANDON_ROUNDS = 4  # rounds after that before a shell that will not die is given up
 WATCH_STEP = 0.1  # seconds between looks for the end of an interrupted program
+# After an interrupt, a fresh end line again if none came within this many seconds (a shell
+# acting late on its SIGINT may throw away the one it had read: bash without readline
+# does), at most INTERRUPT_LINES in all.
+INTERRUPT_RETRY = 1.0
+INTERRUPT_LINES = 4
 COPY_VIEW = 4096  # output slices this large are copied through a memoryview, once
 PRE_START_KEEP = 1 << 16  # bytes kept from before a start line (they are output if none comes)
 
@@ -78,6 +83,7 @@ class Command:
     begun: bool = False  # its start line was seen
     interrupted: bool = False  # `interrupt` signalled the shell: it may abandon the line
     recoveries: list[bytes] = field(default_factory=list)
+    recovered_at: float = 0.0  # when the last end line was written (monotonic)
 
 
 async def collect(
@@ -121,7 +127,7 @@ async def collect(
                 del shell.buffer[:forward]
         now = time.monotonic()
         wait = _next_wait(now, deadline, idle_timeout, last_output, escalation, next_escalation)
-        watching = cmd.interrupted and not cmd.recoveries
+        watching = cmd.interrupted and len(cmd.recoveries) < INTERRUPT_LINES
         if watching:
             wait = WATCH_STEP if wait is None else min(wait, WATCH_STEP)
         got = True
@@ -138,9 +144,14 @@ async def collect(
             status = await shell.exit_code()
             shell.closed = True
             return result(shell, cmd, status, timed_out, idle_timed_out, True)
-        if watching and not await shell.signals.command_pids(shell.host_pid, cmd.mark, cmd.since):
+        if (
+            watching
+            and (not cmd.recoveries or time.monotonic() - cmd.recovered_at >= INTERRUPT_RETRY)
+            and not await shell.signals.command_pids(shell.host_pid, cmd.mark, cmd.since)
+        ):
             # The interrupted program is gone: if the shell abandoned the command line,
-            # it now reads its input, and only an end line written now can end the wait.
+            # it now reads its input, and only an end line written now can end the wait
+            # (again, if the last one was thrown away: `INTERRUPT_RETRY`).
             markers.append(await end_line(shell, cmd))
         now = time.monotonic()
         if escalation == 0:
@@ -236,6 +247,7 @@ async def end_line(shell: Shell, cmd: Command) -> bytes:
     """
     recovery = _wrap.new_marker()
     cmd.recoveries.append(recovery)
+    cmd.recovered_at = time.monotonic()
     await shell.write(_wrap.recovery_line(recovery, bash=shell.bash) * 2)
     return recovery
 

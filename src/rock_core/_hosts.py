@@ -34,7 +34,7 @@ from ._addresses import HostAddress, parse
 from ._channel import ByteStream, SplitStream
 from ._connection import AgentConnection, open_agent_connection
 from ._errors import TransportError
-from ._pipes import open_pipe_stream
+from ._pipes import PipeStream, open_pipe_stream
 from ._ssh import SshOptions, open_ssh_stream
 from ._unix_stream import connect_unix
 
@@ -149,28 +149,36 @@ async def _open_local() -> AsyncIterator[ByteStream]:
             # it has cleaned up after us.
             start_new_session=True,
         )
-    except OSError as exc:
+    except BaseException as exc:  # a failed start, or a cancelled one: no descriptor stays
         for fd in (*to_agent, *from_agent):
             if fd >= 0:
                 os.close(fd)
-        raise TransportError(f"cannot start the local agent ({command[0]}): {exc}") from exc
-    stream: ByteStream
-    if pipes:
-        os.close(to_agent[0])  # the agent's ends: only the agent holds them now
-        os.close(from_agent[1])
-        stream = pipe = await open_pipe_stream(
-            os.fdopen(from_agent[0], "rb", buffering=0), os.fdopen(to_agent[1], "wb", buffering=0)
-        )
-    else:
-        assert process.stdin is not None and process.stdout is not None
-        stream = SplitStream(process.stdout, process.stdin)
+        if isinstance(exc, OSError):
+            raise TransportError(f"cannot start the local agent ({command[0]}): {exc}") from exc
+        raise
+    pipe: PipeStream | None = None
     try:
+        stream: ByteStream
+        if pipes:
+            os.close(to_agent[0])  # the agent's ends: only the agent holds them now
+            os.close(from_agent[1])
+            reading = os.fdopen(from_agent[0], "rb", buffering=0)
+            writing = os.fdopen(to_agent[1], "wb", buffering=0)
+            try:
+                stream = pipe = await open_pipe_stream(reading, writing)
+            except BaseException:
+                reading.close()
+                writing.close()  # the agent reads its end of input and exits
+                raise
+        else:
+            assert process.stdin is not None and process.stdout is not None
+            stream = SplitStream(process.stdout, process.stdin)
         yield stream
     finally:
         with anyio.CancelScope(shield=True):
-            if pipes:
+            if pipe is not None:
                 pipe.close_input()
-            else:
+            elif not pipes:
                 with contextlib.suppress(OSError, anyio.BrokenResourceError):
                     assert process.stdin is not None
                     await process.stdin.aclose()
@@ -180,5 +188,5 @@ async def _open_local() -> AsyncIterator[ByteStream]:
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-            if pipes:
+            if pipe is not None:
                 await pipe.aclose()

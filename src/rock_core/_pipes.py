@@ -162,9 +162,10 @@ class PipePieces(asyncio.Protocol):
 
 def widen_pipe(fd: int) -> None:
     """Give pipe `fd` a buffer of `PIPE_SIZE` bytes if it is a pipe (best effort)."""
+    size_op = getattr(fcntl, "F_SETPIPE_SZ", None)  # Linux only
     with contextlib.suppress(OSError):
-        if stat.S_ISFIFO(os.fstat(fd).st_mode):
-            fcntl.fcntl(fd, fcntl.F_SETPIPE_SZ, PIPE_SIZE)
+        if size_op is not None and stat.S_ISFIFO(os.fstat(fd).st_mode):
+            fcntl.fcntl(fd, size_op, PIPE_SIZE)
 
 
 __all__ = ["PIPE_SIZE", "PipePieces", "PipeStream", "open_pipe_stream", "widen_pipe"]

@@ -20,10 +20,12 @@ Rules:
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any, Protocol
 
 import anyio
+import sniffio
 from anyio.abc import TaskGroup
 
 from ._errors import BadRequest, RockError, TimedOut, TransportError
@@ -92,7 +94,7 @@ class RequestWorkers:
         job: tuple[Request, anyio.CancelScope] | None = (request, scope)
         while job is not None:
             await run_request(self._conn, self._handler, *job)
-            if len(self._idle) >= IDLE_WORKERS:
+            if len(self._idle) >= IDLE_WORKERS or _stray_cancel_seen():
                 return
             idle = _Idle()
             self._idle.append(idle)
@@ -105,6 +107,16 @@ class RequestWorkers:
                     self._conn._finish(idle.job[0].id)
                 raise
             job = idle.job
+
+
+def _stray_cancel_seen() -> bool:
+    """Whether this asyncio task took a cancellation nobody asked for (`_request_failure`):
+    its count stays, and would make a later handler's `asyncio.TaskGroup` report the wrong
+    error, so such a worker ends instead of serving again."""
+    if sniffio.current_async_library() != "asyncio":
+        return False
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0
 
 
 async def run_request(

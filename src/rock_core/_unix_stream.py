@@ -108,18 +108,28 @@ class UnixStream:
         return anyio.BrokenResourceError()  # reset by the peer, or any other socket error
 
 
-async def connect_unix(path: str) -> UnixStream:
-    """Connect to the unix socket at `path` (raises `OSError` as `socket.connect` does)."""
+async def connect_unix(path: str, *, patience: float = 10.0) -> UnixStream:
+    """Connect to the unix socket at `path` (raises `OSError` as `socket.connect` does).
+
+    A listener whose backlog is full refuses with `EAGAIN` and queues nothing (Linux): the
+    connect is tried again, with a growing pause, for at most `patience` seconds.
+    """
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.setblocking(False)
-        try:
-            sock.connect(path)
-        except BlockingIOError:  # the listener's backlog is full: wait for room
-            await anyio.wait_writable(sock)
-            error = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
-            if error:
-                raise OSError(error, errno.errorcode.get(error, "connect failed"), path) from None
+        pause, waited = 0.005, 0.0
+        while True:
+            try:
+                sock.connect(path)
+                break
+            except BlockingIOError:
+                if waited >= patience:
+                    raise OSError(
+                        errno.EAGAIN, f"the agent's socket took no connection in {patience:g} s"
+                    ) from None
+                await anyio.sleep(pause)
+                waited += pause
+                pause = min(pause * 2, 0.25)
     except BaseException:
         sock.close()
         raise

@@ -5,6 +5,7 @@ closes still frees what it holds. On both backends."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 
 import anyio
@@ -46,6 +47,9 @@ class _TaskAgent(FakeAgent):
                 raise RuntimeError("a bug")
             if request.path == "/missing":
                 raise NotFound("no such thing")
+            if request.path == "/stray":  # a cancellation nobody asked for (asyncio)
+                asyncio.current_task().cancel()  # type: ignore[union-attr]
+                await anyio.sleep(1)
             await anyio.sleep_forever()
         return await super().handle(conn, request)
 
@@ -171,3 +175,21 @@ async def test_a_request_handed_over_as_the_connection_closes_is_finished() -> N
     assert conn.finished == [1, 2], "what request 2 holds is freed"
     assert workers.idle == 0
     assert not any(isinstance(m, ErrorReply) for m in conn.sent)
+
+
+async def test_a_worker_that_took_a_stray_cancel_is_not_reused(anyio_backend_name: str) -> None:
+    if anyio_backend_name != "asyncio":
+        pytest.skip("a stray task.cancel() is asyncio's")
+    client, server = memory_stream_pair()
+    agent = _TaskAgent()
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lambda: serve_connection(server, agent, peer=Peer(os.getuid())))
+        async with open_agent_connection(client, owner="t", name="fake") as conn:
+            assert isinstance(await conn.call(Ping(), Pong), Pong)
+            with pytest.raises(InternalError):
+                await conn.call(ReadFile(sandbox_id="s", path="/stray"), FileReply)
+            assert isinstance(await conn.call(Ping(), Pong), Pong)
+        tg.cancel_scope.cancel()
+    first, stray, after = agent.tasks
+    assert first == stray, "the worker was reused for the stray request"
+    assert after != stray, "a worker whose task still counts a cancellation ended"

@@ -150,3 +150,47 @@ async def test_max_bytes_is_checked() -> None:
         await stream.receive(0)
     await stream.aclose()
     theirs.close()
+
+
+async def test_a_full_backlog_is_waited_out_not_returned_unconnected(tmp_path: Any) -> None:
+    path = str(tmp_path / "busy.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(0)  # a backlog of one: later connects get EAGAIN until one is accepted
+    server.setblocking(False)
+    streams: list[UnixStream] = []
+    accepted: list[socket.socket] = []
+
+    async def accept_later() -> None:
+        await anyio.sleep(0.3)
+        while len(accepted) < 4:
+            try:
+                accepted.append(server.accept()[0])
+            except BlockingIOError:
+                await anyio.sleep(0.01)
+
+    with anyio.fail_after(20):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(accept_later)
+            for _ in range(4):
+                streams.append(await connect_unix(path))
+    for stream, peer in zip(streams, accepted, strict=True):
+        await stream.send(b"ping")  # every stream is connected (no ENOTCONN)
+        assert peer.recv(4) == b"ping"
+        await stream.aclose()
+        peer.close()
+    server.close()
+
+
+async def test_a_backlog_that_never_clears_is_an_oserror(tmp_path: Any) -> None:
+    path = str(tmp_path / "stuck.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(0)
+    held = []
+    with pytest.raises(OSError):
+        for _ in range(8):
+            held.append(await connect_unix(path, patience=0.2))
+    for stream in held:
+        await stream.aclose()
+    server.close()

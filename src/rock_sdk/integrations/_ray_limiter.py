@@ -172,15 +172,15 @@ class RayStartLimiter:
         if self._handle is None:
             ray = self._ray
             with anyio.fail_after(LOOKUP_TIMEOUT):
-                self._handle = await anyio.to_thread.run_sync(
-                    self._get_or_make, abandon_on_cancel=True
-                )
-            limits = await call(ray, self._handle.limits, self._label, what="actor")
+                handle = await anyio.to_thread.run_sync(self._get_or_make, abandon_on_cancel=True)
+            limits = await call(ray, handle.limits, self._label, what="actor")
             if limits != asdict(self.config):
                 raise BadRequest(
                     f"{self._label} exists with other limits: it has {limits}, this process"
                     f" asked for {asdict(self.config)} (ray.kill it to change them)"
                 )
+            # Kept only once its limits are ours: a later call must not skip the check.
+            self._handle = handle
         return self._handle
 
     def _get_or_make(self) -> Any:
