@@ -84,6 +84,8 @@ class Command:
     interrupted: bool = False  # `interrupt` signalled the shell: it may abandon the line
     recoveries: list[bytes] = field(default_factory=list)
     recovered_at: float = 0.0  # when the last end line was written (monotonic)
+    signalled: set[int] = field(default_factory=set)  # the processes `interrupt` signalled
+    reinterrupts: int = 0  # SIGINTs again to a shell that went on (`after_interrupt`)
 
 
 async def collect(
@@ -144,15 +146,10 @@ async def collect(
             status = await shell.exit_code()
             shell.closed = True
             return result(shell, cmd, status, timed_out, idle_timed_out, True)
-        if (
-            watching
-            and (not cmd.recoveries or time.monotonic() - cmd.recovered_at >= INTERRUPT_RETRY)
-            and not await shell.signals.command_pids(shell.host_pid, cmd.mark, cmd.since)
-        ):
-            # The interrupted program is gone: if the shell abandoned the command line,
-            # it now reads its input, and only an end line written now can end the wait
-            # (again, if the last one was thrown away: `INTERRUPT_RETRY`).
-            markers.append(await end_line(shell, cmd))
+        if watching:
+            recovery = await after_interrupt(shell, cmd)
+            if recovery is not None:
+                markers.append(recovery)
         now = time.monotonic()
         if escalation == 0:
             if deadline is not None and now >= deadline:
@@ -219,6 +216,29 @@ async def escalate(shell: Shell, cmd: Command, step: int) -> bytes | None:
     await signals.send(signal.SIGINT, [shell.host_pid])
     # Ash, acting on a SIGINT, throws away what it has read and not yet run: the end lines
     # too, when it was slow to read them (under load). A fresh one after each SIGINT.
+    return await end_line(shell, cmd)
+
+
+async def after_interrupt(shell: Shell, cmd: Command) -> bytes | None:
+    """One look at an interrupted command; returns a recovery marker if it wrote an end line.
+
+    - Its program is gone: if the shell abandoned the command line, it now reads its input,
+      and only an end line written now can end the wait (again after `INTERRUPT_RETRY`, if
+      the last one was thrown away).
+    - Only processes the SIGINT did not reach run: the shell went on with the line. A shell
+      without job control that gets its SIGINT while it waits for a child that did not
+      (started between the listing and the signal) takes the child's normal exit for a
+      handled SIGINT and goes on with a loop. The shell and those are interrupted again.
+    """
+    program = await shell.signals.command_pids(shell.host_pid, cmd.mark, cmd.since)
+    if program:
+        if cmd.signalled.isdisjoint(program) and cmd.reinterrupts < INTERRUPT_LINES:
+            cmd.reinterrupts += 1
+            cmd.signalled = set(program)
+            await signal_program(shell, cmd, program, signal.SIGINT, with_shell=True)
+        return None
+    if cmd.recoveries and time.monotonic() - cmd.recovered_at < INTERRUPT_RETRY:
+        return None
     return await end_line(shell, cmd)
 
 

@@ -25,7 +25,9 @@ Rules:
   could read later input as commands). `interrupt` is Ctrl-C without job control: SIGINT to
   the program and the shell (a shell loop ends; a program that handles SIGINT goes on). Once
   the interrupted program is gone, `wait` writes a fresh end line in case the shell abandoned
-  the command line, and accepts whichever end line comes. `wait`'s timeout escalates on the
+  the command line, and accepts whichever end line comes; if only processes the SIGINT did
+  not reach run (the shell went on with a loop: `_collect.after_interrupt`), those and the
+  shell get it again, up to 4 times. `wait`'s timeout escalates on the
   program only (SIGINT, then SIGKILL), and interrupts the shell once no process of the command
   is left.
 - A command's `oom_killed` says the kernel killed a process of the sandbox for memory while
@@ -351,6 +353,7 @@ class ShellSession:
             # and goes on if the program handles it; `wait` writes an end line once the
             # program is gone and the shell may be reading its input again.
             cmd.interrupted = True
+            cmd.signalled = set(program)
             await _collect.signal_program(self, cmd, program, signal.SIGINT, with_shell=True)
         else:
             await _collect.interrupt_shell(self, cmd, [])
