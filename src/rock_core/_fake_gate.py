@@ -43,6 +43,8 @@ class FakeStartGate:
             while not (self._line[0] == token and len(self.held) < self.permits):
                 changed = self._changed
                 await changed.wait()
+                if token not in self._line:  # released while it waited: it left the line
+                    return
         except BaseException:
             self._leave(token)
             raise
