@@ -41,7 +41,7 @@ import anyio.to_thread
 from rock_core import BadRequest, RockError, TransportError
 
 from ._limiter_book import LimiterBook, LimiterConfig, check_name, limiter_config
-from ._ray_stream import NAMESPACE, call, import_ray, submit
+from ._ray_stream import NAMESPACE, actor_class, call, import_ray, submit
 
 log = logging.getLogger("rock_sdk")
 
@@ -189,7 +189,7 @@ class RayStartLimiter:
             raise TransportError(f"{self._label}: this process has left its Ray cluster")
         try:
             return (
-                limiter_class(ray)
+                actor_class(ray, StartLimiterActor)
                 .options(
                     name=self.name,
                     namespace=NAMESPACE,
@@ -212,17 +212,6 @@ class RayStartLimiter:
         except TransportError:
             self._handle = None  # removed or unreachable: found (or made) again by the next call
             raise
-
-
-def limiter_class(ray: Any) -> Any:
-    """`StartLimiterActor` as a Ray actor class (made once per process)."""
-    global _limiter_class
-    if _limiter_class is None:
-        _limiter_class = ray.remote(StartLimiterActor)
-    return _limiter_class
-
-
-_limiter_class: Any = None
 
 
 @asynccontextmanager

@@ -169,7 +169,7 @@ class RayAgentConnector:
 
         try:
             actor = (
-                relay_class(ray)
+                actor_class(ray, RayAgentRelay)
                 .options(
                     name=name,
                     namespace=NAMESPACE,
@@ -200,15 +200,16 @@ class RayAgentConnector:
         raise HostUnreachable(f"{self.name}: no Ray node has id {self.node_id}")
 
 
-def relay_class(ray: Any) -> Any:
-    """`RayAgentRelay` as a Ray actor class (made once per process)."""
-    global _relay_class
-    if _relay_class is None:
-        _relay_class = ray.remote(RayAgentRelay)
-    return _relay_class
+def actor_class(ray: Any, cls: type) -> Any:
+    """`cls` as a Ray actor class, made once per process (`ray.remote` of it again would be a
+    new class to Ray)."""
+    made = _actor_classes.get(cls)
+    if made is None:
+        made = _actor_classes[cls] = ray.remote(cls)
+    return made
 
 
-_relay_class: Any = None
+_actor_classes: dict[type, Any] = {}
 
 
 class RayStream:
