@@ -31,6 +31,7 @@ import anyio
 from rock_core import AlreadyExists, RockError, SandboxFailed, SandboxNotFound
 
 from ._conformance_archive import check_image_archive
+from ._conformance_cancel import check_cancelled_create
 from ._conformance_io import (
     check_archive_round_trip,
     check_build,
@@ -263,6 +264,7 @@ CHECKS: dict[str, Check] = {
     "conflicting_create": check_conflicting_create,
     "stop_and_start": check_stop_and_start,
     "remove": check_remove,
+    "cancelled_create": check_cancelled_create,
     "exec_output_and_exit_codes": check_exec_output_and_exit_codes,
     "exec_refusals": check_exec_refusals,
     "stdin_eof": check_stdin_eof,

@@ -41,6 +41,7 @@ from rock_core.protocol import SandboxInfo, SandboxSpec
 
 from . import _archive, _docker_images, _docker_logs
 from ._docker_engine import DockerEngine
+from ._docker_engine_calls import DockerEngineCalls
 from ._docker_json import (
     KEEPALIVE,
     container_config,
@@ -51,7 +52,7 @@ from ._docker_json import (
 )
 from ._docker_netpol import NetworkPolicing
 from ._docker_pause import set_paused
-from ._engine import Bounds, engine_call, engine_errors, open_docker
+from ._engine import Bounds, engine_call, engine_errors, made_anyway, open_docker
 from ._exec_stream import DockerProcess, start_process
 from ._labels import (
     LABEL_HOST,
@@ -64,15 +65,9 @@ from ._labels import (
 from ._listeners import SocketPortListener, listen_inside
 from ._netns import connect_inside
 from ._runtime import (
-    BuildOutcome,
     ContainerDetail,
     ContainerSummary,
-    DiskUsage,
-    EngineEvent,
-    ImageRecord,
     OutputChunk,
-    PullPolicy,
-    Resources,
     StatsReading,
 )
 from ._start_failure import not_running, start_failure
@@ -83,7 +78,7 @@ def container_name(host_id: str, sandbox_id: str) -> str:
     return f"rock-{host_id}-{sandbox_id}"
 
 
-class DockerRuntime(_docker_images.DockerImageArchives, NetworkPolicing):
+class DockerRuntime(DockerEngineCalls, _docker_images.DockerImageArchives, NetworkPolicing):
     """The `ContainerRuntime` of one Docker engine, for one agent (one host id)."""
 
     def __init__(
@@ -95,28 +90,6 @@ class DockerRuntime(_docker_images.DockerImageArchives, NetworkPolicing):
         self.engine = DockerEngine(docker, host_id, self.bounds)  # beyond one sandbox
         self.extra_labels: dict[str, str] = {}  # added to every container this runtime makes
         self.uid = os.getuid()  # the owner's uid of containers from agents that did not label it
-
-    # ------------------------------------------------------------------ engine
-
-    async def engine_resources(self) -> Resources:
-        """The cpus and memory of the engine's host."""
-        return await self.engine.resources()
-
-    async def local_images(self) -> list[str]:
-        """Tags of the images present on the engine."""
-        return await self.engine.local_images()
-
-    async def data_root(self) -> str:
-        """The engine's data folder (`DockerRootDir`), where image layers live."""
-        return await self.engine.data_root()
-
-    async def supports_disk_limits(self) -> bool:
-        """True if a `disk` limit can be enforced here (the "disk-limits" capability)."""
-        return await self.engine.disk_limit_problem() is None
-
-    async def ensure_image(self, image: str, policy: PullPolicy) -> None:
-        """Make `image` present according to the pull policy, or raise `ImageNotFound`."""
-        await self.engine.ensure(image, policy)
 
     # ------------------------------------------------------------------ containers
 
@@ -140,7 +113,10 @@ class DockerRuntime(_docker_images.DockerImageArchives, NetworkPolicing):
         if existing is not None:
             return await self._adopt_existing(existing, sandbox_id, spec, owner, uid)
         await self.ensure_image(spec.image, spec.pull)
-        container = await self._create_container(sandbox_id, config, name)
+        container = await made_anyway(
+            functools.partial(self._create_container, sandbox_id, config, name),
+            functools.partial(self._discard, sandbox_id=sandbox_id),
+        )
         if container is None:
             # Lost a race with a concurrent create of the same id: answer with that one.
             found = await self._find(sandbox_id)
@@ -152,17 +128,22 @@ class DockerRuntime(_docker_images.DockerImageArchives, NetworkPolicing):
                 )
             return await self._adopt_existing(found, sandbox_id, spec, owner, uid)
         try:
-            with engine_call(f"starting sandbox {sandbox_id}", self.bounds.create):
-                await container.start()
-        except RockError as exc:
+            try:
+                with engine_call(f"starting sandbox {sandbox_id}", self.bounds.create):
+                    await container.start()
+            except RockError as exc:
+                if isinstance(exc, TransportError | TimedOut):
+                    raise
+                head = f"sandbox {sandbox_id} did not start"
+                raise (start_failure(str(exc), head) or SandboxFailed(f"{head}: {exc}")) from exc
+            await self.network.enforce(
+                sandbox_id, lambda: self._discard(container, sandbox_id), spec
+            )
+            return await self.inspect(sandbox_id)
+        except BaseException:  # failed, or its caller is gone: nothing is left behind
             with anyio.CancelScope(shield=True):
                 await self._discard(container, sandbox_id)
-            if isinstance(exc, TransportError | TimedOut):
-                raise
-            head = f"sandbox {sandbox_id} did not start"
-            raise (start_failure(str(exc), head) or SandboxFailed(f"{head}: {exc}")) from exc
-        await self.network.enforce(sandbox_id, lambda: self._discard(container, sandbox_id), spec)
-        return await self.inspect(sandbox_id)
+            raise
 
     async def _create_container(self, sandbox_id: str, config: dict[str, Any], name: str) -> Any:
         """The new container; None if one of that name exists already."""
@@ -177,7 +158,10 @@ class DockerRuntime(_docker_images.DockerImageArchives, NetworkPolicing):
                 raise
 
     async def _discard(self, container: Any, sandbox_id: str) -> None:
-        """Remove a container that failed to start; a failure is left to the reaper."""
+        """Remove a container that failed to start, or whose caller is gone (None: nothing was
+        made); a failure is left to the reaper."""
+        if container is None:
+            return
         with contextlib.suppress(RockError):
             with engine_call(f"removing sandbox {sandbox_id}", self.bounds.remove):
                 await container.delete(force=True, v=True)
@@ -340,23 +324,11 @@ class DockerRuntime(_docker_images.DockerImageArchives, NetworkPolicing):
 
     # ------------------------------------------------------------------ images, commit, stats
 
-    async def disk_usage(self) -> DiskUsage:
-        """The engine's disk-usage report (it measures every container's layer for it)."""
-        return await self.engine.disk_usage()
-
     async def all_containers(self) -> list[ContainerSummary]:
         """Every container of the engine, any owner and any state (summaries)."""
         with engine_call("listing containers", self.bounds.control):
             found = await self.docker.containers.list(all=True)
         return [container_summary(c._container) for c in found]
-
-    async def inspect_image(self, reference: str) -> ImageRecord:
-        """The engine's view of one image; a missing one raises `ImageNotFound`."""
-        return await self.engine.inspect(reference)
-
-    async def remove_image(self, reference: str) -> None:
-        """Remove one tag (the image goes with its last tag), never forced: used images stay."""
-        await self.engine.remove(reference)
 
     async def commit(
         self,
@@ -382,24 +354,9 @@ class DockerRuntime(_docker_images.DockerImageArchives, NetworkPolicing):
             pause=pause,
         )
 
-    async def build_image(
-        self,
-        context: AsyncIterator[bytes],
-        *,
-        tag: str,
-        dockerfile: str,
-        labels: Mapping[str, str],
-    ) -> BuildOutcome:
-        """Build image `tag` from a tar stream of its context (see `ContainerRuntime`)."""
-        return await self.engine.build(context, tag=tag, dockerfile=dockerfile, labels=labels)
-
     async def stats(self, sandbox_id: str) -> StatsReading:
         """One stats reading of a sandbox (the engine compares it with one a second earlier)."""
         return await self.engine.stats(await self._container(sandbox_id), sandbox_id)
-
-    def events(self, since: float) -> AsyncIterator[EngineEvent]:
-        """Start, die and destroy events of this host's containers from `since` (unix time) on."""
-        return self.engine.events(since, self.uid)
 
     def logs(
         self, sandbox_id: str, *, follow: bool, tail: int | None, since: float, timestamps: bool

@@ -17,6 +17,9 @@ Rules:
 - Our own errors raised inside a mapped block pass through unchanged.
 - Whether this engine can enforce a `disk` limit is told from its info and the mount table
   (`disk_limit_problem`), never found out by a create that fails.
+- A call that makes something is awaited even by a cancelled caller (`made_anyway`): the engine
+  carries out a request it got, so what it made for a caller gone meanwhile is undone here,
+  never left for a reaper that listed before the engine was done.
 
 Exec streams (a process in a sandbox, and the runtime's refusals to start one) are
 `_exec_stream`'s.
@@ -28,8 +31,9 @@ import contextlib
 import errno
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiodocker
 import aiohttp
@@ -49,6 +53,8 @@ from rock_core import (
 
 from ._engine_timing import timed
 from ._start_failure import stopped
+
+T = TypeVar("T")
 
 CONTROL_TIMEOUT = 30.0  # inspect, list, info, exec create and start, image inspect
 CREATE_TIMEOUT = 60.0  # create or start a container (layers, mounts, network)
@@ -109,6 +115,23 @@ def engine_call(
             raise TimedOut(
                 f"{what}: the Docker engine did not answer within {seconds:g} s"
             ) from exc
+
+
+async def made_anyway(
+    make: Callable[[], Awaitable[T]], undo: Callable[[T], Awaitable[object]]
+) -> T:
+    """What `make` (a bounded engine call that makes something) made, awaited even when the
+    caller is cancelled meanwhile; then, for a cancelled caller, `undo` it (shielded) and let
+    the cancellation go on (module rules)."""
+    with anyio.CancelScope(shield=True):
+        made = await make()
+    try:
+        await anyio.lowlevel.checkpoint_if_cancelled()
+    except anyio.get_cancelled_exc_class():
+        with anyio.CancelScope(shield=True):
+            await undo(made)
+        raise
+    return made
 
 
 def _answered(exc: DockerError, what: str, not_found: type[RockError]) -> RockError:

@@ -1,8 +1,9 @@
 """Moving one image of the fake engine as a byte stream, as `DockerImageArchives` does for
-Docker: the runtime seam's `export_image` and `load_image` over `FakeImages`.
+Docker: the runtime seam's `export_image` and `load_image` over `FakeImages`, and
+`build_image` from a context's byte stream (`_fake_build`).
 
 Rules:
-- A mixin of `FakeRuntime` (it uses the runtime's `images` and nothing else).
+- A mixin of `FakeRuntime` (it uses the runtime's `images` and `folder`, nothing else).
 - The archive is a tar: ``image.json`` (the image's id, tags, labels, size and creation time)
   and, for an image made by a commit, its files under ``files/``. A load keeps the id, so an
   image has the same id on every fake host, as an engine's content-addressed image does.
@@ -17,21 +18,25 @@ import json
 import shutil
 import tarfile
 import tempfile
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from pathlib import Path
 
 import anyio
 
 from rock_core import BadRequest
 
+from ._fake_build import fake_build
 from ._fake_images import FakeImage, FakeImages
+from ._runtime import BuildOutcome
 
 CHUNK = 1 << 20
 
 
 class FakeImageArchives:
-    """`export_image` and `load_image` over a `FakeImages` store."""
+    """`export_image`, `load_image` and `build_image` over a `FakeImages` store."""
 
     images: FakeImages
+    folder: Path
 
     async def export_image(self, reference: str) -> AsyncGenerator[bytes, None]:
         """The archive of image `reference` (see the rules). `ImageNotFound`."""
@@ -49,6 +54,19 @@ class FakeImageArchives:
                 await anyio.to_thread.run_sync(spool.write, chunk)
             spool.seek(0)
             await anyio.to_thread.run_sync(_load, self.images, spool, only)
+
+    async def build_image(
+        self,
+        context: AsyncIterator[bytes],
+        *,
+        tag: str,
+        dockerfile: str,
+        labels: Mapping[str, str],
+    ) -> BuildOutcome:
+        """Build `tag` by running a Dockerfile subset over folders (`_fake_build`)."""
+        return await fake_build(
+            self.images, self.folder, context, tag=tag, dockerfile=dockerfile, labels=labels
+        )
 
 
 def _save(image: FakeImage, out: io.BufferedRandom | object) -> None:

@@ -43,7 +43,6 @@ from rock_core.serving import connection_refused
 
 from . import _fake_files, _fake_images
 from ._fake_archives import FakeImageArchives
-from ._fake_build import fake_build
 from ._fake_events import FakeEventFeed
 from ._fake_images import FakeImages
 from ._fake_logs import read_log
@@ -53,7 +52,6 @@ from ._fake_sandbox import FakeSandbox, make_root
 from ._labels import adoption_problem, sandbox_labels, split_owner_key
 from ._listeners import SocketPortListener, listen_here
 from ._runtime import (
-    BuildOutcome,
     ContainerDetail,
     ContainerRuntime,
     ContainerSummary,
@@ -202,9 +200,14 @@ class FakeRuntime(FakeImageArchives, FakePolicing):
         await make_root(root, image.files, spec.workdir)
         box = FakeSandbox(sandbox_id, secrets.token_hex(32), spec, image.image_id, labels, root)
         self._containers[sandbox_id] = box
-        await box.start()
-        self._event(box, "start")
-        return await self.inspect(sandbox_id)
+        try:
+            await box.start()
+            self._event(box, "start")
+            return await self.inspect(sandbox_id)
+        except BaseException:  # failed, or its caller is gone: nothing is left behind
+            with anyio.CancelScope(shield=True):
+                await self.remove(sandbox_id)
+            raise
 
     async def inspect(self, sandbox_id: str) -> SandboxInfo:
         """One sandbox. `SandboxNotFound`."""
@@ -365,19 +368,6 @@ class FakeRuntime(FakeImageArchives, FakePolicing):
             self.images.commit, f"{repository}:{tag}", box.root, merged
         )
         return image.image_id
-
-    async def build_image(
-        self,
-        context: AsyncIterator[bytes],
-        *,
-        tag: str,
-        dockerfile: str,
-        labels: Mapping[str, str],
-    ) -> BuildOutcome:
-        """Build `tag` by running a Dockerfile subset over folders (`_fake_build`)."""
-        return await fake_build(
-            self.images, self.folder, context, tag=tag, dockerfile=dockerfile, labels=labels
-        )
 
     # ------------------------------------------------------------------ observing
 

@@ -67,7 +67,6 @@ log = logging.getLogger("rock_agent")
 
 NOTIFY_TIMEOUT = 2.0  # seconds a connection may take to accept a pushed event
 LINGER_POLL = 1.0  # seconds between checks that a disconnected local owner still lives
-CUT_SHORT_SETTLE = 1.0  # seconds before a second reap when a close cut requests short
 
 
 class AgentServer:
@@ -334,11 +333,6 @@ class AgentServer:
                 return
         self.leases.forget(key)
         await self._remove_owned(key)
-        if conn.cut_short:
-            # A create cancelled by the close may still be made by the engine (its request
-            # had gone out) after that listing: look once more when it has settled.
-            await anyio.sleep(CUT_SHORT_SETTLE)
-            await self._remove_owned(key)
 
     async def handle(self, conn: Connection, request: Request) -> Reply:
         """Carry out one request for the connection's principal."""

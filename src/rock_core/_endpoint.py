@@ -125,7 +125,6 @@ class Connection:
         # time): on the agent's asyncio loop that is `time.monotonic()`, as its leases use.
         self.last_seen = anyio.current_time()
         self._scopes: dict[int, anyio.CancelScope] = {}
-        self.cut_short = 0  # requests still in flight when the stream ended (then cancelled)
         self._inbound: dict[int, MemoryObjectSendStream[bytes | None]] = {}
         self._gates: dict[int, CreditGate] = {}
         self._violations: dict[int, RockError] = {}
@@ -271,7 +270,6 @@ async def serve_connection(
                 except TransportError:
                     return
                 await _read_loop(conn, handler, tg)
-                conn.cut_short = conn.requests
                 tg.cancel_scope.cancel()
         finally:
             with anyio.CancelScope(shield=True):

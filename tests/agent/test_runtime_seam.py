@@ -17,6 +17,7 @@ PACKAGE = Path(rock_agent.__file__).parent
 DOCKER = {
     "_docker",
     "_docker_engine",
+    "_docker_engine_calls",
     "_docker_images",
     "_docker_json",
     "_docker_logs",
