@@ -5,6 +5,10 @@ Rules:
   working folder mapped under the sandbox's root; everything else it sees is the host's file
   system. It starts in a session of its own and carries `MARK=<container id>` in its
   environment, so a sandbox's stop finds all of its processes, those that left the tree too.
+- A process starts with the default handling of the signals a container's processes get it
+  for, whatever this process ignores (an agent run by `nohup`, or as a shell's background job,
+  ignores SIGHUP, or SIGINT and SIGQUIT): then it starts through a launcher that restores it
+  (`launched`), so an interrupt or a hang-up reaches it as in a container.
 - What cannot start is refused as the engine refuses it, with the same messages (a missing
   working folder or program is `FileNotFound`), but at once, when the process is opened.
 - Output comes as (stream, data) messages, stdout (1) and stderr (2) interleaved as they are
@@ -20,6 +24,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 from collections import deque
 from collections.abc import Sequence
 from pathlib import Path
@@ -35,6 +40,32 @@ from ._runtime import OutputChunk, OutputStream, ProcessState
 
 MARK = b"ROCK_FAKE_SANDBOX"  # names the fake container a process belongs to
 WAIT_EXIT = 1.0  # seconds `wait` gives a process whose output has ended
+
+
+# The signals a container's processes start with the default handling of, that this process
+# may ignore (module rules), and the launcher's lines that restore them, with the two a python
+# ignores itself (SIGPIPE, SIGXFSZ: subprocess restores those when no launcher runs).
+DEFAULT_SIGNALS = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM)
+_RESTORED = (*DEFAULT_SIGNALS, signal.SIGPIPE, signal.SIGXFSZ)
+RESTORE_SIGNALS = (
+    "import os, signal, sys\n"
+    f"for number in {tuple(int(s) for s in _RESTORED)}:\n"
+    "    signal.signal(number, signal.SIG_DFL)\n"
+)
+_LAUNCHER = RESTORE_SIGNALS + (
+    "try:\n"
+    "    os.execvp(sys.argv[1], sys.argv[1:])\n"
+    "except OSError as exc:\n"
+    "    sys.exit(f'{sys.argv[1]}: {exc.strerror}')\n"
+)
+
+
+def launched(argv: Sequence[str]) -> list[str]:
+    """`argv` as it is started: through the launcher if this process ignores a signal of
+    `DEFAULT_SIGNALS` (module rules), else as it is."""
+    if all(signal.getsignal(number) is not signal.SIG_IGN for number in DEFAULT_SIGNALS):
+        return list(argv)
+    return [sys.executable, "-c", _LAUNCHER, *argv]
 
 
 class FakeProcess:
@@ -188,7 +219,7 @@ async def start(
         return FakeProcess(sandbox_id, None, failure)
     try:
         process = await anyio.open_process(
-            list(argv),
+            launched(argv),
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
             stdout=subprocess.PIPE if output is None else output[0],
             stderr=subprocess.PIPE if output is None else output[1],
@@ -217,6 +248,8 @@ def refusal(
         return FileNotFound(f"{head}: program {program!r} not found on the PATH")
     if "/" in program and not os.path.exists(program):
         return FileNotFound(f"{head}: {program} not found")
+    if "/" in program and not os.access(program, os.X_OK):  # also when `launched` runs it
+        return BadRequest(f"{head}: {program} cannot be run: permission denied")
     return None
 
 

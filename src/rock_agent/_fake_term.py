@@ -29,13 +29,14 @@ from anyio.abc import Process
 from rock_core import BadRequest, RockError, TransportError
 
 from ._fake_files import host_path
-from ._fake_procs import MARK, WAIT_EXIT, FakeProcess, refusal
+from ._fake_procs import MARK, RESTORE_SIGNALS, WAIT_EXIT, FakeProcess, refusal
 from ._runtime import OutputChunk
 
-# Run by the host's python before the program: take the terminal (fd 0) as the controlling
-# terminal of the new session `start_new_session` made, then become the program.
-_TAKE_TERMINAL = (
-    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+# Run by the host's python before the program: restore the default handling of signals (as
+# `_fake_procs.launched` does), take the terminal (fd 0) as the controlling terminal of the new
+# session `start_new_session` made, then become the program.
+_TAKE_TERMINAL = RESTORE_SIGNALS + (
+    "import fcntl, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
     "os.execvp(sys.argv[1], sys.argv[1:])"
 )
 MAX_SIDE = 0xFFFF  # a kernel window size is 16 bits a side
