@@ -17,6 +17,8 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+import anyio
+
 from rock_core import SandboxNotFound
 from rock_core.protocol import (
     BuildImage,
@@ -138,6 +140,7 @@ class _Server(Protocol):
     host_id: str
     runtime: ContainerRuntime
     sessions: dict[tuple[str, str], ShellSession]
+    creating: dict[str, set[anyio.Event]]
 
 
 async def authorize(server: _Server, conn: Connection, sandbox_id: str, request: Request) -> None:
@@ -148,6 +151,8 @@ async def authorize(server: _Server, conn: Connection, sandbox_id: str, request:
     missing = SandboxNotFound(
         f"no sandbox {sandbox_id!r} on host {server.host_id}", sandbox_id=sandbox_id
     )
+    if isinstance(request, RemoveSandbox):  # a create on its way ends first (`_sandboxes`)
+        await _sandboxes.creates_ended(server.creating, sandbox_id)
     session = server.sessions.get((sandbox_id, getattr(request, "session", "")))
     if session is not None and isinstance(request, _SESSION_REQUESTS):
         if not conn.principal.may_act_on(*session.sandbox_owner):

@@ -4,13 +4,20 @@ Rules:
 - The endpoint has already checked that the connection may act on the sandbox named
   (`AgentServer.handle`); create checks itself, in the runtime: an id another owner holds is
   `AlreadyExists`.
+- A remove of a sandbox whose create is on its way here waits for that create to end, before
+  the sandbox is looked for (`_routes.authorize`) and again in its handler: a
+  cancelled create removes what the engine made for it before it ends (`_engine.made_anyway`),
+  so the remove's answer (a core's quiet remove after it cancels a create) comes when nothing
+  of the sandbox is left.
 - Deadlines: every change is noted with its cause first, so the engine's event that follows
   is reported with it (`DeadlineKeeper.note`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import Protocol
 
 import anyio
@@ -49,6 +56,7 @@ class _Server(Protocol):
     keeper: DeadlineKeeper
     sessions: dict[tuple[str, str], ShellSession]
     created_here: set[str]
+    creating: dict[str, set[anyio.Event]]  # sandbox id: an event per create on its way
     # Ids this agent found from their labels at start (their sessions are gone).
     adopted_ids: set[str]
     image_usage: _images.ImageUsage
@@ -82,6 +90,31 @@ async def create(server: _Server, conn: Connection, req: CreateSandbox) -> Reply
     return SandboxReply(id=req.id, sandbox=with_sessions(server, info))
 
 
+@contextlib.contextmanager
+def on_its_way(creating: dict[str, set[anyio.Event]], request: object) -> Iterator[None]:
+    """Around the whole handling of a request: a `CreateSandbox` is on its way, from the moment
+    the agent takes it up (before any wait) until its handling ends (module rules)."""
+    if not isinstance(request, CreateSandbox):
+        yield
+        return
+    ended = anyio.Event()
+    on_its_way = creating.setdefault(request.sandbox_id, set())
+    on_its_way.add(ended)
+    try:
+        yield
+    finally:
+        on_its_way.discard(ended)
+        if not on_its_way and creating.get(request.sandbox_id) is on_its_way:
+            del creating[request.sandbox_id]
+        ended.set()
+
+
+async def creates_ended(creating: dict[str, set[anyio.Event]], sandbox_id: str) -> None:
+    """Return once no create of `sandbox_id` is on its way here (module rules)."""
+    while on_its_way := creating.get(sandbox_id):
+        await next(iter(on_its_way)).wait()
+
+
 async def stop(server: _Server, conn: Connection, req: StopSandbox) -> Reply:
     """Handler of `StopSandbox`: stop the container (its files stay)."""
     keeper = server.keeper
@@ -103,6 +136,7 @@ async def start(server: _Server, conn: Connection, req: StartSandbox) -> Reply:
 
 async def remove(server: _Server, conn: Connection, req: RemoveSandbox) -> Reply:
     """Handler of `RemoveSandbox`: remove the container and its sessions."""
+    await creates_ended(server.creating, req.sandbox_id)  # (`authorize` waited already)
     why = f"removed at the request of {conn.owner}"
     server.keeper.note(req.sandbox_id, "request", why, "destroy")
     await server.drop_sessions(req.sandbox_id)

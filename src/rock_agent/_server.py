@@ -49,7 +49,7 @@ from rock_core.protocol import (
 )
 from rock_core.serving import ByteStream, Connection, Peer, local_owner_alive, serve_connection
 
-from . import _checkpoints, _commands, _images, _procs, _reverse, _terminal, _top
+from . import _checkpoints, _commands, _images, _procs, _reverse, _sandboxes, _terminal, _top
 from ._admit import AdmissionMetrics, HostAdmission, Limits
 from ._capabilities import CAPABILITIES
 from ._ends_log import EndsLog, removal_reason
@@ -100,6 +100,7 @@ class AgentServer:
         self.reap_interval = reap_interval  # seconds between looks for orphans (`open_agent`)
         self._resources: Resources | None = None
         self.created_here: set[str] = set()
+        self.creating: dict[str, set[anyio.Event]] = {}  # creates on their way (`_sandboxes`)
         self.adopted_ids: set[str] = set()
         # Owner keys disconnected while their process lives: each with its "is it gone?" test.
         self._lingering: dict[str, Callable[[], bool]] = {}
@@ -342,12 +343,13 @@ class AgentServer:
         sandbox_id = getattr(request, "sandbox_id", None)
         if isinstance(sandbox_id, str) and not isinstance(request, CreateSandbox):
             await authorize(self, conn, sandbox_id, request)
-        async with self.pauser.use(request):
-            with self.keeper.use(request, conn.principal.key):
-                started = time.monotonic()
-                reply = await handler(self, conn, request)
-                self.metrics.answered(request, reply, time.monotonic() - started)
-                return reply
+        with _sandboxes.on_its_way(self.creating, request):  # before any wait: a remove waits
+            async with self.pauser.use(request):
+                with self.keeper.use(request, conn.principal.key):
+                    started = time.monotonic()
+                    reply = await handler(self, conn, request)
+                    self.metrics.answered(request, reply, time.monotonic() - started)
+                    return reply
 
     async def _remove_owned(
         self,
