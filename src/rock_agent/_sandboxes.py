@@ -98,21 +98,21 @@ def on_its_way(creating: dict[str, set[anyio.Event]], request: object) -> Iterat
         yield
         return
     ended = anyio.Event()
-    on_its_way = creating.setdefault(request.sandbox_id, set())
-    on_its_way.add(ended)
+    pending = creating.setdefault(request.sandbox_id, set())
+    pending.add(ended)
     try:
         yield
     finally:
-        on_its_way.discard(ended)
-        if not on_its_way and creating.get(request.sandbox_id) is on_its_way:
+        pending.discard(ended)
+        if not pending and creating.get(request.sandbox_id) is pending:
             del creating[request.sandbox_id]
         ended.set()
 
 
 async def creates_ended(creating: dict[str, set[anyio.Event]], sandbox_id: str) -> None:
     """Return once no create of `sandbox_id` is on its way here (module rules)."""
-    while on_its_way := creating.get(sandbox_id):
-        await next(iter(on_its_way)).wait()
+    while pending := creating.get(sandbox_id):
+        await next(iter(pending)).wait()
 
 
 async def stop(server: _Server, conn: Connection, req: StopSandbox) -> Reply:
