@@ -17,15 +17,20 @@ PY_IMAGE = os.environ.get("ROCK_TEST_PY_IMAGE", "python:3.11")
 SH_IMAGE = os.environ.get("ROCK_TEST_SH_IMAGE", "rock-test/busybox:latest")
 
 
-def rock_containers() -> list[str]:
-    """Ids of every container a rock agent made on this engine."""
+def labelled_containers(label: str) -> list[str]:
+    """Ids of every container (any state) of this engine carrying `label` ("key=value")."""
     out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", "label=rock.managed=1"],
+        ["docker", "ps", "-aq", "--filter", f"label={label}"],
         capture_output=True,
         text=True,
         check=True,
     ).stdout
     return out.split()
+
+
+def rock_containers() -> list[str]:
+    """Ids of every container a rock agent made on this engine."""
+    return labelled_containers("rock.managed=1")
 
 
 def _ours_or_orphaned(container_ids: list[str]) -> list[str]:

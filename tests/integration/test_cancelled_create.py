@@ -5,7 +5,6 @@ earlier CI run: a refill cancelled by its pool's close)."""
 
 from __future__ import annotations
 
-import subprocess
 import time
 
 import anyio
@@ -14,7 +13,7 @@ import pytest
 from rock_core import Cluster
 from rock_core.protocol import SandboxSpec
 
-from ..conftest import SH_IMAGE
+from ..conftest import SH_IMAGE, labelled_containers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.docker]
 
@@ -24,13 +23,7 @@ FRACTIONS = (0.1, 0.25, 0.4, 0.55, 0.7, 0.85)  # of one create's time, to cancel
 
 def containers_of(owner: str) -> list[str]:
     """Every container (running or not) the owner's agent labelled as the owner's."""
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=rock.owner={owner}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
+    return labelled_containers(f"rock.owner={owner}")
 
 
 async def test_a_cancelled_create_leaves_no_container_when_it_returns(cluster: Cluster) -> None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import secrets
-import subprocess
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,7 +20,7 @@ from rock_agent._labels import LABEL_CREATED, LABEL_HOST, LABEL_SANDBOX
 from rock_core._errors import BadRequest, FileNotFound, RockError, TransportError
 from rock_sdk import Sandbox, SandboxConfig
 
-from ..conftest import SH_IMAGE
+from ..conftest import SH_IMAGE, labelled_containers
 from ._engine_edges import HOST
 
 pytestmark = pytest.mark.anyio
@@ -32,13 +31,7 @@ async def docker_json(*args: str) -> Any:
 
 
 def containers_of(sandbox_id: str) -> list[str]:
-    done = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={LABEL_SANDBOX}={sandbox_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return done.stdout.split()
+    return labelled_containers(f"{LABEL_SANDBOX}={sandbox_id}")
 
 
 @pytest.fixture(scope="module")

@@ -21,7 +21,7 @@ from rock_core._protocol import (
     encode,
 )
 
-from ..conftest import SH_IMAGE
+from ..conftest import SH_IMAGE, labelled_containers
 
 OWNER_PROGRAM = textwrap.dedent(
     f"""
@@ -39,13 +39,7 @@ OWNER_PROGRAM = textwrap.dedent(
 
 
 def sandbox_containers(sandbox_id: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=rock.sandbox={sandbox_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
+    return labelled_containers(f"rock.sandbox={sandbox_id}")
 
 
 def wait_gone(sandbox_id: str, seconds: float) -> bool:

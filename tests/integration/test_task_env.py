@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +21,7 @@ from rock_sdk.envs import (
     TaskSpec,
 )
 
-from ..conftest import PY_IMAGE
+from ..conftest import PY_IMAGE, labelled_containers
 
 pytestmark = pytest.mark.anyio
 
@@ -376,12 +375,7 @@ def _assistant(content: str) -> dict[str, Any]:
 
 def containers_of(sandbox_id: str) -> list[str]:
     """Ids of the containers of a sandbox (none once it is deleted)."""
-    return subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=rock.sandbox={sandbox_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
+    return labelled_containers(f"rock.sandbox={sandbox_id}")
 
 
 def test_the_sync_api_runs_its_own_loop_and_leaves_nothing(docker_engine: None) -> None:

@@ -37,7 +37,7 @@ from rock_core import (
     local_owner,
 )
 from rock_sdk import SandboxConfig, open_cluster
-from tests.conftest import SH_IMAGE
+from tests.conftest import SH_IMAGE, labelled_containers
 from tests.integrations.conftest import require
 from tests.integrations.test_ray_hosts import RayNodes, wait_for_port
 
@@ -145,13 +145,7 @@ def ray_cluster(
 
 
 def containers(label: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label={label}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    )
-    return out.stdout.split()
+    return labelled_containers(label)
 
 
 async def wait_until(check: Any, what: str, timeout: float = START_TIMEOUT) -> None:

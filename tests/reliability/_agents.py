@@ -22,18 +22,14 @@ import msgspec
 from rock_core import _protocol as p
 from rock_core._framing import FrameDecoder, frame
 
+from ..conftest import labelled_containers
+
 AGENT_START_TIMEOUT = 30.0
 
 
 def engine_containers(host_id: str) -> list[str]:
     """Ids of every container (any state) an agent of `host_id` made."""
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=rock.host={host_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
+    return labelled_containers(f"rock.host={host_id}")
 
 
 class SocketAgent:

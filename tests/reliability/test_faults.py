@@ -26,7 +26,7 @@ import pytest
 from rock_core import Cluster, RockError, SandboxState
 from rock_sdk import Sandbox, SandboxConfig, open_cluster
 
-from ..conftest import SH_IMAGE
+from ..conftest import SH_IMAGE, labelled_containers
 from ._agents import SocketAgent, engine_containers
 
 pytestmark = [pytest.mark.anyio, pytest.mark.slow]
@@ -76,13 +76,7 @@ def run_and_kill_program(host: str) -> str:
 
 
 def containers_of(sandbox_id: str) -> list[str]:
-    out = subprocess.run(
-        ["docker", "ps", "-aq", "--filter", f"label=rock.sandbox={sandbox_id}"],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    return out.split()
+    return labelled_containers(f"rock.sandbox={sandbox_id}")
 
 
 def test_kill_9_of_a_program_with_a_local_agent(docker_engine: None) -> None:
